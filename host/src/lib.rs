@@ -1,0 +1,7 @@
+//! nodewright: a Kubernetes node autoscaler for AWS whose decisions — which
+//! offering to buy, which nodes to consolidate — are sandboxed WebAssembly
+//! components behind one versioned WIT contract.
+
+pub mod cli;
+pub mod model;
+pub mod policy;

@@ -1,0 +1,5 @@
+//! The `nodewright` binary.
+
+fn main() -> std::process::ExitCode {
+    nodewright::cli::main()
+}

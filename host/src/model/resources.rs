@@ -1,0 +1,50 @@
+use serde::{Deserialize, Serialize};
+
+/// An amount of the resources a node offers and a pod requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU in thousandths of a core.
+    pub cpu_millis: u32,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Pod slots.
+    pub pods: u32,
+    /// GPUs.
+    pub gpus: u32,
+}
+
+impl Resources {
+    /// One pod's request of `cpu_millis` CPU and `memory_bytes` memory.
+    pub fn pod(cpu_millis: u32, memory_bytes: u64) -> Self {
+        Resources { cpu_millis, memory_bytes, pods: 1, gpus: 0 }
+    }
+
+    /// The same request with `gpus` GPUs.
+    pub fn with_gpus(self, gpus: u32) -> Self {
+        Resources { gpus, ..self }
+    }
+
+    /// Component-wise sum, saturating.
+    pub fn saturating_add(self, other: Self) -> Self {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+            pods: self.pods.saturating_add(other.pods),
+            gpus: self.gpus.saturating_add(other.gpus),
+        }
+    }
+
+    /// True when every component of `self` is at least that of `need`.
+    pub fn covers(&self, need: &Self) -> bool {
+        self.cpu_millis >= need.cpu_millis
+            && self.memory_bytes >= need.memory_bytes
+            && self.pods >= need.pods
+            && self.gpus >= need.gpus
+    }
+}
+
+impl std::iter::Sum for Resources {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Resources::default(), Resources::saturating_add)
+    }
+}

@@ -1,0 +1,118 @@
+//! The conformance suite a candidate passes before it may serve a slot:
+//! fixed inputs, answers that must be valid and arrive within the limits.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::error::CallFailure;
+use super::plugin::Plugin;
+use super::request::{ConsolidationSnapshot, SelectionRequest, SnapshotNode};
+use crate::model::{Catalog, Resources};
+
+const GIB: u64 = 1 << 30;
+
+/// One check of the suite.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConformanceCheck {
+    /// What was checked.
+    pub name: String,
+    /// The failure, if it failed.
+    pub failure: Option<CallFailure>,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// The result of the whole suite.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConformanceReport {
+    /// Every check, in order.
+    pub checks: Vec<ConformanceCheck>,
+}
+
+impl ConformanceReport {
+    /// The first failed check.
+    pub fn first_failure(&self) -> Option<&ConformanceCheck> {
+        self.checks.iter().find(|c| c.failure.is_some())
+    }
+
+    /// True when every check passed.
+    pub fn passed(&self) -> bool {
+        self.first_failure().is_none()
+    }
+}
+
+/// The bundled catalog, built once.
+pub fn full_catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(Catalog::bundled)
+}
+
+/// A request for `pods` in NodePool `default`, feasible = every offering that holds them.
+pub fn selection_request(catalog: &Catalog, pods: Vec<Resources>) -> SelectionRequest {
+    let total: Resources = pods.iter().copied().sum();
+    SelectionRequest { node_pool: "default".into(), feasible: catalog.feasible_for(&total), pods, total }
+}
+
+/// The suite's consolidation snapshot: an empty node, a busy one, a pinned
+/// one and a half-empty old one, with every offering as a replacement.
+pub fn sample_snapshot(catalog: &Catalog) -> ConsolidationSnapshot {
+    let node = |name: &str, offering: u32, age_seconds: u64, pods: Vec<Resources>, disruptable: bool| SnapshotNode {
+        name: name.into(),
+        offering,
+        age_seconds,
+        pods,
+        disruptable,
+    };
+    ConsolidationSnapshot {
+        node_pool: "default".into(),
+        nodes: vec![
+            node("empty", 0, 3600, vec![], true),
+            node("busy", 1, 7200, vec![Resources::pod(1500, 2 * GIB); 3], true),
+            node("pinned", 2, 600, vec![], false),
+            node("half", 3, 86_400, vec![Resources::pod(250, GIB)], true),
+        ],
+        replacements: (0..catalog.offerings.len().min(64) as u32).collect(),
+    }
+}
+
+pub(crate) fn run(plugin: &Plugin) -> ConformanceReport {
+    let mut checks = Vec::new();
+    let mut check = |name: &str, f: &dyn Fn() -> Result<(), CallFailure>| {
+        let started = Instant::now();
+        let failure = f().err();
+        checks.push(ConformanceCheck { name: name.into(), failure, duration: started.elapsed() });
+    };
+    let catalog = full_catalog();
+    if plugin.info().world.selects() {
+        check("rank: one small pod", &|| {
+            plugin.rank(catalog, &selection_request(catalog, vec![Resources::pod(500, GIB)])).map(drop)
+        });
+        check("rank: two GPU pods", &|| {
+            let pods = vec![Resources::pod(4000, 16 * GIB).with_gpus(1); 2];
+            plugin.rank(catalog, &selection_request(catalog, pods)).map(drop)
+        });
+        check("rank: nothing feasible", &|| {
+            let mut request = selection_request(catalog, vec![Resources::pod(500, GIB)]);
+            request.feasible.clear();
+            match plugin.rank(catalog, &request)? {
+                r if r.entries.is_empty() => Ok(()),
+                r => Err(CallFailure::InvalidOutput(format!("{} scores with nothing feasible", r.entries.len()))),
+            }
+        });
+        let small = Catalog::bundled_sample(1000);
+        check("rank: new catalog version, 1000 offerings", &|| {
+            plugin.rank(&small, &selection_request(&small, vec![Resources::pod(100, GIB / 4); 5])).map(drop)
+        });
+    }
+    if plugin.info().world.consolidates() {
+        check("plan: no nodes", &|| {
+            let mut snapshot = sample_snapshot(catalog);
+            snapshot.nodes.clear();
+            plugin.plan(catalog, &snapshot).map(drop)
+        });
+        check("plan: four nodes", &|| plugin.plan(catalog, &sample_snapshot(catalog)).map(drop));
+    }
+    ConformanceReport { checks }
+}

@@ -1,0 +1,58 @@
+//! The Wasm policy runtime: one engine, a cache of compiled components,
+//! sandboxed and bounded calls, output validation, built-in fallbacks, and a
+//! registry of slots swapped atomically (with rollback and shadow runs).
+//!
+//! Data flow for one decision: [`PolicySlot::rank`] takes the active
+//! [`Plugin`], which takes an idle instance (or instantiates one from its
+//! `InstancePre`), hands over the catalog when the instance has not seen its
+//! version, calls `rank` under an epoch deadline and a memory limit, and
+//! validates the answer. A failed call is answered by the built-in policy.
+
+mod bindings;
+mod builtin;
+mod cache;
+mod conformance;
+mod error;
+mod plugin;
+mod registry;
+mod request;
+mod runtime;
+mod sandbox;
+mod watch;
+
+pub use builtin::{cheapest_ranking, no_consolidation};
+pub use conformance::{ConformanceCheck, ConformanceReport, full_catalog, sample_snapshot, selection_request};
+pub use error::{CallFailure, PluginError};
+pub use plugin::{ContractVersion, Plugin, PluginInfo, World};
+pub use registry::{
+    DecidedBy, Decision, PolicyRegistry, PolicySlot, Role, SlotMode, SlotStats, SwapOutcome,
+};
+pub use request::{ConsolidationAction, ConsolidationSnapshot, Ranking, SelectionRequest, SnapshotNode};
+pub use runtime::{CacheStats, Limits, PluginClock, PolicyRuntime, RuntimeConfig, SystemClock};
+pub use watch::{DirectoryWatch, WatchEvent};
+
+/// The components bundled with nodewright, by name: the host's default policies.
+pub mod bundled {
+    /// `cheapest`: price per hour, lowest first (selection).
+    pub const CHEAPEST: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/cheapest.wasm"));
+    /// `spot-savvy`: price weighted by interruption risk (selection).
+    pub const SPOT_SAVVY: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/spot-savvy.wasm"));
+    /// `graviton-first`: arm64 within a margin of the cheapest (selection).
+    pub const GRAVITON_FIRST: &[u8] =
+        include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/graviton-first.wasm"));
+    /// `empty-only`: delete empty nodes (consolidation).
+    pub const EMPTY_ONLY: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/empty-only.wasm"));
+
+    /// Every bundled component as (name, bytes).
+    pub const ALL: [(&str, &[u8]); 4] = [
+        ("cheapest", CHEAPEST),
+        ("spot-savvy", SPOT_SAVVY),
+        ("graviton-first", GRAVITON_FIRST),
+        ("empty-only", EMPTY_ONLY),
+    ];
+
+    /// The bundled component called `name`.
+    pub fn get(name: &str) -> Option<&'static [u8]> {
+        ALL.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
+    }
+}

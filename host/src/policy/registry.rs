@@ -1,0 +1,476 @@
+//! Named policy slots, each swapped atomically: a candidate is compiled and
+//! conformance-checked off the hot path, then replaces the active version in
+//! one pointer swap. Calls in flight finish on the version they started
+//! with. Failed calls fall back to the built-in policy; after
+//! `Limits::rollback_after` consecutive failures the slot rolls back to its
+//! previous version. A shadow candidate sees every input; its answers are
+//! compared and logged, never acted on.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use super::builtin::{cheapest_ranking, no_consolidation};
+use super::error::{CallFailure, PluginError};
+use super::plugin::Plugin;
+use super::request::{ConsolidationAction, ConsolidationSnapshot, Ranking, SelectionRequest};
+use super::runtime::PolicyRuntime;
+use crate::model::Catalog;
+
+/// Which decision a slot makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Which offering to buy.
+    Selection,
+    /// Which nodes to consolidate.
+    Consolidation,
+}
+
+/// How a candidate joins a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlotMode {
+    /// Replace the active version.
+    Active,
+    /// Run beside the active version; log its answers, never act on them.
+    Shadow,
+}
+
+/// Who made a decision.
+#[derive(Debug, Clone)]
+pub enum DecidedBy {
+    /// The slot runs the built-in policy.
+    Builtin,
+    /// The active plugin answered.
+    Plugin(Arc<Plugin>),
+    /// The active plugin failed; the built-in policy answered.
+    Fallback {
+        /// The plugin that failed.
+        plugin: Arc<Plugin>,
+        /// Why.
+        failure: CallFailure,
+    },
+}
+
+/// A decision and who made it.
+#[derive(Debug, Clone)]
+pub struct Decision<T> {
+    /// The answer, always valid.
+    pub value: T,
+    /// Who gave it.
+    pub by: DecidedBy,
+}
+
+/// What a successful swap did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapOutcome {
+    /// The slot.
+    pub slot: String,
+    /// Active or shadow.
+    pub mode: SlotMode,
+    /// The new version's digest.
+    pub digest: String,
+    /// The version it replaced (`builtin` for the built-in policy).
+    pub replaced: String,
+}
+
+#[derive(Clone)]
+enum Version {
+    Builtin,
+    Plugin(Arc<Plugin>),
+}
+
+impl Version {
+    fn label(&self) -> String {
+        match self {
+            Version::Builtin => "builtin".into(),
+            Version::Plugin(p) => format!("{} ({})", p.info().name, p.info().digest),
+        }
+    }
+
+    fn same(&self, other: &Version) -> bool {
+        match (self, other) {
+            (Version::Builtin, Version::Builtin) => true,
+            (Version::Plugin(a), Version::Plugin(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+struct SlotState {
+    active: Version,
+    previous: Option<Version>,
+    shadow: Option<Arc<Plugin>>,
+}
+
+/// Counters and versions of a slot, for metrics and `status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SlotStats {
+    /// Slot name.
+    pub name: String,
+    /// Active version (`builtin` or name and digest).
+    pub active: String,
+    /// Version a rollback would return to.
+    pub previous: Option<String>,
+    /// Shadow candidate.
+    pub shadow: Option<String>,
+    /// Decisions asked of the slot.
+    pub calls: u64,
+    /// Decisions the active plugin made.
+    pub plugin_decisions: u64,
+    /// Decisions the built-in policy made after a plugin failure.
+    pub fallbacks: u64,
+    /// Failed plugin calls by kind.
+    pub failures: BTreeMap<String, u64>,
+    /// Failures in a row right now.
+    pub consecutive_failures: u32,
+    /// Rollbacks performed.
+    pub rollbacks: u64,
+    /// Successful swaps (active or shadow).
+    pub swaps: u64,
+    /// Candidates rejected.
+    pub rejected: u64,
+    /// Why the last candidate was rejected.
+    pub last_rejection: Option<String>,
+    /// When the last swap or rollback happened.
+    pub last_swap: Option<SystemTime>,
+    /// Shadow calls made.
+    pub shadow_calls: u64,
+    /// Shadow answers that differed from the active one.
+    pub shadow_divergences: u64,
+    /// Shadow calls that failed.
+    pub shadow_failures: u64,
+}
+
+/// One named decision point (e.g. a NodePool's selection policy).
+pub struct PolicySlot {
+    name: String,
+    role: Role,
+    rollback_after: u32,
+    state: ArcSwap<SlotState>,
+    swap_lock: Mutex<()>,
+    consecutive_failures: AtomicU32,
+    calls: AtomicU64,
+    plugin_decisions: AtomicU64,
+    fallbacks: AtomicU64,
+    shadow_calls: AtomicU64,
+    shadow_divergences: AtomicU64,
+    shadow_failures: AtomicU64,
+    history: Mutex<SlotHistory>,
+}
+
+#[derive(Default)]
+struct SlotHistory {
+    failures: BTreeMap<String, u64>,
+    rollbacks: u64,
+    swaps: u64,
+    rejected: u64,
+    last_rejection: Option<String>,
+    last_swap: Option<SystemTime>,
+}
+
+impl PolicySlot {
+    fn new(name: &str, role: Role, rollback_after: u32) -> Self {
+        PolicySlot {
+            name: name.into(),
+            role,
+            rollback_after: rollback_after.max(1),
+            state: ArcSwap::from_pointee(SlotState { active: Version::Builtin, previous: None, shadow: None }),
+            swap_lock: Mutex::new(()),
+            consecutive_failures: AtomicU32::new(0),
+            calls: AtomicU64::new(0),
+            plugin_decisions: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+            shadow_calls: AtomicU64::new(0),
+            shadow_divergences: AtomicU64::new(0),
+            shadow_failures: AtomicU64::new(0),
+            history: Mutex::new(SlotHistory::default()),
+        }
+    }
+
+    /// The slot's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The decision it makes.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The active plugin, if the slot is not on the built-in policy.
+    pub fn active_plugin(&self) -> Option<Arc<Plugin>> {
+        match &self.state.load().active {
+            Version::Plugin(p) => Some(p.clone()),
+            Version::Builtin => None,
+        }
+    }
+
+    /// Check `candidate` and, if it passes, make it the slot's active or
+    /// shadow version. A rejected candidate leaves the slot as it was.
+    pub fn propose(&self, candidate: Arc<Plugin>, mode: SlotMode) -> Result<SwapOutcome, PluginError> {
+        let checked = self.check_role(&candidate).and_then(|()| candidate.check_conformance().map(drop));
+        if let Err(e) = checked {
+            let mut history = self.history.lock().expect("history lock");
+            history.rejected += 1;
+            history.last_rejection = Some(e.to_string());
+            tracing::warn!(slot = %self.name, "candidate rejected, slot unchanged: {e}");
+            return Err(e);
+        }
+        let _swapping = self.swap_lock.lock().expect("swap lock");
+        let current = self.state.load_full();
+        let digest = candidate.info().digest.clone();
+        let (next, replaced) = match mode {
+            SlotMode::Active => (
+                SlotState {
+                    active: Version::Plugin(candidate.clone()),
+                    previous: Some(current.active.clone()),
+                    shadow: current.shadow.clone().filter(|s| s.info().digest != digest),
+                },
+                current.active.label(),
+            ),
+            SlotMode::Shadow => (
+                SlotState {
+                    active: current.active.clone(),
+                    previous: current.previous.clone(),
+                    shadow: Some(candidate.clone()),
+                },
+                current.shadow.as_ref().map_or_else(|| "none".into(), |s| Version::Plugin(s.clone()).label()),
+            ),
+        };
+        self.state.store(Arc::new(next));
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let mut history = self.history.lock().expect("history lock");
+        history.swaps += 1;
+        history.last_swap = Some(SystemTime::now());
+        tracing::info!(slot = %self.name, ?mode, %digest, %replaced, "policy swapped");
+        Ok(SwapOutcome { slot: self.name.clone(), mode, digest, replaced })
+    }
+
+    /// Drop the shadow candidate, if any.
+    pub fn clear_shadow(&self) {
+        let _swapping = self.swap_lock.lock().expect("swap lock");
+        let current = self.state.load_full();
+        self.state.store(Arc::new(SlotState {
+            active: current.active.clone(),
+            previous: current.previous.clone(),
+            shadow: None,
+        }));
+    }
+
+    fn check_role(&self, candidate: &Plugin) -> Result<(), PluginError> {
+        let world = candidate.info().world;
+        let (fits, needed) = match self.role {
+            Role::Selection => (world.selects(), "nodewright:policy/instance-selection"),
+            Role::Consolidation => (world.consolidates(), "nodewright:policy/consolidation"),
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(PluginError::WrongRole {
+            plugin: candidate.info().name.clone(),
+            world: world.name().into(),
+            slot: self.name.clone(),
+            needed: needed.into(),
+        })
+    }
+
+    /// Rank `request`'s feasible offerings. Always answers: a failed plugin
+    /// call is answered by the built-in cheapest policy.
+    pub fn rank(&self, catalog: &Catalog, request: &SelectionRequest) -> Decision<Ranking> {
+        let state = self.state.load_full();
+        let decision = self.decide(&state, |p| p.rank(catalog, request), || cheapest_ranking(catalog, request));
+        if let Some(shadow) = &state.shadow {
+            self.shadow_call(shadow, shadow.rank(catalog, request), |answer| {
+                let (active_top, shadow_top) = (decision.value.top(), answer.top());
+                if active_top == shadow_top {
+                    return None;
+                }
+                let price = |i: Option<u32>| i.and_then(|i| catalog.offerings.get(i as usize)).map(|o| o.price_per_hour);
+                let describe = |i: Option<u32>| {
+                    i.and_then(|i| catalog.offerings.get(i as usize))
+                        .map_or_else(|| "nothing".to_string(), |o| format!("{} {:?} {}", o.instance_type, o.capacity_type, o.zone))
+                };
+                let delta = price(shadow_top).unwrap_or(0.0) - price(active_top).unwrap_or(0.0);
+                Some(format!(
+                    "active chose {}, shadow would choose {} ({delta:+.4} $/h)",
+                    describe(active_top),
+                    describe(shadow_top)
+                ))
+            });
+        }
+        decision
+    }
+
+    /// Plan consolidation for `snapshot`. Always answers: a failed plugin
+    /// call is answered by "no action".
+    pub fn plan(&self, catalog: &Catalog, snapshot: &ConsolidationSnapshot) -> Decision<Vec<ConsolidationAction>> {
+        let state = self.state.load_full();
+        let decision = self.decide(&state, |p| p.plan(catalog, snapshot), no_consolidation);
+        if let Some(shadow) = &state.shadow {
+            self.shadow_call(shadow, shadow.plan(catalog, snapshot), |answer| {
+                (answer != &decision.value).then(|| format!("active planned {:?}, shadow would plan {:?}", decision.value, answer))
+            });
+        }
+        decision
+    }
+
+    fn decide<T>(
+        &self,
+        state: &Arc<SlotState>,
+        call: impl FnOnce(&Plugin) -> Result<T, CallFailure>,
+        builtin: impl FnOnce() -> T,
+    ) -> Decision<T> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let plugin = match &state.active {
+            Version::Builtin => return Decision { value: builtin(), by: DecidedBy::Builtin },
+            Version::Plugin(plugin) => plugin,
+        };
+        match call(plugin) {
+            Ok(value) => {
+                self.plugin_decisions.fetch_add(1, Ordering::Relaxed);
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                Decision { value, by: DecidedBy::Plugin(plugin.clone()) }
+            }
+            Err(failure) => {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                *self.history.lock().expect("history lock").failures.entry(failure.kind().into()).or_default() += 1;
+                tracing::warn!(slot = %self.name, plugin = %plugin.info().name, "plugin call failed, built-in policy used: {failure}");
+                let in_a_row = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if in_a_row >= self.rollback_after {
+                    self.roll_back(state, &failure);
+                }
+                Decision { value: builtin(), by: DecidedBy::Fallback { plugin: plugin.clone(), failure } }
+            }
+        }
+    }
+
+    /// Return to the previous version, unless the slot has already moved on
+    /// from the failing one.
+    fn roll_back(&self, failing: &Arc<SlotState>, failure: &CallFailure) {
+        let _swapping = self.swap_lock.lock().expect("swap lock");
+        let current = self.state.load_full();
+        if !current.active.same(&failing.active) {
+            return;
+        }
+        let restored = current.previous.clone().unwrap_or(Version::Builtin);
+        let previous = match restored {
+            Version::Plugin(_) => Some(Version::Builtin),
+            Version::Builtin => None,
+        };
+        tracing::error!(
+            slot = %self.name,
+            failing = %current.active.label(),
+            restored = %restored.label(),
+            "{} failed calls in a row (last: {failure}); rolled back",
+            self.rollback_after
+        );
+        self.state.store(Arc::new(SlotState { active: restored, previous, shadow: current.shadow.clone() }));
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let mut history = self.history.lock().expect("history lock");
+        history.rollbacks += 1;
+        history.last_swap = Some(SystemTime::now());
+    }
+
+    fn shadow_call<T>(&self, shadow: &Plugin, answer: Result<T, CallFailure>, diverges: impl FnOnce(&T) -> Option<String>) {
+        self.shadow_calls.fetch_add(1, Ordering::Relaxed);
+        match answer {
+            Ok(answer) => {
+                if let Some(difference) = diverges(&answer) {
+                    self.shadow_divergences.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(slot = %self.name, shadow = %shadow.info().name, "shadow diverges: {difference}");
+                }
+            }
+            Err(failure) => {
+                self.shadow_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(slot = %self.name, shadow = %shadow.info().name, "shadow call failed: {failure}");
+            }
+        }
+    }
+
+    /// Counters and versions.
+    pub fn stats(&self) -> SlotStats {
+        let state = self.state.load();
+        let history = self.history.lock().expect("history lock");
+        SlotStats {
+            name: self.name.clone(),
+            active: state.active.label(),
+            previous: state.previous.as_ref().map(Version::label),
+            shadow: state.shadow.as_ref().map(|s| Version::Plugin(s.clone()).label()),
+            calls: self.calls.load(Ordering::Relaxed),
+            plugin_decisions: self.plugin_decisions.load(Ordering::Relaxed),
+            fallbacks: self.fallbacks.load(Ordering::Relaxed),
+            failures: history.failures.clone(),
+            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            rollbacks: history.rollbacks,
+            swaps: history.swaps,
+            rejected: history.rejected,
+            last_rejection: history.last_rejection.clone(),
+            last_swap: history.last_swap,
+            shadow_calls: self.shadow_calls.load(Ordering::Relaxed),
+            shadow_divergences: self.shadow_divergences.load(Ordering::Relaxed),
+            shadow_failures: self.shadow_failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Every slot of the process, by name.
+pub struct PolicyRegistry {
+    runtime: PolicyRuntime,
+    slots: RwLock<BTreeMap<String, Arc<PolicySlot>>>,
+}
+
+impl PolicyRegistry {
+    /// An empty registry on `runtime`.
+    pub fn new(runtime: PolicyRuntime) -> Self {
+        PolicyRegistry { runtime, slots: RwLock::new(BTreeMap::new()) }
+    }
+
+    /// The runtime plugins are loaded into.
+    pub fn runtime(&self) -> &PolicyRuntime {
+        &self.runtime
+    }
+
+    /// The slot called `name`, if it exists.
+    pub fn slot(&self, name: &str) -> Option<Arc<PolicySlot>> {
+        self.slots.read().expect("slots lock").get(name).cloned()
+    }
+
+    /// The slot called `name`, created on the built-in policy for `role` if missing.
+    pub fn ensure_slot(&self, name: &str, role: Role) -> Arc<PolicySlot> {
+        if let Some(slot) = self.slot(name) {
+            return slot;
+        }
+        let rollback_after = self.runtime.limits().rollback_after;
+        self.slots
+            .write()
+            .expect("slots lock")
+            .entry(name.into())
+            .or_insert_with(|| Arc::new(PolicySlot::new(name, role, rollback_after)))
+            .clone()
+    }
+
+    /// Every slot, by name.
+    pub fn slots(&self) -> Vec<Arc<PolicySlot>> {
+        self.slots.read().expect("slots lock").values().cloned().collect()
+    }
+
+    /// Compile `bytes`, check it, and swap it into slot `slot` (created for
+    /// `role` if missing). Nothing changes when any step fails.
+    pub fn load(
+        &self,
+        slot: &str,
+        role: Role,
+        bytes: &[u8],
+        config: &str,
+        mode: SlotMode,
+    ) -> Result<SwapOutcome, PluginError> {
+        let plugin = Arc::new(Plugin::load(&self.runtime, slot, bytes, config)?);
+        self.ensure_slot(slot, role).propose(plugin, mode)
+    }
+}

@@ -1,0 +1,253 @@
+//! What the host asks a policy and what it accepts back, independent of the
+//! contract version a plugin speaks. Validation of plugin answers lives here.
+
+use serde::Serialize;
+
+use crate::model::Resources;
+
+/// A new node to open for some pods: which feasible offering should it be?
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectionRequest {
+    /// The NodePool the node belongs to.
+    pub node_pool: String,
+    /// Requests of each pod to place.
+    pub pods: Vec<Resources>,
+    /// Sum of the pods' requests plus daemonset overhead.
+    pub total: Resources,
+    /// Catalog indices of the offerings that can host the pods, ascending.
+    pub feasible: Vec<u32>,
+}
+
+/// Validated scores for some feasible offerings; lower is preferred.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Ranking {
+    /// (catalog index, score), in the order the policy gave them.
+    pub entries: Vec<(u32, f64)>,
+}
+
+impl Ranking {
+    /// The `k` preferred offerings, best first (ties to the lower index).
+    pub fn best(&self, k: usize) -> Vec<(u32, f64)> {
+        let order = |a: &(u32, f64), b: &(u32, f64)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
+        let mut entries = self.entries.clone();
+        if k < entries.len() {
+            entries.select_nth_unstable_by(k, order);
+            entries.truncate(k);
+        }
+        entries.sort_unstable_by(order);
+        entries
+    }
+
+    /// The preferred offering, if any.
+    pub fn top(&self) -> Option<u32> {
+        self.entries
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
+            .map(|e| e.0)
+    }
+
+    /// Check a plugin's answer against the request: equal lengths, no more
+    /// entries than feasible offerings, every index feasible and given once,
+    /// every score finite.
+    pub fn validate(
+        offerings: Vec<u32>,
+        scores: Vec<f64>,
+        feasible: &[u32],
+        catalog_len: usize,
+    ) -> Result<Ranking, String> {
+        if offerings.len() != scores.len() {
+            return Err(format!(
+                "ranking has {} offerings but {} scores",
+                offerings.len(),
+                scores.len()
+            ));
+        }
+        if offerings.len() > feasible.len() {
+            return Err(format!(
+                "oversized output: {} scores for {} feasible offerings",
+                offerings.len(),
+                feasible.len()
+            ));
+        }
+        let words = catalog_len.div_ceil(64);
+        let mut allowed = vec![0u64; words];
+        for &i in feasible {
+            if let Some(word) = allowed.get_mut(i as usize / 64) {
+                *word |= 1 << (i % 64);
+            }
+        }
+        let mut seen = vec![0u64; words];
+        for (&index, &score) in offerings.iter().zip(&scores) {
+            let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+            if index as usize >= catalog_len {
+                return Err(format!(
+                    "offering index {index} is out of range (the catalog has {catalog_len} offerings)"
+                ));
+            }
+            if seen[word] & bit != 0 {
+                return Err(format!("offering index {index} is scored twice"));
+            }
+            if allowed[word] & bit == 0 {
+                return Err(format!("offering index {index} is not one of the feasible offerings"));
+            }
+            seen[word] |= bit;
+            if !score.is_finite() {
+                return Err(format!("score of offering {index} is {score}, scores must be finite"));
+            }
+        }
+        Ok(Ranking { entries: offerings.into_iter().zip(scores).collect() })
+    }
+}
+
+/// One node of a consolidation snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotNode {
+    /// Node name.
+    pub name: String,
+    /// Catalog index of its offering.
+    pub offering: u32,
+    /// Seconds since launch.
+    pub age_seconds: u64,
+    /// Requests of its pods (daemonsets excluded).
+    pub pods: Vec<Resources>,
+    /// False when something on the node forbids disruption.
+    pub disruptable: bool,
+}
+
+/// The nodes of a NodePool and what could replace them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsolidationSnapshot {
+    /// The NodePool.
+    pub node_pool: String,
+    /// Its nodes.
+    pub nodes: Vec<SnapshotNode>,
+    /// Catalog indices of the offerings it may launch now.
+    pub replacements: Vec<u32>,
+}
+
+/// A consolidation step a policy proposes (node indices into the snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsolidationAction {
+    /// Delete these nodes.
+    Delete {
+        /// Node indices.
+        nodes: Vec<u32>,
+    },
+    /// Launch `offering` and delete these nodes.
+    Replace {
+        /// Node indices.
+        nodes: Vec<u32>,
+        /// Catalog index of the replacement.
+        offering: u32,
+    },
+}
+
+impl ConsolidationAction {
+    /// The nodes the action removes.
+    pub fn nodes(&self) -> &[u32] {
+        match self {
+            ConsolidationAction::Delete { nodes } | ConsolidationAction::Replace { nodes, .. } => nodes,
+        }
+    }
+
+    /// Check a plugin's plan against the snapshot: node indices in range,
+    /// each node in at most one action, only disruptable nodes, replacements
+    /// among the allowed offerings, no empty action, no more actions than nodes.
+    pub fn validate_plan(
+        plan: Vec<ConsolidationAction>,
+        snapshot: &ConsolidationSnapshot,
+    ) -> Result<Vec<ConsolidationAction>, String> {
+        if plan.len() > snapshot.nodes.len() {
+            return Err(format!(
+                "oversized output: {} actions for {} nodes",
+                plan.len(),
+                snapshot.nodes.len()
+            ));
+        }
+        let mut used = vec![false; snapshot.nodes.len()];
+        for (a, action) in plan.iter().enumerate() {
+            if action.nodes().is_empty() {
+                return Err(format!("action {a} names no node"));
+            }
+            for &n in action.nodes() {
+                let Some(node) = snapshot.nodes.get(n as usize) else {
+                    return Err(format!(
+                        "action {a} names node index {n}, the snapshot has {} nodes",
+                        snapshot.nodes.len()
+                    ));
+                };
+                if !node.disruptable {
+                    return Err(format!("action {a} names node {} which must not be disrupted", node.name));
+                }
+                if std::mem::replace(&mut used[n as usize], true) {
+                    return Err(format!("node {} appears in more than one action", node.name));
+                }
+            }
+            if let ConsolidationAction::Replace { offering, .. } = action
+                && !snapshot.replacements.contains(offering)
+            {
+                return Err(format!(
+                    "action {a} replaces with offering index {offering}, which is not an allowed replacement"
+                ));
+            }
+        }
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_ranking_is_kept_in_plugin_order() {
+        let r = Ranking::validate(vec![4, 2], vec![1.5, 0.5], &[2, 3, 4], 10).unwrap();
+        assert_eq!(r.entries, vec![(4, 1.5), (2, 0.5)]);
+        assert_eq!(r.best(1), vec![(2, 0.5)]);
+        assert_eq!(r.top(), Some(2));
+    }
+
+    #[test]
+    fn ranking_rules_are_each_enforced_with_their_message() {
+        let check = |o: Vec<u32>, s: Vec<f64>| Ranking::validate(o, s, &[1, 2, 3], 5).unwrap_err();
+        assert_eq!(check(vec![1], vec![]), "ranking has 1 offerings but 0 scores");
+        assert_eq!(check(vec![1, 2, 3, 1], vec![0.0; 4]), "oversized output: 4 scores for 3 feasible offerings");
+        assert_eq!(check(vec![9], vec![0.0]), "offering index 9 is out of range (the catalog has 5 offerings)");
+        assert_eq!(check(vec![2, 2], vec![0.0, 1.0]), "offering index 2 is scored twice");
+        assert_eq!(check(vec![0], vec![0.0]), "offering index 0 is not one of the feasible offerings");
+        assert_eq!(check(vec![3], vec![f64::NAN]), "score of offering 3 is NaN, scores must be finite");
+        assert_eq!(check(vec![3], vec![f64::INFINITY]), "score of offering 3 is inf, scores must be finite");
+    }
+
+    #[test]
+    fn plan_rules_are_each_enforced_with_their_message() {
+        let node = |name: &str, disruptable| SnapshotNode {
+            name: name.into(),
+            offering: 0,
+            age_seconds: 60,
+            pods: vec![],
+            disruptable,
+        };
+        let snapshot = ConsolidationSnapshot {
+            node_pool: "default".into(),
+            nodes: vec![node("a", true), node("b", false), node("c", true)],
+            replacements: vec![7],
+        };
+        let check = |plan| ConsolidationAction::validate_plan(plan, &snapshot).unwrap_err();
+        use ConsolidationAction::*;
+        assert_eq!(check(vec![Delete { nodes: vec![5] }]), "action 0 names node index 5, the snapshot has 3 nodes");
+        assert_eq!(check(vec![Delete { nodes: vec![1] }]), "action 0 names node b which must not be disrupted");
+        assert_eq!(
+            check(vec![Delete { nodes: vec![0] }, Replace { nodes: vec![0], offering: 7 }]),
+            "node a appears in more than one action"
+        );
+        assert_eq!(
+            check(vec![Replace { nodes: vec![2], offering: 3 }]),
+            "action 0 replaces with offering index 3, which is not an allowed replacement"
+        );
+        assert_eq!(check(vec![Delete { nodes: vec![] }]), "action 0 names no node");
+        let ok = vec![Delete { nodes: vec![0] }, Replace { nodes: vec![2], offering: 7 }];
+        assert_eq!(ConsolidationAction::validate_plan(ok.clone(), &snapshot).unwrap(), ok);
+    }
+}

@@ -1,0 +1,315 @@
+//! What a plugin instance lives in: WASI without capabilities, host-supplied
+//! clock and randomness, a memory limiter, and log/stdout/stderr routed to
+//! `tracing` under the plugin's name.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::v0_1_0::host;
+use super::runtime::PluginClock;
+
+/// Most bytes of log a plugin may write in one call (host `log`, stdout and
+/// stderr together); the rest is dropped with one warning.
+const LOG_BUDGET_PER_CALL: usize = 64 * 1024;
+/// Longest line kept; longer lines are cut.
+const MAX_LINE: usize = 4096;
+
+/// The state a plugin's `Store` carries.
+pub(crate) struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    plugin: Arc<str>,
+    config: Arc<str>,
+    log: Arc<LogBudget>,
+}
+
+/// Log budget shared by the host import and the output streams of one instance.
+pub(crate) struct LogBudget {
+    remaining: std::sync::atomic::AtomicUsize,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl LogBudget {
+    fn new() -> Self {
+        LogBudget {
+            remaining: LOG_BUDGET_PER_CALL.into(),
+            warned: false.into(),
+        }
+    }
+
+    /// Take `n` bytes of budget; false (and one warning) when it is spent.
+    fn take(&self, plugin: &str, n: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ok = self
+            .remaining
+            .fetch_update(Relaxed, Relaxed, |left| left.checked_sub(n))
+            .is_ok();
+        if !ok && !self.warned.swap(true, Relaxed) {
+            tracing::warn!(target: "nodewright::plugin", plugin, "log budget of {LOG_BUDGET_PER_CALL} bytes per call spent; dropping the rest");
+        }
+        ok
+    }
+
+    pub(crate) fn reset(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.remaining.store(LOG_BUDGET_PER_CALL, Relaxed);
+        self.warned.store(false, Relaxed);
+    }
+}
+
+impl PluginState {
+    /// A fresh store for `plugin`: no preopened directories, no environment,
+    /// no arguments, no network; clock and randomness from the host.
+    pub(crate) fn store(
+        engine: &wasmtime::Engine,
+        plugin: Arc<str>,
+        config: Arc<str>,
+        clock: Arc<dyn PluginClock>,
+        seed: u64,
+        memory_limit: u64,
+    ) -> Store<PluginState> {
+        let log = Arc::new(LogBudget::new());
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .stdout(PluginOutput { plugin: plugin.clone(), stream: Stream::Stdout, log: log.clone() })
+            .stderr(PluginOutput { plugin: plugin.clone(), stream: Stream::Stderr, log: log.clone() })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(WallClock(clock.clone()))
+            .monotonic_clock(MonotonicClock(clock))
+            .secure_random(StdRng::seed_from_u64(seed))
+            .insecure_random(StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15))
+            .insecure_random_seed(u128::from(seed) << 64 | u128::from(!seed));
+        let state = PluginState {
+            wasi: builder.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { limit_bytes: memory_limit, hit: false },
+            plugin,
+            config,
+            log,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    pub(crate) fn log_budget(&self) -> &LogBudget {
+        &self.log
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl host::Host for PluginState {
+    fn log(&mut self, level: host::Level, message: String) {
+        if !self.log.take(&self.plugin, message.len()) {
+            return;
+        }
+        emit(&self.plugin, level, cut(&message));
+    }
+
+    fn config(&mut self) -> String {
+        self.config.to_string()
+    }
+}
+
+fn emit(plugin: &str, level: host::Level, message: &str) {
+    use host::Level::*;
+    match level {
+        Trace => tracing::trace!(target: "nodewright::plugin", plugin, "{message}"),
+        Debug => tracing::debug!(target: "nodewright::plugin", plugin, "{message}"),
+        Info => tracing::info!(target: "nodewright::plugin", plugin, "{message}"),
+        Warn => tracing::warn!(target: "nodewright::plugin", plugin, "{message}"),
+        Error => tracing::error!(target: "nodewright::plugin", plugin, "{message}"),
+    }
+}
+
+fn cut(line: &str) -> &str {
+    if line.len() <= MAX_LINE {
+        return line;
+    }
+    let mut end = MAX_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+/// Denies memory growth past a limit, and remembers that it did so a trap
+/// can be reported as "memory limit" rather than a bare trap.
+pub(crate) struct MemoryLimiter {
+    limit_bytes: u64,
+    pub(crate) hit: bool,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit_bytes
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limit_bytes {
+            self.hit = true;
+            return Err(wasmtime::format_err!(
+                "memory limit of {} MiB reached (asked for {} MiB)",
+                self.limit_bytes >> 20,
+                desired >> 20
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A plugin's stdout or stderr: each line becomes a `tracing` event.
+#[derive(Clone)]
+struct PluginOutput {
+    plugin: Arc<str>,
+    stream: Stream,
+    log: Arc<LogBudget>,
+}
+
+/// One open handle on a [`PluginOutput`], holding an unfinished line.
+struct OutputHandle {
+    output: PluginOutput,
+    partial: Vec<u8>,
+}
+
+impl OutputHandle {
+    fn write_bytes(&mut self, bytes: &[u8]) {
+        if !self.output.log.take(&self.output.plugin, bytes.len()) {
+            return;
+        }
+        self.partial.extend_from_slice(bytes);
+        while let Some(newline) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=newline).collect();
+            self.emit_line(&line[..line.len() - 1]);
+        }
+        if self.partial.len() > MAX_LINE {
+            let line = std::mem::take(&mut self.partial);
+            self.emit_line(&line);
+        }
+    }
+
+    fn emit_line(&self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let level = match self.output.stream {
+            Stream::Stdout => host::Level::Info,
+            Stream::Stderr => host::Level::Warn,
+        };
+        emit(&self.output.plugin, level, cut(&text));
+    }
+}
+
+impl Drop for OutputHandle {
+    fn drop(&mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.emit_line(&line);
+        }
+    }
+}
+
+impl IsTerminal for PluginOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for PluginOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(OutputHandle { output: self.clone(), partial: Vec::new() })
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(OutputHandle { output: self.clone(), partial: Vec::new() })
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for OutputHandle {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for OutputHandle {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.write_bytes(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for OutputHandle {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.get_mut().write_bytes(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+struct WallClock(Arc<dyn PluginClock>);
+
+impl HostWallClock for WallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        self.0.wall_since_epoch()
+    }
+}
+
+struct MonotonicClock(Arc<dyn PluginClock>);
+
+impl HostMonotonicClock for MonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        self.0.monotonic_nanos()
+    }
+}

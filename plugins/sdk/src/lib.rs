@@ -1,0 +1,204 @@
+//! Write nodewright policy plugins in Rust.
+//!
+//! A plugin is a type that implements [`Selector`] (which offering to buy),
+//! [`Consolidator`] (which nodes to remove), or both, exported with
+//! [`export!`]. The crate feature chosen in `Cargo.toml` picks the WIT world
+//! the component targets: `selector` → `instance-selector`, `consolidator` →
+//! `consolidator`, both → `policy`.
+//!
+//! ```ignore
+//! use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector};
+//! struct Cheapest;
+//! impl Selector for Cheapest {
+//!     fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {
+//!         Ok(nodewright_plugin::score_each(request, catalog, |o| Some(o.price_per_hour)))
+//!     }
+//! }
+//! nodewright_plugin::export!(Cheapest);
+//! ```
+
+#[cfg(not(any(feature = "selector", feature = "consolidator")))]
+compile_error!("enable the `selector` feature, the `consolidator` feature, or both");
+
+#[cfg(all(feature = "selector", feature = "consolidator"))]
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "policy",
+    pub_export_macro: true,
+    export_macro_name: "__export_world",
+    default_bindings_module: "nodewright_plugin",
+});
+
+#[cfg(all(feature = "selector", not(feature = "consolidator")))]
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "instance-selector",
+    pub_export_macro: true,
+    export_macro_name: "__export_world",
+    default_bindings_module: "nodewright_plugin",
+});
+
+#[cfg(all(feature = "consolidator", not(feature = "selector")))]
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "consolidator",
+    pub_export_macro: true,
+    export_macro_name: "__export_world",
+    default_bindings_module: "nodewright_plugin",
+});
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+pub use nodewright::policy::host::Level;
+pub use nodewright::policy::types::{Arch, CapacityType, InterruptionRate, Offering, Resources};
+
+/// The catalog the host handed over: offerings under a version number.
+pub type Catalog = nodewright::policy::types::Catalog;
+
+#[cfg(feature = "selector")]
+pub use exports::nodewright::policy::instance_selection::{Ranking, SelectionRequest};
+
+#[cfg(feature = "consolidator")]
+pub use exports::nodewright::policy::consolidation::{Action, Node, Replacement, Snapshot};
+
+/// Chooses which offering to buy for a new node.
+#[cfg(feature = "selector")]
+pub trait Selector {
+    /// Score the feasible offerings of `request`; lower is preferred, an
+    /// offering left out is not bought.
+    fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String>;
+}
+
+/// Proposes nodes to delete or replace.
+#[cfg(feature = "consolidator")]
+pub trait Consolidator {
+    /// Propose actions for `snapshot`; an empty list leaves the nodes alone.
+    fn plan(snapshot: &Snapshot, catalog: &Catalog) -> Result<Vec<Action>, String>;
+}
+
+thread_local! {
+    static CATALOG: RefCell<Option<Rc<Catalog>>> = const { RefCell::new(None) };
+}
+
+/// Keep `catalog` for the calls that follow (called by the host through [`export!`]).
+#[doc(hidden)]
+pub fn __set_catalog(catalog: Catalog) -> Result<(), String> {
+    CATALOG.with(|slot| *slot.borrow_mut() = Some(Rc::new(catalog)));
+    Ok(())
+}
+
+/// Run `f` with the catalog of version `version`, or fail if the host never sent it.
+#[doc(hidden)]
+pub fn __with_catalog<R>(version: u64, f: impl FnOnce(&Catalog) -> Result<R, String>) -> Result<R, String> {
+    let catalog = CATALOG.with(|slot| slot.borrow().clone());
+    match catalog {
+        Some(catalog) if catalog.version == version => f(&catalog),
+        Some(catalog) => Err(format!(
+            "request names catalog version {version}, plugin holds version {}",
+            catalog.version
+        )),
+        None => Err(format!("request names catalog version {version}, plugin holds none")),
+    }
+}
+
+/// Score every feasible offering of `request` with `score`; `None` leaves an
+/// offering out. The result keeps the request's order.
+#[cfg(feature = "selector")]
+pub fn score_each(
+    request: &SelectionRequest,
+    catalog: &Catalog,
+    mut score: impl FnMut(&Offering) -> Option<f64>,
+) -> Ranking {
+    let mut offerings = Vec::with_capacity(request.feasible.len());
+    let mut scores = Vec::with_capacity(request.feasible.len());
+    for &index in &request.feasible {
+        if let Some(offering) = catalog.offerings.get(index as usize)
+            && let Some(s) = score(offering)
+        {
+            offerings.push(index);
+            scores.push(s);
+        }
+    }
+    Ranking { offerings, scores }
+}
+
+/// Write `message` to the host's log at `level`.
+pub fn log(level: Level, message: &str) {
+    nodewright::policy::host::log(level, message);
+}
+
+/// The JSON configured for this plugin (`{}` when none was given).
+pub fn config_json() -> String {
+    nodewright::policy::host::config()
+}
+
+/// Parse the plugin's configuration into `T`; an empty object gives `T`'s
+/// serde defaults. Parse once and keep the result: the JSON does not change
+/// while an instance lives.
+pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
+    serde_json::from_str(&config_json()).map_err(|e| format!("invalid plugin config: {e}"))
+}
+
+#[doc(hidden)]
+pub use serde_json as __serde_json;
+
+#[cfg(feature = "selector")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_selection {
+    ($t:ident) => {
+        impl $crate::exports::nodewright::policy::instance_selection::Guest for $t {
+            fn rank(request: $crate::SelectionRequest) -> Result<$crate::Ranking, String> {
+                $crate::__with_catalog(request.catalog_version, |catalog| {
+                    <$t as $crate::Selector>::rank(&request, catalog)
+                })
+            }
+        }
+    };
+}
+
+#[cfg(not(feature = "selector"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_selection {
+    ($t:ident) => {};
+}
+
+#[cfg(feature = "consolidator")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_consolidation {
+    ($t:ident) => {
+        impl $crate::exports::nodewright::policy::consolidation::Guest for $t {
+            fn plan(snapshot: $crate::Snapshot) -> Result<Vec<$crate::Action>, String> {
+                $crate::__with_catalog(snapshot.catalog_version, |catalog| {
+                    <$t as $crate::Consolidator>::plan(&snapshot, catalog)
+                })
+            }
+        }
+    };
+}
+
+#[cfg(not(feature = "consolidator"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_consolidation {
+    ($t:ident) => {};
+}
+
+/// Export `$t` as the plugin of this component. `$t` implements
+/// [`Selector`], [`Consolidator`] or both, matching the crate features.
+#[macro_export]
+macro_rules! export {
+    ($t:ident) => {
+        impl $crate::exports::nodewright::policy::catalog::Guest for $t {
+            fn set_catalog(catalog: $crate::Catalog) -> Result<(), String> {
+                $crate::__set_catalog(catalog)
+            }
+        }
+        $crate::__export_selection!($t);
+        $crate::__export_consolidation!($t);
+        $crate::__export_world!($t with_types_in $crate);
+    };
+}
