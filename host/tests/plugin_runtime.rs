@@ -122,7 +122,7 @@ fn hostile_cases(catalog: &Catalog, feasible: &[u32]) -> Vec<(&'static str, Call
         ),
         (
             "hostile-oversized",
-            CallFailure::InvalidOutput(format!("oversized output: 1000000 scores for {} feasible offerings", feasible.len())),
+            CallFailure::InvalidOutput(format!("oversized output: 100000 scores for {} feasible offerings", feasible.len())),
         ),
         (
             "hostile-file-and-socket",

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::model::{Catalog, Resources};
 use crate::policy::{
-    DecidedBy, Plugin, PolicyRuntime, SelectionRequest, bundled, cheapest_ranking, full_catalog, sample_snapshot,
+    DecidedBy, Plugin, SelectionRequest, bundled, cheapest_ranking, full_catalog, sample_snapshot,
 };
 
 #[derive(Debug, Args)]
@@ -41,13 +41,19 @@ struct PolicyRow {
     choices: Vec<Choice>,
 }
 
-/// The sample: three web pods of 1 vCPU / 2 GiB in NodePool `default`.
+/// The sample: three web pods of 1 vCPU / 2 GiB in NodePool `default`,
+/// which allows instance generations above 4 in zone us-east-1a.
 fn sample_request(catalog: &Catalog) -> SelectionRequest {
-    crate::policy::selection_request(catalog, vec![Resources::pod(1000, 2 << 30); 3])
+    let mut request = crate::policy::selection_request(catalog, vec![Resources::pod(1000, 2 << 30); 3]);
+    request.feasible.retain(|&i| {
+        let o = &catalog.offerings[i as usize];
+        o.generation > 4 && o.zone == "us-east-1a"
+    });
+    request
 }
 
-pub(crate) fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
-    let runtime = PolicyRuntime::shared()?;
+pub(crate) fn run(args: CompareArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = runtime.runtime()?;
     let catalog = full_catalog();
     let request = sample_request(catalog);
     let describe = |entries: Vec<(u32, f64)>| -> Vec<Choice> {
@@ -113,7 +119,7 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "Sample request: 3 pods of 1 vCPU / 2 GiB in NodePool `default`; {} of {} bundled us-east-1 offerings can host them.\n",
+        "Sample request: 3 pods of 1 vCPU / 2 GiB in NodePool `default` (generation > 4, us-east-1a);\n{} of the {} bundled us-east-1 offerings are feasible.\n",
         request.feasible.len(),
         catalog.offerings.len()
     );

@@ -19,6 +19,43 @@ pub struct Cli {
     /// Write logs as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// Settings of the Wasm runtime every command that runs plugins uses.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RuntimeArgs {
+    /// CPU deadline of one `rank` call, in milliseconds.
+    #[arg(long, global = true, default_value_t = 50)]
+    selection_timeout_ms: u64,
+    /// CPU deadline of one `plan` call (and of a catalog hand-over), in milliseconds.
+    #[arg(long, global = true, default_value_t = 500)]
+    consolidation_timeout_ms: u64,
+    /// Linear memory limit of a plugin instance, in MiB.
+    #[arg(long, global = true, default_value_t = 128)]
+    memory_limit_mib: u64,
+    /// Directory of compiled components [default: $NODEWRIGHT_CACHE_DIR, else ~/.cache/nodewright/components].
+    #[arg(long, global = true)]
+    cache_dir: Option<std::path::PathBuf>,
+}
+
+impl RuntimeArgs {
+    /// The runtime these settings describe.
+    pub(crate) fn runtime(&self) -> anyhow::Result<crate::policy::PolicyRuntime> {
+        use std::time::Duration;
+        let defaults = crate::policy::RuntimeConfig::default();
+        crate::policy::PolicyRuntime::new(crate::policy::RuntimeConfig {
+            cache_dir: self.cache_dir.clone().or(defaults.cache_dir.clone()),
+            limits: crate::policy::Limits {
+                selection_timeout: Duration::from_millis(self.selection_timeout_ms),
+                consolidation_timeout: Duration::from_millis(self.consolidation_timeout_ms),
+                memory_bytes: self.memory_limit_mib << 20,
+                ..defaults.limits
+            },
+            ..defaults
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,8 +72,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
     let result = match cli.command {
-        Command::Compare(args) => compare::run(args),
-        Command::Plugin(command) => plugin::run(command),
+        Command::Compare(args) => compare::run(args, &cli.runtime),
+        Command::Plugin(command) => plugin::run(command, &cli.runtime),
     };
     match result {
         Ok(code) => code,

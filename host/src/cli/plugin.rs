@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::model::{Catalog, Resources};
 use crate::policy::{
-    ConformanceReport, Plugin, PluginInfo, PolicyRuntime, SelectionRequest, bundled, cheapest_ranking,
+    ConformanceReport, Plugin, PluginInfo, SelectionRequest, bundled, cheapest_ranking,
 };
 
 #[derive(Debug, Subcommand)]
@@ -72,10 +72,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-pub(crate) fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(command: PluginCommand, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
     match command {
-        PluginCommand::Check(args) => check(args),
-        PluginCommand::Bench(args) => bench(args),
+        PluginCommand::Check(args) => check(args, runtime),
+        PluginCommand::Bench(args) => bench(args, runtime),
         PluginCommand::List => {
             for (name, bytes) in bundled::ALL {
                 println!("{name:16} {:>8} bytes", bytes.len());
@@ -99,8 +99,8 @@ struct CheckReport<'a> {
     conformance: Option<&'a ConformanceReport>,
 }
 
-fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let runtime = PolicyRuntime::shared()?;
+fn check(args: CheckArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = runtime.runtime()?;
     let file = args.file.display().to_string();
     let loaded = Plugin::from_file(&runtime, &args.file, &args.config);
     let (plugin, error) = match &loaded {
@@ -182,8 +182,8 @@ fn measure(budget: Duration, mut f: impl FnMut()) -> (f64, u64) {
     (started.elapsed().as_nanos() as f64 / calls as f64, calls)
 }
 
-fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let runtime = PolicyRuntime::shared()?;
+fn bench(args: BenchArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = runtime.runtime()?;
     let plugin = Plugin::from_file(&runtime, &args.file, &args.config)?;
     anyhow::ensure!(plugin.info().world.selects(), "{}: does not export instance-selection, nothing to bench", args.file.display());
     let catalog = Catalog::bundled_sample(args.offerings);

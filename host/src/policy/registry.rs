@@ -216,10 +216,7 @@ impl PolicySlot {
     pub fn propose(&self, candidate: Arc<Plugin>, mode: SlotMode) -> Result<SwapOutcome, PluginError> {
         let checked = self.check_role(&candidate).and_then(|()| candidate.check_conformance().map(drop));
         if let Err(e) = checked {
-            let mut history = self.history.lock().expect("history lock");
-            history.rejected += 1;
-            history.last_rejection = Some(e.to_string());
-            tracing::warn!(slot = %self.name, "candidate rejected, slot unchanged: {e}");
+            self.record_rejection(&e);
             return Err(e);
         }
         let _swapping = self.swap_lock.lock().expect("swap lock");
@@ -250,6 +247,15 @@ impl PolicySlot {
         history.last_swap = Some(SystemTime::now());
         tracing::info!(slot = %self.name, ?mode, %digest, %replaced, "policy swapped");
         Ok(SwapOutcome { slot: self.name.clone(), mode, digest, replaced })
+    }
+
+    /// Count a candidate that never got to [`PolicySlot::propose`] (it did
+    /// not load) and keep its reason for `status`.
+    pub fn record_rejection(&self, error: &PluginError) {
+        let mut history = self.history.lock().expect("history lock");
+        history.rejected += 1;
+        history.last_rejection = Some(error.to_string());
+        tracing::warn!(slot = %self.name, "candidate rejected, slot unchanged: {error}");
     }
 
     /// Drop the shadow candidate, if any.
@@ -470,7 +476,13 @@ impl PolicyRegistry {
         config: &str,
         mode: SlotMode,
     ) -> Result<SwapOutcome, PluginError> {
-        let plugin = Arc::new(Plugin::load(&self.runtime, slot, bytes, config)?);
-        self.ensure_slot(slot, role).propose(plugin, mode)
+        let target = self.ensure_slot(slot, role);
+        match Plugin::load(&self.runtime, slot, bytes, config) {
+            Ok(plugin) => target.propose(Arc::new(plugin), mode),
+            Err(e) => {
+                target.record_rejection(&e);
+                Err(e)
+            }
+        }
     }
 }

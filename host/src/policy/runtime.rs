@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -169,16 +169,6 @@ impl PolicyRuntime {
                 ticker_stop,
             }),
         })
-    }
-
-    /// A process-wide runtime with the default configuration.
-    pub fn shared() -> anyhow::Result<Self> {
-        static SHARED: OnceLock<PolicyRuntime> = OnceLock::new();
-        if let Some(runtime) = SHARED.get() {
-            return Ok(runtime.clone());
-        }
-        let runtime = PolicyRuntime::new(RuntimeConfig::default())?;
-        Ok(SHARED.get_or_init(|| runtime).clone())
     }
 
     /// The call bounds.

@@ -113,7 +113,12 @@ fn load(registry: &PolicyRegistry, path: &Path) -> WatchEvent {
     };
     let plugin = match Plugin::from_file(registry.runtime(), path, &config) {
         Ok(plugin) => Arc::new(plugin),
-        Err(e) => return reject(e.to_string()),
+        Err(e) => {
+            if let Some(existing) = registry.slot(&slot) {
+                existing.record_rejection(&e);
+            }
+            return reject(e.to_string());
+        }
     };
     let role = registry.slot(&slot).map(|s| s.role()).unwrap_or(if plugin.info().world.selects() {
         Role::Selection

@@ -1,0 +1,154 @@
+//! The `nodewright` binary, run as a user runs it.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{component, fixture};
+
+fn nodewright(args: &[&str], cache: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodewright"))
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .output()
+        .expect("run nodewright")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Deadlines no loaded CI machine turns into a spurious timeout.
+const GENEROUS: [&str; 4] = ["--selection-timeout-ms", "5000", "--consolidation-timeout-ms", "10000"];
+
+#[test]
+fn plugin_check_passes_every_bundled_plugin() {
+    let cache = tempfile::tempdir().unwrap();
+    for (name, world) in [
+        ("cheapest", "instance-selector"),
+        ("spot-savvy", "instance-selector"),
+        ("graviton-first", "instance-selector"),
+        ("empty-only", "consolidator"),
+    ] {
+        let path = component(name);
+        let mut args = vec!["plugin", "check", path.to_str().unwrap()];
+        args.extend(GENEROUS);
+        let out = nodewright(&args, cache.path());
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{name}: {stdout}{}", text(&out.stderr));
+        assert!(stdout.contains(&format!("world      {world}\n")), "{stdout}");
+        assert!(stdout.contains("contract   nodewright:policy@0.1.0\n"), "{stdout}");
+        assert!(stdout.ends_with("result     ok\n"), "{stdout}");
+        assert!(!stdout.contains("FAIL"), "{stdout}");
+    }
+}
+
+#[test]
+fn plugin_check_fails_every_hostile_fixture_naming_the_file_and_the_reason() {
+    let cache = tempfile::tempdir().unwrap();
+    let first_check = "conformance check `rank: one small pod` failed";
+    let cases: Vec<(std::path::PathBuf, String)> = vec![
+        (component("hostile-loop"), format!("{first_check}: timed out after 50 ms")),
+        (component("hostile-memory-bomb"), format!("{first_check}: exceeded its memory limit of 128 MiB")),
+        (component("hostile-deep-recursion"), format!("{first_check}: trapped: stack overflow")),
+        (component("hostile-panic"), format!("{first_check}: trapped: wasm trap: wasm `unreachable` instruction executed")),
+        (component("hostile-nan-score"), format!("{first_check}: invalid output: score of offering 0 is NaN, scores must be finite")),
+        (component("hostile-infinite-score"), format!("{first_check}: invalid output: score of offering 0 is inf, scores must be finite")),
+        (
+            component("hostile-out-of-range"),
+            format!("{first_check}: invalid output: offering index 8047 is out of range (the catalog has 8040 offerings)"),
+        ),
+        (
+            component("hostile-oversized"),
+            format!("{first_check}: invalid output: oversized output: 100000 scores for 7986 feasible offerings"),
+        ),
+        (
+            component("hostile-file-and-socket"),
+            format!(
+                "{first_check}: returned an error: file: failed: No such file or directory (os error 44); socket: failed: Permission denied (os error 2); environment variables: 0"
+            ),
+        ),
+        (component("hostile-catalog-reject"), format!("{first_check}: rejected catalog version ")),
+        (
+            component("hostile-consolidation-liar"),
+            "conformance check `plan: no nodes` failed: invalid output: oversized output: 1 actions for 0 nodes".into(),
+        ),
+        (
+            fixture("imports-wasi-http.wat"),
+            "imports `wasi:http/outgoing-handler@0.2.0`, which the host does not provide (plugins may import nodewright:policy/host and WASI 0.2 cli, io, clocks, random, filesystem, sockets)".into(),
+        ),
+        (fixture("not-wasm.wasm"), "not a WebAssembly component: the file does not start with the WebAssembly magic bytes".into()),
+        (fixture("core-module.wat"), "not a WebAssembly component: it is a core WebAssembly module in text form, not a component".into()),
+        (
+            fixture("wrong-world.wat"),
+            "wrong world: exports neither nodewright:policy/instance-selection nor nodewright:policy/consolidation (found: run)".into(),
+        ),
+        (
+            fixture("future-contract.wat"),
+            "exports `nodewright:policy/instance-selection@9.0.0`: contract version 9.0.0 is not supported (this host supports 0.1.0)".into(),
+        ),
+    ];
+    for (path, reason) in cases {
+        let path_text = path.to_str().unwrap();
+        let out = nodewright(&["plugin", "check", path_text], cache.path());
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{path_text}: {stderr}");
+        let expected = format!("error: {path_text}: {reason}");
+        assert!(
+            stderr.lines().any(|line| line.starts_with(&expected)),
+            "{path_text}: expected a line starting with\n{expected}\ngot\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn plugin_check_json_reports_the_failure_as_data() {
+    let cache = tempfile::tempdir().unwrap();
+    let path = component("hostile-nan-score");
+    let out = nodewright(&["plugin", "check", path.to_str().unwrap(), "--json"], cache.path());
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["plugin"]["world"], "instance-selector");
+    assert_eq!(report["conformance"]["checks"][0]["failure"], "invalid output: score of offering 0 is NaN, scores must be finite");
+    assert!(report["error"].as_str().unwrap().starts_with(path.to_str().unwrap()));
+}
+
+#[test]
+fn plugin_bench_reports_wasm_and_native_nanoseconds_per_call() {
+    let cache = tempfile::tempdir().unwrap();
+    let path = component("cheapest");
+    let mut args = vec!["plugin", "bench", path.to_str().unwrap(), "--offerings", "100", "--time", "100ms", "--json"];
+    args.extend(GENEROUS);
+    let out = nodewright(&args, cache.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["offerings"], 100);
+    for key in ["wasm_ns_per_call", "native_ns_per_call", "instantiate_ns"] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
+    }
+    let path = component("empty-only");
+    let out = nodewright(&["plugin", "bench", path.to_str().unwrap()], cache.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), format!("error: {}: does not export instance-selection, nothing to bench\n", path.display()));
+}
+
+#[test]
+fn compare_runs_the_bundled_policies_side_by_side() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut args = vec!["compare", "--json"];
+    args.extend(GENEROUS);
+    let out = nodewright(&args, cache.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["selection"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["policy"].as_str().unwrap()).collect();
+    assert_eq!(names, ["karpenter-like", "cheapest", "spot-savvy", "graviton-first"]);
+    for row in rows {
+        assert_eq!(row["choices"].as_array().unwrap().len(), 5, "{row}");
+        assert!(!row["decided_by"].as_str().unwrap().starts_with("fallback"), "{row}");
+    }
+    assert_eq!(rows[0]["choices"], rows[1]["choices"], "the cheapest plugin agrees with the native baseline");
+    assert_eq!(report["consolidation"][0]["plan"], serde_json::json!([{"delete": {"nodes": [0]}}]));
+}
