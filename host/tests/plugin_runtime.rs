@@ -391,3 +391,56 @@ fn a_damaged_cache_entry_is_discarded_and_the_component_recompiled() {
     assert_eq!((stats.discarded, stats.compiled, stats.writes), (1, 1, 1));
     plugin.check_conformance().unwrap();
 }
+
+#[test]
+fn a_new_default_slot_runs_the_bundled_component_with_the_native_policy_behind_it() {
+    let (runtime, _cache) = runtime();
+    let registry = PolicyRegistry::new(runtime.clone());
+    let web = registry.ensure_default_slot("web", Role::Selection).unwrap();
+    let batch = registry.ensure_default_slot("batch", Role::Selection).unwrap();
+    let pool = registry.ensure_default_slot("pool", Role::Consolidation).unwrap();
+    let cheapest = web.active_plugin().unwrap();
+    assert_eq!(cheapest.info().name, "cheapest");
+    assert!(Arc::ptr_eq(&cheapest, &batch.active_plugin().unwrap()), "one compiled default shared by slots");
+    assert_eq!(pool.active_plugin().unwrap().info().name, "empty-only");
+    assert_eq!(web.stats().previous.as_deref(), Some("builtin"));
+    assert_eq!(runtime.cache_stats().compiled, 2);
+}
+
+/// A `tracing` writer that keeps everything written to it.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn plugin_stdout_and_stderr_reach_the_log_tagged_with_the_plugin_name() {
+    let (runtime, _cache) = runtime();
+    let plugin = load(&runtime, "probe-environment", "{}");
+    let catalog = Catalog::bundled_sample(10);
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let _ = plugin.rank(&catalog, &request_all(&catalog, "probe"));
+    });
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let name = component("probe-environment").display().to_string();
+    assert!(
+        log.lines().any(|l| l.contains(" INFO nodewright::plugin: probe says hello on stdout") && l.contains(&format!("plugin=\"{name}\""))),
+        "{log}"
+    );
+    assert!(log.lines().any(|l| l.contains(" WARN nodewright::plugin: probe says hello on stderr")), "{log}");
+}

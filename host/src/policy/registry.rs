@@ -429,12 +429,13 @@ impl PolicySlot {
 pub struct PolicyRegistry {
     runtime: PolicyRuntime,
     slots: RwLock<BTreeMap<String, Arc<PolicySlot>>>,
+    defaults: Mutex<BTreeMap<&'static str, Arc<Plugin>>>,
 }
 
 impl PolicyRegistry {
     /// An empty registry on `runtime`.
     pub fn new(runtime: PolicyRuntime) -> Self {
-        PolicyRegistry { runtime, slots: RwLock::new(BTreeMap::new()) }
+        PolicyRegistry { runtime, slots: RwLock::new(BTreeMap::new()), defaults: Mutex::new(BTreeMap::new()) }
     }
 
     /// The runtime plugins are loaded into.
@@ -459,6 +460,36 @@ impl PolicyRegistry {
             .entry(name.into())
             .or_insert_with(|| Arc::new(PolicySlot::new(name, role, rollback_after)))
             .clone()
+    }
+
+    /// The bundled component that is the default policy for `role`:
+    /// `cheapest` for selection, `empty-only` for consolidation. Loaded once
+    /// per registry and shared by every slot that uses it.
+    pub fn default_plugin(&self, role: Role) -> Result<Arc<Plugin>, PluginError> {
+        let name = match role {
+            Role::Selection => "cheapest",
+            Role::Consolidation => "empty-only",
+        };
+        let mut defaults = self.defaults.lock().expect("defaults lock");
+        if let Some(plugin) = defaults.get(name) {
+            return Ok(plugin.clone());
+        }
+        let bytes = super::bundled::get(name).expect("bundled defaults exist");
+        let plugin = Arc::new(Plugin::load(&self.runtime, name, bytes, "{}")?);
+        plugin.check_conformance()?;
+        defaults.insert(name, plugin.clone());
+        Ok(plugin)
+    }
+
+    /// The slot called `name`; a new one runs the bundled default
+    /// component for `role` (with the native built-in behind it).
+    pub fn ensure_default_slot(&self, name: &str, role: Role) -> Result<Arc<PolicySlot>, PluginError> {
+        let existed = self.slot(name).is_some();
+        let slot = self.ensure_slot(name, role);
+        if !existed && slot.active_plugin().is_none() {
+            slot.propose(self.default_plugin(role)?, SlotMode::Active)?;
+        }
+        Ok(slot)
     }
 
     /// Every slot, by name.
