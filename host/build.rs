@@ -16,6 +16,7 @@ const GROUPS: &[&[&str]] = &[
         "cheapest",
         "spot-savvy",
         "graviton-first",
+        "newest-first",
         "fixtures/hostile-loop",
         "fixtures/hostile-memory-bomb",
         "fixtures/hostile-deep-recursion",

@@ -11,7 +11,7 @@ use nodewright::policy::{
     Plugin, PolicyRegistry, PolicyRuntime, Role, RuntimeConfig, SelectionRequest, SlotMode, bundled, cheapest_ranking,
 };
 
-fn runtime(cache: &std::path::Path) -> PolicyRuntime {
+fn runtime_on(cache: &std::path::Path) -> PolicyRuntime {
     PolicyRuntime::new(RuntimeConfig { cache_dir: Some(cache.to_path_buf()), ..RuntimeConfig::default() }).unwrap()
 }
 
@@ -26,7 +26,7 @@ fn request(catalog: &Catalog) -> SelectionRequest {
 
 fn rank(c: &mut Criterion) {
     let cache = tempfile::tempdir().unwrap();
-    let runtime = runtime(cache.path());
+    let runtime = runtime_on(cache.path());
     let plugin = Plugin::load(&runtime, "cheapest", bundled::CHEAPEST, "{}").unwrap();
     let mut group = c.benchmark_group("rank");
     for n in [10usize, 100, 1000] {
@@ -45,13 +45,13 @@ fn rank(c: &mut Criterion) {
 
 fn lifecycle(c: &mut Criterion) {
     let cache = tempfile::tempdir().unwrap();
-    let runtime = runtime(cache.path());
+    let runtime = runtime_on(cache.path());
     let plugin = Plugin::load(&runtime, "cheapest", bundled::CHEAPEST, "{}").unwrap();
     let mut group = c.benchmark_group("lifecycle");
     group.bench_function("instantiate", |b| b.iter(|| plugin.instantiate_fresh().unwrap()));
     group.bench_function("load-from-disk-cache", |b| {
         b.iter_batched(
-            || runtime(cache.path()),
+            || runtime_on(cache.path()),
             |fresh| Plugin::load(&fresh, "cheapest", bundled::CHEAPEST, "{}").unwrap(),
             BatchSize::PerIteration,
         )
@@ -61,7 +61,7 @@ fn lifecycle(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let dir = tempfile::tempdir().unwrap();
-                (runtime(dir.path()), dir)
+                (runtime_on(dir.path()), dir)
             },
             |(fresh, _dir)| Plugin::load(&fresh, "cheapest", bundled::CHEAPEST, "{}").unwrap(),
             BatchSize::PerIteration,

@@ -14,12 +14,13 @@ use nodewright::policy::{
 };
 
 #[test]
-fn every_bundled_plugin_passes_conformance_in_its_world() {
+fn every_bundled_and_example_plugin_passes_conformance_in_its_world() {
     let (runtime, _cache) = runtime();
     for (name, world) in [
         ("cheapest", World::InstanceSelector),
         ("spot-savvy", World::InstanceSelector),
         ("graviton-first", World::InstanceSelector),
+        ("newest-first", World::InstanceSelector),
         ("empty-only", World::Consolidator),
     ] {
         let plugin = load(&runtime, name, "{}");

@@ -200,22 +200,18 @@ impl Plugin {
         }
         let selects = exports.iter().any(|e| e.starts_with(SELECTION_EXPORT));
         let consolidates = exports.iter().any(|e| e.starts_with(CONSOLIDATION_EXPORT));
-        let (world, Some(contract)) = (
-            match (selects, consolidates) {
-                (true, true) => World::Policy,
-                (true, false) => World::InstanceSelector,
-                (false, true) => World::Consolidator,
-                (false, false) => {
-                    return Err(PluginError::WrongWorld {
-                        plugin: name.into(),
-                        found: if exports.is_empty() { "no exports".into() } else { exports.join(", ") },
-                    });
-                }
-            },
-            contract,
-        ) else {
-            unreachable!("a selection or consolidation export carries a version");
+        let world = match (selects, consolidates) {
+            (true, true) => World::Policy,
+            (true, false) => World::InstanceSelector,
+            (false, true) => World::Consolidator,
+            (false, false) => {
+                return Err(PluginError::WrongWorld {
+                    plugin: name.into(),
+                    found: if exports.is_empty() { "no exports".into() } else { exports.join(", ") },
+                });
+            }
         };
+        let contract = contract.expect("a selection or consolidation export names its version");
         let link = |e: wasmtime::Error| PluginError::Link { plugin: name.into(), reason: format!("{e:#}") };
         let pre = inner.linker.instantiate_pre(&component).map_err(link)?;
         let catalog_export = v1::catalog::GuestIndices::new(&pre).map_err(link)?;
