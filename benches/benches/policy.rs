@@ -1,4 +1,5 @@
 //! Plugin runtime benchmarks: rank latency (Rust guest vs native) at 10,
+#![allow(missing_docs, reason = "criterion_group! and criterion_main! generate undocumented items")]
 //! 100 and 1000 offerings, instantiation, cache loads and swaps.
 //!
 //! Run with `cargo bench -p nodewright-benches`.
