@@ -1,8 +1,8 @@
 //! Plugin runtime benchmarks: rank latency (Rust guest vs native) at 10,
-#![allow(missing_docs, reason = "criterion_group! and criterion_main! generate undocumented items")]
 //! 100 and 1000 offerings, instantiation, cache loads and swaps.
 //!
-//! Run with `cargo bench -p nodewright-benches`.
+//! Run with `cargo bench -p nodewright-benches --bench policy`.
+#![allow(missing_docs, reason = "criterion_group! and criterion_main! generate undocumented items")]
 
 use std::sync::Arc;
 

@@ -119,17 +119,10 @@ impl InstanceType {
         let cores = self.vcpu as u64;
         // kube-reserved CPU: 6 % of the first core, 1 % of the second,
         // 0.5 % of the third and fourth, 0.25 % of the rest (in millicores).
-        let reserved_cpu = {
-            let mut m = 0u64;
-            for core in 0..cores {
-                m += match core {
-                    0 => 60,
-                    1 => 10,
-                    2 | 3 => 5,
-                    _ => 0,
-                };
-            }
-            m * 1 + cores.saturating_sub(4) * 25 / 10
+        let reserved_cpu = match cores {
+            0 => 0,
+            1 => 60,
+            _ => 70 + 5 * cores.min(4).saturating_sub(2) + cores.saturating_sub(4) * 25 / 10,
         };
         let capacity_mem = self.memory_mib * MIB;
         let vm_overhead = capacity_mem * 75 / 1000;
