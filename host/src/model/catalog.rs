@@ -6,6 +6,8 @@ use super::{Arch, CapacityType, InterruptionRate, Offering, Resources};
 pub const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
 const MIB: u64 = 1 << 20;
+/// Root volume size nodes get unless their node class says otherwise.
+const ROOT_VOLUME_GIB: u64 = 20;
 
 /// An EC2 instance type and its facts, one row of the bundled catalog.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,11 +129,25 @@ impl InstanceType {
         let capacity_mem = self.memory_mib * MIB;
         let vm_overhead = capacity_mem * 75 / 1000;
         let reserved_mem = (11 * self.max_pods as u64 + 255) * MIB + 100 * MIB;
+        let root = ROOT_VOLUME_GIB << 30;
         Resources {
             cpu_millis: (cores * 1000).saturating_sub(reserved_cpu) as u32,
             memory_bytes: capacity_mem.saturating_sub(vm_overhead).saturating_sub(reserved_mem),
             pods: self.max_pods.min(110),
             gpus: self.gpus,
+            // 1 GiB kube-reserved and a 10 % eviction threshold off the root volume.
+            ephemeral_bytes: root - (1 << 30) - root / 10,
+        }
+    }
+
+    /// What the machine has, before reservations (NodePool limits count this).
+    pub fn capacity(&self) -> Resources {
+        Resources {
+            cpu_millis: self.vcpu * 1000,
+            memory_bytes: self.memory_mib * MIB,
+            pods: self.max_pods.min(110),
+            gpus: self.gpus,
+            ephemeral_bytes: ROOT_VOLUME_GIB << 30,
         }
     }
 
@@ -151,6 +167,7 @@ impl InstanceType {
     pub fn offerings<'a>(&'a self, zones: &'a [&'a str]) -> impl Iterator<Item = Offering> + 'a {
         let (spot_price, bucket) = self.modelled_spot();
         let allocatable = self.allocatable();
+        let capacity = self.capacity();
         zones.iter().flat_map(move |zone| {
             [
                 (CapacityType::OnDemand, self.on_demand_price, InterruptionRate::VeryLow),
@@ -166,6 +183,7 @@ impl InstanceType {
                 capacity_type,
                 price_per_hour,
                 allocatable,
+                capacity,
                 interruption,
             })
         })
@@ -196,6 +214,7 @@ impl Catalog {
             (o.capacity_type as u8).hash(&mut hasher);
             o.price_per_hour.to_bits().hash(&mut hasher);
             o.allocatable.hash(&mut hasher);
+            o.capacity.hash(&mut hasher);
             (o.interruption as u8).hash(&mut hasher);
             (o.arch as u8).hash(&mut hasher);
             o.generation.hash(&mut hasher);

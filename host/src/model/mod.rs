@@ -1,10 +1,21 @@
-//! Plain data: resources, instance types, offerings and the catalog. No I/O
-//! beyond parsing text handed in.
+//! Plain data: resources, instance types, offerings, the catalog, pods,
+//! labels and requirements, NodePools. No I/O beyond parsing text handed in.
 
 mod catalog;
+pub mod labels;
+mod nodepool;
 mod offering;
+mod overrides;
+mod pod;
+pub mod quantity;
 mod resources;
 
 pub use catalog::{Catalog, CatalogError, InstanceType, ZONES, bundled_instance_types, parse_instance_types};
+pub use labels::{Operator, Requirement, Taint, TaintEffect, Toleration, well_known};
+pub use nodepool::{
+    Budget, BudgetNodes, ConsolidationPolicy, NodePool, NodePoolError, PolicyRef, PoolLimits, parse_node_pools,
+};
 pub use offering::{Arch, CapacityType, InterruptionRate, Offering};
+pub use overrides::{OverrideTarget, PriceChange, PriceOverride, PriceOverrideError, parse_price_overrides};
+pub use pod::{LabelSelector, Pod, PodAffinityTerm, PodSpec, PreferredTerm, TopologyKey, TopologySpread};
 pub use resources::Resources;

@@ -81,6 +81,8 @@ pub struct Offering {
     pub price_per_hour: f64,
     /// What pods can use after system reservations.
     pub allocatable: Resources,
+    /// What the machine has (vCPU, memory, max pods, GPUs, root volume).
+    pub capacity: Resources,
     /// Spot interruption frequency (`VeryLow` for on-demand and reserved).
     pub interruption: InterruptionRate,
 }

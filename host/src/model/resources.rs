@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An amount of the resources a node offers and a pod requests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Resources {
     /// CPU in thousandths of a core.
     pub cpu_millis: u32,
@@ -11,12 +11,14 @@ pub struct Resources {
     pub pods: u32,
     /// GPUs.
     pub gpus: u32,
+    /// Ephemeral storage in bytes.
+    pub ephemeral_bytes: u64,
 }
 
 impl Resources {
     /// One pod's request of `cpu_millis` CPU and `memory_bytes` memory.
     pub fn pod(cpu_millis: u32, memory_bytes: u64) -> Self {
-        Resources { cpu_millis, memory_bytes, pods: 1, gpus: 0 }
+        Resources { cpu_millis, memory_bytes, pods: 1, gpus: 0, ephemeral_bytes: 0 }
     }
 
     /// The same request with `gpus` GPUs.
@@ -31,6 +33,18 @@ impl Resources {
             memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
             pods: self.pods.saturating_add(other.pods),
             gpus: self.gpus.saturating_add(other.gpus),
+            ephemeral_bytes: self.ephemeral_bytes.saturating_add(other.ephemeral_bytes),
+        }
+    }
+
+    /// Component-wise difference, saturating at zero.
+    pub fn saturating_sub(self, other: Self) -> Self {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+            pods: self.pods.saturating_sub(other.pods),
+            gpus: self.gpus.saturating_sub(other.gpus),
+            ephemeral_bytes: self.ephemeral_bytes.saturating_sub(other.ephemeral_bytes),
         }
     }
 
@@ -40,6 +54,24 @@ impl Resources {
             && self.memory_bytes >= need.memory_bytes
             && self.pods >= need.pods
             && self.gpus >= need.gpus
+            && self.ephemeral_bytes >= need.ephemeral_bytes
+    }
+
+    /// The first component of `need` that `self` does not cover, by name.
+    pub fn shortfall(&self, need: &Self) -> Option<&'static str> {
+        if self.cpu_millis < need.cpu_millis {
+            Some("cpu")
+        } else if self.memory_bytes < need.memory_bytes {
+            Some("memory")
+        } else if self.pods < need.pods {
+            Some("pods")
+        } else if self.gpus < need.gpus {
+            Some("gpus")
+        } else if self.ephemeral_bytes < need.ephemeral_bytes {
+            Some("ephemeral-storage")
+        } else {
+            None
+        }
     }
 }
 

@@ -1,0 +1,192 @@
+//! Pods as the scheduler sees them: requests and every constraint on
+//! placement. Pods of one workload share one [`PodSpec`] (an `Arc`), which
+//! is also how the scheduler groups identical pods.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::labels::{Requirement, Toleration};
+use super::Resources;
+
+/// Topology domains nodewright understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TopologyKey {
+    /// `topology.kubernetes.io/zone`.
+    Zone,
+    /// `kubernetes.io/hostname`.
+    Hostname,
+}
+
+/// Selects pods by their labels (`matchLabels` and `matchExpressions` together).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct LabelSelector {
+    /// Requirements on pod labels (`matchLabels` become `In` with one value).
+    pub requirements: Vec<Requirement>,
+}
+
+impl LabelSelector {
+    /// Select pods whose label `key` is `value`.
+    pub fn label(key: &str, value: &str) -> Self {
+        LabelSelector { requirements: vec![Requirement::is_in(key, &[value])] }
+    }
+
+    /// Does a pod with `labels` match?
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        super::labels::labels_match(&self.requirements, labels)
+    }
+}
+
+/// A topology spread constraint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TopologySpread {
+    /// The domain.
+    pub key: TopologyKey,
+    /// Most difference allowed between the fullest and the emptiest domain.
+    pub max_skew: u32,
+    /// `DoNotSchedule` (true) or `ScheduleAnyway` (false, a preference).
+    pub hard: bool,
+    /// Pods counted.
+    pub selector: LabelSelector,
+}
+
+/// A required pod (anti-)affinity term.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PodAffinityTerm {
+    /// The domain.
+    pub key: TopologyKey,
+    /// Pods it refers to.
+    pub selector: LabelSelector,
+}
+
+/// A preferred node-affinity term.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PreferredTerm {
+    /// Weight 1–100; lighter preferences are relaxed first.
+    pub weight: i32,
+    /// What is preferred.
+    pub requirements: Vec<Requirement>,
+}
+
+/// Everything about a pod except its name: shared by the pods of a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct PodSpec {
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Resource requests.
+    pub requests: Resources,
+    /// Priority (higher is placed first).
+    pub priority: i32,
+    /// `nodeSelector`.
+    pub node_selector: BTreeMap<String, String>,
+    /// Required node-affinity terms; any one must hold (empty: no constraint).
+    pub required_terms: Vec<Vec<Requirement>>,
+    /// Preferred node-affinity terms.
+    pub preferred_terms: Vec<PreferredTerm>,
+    /// Tolerations.
+    pub tolerations: Vec<Toleration>,
+    /// Topology spread constraints.
+    pub spread: Vec<TopologySpread>,
+    /// Required pod affinity.
+    pub affinity: Vec<PodAffinityTerm>,
+    /// Required pod anti-affinity.
+    pub anti_affinity: Vec<PodAffinityTerm>,
+    /// `nodewright.io/do-not-disrupt: "true"`.
+    pub do_not_disrupt: bool,
+}
+
+/// A pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pod {
+    /// `namespace/name`.
+    pub name: String,
+    /// Its spec, shared with identical pods.
+    pub spec: Arc<PodSpec>,
+}
+
+impl Pod {
+    /// A pod named `name` with `spec`.
+    pub fn new(name: impl Into<String>, spec: Arc<PodSpec>) -> Self {
+        Pod { name: name.into(), spec }
+    }
+}
+
+impl PodSpec {
+    /// A spec requesting `cpu_millis` and `memory_bytes`.
+    pub fn requesting(cpu_millis: u32, memory_bytes: u64) -> Self {
+        PodSpec { requests: Resources::pod(cpu_millis, memory_bytes), ..PodSpec::default() }
+    }
+
+    /// With label `key=value`.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// With `nodeSelector` `key=value`.
+    pub fn node_selector(mut self, key: &str, value: &str) -> Self {
+        self.node_selector.insert(key.into(), value.into());
+        self
+    }
+
+    /// With one required node-affinity term (ANDed requirements).
+    pub fn require(mut self, term: Vec<Requirement>) -> Self {
+        self.required_terms.push(term);
+        self
+    }
+
+    /// With a preferred node-affinity term.
+    pub fn prefer(mut self, weight: i32, requirements: Vec<Requirement>) -> Self {
+        self.preferred_terms.push(PreferredTerm { weight, requirements });
+        self
+    }
+
+    /// With a toleration.
+    pub fn tolerate(mut self, toleration: Toleration) -> Self {
+        self.tolerations.push(toleration);
+        self
+    }
+
+    /// With a topology spread constraint over pods matching `selector`.
+    pub fn spread(mut self, key: TopologyKey, max_skew: u32, hard: bool, selector: LabelSelector) -> Self {
+        self.spread.push(TopologySpread { key, max_skew, hard, selector });
+        self
+    }
+
+    /// With required pod affinity to pods matching `selector`.
+    pub fn affinity(mut self, key: TopologyKey, selector: LabelSelector) -> Self {
+        self.affinity.push(PodAffinityTerm { key, selector });
+        self
+    }
+
+    /// With required pod anti-affinity to pods matching `selector`.
+    pub fn anti_affinity(mut self, key: TopologyKey, selector: LabelSelector) -> Self {
+        self.anti_affinity.push(PodAffinityTerm { key, selector });
+        self
+    }
+
+    /// With `gpus` GPUs requested.
+    pub fn gpus(mut self, gpus: u32) -> Self {
+        self.requests.gpus = gpus;
+        self
+    }
+
+    /// With priority `priority`.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Marked `nodewright.io/do-not-disrupt`.
+    pub fn do_not_disrupt(mut self) -> Self {
+        self.do_not_disrupt = true;
+        self
+    }
+
+    /// `n` pods named `prefix-0` … sharing this spec.
+    pub fn pods(self, prefix: &str, n: usize) -> Vec<Pod> {
+        let spec = Arc::new(self);
+        (0..n).map(|i| Pod::new(format!("{prefix}-{i}"), spec.clone())).collect()
+    }
+}
