@@ -1,0 +1,100 @@
+//! The labels a new node of a NodePool would carry, offering by offering,
+//! and which offerings a set of requirements allows.
+
+use std::collections::BTreeMap;
+
+use super::bitset::Bitset;
+use crate::model::{Catalog, NodePool, Offering, Operator, Requirement, well_known};
+
+/// The value of well-known label `key` on a node bought as `offering`.
+pub(crate) fn offering_label(offering: &Offering, key: &str) -> Option<String> {
+    Some(match key {
+        well_known::INSTANCE_TYPE => offering.instance_type.clone(),
+        well_known::ARCH => serde_plain(offering.arch),
+        well_known::OS => "linux".into(),
+        well_known::ZONE => offering.zone.clone(),
+        well_known::CAPACITY_TYPE => serde_plain(offering.capacity_type),
+        well_known::FAMILY => offering.family.clone(),
+        well_known::CATEGORY => offering.family.chars().take_while(|c| c.is_ascii_alphabetic()).collect(),
+        well_known::GENERATION => offering.generation.to_string(),
+        well_known::CPU => (offering.capacity.cpu_millis / 1000).to_string(),
+        well_known::MEMORY => (offering.capacity.memory_bytes >> 20).to_string(),
+        well_known::GPU_COUNT => offering.capacity.gpus.to_string(),
+        _ => return None,
+    })
+}
+
+fn serde_plain<T: serde::Serialize>(value: T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+/// Every label of a node bought as `offering` in `pool` named `hostname`.
+pub fn node_labels(offering: &Offering, pool: &NodePool, hostname: &str) -> BTreeMap<String, String> {
+    let mut labels = pool.labels.clone();
+    for requirement in &pool.requirements {
+        if requirement.operator == Operator::In
+            && requirement.values.len() == 1
+            && !well_known::OFFERING_KEYS.contains(&requirement.key.as_str())
+        {
+            labels.insert(requirement.key.clone(), requirement.values[0].clone());
+        }
+    }
+    for key in well_known::OFFERING_KEYS {
+        if let Some(value) = offering_label(offering, key) {
+            labels.insert(key.into(), value);
+        }
+    }
+    labels.insert(well_known::NODE_POOL.into(), pool.name.clone());
+    labels.insert(well_known::HOSTNAME.into(), hostname.into());
+    labels
+}
+
+/// Can a new node of `pool` bought as `offering` satisfy `requirement`?
+fn pool_allows(pool: &NodePool, offering: &Offering, requirement: &Requirement) -> bool {
+    let key = requirement.key.as_str();
+    if well_known::OFFERING_KEYS.contains(&key) {
+        return requirement.matches(offering_label(offering, key).as_deref());
+    }
+    match key {
+        well_known::NODE_POOL => requirement.matches(Some(&pool.name)),
+        // A new node's name is not known yet, but it has one.
+        well_known::HOSTNAME => matches!(requirement.operator, Operator::NotIn | Operator::Exists),
+        _ => {
+            if let Some(value) = pool.labels.get(key) {
+                return requirement.matches(Some(value));
+            }
+            // A pool requirement on a custom key: the node gets one of its values.
+            match pool.requirements.iter().find(|r| r.key == key && r.operator == Operator::In) {
+                Some(allowed) => allowed.values.iter().any(|v| requirement.matches(Some(v))),
+                None => requirement.matches(None),
+            }
+        }
+    }
+}
+
+/// Offerings of `catalog` a node of `pool` may be bought as.
+pub(crate) fn pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
+    let mut set = Bitset::empty(catalog.offerings.len());
+    for (i, offering) in catalog.offerings.iter().enumerate() {
+        if pool.requirements.iter().all(|r| pool_allows(pool, offering, r)) {
+            set.insert(i as u32);
+        }
+    }
+    set
+}
+
+/// Offerings among `base` that satisfy every requirement of one of `terms`
+/// (an empty list of terms allows all of `base`).
+pub(crate) fn offerings_for_terms(catalog: &Catalog, pool: &NodePool, base: &Bitset, terms: &[Vec<Requirement>]) -> Bitset {
+    if terms.is_empty() {
+        return base.clone();
+    }
+    let mut set = Bitset::empty(catalog.offerings.len());
+    for i in base.iter() {
+        let offering = &catalog.offerings[i as usize];
+        if terms.iter().any(|term| term.iter().all(|r| pool_allows(pool, offering, r))) {
+            set.insert(i);
+        }
+    }
+    set
+}

@@ -1,0 +1,97 @@
+//! The bin-packing simulation: which pending pods fit on existing and
+//! in-flight nodes, and which new NodeClaims (each with every offering still
+//! compatible with all its pods) would hold the rest.
+//!
+//! Pods are placed highest priority first, then largest first. For each pod
+//! the scheduler tries existing nodes, then the NodeClaims opened so far,
+//! then a new NodeClaim in the NodePools by weight. Every constraint of the
+//! pod is honoured: node selector, required node affinity, tolerations,
+//! topology spread on zone and hostname, pod affinity and anti-affinity,
+//! NodePool requirements, taints and limits. Preferred node affinities (and
+//! `ScheduleAnyway` spreads) are treated as required first and relaxed one
+//! at a time, lightest first, when they block a pod.
+//!
+//! Identical pods (one shared `PodSpec`) only ever see targets fill up, so
+//! the search for each group resumes where the previous pod of the group
+//! stopped: the cost is linear in pods plus targets, not their product.
+
+mod bitset;
+mod labels;
+mod solver;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use labels::node_labels;
+pub use solver::schedule;
+
+use crate::model::{Catalog, NodePool, Pod, PodSpec, Resources, Taint};
+
+/// A node that exists (or has been launched and is on its way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExistingNode {
+    /// Node (or NodeClaim) name.
+    pub name: String,
+    /// The NodePool that owns it, if any.
+    pub node_pool: Option<String>,
+    /// Its labels (zone, instance type, hostname, …).
+    pub labels: BTreeMap<String, String>,
+    /// Its taints.
+    pub taints: Vec<Taint>,
+    /// What pods may use.
+    pub allocatable: Resources,
+    /// What the machine has (counted against NodePool limits).
+    pub capacity: Resources,
+    /// Specs of the pods on it (daemonsets included).
+    pub pods: Vec<Arc<PodSpec>>,
+    /// False when cordoned or being deleted.
+    pub schedulable: bool,
+}
+
+impl ExistingNode {
+    /// Requests of the pods on it.
+    pub fn used(&self) -> Resources {
+        self.pods.iter().map(|p| p.requests).sum()
+    }
+}
+
+/// What the scheduler works on.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulingInput<'a> {
+    /// Every offering.
+    pub catalog: &'a Catalog,
+    /// NodePools (any order; weight decides).
+    pub pools: &'a [NodePool],
+    /// Daemonsets: the overhead every new node pays for those that run on it.
+    pub daemonsets: &'a [PodSpec],
+    /// Existing and in-flight nodes.
+    pub nodes: &'a [ExistingNode],
+    /// Pending pods.
+    pub pods: &'a [Pod],
+}
+
+/// A new node the pods need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedClaim {
+    /// NodePool name.
+    pub node_pool: String,
+    /// Indices (into the input pods) of the pods it will hold.
+    pub pods: Vec<usize>,
+    /// Their requests plus daemonset overhead.
+    pub requests: Resources,
+    /// Catalog indices of every offering that can hold all of them, ascending.
+    pub offerings: Vec<u32>,
+}
+
+/// The scheduler's answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SchedulingResult {
+    /// (pod index, node index): pods that fit on existing or in-flight nodes.
+    pub bindings: Vec<(usize, usize)>,
+    /// New nodes to launch.
+    pub claims: Vec<PlannedClaim>,
+    /// (pod index, reason a human can act on).
+    pub unschedulable: Vec<(usize, String)>,
+    /// (pod index, preferences relaxed) for pods placed only after relaxing.
+    pub relaxed: Vec<(usize, usize)>,
+}

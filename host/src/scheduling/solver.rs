@@ -1,0 +1,661 @@
+//! The placement algorithm; see the module documentation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::bitset::Bitset;
+use super::labels::{offerings_for_terms, pool_offerings};
+use super::{ExistingNode, PlannedClaim, SchedulingInput, SchedulingResult};
+use crate::model::labels::{labels_match, tolerates_all};
+use crate::model::{LabelSelector, NodePool, PodSpec, PoolLimits, Requirement, Resources, TopologyKey, well_known};
+
+/// Place `input.pods`; see the module documentation.
+pub fn schedule(input: SchedulingInput<'_>) -> SchedulingResult {
+    Solver::new(input).run()
+}
+
+/// Where a pod goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Target {
+    Node(usize),
+    Claim(usize),
+}
+
+/// The constraints of one distinct spec, resolved to selector ids.
+struct SpecInfo {
+    spec: Arc<PodSpec>,
+    /// Selector ids this spec's labels match.
+    matches: Vec<usize>,
+    /// (selector, key, max skew, hard).
+    spread: Vec<(usize, TopologyKey, u32, bool)>,
+    affinity: Vec<(usize, TopologyKey)>,
+    anti: Vec<(usize, TopologyKey)>,
+    /// Preferred terms, heaviest first.
+    preferred: Vec<Vec<Requirement>>,
+    /// Relaxation levels: 0 = everything required, max = no preferences.
+    max_level: usize,
+    /// Identical pods only see targets fill up (no zone spread, no affinity).
+    monotone: bool,
+    /// Placing it pins a claim's zone.
+    zonal: bool,
+}
+
+impl SpecInfo {
+    fn soft_spread_active(&self, level: usize) -> bool {
+        level <= self.preferred.len()
+    }
+
+    /// Node-requirement terms at `level` (ORed; each ANDed).
+    fn terms(&self, level: usize) -> Vec<Vec<Requirement>> {
+        let mut common: Vec<Requirement> =
+            self.spec.node_selector.iter().map(|(k, v)| Requirement::is_in(k, &[v.as_str()])).collect();
+        let kept = self.preferred.len().saturating_sub(level);
+        for term in &self.preferred[..kept] {
+            common.extend(term.iter().cloned());
+        }
+        if self.spec.required_terms.is_empty() {
+            return vec![common];
+        }
+        self.spec
+            .required_terms
+            .iter()
+            .map(|t| t.iter().cloned().chain(common.iter().cloned()).collect())
+            .collect()
+    }
+}
+
+struct Claim {
+    pool: usize,
+    pods: Vec<usize>,
+    requests: Resources,
+    offerings: Vec<u32>,
+    zone: Option<usize>,
+    /// Smallest capacity among `offerings`, reserved against the pool's limits.
+    reserved: Resources,
+}
+
+struct Solver<'a> {
+    input: SchedulingInput<'a>,
+    /// Pool indices by weight (heaviest first), then name.
+    pool_order: Vec<usize>,
+    pool_base: Vec<Bitset>,
+    overhead: Vec<Resources>,
+    usage: Vec<Resources>,
+    zones: Vec<String>,
+    offering_zone: Vec<usize>,
+    node_zone: Vec<Option<usize>>,
+    selectors: Vec<LabelSelector>,
+    /// [selector][zone] matching pods.
+    zone_counts: Vec<Vec<u32>>,
+    /// Matching pods anywhere, per selector.
+    total_counts: Vec<u32>,
+    /// [target][selector] matching pods.
+    node_counts: Vec<Vec<u32>>,
+    claim_counts: Vec<Vec<u32>>,
+    node_used: Vec<Resources>,
+    claims: Vec<Claim>,
+    specs: Vec<SpecInfo>,
+    spec_of_pod: Vec<usize>,
+    compat: HashMap<(usize, usize, usize), Bitset>,
+    node_fits_labels: HashMap<(usize, usize, usize), bool>,
+    cursors: HashMap<(usize, usize, u64, bool), usize>,
+}
+
+impl<'a> Solver<'a> {
+    fn new(input: SchedulingInput<'a>) -> Self {
+        let catalog = input.catalog;
+        let mut pool_order: Vec<usize> = (0..input.pools.len()).collect();
+        pool_order.sort_by(|&a, &b| {
+            input.pools[b].weight.cmp(&input.pools[a].weight).then(input.pools[a].name.cmp(&input.pools[b].name))
+        });
+        let pool_base = input.pools.iter().map(|p| pool_offerings(catalog, p)).collect();
+        let overhead = input.pools.iter().map(|p| daemon_overhead(p, input.daemonsets)).collect();
+        let mut usage = vec![Resources::default(); input.pools.len()];
+        for node in input.nodes {
+            if let Some(p) = node.node_pool.as_ref().and_then(|n| input.pools.iter().position(|p| &p.name == n)) {
+                usage[p] = usage[p].saturating_add(node.capacity);
+            }
+        }
+        let mut zones: Vec<String> = Vec::new();
+        let zone_index = |zone: &str, zones: &mut Vec<String>| match zones.iter().position(|z| z == zone) {
+            Some(i) => i,
+            None => {
+                zones.push(zone.to_string());
+                zones.len() - 1
+            }
+        };
+        let offering_zone = catalog.offerings.iter().map(|o| zone_index(&o.zone, &mut zones)).collect();
+        let node_zone = input
+            .nodes
+            .iter()
+            .map(|n| n.labels.get(well_known::ZONE).map(|z| zone_index(z, &mut zones)))
+            .collect();
+
+        // Distinct specs, and the selectors their constraints use.
+        let mut selectors: Vec<LabelSelector> = Vec::new();
+        let mut zonal_selector: Vec<bool> = Vec::new();
+        let intern = |s: &LabelSelector, key: TopologyKey, selectors: &mut Vec<LabelSelector>, zonal: &mut Vec<bool>| {
+            let id = match selectors.iter().position(|x| x == s) {
+                Some(i) => i,
+                None => {
+                    selectors.push(s.clone());
+                    zonal.push(false);
+                    selectors.len() - 1
+                }
+            };
+            zonal[id] |= key == TopologyKey::Zone;
+            id
+        };
+        let mut spec_index: HashMap<*const PodSpec, usize> = HashMap::new();
+        let mut raw_specs: Vec<Arc<PodSpec>> = Vec::new();
+        let spec_of_pod: Vec<usize> = input
+            .pods
+            .iter()
+            .map(|pod| {
+                *spec_index.entry(Arc::as_ptr(&pod.spec)).or_insert_with(|| {
+                    raw_specs.push(pod.spec.clone());
+                    raw_specs.len() - 1
+                })
+            })
+            .collect();
+        let mut specs: Vec<SpecInfo> = raw_specs
+            .into_iter()
+            .map(|spec| {
+                let spread = spec
+                    .spread
+                    .iter()
+                    .map(|s| (intern(&s.selector, s.key, &mut selectors, &mut zonal_selector), s.key, s.max_skew.max(1), s.hard))
+                    .collect::<Vec<_>>();
+                let affinity = spec
+                    .affinity
+                    .iter()
+                    .map(|a| (intern(&a.selector, a.key, &mut selectors, &mut zonal_selector), a.key))
+                    .collect::<Vec<_>>();
+                let anti = spec
+                    .anti_affinity
+                    .iter()
+                    .map(|a| (intern(&a.selector, a.key, &mut selectors, &mut zonal_selector), a.key))
+                    .collect::<Vec<_>>();
+                let mut preferred = spec.preferred_terms.clone();
+                preferred.sort_by(|a, b| b.weight.cmp(&a.weight));
+                let preferred: Vec<Vec<Requirement>> = preferred.into_iter().map(|p| p.requirements).collect();
+                let soft = spread.iter().any(|s| !s.3);
+                let max_level = preferred.len() + usize::from(soft);
+                let monotone = affinity.is_empty() && !spread.iter().any(|s| s.1 == TopologyKey::Zone);
+                SpecInfo { spec, matches: Vec::new(), spread, affinity, anti, preferred, max_level, monotone, zonal: false }
+            })
+            .collect();
+        for info in &mut specs {
+            info.matches = (0..selectors.len()).filter(|&s| selectors[s].matches(&info.spec.labels)).collect();
+            info.zonal = info.matches.iter().any(|&s| zonal_selector[s])
+                || info.spread.iter().any(|s| s.1 == TopologyKey::Zone)
+                || info.affinity.iter().chain(&info.anti).any(|a| a.1 == TopologyKey::Zone);
+        }
+        let n_sel = selectors.len();
+        let mut zone_counts = vec![vec![0u32; zones.len()]; n_sel];
+        let mut total_counts = vec![0u32; n_sel];
+        let node_counts: Vec<Vec<u32>> = input
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                let mut counts = vec![0u32; n_sel];
+                for pod in &node.pods {
+                    for (s, selector) in selectors.iter().enumerate() {
+                        if selector.matches(&pod.labels) {
+                            counts[s] += 1;
+                            total_counts[s] += 1;
+                            if let Some(z) = node_zone_of(&input, n, &zones) {
+                                zone_counts[s][z] += 1;
+                            }
+                        }
+                    }
+                }
+                counts
+            })
+            .collect();
+        Solver {
+            node_used: input.nodes.iter().map(ExistingNode::used).collect(),
+            input,
+            pool_order,
+            pool_base,
+            overhead,
+            usage,
+            zones,
+            offering_zone,
+            node_zone,
+            selectors,
+            zone_counts,
+            total_counts,
+            node_counts,
+            claim_counts: Vec::new(),
+            claims: Vec::new(),
+            specs,
+            spec_of_pod,
+            compat: HashMap::new(),
+            node_fits_labels: HashMap::new(),
+            cursors: HashMap::new(),
+        }
+    }
+
+    fn run(mut self) -> SchedulingResult {
+        let pods = self.input.pods;
+        let mut order: Vec<usize> = (0..pods.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (sa, sb) = (&pods[a].spec, &pods[b].spec);
+            sb.priority
+                .cmp(&sa.priority)
+                .then(sb.requests.cpu_millis.cmp(&sa.requests.cpu_millis))
+                .then(sb.requests.memory_bytes.cmp(&sa.requests.memory_bytes))
+                .then(self.spec_of_pod[a].cmp(&self.spec_of_pod[b]))
+                .then(a.cmp(&b))
+        });
+        let mut result = SchedulingResult::default();
+        for pod in order {
+            let spec = self.spec_of_pod[pod];
+            let mut placed = None;
+            for level in 0..=self.specs[spec].max_level {
+                if let Some(target) = self.place(pod, spec, level) {
+                    placed = Some(target);
+                    if level > 0 {
+                        result.relaxed.push((pod, level));
+                    }
+                    break;
+                }
+            }
+            match placed {
+                Some(Target::Node(n)) => result.bindings.push((pod, n)),
+                Some(Target::Claim(_)) => {}
+                None => {
+                    let reason = self.explain(spec);
+                    result.unschedulable.push((pod, reason));
+                }
+            }
+        }
+        result.claims = self
+            .claims
+            .into_iter()
+            .map(|c| PlannedClaim {
+                node_pool: self.input.pools[c.pool].name.clone(),
+                pods: c.pods,
+                requests: c.requests,
+                offerings: c.offerings,
+            })
+            .collect();
+        result
+    }
+
+    /// Offerings of pool `pool` a pod of spec `spec` allows at `level`.
+    fn compat(&mut self, pool: usize, spec: usize, level: usize) -> &Bitset {
+        let key = (pool, spec, level);
+        if !self.compat.contains_key(&key) {
+            let terms = self.specs[spec].terms(level);
+            let set = offerings_for_terms(self.input.catalog, &self.input.pools[pool], &self.pool_base[pool], &terms);
+            self.compat.insert(key, set);
+        }
+        &self.compat[&key]
+    }
+
+    /// Zones a pod of `spec` may go to now, as a bit mask (all ones: any).
+    fn allowed_zones(&self, spec: usize, level: usize) -> u64 {
+        let info = &self.specs[spec];
+        let all: u64 = if self.zones.len() >= 64 { u64::MAX } else { (1u64 << self.zones.len()) - 1 };
+        let mut mask = all;
+        for &(sel, key, max_skew, hard) in &info.spread {
+            if key != TopologyKey::Zone || (!hard && !info.soft_spread_active(level)) {
+                continue;
+            }
+            let counts = &self.zone_counts[sel];
+            let min = counts.iter().copied().min().unwrap_or(0);
+            for (z, &count) in counts.iter().enumerate() {
+                if count + 1 > min + max_skew {
+                    mask &= !(1 << z);
+                }
+            }
+        }
+        for &(sel, key) in &info.affinity {
+            if key != TopologyKey::Zone {
+                continue;
+            }
+            if self.total_counts[sel] == 0 && info.matches.contains(&sel) {
+                continue; // The first pod of a self-affine group goes anywhere.
+            }
+            let with: u64 = self.zone_counts[sel].iter().enumerate().filter(|(_, c)| **c > 0).fold(0, |m, (z, _)| m | 1 << z);
+            mask &= with;
+        }
+        for &(sel, key) in &info.anti {
+            if key == TopologyKey::Zone {
+                for (z, &count) in self.zone_counts[sel].iter().enumerate() {
+                    if count > 0 {
+                        mask &= !(1 << z);
+                    }
+                }
+            }
+        }
+        mask
+    }
+
+    /// Does the hostname-level topology of target `counts` allow the pod?
+    fn host_allows(&self, spec: usize, level: usize, counts: &[u32]) -> bool {
+        let info = &self.specs[spec];
+        info.spread.iter().all(|&(sel, key, max_skew, hard)| {
+            key != TopologyKey::Hostname || (!hard && !info.soft_spread_active(level)) || counts[sel] < max_skew
+        }) && info.anti.iter().all(|&(sel, key)| key != TopologyKey::Hostname || counts[sel] == 0)
+            && info.affinity.iter().all(|&(sel, key)| {
+                key != TopologyKey::Hostname
+                    || counts[sel] > 0
+                    || (self.total_counts[sel] == 0 && info.matches.contains(&sel))
+            })
+    }
+
+    fn place(&mut self, pod: usize, spec: usize, level: usize) -> Option<Target> {
+        let zones = self.allowed_zones(spec, level);
+        if zones == 0 {
+            return None;
+        }
+        let requests = self.specs[spec].spec.requests;
+        let monotone = self.specs[spec].monotone;
+
+        // 1. Existing and in-flight nodes.
+        let start = if monotone { *self.cursors.get(&(spec, level, zones, false)).unwrap_or(&0) } else { 0 };
+        for n in start..self.input.nodes.len() {
+            if self.node_accepts(n, spec, level, zones, requests) {
+                if monotone {
+                    self.cursors.insert((spec, level, zones, false), n);
+                }
+                self.commit(pod, spec, Target::Node(n));
+                return Some(Target::Node(n));
+            }
+        }
+        if monotone {
+            self.cursors.insert((spec, level, zones, false), self.input.nodes.len());
+        }
+
+        // 2. NodeClaims opened so far.
+        let start = if monotone { *self.cursors.get(&(spec, level, zones, true)).unwrap_or(&0) } else { 0 };
+        for c in start..self.claims.len() {
+            if self.claim_accepts(c, spec, level, zones, requests) {
+                if monotone {
+                    self.cursors.insert((spec, level, zones, true), c);
+                }
+                self.commit(pod, spec, Target::Claim(c));
+                return Some(Target::Claim(c));
+            }
+        }
+        if monotone {
+            self.cursors.insert((spec, level, zones, true), self.claims.len());
+        }
+
+        // 3. A new NodeClaim, NodePools by weight.
+        let counts = vec![0u32; self.selectors.len()];
+        if !self.host_allows(spec, level, &counts) {
+            return None;
+        }
+        for &pool in &self.pool_order.clone() {
+            if !tolerates_all(&self.specs[spec].spec.tolerations, &self.input.pools[pool].taints) {
+                continue;
+            }
+            let total = self.overhead[pool].saturating_add(requests);
+            let zone_order = self.zone_preference(spec, zones);
+            let compat = self.compat(pool, spec, level).clone();
+            let catalog = self.input.catalog;
+            let limits = self.input.pools[pool].limits;
+            let usage = self.usage[pool];
+            let offering_zone = &self.offering_zone;
+            let fitting: Vec<u32> = compat
+                .iter()
+                .filter(|&o| {
+                    let offering = &catalog.offerings[o as usize];
+                    zones & (1 << offering_zone[o as usize]) != 0
+                        && offering.allocatable.covers(&total)
+                        && within_limits(usage.saturating_add(offering.capacity), limits)
+                })
+                .collect();
+            if fitting.is_empty() {
+                continue;
+            }
+            let (offerings, zone) = if self.specs[spec].zonal {
+                let zone = zone_order
+                    .into_iter()
+                    .find(|&z| fitting.iter().any(|&o| self.offering_zone[o as usize] == z))
+                    .expect("a fitting offering has an allowed zone");
+                (fitting.into_iter().filter(|&o| self.offering_zone[o as usize] == zone).collect(), Some(zone))
+            } else {
+                (fitting, None)
+            };
+            let reserved = smallest_capacity(catalog, &offerings);
+            self.usage[pool] = self.usage[pool].saturating_add(reserved);
+            self.claims.push(Claim { pool, pods: Vec::new(), requests: self.overhead[pool], offerings, zone, reserved });
+            self.claim_counts.push(vec![0; self.selectors.len()]);
+            let c = self.claims.len() - 1;
+            self.commit(pod, spec, Target::Claim(c));
+            return Some(Target::Claim(c));
+        }
+        None
+    }
+
+    /// Allowed zones, emptiest first for the spec's zone spreads.
+    fn zone_preference(&self, spec: usize, zones: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.zones.len()).filter(|z| zones & (1 << z) != 0).collect();
+        let spreads: Vec<usize> =
+            self.specs[spec].spread.iter().filter(|s| s.1 == TopologyKey::Zone).map(|s| s.0).collect();
+        order.sort_by_key(|&z| (spreads.iter().map(|&s| self.zone_counts[s][z]).sum::<u32>(), z));
+        order
+    }
+
+    fn node_accepts(&mut self, n: usize, spec: usize, level: usize, zones: u64, requests: Resources) -> bool {
+        let node = &self.input.nodes[n];
+        if !node.schedulable {
+            return false;
+        }
+        if let Some(z) = self.node_zone[n]
+            && zones & (1 << z) == 0
+        {
+            return false;
+        }
+        if !node.allocatable.covers(&self.node_used[n].saturating_add(requests)) {
+            return false;
+        }
+        if !self.host_allows(spec, level, &self.node_counts[n]) {
+            return false;
+        }
+        let key = (n, spec, level);
+        if let Some(&ok) = self.node_fits_labels.get(&key) {
+            return ok;
+        }
+        let info = &self.specs[spec];
+        let ok = tolerates_all(&info.spec.tolerations, &node.taints)
+            && info.terms(level).iter().any(|term| labels_match(term, &node.labels));
+        self.node_fits_labels.insert(key, ok);
+        ok
+    }
+
+    fn claim_accepts(&mut self, c: usize, spec: usize, level: usize, zones: u64, requests: Resources) -> bool {
+        let pool = self.claims[c].pool;
+        if let Some(z) = self.claims[c].zone
+            && zones & (1 << z) == 0
+        {
+            return false;
+        }
+        if !self.host_allows(spec, level, &self.claim_counts[c]) {
+            return false;
+        }
+        if !tolerates_all(&self.specs[spec].spec.tolerations, &self.input.pools[pool].taints) {
+            return false;
+        }
+        let total = self.claims[c].requests.saturating_add(requests);
+        let zonal = self.specs[spec].zonal && self.claims[c].zone.is_none();
+        let compat = self.compat(pool, spec, level).clone();
+        let catalog = self.input.catalog;
+        let offering_zone = &self.offering_zone;
+        let fits = |o: u32| {
+            compat.contains(o)
+                && zones & (1 << offering_zone[o as usize]) != 0
+                && catalog.offerings[o as usize].allocatable.covers(&total)
+        };
+        let mut kept: Vec<u32> = self.claims[c].offerings.iter().copied().filter(|&o| fits(o)).collect();
+        if kept.is_empty() {
+            return false;
+        }
+        let mut zone = self.claims[c].zone;
+        if zonal {
+            let chosen = self
+                .zone_preference(spec, zones)
+                .into_iter()
+                .find(|&z| kept.iter().any(|&o| self.offering_zone[o as usize] == z))
+                .expect("kept offerings have allowed zones");
+            kept.retain(|&o| self.offering_zone[o as usize] == chosen);
+            zone = Some(chosen);
+        }
+        let limits = self.input.pools[pool].limits;
+        let reserved = if limits == PoolLimits::default() { self.claims[c].reserved } else { smallest_capacity(catalog, &kept) };
+        let usage = self.usage[pool].saturating_sub(self.claims[c].reserved).saturating_add(reserved);
+        if !within_limits(usage, limits) {
+            return false;
+        }
+        self.usage[pool] = usage;
+        let claim = &mut self.claims[c];
+        claim.offerings = kept;
+        claim.zone = zone;
+        claim.reserved = reserved;
+        true
+    }
+
+    /// Record pod `pod` on `target`.
+    fn commit(&mut self, pod: usize, spec: usize, target: Target) {
+        let requests = self.specs[spec].spec.requests;
+        let (counts, zone) = match target {
+            Target::Node(n) => {
+                self.node_used[n] = self.node_used[n].saturating_add(requests);
+                (&mut self.node_counts[n], self.node_zone[n])
+            }
+            Target::Claim(c) => {
+                let claim = &mut self.claims[c];
+                claim.pods.push(pod);
+                claim.requests = claim.requests.saturating_add(requests);
+                (&mut self.claim_counts[c], claim.zone)
+            }
+        };
+        for &sel in &self.specs[spec].matches {
+            counts[sel] += 1;
+            self.total_counts[sel] += 1;
+            if let Some(z) = zone {
+                self.zone_counts[sel][z] += 1;
+            }
+        }
+    }
+
+    /// Why a pod of `spec` fits nowhere, NodePool by NodePool.
+    fn explain(&mut self, spec: usize) -> String {
+        let level = self.specs[spec].max_level;
+        let requests = self.specs[spec].spec.requests;
+        let mut reasons = Vec::new();
+        if self.allowed_zones(spec, level) == 0 {
+            reasons.push("its topology constraints leave no zone it may go to".to_string());
+        }
+        if self.input.pools.is_empty() {
+            reasons.push("there is no NodePool".into());
+        }
+        for &pool in &self.pool_order.clone() {
+            let p = &self.input.pools[pool];
+            let name = p.name.clone();
+            if let Some(taint) = p.taints.iter().find(|t| !tolerates_all(&self.specs[spec].spec.tolerations, std::slice::from_ref(t))) {
+                reasons.push(format!(
+                    "NodePool {name} has taint {}={}:{:?}, which the pod does not tolerate",
+                    taint.key, taint.value, taint.effect
+                ));
+                continue;
+            }
+            let total = self.overhead[pool].saturating_add(requests);
+            let limits = p.limits;
+            let usage = self.usage[pool];
+            let terms = self.specs[spec].terms(level);
+            let compat = self.compat(pool, spec, level).clone();
+            let catalog = self.input.catalog;
+            let constraint = describe_terms(&terms);
+            let pool_name = match p.requirements.is_empty() {
+                true => name.clone(),
+                false => format!("{name} ({})", describe_terms(std::slice::from_ref(&p.requirements))),
+            };
+            if compat.is_empty() {
+                reasons.push(format!("no offering in NodePool {pool_name} satisfies {constraint}"));
+                continue;
+            }
+            let fitting: Vec<u32> = compat.iter().filter(|&o| catalog.offerings[o as usize].allocatable.covers(&total)).collect();
+            if fitting.is_empty() {
+                reasons.push(format!("no offering in NodePool {pool_name} has {}{}", describe_request(&total), with(&constraint)));
+                continue;
+            }
+            if !fitting.iter().any(|&o| within_limits(usage.saturating_add(catalog.offerings[o as usize].capacity), limits)) {
+                reasons.push(format!("NodePool {name} would exceed its limits ({})", describe_limits(&limits)));
+                continue;
+            }
+            reasons.push(format!("NodePool {name}: its topology constraints (spread, affinity, anti-affinity) cannot be met"));
+        }
+        reasons.join("; ")
+    }
+}
+
+fn node_zone_of(input: &SchedulingInput<'_>, n: usize, zones: &[String]) -> Option<usize> {
+    let zone = input.nodes[n].labels.get(well_known::ZONE)?;
+    zones.iter().position(|z| z == zone)
+}
+
+fn within_limits(usage: Resources, limits: PoolLimits) -> bool {
+    limits.cpu_millis.is_none_or(|l| u64::from(usage.cpu_millis) <= l)
+        && limits.memory_bytes.is_none_or(|l| usage.memory_bytes <= l)
+        && limits.gpus.is_none_or(|l| u64::from(usage.gpus) <= l)
+}
+
+fn smallest_capacity(catalog: &crate::model::Catalog, offerings: &[u32]) -> Resources {
+    offerings
+        .iter()
+        .map(|&o| catalog.offerings[o as usize].capacity)
+        .min_by_key(|c| (c.cpu_millis, c.memory_bytes, c.gpus))
+        .unwrap_or_default()
+}
+
+/// Requests of the daemonsets that would run on a node of `pool`.
+fn daemon_overhead(pool: &NodePool, daemonsets: &[PodSpec]) -> Resources {
+    daemonsets
+        .iter()
+        .filter(|d| tolerates_all(&d.tolerations, &pool.taints))
+        .filter(|d| d.node_selector.iter().all(|(k, v)| pool.labels.get(k).is_none_or(|pv| pv == v)))
+        .map(|d| d.requests)
+        .sum()
+}
+
+fn describe_terms(terms: &[Vec<Requirement>]) -> String {
+    let described: Vec<String> = terms
+        .iter()
+        .map(|t| t.iter().map(Requirement::describe).collect::<Vec<_>>().join(" and "))
+        .filter(|t| !t.is_empty())
+        .collect();
+    described.join(" or ")
+}
+
+fn with(constraint: &str) -> String {
+    if constraint.is_empty() { String::new() } else { format!(" and {constraint}") }
+}
+
+fn describe_request(r: &Resources) -> String {
+    let mut parts = vec![format!("{}m CPU", r.cpu_millis), format!("{} MiB memory", r.memory_bytes >> 20)];
+    if r.gpus > 0 {
+        parts.push(format!("{} GPU{}", r.gpus, if r.gpus == 1 { "" } else { "s" }));
+    }
+    parts.join(", ")
+}
+
+fn describe_limits(l: &PoolLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = l.cpu_millis {
+        parts.push(format!("cpu {}", c as f64 / 1000.0));
+    }
+    if let Some(m) = l.memory_bytes {
+        parts.push(format!("memory {} GiB", m >> 30));
+    }
+    if let Some(g) = l.gpus {
+        parts.push(format!("gpus {g}"));
+    }
+    parts.join(", ")
+}
