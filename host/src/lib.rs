@@ -3,6 +3,9 @@
 //! components behind one versioned WIT contract.
 
 pub mod cli;
+pub mod cloud;
+pub mod cluster;
 pub mod model;
 pub mod policy;
+pub mod provisioning;
 pub mod scheduling;

@@ -74,7 +74,7 @@ fn spot_savvy_weighs_price_by_interruption_risk() {
     assert_eq!(ranking.best(3).iter().map(|e| e.0).collect::<Vec<_>>(), vec![2, 1, 0]);
     let cautious = load(&runtime, "spot-savvy", r#"{"max_interruption": "low"}"#);
     let ranking = cautious.rank(&catalog, &request).unwrap();
-    assert_eq!(ranking.entries.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2], "the very-high bucket is left out");
+    assert_eq!(ranking.entries().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2], "the very-high bucket is left out");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The `nodewright` command line.
 
+mod bench;
 mod compare;
 mod plugin;
 
@@ -65,6 +66,9 @@ enum Command {
     /// Inspect, check and benchmark policy plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Benchmarks of the controllers.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Parse the command line, run the command, and turn its result into an exit code.
@@ -74,6 +78,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compare(args) => compare::run(args, &cli.runtime),
         Command::Plugin(command) => plugin::run(command, &cli.runtime),
+        Command::Bench(command) => bench::run(command, &cli.runtime),
     };
     match result {
         Ok(code) => code,

@@ -194,7 +194,7 @@ fn bench(args: BenchArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCo
         feasible: (0..catalog.offerings.len() as u32).collect(),
     };
     let first = plugin.rank(&catalog, &request).map_err(|f| anyhow::anyhow!("{}: rank {f}", args.file.display()))?;
-    anyhow::ensure!(!first.entries.is_empty() || request.feasible.is_empty(), "{}: ranks no offering", args.file.display());
+    anyhow::ensure!(!first.is_empty() || request.feasible.is_empty(), "{}: ranks no offering", args.file.display());
     let mut failure = None;
     let (wasm_ns, wasm_calls) = measure(args.time, || {
         if let Err(f) = plugin.rank(&catalog, &request) {

@@ -229,6 +229,15 @@ impl Catalog {
         Catalog::new(types.iter().flat_map(|t| t.offerings(&ZONES)).collect())
     }
 
+    /// `n` of the bundled instance types, spread evenly over the list, on-demand
+    /// and spot in every zone of [`ZONES`].
+    pub fn bundled_types(n: usize) -> Self {
+        let types = bundled_instance_types();
+        let step = (types.len() as f64 / n.clamp(1, types.len()) as f64).max(1.0);
+        let chosen = (0..n.min(types.len())).map(|i| &types[(i as f64 * step) as usize]);
+        Catalog::new(chosen.flat_map(|t| t.offerings(&ZONES)).collect())
+    }
+
     /// The first `n` offerings of the bundled catalog, spread over all
     /// instance types (for benchmarks and tests that want a given size).
     pub fn bundled_sample(n: usize) -> Self {

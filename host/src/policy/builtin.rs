@@ -7,13 +7,15 @@ use crate::model::Catalog;
 /// scored by its price per hour. All of them hold the whole request, so the
 /// cheapest per hour is also the cheapest per unit of requested resources.
 pub fn cheapest_ranking(catalog: &Catalog, request: &SelectionRequest) -> Ranking {
-    Ranking {
-        entries: request
-            .feasible
-            .iter()
-            .filter_map(|&i| catalog.offerings.get(i as usize).map(|o| (i, o.price_per_hour)))
-            .collect(),
+    let mut offerings = Vec::with_capacity(request.feasible.len());
+    let mut scores = Vec::with_capacity(request.feasible.len());
+    for &i in &request.feasible {
+        if let Some(offering) = catalog.offerings.get(i as usize) {
+            offerings.push(i);
+            scores.push(offering.price_per_hour);
+        }
     }
+    Ranking::trusted(offerings, scores)
 }
 
 /// Consolidation fallback: leave every node alone.

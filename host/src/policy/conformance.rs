@@ -97,8 +97,8 @@ pub(crate) fn run(plugin: &Plugin) -> ConformanceReport {
             let mut request = selection_request(catalog, vec![Resources::pod(500, GIB)]);
             request.feasible.clear();
             match plugin.rank(catalog, &request)? {
-                r if r.entries.is_empty() => Ok(()),
-                r => Err(CallFailure::InvalidOutput(format!("{} scores with nothing feasible", r.entries.len()))),
+                r if r.is_empty() => Ok(()),
+                r => Err(CallFailure::InvalidOutput(format!("{} scores with nothing feasible", r.len()))),
             }
         });
         let small = Catalog::bundled_sample(1000);

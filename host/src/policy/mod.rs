@@ -25,7 +25,7 @@ pub use conformance::{ConformanceCheck, ConformanceReport, full_catalog, sample_
 pub use error::{CallFailure, PluginError};
 pub use plugin::{ContractVersion, Plugin, PluginInfo, World};
 pub use registry::{
-    DecidedBy, Decision, PolicyRegistry, PolicySlot, Role, SlotMode, SlotStats, SwapOutcome,
+    BUILTIN_SELECTION, DecidedBy, Decision, PolicyRegistry, PolicySlot, Role, SlotMode, SlotStats, SwapOutcome,
 };
 pub use request::{ConsolidationAction, ConsolidationSnapshot, Ranking, SelectionRequest, SnapshotNode};
 pub use runtime::{CacheStats, Limits, PluginClock, PolicyRuntime, RuntimeConfig, SystemClock};

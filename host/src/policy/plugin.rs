@@ -284,6 +284,25 @@ impl Plugin {
         (self.calls.load(Ordering::Relaxed), self.busy_nanos.load(Ordering::Relaxed))
     }
 
+    /// Hand `catalog` to an idle instance that does not hold it yet, so the
+    /// next decision does not pay for the hand-over. A failure here is
+    /// reported by that next call.
+    pub fn prepare(&self, catalog: &Catalog) {
+        let idle = self.idle.lock().expect("idle lock").pop();
+        let Some(mut instance) = idle else { return };
+        if instance.catalog_version != Some(catalog.version) {
+            let limit = self.runtime.limits().consolidation_timeout;
+            instance.store.set_epoch_deadline(PolicyRuntime::ticks(limit));
+            let wit = self.wit_catalog(catalog);
+            match instance.catalog.call_set_catalog(&mut instance.store, &wit) {
+                Ok(Ok(())) => instance.catalog_version = Some(catalog.version),
+                Ok(Err(_)) => {}
+                Err(_) => return, // trapped: drop the instance
+            }
+        }
+        self.idle.lock().expect("idle lock").push(instance);
+    }
+
     /// Create a fresh instance (new store, new memory).
     pub fn instantiate_fresh(&self) -> Result<(), CallFailure> {
         self.instantiate().map(drop)

@@ -19,7 +19,11 @@ use super::error::{CallFailure, PluginError};
 use super::plugin::Plugin;
 use super::request::{ConsolidationAction, ConsolidationSnapshot, Ranking, SelectionRequest};
 use super::runtime::PolicyRuntime;
-use crate::model::Catalog;
+use crate::model::{Catalog, PolicyRef};
+
+/// The name that configures a slot to run the native built-in policy
+/// (cheapest first for selection, as Karpenter chooses).
+pub const BUILTIN_SELECTION: &str = "karpenter-like";
 
 /// Which decision a slot makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -258,6 +262,22 @@ impl PolicySlot {
         tracing::warn!(slot = %self.name, "candidate rejected, slot unchanged: {error}");
     }
 
+    /// Run the native built-in policy from now on (the active plugin, if
+    /// any, becomes the previous version).
+    pub fn use_builtin(&self) {
+        let _swapping = self.swap_lock.lock().expect("swap lock");
+        let current = self.state.load_full();
+        if matches!(current.active, Version::Builtin) {
+            return;
+        }
+        self.state.store(Arc::new(SlotState {
+            active: Version::Builtin,
+            previous: Some(current.active.clone()),
+            shadow: current.shadow.clone(),
+        }));
+        self.history.lock().expect("history lock").last_swap = Some(SystemTime::now());
+    }
+
     /// Drop the shadow candidate, if any.
     pub fn clear_shadow(&self) {
         let _swapping = self.swap_lock.lock().expect("swap lock");
@@ -284,6 +304,18 @@ impl PolicySlot {
             slot: self.name.clone(),
             needed: needed.into(),
         })
+    }
+
+    /// Hand `catalog` to the active plugin (and the shadow) ahead of the
+    /// next decision; cheap when they already hold it.
+    pub fn prepare(&self, catalog: &Catalog) {
+        let state = self.state.load();
+        if let Version::Plugin(plugin) = &state.active {
+            plugin.prepare(catalog);
+        }
+        if let Some(shadow) = &state.shadow {
+            shadow.prepare(catalog);
+        }
     }
 
     /// Rank `request`'s feasible offerings. Always answers: a failed plugin
@@ -430,12 +462,19 @@ pub struct PolicyRegistry {
     runtime: PolicyRuntime,
     slots: RwLock<BTreeMap<String, Arc<PolicySlot>>>,
     defaults: Mutex<BTreeMap<&'static str, Arc<Plugin>>>,
+    /// Slot name → the plugin reference it was last configured from.
+    configured: Mutex<BTreeMap<String, PolicyRef>>,
 }
 
 impl PolicyRegistry {
     /// An empty registry on `runtime`.
     pub fn new(runtime: PolicyRuntime) -> Self {
-        PolicyRegistry { runtime, slots: RwLock::new(BTreeMap::new()), defaults: Mutex::new(BTreeMap::new()) }
+        PolicyRegistry {
+            runtime,
+            slots: RwLock::new(BTreeMap::new()),
+            defaults: Mutex::new(BTreeMap::new()),
+            configured: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// The runtime plugins are loaded into.
@@ -490,6 +529,38 @@ impl PolicyRegistry {
             slot.propose(self.default_plugin(role)?, SlotMode::Active)?;
         }
         Ok(slot)
+    }
+
+    /// The slot called `name`, running the plugin `reference` names: a
+    /// bundled plugin or a component file, with its config. Loading happens
+    /// only when the reference changes; if it fails, the slot keeps what it
+    /// ran before (a new slot: the built-in policy) and the error is kept in
+    /// the slot's stats and returned once.
+    pub fn configure(&self, name: &str, role: Role, reference: &PolicyRef) -> (Arc<PolicySlot>, Option<PluginError>) {
+        let slot = self.ensure_slot(name, role);
+        {
+            let mut configured = self.configured.lock().expect("configured lock");
+            if configured.get(name) == Some(reference) {
+                return (slot, None);
+            }
+            configured.insert(name.into(), reference.clone());
+        }
+        if reference.plugin == BUILTIN_SELECTION {
+            slot.use_builtin();
+            return (slot, None);
+        }
+        let loaded = match super::bundled::get(&reference.plugin) {
+            Some(bytes) => Plugin::load(&self.runtime, &reference.plugin, bytes, &reference.config),
+            None => Plugin::from_file(&self.runtime, std::path::Path::new(&reference.plugin), &reference.config),
+        };
+        let outcome = match loaded {
+            Ok(plugin) => slot.propose(Arc::new(plugin), SlotMode::Active).map(drop),
+            Err(e) => {
+                slot.record_rejection(&e);
+                Err(e)
+            }
+        };
+        (slot, outcome.err())
     }
 
     /// Every slot, by name.

@@ -19,17 +19,46 @@ pub struct SelectionRequest {
 }
 
 /// Validated scores for some feasible offerings; lower is preferred.
+/// Two lists of equal length, as the contract hands them over (no copy).
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Ranking {
-    /// (catalog index, score), in the order the policy gave them.
-    pub entries: Vec<(u32, f64)>,
+    /// Catalog indices, in the order the policy gave them.
+    offerings: Vec<u32>,
+    /// `scores[i]` is the score of `offerings[i]`.
+    scores: Vec<f64>,
 }
 
 impl Ranking {
     /// The `k` preferred offerings, best first (ties to the lower index).
     pub fn best(&self, k: usize) -> Vec<(u32, f64)> {
+        self.clone().into_best(k)
+    }
+
+    /// A ranking trusted as given (the host's own policies).
+    pub(crate) fn trusted(offerings: Vec<u32>, scores: Vec<f64>) -> Self {
+        debug_assert_eq!(offerings.len(), scores.len());
+        Ranking { offerings, scores }
+    }
+
+    /// (catalog index, score) pairs in the policy's order.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = (u32, f64)> + '_ {
+        self.offerings.iter().copied().zip(self.scores.iter().copied())
+    }
+
+    /// Number of offerings scored.
+    pub fn len(&self) -> usize {
+        self.offerings.len()
+    }
+
+    /// True when no offering was scored.
+    pub fn is_empty(&self) -> bool {
+        self.offerings.is_empty()
+    }
+
+    /// [`Ranking::best`], consuming the ranking.
+    pub fn into_best(self, k: usize) -> Vec<(u32, f64)> {
         let order = |a: &(u32, f64), b: &(u32, f64)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
-        let mut entries = self.entries.clone();
+        let mut entries: Vec<(u32, f64)> = self.offerings.into_iter().zip(self.scores).collect();
         if k < entries.len() {
             entries.select_nth_unstable_by(k, order);
             entries.truncate(k);
@@ -40,10 +69,7 @@ impl Ranking {
 
     /// The preferred offering, if any.
     pub fn top(&self) -> Option<u32> {
-        self.entries
-            .iter()
-            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
-            .map(|e| e.0)
+        self.entries().min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0))).map(|e| e.0)
     }
 
     /// Check a plugin's answer against the request: equal lengths, no more
@@ -69,33 +95,38 @@ impl Ranking {
                 feasible.len()
             ));
         }
-        let words = catalog_len.div_ceil(64);
-        let mut allowed = vec![0u64; words];
+        // The common answer scores every feasible offering in request order:
+        // then indices are known to be in range, feasible and unique.
+        if offerings == feasible && feasible.iter().all(|&i| (i as usize) < catalog_len) {
+            if let Some(bad) = scores.iter().position(|s| !s.is_finite()) {
+                return Err(format!("score of offering {} is {}, scores must be finite", offerings[bad], scores[bad]));
+            }
+            return Ok(Ranking { offerings, scores });
+        }
+        // One byte per catalog offering: 1 = feasible, 2 = already scored.
+        let mut state = vec![0u8; catalog_len];
         for &i in feasible {
-            if let Some(word) = allowed.get_mut(i as usize / 64) {
-                *word |= 1 << (i % 64);
+            if let Some(slot) = state.get_mut(i as usize) {
+                *slot = 1;
             }
         }
-        let mut seen = vec![0u64; words];
         for (&index, &score) in offerings.iter().zip(&scores) {
-            let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
-            if index as usize >= catalog_len {
-                return Err(format!(
-                    "offering index {index} is out of range (the catalog has {catalog_len} offerings)"
-                ));
+            match state.get(index as usize) {
+                None => {
+                    return Err(format!(
+                        "offering index {index} is out of range (the catalog has {catalog_len} offerings)"
+                    ));
+                }
+                Some(0) => return Err(format!("offering index {index} is not one of the feasible offerings")),
+                Some(2) => return Err(format!("offering index {index} is scored twice")),
+                Some(_) => {}
             }
-            if seen[word] & bit != 0 {
-                return Err(format!("offering index {index} is scored twice"));
-            }
-            if allowed[word] & bit == 0 {
-                return Err(format!("offering index {index} is not one of the feasible offerings"));
-            }
-            seen[word] |= bit;
             if !score.is_finite() {
                 return Err(format!("score of offering {index} is {score}, scores must be finite"));
             }
+            state[index as usize] = 2;
         }
-        Ok(Ranking { entries: offerings.into_iter().zip(scores).collect() })
+        Ok(Ranking { offerings, scores })
     }
 }
 
@@ -203,7 +234,7 @@ mod tests {
     #[test]
     fn a_valid_ranking_is_kept_in_plugin_order() {
         let r = Ranking::validate(vec![4, 2], vec![1.5, 0.5], &[2, 3, 4], 10).unwrap();
-        assert_eq!(r.entries, vec![(4, 1.5), (2, 0.5)]);
+        assert_eq!(r.entries().collect::<Vec<_>>(), vec![(4, 1.5), (2, 0.5)]);
         assert_eq!(r.best(1), vec![(2, 0.5)]);
         assert_eq!(r.top(), Some(2));
     }

@@ -18,6 +18,7 @@
 mod bitset;
 mod labels;
 mod solver;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,67 @@
+//! The Kubernetes side the controllers see: pending pods, nodes, NodePools,
+//! NodeClaims. Controllers see only the [`Cluster`] trait; `simulated` is
+//! the in-memory implementation the tests and the simulator use.
+
+mod simulated;
+
+use std::future::Future;
+
+use serde::Serialize;
+
+pub use simulated::SimulatedCluster;
+
+use crate::cloud::Instance;
+use crate::model::{NodePool, Pod, PodSpec, Resources, Taint};
+use crate::scheduling::ExistingNode;
+
+/// A request for a node, from the moment it is decided until its node is gone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeClaim {
+    /// Name (also the node's name once registered).
+    pub name: String,
+    /// Its NodePool.
+    pub node_pool: String,
+    /// Pods it was opened for (nominated to it while it starts).
+    pub pods: Vec<String>,
+    /// Their requests plus daemonset overhead.
+    pub requests: Resources,
+    /// Offerings the launch may use, most preferred first.
+    pub offerings: Vec<u32>,
+    /// Taints the node starts with (startup taints included).
+    pub taints: Vec<Taint>,
+    /// The instance, once launched.
+    pub instance: Option<Instance>,
+}
+
+/// Errors of cluster calls.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ClusterError(pub String);
+
+/// What the controllers need from a cluster.
+pub trait Cluster: Send + Sync + 'static {
+    /// NodePools.
+    fn node_pools(&self) -> impl Future<Output = Result<Vec<NodePool>, ClusterError>> + Send;
+
+    /// Daemonsets that run on every node they tolerate.
+    fn daemonsets(&self) -> impl Future<Output = Result<Vec<PodSpec>, ClusterError>> + Send;
+
+    /// Pods the kube-scheduler could not place.
+    fn pending_pods(&self) -> impl Future<Output = Result<Vec<Pod>, ClusterError>> + Send;
+
+    /// Nodes, and launched NodeClaims not yet registered as nodes (with the
+    /// pods already bound to them; pending nominated pods are not counted).
+    fn nodes(&self) -> impl Future<Output = Result<Vec<ExistingNode>, ClusterError>> + Send;
+
+    /// Record a new NodeClaim (before its launch).
+    fn create_node_claim(&self, claim: NodeClaim) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Record that `claim` is backed by `instance`.
+    fn claim_launched(&self, claim: &str, instance: Instance) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Remove a NodeClaim whose launch failed.
+    fn delete_node_claim(&self, claim: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Tell the pod's owner why it cannot be scheduled (an Event in Kubernetes).
+    fn pod_unschedulable(&self, pod: &str, reason: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+}

@@ -1,0 +1,168 @@
+//! An in-memory cluster: what the simulator and the tests run controllers on.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::{Cluster, ClusterError, NodeClaim};
+use crate::cloud::Instance;
+use crate::model::{Catalog, NodePool, Pod, PodSpec};
+use crate::scheduling::{ExistingNode, node_labels};
+
+#[derive(Default)]
+struct State {
+    pools: Vec<NodePool>,
+    daemonsets: Vec<PodSpec>,
+    pending: BTreeMap<String, Pod>,
+    nodes: BTreeMap<String, ExistingNode>,
+    claims: BTreeMap<String, NodeClaim>,
+    events: Vec<(String, String)>,
+}
+
+/// An in-memory [`Cluster`].
+pub struct SimulatedCluster {
+    catalog: Arc<Catalog>,
+    state: Mutex<State>,
+}
+
+impl SimulatedCluster {
+    /// A cluster with `pools` whose nodes are bought from `catalog`.
+    pub fn new(catalog: Arc<Catalog>, pools: Vec<NodePool>) -> Self {
+        SimulatedCluster { catalog, state: Mutex::new(State { pools, ..State::default() }) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("cluster lock")
+    }
+
+    /// Add daemonsets.
+    pub fn add_daemonset(&self, spec: PodSpec) {
+        self.state().daemonsets.push(spec);
+    }
+
+    /// Add pending pods.
+    pub fn add_pods(&self, pods: impl IntoIterator<Item = Pod>) {
+        let mut state = self.state();
+        for pod in pods {
+            state.pending.insert(pod.name.clone(), pod);
+        }
+    }
+
+    /// Add a node that already exists.
+    pub fn add_node(&self, node: ExistingNode) {
+        self.state().nodes.insert(node.name.clone(), node);
+    }
+
+    /// Bind pending pod `pod` to node (or launched claim) `node`.
+    pub fn bind(&self, pod: &str, node: &str) -> Result<(), ClusterError> {
+        let mut state = self.state();
+        let spec = state.pending.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not pending")))?.spec.clone();
+        let target = state.nodes.get_mut(node).ok_or_else(|| ClusterError(format!("node {node} does not exist")))?;
+        target.pods.push(spec);
+        state.pending.remove(pod);
+        Ok(())
+    }
+
+    /// Turn launched claim `claim` into a registered node.
+    pub fn register(&self, claim: &str) -> Result<(), ClusterError> {
+        let mut state = self.state();
+        let c = state.claims.get(claim).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))?;
+        let instance = c.instance.clone().ok_or_else(|| ClusterError(format!("NodeClaim {claim} is not launched")))?;
+        let pool = state
+            .pools
+            .iter()
+            .find(|p| p.name == c.node_pool)
+            .cloned()
+            .ok_or_else(|| ClusterError(format!("NodePool {} does not exist", c.node_pool)))?;
+        let offering = &self.catalog.offerings[instance.offering as usize];
+        let node = ExistingNode {
+            name: claim.into(),
+            node_pool: Some(pool.name.clone()),
+            labels: node_labels(offering, &pool, claim),
+            taints: pool.taints.clone(),
+            allocatable: offering.allocatable,
+            capacity: offering.capacity,
+            pods: state.daemonsets.clone().into_iter().map(Arc::new).collect(),
+            schedulable: true,
+        };
+        state.nodes.insert(claim.into(), node);
+        Ok(())
+    }
+
+    /// NodeClaims, by name.
+    pub fn node_claims(&self) -> Vec<NodeClaim> {
+        self.state().claims.values().cloned().collect()
+    }
+
+    /// Names of pending pods.
+    pub fn pending_names(&self) -> Vec<String> {
+        self.state().pending.keys().cloned().collect()
+    }
+
+    /// (pod, reason) events recorded so far.
+    pub fn events(&self) -> Vec<(String, String)> {
+        self.state().events.clone()
+    }
+}
+
+impl Cluster for SimulatedCluster {
+    async fn node_pools(&self) -> Result<Vec<NodePool>, ClusterError> {
+        Ok(self.state().pools.clone())
+    }
+
+    async fn daemonsets(&self) -> Result<Vec<PodSpec>, ClusterError> {
+        Ok(self.state().daemonsets.clone())
+    }
+
+    async fn pending_pods(&self) -> Result<Vec<Pod>, ClusterError> {
+        Ok(self.state().pending.values().cloned().collect())
+    }
+
+    async fn nodes(&self) -> Result<Vec<ExistingNode>, ClusterError> {
+        let state = self.state();
+        let mut nodes: Vec<ExistingNode> = state.nodes.values().cloned().collect();
+        for claim in state.claims.values() {
+            if state.nodes.contains_key(&claim.name) {
+                continue;
+            }
+            let Some(instance) = &claim.instance else { continue };
+            let Some(pool) = state.pools.iter().find(|p| p.name == claim.node_pool) else { continue };
+            let offering = &self.catalog.offerings[instance.offering as usize];
+            nodes.push(ExistingNode {
+                name: claim.name.clone(),
+                node_pool: Some(pool.name.clone()),
+                labels: node_labels(offering, pool, &claim.name),
+                taints: pool.taints.clone(),
+                allocatable: offering.allocatable,
+                capacity: offering.capacity,
+                pods: state.daemonsets.clone().into_iter().map(Arc::new).collect(),
+                schedulable: true,
+            });
+        }
+        Ok(nodes)
+    }
+
+    async fn create_node_claim(&self, claim: NodeClaim) -> Result<(), ClusterError> {
+        let mut state = self.state();
+        if state.claims.contains_key(&claim.name) {
+            return Err(ClusterError(format!("NodeClaim {} already exists", claim.name)));
+        }
+        state.claims.insert(claim.name.clone(), claim);
+        Ok(())
+    }
+
+    async fn claim_launched(&self, claim: &str, instance: Instance) -> Result<(), ClusterError> {
+        let mut state = self.state();
+        let c = state.claims.get_mut(claim).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))?;
+        c.instance = Some(instance);
+        Ok(())
+    }
+
+    async fn delete_node_claim(&self, claim: &str) -> Result<(), ClusterError> {
+        self.state().claims.remove(claim).map(drop).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))
+    }
+
+    async fn pod_unschedulable(&self, pod: &str, reason: &str) -> Result<(), ClusterError> {
+        self.state().events.push((pod.into(), reason.into()));
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Pending pods → batched → scheduled → each new NodeClaim's offerings
+//! ranked by its NodePool's selection policy → launched through the
+//! [`CloudProvider`].
+
+mod batcher;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+pub use batcher::{Batcher, BatcherSettings};
+
+use crate::cloud::{CloudProvider, LaunchRequest};
+use crate::cluster::{Cluster, ClusterError, NodeClaim};
+use crate::model::Catalog;
+use crate::policy::{DecidedBy, PolicyRegistry, Role, SelectionRequest};
+use crate::scheduling::{SchedulingInput, schedule};
+
+/// Most offerings handed to one launch (CreateFleet takes up to 60 overrides
+/// per request in the shape nodewright uses).
+pub const MAX_LAUNCH_OFFERINGS: usize = 60;
+
+/// What one provisioning pass did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProvisioningReport {
+    /// Pending pods considered.
+    pub pods: usize,
+    /// Pods that fit on existing or in-flight nodes.
+    pub pods_on_existing: usize,
+    /// NodeClaims launched.
+    pub launched: Vec<LaunchedClaim>,
+    /// Launches that failed (the pods stay pending).
+    pub launch_failures: Vec<(String, String)>,
+    /// (pod, reason) for pods nothing can hold.
+    pub unschedulable: Vec<(String, String)>,
+    /// Selection decisions made by plugins.
+    pub plugin_decisions: usize,
+    /// Selection decisions made by the built-in policy after a plugin failed.
+    pub fallbacks: usize,
+}
+
+/// A launched NodeClaim.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LaunchedClaim {
+    /// Claim name.
+    pub claim: String,
+    /// NodePool.
+    pub node_pool: String,
+    /// Pods nominated to it.
+    pub pods: usize,
+    /// Catalog index of the offering bought.
+    pub offering: u32,
+    /// Offerings offered to the launch, in policy order.
+    pub candidates: usize,
+}
+
+/// Turns pending pods into launched NodeClaims.
+pub struct Provisioner<C, K> {
+    cloud: Arc<C>,
+    cluster: Arc<K>,
+    registry: Arc<PolicyRegistry>,
+    next_claim: AtomicU64,
+}
+
+/// The registry slot of a NodePool's selection policy.
+pub fn selection_slot(node_pool: &str) -> String {
+    format!("{node_pool}/selection")
+}
+
+impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
+    /// A provisioner over `cloud` and `cluster`, ranking with `registry`.
+    pub fn new(cloud: Arc<C>, cluster: Arc<K>, registry: Arc<PolicyRegistry>) -> Self {
+        Provisioner { cloud, cluster, registry, next_claim: AtomicU64::new(1) }
+    }
+
+    /// One pass: schedule every pending pod, launch the NodeClaims needed.
+    pub async fn provision(&self) -> Result<ProvisioningReport, ClusterError> {
+        let catalog: Arc<Catalog> = self.cloud.catalog();
+        let pools = self.cluster.node_pools().await?;
+        let daemonsets = self.cluster.daemonsets().await?;
+        let pods = self.cluster.pending_pods().await?;
+        let nodes = self.cluster.nodes().await?;
+        let mut report = ProvisioningReport { pods: pods.len(), ..ProvisioningReport::default() };
+        if pods.is_empty() {
+            return Ok(report);
+        }
+        let result = schedule(SchedulingInput { catalog: &catalog, pools: &pools, daemonsets: &daemonsets, nodes: &nodes, pods: &pods });
+        report.pods_on_existing = result.bindings.len();
+        let unavailable = self.cloud.unavailable();
+        for (pod, reason) in &result.unschedulable {
+            self.cluster.pod_unschedulable(&pods[*pod].name, reason).await?;
+            report.unschedulable.push((pods[*pod].name.clone(), reason.clone()));
+        }
+        for planned in result.claims {
+            let Some(pool) = pools.iter().find(|p| p.name == planned.node_pool) else { continue };
+            let (slot, error) = self.registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection);
+            if let Some(e) = error {
+                tracing::error!(node_pool = %pool.name, "selection plugin not loaded, the slot keeps its previous policy: {e}");
+            }
+            let mut feasible = planned.offerings.clone();
+            if !unavailable.is_empty() {
+                feasible.retain(|o| !unavailable.contains(o));
+            }
+            let request = SelectionRequest {
+                node_pool: pool.name.clone(),
+                pods: planned.pods.iter().map(|&p| pods[p].spec.requests).collect(),
+                total: planned.requests,
+                feasible,
+            };
+            slot.prepare(&catalog);
+            let decision = slot.rank(&catalog, &request);
+            match decision.by {
+                DecidedBy::Plugin(_) => report.plugin_decisions += 1,
+                DecidedBy::Fallback { .. } => report.fallbacks += 1,
+                DecidedBy::Builtin => {}
+            }
+            let offerings: Vec<u32> = decision.value.into_best(MAX_LAUNCH_OFFERINGS).into_iter().map(|(o, _)| o).collect();
+            let pod_names: Vec<String> = planned.pods.iter().map(|&p| pods[p].name.clone()).collect();
+            if offerings.is_empty() {
+                let reason = if request.feasible.is_empty() {
+                    format!("every offering that fits in NodePool {} is temporarily unavailable", pool.name)
+                } else {
+                    format!("the selection policy of NodePool {} left out every feasible offering", pool.name)
+                };
+                for name in &pod_names {
+                    self.cluster.pod_unschedulable(name, &reason).await?;
+                    report.unschedulable.push((name.clone(), reason.clone()));
+                }
+                continue;
+            }
+            let name = format!("{}-{}", pool.name, self.next_claim.fetch_add(1, Ordering::Relaxed));
+            let mut taints = pool.taints.clone();
+            taints.extend(pool.startup_taints.iter().cloned());
+            let launch = LaunchRequest {
+                claim: name.clone(),
+                node_pool: pool.name.clone(),
+                offerings: offerings.clone(),
+                requests: planned.requests,
+                taints: taints.clone(),
+            };
+            self.cluster
+                .create_node_claim(NodeClaim {
+                    name: name.clone(),
+                    node_pool: pool.name.clone(),
+                    pods: pod_names,
+                    requests: planned.requests,
+                    offerings,
+                    taints,
+                    instance: None,
+                })
+                .await?;
+            match self.cloud.launch(&launch).await {
+                Ok(instance) => {
+                    report.launched.push(LaunchedClaim {
+                        claim: name.clone(),
+                        node_pool: pool.name.clone(),
+                        pods: planned.pods.len(),
+                        offering: instance.offering,
+                        candidates: launch.offerings.len(),
+                    });
+                    self.cluster.claim_launched(&name, instance).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(claim = %name, "launch failed, pods stay pending: {e}");
+                    report.launch_failures.push((name.clone(), e.to_string()));
+                    self.cluster.delete_node_claim(&name).await?;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
