@@ -37,6 +37,7 @@ struct State {
     unavailable_until: HashMap<u32, Duration>,
     launches: u64,
     capacity_failures: u64,
+    requests: Vec<LaunchRequest>,
 }
 
 /// An in-memory [`CloudProvider`].
@@ -57,6 +58,7 @@ impl SimulatedCloud {
             unavailable_until: HashMap::new(),
             launches: 0,
             capacity_failures: 0,
+            requests: Vec::new(),
         };
         SimulatedCloud { catalog, config, now, state: Mutex::new(state) }
     }
@@ -67,9 +69,15 @@ impl SimulatedCloud {
         (state.launches, state.capacity_failures)
     }
 
+    /// Every launch request received, in order.
+    pub fn launch_requests(&self) -> Vec<LaunchRequest> {
+        self.state.lock().expect("cloud lock").requests.clone()
+    }
+
     fn launch_now(&self, request: &LaunchRequest) -> Result<Instance, LaunchError> {
         let now = (self.now)();
         let mut state = self.state.lock().expect("cloud lock");
+        state.requests.push(request.clone());
         if let Some(existing) = state.instances.values().find(|i| i.claim == request.claim) {
             return Ok(existing.clone()); // idempotent per claim, like a ClientToken
         }
