@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Plugin crates built together share one feature set of the SDK (its
-/// features pick the WIT world), so they are built in one group per world.
+/// features pick the WIT world and contract version), so they are built in
+/// one group per world and version.
 const GROUPS: &[&[&str]] = &[
     &[
         "cheapest",
@@ -31,6 +32,7 @@ const GROUPS: &[&[&str]] = &[
         "fixtures/probe-environment",
     ],
     &["empty-only", "fixtures/hostile-consolidation-liar"],
+    &["fit-aware"],
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -445,3 +445,59 @@ fn plugin_stdout_and_stderr_reach_the_log_tagged_with_the_plugin_name() {
     );
     assert!(log.lines().any(|l| l.contains(" WARN nodewright::plugin: probe says hello on stderr")), "{log}");
 }
+
+mod what_if {
+    use super::*;
+    use nodewright::model::{CapacityType, Resources};
+    use nodewright::policy::{ConsolidationAction, ConsolidationSnapshot, ContractVersion, SnapshotNode};
+
+    fn offering_index(catalog: &Catalog, instance_type: &str) -> u32 {
+        catalog
+            .offerings
+            .iter()
+            .position(|o| o.instance_type == instance_type && o.capacity_type == CapacityType::OnDemand)
+            .unwrap() as u32
+    }
+
+    fn snapshot(catalog: &Catalog, big_node_pods: usize) -> ConsolidationSnapshot {
+        let pod = Resources::pod(500, 1 << 30);
+        let node = |name: &str, instance_type: &str, pods: usize| SnapshotNode {
+            name: name.into(),
+            offering: offering_index(catalog, instance_type),
+            age_seconds: 3600,
+            pods: vec![pod; pods],
+            disruptable: true,
+        };
+        ConsolidationSnapshot {
+            node_pool: "default".into(),
+            nodes: vec![node("small", "m5.large", 2), node("big", "m5.2xlarge", big_node_pods)],
+            replacements: vec![],
+        }
+    }
+
+    #[test]
+    fn contract_versions_0_1_0_and_0_2_0_load_side_by_side() {
+        let (runtime, _cache) = runtime();
+        let old = load(&runtime, "cheapest", "{}");
+        let new = load(&runtime, "fit-aware", "{}");
+        assert_eq!(old.info().contract, ContractVersion::V0_1_0);
+        assert_eq!(new.info().contract, ContractVersion::V0_2_0);
+        assert!(new.info().imports.iter().any(|i| i == "nodewright:policy/host@0.2.0"), "{:?}", new.info().imports);
+        old.check_conformance().unwrap();
+        new.check_conformance().unwrap();
+    }
+
+    #[test]
+    fn a_plugin_asks_the_host_whether_pods_fit_on_other_nodes() {
+        let (runtime, _cache) = runtime();
+        let plugin = load(&runtime, "fit-aware", "{}");
+        let catalog = full_catalog();
+        // The big node has room for the small node's two pods: delete the small one.
+        let plan = plugin.plan(catalog, &snapshot(catalog, 2)).unwrap();
+        assert_eq!(plan, vec![ConsolidationAction::Delete { nodes: vec![0] }]);
+        // Full big node (an m5.2xlarge holds 15 such pods): the small node's pods have nowhere to go,
+        // and the big node's pods do not fit on the small one.
+        let plan = plugin.plan(catalog, &snapshot(catalog, 15)).unwrap();
+        assert_eq!(plan, vec![]);
+    }
+}

@@ -8,14 +8,14 @@ use serde::Serialize;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::bindings::v0_1_0 as v1;
+use super::bindings::glue;
 use super::cache::{CacheOutcome, sha256_hex};
 use super::conformance::{self, ConformanceReport};
 use super::error::{CallFailure, PluginError};
 use super::request::{ConsolidationAction, ConsolidationSnapshot, Ranking, SelectionRequest};
 use super::runtime::PolicyRuntime;
 use super::sandbox::PluginState;
-use crate::model::{Arch, CapacityType, Catalog, InterruptionRate};
+use crate::model::Catalog;
 
 /// The WIT world a plugin targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,16 +56,20 @@ pub enum ContractVersion {
     /// `nodewright:policy@0.1.0`.
     #[serde(rename = "0.1.0")]
     V0_1_0,
+    /// `nodewright:policy@0.2.0` (adds the host's `what-if`).
+    #[serde(rename = "0.2.0")]
+    V0_2_0,
 }
 
 impl ContractVersion {
     /// Every supported version.
-    pub const SUPPORTED: [ContractVersion; 1] = [ContractVersion::V0_1_0];
+    pub const SUPPORTED: [ContractVersion; 2] = [ContractVersion::V0_1_0, ContractVersion::V0_2_0];
 
     /// The semver string.
     pub fn as_str(self) -> &'static str {
         match self {
             ContractVersion::V0_1_0 => "0.1.0",
+            ContractVersion::V0_2_0 => "0.2.0",
         }
     }
 
@@ -122,12 +126,8 @@ pub struct Plugin {
     config: Arc<str>,
     runtime: PolicyRuntime,
     pre: InstancePre<PluginState>,
-    catalog_export: v1::catalog::GuestIndices,
-    selection: Option<v1::instance_selection::GuestIndices>,
-    consolidation: Option<v1::consolidation::GuestIndices>,
+    glue: Glue,
     idle: Mutex<Vec<PluginInstance>>,
-    /// The catalog in contract form, converted once per version.
-    wit_catalog: Mutex<Option<Arc<v1::types::Catalog>>>,
     calls: AtomicU64,
     busy_nanos: AtomicU64,
     conformance: OnceLock<ConformanceReport>,
@@ -139,11 +139,21 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
+/// Export indices of the contract version the plugin speaks.
+enum Glue {
+    V0_1_0(glue::v0_1_0::Indices),
+    V0_2_0(glue::v0_2_0::Indices),
+}
+
+/// Typed exports of one instance, in the plugin's contract version.
+enum Exports {
+    V0_1_0(glue::v0_1_0::Exports),
+    V0_2_0(glue::v0_2_0::Exports),
+}
+
 struct PluginInstance {
     store: Store<PluginState>,
-    catalog: v1::catalog::Guest,
-    selection: Option<v1::instance_selection::Guest>,
-    consolidation: Option<v1::consolidation::Guest>,
+    exports: Exports,
     catalog_version: Option<u64>,
 }
 
@@ -214,9 +224,14 @@ impl Plugin {
         let contract = contract.expect("a selection or consolidation export names its version");
         let link = |e: wasmtime::Error| PluginError::Link { plugin: name.into(), reason: format!("{e:#}") };
         let pre = inner.linker.instantiate_pre(&component).map_err(link)?;
-        let catalog_export = v1::catalog::GuestIndices::new(&pre).map_err(link)?;
-        let selection = world.selects().then(|| v1::instance_selection::GuestIndices::new(&pre)).transpose().map_err(link)?;
-        let consolidation = world.consolidates().then(|| v1::consolidation::GuestIndices::new(&pre)).transpose().map_err(link)?;
+        let glue = match contract {
+            ContractVersion::V0_1_0 => {
+                Glue::V0_1_0(glue::v0_1_0::Indices::new(&pre, world.selects(), world.consolidates()).map_err(link)?)
+            }
+            ContractVersion::V0_2_0 => {
+                Glue::V0_2_0(glue::v0_2_0::Indices::new(&pre, world.selects(), world.consolidates()).map_err(link)?)
+            }
+        };
         let plugin = Plugin {
             info: PluginInfo {
                 name: name.into(),
@@ -232,11 +247,8 @@ impl Plugin {
             config: Arc::from(config),
             runtime: runtime.clone(),
             pre,
-            catalog_export,
-            selection,
-            consolidation,
+            glue,
             idle: Mutex::new(Vec::new()),
-            wit_catalog: Mutex::new(None),
             calls: AtomicU64::new(0),
             busy_nanos: AtomicU64::new(0),
             conformance: OnceLock::new(),
@@ -290,17 +302,36 @@ impl Plugin {
     pub fn prepare(&self, catalog: &Catalog) {
         let idle = self.idle.lock().expect("idle lock").pop();
         let Some(mut instance) = idle else { return };
-        if instance.catalog_version != Some(catalog.version) {
-            let limit = self.runtime.limits().consolidation_timeout;
-            instance.store.set_epoch_deadline(PolicyRuntime::ticks(limit));
-            let wit = self.wit_catalog(catalog);
-            match instance.catalog.call_set_catalog(&mut instance.store, &wit) {
-                Ok(Ok(())) => instance.catalog_version = Some(catalog.version),
-                Ok(Err(_)) => {}
-                Err(_) => return, // trapped: drop the instance
+        match self.hand_over(&mut instance, catalog) {
+            Err(CallFailure::Timeout { .. } | CallFailure::MemoryLimit { .. } | CallFailure::StackOverflow | CallFailure::Trap(_)) => {}
+            _ => self.idle.lock().expect("idle lock").push(instance),
+        }
+    }
+
+    /// Give `instance` the catalog unless it already holds this version.
+    fn hand_over(&self, instance: &mut PluginInstance, catalog: &Catalog) -> Result<(), CallFailure> {
+        if instance.catalog_version == Some(catalog.version) {
+            return Ok(());
+        }
+        let limit = self.runtime.limits().consolidation_timeout;
+        instance.store.set_epoch_deadline(PolicyRuntime::ticks(limit));
+        let handed = match (&self.glue, &instance.exports) {
+            (Glue::V0_1_0(indices), Exports::V0_1_0(exports)) => exports.set_catalog(&mut instance.store, &indices.catalog(catalog)),
+            (Glue::V0_2_0(indices), Exports::V0_2_0(exports)) => {
+                let wit = indices.catalog(catalog);
+                instance.store.data_mut().what_if.catalog = Some(wit.clone());
+                exports.set_catalog(&mut instance.store, &wit)
+            }
+            _ => unreachable!("an instance speaks its plugin's version"),
+        };
+        match handed {
+            Err(e) => Err(classify(&instance.store, e, limit)),
+            Ok(Err(message)) => Err(CallFailure::CatalogRejected { version: catalog.version, message: cut(message) }),
+            Ok(Ok(())) => {
+                instance.catalog_version = Some(catalog.version);
+                Ok(())
             }
         }
-        self.idle.lock().expect("idle lock").push(instance);
     }
 
     /// Create a fresh instance (new store, new memory).
@@ -323,20 +354,11 @@ impl Plugin {
         store.set_epoch_deadline(PolicyRuntime::ticks(inner.config.limits.consolidation_timeout));
         let instance = self.pre.instantiate(&mut store).map_err(|e| classify(&store, e, inner.config.limits.consolidation_timeout))?;
         let load = |e: wasmtime::Error| CallFailure::Instantiate(format!("{e:#}"));
-        let catalog = self.catalog_export.load(&mut store, &instance).map_err(load)?;
-        let selection = self.selection.as_ref().map(|s| s.load(&mut store, &instance)).transpose().map_err(load)?;
-        let consolidation = self.consolidation.as_ref().map(|c| c.load(&mut store, &instance)).transpose().map_err(load)?;
-        Ok(PluginInstance { store, catalog, selection, consolidation, catalog_version: None })
-    }
-
-    fn wit_catalog(&self, catalog: &Catalog) -> Arc<v1::types::Catalog> {
-        let mut cached = self.wit_catalog.lock().expect("catalog lock");
-        if let Some(c) = cached.as_ref().filter(|c| c.version == catalog.version) {
-            return c.clone();
-        }
-        let converted = Arc::new(to_wit_catalog(catalog));
-        *cached = Some(converted.clone());
-        converted
+        let exports = match &self.glue {
+            Glue::V0_1_0(indices) => Exports::V0_1_0(indices.load(&mut store, &instance).map_err(load)?),
+            Glue::V0_2_0(indices) => Exports::V0_2_0(indices.load(&mut store, &instance).map_err(load)?),
+        };
+        Ok(PluginInstance { store, exports, catalog_version: None })
     }
 
     /// Run `call` on an instance that holds `catalog`, within `timeout`.
@@ -377,19 +399,8 @@ impl Plugin {
         call: impl FnOnce(&mut PluginInstance) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, CallFailure> {
         instance.store.data().log_budget().reset();
-        if instance.catalog_version != Some(catalog.version) {
-            let limit = self.runtime.limits().consolidation_timeout;
-            instance.store.set_epoch_deadline(PolicyRuntime::ticks(limit));
-            let wit = self.wit_catalog(catalog);
-            let handed = instance.catalog.call_set_catalog(&mut instance.store, &wit);
-            match handed {
-                Err(e) => return Err(classify(&instance.store, e, limit)),
-                Ok(Err(message)) => {
-                    return Err(CallFailure::CatalogRejected { version: catalog.version, message: cut(message) });
-                }
-                Ok(Ok(())) => instance.catalog_version = Some(catalog.version),
-            }
-        }
+        instance.store.data_mut().what_if.queries = 0;
+        self.hand_over(instance, catalog)?;
         instance.store.set_epoch_deadline(PolicyRuntime::ticks(timeout));
         match call(instance) {
             Err(e) => Err(classify(&instance.store, e, timeout)),
@@ -404,19 +415,12 @@ impl Plugin {
         if !self.info.world.selects() {
             return Err(CallFailure::Instantiate(format!("{} does not export instance-selection", self.info.name)));
         }
-        let wit_request = v1::instance_selection::SelectionRequest {
-            node_pool: request.node_pool.clone(),
-            catalog_version: catalog.version,
-            pods: request.pods.iter().map(to_wit_resources).collect(),
-            total: to_wit_resources(&request.total),
-            feasible: request.feasible.clone(),
-        };
         let timeout = self.runtime.limits().selection_timeout;
-        let ranking = self.with_instance(catalog, timeout, |instance| {
-            let selection = instance.selection.as_ref().expect("checked at load");
-            selection.call_rank(&mut instance.store, &wit_request)
+        let (offerings, scores) = self.with_instance(catalog, timeout, |instance| match &instance.exports {
+            Exports::V0_1_0(e) => e.rank(&mut instance.store, catalog.version, request),
+            Exports::V0_2_0(e) => e.rank(&mut instance.store, catalog.version, request),
         })?;
-        Ranking::validate(ranking.offerings, ranking.scores, &request.feasible, catalog.offerings.len())
+        Ranking::validate(offerings, scores, &request.feasible, catalog.offerings.len())
             .map_err(CallFailure::InvalidOutput)
     }
 
@@ -426,34 +430,16 @@ impl Plugin {
         if !self.info.world.consolidates() {
             return Err(CallFailure::Instantiate(format!("{} does not export consolidation", self.info.name)));
         }
-        let wit_snapshot = v1::consolidation::Snapshot {
-            node_pool: snapshot.node_pool.clone(),
-            catalog_version: catalog.version,
-            nodes: snapshot
-                .nodes
-                .iter()
-                .map(|n| v1::consolidation::Node {
-                    name: n.name.clone(),
-                    offering: n.offering,
-                    age_seconds: n.age_seconds,
-                    pods: n.pods.iter().map(to_wit_resources).collect(),
-                    disruptable: n.disruptable,
-                })
-                .collect(),
-            replacements: snapshot.replacements.clone(),
-        };
         let timeout = self.runtime.limits().consolidation_timeout;
-        let actions = self.with_instance(catalog, timeout, |instance| {
-            let consolidation = instance.consolidation.as_ref().expect("checked at load");
-            consolidation.call_plan(&mut instance.store, &wit_snapshot)
+        let plan = self.with_instance(catalog, timeout, |instance| match &instance.exports {
+            Exports::V0_1_0(e) => e.plan(&mut instance.store, catalog.version, snapshot),
+            Exports::V0_2_0(e) => {
+                instance.store.data_mut().what_if.snapshot = Some(Arc::new(snapshot.clone()));
+                let plan = e.plan(&mut instance.store, catalog.version, snapshot);
+                instance.store.data_mut().what_if.snapshot = None;
+                plan
+            }
         })?;
-        let plan = actions
-            .into_iter()
-            .map(|a| match a {
-                v1::consolidation::Action::Delete(nodes) => ConsolidationAction::Delete { nodes },
-                v1::consolidation::Action::Replace(r) => ConsolidationAction::Replace { nodes: r.nodes, offering: r.offering },
-            })
-            .collect();
         ConsolidationAction::validate_plan(plan, snapshot).map_err(CallFailure::InvalidOutput)
     }
 }
@@ -517,43 +503,4 @@ fn cut(mut message: String) -> String {
         message.push('…');
     }
     message
-}
-
-fn to_wit_resources(r: &crate::model::Resources) -> v1::types::Resources {
-    v1::types::Resources { cpu_millis: r.cpu_millis, memory_bytes: r.memory_bytes, pods: r.pods, gpus: r.gpus }
-}
-
-fn to_wit_catalog(catalog: &Catalog) -> v1::types::Catalog {
-    use v1::types as t;
-    t::Catalog {
-        version: catalog.version,
-        offerings: catalog
-            .offerings
-            .iter()
-            .map(|o| t::Offering {
-                instance_type: o.instance_type.clone(),
-                family: o.family.clone(),
-                generation: o.generation,
-                arch: match o.arch {
-                    Arch::Amd64 => t::Arch::Amd64,
-                    Arch::Arm64 => t::Arch::Arm64,
-                },
-                zone: o.zone.clone(),
-                capacity_type: match o.capacity_type {
-                    CapacityType::OnDemand => t::CapacityType::OnDemand,
-                    CapacityType::Spot => t::CapacityType::Spot,
-                    CapacityType::Reserved => t::CapacityType::Reserved,
-                },
-                price_per_hour: o.price_per_hour,
-                allocatable: to_wit_resources(&o.allocatable),
-                interruption: match o.interruption {
-                    InterruptionRate::VeryLow => t::InterruptionRate::VeryLow,
-                    InterruptionRate::Low => t::InterruptionRate::Low,
-                    InterruptionRate::Medium => t::InterruptionRate::Medium,
-                    InterruptionRate::High => t::InterruptionRate::High,
-                    InterruptionRate::VeryHigh => t::InterruptionRate::VeryHigh,
-                },
-            })
-            .collect(),
-    }
 }

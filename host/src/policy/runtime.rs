@@ -10,7 +10,7 @@ use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::v0_1_0;
+use super::bindings::{v0_1_0, v0_2_0};
 use super::cache::ComponentCache;
 use super::sandbox::PluginState;
 
@@ -156,6 +156,7 @@ impl PolicyRuntime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         v0_1_0::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        v0_2_0::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         let cache = ComponentCache::new(&engine, config.cache_dir.clone())?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.weak(), ticker_stop.clone());

@@ -16,7 +16,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::v0_1_0::host;
+use super::bindings::glue;
+use super::bindings::{v0_1_0, v0_2_0};
+use super::request::ConsolidationSnapshot;
 use super::runtime::PluginClock;
 
 /// Most bytes of log a plugin may write in one call (host `log`, stdout and
@@ -33,7 +35,24 @@ pub(crate) struct PluginState {
     plugin: Arc<str>,
     config: Arc<str>,
     log: Arc<LogBudget>,
+    pub(crate) what_if: WhatIfContext,
 }
+
+/// What a `what-if` query may refer to during the current call.
+#[derive(Default)]
+pub(crate) struct WhatIfContext {
+    /// The catalog of the call (contract 0.2.0 form).
+    pub(crate) catalog: Option<Arc<v0_2_0::types::Catalog>>,
+    /// The snapshot being planned, during a `plan` call.
+    pub(crate) snapshot: Option<Arc<ConsolidationSnapshot>>,
+    /// Queries made in this call.
+    pub(crate) queries: u32,
+}
+
+/// Most `what-if` queries one call may make.
+const WHAT_IF_QUERIES_PER_CALL: u32 = 256;
+/// Most pods one `what-if` query may carry.
+const WHAT_IF_MAX_PODS: usize = 10_000;
 
 /// Log budget shared by the host import and the output streams of one instance.
 pub(crate) struct LogBudget {
@@ -100,6 +119,7 @@ impl PluginState {
             plugin,
             config,
             log,
+            what_if: WhatIfContext::default(),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -118,12 +138,17 @@ impl WasiView for PluginState {
     }
 }
 
-impl host::Host for PluginState {
-    fn log(&mut self, level: host::Level, message: String) {
-        if !self.log.take(&self.plugin, message.len()) {
-            return;
+impl PluginState {
+    fn log_line(&mut self, level: tracing::Level, message: &str) {
+        if self.log.take(&self.plugin, message.len()) {
+            emit(&self.plugin, level, cut(message));
         }
-        emit(&self.plugin, level, cut(&message));
+    }
+}
+
+impl v0_1_0::host::Host for PluginState {
+    fn log(&mut self, level: v0_1_0::host::Level, message: String) {
+        self.log_line(glue::v0_1_0::level(level), &message);
     }
 
     fn config(&mut self) -> String {
@@ -131,14 +156,86 @@ impl host::Host for PluginState {
     }
 }
 
-fn emit(plugin: &str, level: host::Level, message: &str) {
-    use host::Level::*;
+impl v0_2_0::host::Host for PluginState {
+    fn log(&mut self, level: v0_2_0::host::Level, message: String) {
+        self.log_line(glue::v0_2_0::level(level), &message);
+    }
+
+    fn config(&mut self) -> String {
+        self.config.to_string()
+    }
+
+    fn what_if(&mut self, pods: Vec<v0_2_0::types::Resources>, target: v0_2_0::host::FitTarget) -> Result<Vec<u32>, String> {
+        self.what_if.queries += 1;
+        if self.what_if.queries > WHAT_IF_QUERIES_PER_CALL {
+            return Err(format!("what-if budget spent: at most {WHAT_IF_QUERIES_PER_CALL} queries per call"));
+        }
+        if pods.len() > WHAT_IF_MAX_PODS {
+            return Err(format!("what-if query carries {} pods, at most {WHAT_IF_MAX_PODS}", pods.len()));
+        }
+        let catalog = self.what_if.catalog.as_ref().ok_or("no catalog has been handed over")?;
+        let allocatable = |o: u32| -> Result<crate::model::Resources, String> {
+            catalog.offerings.get(o as usize).map(|o| glue::v0_2_0::from_resources(&o.allocatable)).ok_or_else(|| {
+                format!("offering index {o} is out of range (the catalog has {} offerings)", catalog.offerings.len())
+            })
+        };
+        let nodes = match target {
+            v0_2_0::host::FitTarget::Offering(o) => vec![fit_node(allocatable(o)?, Vec::new())],
+            v0_2_0::host::FitTarget::Nodes(indices) => {
+                let snapshot = self.what_if.snapshot.as_ref().ok_or("`nodes` targets exist only during a plan call")?;
+                let mut nodes = Vec::with_capacity(indices.len());
+                for i in indices {
+                    let node = snapshot.nodes.get(i as usize).ok_or_else(|| {
+                        format!("node index {i} is out of range (the snapshot has {} nodes)", snapshot.nodes.len())
+                    })?;
+                    nodes.push(fit_node(allocatable(node.offering)?, node.pods.clone()));
+                }
+                nodes
+            }
+        };
+        let pods: Vec<crate::model::Pod> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let spec = crate::model::PodSpec { requests: glue::v0_2_0::from_resources(r), ..Default::default() };
+                crate::model::Pod::new(format!("what-if-{i}"), Arc::new(spec))
+            })
+            .collect();
+        let empty = crate::model::Catalog::new(Vec::new());
+        let result = crate::scheduling::schedule(crate::scheduling::SchedulingInput {
+            catalog: &empty,
+            pools: &[],
+            daemonsets: &[],
+            nodes: &nodes,
+            pods: &pods,
+        });
+        let mut unplaced: Vec<u32> = result.unschedulable.iter().map(|(p, _)| *p as u32).collect();
+        unplaced.sort_unstable();
+        Ok(unplaced)
+    }
+}
+
+/// A node of the what-if simulation: `allocatable`, already running `pods`.
+fn fit_node(allocatable: crate::model::Resources, pods: Vec<crate::model::Resources>) -> crate::scheduling::ExistingNode {
+    crate::scheduling::ExistingNode {
+        name: String::new(),
+        node_pool: None,
+        labels: Default::default(),
+        taints: Vec::new(),
+        allocatable,
+        capacity: allocatable,
+        pods: pods.into_iter().map(|r| Arc::new(crate::model::PodSpec { requests: r, ..Default::default() })).collect(),
+        schedulable: true,
+    }
+}
+
+fn emit(plugin: &str, level: tracing::Level, message: &str) {
     match level {
-        Trace => tracing::trace!(target: "nodewright::plugin", plugin, "{message}"),
-        Debug => tracing::debug!(target: "nodewright::plugin", plugin, "{message}"),
-        Info => tracing::info!(target: "nodewright::plugin", plugin, "{message}"),
-        Warn => tracing::warn!(target: "nodewright::plugin", plugin, "{message}"),
-        Error => tracing::error!(target: "nodewright::plugin", plugin, "{message}"),
+        tracing::Level::TRACE => tracing::trace!(target: "nodewright::plugin", plugin, "{message}"),
+        tracing::Level::DEBUG => tracing::debug!(target: "nodewright::plugin", plugin, "{message}"),
+        tracing::Level::INFO => tracing::info!(target: "nodewright::plugin", plugin, "{message}"),
+        tracing::Level::WARN => tracing::warn!(target: "nodewright::plugin", plugin, "{message}"),
+        _ => tracing::error!(target: "nodewright::plugin", plugin, "{message}"),
     }
 }
 
@@ -223,8 +320,8 @@ impl OutputHandle {
     fn emit_line(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let level = match self.output.stream {
-            Stream::Stdout => host::Level::Info,
-            Stream::Stderr => host::Level::Warn,
+            Stream::Stdout => tracing::Level::INFO,
+            Stream::Stderr => tracing::Level::WARN,
         };
         emit(&self.output.plugin, level, cut(&text));
     }

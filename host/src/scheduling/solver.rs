@@ -299,7 +299,8 @@ impl<'a> Solver<'a> {
     /// Zones a pod of `spec` may go to now, as a bit mask (all ones: any).
     fn allowed_zones(&self, spec: usize, level: usize) -> u64 {
         let info = &self.specs[spec];
-        let all: u64 = if self.zones.len() >= 64 { u64::MAX } else { (1u64 << self.zones.len()) - 1 };
+        // Without known zones (nodes with no zone label) there is nothing to restrict.
+        let all: u64 = if self.zones.is_empty() || self.zones.len() >= 64 { u64::MAX } else { (1u64 << self.zones.len()) - 1 };
         let mut mask = all;
         for &(sel, key, max_skew, hard) in &info.spread {
             if key != TopologyKey::Zone || (!hard && !info.soft_spread_active(level)) {

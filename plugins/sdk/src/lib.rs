@@ -4,7 +4,8 @@
 //! [`Consolidator`] (which nodes to remove), or both, exported with
 //! [`export!`]. The crate feature chosen in `Cargo.toml` picks the WIT world
 //! the component targets: `selector` → `instance-selector`, `consolidator` →
-//! `consolidator`, both → `policy`.
+//! `consolidator`, both → `policy`. Plugins speak contract 0.1.0 unless the
+//! `what-if` feature selects 0.2.0, which adds the host's `what-if` query.
 //!
 //! ```ignore
 //! use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector};
@@ -20,32 +21,32 @@
 #[cfg(not(any(feature = "selector", feature = "consolidator")))]
 compile_error!("enable the `selector` feature, the `consolidator` feature, or both");
 
-#[cfg(all(feature = "selector", feature = "consolidator"))]
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "policy",
-    pub_export_macro: true,
-    export_macro_name: "__export_world",
-    default_bindings_module: "nodewright_plugin",
-});
+/// Generate the bindings of `$world` from the contract in `$path`.
+macro_rules! bindings {
+    ($path:literal, $world:literal) => {
+        wit_bindgen::generate!({
+            path: $path,
+            world: $world,
+            pub_export_macro: true,
+            export_macro_name: "__export_world",
+            default_bindings_module: "nodewright_plugin",
+        });
+    };
+}
 
-#[cfg(all(feature = "selector", not(feature = "consolidator")))]
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "instance-selector",
-    pub_export_macro: true,
-    export_macro_name: "__export_world",
-    default_bindings_module: "nodewright_plugin",
-});
-
-#[cfg(all(feature = "consolidator", not(feature = "selector")))]
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "consolidator",
-    pub_export_macro: true,
-    export_macro_name: "__export_world",
-    default_bindings_module: "nodewright_plugin",
-});
+// Contract 0.1.0 unless the `what-if` feature asks for 0.2.0.
+#[cfg(all(feature = "selector", feature = "consolidator", not(feature = "what-if")))]
+bindings!("../../wit/v0.1.0", "policy");
+#[cfg(all(feature = "selector", not(feature = "consolidator"), not(feature = "what-if")))]
+bindings!("../../wit/v0.1.0", "instance-selector");
+#[cfg(all(feature = "consolidator", not(feature = "selector"), not(feature = "what-if")))]
+bindings!("../../wit/v0.1.0", "consolidator");
+#[cfg(all(feature = "selector", feature = "consolidator", feature = "what-if"))]
+bindings!("../../wit/v0.2.0", "policy");
+#[cfg(all(feature = "selector", not(feature = "consolidator"), feature = "what-if"))]
+bindings!("../../wit/v0.2.0", "instance-selector");
+#[cfg(all(feature = "consolidator", not(feature = "selector"), feature = "what-if"))]
+bindings!("../../wit/v0.2.0", "consolidator");
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -126,6 +127,22 @@ pub fn score_each(
 /// Write `message` to the host's log at `level`.
 pub fn log(level: Level, message: &str) {
     nodewright::policy::host::log(level, message);
+}
+
+/// Which pods (indices into `pods`) would not fit on a new, empty node bought
+/// as catalog offering `offering`; empty when all fit. Contract 0.2.0
+/// (`what-if` feature).
+#[cfg(feature = "what-if")]
+pub fn pods_not_fitting_offering(pods: &[Resources], offering: u32) -> Result<Vec<u32>, String> {
+    nodewright::policy::host::what_if(pods, &nodewright::policy::host::FitTarget::Offering(offering))
+}
+
+/// Which pods would not fit on these nodes of the snapshot being planned
+/// (with what they already run); empty when all fit. Only inside `plan`.
+/// Contract 0.2.0 (`what-if` feature).
+#[cfg(feature = "what-if")]
+pub fn pods_not_fitting_nodes(pods: &[Resources], nodes: &[u32]) -> Result<Vec<u32>, String> {
+    nodewright::policy::host::what_if(pods, &nodewright::policy::host::FitTarget::Nodes(nodes.to_vec()))
 }
 
 /// The JSON configured for this plugin (`{}` when none was given).
