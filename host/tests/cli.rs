@@ -86,7 +86,7 @@ fn plugin_check_fails_every_hostile_fixture_naming_the_file_and_the_reason() {
         ),
         (
             fixture("future-contract.wat"),
-            "exports `nodewright:policy/instance-selection@9.0.0`: contract version 9.0.0 is not supported (this host supports 0.1.0)".into(),
+            "exports `nodewright:policy/instance-selection@9.0.0`: contract version 9.0.0 is not supported (this host supports 0.1.0, 0.2.0)".into(),
         ),
     ];
     for (path, reason) in cases {
