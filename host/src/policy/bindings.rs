@@ -10,8 +10,8 @@ pub mod v0_1_0 {
         world: "policy",
     });
 
-    pub use exports::nodewright::policy::{catalog, consolidation, instance_selection};
-    pub use nodewright::policy::{host, types};
+    pub use self::exports::nodewright::policy::{catalog, consolidation, instance_selection};
+    pub use self::nodewright::policy::{host, types};
 }
 
 /// `nodewright:policy@0.2.0`: 0.1.0 plus the host's `what-if` query.
@@ -21,8 +21,8 @@ pub mod v0_2_0 {
         world: "policy",
     });
 
-    pub use exports::nodewright::policy::{catalog, consolidation, instance_selection};
-    pub use nodewright::policy::{host, types};
+    pub use self::exports::nodewright::policy::{catalog, consolidation, instance_selection};
+    pub use self::nodewright::policy::{host, types};
 }
 
 /// The same glue for every version module: export lookup, the catalog in
