@@ -101,7 +101,8 @@ fn a_node_selector_limits_offerings_to_matching_labels() {
 #[test]
 fn each_node_affinity_operator_filters_offerings() {
     let pool = NodePool::new("default").label("team", "web");
-    let cases: Vec<(Requirement, Box<dyn Fn(&nodewright::model::Offering) -> bool>)> = vec![
+    type Check = Box<dyn Fn(&nodewright::model::Offering) -> bool>;
+    let cases: Vec<(Requirement, Check)> = vec![
         (Requirement::is_in(well_known::FAMILY, &["m7g", "c7g"]), Box::new(|o| o.family == "m7g" || o.family == "c7g")),
         (Requirement::not_in(well_known::CAPACITY_TYPE, &["spot"]), Box::new(|o| o.capacity_type == CapacityType::OnDemand)),
         (Requirement::with(well_known::GENERATION, Operator::Gt, Some(6)), Box::new(|o| o.generation > 6)),

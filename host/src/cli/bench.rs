@@ -3,16 +3,14 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::cloud::{SimulatedCloud, SimulatedCloudConfig};
-use crate::cluster::SimulatedCluster;
 use crate::model::{Catalog, NodePool};
-use crate::policy::{BUILTIN_SELECTION, PolicyRegistry, Role};
-use crate::provisioning::{Provisioner, selection_slot};
+use crate::policy::BUILTIN_SELECTION;
+use crate::provisioning::SimulatedPass;
 use crate::scheduling::workload::diverse_pods;
 
 #[derive(Debug, Subcommand)]
@@ -115,20 +113,9 @@ fn run_once(
     pods: &[crate::model::Pod],
     executor: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Run> {
-    let pool = NodePool::new("default").selection(policy, "{}");
-    let registry = Arc::new(PolicyRegistry::new(runtime.clone()));
-    // Load and check the plugin, and hand it the catalog, before the clock
-    // starts: a controller does both once, not per decision.
-    match registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection) {
-        (_, Some(e)) => anyhow::bail!("{e}"),
-        (slot, None) => slot.prepare(catalog),
-    }
-    let cluster = Arc::new(SimulatedCluster::new(catalog.clone(), vec![pool]));
-    cluster.add_pods(pods.iter().cloned());
-    let cloud = Arc::new(SimulatedCloud::new(catalog.clone(), SimulatedCloudConfig::default(), Arc::new(|| Duration::ZERO)));
-    let provisioner = Provisioner::new(cloud, cluster, registry);
+    let pass = SimulatedPass::new(runtime, catalog.clone(), NodePool::new("default").selection(policy, "{}"), pods)?;
     let started = Instant::now();
-    let report = executor.block_on(provisioner.provision())?;
+    let report = executor.block_on(pass.run())?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(Run {
         policy: policy.to_string(),

@@ -96,10 +96,8 @@ impl Requirement {
             Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
                 return Err(format!("operator {operator:?} takes no values"));
             }
-            Operator::Gt | Operator::Lt => {
-                if values.len() != 1 || values[0].parse::<i64>().is_err() {
-                    return Err(format!("operator {operator:?} needs exactly one integer value, got {values:?}"));
-                }
+            Operator::Gt | Operator::Lt if values.len() != 1 || values[0].parse::<i64>().is_err() => {
+                return Err(format!("operator {operator:?} needs exactly one integer value, got {values:?}"));
             }
             _ => {}
         }

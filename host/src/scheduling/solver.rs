@@ -177,7 +177,7 @@ impl<'a> Solver<'a> {
                     .map(|a| (intern(&a.selector, a.key, &mut selectors, &mut zonal_selector), a.key))
                     .collect::<Vec<_>>();
                 let mut preferred = spec.preferred_terms.clone();
-                preferred.sort_by(|a, b| b.weight.cmp(&a.weight));
+                preferred.sort_by_key(|p| std::cmp::Reverse(p.weight));
                 let preferred: Vec<Vec<Requirement>> = preferred.into_iter().map(|p| p.requirements).collect();
                 let soft = spread.iter().any(|s| !s.3);
                 let max_level = preferred.len() + usize::from(soft);
