@@ -38,7 +38,7 @@ fn world(pools: Vec<NodePool>, capacity_failure: HashMap<u32, f64>) -> World {
     let now = clock.clone();
     let cloud = Arc::new(SimulatedCloud::new(
         catalog(),
-        SimulatedCloudConfig { seed: 3, capacity_failure },
+        SimulatedCloudConfig { seed: 3, capacity_failure, boot_latency: (Duration::from_secs(40), Duration::from_secs(50)) },
         Arc::new(move || Duration::from_secs(now.load(Ordering::Relaxed))),
     ));
     let cluster = Arc::new(SimulatedCluster::new(catalog(), pools));
@@ -176,4 +176,18 @@ fn a_node_claim_starts_with_the_pool_taints_and_startup_taints() {
     provision(&w);
     assert_eq!(w.cloud.launch_requests()[0].taints.len(), 1);
     assert_eq!(w.cluster.node_claims()[0].taints[0].key, "node.cilium.io/agent-not-ready");
+}
+
+#[test]
+fn a_launched_instance_is_ready_after_a_boot_latency_drawn_from_the_configured_range() {
+    let w = world(vec![NodePool::new("default")], HashMap::new());
+    w.clock.store(100, Ordering::Relaxed);
+    let solo = PodSpec::requesting(500, GIB).label("app", "solo").anti_affinity(TopologyKey::Hostname, LabelSelector::label("app", "solo"));
+    w.cluster.add_pods(solo.pods("solo", 5));
+    let report = provision(&w);
+    assert_eq!(report.launched.len(), 5);
+    let claims = w.cluster.node_claims();
+    let ready: Vec<Duration> = claims.iter().map(|c| w.cloud.ready_at(&c.instance.as_ref().unwrap().id).unwrap()).collect();
+    assert!(ready.iter().all(|r| *r >= Duration::from_secs(140) && *r <= Duration::from_secs(150)), "{ready:?}");
+    assert!(ready.windows(2).any(|w| w[0] != w[1]), "drawn, not fixed: {ready:?}");
 }

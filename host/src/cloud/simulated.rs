@@ -19,11 +19,18 @@ pub struct SimulatedCloudConfig {
     /// Probability that a launch of a given offering fails for lack of
     /// capacity, by catalog index (absent: never).
     pub capacity_failure: HashMap<u32, f64>,
+    /// Time from launch until the node is ready, drawn uniformly from this
+    /// range for each instance.
+    pub boot_latency: (Duration, Duration),
 }
 
 impl Default for SimulatedCloudConfig {
     fn default() -> Self {
-        SimulatedCloudConfig { seed: 1, capacity_failure: HashMap::new() }
+        SimulatedCloudConfig {
+            seed: 1,
+            capacity_failure: HashMap::new(),
+            boot_latency: (Duration::from_secs(30), Duration::from_secs(60)),
+        }
     }
 }
 
@@ -38,6 +45,7 @@ struct State {
     launches: u64,
     capacity_failures: u64,
     requests: Vec<LaunchRequest>,
+    ready_at: HashMap<String, Duration>,
 }
 
 /// An in-memory [`CloudProvider`].
@@ -59,6 +67,7 @@ impl SimulatedCloud {
             launches: 0,
             capacity_failures: 0,
             requests: Vec::new(),
+            ready_at: HashMap::new(),
         };
         SimulatedCloud { catalog, config, now, state: Mutex::new(state) }
     }
@@ -67,6 +76,11 @@ impl SimulatedCloud {
     pub fn counters(&self) -> (u64, u64) {
         let state = self.state.lock().expect("cloud lock");
         (state.launches, state.capacity_failures)
+    }
+
+    /// When instance `id` is (or was) ready to register as a node.
+    pub fn ready_at(&self, id: &str) -> Option<Duration> {
+        self.state.lock().expect("cloud lock").ready_at.get(id).copied()
     }
 
     /// Every launch request received, in order.
@@ -100,6 +114,9 @@ impl SimulatedCloud {
             let id = format!("i-{:017x}", state.next_id);
             state.next_id += 1;
             state.launches += 1;
+            let (low, high) = self.config.boot_latency;
+            let boot = if high > low { low + (high - low).mul_f64(state.rng.random::<f64>()) } else { low };
+            state.ready_at.insert(id.clone(), now + boot);
             let instance =
                 Instance { id: id.clone(), claim: request.claim.clone(), node_pool: request.node_pool.clone(), offering };
             state.instances.insert(id, instance.clone());
