@@ -18,6 +18,7 @@ const GROUPS: &[&[&str]] = &[
         "spot-savvy",
         "graviton-first",
         "newest-first",
+        "on-demand-only",
         "fixtures/hostile-loop",
         "fixtures/hostile-memory-bomb",
         "fixtures/hostile-deep-recursion",

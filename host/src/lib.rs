@@ -9,3 +9,4 @@ pub mod model;
 pub mod policy;
 pub mod provisioning;
 pub mod scheduling;
+pub mod sim;

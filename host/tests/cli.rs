@@ -135,20 +135,75 @@ fn plugin_bench_reports_wasm_and_native_nanoseconds_per_call() {
 }
 
 #[test]
-fn compare_runs_the_bundled_policies_side_by_side() {
+fn plugin_sample_ranks_one_request_with_every_bundled_policy() {
     let cache = tempfile::tempdir().unwrap();
-    let mut args = vec!["compare", "--json"];
+    let mut args = vec!["plugin", "sample", "--json"];
     args.extend(GENEROUS);
     let out = nodewright(&args, cache.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = report["selection"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["policy"].as_str().unwrap()).collect();
-    assert_eq!(names, ["karpenter-like", "cheapest", "spot-savvy", "graviton-first"]);
+    assert_eq!(names, ["karpenter-like", "cheapest", "spot-savvy", "graviton-first", "on-demand-only"]);
     for row in rows {
         assert_eq!(row["choices"].as_array().unwrap().len(), 5, "{row}");
         assert!(!row["decided_by"].as_str().unwrap().starts_with("fallback"), "{row}");
     }
     assert_eq!(rows[0]["choices"], rows[1]["choices"], "the cheapest plugin agrees with the native baseline");
     assert_eq!(report["consolidation"][0]["plan"], serde_json::json!([{"delete": {"nodes": [0]}}]));
+}
+
+#[test]
+fn compare_writes_the_table_report_and_charts_and_repeats_itself_exactly() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("burst.jsonl");
+    let out = nodewright(&["trace", "generate", "batch-burst", "--seed", "2", "--scale", "0.3", "--out", trace.to_str().unwrap()], cache.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = |name: &str| {
+        let target = dir.path().join(name);
+        let out = nodewright(
+            &["compare", "--trace", trace.to_str().unwrap(), "--policy", "cheapest", "--policy", "on-demand-only", "--out", target.to_str().unwrap(), "--quiet"],
+            cache.path(),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        for row in ["total $", "pod wait p50 / p95 / p99 (s)", "spot interruptions", "plugin calls / failures"] {
+            assert!(stdout.contains(row), "{stdout}");
+        }
+        assert!(stdout.contains("karpenter-like") && stdout.contains("on-demand-only"), "{stdout}");
+        for chart in ["cost.svg", "nodes.svg", "utilisation.svg"] {
+            let svg = std::fs::read_to_string(target.join(chart)).unwrap();
+            assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{chart}");
+        }
+        std::fs::read_to_string(target.join("report.json")).unwrap()
+    };
+    let first = report("a");
+    assert_eq!(first, report("b"), "report.json is byte-identical across runs");
+    let parsed: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let names: Vec<&str> = parsed["policies"].as_array().unwrap().iter().map(|p| p["policy"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["karpenter-like", "cheapest", "on-demand-only"]);
+}
+
+#[test]
+fn a_malformed_trace_is_rejected_with_its_file_line_and_field() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &trace,
+        "{\"format\":\"nodewright-trace\",\"version\":1,\"name\":\"bad\",\"duration_s\":100}\n{\"t\":1,\"add\":\"a\",\"workload\":\"w\",\"cpu_m\":100,\"mem_mib\":64}\n{\"t\":2,\"add\":\"b\",\"workload\":\"w\",\"mem_mib\":64}\n",
+    )
+    .unwrap();
+    let out = nodewright(&["simulate", "--trace", trace.to_str().unwrap(), "--out", dir.path().join("r").to_str().unwrap()], cache.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), format!("error: {}:3: cpu_m: an `add` needs a CPU request\n", trace.display()));
+}
+
+#[test]
+fn trace_generate_names_the_kinds_it_knows() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = nodewright(&["trace", "generate", "stock-market", "--out", "/dev/null"], cache.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "error: unknown trace kind `stock-market` (one of diurnal-web, batch-burst, ml-gpu, mixed)\n");
 }

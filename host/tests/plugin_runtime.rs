@@ -21,6 +21,7 @@ fn every_bundled_and_example_plugin_passes_conformance_in_its_world() {
         ("spot-savvy", World::InstanceSelector),
         ("graviton-first", World::InstanceSelector),
         ("newest-first", World::InstanceSelector),
+        ("on-demand-only", World::InstanceSelector),
         ("empty-only", World::Consolidator),
     ] {
         let plugin = load(&runtime, name, "{}");

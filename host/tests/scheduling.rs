@@ -46,7 +46,7 @@ fn node(name: &str, pool: &NodePool, instance_type: &str, zone: &str, pods: Vec<
     ExistingNode {
         name: name.into(),
         node_pool: Some(pool.name.clone()),
-        labels: node_labels(offering, pool, name),
+        labels: Arc::new(node_labels(offering, pool, name)),
         taints: pool.taints.clone(),
         allocatable: offering.allocatable,
         capacity: offering.capacity,

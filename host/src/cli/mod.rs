@@ -1,8 +1,9 @@
 //! The `nodewright` command line.
 
 mod bench;
-mod compare;
 mod plugin;
+mod sample;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -61,8 +62,14 @@ impl RuntimeArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the bundled policies side by side on a bundled sample request and print their choices.
-    Compare(compare::CompareArgs),
+    /// Simulate several policies side by side on a workload trace (with no
+    /// arguments: the bundled policies on the bundled week-long `mixed` trace).
+    Compare(simulate::CompareArgs),
+    /// Simulate one policy on a workload trace.
+    Simulate(simulate::SimulateArgs),
+    /// Workload traces.
+    #[command(subcommand)]
+    Trace(simulate::TraceCommand),
     /// Inspect, check and benchmark policy plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -76,7 +83,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
     let result = match cli.command {
-        Command::Compare(args) => compare::run(args, &cli.runtime),
+        Command::Compare(args) => simulate::compare(args),
+        Command::Simulate(args) => simulate::simulate(args),
+        Command::Trace(command) => simulate::trace(command),
         Command::Plugin(command) => plugin::run(command, &cli.runtime),
         Command::Bench(command) => bench::run(command, &cli.runtime),
     };

@@ -22,6 +22,8 @@ pub(crate) enum PluginCommand {
     Bench(BenchArgs),
     /// List the bundled plugins.
     List,
+    /// Rank one sample request with every bundled selection plugin, side by side.
+    Sample(super::sample::SampleArgs),
     /// Write a bundled plugin's component to a file.
     Export {
         /// Bundled plugin name (see `plugin list`).
@@ -76,6 +78,7 @@ pub(crate) fn run(command: PluginCommand, runtime: &super::RuntimeArgs) -> anyho
     match command {
         PluginCommand::Check(args) => check(args, runtime),
         PluginCommand::Bench(args) => bench(args, runtime),
+        PluginCommand::Sample(args) => super::sample::run(args, runtime),
         PluginCommand::List => {
             for (name, bytes) in bundled::ALL {
                 println!("{name:16} {:>8} bytes", bytes.len());

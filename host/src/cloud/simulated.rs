@@ -50,7 +50,7 @@ struct State {
 
 /// An in-memory [`CloudProvider`].
 pub struct SimulatedCloud {
-    catalog: Arc<Catalog>,
+    catalog: Mutex<Arc<Catalog>>,
     config: SimulatedCloudConfig,
     now: Now,
     state: Mutex<State>,
@@ -69,7 +69,12 @@ impl SimulatedCloud {
             requests: Vec::new(),
             ready_at: HashMap::new(),
         };
-        SimulatedCloud { catalog, config, now, state: Mutex::new(state) }
+        SimulatedCloud { catalog: Mutex::new(catalog), config, now, state: Mutex::new(state) }
+    }
+
+    /// Sell `catalog` from now on (same offerings in the same order, new prices).
+    pub fn set_catalog(&self, catalog: Arc<Catalog>) {
+        *self.catalog.lock().expect("catalog lock") = catalog;
     }
 
     /// (successful launches, capacity failures) so far.
@@ -90,6 +95,7 @@ impl SimulatedCloud {
 
     fn launch_now(&self, request: &LaunchRequest) -> Result<Instance, LaunchError> {
         let now = (self.now)();
+        let catalog_len = self.catalog().offerings.len();
         let mut state = self.state.lock().expect("cloud lock");
         state.requests.push(request.clone());
         if let Some(existing) = state.instances.values().find(|i| i.claim == request.claim) {
@@ -97,7 +103,7 @@ impl SimulatedCloud {
         }
         let (mut tried, mut skipped) = (0, 0);
         for &offering in &request.offerings {
-            if offering as usize >= self.catalog.offerings.len() {
+            if offering as usize >= catalog_len {
                 return Err(LaunchError::Provider(format!("offering index {offering} is not in the catalog")));
             }
             if state.unavailable_until.get(&offering).is_some_and(|&until| until > now) {
@@ -128,7 +134,7 @@ impl SimulatedCloud {
 
 impl CloudProvider for SimulatedCloud {
     fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.clone()
+        self.catalog.lock().expect("catalog lock").clone()
     }
 
     fn unavailable(&self) -> std::collections::HashSet<u32> {

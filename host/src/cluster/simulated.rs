@@ -77,7 +77,7 @@ impl SimulatedCluster {
         let node = ExistingNode {
             name: claim.into(),
             node_pool: Some(pool.name.clone()),
-            labels: node_labels(offering, &pool, claim),
+            labels: Arc::new(node_labels(offering, &pool, claim)),
             taints: pool.taints.clone(),
             allocatable: offering.allocatable,
             capacity: offering.capacity,
@@ -86,6 +86,36 @@ impl SimulatedCluster {
         };
         state.nodes.insert(claim.into(), node);
         Ok(())
+    }
+
+    /// Remove a pending pod (it ended before it was bound).
+    pub fn remove_pending(&self, pod: &str) -> bool {
+        self.state().pending.remove(pod).is_some()
+    }
+
+    /// Remove one pod of spec `spec` from node `node` (it ended).
+    pub fn unbind(&self, node: &str, spec: &Arc<PodSpec>) -> bool {
+        let mut state = self.state();
+        let Some(target) = state.nodes.get_mut(node) else { return false };
+        match target.pods.iter().position(|p| Arc::ptr_eq(p, spec)) {
+            Some(i) => {
+                target.pods.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Remove node `node` and its NodeClaim (the instance is gone).
+    pub fn remove_node(&self, node: &str) {
+        let mut state = self.state();
+        state.nodes.remove(node);
+        state.claims.remove(node);
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<ExistingNode> {
+        self.state().nodes.get(name).cloned()
     }
 
     /// NodeClaims, by name.
@@ -130,7 +160,7 @@ impl Cluster for SimulatedCluster {
             nodes.push(ExistingNode {
                 name: claim.name.clone(),
                 node_pool: Some(pool.name.clone()),
-                labels: node_labels(offering, pool, &claim.name),
+                labels: Arc::new(node_labels(offering, pool, &claim.name)),
                 taints: pool.taints.clone(),
                 allocatable: offering.allocatable,
                 capacity: offering.capacity,

@@ -40,14 +40,17 @@ pub mod bundled {
     /// `graviton-first`: arm64 within a margin of the cheapest (selection).
     pub const GRAVITON_FIRST: &[u8] =
         include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/graviton-first.wasm"));
+    /// `on-demand-only`: the cheapest on-demand offering, never spot (selection).
+    pub const ON_DEMAND_ONLY: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/on-demand-only.wasm"));
     /// `empty-only`: delete empty nodes (consolidation).
     pub const EMPTY_ONLY: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/empty-only.wasm"));
 
     /// Every bundled component as (name, bytes).
-    pub const ALL: [(&str, &[u8]); 4] = [
+    pub const ALL: [(&str, &[u8]); 5] = [
         ("cheapest", CHEAPEST),
         ("spot-savvy", SPOT_SAVVY),
         ("graviton-first", GRAVITON_FIRST),
+        ("on-demand-only", ON_DEMAND_ONLY),
         ("empty-only", EMPTY_ONLY),
     ];
 

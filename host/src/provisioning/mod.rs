@@ -28,6 +28,8 @@ pub struct ProvisioningReport {
     pub pods: usize,
     /// Pods that fit on existing or in-flight nodes.
     pub pods_on_existing: usize,
+    /// (pod, node) for those pods: bind now if the node is ready, else when it is.
+    pub bindings: Vec<(String, String)>,
     /// NodeClaims launched.
     pub launched: Vec<LaunchedClaim>,
     /// Launches that failed (the pods stay pending).
@@ -48,7 +50,9 @@ pub struct LaunchedClaim {
     /// NodePool.
     pub node_pool: String,
     /// Pods nominated to it.
-    pub pods: usize,
+    pub pods: Vec<String>,
+    /// Provider id of the instance.
+    pub instance: String,
     /// Catalog index of the offering bought.
     pub offering: u32,
     /// Offerings offered to the launch, in policy order.
@@ -87,6 +91,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
         }
         let result = schedule(SchedulingInput { catalog: &catalog, pools: &pools, daemonsets: &daemonsets, nodes: &nodes, pods: &pods });
         report.pods_on_existing = result.bindings.len();
+        report.bindings = result.bindings.iter().map(|&(p, n)| (pods[p].name.clone(), nodes[n].name.clone())).collect();
         let unavailable = self.cloud.unavailable();
         for (pod, reason) in &result.unschedulable {
             self.cluster.pod_unschedulable(&pods[*pod].name, reason).await?;
@@ -155,7 +160,8 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                     report.launched.push(LaunchedClaim {
                         claim: name.clone(),
                         node_pool: pool.name.clone(),
-                        pods: planned.pods.len(),
+                        pods: planned.pods.iter().map(|&p| pods[p].name.clone()).collect(),
+                        instance: instance.id.clone(),
                         offering: instance.offering,
                         candidates: launch.offerings.len(),
                     });

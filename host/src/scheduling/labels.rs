@@ -72,8 +72,24 @@ fn pool_allows(pool: &NodePool, offering: &Offering, requirement: &Requirement) 
     }
 }
 
-/// Offerings of `catalog` a node of `pool` may be bought as.
+/// Offerings of `catalog` a node of `pool` may be bought as, remembered per
+/// catalog version and pool (every provisioning pass asks again).
 pub(crate) fn pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
+    use std::hash::{Hash, Hasher};
+    static CACHE: std::sync::Mutex<Option<(u64, std::collections::HashMap<u64, Bitset>)>> = std::sync::Mutex::new(None);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&pool.name, &pool.requirements, &pool.labels).hash(&mut hasher);
+    let key = hasher.finish();
+    let mut cache = CACHE.lock().expect("pool offerings cache");
+    let (version, sets) = cache.get_or_insert_with(|| (catalog.version, std::collections::HashMap::new()));
+    if *version != catalog.version || sets.len() > 256 {
+        *version = catalog.version;
+        sets.clear();
+    }
+    sets.entry(key).or_insert_with(|| compute_pool_offerings(catalog, pool)).clone()
+}
+
+fn compute_pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
     let mut set = Bitset::empty(catalog.offerings.len());
     for (i, offering) in catalog.offerings.iter().enumerate() {
         if pool.requirements.iter().all(|r| pool_allows(pool, offering, r)) {

@@ -35,8 +35,9 @@ pub struct ExistingNode {
     pub name: String,
     /// The NodePool that owns it, if any.
     pub node_pool: Option<String>,
-    /// Its labels (zone, instance type, hostname, …).
-    pub labels: BTreeMap<String, String>,
+    /// Its labels (zone, instance type, hostname, …), shared: nodes are
+    /// listed on every pass.
+    pub labels: Arc<BTreeMap<String, String>>,
     /// Its taints.
     pub taints: Vec<Taint>,
     /// What pods may use.

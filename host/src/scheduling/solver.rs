@@ -116,7 +116,7 @@ impl<'a> Solver<'a> {
                 usage[p] = usage[p].saturating_add(node.capacity);
             }
         }
-        let mut zones: Vec<String> = Vec::new();
+        let (mut zones, offering_zone) = offering_zones(catalog);
         let zone_index = |zone: &str, zones: &mut Vec<String>| match zones.iter().position(|z| z == zone) {
             Some(i) => i,
             None => {
@@ -124,7 +124,6 @@ impl<'a> Solver<'a> {
                 zones.len() - 1
             }
         };
-        let offering_zone = catalog.offerings.iter().map(|o| zone_index(&o.zone, &mut zones)).collect();
         let node_zone = input
             .nodes
             .iter()
@@ -595,6 +594,34 @@ impl<'a> Solver<'a> {
         }
         reasons.join("; ")
     }
+}
+
+/// The zones of a catalog and the zone index of each offering, remembered
+/// per catalog version (every provisioning pass asks again).
+fn offering_zones(catalog: &crate::model::Catalog) -> (Vec<String>, Vec<usize>) {
+    type Zones = (u64, Vec<String>, Vec<usize>);
+    static CACHE: std::sync::Mutex<Option<Zones>> = std::sync::Mutex::new(None);
+    let mut cache = CACHE.lock().expect("zone cache");
+    if let Some((version, zones, of)) = cache.as_ref()
+        && *version == catalog.version
+        && of.len() == catalog.offerings.len()
+    {
+        return (zones.clone(), of.clone());
+    }
+    let mut zones: Vec<String> = Vec::new();
+    let of: Vec<usize> = catalog
+        .offerings
+        .iter()
+        .map(|o| match zones.iter().position(|z| *z == o.zone) {
+            Some(i) => i,
+            None => {
+                zones.push(o.zone.clone());
+                zones.len() - 1
+            }
+        })
+        .collect();
+    *cache = Some((catalog.version, zones.clone(), of.clone()));
+    (zones, of)
 }
 
 fn node_zone_of(input: &SchedulingInput<'_>, n: usize, zones: &[String]) -> Option<usize> {

@@ -1,6 +1,5 @@
-//! `nodewright compare`: the bundled policies side by side on a bundled
-//! sample. (The simulator-backed comparison on workload traces replaces the
-//! sample once it exists.)
+//! `nodewright plugin sample`: the bundled selection policies side by side
+//! on one sample request, and the consolidation plugin on a sample snapshot.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use crate::policy::{
 };
 
 #[derive(Debug, Args)]
-pub(crate) struct CompareArgs {
+pub(crate) struct SampleArgs {
     /// How many offerings to show per policy.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -52,7 +51,7 @@ fn sample_request(catalog: &Catalog) -> SelectionRequest {
     request
 }
 
-pub(crate) fn run(args: CompareArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: SampleArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
     let runtime = runtime.runtime()?;
     let catalog = full_catalog();
     let request = sample_request(catalog);

@@ -1,0 +1,221 @@
+//! `nodewright simulate`, `compare` and `trace generate`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::model::{Catalog, NodePool, PolicyRef, parse_node_pools, parse_price_overrides};
+use crate::policy::BUILTIN_SELECTION;
+use crate::sim::{PolicyUnderTest, Report, SimulationConfig, generate, parse_trace, write_charts};
+
+/// The bundled week-long `mixed` trace.
+const BUNDLED_TRACE: &str = include_str!("../../../examples/traces/mixed.jsonl");
+/// Path shown for it.
+const BUNDLED_TRACE_NAME: &str = "examples/traces/mixed.jsonl";
+/// Policies compared when none are named.
+const DEFAULT_POLICIES: [&str; 4] = [BUILTIN_SELECTION, "cheapest", "spot-savvy", "graviton-first"];
+
+#[derive(Debug, Args)]
+pub(crate) struct SimulationArgs {
+    /// Trace (JSON Lines) [default: the bundled week-long `mixed` trace].
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// NodePools (YAML) [default: one NodePool `default` allowing every offering].
+    #[arg(long)]
+    nodepools: Option<PathBuf>,
+    /// Price overrides (YAML).
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Report directory (report.json, SVG charts).
+    #[arg(long, default_value = "nodewright-report")]
+    out: PathBuf,
+    /// No spot interruptions.
+    #[arg(long)]
+    no_interruptions: bool,
+    /// Multiply spot interruption rates by this.
+    #[arg(long, default_value_t = 1.0)]
+    interruption_scale: f64,
+    /// Node boot latency range in seconds, `MIN-MAX`.
+    #[arg(long, default_value = "30-90")]
+    boot_latency: String,
+    /// Print the report JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    /// Selection policy: a bundled plugin, `karpenter-like`, or a component file.
+    #[arg(long, default_value = "cheapest")]
+    policy: String,
+    #[command(flatten)]
+    common: SimulationArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompareArgs {
+    /// Selection policies (repeat): bundled plugins, component files;
+    /// `karpenter-like` is always added as the baseline
+    /// [default: karpenter-like, cheapest, spot-savvy, graviton-first].
+    #[arg(long = "policy")]
+    policies: Vec<String>,
+    #[command(flatten)]
+    common: SimulationArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TraceCommand {
+    /// Generate a trace: diurnal-web, batch-burst, ml-gpu or mixed.
+    Generate {
+        /// Kind of trace.
+        kind: String,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Multiply pod counts by this.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub(crate) fn trace(command: TraceCommand) -> anyhow::Result<ExitCode> {
+    let TraceCommand::Generate { kind, seed, scale, out } = command;
+    anyhow::ensure!(scale.is_finite() && scale > 0.0, "--scale {scale} must be a positive number");
+    let text = generate(&kind, seed, scale).map_err(anyhow::Error::msg)?;
+    std::fs::write(&out, &text).with_context(|| format!("{}: cannot write", out.display()))?;
+    let pods = text.lines().filter(|l| l.contains("\"add\"")).count();
+    println!("wrote {} ({pods} pods)", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    run(vec![args.policy], args.common)
+}
+
+pub(crate) fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    let mut policies = if args.policies.is_empty() {
+        DEFAULT_POLICIES.iter().map(|p| p.to_string()).collect()
+    } else {
+        args.policies
+    };
+    if !policies.iter().any(|p| p == BUILTIN_SELECTION) {
+        policies.insert(0, BUILTIN_SELECTION.into());
+    }
+    run(policies, args.common)
+}
+
+fn policy_of(name: &str) -> PolicyUnderTest {
+    let label = Path::new(name).file_stem().and_then(|s| s.to_str()).filter(|_| name.ends_with(".wasm")).unwrap_or(name);
+    PolicyUnderTest {
+        name: label.to_string(),
+        selection: PolicyRef { plugin: name.into(), config: "{}".into() },
+        consolidation: PolicyRef { plugin: "empty-only".into(), config: "{}".into() },
+    }
+}
+
+fn run(policies: Vec<String>, args: SimulationArgs) -> anyhow::Result<ExitCode> {
+    let (trace_name, text) = match &args.trace {
+        Some(path) => (path.display().to_string(), std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?),
+        None => (BUNDLED_TRACE_NAME.to_string(), BUNDLED_TRACE.to_string()),
+    };
+    let trace = parse_trace(&trace_name, &text)?;
+    let pools = match &args.nodepools {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            parse_node_pools(&path.display().to_string(), &text)?
+        }
+        None => {
+            let mut pool = NodePool::new("default");
+            pool.consolidate_after = Some(Duration::from_secs(60));
+            vec![pool]
+        }
+    };
+    let mut catalog = Catalog::bundled();
+    if let Some(path) = &args.prices {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        catalog = catalog.with_overrides(&parse_price_overrides(&path.display().to_string(), &text)?);
+    }
+    let boot = parse_range(&args.boot_latency)?;
+    let config = SimulationConfig {
+        seed: args.seed,
+        boot_latency: boot,
+        interruptions: !args.no_interruptions,
+        interruption_scale: args.interruption_scale,
+        ..SimulationConfig::default()
+    };
+    let catalog = Arc::new(catalog);
+    let mut results = Vec::new();
+    let started = Instant::now();
+    for name in &policies {
+        let policy = policy_of(name);
+        let bar = progress_bar(args.quiet, &policy.name);
+        let result = crate::sim::simulate(&trace, &policy, &pools, catalog.clone(), &config, |done| {
+            bar.set_position((done * 1000.0) as u64)
+        })?;
+        bar.finish_and_clear();
+        results.push(result);
+    }
+    let elapsed = started.elapsed();
+    let report = Report { trace: trace.name.clone(), seed: args.seed, hours: trace.duration_s / 3600.0, policies: results };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let json_path = args.out.join("report.json");
+    let json = report.to_json();
+    std::fs::write(&json_path, &json).with_context(|| format!("{}: cannot write", json_path.display()))?;
+    let charts = write_charts(&report, &args.out)?;
+    let timing = serde_json::json!({
+        "seconds": elapsed.as_secs_f64(),
+        "policies": report.policies.iter().map(|p| serde_json::json!({"policy": p.policy.name, "plugin_ms": p.plugin_ms})).collect::<Vec<_>>(),
+    });
+    std::fs::write(args.out.join("timing.json"), serde_json::to_string_pretty(&timing)? + "\n")?;
+    if args.json {
+        print!("{json}");
+    } else {
+        println!(
+            "{} ({:.0} h, {} events), seed {}: simulated in {:.1} s",
+            trace_name,
+            report.hours,
+            trace.events.len(),
+            args.seed,
+            elapsed.as_secs_f64()
+        );
+        println!("{}", report.table());
+        println!("wrote {}", json_path.display());
+        for chart in charts {
+            println!("wrote {}", chart.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_range(text: &str) -> anyhow::Result<(Duration, Duration)> {
+    let parse = |t: &str| t.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
+    match text.split_once('-').map(|(a, b)| (parse(a), parse(b))) {
+        Some((Some(low), Some(high))) if low <= high => Ok((Duration::from_secs_f64(low), Duration::from_secs_f64(high))),
+        _ => anyhow::bail!("--boot-latency `{text}` is not a range of seconds like 30-90"),
+    }
+}
+
+fn progress_bar(quiet: bool, name: &str) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>16} [{bar:40}] {percent:>3}% {elapsed}").expect("valid template").progress_chars("=> "),
+    );
+    bar.set_prefix(name.to_string());
+    bar
+}

@@ -1,0 +1,143 @@
+//! Reports: a table for reading, `report.json` for machines, SVG charts.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use super::engine::SimulationResult;
+
+/// The results of one or more policies on one trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Trace name.
+    pub trace: String,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Hours simulated.
+    pub hours: f64,
+    /// One entry per policy, in the order run.
+    pub policies: Vec<SimulationResult>,
+}
+
+impl Report {
+    /// `report.json`: deterministic for the same inputs.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("reports serialise") + "\n"
+    }
+
+    /// The side-by-side table.
+    pub fn table(&self) -> comfy_table::Table {
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        let mut header = vec!["metric".to_string()];
+        header.extend(self.policies.iter().map(|p| p.policy.name.clone()));
+        table.set_header(header);
+        let rows: [(&str, fn(&SimulationResult) -> String); 15] = [
+            ("total $", |r| format!("{:.2}", r.metrics.cost_total)),
+            ("  on-demand $", |r| format!("{:.2}", r.metrics.cost_on_demand)),
+            ("  spot $", |r| format!("{:.2}", r.metrics.cost_spot)),
+            ("node-hours", |r| format!("{:.1}", r.metrics.node_hours)),
+            ("peak nodes", |r| r.metrics.peak_nodes.to_string()),
+            ("CPU utilisation", |r| format!("{:.1} %", r.metrics.cpu_utilisation * 100.0)),
+            ("memory utilisation", |r| format!("{:.1} %", r.metrics.memory_utilisation * 100.0)),
+            ("pod wait p50 / p95 / p99 (s)", |r| {
+                format!("{:.0} / {:.0} / {:.0}", r.metrics.pod_wait_p50_s, r.metrics.pod_wait_p95_s, r.metrics.pod_wait_p99_s)
+            }),
+            ("pods / pending at end", |r| format!("{} / {}", r.metrics.pods, r.metrics.pods_pending_at_end)),
+            ("pods disrupted", |r| r.metrics.pods_disrupted.to_string()),
+            ("spot interruptions", |r| r.metrics.interruptions.to_string()),
+            ("nodes consolidated", |r| r.metrics.consolidations.to_string()),
+            ("launches / failures", |r| format!("{} / {}", r.metrics.launches, r.metrics.launch_failures)),
+            ("plugin calls / failures", |r| format!("{} / {}", r.metrics.plugin_calls, r.metrics.plugin_failures)),
+            ("plugin time (ms, wall)", |r| format!("{:.1}", r.plugin_ms)),
+        ];
+        for (name, cell) in rows {
+            let mut row = vec![name.to_string()];
+            row.extend(self.policies.iter().map(cell));
+            table.add_row(row);
+        }
+        table
+    }
+}
+
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Write `cost.svg`, `nodes.svg` and `utilisation.svg` into `dir`.
+pub fn write_charts(report: &Report, dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut written = Vec::new();
+    let cost = dir.join("cost.svg");
+    chart(&cost, &format!("Cumulative cost, trace {}", report.trace), "$", report, &[("", |s| s.cost)])?;
+    written.push(cost);
+    let nodes = dir.join("nodes.svg");
+    chart(
+        &nodes,
+        "Nodes by capacity type (solid: on-demand, dashed: spot)",
+        "nodes",
+        report,
+        &[("on-demand", |s| s.on_demand_nodes as f64), ("spot", |s| s.spot_nodes as f64)],
+    )?;
+    written.push(nodes);
+    let utilisation = dir.join("utilisation.svg");
+    chart(&utilisation, "CPU requested / allocatable", "utilisation", report, &[("", |s| s.cpu_utilisation)])?;
+    written.push(utilisation);
+    Ok(written)
+}
+
+type Series<'a> = (&'a str, fn(&super::engine::Sample) -> f64);
+
+fn chart(path: &Path, title: &str, unit: &str, report: &Report, series: &[Series<'_>]) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let max_y = report
+        .policies
+        .iter()
+        .flat_map(|p| p.samples.iter().flat_map(|s| series.iter().map(move |(_, f)| f(s))))
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.05;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..report.hours.max(1e-9), 0f64..max_y)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    chart
+        .configure_mesh()
+        .x_desc("hours")
+        .y_desc(unit)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for (i, policy) in report.policies.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        for (j, (label, value)) in series.iter().enumerate() {
+            let points: Vec<(f64, f64)> = policy.samples.iter().map(|s| (s.hour, value(s))).collect();
+            let name = if label.is_empty() { policy.policy.name.clone() } else { format!("{} {label}", policy.policy.name) };
+            let style = ShapeStyle::from(colour).stroke_width(2);
+            let drawn = if j == 0 {
+                chart.draw_series(LineSeries::new(points, style))
+            } else {
+                chart.draw_series(DashedLineSeries::new(points, 6, 4, style))
+            }
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            drawn.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    root.present().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(())
+}
