@@ -17,7 +17,7 @@ const BUNDLED_TRACE: &str = include_str!("../../../examples/traces/mixed.jsonl")
 /// Path shown for it.
 const BUNDLED_TRACE_NAME: &str = "examples/traces/mixed.jsonl";
 /// Policies compared when none are named.
-const DEFAULT_POLICIES: [&str; 4] = [BUILTIN_SELECTION, "cheapest", "spot-savvy", "graviton-first"];
+const DEFAULT_POLICIES: [&str; 5] = [BUILTIN_SELECTION, "cheapest", "spot-savvy", "graviton-first", "on-demand-only"];
 
 #[derive(Debug, Args)]
 pub(crate) struct SimulationArgs {
@@ -66,7 +66,7 @@ pub(crate) struct SimulateArgs {
 pub(crate) struct CompareArgs {
     /// Selection policies (repeat): bundled plugins, component files;
     /// `karpenter-like` is always added as the baseline
-    /// [default: karpenter-like, cheapest, spot-savvy, graviton-first].
+    /// [default: karpenter-like, cheapest, spot-savvy, graviton-first, on-demand-only].
     #[arg(long = "policy")]
     policies: Vec<String>,
     #[command(flatten)]
