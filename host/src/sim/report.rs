@@ -33,7 +33,8 @@ impl Report {
         let mut header = vec!["metric".to_string()];
         header.extend(self.policies.iter().map(|p| p.policy.name.clone()));
         table.set_header(header);
-        let rows: [(&str, fn(&SimulationResult) -> String); 15] = [
+        type Row = (&'static str, fn(&SimulationResult) -> String);
+        let rows: [Row; 15] = [
             ("total $", |r| format!("{:.2}", r.metrics.cost_total)),
             ("  on-demand $", |r| format!("{:.2}", r.metrics.cost_on_demand)),
             ("  spot $", |r| format!("{:.2}", r.metrics.cost_spot)),
