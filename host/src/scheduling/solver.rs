@@ -354,36 +354,13 @@ impl<'a> Solver<'a> {
             return None;
         }
         let requests = self.specs[spec].spec.requests;
-        let monotone = self.specs[spec].monotone;
 
-        // 1. Existing and in-flight nodes.
-        let start = if monotone { *self.cursors.get(&(spec, level, zones, false)).unwrap_or(&0) } else { 0 };
-        for n in start..self.input.nodes.len() {
-            if self.node_accepts(n, spec, level, zones, requests) {
-                if monotone {
-                    self.cursors.insert((spec, level, zones, false), n);
-                }
-                self.commit(pod, spec, Target::Node(n));
-                return Some(Target::Node(n));
+        // 1. Existing and in-flight nodes, 2. NodeClaims opened so far.
+        for claims in [false, true] {
+            if let Some(target) = self.first_fit(spec, level, zones, requests, claims) {
+                self.commit(pod, spec, target);
+                return Some(target);
             }
-        }
-        if monotone {
-            self.cursors.insert((spec, level, zones, false), self.input.nodes.len());
-        }
-
-        // 2. NodeClaims opened so far.
-        let start = if monotone { *self.cursors.get(&(spec, level, zones, true)).unwrap_or(&0) } else { 0 };
-        for c in start..self.claims.len() {
-            if self.claim_accepts(c, spec, level, zones, requests) {
-                if monotone {
-                    self.cursors.insert((spec, level, zones, true), c);
-                }
-                self.commit(pod, spec, Target::Claim(c));
-                return Some(Target::Claim(c));
-            }
-        }
-        if monotone {
-            self.cursors.insert((spec, level, zones, true), self.claims.len());
         }
 
         // 3. A new NodeClaim, NodePools by weight.
@@ -430,6 +407,33 @@ impl<'a> Solver<'a> {
             let c = self.claims.len() - 1;
             self.commit(pod, spec, Target::Claim(c));
             return Some(Target::Claim(c));
+        }
+        None
+    }
+
+    /// The first node (or, with `claims`, NodeClaim) that accepts a pod of
+    /// `spec`. For specs whose targets only fill up, the search resumes where
+    /// the previous pod of the spec stopped.
+    fn first_fit(&mut self, spec: usize, level: usize, zones: u64, requests: Resources, claims: bool) -> Option<Target> {
+        let len = if claims { self.claims.len() } else { self.input.nodes.len() };
+        let key = (spec, level, zones, claims);
+        let monotone = self.specs[spec].monotone;
+        let start = if monotone { self.cursors.get(&key).copied().unwrap_or(0) } else { 0 };
+        for i in start..len {
+            let accepts = if claims {
+                self.claim_accepts(i, spec, level, zones, requests)
+            } else {
+                self.node_accepts(i, spec, level, zones, requests)
+            };
+            if accepts {
+                if monotone {
+                    self.cursors.insert(key, i);
+                }
+                return Some(if claims { Target::Claim(i) } else { Target::Node(i) });
+            }
+        }
+        if monotone {
+            self.cursors.insert(key, len);
         }
         None
     }
