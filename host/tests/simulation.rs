@@ -92,3 +92,33 @@ fn empty_nodes_are_consolidated_by_the_plugin_and_the_cluster_shrinks() {
     let last = result.samples.last().unwrap();
     assert!(last.on_demand_nodes + last.spot_nodes < result.metrics.peak_nodes as u32);
 }
+
+#[test]
+fn a_selection_plugin_that_fails_mid_run_is_answered_by_the_builtin_and_the_run_completes() {
+    let cache = tempfile::tempdir().unwrap();
+    // The turncoat fails every request for NodePool `poison`; it passes conformance.
+    let turncoat = std::path::Path::new(env!("NODEWRIGHT_PLUGIN_DIR")).join("hostile-turncoat.wasm");
+    let trace = parse_trace("burst", &generate("batch-burst", 3, 0.3).unwrap()).unwrap();
+    let mut pool = NodePool::new("poison");
+    pool.consolidate_after = Some(Duration::from_secs(60));
+    let policy = PolicyUnderTest {
+        name: "turncoat".into(),
+        selection: PolicyRef { plugin: turncoat.display().to_string(), config: "{}".into() },
+        consolidation: PolicyRef { plugin: "empty-only".into(), config: "{}".into() },
+    };
+    let result = simulate(&trace, &policy, &[pool], catalog(), &config(&cache), |_| {}).unwrap();
+    assert!(result.metrics.launches > 0);
+    assert_eq!(result.metrics.pods_pending_at_end, 0);
+    // Three failures in a row roll the slot back to the built-in policy; later decisions are native.
+    assert_eq!(result.metrics.plugin_failures, 3);
+}
+
+#[test]
+fn a_policy_that_cannot_be_loaded_stops_the_run_with_its_name() {
+    let cache = tempfile::tempdir().unwrap();
+    let trace = parse_trace("burst", &generate("batch-burst", 3, 0.1).unwrap()).unwrap();
+    let err = simulate(&trace, &policy("/no/such/policy.wasm"), &[NodePool::new("default")], catalog(), &config(&cache), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("policy /no/such/policy.wasm: /no/such/policy.wasm: cannot read: "), "{err}");
+}
