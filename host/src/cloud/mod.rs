@@ -74,6 +74,10 @@ pub trait CloudProvider: Send + Sync + 'static {
     /// Offerings marked unavailable after a recent capacity failure.
     fn unavailable(&self) -> std::collections::HashSet<u32>;
 
+    /// Skip offering `index` for [`UNAVAILABLE_FOR`] (a spot interruption
+    /// warning says its pool is short).
+    fn mark_unavailable(&self, index: u32);
+
     /// Launch one instance for `request`, trying its offerings in order.
     fn launch(&self, request: &LaunchRequest) -> impl Future<Output = Result<Instance, LaunchError>> + Send;
 

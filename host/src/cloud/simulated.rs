@@ -137,6 +137,11 @@ impl CloudProvider for SimulatedCloud {
         self.catalog.lock().expect("catalog lock").clone()
     }
 
+    fn mark_unavailable(&self, index: u32) {
+        let until = (self.now)() + UNAVAILABLE_FOR;
+        self.state.lock().expect("cloud lock").unavailable_until.insert(index, until);
+    }
+
     fn unavailable(&self) -> std::collections::HashSet<u32> {
         let now = (self.now)();
         let state = self.state.lock().expect("cloud lock");

@@ -59,8 +59,21 @@ pub trait Cluster: Send + Sync + 'static {
     /// Record that `claim` is backed by `instance`.
     fn claim_launched(&self, claim: &str, instance: Instance) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
-    /// Remove a NodeClaim whose launch failed.
+    /// Remove a NodeClaim (whose launch failed, or whose instance is gone) and its node.
     fn delete_node_claim(&self, claim: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// NodeClaims, with their instances.
+    fn node_claims(&self) -> impl Future<Output = Result<Vec<NodeClaim>, ClusterError>> + Send;
+
+    /// The pods bound to node `node`.
+    fn pods_on(&self, node: &str) -> impl Future<Output = Result<Vec<Pod>, ClusterError>> + Send;
+
+    /// Mark node `node` unschedulable (no-op if it is not registered).
+    fn cordon(&self, node: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Evict the pods of node `node` (their controllers recreate them as
+    /// pending pods); returns the pods evicted.
+    fn drain(&self, node: &str) -> impl Future<Output = Result<Vec<String>, ClusterError>> + Send;
 
     /// Tell the pod's owner why it cannot be scheduled (an Event in Kubernetes).
     fn pod_unschedulable(&self, pod: &str, reason: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;

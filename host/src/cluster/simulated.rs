@@ -15,6 +15,8 @@ struct State {
     pending: BTreeMap<String, Pod>,
     nodes: BTreeMap<String, ExistingNode>,
     claims: BTreeMap<String, NodeClaim>,
+    /// Bound pods: name → (node, pod).
+    bound: BTreeMap<String, (String, Pod)>,
     events: Vec<(String, String)>,
 }
 
@@ -58,7 +60,9 @@ impl SimulatedCluster {
         let spec = state.pending.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not pending")))?.spec.clone();
         let target = state.nodes.get_mut(node).ok_or_else(|| ClusterError(format!("node {node} does not exist")))?;
         target.pods.push(spec);
-        state.pending.remove(pod);
+        if let Some(p) = state.pending.remove(pod) {
+            state.bound.insert(pod.into(), (node.into(), p));
+        }
         Ok(())
     }
 
@@ -93,9 +97,10 @@ impl SimulatedCluster {
         self.state().pending.remove(pod).is_some()
     }
 
-    /// Remove one pod of spec `spec` from node `node` (it ended).
-    pub fn unbind(&self, node: &str, spec: &Arc<PodSpec>) -> bool {
+    /// Remove bound pod `pod` of spec `spec` from node `node` (it ended).
+    pub fn unbind(&self, pod: &str, node: &str, spec: &Arc<PodSpec>) -> bool {
         let mut state = self.state();
+        state.bound.remove(pod);
         let Some(target) = state.nodes.get_mut(node) else { return false };
         match target.pods.iter().position(|p| Arc::ptr_eq(p, spec)) {
             Some(i) => {
@@ -111,6 +116,7 @@ impl SimulatedCluster {
         let mut state = self.state();
         state.nodes.remove(node);
         state.claims.remove(node);
+        state.bound.retain(|_, (n, _)| n != node);
     }
 
     /// The node called `name`.
@@ -188,7 +194,42 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn delete_node_claim(&self, claim: &str) -> Result<(), ClusterError> {
-        self.state().claims.remove(claim).map(drop).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))
+        let mut state = self.state();
+        state.claims.remove(claim).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))?;
+        state.nodes.remove(claim);
+        state.bound.retain(|_, (n, _)| n != claim);
+        Ok(())
+    }
+
+    async fn node_claims(&self) -> Result<Vec<NodeClaim>, ClusterError> {
+        Ok(self.state().claims.values().cloned().collect())
+    }
+
+    async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, ClusterError> {
+        Ok(self.state().bound.values().filter(|(n, _)| n == node).map(|(_, p)| p.clone()).collect())
+    }
+
+    async fn cordon(&self, node: &str) -> Result<(), ClusterError> {
+        if let Some(n) = self.state().nodes.get_mut(node) {
+            n.schedulable = false;
+        }
+        Ok(())
+    }
+
+    async fn drain(&self, node: &str) -> Result<Vec<String>, ClusterError> {
+        let mut state = self.state();
+        let evicted: Vec<String> = state.bound.iter().filter(|(_, (n, _))| n == node).map(|(p, _)| p.clone()).collect();
+        for pod in &evicted {
+            if let Some((_, p)) = state.bound.remove(pod) {
+                if let Some(n) = state.nodes.get_mut(node)
+                    && let Some(i) = n.pods.iter().position(|s| Arc::ptr_eq(s, &p.spec))
+                {
+                    n.pods.swap_remove(i);
+                }
+                state.pending.insert(pod.clone(), p);
+            }
+        }
+        Ok(evicted)
     }
 
     async fn pod_unschedulable(&self, pod: &str, reason: &str) -> Result<(), ClusterError> {

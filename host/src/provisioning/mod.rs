@@ -80,10 +80,18 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
 
     /// One pass: schedule every pending pod, launch the NodeClaims needed.
     pub async fn provision(&self) -> Result<ProvisioningReport, ClusterError> {
+        self.provision_with(Vec::new()).await
+    }
+
+    /// A pass that also places `extra` pods — still running on a node about
+    /// to go — so their replacement capacity is launched before they are
+    /// evicted.
+    pub async fn provision_with(&self, extra: Vec<crate::model::Pod>) -> Result<ProvisioningReport, ClusterError> {
         let catalog: Arc<Catalog> = self.cloud.catalog();
         let pools = self.cluster.node_pools().await?;
         let daemonsets = self.cluster.daemonsets().await?;
-        let pods = self.cluster.pending_pods().await?;
+        let mut pods = self.cluster.pending_pods().await?;
+        pods.extend(extra);
         let nodes = self.cluster.nodes().await?;
         let mut report = ProvisioningReport { pods: pods.len(), ..ProvisioningReport::default() };
         if pods.is_empty() {

@@ -508,7 +508,7 @@ impl Sim<'_> {
             }
             Some(id) => {
                 let node = self.nodes.get_mut(&id).expect("bound to a known node");
-                self.cluster.unbind(&node.name, &state.spec);
+                self.cluster.unbind(name, &node.name, &state.spec);
                 node.pods.remove(name);
                 node.used = node.used.saturating_sub(state.spec.requests);
                 if node.pods.is_empty() && node.nominated.is_empty() {
