@@ -70,7 +70,9 @@ fn spot_warning(instance: &str) -> String {
 fn a_spot_warning_launches_the_replacement_first_then_drains_and_deletes_the_node() {
     let w = world(false);
     let (claim, instance, offering) = w.running_node("web", 3);
+    let started = std::time::Instant::now();
     let outcome = w.handle("m1", &spot_warning(&instance));
+    eprintln!("spot warning → replacement launched, node drained and deleted: {:.2} ms", started.elapsed().as_secs_f64() * 1e3);
     assert_eq!(outcome, Outcome::Replaced { kind: "spot-interruption", claims: vec![claim.clone()], replacements: 1, evicted: 3 });
     // The interrupted offering is benched and not offered to the replacement.
     assert!(w.cloud.unavailable().contains(&offering));

@@ -9,6 +9,7 @@
 //! handling a message twice is harmless.
 
 mod message;
+mod sqs;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 pub use message::{InterruptionKind, MessageError, parse_message};
+pub use sqs::{BATCH, LONG_POLL, PollReport, QueueError, QueueMessage, SqsQueue};
 
 use crate::cloud::CloudProvider;
 use crate::cluster::{Cluster, ClusterError};

@@ -8,6 +8,8 @@ use std::time::Duration;
 use nodewright::model::{Arch, CapacityType, Catalog, InterruptionRate, Offering, Resources};
 use nodewright::policy::{Limits, Plugin, PluginClock, PolicyRuntime, RuntimeConfig, SelectionRequest};
 
+pub mod moto;
+
 /// A component built from `plugins/` (bundled or fixture), by name.
 pub fn component(name: &str) -> PathBuf {
     Path::new(env!("NODEWRIGHT_PLUGIN_DIR")).join(format!("{name}.wasm"))
