@@ -15,9 +15,18 @@ pub struct Moto {
 impl Moto {
     /// Start moto on a free loopback port and wait until it answers.
     pub fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Tests run in parallel: never hand the same free port out twice.
+        static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+        let port = loop {
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut given = GIVEN.lock().unwrap();
+            if !given.contains(&port) {
+                given.push(port);
+                break port;
+            }
+        };
         // `python3 -m moto.server` works wherever pip put moto, on PATH or not.
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -25,6 +34,9 @@ impl Moto {
             .expect("python3 is needed to run moto's server (scripts/test installs moto[server] from PyPI)");
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("moto's server exited ({status}) before listening on port {port}");
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "moto's server did not listen on port {port} within 60 s (is moto[server] installed? scripts/test installs it)"
@@ -43,6 +55,19 @@ impl Moto {
             .endpoint_url(&self.endpoint)
             .build();
         aws_sdk_sqs::Client::from_conf(config)
+    }
+}
+
+impl Moto {
+    /// An EC2 client for this server (test credentials, us-east-1).
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        let config = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "moto"))
+            .endpoint_url(&self.endpoint)
+            .build();
+        aws_sdk_ec2::Client::from_conf(config)
     }
 }
 

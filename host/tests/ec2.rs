@@ -1,0 +1,171 @@
+//! The EC2 provider against moto's server, with the real aws-sdk-ec2 client.
+//! moto launches the first override of a fleet and never reports capacity
+//! errors, so the tests check the request nodewright builds (the order of
+//! offerings it hands over) and the tags on what moto launched; capacity
+//! errors are covered by `capacity_errors` on fleet errors built with the
+//! SDK's own types.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{CreateFleetError, FleetLaunchTemplateOverrides, LaunchTemplateAndOverridesResponse, Tag, TagSpecification};
+use common::moto::Moto;
+use nodewright::cloud::ec2::{CLUSTER_TAG, Ec2Cloud, Ec2NodeClass, NODE_CLAIM_TAG, capacity_errors};
+use nodewright::cloud::{CloudProvider, LaunchRequest};
+use nodewright::model::{CapacityType, Resources, bundled_instance_types};
+
+async fn setup(moto: &Moto) -> Ec2Cloud {
+    let client = moto.ec2();
+    let vpc = client.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    for (i, zone) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+        client
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.0.{i}.0/24"))
+            .availability_zone(*zone)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Subnet)
+                    .tags(Tag::builder().key("nodewright.io/discovery").value("test").build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    client
+        .create_security_group()
+        .group_name("nodes")
+        .description("nodes")
+        .vpc_id(&vpc)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                .tags(Tag::builder().key("nodewright.io/discovery").value("test").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let image = client.describe_images().owners("amazon").send().await.unwrap().images()[0].image_id().unwrap().to_string();
+    let selector = BTreeMap::from([("nodewright.io/discovery".to_string(), "test".to_string())]);
+    let node_class = Ec2NodeClass {
+        subnet_tags: selector.clone(),
+        security_group_tags: selector,
+        ami_id: image,
+        instance_profile: None,
+        user_data: "#!/bin/bash\necho hello\n".into(),
+        tags: BTreeMap::new(),
+    };
+    Ec2Cloud::discover(client, "test-cluster", node_class, &bundled_instance_types()).await.unwrap()
+}
+
+fn request(cloud: &Ec2Cloud, claim: &str, types: &[&str]) -> LaunchRequest {
+    let catalog = cloud.catalog();
+    let offerings = types
+        .iter()
+        .map(|t| {
+            catalog
+                .offerings
+                .iter()
+                .position(|o| o.instance_type == *t && o.zone == "us-east-1a" && o.capacity_type == CapacityType::OnDemand)
+                .unwrap_or_else(|| panic!("{t} on-demand in us-east-1a is in the catalog")) as u32
+        })
+        .collect();
+    LaunchRequest { claim: claim.into(), node_pool: "default".into(), offerings, requests: Resources::default(), taints: vec![] }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn discovery_builds_the_catalog_from_what_ec2_offers() {
+    let moto = Moto::start();
+    let cloud = setup(&moto).await;
+    let catalog = cloud.catalog();
+    assert!(catalog.offerings.len() > 1000, "{}", catalog.offerings.len());
+    let m5: Vec<_> = catalog.offerings.iter().filter(|o| o.instance_type == "m5.large").collect();
+    assert!(m5.iter().any(|o| o.capacity_type == CapacityType::Spot) && m5.iter().any(|o| o.capacity_type == CapacityType::OnDemand));
+    let on_demand = m5.iter().find(|o| o.capacity_type == CapacityType::OnDemand).unwrap();
+    assert_eq!(on_demand.price_per_hour, 0.096, "on-demand prices come from the bundled list");
+    assert!(m5.iter().all(|o| o.zone.starts_with("us-east-1")));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_launch_tags_the_instance_and_takes_the_top_ranked_offering() {
+    let moto = Moto::start();
+    let cloud = setup(&moto).await;
+    let launch = request(&cloud, "default-1", &["m6i.large", "m5.large", "c5.large"]);
+    let instance = cloud.launch(&launch).await.unwrap();
+    assert_eq!(cloud.catalog().offerings[instance.offering as usize].instance_type, "m6i.large");
+    assert_eq!(instance.claim, "default-1");
+    let listed = cloud.instances().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id.as_str(), listed[0].claim.as_str(), listed[0].node_pool.as_str()), (instance.id.as_str(), "default-1", "default"));
+    let described = moto.ec2().describe_instances().instance_ids(&instance.id).send().await.unwrap();
+    let tags: BTreeMap<String, String> = described.reservations()[0].instances()[0]
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+        .collect();
+    assert_eq!(tags.get(CLUSTER_TAG).map(String::as_str), Some("test-cluster"));
+    assert_eq!(tags.get(NODE_CLAIM_TAG).map(String::as_str), Some("default-1"));
+    assert_eq!(tags.get("nodewright.io/nodepool").map(String::as_str), Some("default"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn terminate_is_refused_for_an_instance_without_the_cluster_tag() {
+    let moto = Moto::start();
+    let cloud = setup(&moto).await;
+    let client = moto.ec2();
+    let image = client.describe_images().owners("amazon").send().await.unwrap().images()[0].image_id().unwrap().to_string();
+    let foreign = client.run_instances().image_id(image).min_count(1).max_count(1).send().await.unwrap().instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    let err = cloud.terminate(&foreign).await.unwrap_err();
+    assert_eq!(err.0, format!("refusing to terminate {foreign}: it does not carry {CLUSTER_TAG}=test-cluster"));
+    let state = client.describe_instances().instance_ids(&foreign).send().await.unwrap().reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .as_str()
+        .to_string();
+    assert_eq!(state, "running");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_owned_instance_no_node_claim_knows_is_collected() {
+    let moto = Moto::start();
+    let cloud = setup(&moto).await;
+    let kept = cloud.launch(&request(&cloud, "default-1", &["m5.large"])).await.unwrap();
+    let leaked = cloud.launch(&request(&cloud, "default-2", &["m5.large"])).await.unwrap();
+    let claims = HashSet::from(["default-1".to_string()]);
+    let collected = cloud.collect_garbage(&claims, Duration::ZERO).await.unwrap();
+    assert_eq!(collected, vec![leaked.id.clone()]);
+    let left: Vec<String> = cloud.instances().await.unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(left, vec![kept.id]);
+}
+
+#[test]
+fn capacity_errors_name_the_offerings_to_bench() {
+    let error = |code: &str, instance_type: &str, zone: &str| {
+        CreateFleetError::builder()
+            .error_code(code)
+            .launch_template_and_overrides(
+                LaunchTemplateAndOverridesResponse::builder()
+                    .overrides(FleetLaunchTemplateOverrides::builder().instance_type(instance_type.into()).availability_zone(zone).build())
+                    .build(),
+            )
+            .build()
+    };
+    let errors = vec![
+        error("InsufficientInstanceCapacity", "m5.large", "us-east-1a"),
+        error("InvalidParameterValue", "c5.large", "us-east-1a"),
+        error("UnfulfillableCapacity", "r5.large", "us-east-1b"),
+    ];
+    assert_eq!(
+        capacity_errors(&errors),
+        vec![("m5.large".to_string(), Some("us-east-1a".to_string())), ("r5.large".to_string(), Some("us-east-1b".to_string()))]
+    );
+}
