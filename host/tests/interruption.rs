@@ -2,36 +2,16 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
+use common::interruption::{World, event, spot_warning, world};
+use nodewright::cloud::CloudProvider;
+use nodewright::interruption::Outcome;
+use nodewright::model::PodSpec;
 
-use nodewright::cloud::{CloudProvider, SimulatedCloud, SimulatedCloudConfig};
-use nodewright::cluster::SimulatedCluster;
-use nodewright::interruption::{InterruptionHandler, Outcome};
-use nodewright::model::{Catalog, NodePool, PodSpec};
-use nodewright::policy::PolicyRegistry;
-use nodewright::provisioning::Provisioner;
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+}
 
 const GIB: u64 = 1 << 30;
-
-struct World {
-    cloud: Arc<SimulatedCloud>,
-    cluster: Arc<SimulatedCluster>,
-    provisioner: Arc<Provisioner<SimulatedCloud, SimulatedCluster>>,
-    handler: InterruptionHandler<SimulatedCloud, SimulatedCluster>,
-    executor: tokio::runtime::Runtime,
-    _cache: tempfile::TempDir,
-}
-
-fn world(rebalance_actionable: bool) -> World {
-    let (runtime, cache) = common::runtime();
-    let catalog = Arc::new(Catalog::bundled_types(200));
-    let cloud = Arc::new(SimulatedCloud::new(catalog.clone(), SimulatedCloudConfig::default(), Arc::new(|| Duration::from_secs(1000))));
-    let cluster = Arc::new(SimulatedCluster::new(catalog, vec![NodePool::new("default")]));
-    let provisioner = Arc::new(Provisioner::new(cloud.clone(), cluster.clone(), Arc::new(PolicyRegistry::new(runtime))));
-    let handler = InterruptionHandler::new(cloud.clone(), cluster.clone(), provisioner.clone(), rebalance_actionable);
-    World { cloud, cluster, provisioner, handler, executor: tokio::runtime::Builder::new_current_thread().build().unwrap(), _cache: cache }
-}
 
 impl World {
     /// A registered node running `pods` pods named `prefix-*`; returns
@@ -40,7 +20,7 @@ impl World {
     fn running_node(&self, prefix: &str, pods: usize) -> (String, String, u32) {
         let cpu = if pods == 1 { 3500 } else { 500 };
         self.cluster.add_pods(PodSpec::requesting(cpu, GIB).label("app", prefix).pods(prefix, pods));
-        let report = self.executor.block_on(self.provisioner.provision()).unwrap();
+        let report = block_on(self.provisioner.provision()).unwrap();
         let launched = report.launched.last().unwrap().clone();
         self.cluster.register(&launched.claim).unwrap();
         for pod in &launched.pods {
@@ -50,7 +30,7 @@ impl World {
     }
 
     fn handle(&self, id: &str, body: &str) -> Outcome {
-        self.executor.block_on(self.handler.handle(id, body)).unwrap()
+        block_on(self.handler.handle(id, body)).unwrap()
     }
 
     fn claims(&self) -> Vec<String> {
@@ -58,13 +38,7 @@ impl World {
     }
 }
 
-fn event(source: &str, detail_type: &str, detail: &str) -> String {
-    format!(r#"{{"version":"0","id":"e","detail-type":"{detail_type}","source":"{source}","account":"1","time":"2026-11-25T12:00:00Z","region":"us-east-1","resources":[],"detail":{detail}}}"#)
-}
 
-fn spot_warning(instance: &str) -> String {
-    event("aws.ec2", "EC2 Spot Instance Interruption Warning", &format!(r#"{{"instance-id":"{instance}","instance-action":"terminate"}}"#))
-}
 
 #[test]
 fn a_spot_warning_launches_the_replacement_first_then_drains_and_deletes_the_node() {
@@ -81,11 +55,11 @@ fn a_spot_warning_launches_the_replacement_first_then_drains_and_deletes_the_nod
     assert!(!requests[1].offerings.contains(&offering));
     // The old node is gone, its instance terminated, its pods pending.
     assert!(!w.claims().contains(&claim));
-    let instances = w.executor.block_on(w.cloud.instances()).unwrap();
+    let instances = block_on(w.cloud.instances()).unwrap();
     assert!(instances.iter().all(|i| i.id != instance));
     assert_eq!(w.cluster.pending_names().len(), 3);
     // The next pass puts them on the replacement, which is already on its way.
-    let report = w.executor.block_on(w.provisioner.provision()).unwrap();
+    let report = block_on(w.provisioner.provision()).unwrap();
     assert_eq!((report.pods_on_existing, report.launched.len()), (3, 0));
 }
 

@@ -3,36 +3,16 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::interruption::{World, event, spot_warning, world};
 use common::moto::Moto;
-use nodewright::cloud::{SimulatedCloud, SimulatedCloudConfig};
+use nodewright::cloud::SimulatedCloud;
 use nodewright::cluster::SimulatedCluster;
 use nodewright::interruption::{InterruptionHandler, Outcome, SqsQueue};
-use nodewright::model::{Catalog, NodePool, PodSpec};
-use nodewright::policy::PolicyRegistry;
-use nodewright::provisioning::Provisioner;
+use nodewright::model::PodSpec;
 
 const GIB: u64 = 1 << 30;
-
-struct World {
-    cloud: Arc<SimulatedCloud>,
-    cluster: Arc<SimulatedCluster>,
-    provisioner: Arc<Provisioner<SimulatedCloud, SimulatedCluster>>,
-    handler: InterruptionHandler<SimulatedCloud, SimulatedCluster>,
-    _cache: tempfile::TempDir,
-}
-
-fn world() -> World {
-    let (runtime, cache) = common::runtime();
-    let catalog = Arc::new(Catalog::bundled_types(200));
-    let cloud = Arc::new(SimulatedCloud::new(catalog.clone(), SimulatedCloudConfig::default(), Arc::new(|| Duration::from_secs(1000))));
-    let cluster = Arc::new(SimulatedCluster::new(catalog, vec![NodePool::new("default")]));
-    let provisioner = Arc::new(Provisioner::new(cloud.clone(), cluster.clone(), Arc::new(PolicyRegistry::new(runtime))));
-    let handler = InterruptionHandler::new(cloud.clone(), cluster.clone(), provisioner.clone(), false);
-    World { cloud, cluster, provisioner, handler, _cache: cache }
-}
 
 impl World {
     /// A registered node with one pod; its instance id.
@@ -46,13 +26,7 @@ impl World {
     }
 }
 
-fn event(source: &str, detail_type: &str, detail: &str) -> String {
-    format!(r#"{{"version":"0","id":"e","detail-type":"{detail_type}","source":"{source}","account":"1","time":"2026-11-25T12:00:00Z","region":"us-east-1","resources":[],"detail":{detail}}}"#)
-}
 
-fn spot_warning(instance: &str) -> String {
-    event("aws.ec2", "EC2 Spot Instance Interruption Warning", &format!(r#"{{"instance-id":"{instance}","instance-action":"terminate"}}"#))
-}
 
 async fn queue(moto: &Moto, name: &str) -> (aws_sdk_sqs::Client, String) {
     let client = moto.sqs();
@@ -91,7 +65,7 @@ async fn drain_queue(queue: &SqsQueue, handler: &InterruptionHandler<SimulatedCl
 async fn every_message_kind_a_malformed_one_and_a_duplicate_are_handled_and_deleted() {
     let moto = Moto::start();
     let (client, url) = queue(&moto, "interruptions").await;
-    let w = world();
+    let w = world(false);
     let spot = w.running_node("a").await;
     let stopping = w.running_node("b").await;
     let maintenance = w.running_node("c").await;
@@ -150,7 +124,7 @@ async fn every_message_kind_a_malformed_one_and_a_duplicate_are_handled_and_dele
 async fn a_burst_of_a_thousand_messages_is_handled_with_none_lost() {
     let moto = Moto::start();
     let (client, url) = queue(&moto, "burst").await;
-    let w = world();
+    let w = world(false);
     let mut instances = Vec::new();
     for i in 0..10 {
         instances.push(w.running_node(&format!("n{i}")).await);

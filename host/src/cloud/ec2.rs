@@ -189,9 +189,8 @@ impl Ec2Cloud {
         Ok(name)
     }
 
-    /// Owned instances that no NodeClaim backs (leaked by a crash between
-    /// launch and recording), older than `grace`: terminated and returned.
-    pub async fn collect_garbage(&self, claims: &HashSet<String>, grace: Duration) -> Result<Vec<String>, CloudError> {
+    /// Pending and running instances carrying this cluster's tag.
+    async fn owned_instances(&self) -> Result<Vec<aws_sdk_ec2::types::Instance>, CloudError> {
         let output = self
             .client
             .describe_instances()
@@ -200,9 +199,15 @@ impl Ec2Cloud {
             .send()
             .await
             .map_err(|e| error("DescribeInstances", e))?;
+        Ok(output.reservations().iter().flat_map(|r| r.instances().iter().cloned()).collect())
+    }
+
+    /// Owned instances that no NodeClaim backs (leaked by a crash between
+    /// launch and recording), older than `grace`: terminated and returned.
+    pub async fn collect_garbage(&self, claims: &HashSet<String>, grace: Duration) -> Result<Vec<String>, CloudError> {
         let now = std::time::SystemTime::now();
         let mut leaked = Vec::new();
-        for instance in output.reservations().iter().flat_map(|r| r.instances()) {
+        for instance in self.owned_instances().await? {
             let claim = instance.tags().iter().find(|t| t.key() == Some(NODE_CLAIM_TAG)).and_then(|t| t.value());
             let old = instance
                 .launch_time()
@@ -368,18 +373,10 @@ impl CloudProvider for Ec2Cloud {
 
     async fn instances(&self) -> Result<Vec<Instance>, CloudError> {
         let catalog = self.catalog();
-        let output = self
-            .client
-            .describe_instances()
-            .filters(filter(&format!("tag:{CLUSTER_TAG}"), &self.cluster))
-            .filters(Filter::builder().name("instance-state-name").values("pending").values("running").build())
-            .send()
-            .await
-            .map_err(|e| error("DescribeInstances", e))?;
-        Ok(output
-            .reservations()
+        Ok(self
+            .owned_instances()
+            .await?
             .iter()
-            .flat_map(|r| r.instances())
             .filter_map(|i| {
                 let tag = |key: &str| i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(String::from);
                 let instance_type = i.instance_type()?.as_str();

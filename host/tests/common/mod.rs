@@ -8,6 +8,7 @@ use std::time::Duration;
 use nodewright::model::{Arch, CapacityType, Catalog, InterruptionRate, Offering, Resources};
 use nodewright::policy::{Limits, Plugin, PluginClock, PolicyRuntime, RuntimeConfig, SelectionRequest};
 
+pub mod interruption;
 pub mod moto;
 
 /// A component built from `plugins/` (bundled or fixture), by name.
