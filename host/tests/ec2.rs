@@ -17,6 +17,10 @@ use nodewright::cloud::{CloudProvider, LaunchRequest};
 use nodewright::model::{CapacityType, Resources, bundled_instance_types};
 
 async fn setup(moto: &Moto) -> Ec2Cloud {
+    setup_with(moto, moto.ec2()).await
+}
+
+async fn setup_with(moto: &Moto, cloud_client: aws_sdk_ec2::Client) -> Ec2Cloud {
     let client = moto.ec2();
     let vpc = client.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
     for (i, zone) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
@@ -59,19 +63,24 @@ async fn setup(moto: &Moto) -> Ec2Cloud {
         user_data: "#!/bin/bash\necho hello\n".into(),
         tags: BTreeMap::new(),
     };
-    Ec2Cloud::discover(client, "test-cluster", node_class, &bundled_instance_types()).await.unwrap()
+    Ec2Cloud::discover(cloud_client, "test-cluster", node_class, &bundled_instance_types()).await.unwrap()
 }
 
 fn request(cloud: &Ec2Cloud, claim: &str, types: &[&str]) -> LaunchRequest {
+    let with_capacity: Vec<(&str, CapacityType)> = types.iter().map(|t| (*t, CapacityType::OnDemand)).collect();
+    request_of(cloud, claim, &with_capacity)
+}
+
+fn request_of(cloud: &Ec2Cloud, claim: &str, types: &[(&str, CapacityType)]) -> LaunchRequest {
     let catalog = cloud.catalog();
     let offerings = types
         .iter()
-        .map(|t| {
+        .map(|(t, capacity)| {
             catalog
                 .offerings
                 .iter()
-                .position(|o| o.instance_type == *t && o.zone == "us-east-1a" && o.capacity_type == CapacityType::OnDemand)
-                .unwrap_or_else(|| panic!("{t} on-demand in us-east-1a is in the catalog")) as u32
+                .position(|o| o.instance_type == *t && o.zone == "us-east-1a" && o.capacity_type == *capacity)
+                .unwrap_or_else(|| panic!("{t} {capacity:?} in us-east-1a is in the catalog")) as u32
         })
         .collect();
     LaunchRequest { claim: claim.into(), node_pool: "default".into(), offerings, requests: Resources::default(), taints: vec![] }
@@ -168,4 +177,97 @@ fn capacity_errors_name_the_offerings_to_bench() {
         capacity_errors(&errors),
         vec![("m5.large".to_string(), Some("us-east-1a".to_string())), ("r5.large".to_string(), Some("us-east-1b".to_string()))]
     );
+}
+
+/// An SDK interceptor that records every CreateFleet request nodewright
+/// sends and, when armed, answers the next on-demand fleet with an
+/// InsufficientInstanceCapacity error for its first override (moto never
+/// reports capacity errors).
+#[derive(Debug, Clone, Default)]
+struct FleetTap {
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    fail_on_demand: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    inject: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+fn form_value<'a>(body: &'a str, key: &str) -> Option<&'a str> {
+    body.split('&').find_map(|pair| pair.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+impl aws_sdk_ec2::config::Intercept for FleetTap {
+    fn name(&self) -> &'static str {
+        "fleet-tap"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_ec2::config::RuntimeComponents,
+        _: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        let body = context.request().body().bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+        if form_value(&body, "Action") == Some("CreateFleet") {
+            let on_demand = form_value(&body, "TargetCapacitySpecification.DefaultTargetCapacityType") == Some("on-demand");
+            if on_demand && self.fail_on_demand.load(std::sync::atomic::Ordering::Relaxed) {
+                let first = form_value(&body, "LaunchTemplateConfigs.1.Overrides.1.InstanceType").unwrap_or_default().to_string();
+                *self.inject.lock().unwrap() = Some(first);
+            }
+            self.requests.lock().unwrap().push(body);
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_ec2::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _: &aws_sdk_ec2::config::RuntimeComponents,
+        _: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        if let Some(instance_type) = self.inject.lock().unwrap().take() {
+            let xml = format!(
+                r#"<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><fleetId>fleet-injected</fleetId><errorSet><item><launchTemplateAndOverrides><overrides><instanceType>{instance_type}</instanceType><availabilityZone>us-east-1a</availabilityZone></overrides></launchTemplateAndOverrides><lifecycle>on-demand</lifecycle><errorCode>InsufficientInstanceCapacity</errorCode><errorMessage>We currently do not have sufficient capacity.</errorMessage></item></errorSet><fleetInstanceSet/></CreateFleetResponse>"#
+            );
+            *context.response_mut().body_mut() = xml.into();
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_fleet_request_carries_the_ranking_as_priorities_tags_and_a_client_token() {
+    let moto = Moto::start();
+    let tap = FleetTap::default();
+    let client = aws_sdk_ec2::Client::from_conf(moto.ec2_config().interceptor(tap.clone()).build());
+    let cloud = setup_with(&moto, client).await;
+    cloud.launch(&request(&cloud, "default-7", &["c6i.large", "m5.large"])).await.unwrap();
+    let requests = tap.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    let body = &requests[0];
+    assert_eq!(form_value(body, "Type"), Some("instant"));
+    assert_eq!(form_value(body, "ClientToken"), Some("default-7-od"));
+    assert_eq!(form_value(body, "OnDemandOptions.AllocationStrategy"), Some("prioritized"));
+    assert_eq!(form_value(body, "TargetCapacitySpecification.TotalTargetCapacity"), Some("1"));
+    assert_eq!(form_value(body, "LaunchTemplateConfigs.1.Overrides.1.InstanceType"), Some("c6i.large"));
+    assert_eq!(form_value(body, "LaunchTemplateConfigs.1.Overrides.1.Priority"), Some("0.0"));
+    assert_eq!(form_value(body, "LaunchTemplateConfigs.1.Overrides.2.InstanceType"), Some("m5.large"));
+    assert_eq!(form_value(body, "LaunchTemplateConfigs.1.Overrides.2.Priority"), Some("1.0"));
+    assert!(body.contains(&format!("Tag.1.Key={}", CLUSTER_TAG.replace('/', "%2F"))), "{body}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_injected_capacity_error_benches_the_offering_and_the_next_capacity_type_is_tried() {
+    let moto = Moto::start();
+    let tap = FleetTap::default();
+    tap.fail_on_demand.store(true, std::sync::atomic::Ordering::Relaxed);
+    let client = aws_sdk_ec2::Client::from_conf(moto.ec2_config().interceptor(tap.clone()).build());
+    let cloud = setup_with(&moto, client).await;
+    let launch = request_of(&cloud, "default-8", &[("m6i.large", CapacityType::OnDemand), ("m5.large", CapacityType::Spot)]);
+    let instance = cloud.launch(&launch).await.unwrap();
+    let catalog = cloud.catalog();
+    let bought = &catalog.offerings[instance.offering as usize];
+    assert_eq!((bought.instance_type.as_str(), bought.capacity_type), ("m5.large", CapacityType::Spot));
+    assert!(cloud.unavailable().contains(&launch.offerings[0]), "the on-demand m6i.large is benched for three minutes");
+    let requests = tap.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "one fleet per capacity type");
+    assert_eq!(form_value(&requests[1], "SpotOptions.AllocationStrategy"), Some("capacity-optimized-prioritized"));
 }

@@ -61,13 +61,16 @@ impl Moto {
 impl Moto {
     /// An EC2 client for this server (test credentials, us-east-1).
     pub fn ec2(&self) -> aws_sdk_ec2::Client {
-        let config = aws_sdk_ec2::Config::builder()
+        aws_sdk_ec2::Client::from_conf(self.ec2_config().build())
+    }
+
+    /// The EC2 client configuration for this server, to add interceptors to.
+    pub fn ec2_config(&self) -> aws_sdk_ec2::config::Builder {
+        aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
             .region(aws_sdk_ec2::config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "moto"))
             .endpoint_url(&self.endpoint)
-            .build();
-        aws_sdk_ec2::Client::from_conf(config)
     }
 }
 
