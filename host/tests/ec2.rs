@@ -271,3 +271,48 @@ async fn an_injected_capacity_error_benches_the_offering_and_the_next_capacity_t
     assert_eq!(requests.len(), 2, "one fleet per capacity type");
     assert_eq!(form_value(&requests[1], "SpotOptions.AllocationStrategy"), Some("capacity-optimized-prioritized"));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_crash_between_create_fleet_and_recording_the_node_claim_is_recovered_without_duplicate_or_leak() {
+    use std::sync::Arc;
+    use nodewright::cluster::{Cluster, NodeClaim, SimulatedCluster};
+    use nodewright::model::NodePool;
+    use nodewright::policy::PolicyRegistry;
+    use nodewright::provisioning::Provisioner;
+
+    let moto = Moto::start();
+    let cloud = Arc::new(setup(&moto).await);
+    let cluster = Arc::new(SimulatedCluster::new(cloud.catalog(), vec![NodePool::new("default")]));
+    let (runtime, _cache) = common::runtime();
+    let provisioner = Provisioner::new(cloud.clone(), cluster.clone(), Arc::new(PolicyRegistry::new(runtime)));
+    // Before the crash: the NodeClaim was recorded, CreateFleet ran, and the
+    // process stopped before recording the instance. A second claim never got launched.
+    let launch = request(&cloud, "default-1", &["m5.large"]);
+    for name in ["default-1", "default-2"] {
+        cluster
+            .create_node_claim(NodeClaim {
+                name: name.into(),
+                node_pool: "default".into(),
+                pods: vec![],
+                requests: Resources::default(),
+                offerings: launch.offerings.clone(),
+                taints: vec![],
+                instance: None,
+            })
+            .await
+            .unwrap();
+    }
+    let launched = cloud.launch(&launch).await.unwrap();
+    // After the restart.
+    let (adopted, deleted) = provisioner.reconcile().await.unwrap();
+    assert_eq!((adopted, deleted), (vec!["default-1".to_string()], vec!["default-2".to_string()]));
+    let claims = cluster.node_claims();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].instance.as_ref().map(|i| i.id.clone()), Some(launched.id.clone()));
+    // Launching the same claim again is idempotent (same client token), and nothing is leaked.
+    let again = cloud.launch(&launch).await.unwrap();
+    assert_eq!(again.id, launched.id);
+    let known = claims.iter().map(|c| c.name.clone()).collect();
+    assert!(cloud.collect_garbage(&known, Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(cloud.instances().await.unwrap().len(), 1);
+}

@@ -262,6 +262,12 @@ impl CloudProvider for Ec2Cloud {
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Instance, LaunchError> {
+        // Idempotent per NodeClaim even where a client token is not honoured
+        // (expired, or an emulator): an instance tagged with the claim is it.
+        let existing = self.instances().await.map_err(|e| LaunchError::Provider(e.0))?;
+        if let Some(instance) = existing.into_iter().find(|i| i.claim == request.claim) {
+            return Ok(instance);
+        }
         let catalog = self.catalog();
         let template = self.launch_template().await.map_err(|e| LaunchError::Provider(e.0))?;
         let subnets = self.subnets().await.map_err(|e| LaunchError::Provider(e.0))?;

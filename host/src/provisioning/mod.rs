@@ -78,6 +78,32 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
         Provisioner { cloud, cluster, registry, next_claim: AtomicU64::new(1) }
     }
 
+    /// After a restart: a NodeClaim recorded without its instance (the
+    /// process stopped between the launch and recording it) adopts the
+    /// instance the cloud tagged with its name; one with no instance at all
+    /// is deleted so its pods are provisioned again. Nothing is launched
+    /// twice and nothing leaks. Returns (adopted, deleted).
+    pub async fn reconcile(&self) -> Result<(Vec<String>, Vec<String>), ClusterError> {
+        let instances = self.cloud.instances().await.map_err(|e| ClusterError(e.0))?;
+        let (mut adopted, mut deleted) = (Vec::new(), Vec::new());
+        for claim in self.cluster.node_claims().await? {
+            if claim.instance.is_some() {
+                continue;
+            }
+            match instances.iter().find(|i| i.claim == claim.name) {
+                Some(instance) => {
+                    self.cluster.claim_launched(&claim.name, instance.clone()).await?;
+                    adopted.push(claim.name);
+                }
+                None => {
+                    self.cluster.delete_node_claim(&claim.name).await?;
+                    deleted.push(claim.name);
+                }
+            }
+        }
+        Ok((adopted, deleted))
+    }
+
     /// One pass: schedule every pending pod, launch the NodeClaims needed.
     pub async fn provision(&self) -> Result<ProvisioningReport, ClusterError> {
         self.provision_with(Vec::new()).await
