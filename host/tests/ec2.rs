@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{CreateFleetError, FleetLaunchTemplateOverrides, LaunchTemplateAndOverridesResponse, Tag, TagSpecification};
 use common::moto::Moto;
-use nodewright::cloud::ec2::{CLUSTER_TAG, Ec2Cloud, Ec2NodeClass, NODE_CLAIM_TAG, capacity_errors};
+use nodewright::cloud::ec2::{AmiSource, CLUSTER_TAG, Ec2Cloud, Ec2NodeClass, NODE_CLAIM_TAG, capacity_errors};
 use nodewright::cloud::{CloudProvider, LaunchRequest};
 use nodewright::model::{CapacityType, Resources, bundled_instance_types};
 
@@ -21,6 +21,12 @@ async fn setup(moto: &Moto) -> Ec2Cloud {
 }
 
 async fn setup_with(moto: &Moto, cloud_client: aws_sdk_ec2::Client) -> Ec2Cloud {
+    setup_ami(moto, cloud_client, None).await
+}
+
+/// A VPC with two tagged subnets and a tagged security group; the AMI is
+/// `ami` or the first Amazon image moto lists.
+async fn setup_ami(moto: &Moto, cloud_client: aws_sdk_ec2::Client, ami: Option<AmiSource>) -> Ec2Cloud {
     let client = moto.ec2();
     let vpc = client.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
     for (i, zone) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
@@ -58,7 +64,8 @@ async fn setup_with(moto: &Moto, cloud_client: aws_sdk_ec2::Client) -> Ec2Cloud 
     let node_class = Ec2NodeClass {
         subnet_tags: selector.clone(),
         security_group_tags: selector,
-        ami_id: image,
+        ami: ami.unwrap_or(AmiSource::Id(image)),
+        root_volume_gib: 20,
         instance_profile: None,
         user_data: "#!/bin/bash\necho hello\n".into(),
         tags: BTreeMap::new(),
@@ -315,4 +322,37 @@ async fn a_crash_between_create_fleet_and_recording_the_node_claim_is_recovered_
     let known = claims.iter().map(|c| c.name.clone()).collect();
     assert!(cloud.collect_garbage(&known, Duration::ZERO).await.unwrap().is_empty());
     assert_eq!(cloud.instances().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_launch_template_takes_its_ami_from_ssm_and_sizes_the_root_volume() {
+    let moto = Moto::start();
+    let image = moto.ec2().describe_images().owners("amazon").send().await.unwrap().images()[1].image_id().unwrap().to_string();
+    // moto reserves /aws/…, where the EKS-optimised AMI parameters live; any name works the same.
+    let parameter = "/nodewright/test/node-ami";
+    moto.ssm()
+        .put_parameter()
+        .name(parameter)
+        .value(&image)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    let cloud = setup_ami(&moto, moto.ec2(), Some(AmiSource::SsmParameter(parameter.into()))).await.with_ssm(moto.ssm());
+    cloud.launch(&request(&cloud, "default-1", &["m5.large"])).await.unwrap();
+    let templates = moto.ec2().describe_launch_templates().send().await.unwrap();
+    let name = templates.launch_templates()[0].launch_template_name().unwrap().to_string();
+    assert!(name.starts_with("nodewright-test-cluster-"), "{name}");
+    let versions = moto.ec2().describe_launch_template_versions().launch_template_name(&name).send().await.unwrap();
+    let data = versions.launch_template_versions()[0].launch_template_data().unwrap();
+    assert_eq!(data.image_id(), Some(image.as_str()));
+    let root = &data.block_device_mappings()[0];
+    assert_eq!(root.ebs().and_then(|e| e.volume_size()), Some(20));
+    // A second launch reuses the template.
+    cloud.launch(&request(&cloud, "default-2", &["m5.large"])).await.unwrap();
+    assert_eq!(moto.ec2().describe_launch_templates().send().await.unwrap().launch_templates().len(), 1);
+
+    let missing = setup_ami(&moto, moto.ec2(), Some(AmiSource::SsmParameter("/no/such".into()))).await.with_ssm(moto.ssm());
+    let err = missing.launch(&request(&missing, "default-3", &["m5.large"])).await.unwrap_err().to_string();
+    assert!(err.starts_with("launch failed: SSM GetParameter /no/such: "), "{err}");
 }

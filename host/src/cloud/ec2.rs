@@ -36,8 +36,10 @@ pub struct Ec2NodeClass {
     pub subnet_tags: BTreeMap<String, String>,
     /// Security groups: every group carrying all these tags.
     pub security_group_tags: BTreeMap<String, String>,
-    /// AMI id.
-    pub ami_id: String,
+    /// The AMI.
+    pub ami: AmiSource,
+    /// Root volume size in GiB (gp3, encrypted).
+    pub root_volume_gib: i32,
     /// Instance profile name.
     pub instance_profile: Option<String>,
     /// User data (base64 is applied here).
@@ -46,9 +48,21 @@ pub struct Ec2NodeClass {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Where the AMI comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AmiSource {
+    /// This AMI id.
+    Id(String),
+    /// The AMI id stored in this SSM parameter (e.g. the EKS-optimised AMI
+    /// `/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/x86_64/standard/recommended/image_id`),
+    /// read when the launch template is built.
+    SsmParameter(String),
+}
+
 /// The EC2 provider.
 pub struct Ec2Cloud {
     client: Client,
+    ssm: Option<aws_sdk_ssm::Client>,
     cluster: String,
     node_class: Ec2NodeClass,
     catalog: Mutex<Arc<Catalog>>,
@@ -119,12 +133,40 @@ impl Ec2Cloud {
         }
         Ok(Ec2Cloud {
             client,
+            ssm: None,
             cluster: cluster.into(),
             node_class,
             catalog: Mutex::new(Arc::new(Catalog::new(offerings))),
             unavailable: Mutex::new(HashMap::new()),
             launch_template: Mutex::new(None),
         })
+    }
+
+    /// Read AMIs named by SSM parameter through `ssm`.
+    pub fn with_ssm(mut self, ssm: aws_sdk_ssm::Client) -> Self {
+        self.ssm = Some(ssm);
+        self
+    }
+
+    async fn ami_id(&self) -> Result<String, CloudError> {
+        match &self.node_class.ami {
+            AmiSource::Id(id) => Ok(id.clone()),
+            AmiSource::SsmParameter(name) => {
+                let ssm = self.ssm.as_ref().ok_or_else(|| CloudError(format!("AMI from SSM parameter {name}: no SSM client")))?;
+                let output = ssm
+                    .get_parameter()
+                    .name(name)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError(format!("SSM GetParameter {name}: {}", aws_sdk_ssm::error::DisplayErrorContext(e))))?;
+                output
+                    .parameter()
+                    .and_then(|p| p.value())
+                    .filter(|v| v.starts_with("ami-"))
+                    .map(String::from)
+                    .ok_or_else(|| CloudError(format!("SSM parameter {name} does not hold an AMI id")))
+            }
+        }
     }
 
     async fn subnets(&self) -> Result<Vec<(String, String)>, CloudError> {
@@ -157,8 +199,9 @@ impl Ec2Cloud {
     async fn launch_template(&self) -> Result<String, CloudError> {
         use std::hash::{Hash, Hasher};
         let groups = self.security_groups().await?;
+        let ami = self.ami_id().await?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (&self.node_class.ami_id, &self.node_class.user_data, &self.node_class.instance_profile, &groups).hash(&mut hasher);
+        (&ami, &self.node_class.user_data, &self.node_class.instance_profile, self.node_class.root_volume_gib, &groups).hash(&mut hasher);
         let hash = hasher.finish();
         if let Some((h, name)) = self.launch_template.lock().expect("template lock").clone()
             && h == hash
@@ -169,8 +212,20 @@ impl Ec2Cloud {
         let existing = self.client.describe_launch_templates().launch_template_names(&name).send().await;
         if existing.map(|o| o.launch_templates().is_empty()).unwrap_or(true) {
             use base64::Engine;
+            let root = aws_sdk_ec2::types::LaunchTemplateBlockDeviceMappingRequest::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    aws_sdk_ec2::types::LaunchTemplateEbsBlockDeviceRequest::builder()
+                        .volume_size(self.node_class.root_volume_gib)
+                        .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+                        .encrypted(true)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build();
             let mut data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id(&self.node_class.ami_id)
+                .image_id(&ami)
+                .block_device_mappings(root)
                 .user_data(base64::engine::general_purpose::STANDARD.encode(&self.node_class.user_data))
                 .set_security_group_ids(Some(groups));
             if let Some(profile) = &self.node_class.instance_profile {

@@ -64,6 +64,17 @@ impl Moto {
         aws_sdk_ec2::Client::from_conf(self.ec2_config().build())
     }
 
+    /// An SSM client for this server (test credentials, us-east-1).
+    pub fn ssm(&self) -> aws_sdk_ssm::Client {
+        let config = aws_sdk_ssm::Config::builder()
+            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+            .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new("test", "test", None, None, "moto"))
+            .endpoint_url(&self.endpoint)
+            .build();
+        aws_sdk_ssm::Client::from_conf(config)
+    }
+
     /// The EC2 client configuration for this server, to add interceptors to.
     pub fn ec2_config(&self) -> aws_sdk_ec2::config::Builder {
         aws_sdk_ec2::Config::builder()
