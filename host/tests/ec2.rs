@@ -104,6 +104,11 @@ async fn discovery_builds_the_catalog_from_what_ec2_offers() {
     let on_demand = m5.iter().find(|o| o.capacity_type == CapacityType::OnDemand).unwrap();
     assert_eq!(on_demand.price_per_hour, 0.096, "on-demand prices come from the bundled list");
     assert!(m5.iter().all(|o| o.zone.starts_with("us-east-1")));
+    let overrides = nodewright::model::parse_price_overrides("p.yaml", "overrides:\n  - instanceType: m5.large\n    price: 0.05\n").unwrap();
+    let cloud = cloud.with_price_overrides(&overrides);
+    let catalog = cloud.catalog();
+    let m5 = catalog.offerings.iter().find(|o| o.instance_type == "m5.large" && o.capacity_type == CapacityType::OnDemand).unwrap();
+    assert_eq!(m5.price_per_hour, 0.05, "the user's overrides apply to discovered offerings");
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -142,6 +142,13 @@ impl Ec2Cloud {
         })
     }
 
+    /// Apply the user's price overrides (Savings Plans, RIs) to the catalog.
+    pub fn with_price_overrides(self, overrides: &[crate::model::PriceOverride]) -> Self {
+        let catalog = self.catalog().with_overrides(overrides);
+        *self.catalog.lock().expect("catalog lock") = Arc::new(catalog);
+        self
+    }
+
     /// Read AMIs named by SSM parameter through `ssm`.
     pub fn with_ssm(mut self, ssm: aws_sdk_ssm::Client) -> Self {
         self.ssm = Some(ssm);
