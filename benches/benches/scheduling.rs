@@ -28,7 +28,7 @@ fn schedule(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         for (label, policy) in [("wasm-cheapest", "cheapest"), ("native", BUILTIN_SELECTION)] {
             group.bench_with_input(BenchmarkId::new(label, n), &n, |b, _| {
-                b.iter_batched(
+                b.iter_batched_ref(
                     || SimulatedPass::new(&runtime, catalog.clone(), NodePool::new("default").selection(policy, "{}"), &pods).unwrap(),
                     |pass| executor.block_on(pass.run()).unwrap(),
                     BatchSize::PerIteration,
