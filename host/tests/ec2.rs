@@ -16,6 +16,19 @@ use nodewright::cloud::ec2::{AmiSource, CLUSTER_TAG, Ec2Cloud, Ec2NodeClass, NOD
 use nodewright::cloud::{CloudProvider, LaunchRequest};
 use nodewright::model::{CapacityType, Resources, bundled_instance_types};
 
+/// The tag the test node class selects subnets and security groups by.
+fn discovery_tag(resource: aws_sdk_ec2::types::ResourceType) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .tags(Tag::builder().key("nodewright.io/discovery").value("test").build())
+        .build()
+}
+
+/// The `n`th Amazon image moto lists.
+async fn amazon_image(moto: &Moto, n: usize) -> String {
+    moto.ec2().describe_images().owners("amazon").send().await.unwrap().images()[n].image_id().unwrap().to_string()
+}
+
 async fn setup(moto: &Moto) -> Ec2Cloud {
     setup_with(moto, moto.ec2()).await
 }
@@ -35,12 +48,7 @@ async fn setup_ami(moto: &Moto, cloud_client: aws_sdk_ec2::Client, ami: Option<A
             .vpc_id(&vpc)
             .cidr_block(format!("10.0.{i}.0/24"))
             .availability_zone(*zone)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(aws_sdk_ec2::types::ResourceType::Subnet)
-                    .tags(Tag::builder().key("nodewright.io/discovery").value("test").build())
-                    .build(),
-            )
+            .tag_specifications(discovery_tag(aws_sdk_ec2::types::ResourceType::Subnet))
             .send()
             .await
             .unwrap();
@@ -50,16 +58,11 @@ async fn setup_ami(moto: &Moto, cloud_client: aws_sdk_ec2::Client, ami: Option<A
         .group_name("nodes")
         .description("nodes")
         .vpc_id(&vpc)
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
-                .tags(Tag::builder().key("nodewright.io/discovery").value("test").build())
-                .build(),
-        )
+        .tag_specifications(discovery_tag(aws_sdk_ec2::types::ResourceType::SecurityGroup))
         .send()
         .await
         .unwrap();
-    let image = client.describe_images().owners("amazon").send().await.unwrap().images()[0].image_id().unwrap().to_string();
+    let image = amazon_image(moto, 0).await;
     let selector = BTreeMap::from([("nodewright.io/discovery".to_string(), "test".to_string())]);
     let node_class = Ec2NodeClass {
         subnet_tags: selector.clone(),
@@ -138,7 +141,7 @@ async fn terminate_is_refused_for_an_instance_without_the_cluster_tag() {
     let moto = Moto::start();
     let cloud = setup(&moto).await;
     let client = moto.ec2();
-    let image = client.describe_images().owners("amazon").send().await.unwrap().images()[0].image_id().unwrap().to_string();
+    let image = amazon_image(&moto, 0).await;
     let foreign = client.run_instances().image_id(image).min_count(1).max_count(1).send().await.unwrap().instances()[0]
         .instance_id()
         .unwrap()
@@ -332,7 +335,7 @@ async fn a_crash_between_create_fleet_and_recording_the_node_claim_is_recovered_
 #[tokio::test(flavor = "current_thread")]
 async fn the_launch_template_takes_its_ami_from_ssm_and_sizes_the_root_volume() {
     let moto = Moto::start();
-    let image = moto.ec2().describe_images().owners("amazon").send().await.unwrap().images()[1].image_id().unwrap().to_string();
+    let image = amazon_image(&moto, 1).await;
     // moto reserves /aws/…, where the EKS-optimised AMI parameters live; any name works the same.
     let parameter = "/nodewright/test/node-ami";
     moto.ssm()
