@@ -14,7 +14,7 @@ use super::trace::{Trace, TraceEventKind};
 use crate::cloud::{CloudProvider, SimulatedCloud, SimulatedCloudConfig};
 use crate::cluster::SimulatedCluster;
 use crate::model::labels::{labels_match, tolerates_all};
-use crate::model::{CapacityType, Catalog, NodePool, PodSpec, PolicyRef, Requirement, Resources};
+use crate::model::{CapacityType, Catalog, NodePool, Pod, PodSpec, PolicyRef, Requirement, Resources};
 use crate::policy::{
     ConsolidationAction, ConsolidationSnapshot, PluginClock, PolicyRegistry, PolicyRuntime, Role, RuntimeConfig,
     SnapshotNode,
@@ -809,7 +809,6 @@ impl Sim<'_> {
     }
 }
 
-use crate::model::Pod;
 
 fn round(value: f64, places: i32) -> f64 {
     let scale = 10f64.powi(places);
