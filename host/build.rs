@@ -32,8 +32,8 @@ const GROUPS: &[&[&str]] = &[
         "fixtures/hostile-turncoat",
         "fixtures/probe-environment",
     ],
-    &["empty-only", "fixtures/hostile-consolidation-liar"],
-    &["fit-aware"],
+    &["empty-only", "fixtures/hostile-consolidation-liar", "fixtures/hostile-strander", "fixtures/hostile-consolidation-trap"],
+    &["fit-aware", "utilization-threshold", "savings-threshold", "balanced"],
 ];
 
 const TARGET: &str = "wasm32-wasip2";

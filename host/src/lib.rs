@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cloud;
 pub mod cluster;
+pub mod disruption;
 pub mod interruption;
 pub mod model;
 pub mod policy;

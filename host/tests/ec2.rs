@@ -313,6 +313,9 @@ async fn a_crash_between_create_fleet_and_recording_the_node_claim_is_recovered_
                 offerings: launch.offerings.clone(),
                 taints: vec![],
                 instance: None,
+                created_at: std::time::Duration::ZERO,
+                pool_hash: String::new(),
+                initialized: false,
             })
             .await
             .unwrap();

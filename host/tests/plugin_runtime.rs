@@ -16,17 +16,20 @@ use nodewright::policy::{
 #[test]
 fn every_bundled_and_example_plugin_passes_conformance_in_its_world() {
     let (runtime, _cache) = runtime();
-    for (name, world) in [
-        ("cheapest", World::InstanceSelector),
-        ("spot-savvy", World::InstanceSelector),
-        ("graviton-first", World::InstanceSelector),
-        ("newest-first", World::InstanceSelector),
-        ("on-demand-only", World::InstanceSelector),
-        ("empty-only", World::Consolidator),
+    for (name, world, contract) in [
+        ("cheapest", World::InstanceSelector, "0.1.0"),
+        ("spot-savvy", World::InstanceSelector, "0.1.0"),
+        ("graviton-first", World::InstanceSelector, "0.1.0"),
+        ("newest-first", World::InstanceSelector, "0.1.0"),
+        ("on-demand-only", World::InstanceSelector, "0.1.0"),
+        ("empty-only", World::Consolidator, "0.1.0"),
+        ("utilization-threshold", World::Consolidator, "0.2.0"),
+        ("savings-threshold", World::Consolidator, "0.2.0"),
+        ("balanced", World::Consolidator, "0.2.0"),
     ] {
         let plugin = load(&runtime, name, "{}");
         assert_eq!(plugin.info().world, world, "{name}");
-        assert_eq!(plugin.info().contract.as_str(), "0.1.0");
+        assert_eq!(plugin.info().contract.as_str(), contract, "{name}");
         let report = plugin.check_conformance().unwrap_or_else(|e| panic!("{e}"));
         assert!(report.checks.len() >= 2, "{name}: {:?}", report.checks);
     }

@@ -1,5 +1,7 @@
 //! `nodewright bench schedule`: one provisioning pass over a diverse
 //! workload, with a Wasm selection policy and with the native one.
+//! `nodewright bench consolidate`: one consolidation planning pass over a
+//! large cluster, plan by each policy, validated by the host.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,6 +21,100 @@ pub(crate) enum BenchCommand {
     /// affinity, hostname anti-affinity) over M instance types and launch the
     /// NodeClaims: once with the selection policy, once with the native one.
     Schedule(ScheduleArgs),
+    /// Plan consolidation for N nodes running P pods each: the plan of each
+    /// consolidation policy, and the host's validation of every action.
+    Consolidate(ConsolidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsolidateArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Pods per node.
+    #[arg(long, default_value_t = 10)]
+    pods_per_node: usize,
+    /// Consolidation policies (repeat): bundled plugins, component files or `karpenter-like`
+    /// [default: karpenter-like, utilization-threshold, savings-threshold, balanced, empty-only].
+    #[arg(long = "policy")]
+    policies: Vec<String>,
+    /// Runs of each policy; the fastest is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct PlanRun {
+    policy: String,
+    nodes: usize,
+    pods: usize,
+    actions_accepted: usize,
+    actions_rejected: usize,
+    nodes_in_actions: usize,
+    savings_per_hour: f64,
+    fallbacks: usize,
+    seconds: f64,
+}
+
+fn consolidate(args: ConsolidateArgs, runtime: &crate::policy::PolicyRuntime) -> anyhow::Result<ExitCode> {
+    let catalog = Arc::new(Catalog::bundled());
+    let executor = tokio::runtime::Builder::new_current_thread().build()?;
+    let policies = if args.policies.is_empty() {
+        ["karpenter-like", "utilization-threshold", "savings-threshold", "balanced", "empty-only"].map(String::from).to_vec()
+    } else {
+        args.policies
+    };
+    let mut runs = Vec::new();
+    for policy in &policies {
+        let pool = NodePool::new("default").consolidation(policy, "{}");
+        let pass = executor.block_on(crate::disruption::ConsolidationPass::new(runtime, catalog.clone(), pool, args.nodes, args.pods_per_node, 1))?;
+        // The first pass loads the plugin; rounds after it are timed.
+        executor.block_on(pass.run())?;
+        let mut best: Option<PlanRun> = None;
+        for _ in 0..args.rounds.max(1) {
+            let started = Instant::now();
+            let report = executor.block_on(pass.run())?;
+            let seconds = started.elapsed().as_secs_f64();
+            if best.as_ref().is_none_or(|b| seconds < b.seconds) {
+                best = Some(PlanRun {
+                    policy: policy.clone(),
+                    nodes: args.nodes,
+                    pods: args.nodes * args.pods_per_node,
+                    actions_accepted: report.staged.len(),
+                    actions_rejected: report.rejected.len(),
+                    nodes_in_actions: report.staged.iter().map(|c| c.nodes.len()).sum(),
+                    savings_per_hour: report.staged.iter().map(|c| c.savings_per_hour).sum(),
+                    fallbacks: report.fallbacks,
+                    seconds,
+                });
+            }
+        }
+        runs.push(best.expect("at least one round"));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    } else {
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        table.set_header(["policy", "nodes", "pods", "accepted", "rejected", "nodes in actions", "$/h saved", "seconds"]);
+        for r in &runs {
+            table.add_row([
+                r.policy.clone(),
+                r.nodes.to_string(),
+                r.pods.to_string(),
+                r.actions_accepted.to_string(),
+                r.actions_rejected.to_string(),
+                r.nodes_in_actions.to_string(),
+                format!("{:.3}", r.savings_per_hour),
+                format!("{:.3}", r.seconds),
+            ]);
+        }
+        println!("{table}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]
@@ -56,8 +152,11 @@ struct Run {
 }
 
 pub(crate) fn run(command: BenchCommand, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
-    let BenchCommand::Schedule(args) = command;
     let runtime = runtime.runtime()?;
+    let args = match command {
+        BenchCommand::Schedule(args) => args,
+        BenchCommand::Consolidate(args) => return consolidate(args, &runtime),
+    };
     let catalog = Arc::new(Catalog::bundled_types(args.instance_types));
     let executor = tokio::runtime::Builder::new_current_thread().build()?;
     let pods = diverse_pods(args.pods, args.seed);

@@ -16,8 +16,19 @@ use crate::sim::{PolicyUnderTest, Report, SimulationConfig, generate, parse_trac
 const BUNDLED_TRACE: &str = include_str!("../../../examples/traces/mixed.jsonl");
 /// Path shown for it.
 const BUNDLED_TRACE_NAME: &str = "examples/traces/mixed.jsonl";
-/// Policies compared when none are named.
-const DEFAULT_POLICIES: [&str; 5] = [BUILTIN_SELECTION, "cheapest", "spot-savvy", "graviton-first", "on-demand-only"];
+/// Policies compared when none are named: the selection policies with
+/// Karpenter's consolidation, then the consolidators with `cheapest`.
+const DEFAULT_POLICIES: [&str; 9] = [
+    BUILTIN_SELECTION,
+    "cheapest",
+    "spot-savvy",
+    "graviton-first",
+    "on-demand-only",
+    "cheapest+empty-only",
+    "cheapest+utilization-threshold",
+    "cheapest+savings-threshold",
+    "cheapest+balanced",
+];
 
 #[derive(Debug, Args)]
 pub(crate) struct SimulationArgs {
@@ -55,7 +66,9 @@ pub(crate) struct SimulationArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct SimulateArgs {
-    /// Selection policy: a bundled plugin, `karpenter-like`, or a component file.
+    /// Policy: `SELECTION[+CONSOLIDATION]`, each a bundled plugin,
+    /// `karpenter-like`, or a component file (consolidation defaults to
+    /// `karpenter-like`).
     #[arg(long, default_value = "cheapest")]
     policy: String,
     #[command(flatten)]
@@ -64,9 +77,12 @@ pub(crate) struct SimulateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CompareArgs {
-    /// Selection policies (repeat): bundled plugins, component files;
-    /// `karpenter-like` is always added as the baseline
-    /// [default: karpenter-like, cheapest, spot-savvy, graviton-first, on-demand-only].
+    /// Policies (repeat), each `SELECTION[+CONSOLIDATION]` of bundled
+    /// plugins, component files or `karpenter-like` (consolidation defaults
+    /// to `karpenter-like`); `karpenter-like` is always added as the baseline
+    /// [default: karpenter-like, cheapest, spot-savvy, graviton-first,
+    /// on-demand-only, then cheapest with empty-only,
+    /// utilization-threshold, savings-threshold and balanced].
     #[arg(long = "policy")]
     policies: Vec<String>,
     #[command(flatten)]
@@ -117,12 +133,16 @@ pub(crate) fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     run(policies, args.common)
 }
 
-fn policy_of(name: &str) -> PolicyUnderTest {
-    let label = Path::new(name).file_stem().and_then(|s| s.to_str()).filter(|_| name.ends_with(".wasm")).unwrap_or(name);
+fn policy_of(spec: &str) -> PolicyUnderTest {
+    let (selection, consolidation) = spec.split_once('+').unwrap_or((spec, BUILTIN_SELECTION));
+    let label = |name: &str| -> String {
+        Path::new(name).file_stem().and_then(|s| s.to_str()).filter(|_| name.ends_with(".wasm")).unwrap_or(name).to_string()
+    };
+    let name = if spec.contains('+') { format!("{}+{}", label(selection), label(consolidation)) } else { label(selection) };
     PolicyUnderTest {
-        name: label.to_string(),
-        selection: PolicyRef { plugin: name.into(), config: "{}".into() },
-        consolidation: PolicyRef { plugin: "empty-only".into(), config: "{}".into() },
+        name,
+        selection: PolicyRef { plugin: selection.into(), config: "{}".into() },
+        consolidation: PolicyRef { plugin: consolidation.into(), config: "{}".into() },
     }
 }
 

@@ -5,13 +5,14 @@
 mod simulated;
 
 use std::future::Future;
+use std::time::Duration;
 
 use serde::Serialize;
 
 pub use simulated::SimulatedCluster;
 
 use crate::cloud::Instance;
-use crate::model::{NodePool, Pod, PodSpec, Resources, Taint};
+use crate::model::{NodePool, PdbStatus, Pod, PodSpec, Resources, Taint};
 use crate::scheduling::ExistingNode;
 
 /// A request for a node, from the moment it is decided until its node is gone.
@@ -31,6 +32,24 @@ pub struct NodeClaim {
     pub taints: Vec<Taint>,
     /// The instance, once launched.
     pub instance: Option<Instance>,
+    /// When it was created (the controllers' clock).
+    pub created_at: Duration,
+    /// [`NodePool::drift_hash`] of its NodePool when it was created.
+    pub pool_hash: String,
+    /// Its node has registered and is ready for pods.
+    pub initialized: bool,
+}
+
+/// What an eviction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Eviction {
+    /// The pod is gone from the node (its controller recreates it).
+    Evicted,
+    /// A PodDisruptionBudget forbids it now (HTTP 429): try again later.
+    Blocked {
+        /// The budget.
+        pdb: String,
+    },
 }
 
 /// Errors of cluster calls.
@@ -71,9 +90,23 @@ pub trait Cluster: Send + Sync + 'static {
     /// Mark node `node` unschedulable (no-op if it is not registered).
     fn cordon(&self, node: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
-    /// Evict the pods of node `node` (their controllers recreate them as
-    /// pending pods); returns the pods evicted.
+    /// Delete the pods of node `node` without asking their
+    /// PodDisruptionBudgets (an interruption, or a drain past its grace
+    /// period); their controllers recreate them as pending pods. Returns
+    /// the pods removed.
     fn drain(&self, node: &str) -> impl Future<Output = Result<Vec<String>, ClusterError>> + Send;
+
+    /// Every pod bound to a node, as (node, pod).
+    fn bound_pods(&self) -> impl Future<Output = Result<Vec<(String, Pod)>, ClusterError>> + Send;
+
+    /// PodDisruptionBudgets with the evictions each allows now.
+    fn pod_disruption_budgets(&self) -> impl Future<Output = Result<Vec<PdbStatus>, ClusterError>> + Send;
+
+    /// Evict one pod through the Eviction API, which honours PodDisruptionBudgets.
+    fn evict(&self, pod: &str) -> impl Future<Output = Result<Eviction, ClusterError>> + Send;
+
+    /// Make node `node` schedulable again (an abandoned disruption).
+    fn uncordon(&self, node: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
     /// Tell the pod's owner why it cannot be scheduled (an Event in Kubernetes).
     fn pod_unschedulable(&self, pod: &str, reason: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{Cluster, ClusterError, NodeClaim};
+use super::{Cluster, ClusterError, Eviction, NodeClaim};
 use crate::cloud::Instance;
-use crate::model::{Catalog, NodePool, Pod, PodSpec};
+use crate::model::{Catalog, NodePool, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
 use crate::scheduling::{ExistingNode, node_labels};
 
 #[derive(Default)]
@@ -18,6 +18,29 @@ struct State {
     /// Bound pods: name → (node, pod).
     bound: BTreeMap<String, (String, Pod)>,
     events: Vec<(String, String)>,
+    pdbs: Vec<PodDisruptionBudget>,
+}
+
+impl State {
+    /// Move bound pod `pod` back to pending (its controller recreated it).
+    fn unbind_to_pending(&mut self, pod: &str) {
+        if let Some((node, p)) = self.bound.remove(pod) {
+            if let Some(n) = self.nodes.get_mut(&node)
+                && let Some(i) = n.pods.iter().position(|s| Arc::ptr_eq(s, &p.spec))
+            {
+                n.pods.swap_remove(i);
+            }
+            self.pending.insert(pod.into(), p);
+        }
+    }
+
+    /// `status.disruptionsAllowed` of `pdb`: bound pods are healthy, pending
+    /// ones (evicted and not yet back) are expected but down.
+    fn allowed(&self, pdb: &PodDisruptionBudget) -> u32 {
+        let healthy = self.bound.values().filter(|(_, p)| pdb.selector.matches(&p.spec.labels)).count() as u32;
+        let down = self.pending.values().filter(|p| pdb.selector.matches(&p.spec.labels)).count() as u32;
+        pdb.disruptions_allowed(healthy, healthy + down)
+    }
 }
 
 /// An in-memory [`Cluster`].
@@ -39,6 +62,16 @@ impl SimulatedCluster {
     /// Add daemonsets.
     pub fn add_daemonset(&self, spec: PodSpec) {
         self.state().daemonsets.push(spec);
+    }
+
+    /// Add a PodDisruptionBudget.
+    pub fn add_pdb(&self, pdb: PodDisruptionBudget) {
+        self.state().pdbs.push(pdb);
+    }
+
+    /// Replace the NodePools (an edit: nodes made under the old ones drift).
+    pub fn set_node_pools(&self, pools: Vec<NodePool>) {
+        self.state().pools = pools;
     }
 
     /// Add pending pods.
@@ -89,6 +122,9 @@ impl SimulatedCluster {
             schedulable: true,
         };
         state.nodes.insert(claim.into(), node);
+        if let Some(c) = state.claims.get_mut(claim) {
+            c.initialized = true;
+        }
         Ok(())
     }
 
@@ -220,16 +256,36 @@ impl Cluster for SimulatedCluster {
         let mut state = self.state();
         let evicted: Vec<String> = state.bound.iter().filter(|(_, (n, _))| n == node).map(|(p, _)| p.clone()).collect();
         for pod in &evicted {
-            if let Some((_, p)) = state.bound.remove(pod) {
-                if let Some(n) = state.nodes.get_mut(node)
-                    && let Some(i) = n.pods.iter().position(|s| Arc::ptr_eq(s, &p.spec))
-                {
-                    n.pods.swap_remove(i);
-                }
-                state.pending.insert(pod.clone(), p);
-            }
+            state.unbind_to_pending(pod);
         }
         Ok(evicted)
+    }
+
+    async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
+        Ok(self.state().bound.values().cloned().collect())
+    }
+
+    async fn pod_disruption_budgets(&self) -> Result<Vec<PdbStatus>, ClusterError> {
+        let state = self.state();
+        Ok(state.pdbs.iter().map(|pdb| PdbStatus { budget: pdb.clone(), disruptions_allowed: state.allowed(pdb) }).collect())
+    }
+
+    async fn evict(&self, pod: &str) -> Result<Eviction, ClusterError> {
+        let mut state = self.state();
+        let (_, p) = state.bound.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not bound to a node")))?;
+        let labels = p.spec.labels.clone();
+        if let Some(pdb) = state.pdbs.iter().find(|b| b.selector.matches(&labels) && state.allowed(b) == 0) {
+            return Ok(Eviction::Blocked { pdb: pdb.name.clone() });
+        }
+        state.unbind_to_pending(pod);
+        Ok(Eviction::Evicted)
+    }
+
+    async fn uncordon(&self, node: &str) -> Result<(), ClusterError> {
+        if let Some(n) = self.state().nodes.get_mut(node) {
+            n.schedulable = true;
+        }
+        Ok(())
     }
 
     async fn pod_unschedulable(&self, pod: &str, reason: &str) -> Result<(), ClusterError> {

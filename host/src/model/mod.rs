@@ -6,6 +6,7 @@ pub mod labels;
 mod nodepool;
 mod offering;
 mod overrides;
+mod pdb;
 mod pod;
 pub mod quantity;
 mod resources;
@@ -17,5 +18,6 @@ pub use nodepool::{
 };
 pub use offering::{Arch, CapacityType, InterruptionRate, Offering};
 pub use overrides::{OverrideTarget, PriceChange, PriceOverride, PriceOverrideError, parse_price_overrides};
+pub use pdb::{IntOrPercent, PdbLimit, PdbStatus, PodDisruptionBudget};
 pub use pod::{LabelSelector, Pod, PodAffinityTerm, PodSpec, PreferredTerm, TopologyKey, TopologySpread};
 pub use resources::Resources;

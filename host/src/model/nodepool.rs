@@ -116,7 +116,7 @@ impl NodePool {
             consolidate_after: Some(Duration::ZERO),
             budgets: vec![Budget { nodes: BudgetNodes::Percent(10), reasons: vec![], schedule: None, duration: None }],
             selection: PolicyRef { plugin: "cheapest".into(), config: "{}".into() },
-            consolidation: PolicyRef { plugin: "empty-only".into(), config: "{}".into() },
+            consolidation: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
         }
     }
 
@@ -147,6 +147,24 @@ impl NodePool {
     /// With limits.
     pub fn limits(mut self, limits: PoolLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// A digest of what the NodePool makes its nodes from (requirements,
+    /// labels, taints, startup taints, node class). A node launched under
+    /// another digest has drifted.
+    pub fn drift_hash(&self) -> String {
+        use sha2::Digest;
+        let text = format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.requirements, self.labels, self.taints, self.startup_taints, self.node_class
+        );
+        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
+    }
+
+    /// With the consolidation plugin `plugin` configured by `config` (JSON).
+    pub fn consolidation(mut self, plugin: &str, config: &str) -> Self {
+        self.consolidation = PolicyRef { plugin: plugin.into(), config: config.into() };
         self
     }
 
@@ -497,11 +515,13 @@ fn parse_budget(raw: &RawBudget) -> Result<Budget, (String, String)> {
     if raw.schedule.is_some() != raw.duration.is_some() {
         return Err(("schedule".into(), "schedule and duration go together".into()));
     }
-    if let Some(schedule) = &raw.schedule
-        && schedule.split_whitespace().count() != 5
-        && !schedule.starts_with('@')
-    {
-        return Err(("schedule".into(), format!("`{schedule}` is not a five-field cron schedule")));
+    if let Some(schedule) = &raw.schedule {
+        let five_fields = schedule.split_whitespace().count() == 5 || schedule.starts_with('@');
+        if let Err(e) = schedule.parse::<croner::Cron>().map_err(|e| e.to_string()).and_then(|c| {
+            if five_fields { Ok(c) } else { Err("it needs five fields".into()) }
+        }) {
+            return Err(("schedule".into(), format!("`{schedule}` is not a five-field cron schedule: {e}")));
+        }
     }
     let duration = raw.duration.as_deref().map(parse_duration).transpose().map_err(|m| ("duration".to_string(), m))?;
     Ok(Budget { nodes, reasons: raw.reasons.clone(), schedule: raw.schedule.clone(), duration })

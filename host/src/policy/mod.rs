@@ -45,13 +45,24 @@ pub mod bundled {
     /// `empty-only`: delete empty nodes (consolidation).
     pub const EMPTY_ONLY: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/empty-only.wasm"));
 
+    /// `utilization-threshold`: consolidate nodes under a requested share (consolidation).
+    pub const UTILIZATION_THRESHOLD: &[u8] =
+        include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/utilization-threshold.wasm"));
+    /// `savings-threshold`: act only above a monthly saving (consolidation).
+    pub const SAVINGS_THRESHOLD: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/savings-threshold.wasm"));
+    /// `balanced`: savings weighed against pods disrupted (consolidation).
+    pub const BALANCED: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/balanced.wasm"));
+
     /// Every bundled component as (name, bytes).
-    pub const ALL: [(&str, &[u8]); 5] = [
+    pub const ALL: [(&str, &[u8]); 8] = [
         ("cheapest", CHEAPEST),
         ("spot-savvy", SPOT_SAVVY),
         ("graviton-first", GRAVITON_FIRST),
         ("on-demand-only", ON_DEMAND_ONLY),
         ("empty-only", EMPTY_ONLY),
+        ("utilization-threshold", UTILIZATION_THRESHOLD),
+        ("savings-threshold", SAVINGS_THRESHOLD),
+        ("balanced", BALANCED),
     ];
 
     /// The bundled component called `name`.

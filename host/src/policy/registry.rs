@@ -22,7 +22,8 @@ use super::runtime::PolicyRuntime;
 use crate::model::{Catalog, PolicyRef};
 
 /// The name that configures a slot to run the native built-in policy
-/// (cheapest first for selection, as Karpenter chooses).
+/// (cheapest first for selection, as Karpenter chooses; Karpenter's
+/// consolidation for consolidation).
 pub const BUILTIN_SELECTION: &str = "karpenter-like";
 
 /// Which decision a slot makes.
@@ -348,8 +349,19 @@ impl PolicySlot {
     /// Plan consolidation for `snapshot`. Always answers: a failed plugin
     /// call is answered by "no action".
     pub fn plan(&self, catalog: &Catalog, snapshot: &ConsolidationSnapshot) -> Decision<Vec<ConsolidationAction>> {
+        self.plan_with(catalog, snapshot, no_consolidation)
+    }
+
+    /// Plan consolidation for `snapshot`; the built-in slot, and a failed
+    /// plugin call, are answered by `builtin` (the host's own consolidator).
+    pub fn plan_with(
+        &self,
+        catalog: &Catalog,
+        snapshot: &ConsolidationSnapshot,
+        builtin: impl FnOnce() -> Vec<ConsolidationAction>,
+    ) -> Decision<Vec<ConsolidationAction>> {
         let state = self.state.load_full();
-        let decision = self.decide(&state, |p| p.plan(catalog, snapshot), no_consolidation);
+        let decision = self.decide(&state, |p| p.plan(catalog, snapshot), builtin);
         if let Some(shadow) = &state.shadow {
             self.shadow_call(shadow, shadow.plan(catalog, snapshot), |answer| {
                 (answer != &decision.value).then(|| format!("active planned {:?}, shadow would plan {:?}", decision.value, answer))

@@ -65,6 +65,29 @@ pub struct Provisioner<C, K> {
     cluster: Arc<K>,
     registry: Arc<PolicyRegistry>,
     next_claim: AtomicU64,
+    clock: Clock,
+}
+
+/// The controllers' clock: time since the Unix epoch in a cluster, since
+/// the start of the run in the simulator.
+pub type Clock = Arc<dyn Fn() -> std::time::Duration + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
+}
+
+/// A NodeClaim to create and launch: one node of a NodePool for some pods.
+#[derive(Debug, Clone)]
+pub struct ClaimSpec<'a> {
+    /// The NodePool.
+    pub pool: &'a crate::model::NodePool,
+    /// Offerings the launch may use, most preferred first.
+    pub offerings: Vec<u32>,
+    /// Pods it is for.
+    pub pods: Vec<String>,
+    /// Their requests plus daemonset overhead.
+    pub requests: crate::model::Resources,
 }
 
 /// The registry slot of a NodePool's selection policy.
@@ -75,7 +98,82 @@ pub fn selection_slot(node_pool: &str) -> String {
 impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
     /// A provisioner over `cloud` and `cluster`, ranking with `registry`.
     pub fn new(cloud: Arc<C>, cluster: Arc<K>, registry: Arc<PolicyRegistry>) -> Self {
-        Provisioner { cloud, cluster, registry, next_claim: AtomicU64::new(1) }
+        Provisioner { cloud, cluster, registry, next_claim: AtomicU64::new(1), clock: system_clock() }
+    }
+
+    /// Read time from `clock` (the simulator's virtual clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Its clock.
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
+    /// Now, by the provisioner's clock.
+    pub fn now(&self) -> std::time::Duration {
+        (self.clock)()
+    }
+
+    /// The cloud it launches through.
+    pub fn cloud(&self) -> &Arc<C> {
+        &self.cloud
+    }
+
+    /// The registry it asks for selection decisions.
+    pub fn registry(&self) -> &Arc<PolicyRegistry> {
+        &self.registry
+    }
+
+    /// Record a NodeClaim for `spec` and launch it. On a failed launch the
+    /// claim is deleted again and (claim, error) returned.
+    pub async fn launch_claim(&self, spec: ClaimSpec<'_>) -> Result<Result<LaunchedClaim, (String, String)>, ClusterError> {
+        let pool = spec.pool;
+        let name = format!("{}-{}", pool.name, self.next_claim.fetch_add(1, Ordering::Relaxed));
+        let mut taints = pool.taints.clone();
+        taints.extend(pool.startup_taints.iter().cloned());
+        let launch = LaunchRequest {
+            claim: name.clone(),
+            node_pool: pool.name.clone(),
+            offerings: spec.offerings.clone(),
+            requests: spec.requests,
+            taints: taints.clone(),
+        };
+        self.cluster
+            .create_node_claim(NodeClaim {
+                name: name.clone(),
+                node_pool: pool.name.clone(),
+                pods: spec.pods.clone(),
+                requests: spec.requests,
+                offerings: spec.offerings,
+                taints,
+                instance: None,
+                created_at: self.now(),
+                pool_hash: pool.drift_hash(),
+                initialized: false,
+            })
+            .await?;
+        match self.cloud.launch(&launch).await {
+            Ok(instance) => {
+                let launched = LaunchedClaim {
+                    claim: name.clone(),
+                    node_pool: pool.name.clone(),
+                    pods: spec.pods,
+                    instance: instance.id.clone(),
+                    offering: instance.offering,
+                    candidates: launch.offerings.len(),
+                };
+                self.cluster.claim_launched(&name, instance).await?;
+                Ok(Ok(launched))
+            }
+            Err(e) => {
+                tracing::warn!(claim = %name, "launch failed, pods stay pending: {e}");
+                self.cluster.delete_node_claim(&name).await?;
+                Ok(Err((name, e.to_string())))
+            }
+        }
     }
 
     /// After a restart: a NodeClaim recorded without its instance (the
@@ -168,44 +266,10 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                 }
                 continue;
             }
-            let name = format!("{}-{}", pool.name, self.next_claim.fetch_add(1, Ordering::Relaxed));
-            let mut taints = pool.taints.clone();
-            taints.extend(pool.startup_taints.iter().cloned());
-            let launch = LaunchRequest {
-                claim: name.clone(),
-                node_pool: pool.name.clone(),
-                offerings: offerings.clone(),
-                requests: planned.requests,
-                taints: taints.clone(),
-            };
-            self.cluster
-                .create_node_claim(NodeClaim {
-                    name: name.clone(),
-                    node_pool: pool.name.clone(),
-                    pods: pod_names,
-                    requests: planned.requests,
-                    offerings,
-                    taints,
-                    instance: None,
-                })
-                .await?;
-            match self.cloud.launch(&launch).await {
-                Ok(instance) => {
-                    report.launched.push(LaunchedClaim {
-                        claim: name.clone(),
-                        node_pool: pool.name.clone(),
-                        pods: planned.pods.iter().map(|&p| pods[p].name.clone()).collect(),
-                        instance: instance.id.clone(),
-                        offering: instance.offering,
-                        candidates: launch.offerings.len(),
-                    });
-                    self.cluster.claim_launched(&name, instance).await?;
-                }
-                Err(e) => {
-                    tracing::warn!(claim = %name, "launch failed, pods stay pending: {e}");
-                    report.launch_failures.push((name.clone(), e.to_string()));
-                    self.cluster.delete_node_claim(&name).await?;
-                }
+            let spec = ClaimSpec { pool, offerings, pods: pod_names, requests: planned.requests };
+            match self.launch_claim(spec).await? {
+                Ok(launched) => report.launched.push(launched),
+                Err(failure) => report.launch_failures.push(failure),
             }
         }
         Ok(report)

@@ -26,6 +26,17 @@ use std::sync::Arc;
 pub use labels::node_labels;
 pub use solver::schedule;
 
+/// The offerings a node of `pool` may be bought as, as a set.
+pub(crate) fn pool_offering_set(catalog: &Catalog, pool: &NodePool) -> bitset::Bitset {
+    labels::pool_offerings(catalog, pool)
+}
+
+/// Catalog indices of the offerings a node of `pool` may be bought as
+/// (its requirements only; pods add their own), ascending.
+pub fn pool_offering_list(catalog: &Catalog, pool: &NodePool) -> Vec<u32> {
+    labels::pool_offerings(catalog, pool).iter().collect()
+}
+
 use crate::model::{Catalog, NodePool, Pod, PodSpec, Resources, Taint};
 
 /// A node that exists (or has been launched and is on its way).

@@ -15,11 +15,9 @@ use crate::cloud::{CloudProvider, SimulatedCloud, SimulatedCloudConfig};
 use crate::cluster::SimulatedCluster;
 use crate::model::labels::{labels_match, tolerates_all};
 use crate::model::{CapacityType, Catalog, NodePool, Pod, PodSpec, PolicyRef, Requirement, Resources};
-use crate::policy::{
-    ConsolidationAction, ConsolidationSnapshot, PluginClock, PolicyRegistry, PolicyRuntime, Role, RuntimeConfig,
-    SnapshotNode,
-};
-use crate::provisioning::{Batcher, BatcherSettings, Provisioner, selection_slot};
+use crate::disruption::{DisruptionController, DisruptionSettings, Reason, consolidation_slot};
+use crate::policy::{PluginClock, PolicyRegistry, PolicyRuntime, Role, RuntimeConfig};
+use crate::provisioning::{Batcher, BatcherSettings, LaunchedClaim, Provisioner, selection_slot};
 
 /// The virtual clock: what plugins, the cloud and the batcher read.
 #[derive(Debug, Clone, Default)]
@@ -124,12 +122,26 @@ pub struct Metrics {
     pub pods: u64,
     /// Pods still pending at the end.
     pub pods_pending_at_end: u64,
-    /// Pods evicted by an interruption or a deletion.
+    /// Pods evicted by spot interruptions.
     pub pods_disrupted: u64,
+    /// Pods evicted by disruption (consolidation, drift, expiry).
+    pub pods_evicted: u64,
     /// Spot interruptions.
     pub interruptions: u64,
-    /// Nodes removed by consolidation.
+    /// Nodes removed by consolidation (empty or under-used).
     pub consolidations: u64,
+    /// Nodes removed because they were empty.
+    pub disrupted_empty: u64,
+    /// Nodes removed or replaced because they were under-used.
+    pub disrupted_underutilized: u64,
+    /// Nodes replaced because their NodePool changed.
+    pub disrupted_drifted: u64,
+    /// Nodes replaced because they reached `expireAfter`.
+    pub disrupted_expired: u64,
+    /// Consolidation replacements launched.
+    pub replacements: u64,
+    /// Disruption actions the host rejected (invalid, unsafe or over budget).
+    pub disruptions_rejected: u64,
     /// Successful launches.
     pub launches: u64,
     /// Failed launches (capacity).
@@ -182,7 +194,7 @@ enum Event {
     Provision,
     NodeReady(u64),
     Interrupt(u64),
-    Consolidate,
+    Disrupt,
     Reprice,
     Sample,
 }
@@ -193,11 +205,9 @@ struct SimNode {
     spot: bool,
     offering: u32,
     ready: bool,
-    launched_at: Duration,
     pods: BTreeSet<String>,
     nominated: BTreeSet<String>,
     used: Resources,
-    empty_since: Option<Duration>,
     labels: BTreeMap<String, String>,
     taints: Vec<crate::model::Taint>,
     allocatable: Resources,
@@ -234,7 +244,9 @@ struct Sim<'a> {
     cloud: Arc<SimulatedCloud>,
     cluster: Arc<SimulatedCluster>,
     registry: Arc<PolicyRegistry>,
-    provisioner: Provisioner<SimulatedCloud, SimulatedCluster>,
+    provisioner: Arc<Provisioner<SimulatedCloud, SimulatedCluster>>,
+    disruption: DisruptionController<SimulatedCloud, SimulatedCluster>,
+    disrupt_at: Duration,
     executor: tokio::runtime::Runtime,
     batcher: Batcher,
     provision_queued: bool,
@@ -293,7 +305,12 @@ pub fn simulate(
         Arc::new(move || now_clock.now()),
     ));
     let cluster = Arc::new(SimulatedCluster::new(catalog.clone(), pools.clone()));
-    let provisioner = Provisioner::new(cloud.clone(), cluster.clone(), registry.clone());
+    let wall_clock = clock.clone();
+    let provisioner = Arc::new(
+        Provisioner::new(cloud.clone(), cluster.clone(), registry.clone())
+            .with_clock(Arc::new(move || EPOCH_OFFSET + wall_clock.now())),
+    );
+    let disruption = DisruptionController::new(provisioner.clone(), cluster.clone(), DisruptionSettings::default());
     let mut sim = Sim {
         trace,
         config,
@@ -305,6 +322,8 @@ pub fn simulate(
         cluster,
         registry,
         provisioner,
+        disruption,
+        disrupt_at: DISRUPT_EVERY,
         executor: tokio::runtime::Builder::new_current_thread().build()?,
         batcher: Batcher::new(config.batcher),
         provision_queued: false,
@@ -338,12 +357,8 @@ pub fn simulate(
     Ok(sim.finish())
 }
 
-/// The registry slot of a NodePool's consolidation policy.
-pub fn consolidation_slot(node_pool: &str) -> String {
-    format!("{node_pool}/consolidation")
-}
-
-const CONSOLIDATE_EVERY: Duration = Duration::from_secs(60);
+/// Disruption passes run this often, and sooner when the controller asks.
+const DISRUPT_EVERY: Duration = Duration::from_secs(60);
 const REPRICE_EVERY: Duration = Duration::from_secs(6 * 3600);
 const MONTH_SECONDS: f64 = 30.0 * 86_400.0;
 
@@ -361,7 +376,7 @@ impl Sim<'_> {
             }
         }
         self.at(Duration::ZERO, Event::Sample);
-        self.at(CONSOLIDATE_EVERY, Event::Consolidate);
+        self.at(DISRUPT_EVERY, Event::Disrupt);
         if self.config.spot_drift {
             self.at(REPRICE_EVERY, Event::Reprice);
         }
@@ -377,10 +392,12 @@ impl Sim<'_> {
                 Event::Provision => self.provision()?,
                 Event::NodeReady(id) => self.node_ready(id),
                 Event::Interrupt(id) => self.interrupt(id),
-                Event::Consolidate => {
-                    self.consolidate()?;
-                    self.at(when + CONSOLIDATE_EVERY, Event::Consolidate);
+                Event::Disrupt if when == self.disrupt_at => {
+                    let next = self.disrupt()?.map_or(when + DISRUPT_EVERY, |w| w.min(when + DISRUPT_EVERY));
+                    self.disrupt_at = next.max(when + Duration::from_secs(1));
+                    self.at(self.disrupt_at, Event::Disrupt);
                 }
+                Event::Disrupt => {}
                 Event::Reprice => {
                     self.reprice();
                     self.at(when + REPRICE_EVERY, Event::Reprice);
@@ -492,7 +509,6 @@ impl Sim<'_> {
         node.pods.insert(pod.into());
         node.nominated.remove(pod);
         node.used = node.used.saturating_add(state.spec.requests);
-        node.empty_since = None;
         self.totals.used_cpu += state.spec.requests.cpu_millis as f64;
         self.totals.used_memory += state.spec.requests.memory_bytes as f64;
     }
@@ -511,9 +527,6 @@ impl Sim<'_> {
                 self.cluster.unbind(name, &node.name, &state.spec);
                 node.pods.remove(name);
                 node.used = node.used.saturating_sub(state.spec.requests);
-                if node.pods.is_empty() && node.nominated.is_empty() {
-                    node.empty_since = Some(self.last);
-                }
                 self.totals.used_cpu -= state.spec.requests.cpu_millis as f64;
                 self.totals.used_memory -= state.spec.requests.memory_bytes as f64;
             }
@@ -528,52 +541,8 @@ impl Sim<'_> {
         }
         let report = self.executor.block_on(self.provisioner.provision())?;
         self.metrics.launch_failures += report.launch_failures.len() as u64;
-        let catalog = self.cloud.catalog();
         for launched in &report.launched {
-            self.metrics.launches += 1;
-            let offering = &catalog.offerings[launched.offering as usize];
-            let id = self.next_node;
-            self.next_node += 1;
-            let spot = offering.capacity_type == CapacityType::Spot;
-            let pool = self.pools.iter().find(|p| p.name == launched.node_pool).expect("launched for a known pool");
-            self.nodes.insert(
-                id,
-                SimNode {
-                    name: launched.claim.clone(),
-                    instance: launched.instance.clone(),
-                    spot,
-                    offering: launched.offering,
-                    ready: false,
-                    launched_at: self.last,
-                    pods: BTreeSet::new(),
-                    nominated: launched.pods.iter().cloned().collect(),
-                    used: Resources::default(),
-                    empty_since: None,
-                    labels: crate::scheduling::node_labels(offering, pool, &launched.claim),
-                    taints: pool.taints.clone(),
-                    allocatable: offering.allocatable,
-                    schedulable: true,
-                },
-            );
-            self.node_ids.insert(launched.claim.clone(), id);
-            self.totals.nodes += 1;
-            self.metrics.peak_nodes = self.metrics.peak_nodes.max(self.totals.nodes);
-            if spot {
-                self.totals.rate_spot += offering.price_per_hour;
-            } else {
-                self.totals.rate_on_demand += offering.price_per_hour;
-            }
-            let ready = self.cloud.ready_at(&launched.instance).unwrap_or(self.last);
-            self.at(ready, Event::NodeReady(id));
-            if spot && self.config.interruptions && self.config.interruption_scale > 0.0 {
-                let monthly = offering.interruption.monthly_fraction();
-                let rate = -(1.0 - monthly).ln() / MONTH_SECONDS * self.config.interruption_scale;
-                let draw: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
-                let after = -draw.ln() / rate;
-                if after < self.trace.duration_s {
-                    self.at(self.last + Duration::from_secs_f64(after), Event::Interrupt(id));
-                }
-            }
+            self.add_launched(launched);
         }
         for (pod, node) in &report.bindings {
             let Some(&id) = self.node_ids.get(node) else { continue };
@@ -584,6 +553,53 @@ impl Sim<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A NodeClaim was launched: its node starts booting, and costs.
+    fn add_launched(&mut self, launched: &LaunchedClaim) {
+        let catalog = self.cloud.catalog();
+        self.metrics.launches += 1;
+        let offering = &catalog.offerings[launched.offering as usize];
+        let id = self.next_node;
+        self.next_node += 1;
+        let spot = offering.capacity_type == CapacityType::Spot;
+        let pool = self.pools.iter().find(|p| p.name == launched.node_pool).expect("launched for a known pool");
+        self.nodes.insert(
+            id,
+            SimNode {
+                name: launched.claim.clone(),
+                instance: launched.instance.clone(),
+                spot,
+                offering: launched.offering,
+                ready: false,
+                pods: BTreeSet::new(),
+                nominated: launched.pods.iter().filter(|p| self.pods.get(*p).is_some_and(|s| s.node.is_none())).cloned().collect(),
+                used: Resources::default(),
+                labels: crate::scheduling::node_labels(offering, pool, &launched.claim),
+                taints: pool.taints.clone(),
+                allocatable: offering.allocatable,
+                schedulable: true,
+            },
+        );
+        self.node_ids.insert(launched.claim.clone(), id);
+        self.totals.nodes += 1;
+        self.metrics.peak_nodes = self.metrics.peak_nodes.max(self.totals.nodes);
+        if spot {
+            self.totals.rate_spot += offering.price_per_hour;
+        } else {
+            self.totals.rate_on_demand += offering.price_per_hour;
+        }
+        let ready = self.cloud.ready_at(&launched.instance).unwrap_or(self.last);
+        self.at(ready, Event::NodeReady(id));
+        if spot && self.config.interruptions && self.config.interruption_scale > 0.0 {
+            let monthly = offering.interruption.monthly_fraction();
+            let rate = -(1.0 - monthly).ln() / MONTH_SECONDS * self.config.interruption_scale;
+            let draw: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
+            let after = -draw.ln() / rate;
+            if after < self.trace.duration_s {
+                self.at(self.last + Duration::from_secs_f64(after), Event::Interrupt(id));
+            }
+        }
     }
 
     fn node_ready(&mut self, id: u64) {
@@ -598,10 +614,8 @@ impl Sim<'_> {
         for pod in nominated {
             self.bind(&pod, id);
         }
-        if let Some(node) = self.nodes.get_mut(&id)
-            && node.pods.is_empty()
-        {
-            node.empty_since = Some(self.last);
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.nominated.clear();
         }
         // Pods that arrived while it booted may fit now.
         let pending = self.cluster.pending_names();
@@ -617,9 +631,9 @@ impl Sim<'_> {
         }
     }
 
-    /// Remove a node: its bound pods go back to pending.
-    fn remove_node(&mut self, id: u64) -> u64 {
-        let Some(node) = self.nodes.remove(&id) else { return 0 };
+    /// Stop paying for node `id` and forget it; returns it.
+    fn forget_node(&mut self, id: u64) -> Option<SimNode> {
+        let node = self.nodes.remove(&id)?;
         self.node_ids.remove(&node.name);
         let price = self.cloud.catalog().offerings[node.offering as usize].price_per_hour;
         if node.spot {
@@ -634,6 +648,12 @@ impl Sim<'_> {
         }
         self.totals.used_cpu -= node.used.cpu_millis as f64;
         self.totals.used_memory -= node.used.memory_bytes as f64;
+        Some(node)
+    }
+
+    /// Remove a node (its instance is gone): its bound pods go back to pending.
+    fn remove_node(&mut self, id: u64) -> u64 {
+        let Some(node) = self.forget_node(id) else { return 0 };
         self.cluster.remove_node(&node.name);
         let _ = self.executor.block_on(self.cloud.terminate(&node.instance));
         let mut evicted = 0;
@@ -666,57 +686,65 @@ impl Sim<'_> {
         self.metrics.pods_disrupted += evicted;
     }
 
-    /// Ask each NodePool's consolidation plugin about its empty nodes; the
-    /// host deletes only nodes that really are empty and have been for
-    /// `consolidateAfter`.
-    fn consolidate(&mut self) -> anyhow::Result<()> {
-        let now = self.last;
-        let any_empty = self.nodes.values().any(|n| n.ready && n.pods.is_empty() && n.nominated.is_empty());
-        if !any_empty {
-            return Ok(());
+    /// One pass of the disruption controller, mirrored into the model:
+    /// replacements start booting, cordoned nodes take no pods, evicted pods
+    /// go back to pending, terminated nodes stop costing. Returns when the
+    /// controller wants its next pass.
+    fn disrupt(&mut self) -> anyhow::Result<Option<Duration>> {
+        let report = self.executor.block_on(self.disruption.reconcile())?;
+        for launched in &report.launched {
+            self.add_launched(launched);
         }
-        let catalog = self.cloud.catalog();
-        for pool in self.pools.clone() {
-            let after = pool.consolidate_after.unwrap_or(Duration::MAX);
-            let members: Vec<u64> =
-                self.nodes.iter().filter(|(_, n)| n.ready && n.labels.get(crate::model::well_known::NODE_POOL) == Some(&pool.name)).map(|(id, _)| *id).collect();
-            if members.is_empty() {
-                continue;
+        self.metrics.replacements += report.launched.len() as u64;
+        self.metrics.disruptions_rejected += report.rejected.len() as u64;
+        for (name, schedulable) in
+            report.cordoned.iter().map(|n| (n, false)).chain(report.uncordoned.iter().map(|n| (n, true)))
+        {
+            if let Some(node) = self.node_ids.get(name).and_then(|id| self.nodes.get_mut(id)) {
+                node.schedulable = schedulable;
             }
-            let snapshot = ConsolidationSnapshot {
-                node_pool: pool.name.clone(),
-                nodes: members
-                    .iter()
-                    .map(|id| {
-                        let n = &self.nodes[id];
-                        SnapshotNode {
-                            name: n.name.clone(),
-                            offering: n.offering,
-                            age_seconds: now.saturating_sub(n.launched_at).as_secs(),
-                            pods: n.pods.iter().map(|p| self.pods[p].spec.requests).collect(),
-                            disruptable: n.nominated.is_empty()
-                                && !n.pods.iter().any(|p| self.pods[p].spec.do_not_disrupt),
-                        }
-                    })
-                    .collect(),
-                replacements: Vec::new(),
+        }
+        let mut evicted = Vec::new();
+        for (pod, _) in &report.evicted {
+            let Some(state) = self.pods.get_mut(pod) else { continue };
+            let Some(id) = state.node.take() else { continue };
+            state.pending_since = Some(self.last);
+            let requests = state.spec.requests;
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.pods.remove(pod);
+                node.used = node.used.saturating_sub(requests);
+            }
+            self.totals.used_cpu -= requests.cpu_millis as f64;
+            self.totals.used_memory -= requests.memory_bytes as f64;
+            self.metrics.pods_evicted += 1;
+            evicted.push(pod.clone());
+        }
+        for (name, reason) in &report.terminated {
+            if let Some(id) = self.node_ids.get(name).copied() {
+                self.forget_node(id);
+            }
+            let counter = match reason {
+                Reason::Empty => &mut self.metrics.disrupted_empty,
+                Reason::Underutilized => &mut self.metrics.disrupted_underutilized,
+                Reason::Drifted => &mut self.metrics.disrupted_drifted,
+                Reason::Expired => &mut self.metrics.disrupted_expired,
             };
-            let (slot, _) = self.registry.configure(&consolidation_slot(&pool.name), Role::Consolidation, &pool.consolidation);
-            let decision = slot.plan(&catalog, &snapshot);
-            for action in decision.value {
-                let ConsolidationAction::Delete { nodes } = action else { continue };
-                for index in nodes {
-                    let id = members[index as usize];
-                    let node = &self.nodes[&id];
-                    let idle_long_enough = node.empty_since.is_some_and(|since| now.saturating_sub(since) >= after);
-                    if node.pods.is_empty() && node.nominated.is_empty() && idle_long_enough {
-                        self.remove_node(id);
-                        self.metrics.consolidations += 1;
-                    }
-                }
+            *counter += 1;
+            if matches!(reason, Reason::Empty | Reason::Underutilized) {
+                self.metrics.consolidations += 1;
             }
         }
-        Ok(())
+        let mut waiting = false;
+        for pod in evicted {
+            if !self.bind_anywhere(&pod) {
+                waiting = true;
+            }
+        }
+        if waiting {
+            self.batcher.arrival(self.last);
+            self.queue_provision();
+        }
+        Ok(report.next_wakeup.map(|at| at.saturating_sub(EPOCH_OFFSET)))
     }
 
     /// Let each family's spot discount drift by a seeded random walk.

@@ -34,7 +34,7 @@ impl Report {
         header.extend(self.policies.iter().map(|p| p.policy.name.clone()));
         table.set_header(header);
         type Row = (&'static str, fn(&SimulationResult) -> String);
-        let rows: [Row; 15] = [
+        let rows: [Row; 18] = [
             ("total $", |r| format!("{:.2}", r.metrics.cost_total)),
             ("  on-demand $", |r| format!("{:.2}", r.metrics.cost_on_demand)),
             ("  spot $", |r| format!("{:.2}", r.metrics.cost_spot)),
@@ -46,9 +46,12 @@ impl Report {
                 format!("{:.0} / {:.0} / {:.0}", r.metrics.pod_wait_p50_s, r.metrics.pod_wait_p95_s, r.metrics.pod_wait_p99_s)
             }),
             ("pods / pending at end", |r| format!("{} / {}", r.metrics.pods, r.metrics.pods_pending_at_end)),
-            ("pods disrupted", |r| r.metrics.pods_disrupted.to_string()),
+            ("pods evicted: interruption / disruption", |r| format!("{} / {}", r.metrics.pods_disrupted, r.metrics.pods_evicted)),
             ("spot interruptions", |r| r.metrics.interruptions.to_string()),
             ("nodes consolidated", |r| r.metrics.consolidations.to_string()),
+            ("  empty / under-used", |r| format!("{} / {}", r.metrics.disrupted_empty, r.metrics.disrupted_underutilized)),
+            ("drifted / expired", |r| format!("{} / {}", r.metrics.disrupted_drifted, r.metrics.disrupted_expired)),
+            ("replacements / rejected", |r| format!("{} / {}", r.metrics.replacements, r.metrics.disruptions_rejected)),
             ("launches / failures", |r| format!("{} / {}", r.metrics.launches, r.metrics.launch_failures)),
             ("plugin calls / failures", |r| format!("{} / {}", r.metrics.plugin_calls, r.metrics.plugin_failures)),
             ("plugin time (ms, wall)", |r| format!("{:.1}", r.plugin_ms)),

@@ -145,6 +145,84 @@ pub fn pods_not_fitting_nodes(pods: &[Resources], nodes: &[u32]) -> Result<Vec<u
     nodewright::policy::host::what_if(pods, &nodewright::policy::host::FitTarget::Nodes(nodes.to_vec()))
 }
 
+/// Helpers for consolidators that ask the host's `what-if` (contract 0.2.0).
+#[cfg(all(feature = "consolidator", feature = "what-if"))]
+pub mod consolidate {
+    use super::{Catalog, Node, Resources, Snapshot};
+
+    /// Hours in an average month, for $/month figures.
+    pub const HOURS_PER_MONTH: f64 = 730.0;
+
+    /// The node's price per hour.
+    pub fn price(node: &Node, catalog: &Catalog) -> f64 {
+        catalog.offerings.get(node.offering as usize).map_or(0.0, |o| o.price_per_hour)
+    }
+
+    /// Requested / allocatable of the node's busiest resource (CPU or memory), 0 to 1.
+    pub fn utilisation(node: &Node, catalog: &Catalog) -> f64 {
+        let Some(offering) = catalog.offerings.get(node.offering as usize) else { return 1.0 };
+        let cpu: u64 = node.pods.iter().map(|p| u64::from(p.cpu_millis)).sum();
+        let memory: u64 = node.pods.iter().map(|p| p.memory_bytes).sum();
+        let ratio = |used: u64, total: u64| if total == 0 { 1.0 } else { used as f64 / total as f64 };
+        ratio(cpu, u64::from(offering.allocatable.cpu_millis)).max(ratio(memory, offering.allocatable.memory_bytes))
+    }
+
+    /// The pods of the snapshot nodes `nodes`.
+    pub fn pods_of(snapshot: &Snapshot, nodes: &[usize]) -> Vec<Resources> {
+        nodes.iter().flat_map(|&i| snapshot.nodes[i].pods.iter().copied()).collect()
+    }
+
+    /// Do the pods of `nodes` fit on the other nodes of the snapshot?
+    pub fn fits_elsewhere(snapshot: &Snapshot, nodes: &[usize]) -> Result<bool, String> {
+        let pods = pods_of(snapshot, nodes);
+        if pods.is_empty() {
+            return Ok(true);
+        }
+        let others: Vec<u32> = (0..snapshot.nodes.len()).filter(|i| !nodes.contains(i)).map(|i| i as u32).collect();
+        Ok(!others.is_empty() && super::pods_not_fitting_nodes(&pods, &others)?.is_empty())
+    }
+
+    /// The cheapest replacement offering that holds every pod of `nodes` and
+    /// costs less than `below` per hour. Tries the cheapest offerings first
+    /// and asks the host at most `max_queries` times.
+    pub fn cheapest_replacement(
+        snapshot: &Snapshot,
+        catalog: &Catalog,
+        nodes: &[usize],
+        below: f64,
+        max_queries: usize,
+    ) -> Result<Option<u32>, String> {
+        let pods = pods_of(snapshot, nodes);
+        let cpu: u64 = pods.iter().map(|p| u64::from(p.cpu_millis)).sum();
+        let memory: u64 = pods.iter().map(|p| p.memory_bytes).sum();
+        let gpus: u32 = pods.iter().map(|p| p.gpus).sum();
+        let mut options: Vec<u32> = snapshot
+            .replacements
+            .iter()
+            .copied()
+            .filter(|&o| {
+                catalog.offerings.get(o as usize).is_some_and(|o| {
+                    o.price_per_hour < below
+                        && u64::from(o.allocatable.cpu_millis) >= cpu
+                        && o.allocatable.memory_bytes >= memory
+                        && o.allocatable.gpus >= gpus
+                        && o.allocatable.pods as usize >= pods.len()
+                })
+            })
+            .collect();
+        options.sort_by(|&a, &b| {
+            let price = |i: u32| catalog.offerings[i as usize].price_per_hour;
+            price(a).total_cmp(&price(b)).then(a.cmp(&b))
+        });
+        for &option in options.iter().take(max_queries) {
+            if super::pods_not_fitting_offering(&pods, option)?.is_empty() {
+                return Ok(Some(option));
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// The JSON configured for this plugin (`{}` when none was given).
 pub fn config_json() -> String {
     nodewright::policy::host::config()

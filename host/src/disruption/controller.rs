@@ -1,0 +1,662 @@
+//! The disruption controller: reads the cluster, decides, re-validates,
+//! and carries disruptions out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::fit::{Member, View, describe_stranded};
+use super::karpenter::karpenter_like;
+use super::{Command, DisruptionSettings, Reason, RejectKind, Rejection, Replacement, budget};
+use crate::cloud::CloudProvider;
+use crate::cluster::{Cluster, ClusterError, Eviction};
+use crate::model::{ConsolidationPolicy, NodePool, Pod};
+use crate::policy::{ConsolidationAction, ConsolidationSnapshot, DecidedBy, PolicyRegistry, Role, SnapshotNode};
+use crate::provisioning::{ClaimSpec, Clock, LaunchedClaim, Provisioner};
+
+/// The registry slot of a NodePool's consolidation policy.
+pub fn consolidation_slot(node_pool: &str) -> String {
+    format!("{node_pool}/consolidation")
+}
+
+/// What one pass did; the simulator mirrors it into its own model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DisruptionReport {
+    /// Actions decided this pass, to be re-validated after the delay.
+    pub staged: Vec<Command>,
+    /// Actions started this pass (nodes cordoned, replacement launched).
+    pub started: Vec<Command>,
+    /// Actions rejected this pass, with the reason.
+    pub rejected: Vec<Rejection>,
+    /// Replacement NodeClaims launched.
+    pub launched: Vec<LaunchedClaim>,
+    /// Nodes cordoned.
+    pub cordoned: Vec<String>,
+    /// Nodes made schedulable again (their disruption was abandoned).
+    pub uncordoned: Vec<String>,
+    /// (pod, node) evicted.
+    pub evicted: Vec<(String, String)>,
+    /// Nodes whose instance was terminated and NodeClaim deleted, and why.
+    pub terminated: Vec<(String, Reason)>,
+    /// Consolidation plans made by plugins.
+    pub plugin_decisions: usize,
+    /// Consolidation plans made by `karpenter-like` after a plugin failed.
+    pub fallbacks: usize,
+    /// When the next pass has something to do (a staged action comes due,
+    /// a blocked eviction is retried); passes on an interval also do.
+    pub next_wakeup: Option<Duration>,
+}
+
+/// Totals since the controller started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DisruptionCounts {
+    /// Nodes removed, by reason.
+    pub nodes: BTreeMap<Reason, u64>,
+    /// Actions started, by reason.
+    pub actions: BTreeMap<Reason, u64>,
+    /// Actions rejected, by kind.
+    pub rejected: BTreeMap<RejectKind, u64>,
+    /// Pods evicted.
+    pub pods_evicted: u64,
+    /// Disruptions abandoned (the replacement failed or never became ready).
+    pub abandoned: u64,
+}
+
+/// What the actions accepted so far in a pass have claimed: nodes taken
+/// (with the disruptions already running), per-pool budget used, and the
+/// replacements they will add. Each further action is checked on top.
+#[derive(Default)]
+struct Pass {
+    taken: BTreeSet<String>,
+    used: BTreeMap<String, usize>,
+    extras: Vec<crate::scheduling::ExistingNode>,
+}
+
+impl Pass {
+    fn accept(&mut self, view: &View, command: &Command) {
+        *self.used.entry(command.node_pool.clone()).or_default() += command.nodes.len();
+        self.taken.extend(command.nodes.iter().cloned());
+        if let (Replacement::Offering(o), Some(pool)) = (&command.replacement, view.pool(&command.node_pool)) {
+            let name = format!("replacement-{}", self.extras.len());
+            self.extras.extend(view.new_node(pool, *o, &name));
+        }
+    }
+}
+
+struct Running {
+    command: Command,
+    replacements: Vec<String>,
+    started: Duration,
+    drain_since: Option<Duration>,
+    next_attempt: Duration,
+    backoff: Duration,
+}
+
+/// Decides and carries out disruptions: expiry, drift, consolidation.
+pub struct DisruptionController<C, K> {
+    cloud: Arc<C>,
+    cluster: Arc<K>,
+    provisioner: Arc<Provisioner<C, K>>,
+    registry: Arc<PolicyRegistry>,
+    settings: DisruptionSettings,
+    clock: Clock,
+    /// Node → (fingerprint of its pods, when they last changed).
+    seen: HashMap<String, (u64, Duration)>,
+    staged: Vec<(Command, Duration)>,
+    running: Vec<Running>,
+    /// Pool → fingerprint of the state its last plan found nothing to do in.
+    quiet: HashMap<String, u64>,
+    counts: DisruptionCounts,
+}
+
+impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
+    /// A controller acting through `provisioner` (whose cloud, cluster,
+    /// registry and clock it shares).
+    pub fn new(provisioner: Arc<Provisioner<C, K>>, cluster: Arc<K>, settings: DisruptionSettings) -> Self {
+        DisruptionController {
+            cloud: provisioner.cloud().clone(),
+            registry: provisioner.registry().clone(),
+            clock: provisioner.clock(),
+            cluster,
+            provisioner,
+            settings,
+            seen: HashMap::new(),
+            staged: Vec::new(),
+            running: Vec::new(),
+            quiet: HashMap::new(),
+            counts: DisruptionCounts::default(),
+        }
+    }
+
+    /// Totals so far.
+    pub fn counts(&self) -> &DisruptionCounts {
+        &self.counts
+    }
+
+    /// Nodes being disrupted now.
+    pub fn in_progress(&self) -> Vec<String> {
+        self.running.iter().flat_map(|r| r.command.nodes.iter().cloned()).collect()
+    }
+
+    /// One pass (see the module documentation).
+    pub async fn reconcile(&mut self) -> Result<DisruptionReport, ClusterError> {
+        let now = (self.clock)();
+        let mut report = DisruptionReport::default();
+        let view = self.read(now).await?;
+        let mut pass = Pass { taken: self.in_progress().into_iter().collect(), ..Pass::default() };
+        // Actions that have waited long enough: valid still → start.
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.staged).into_iter().partition(|(_, at)| *at + self.settings.validation_delay <= now);
+        self.staged = waiting;
+        for (command, _) in due {
+            match self.validate(&view, &command, &pass) {
+                Ok(()) => {
+                    pass.accept(&view, &command);
+                    self.start(&view, command, &mut report).await?;
+                }
+                Err((kind, message)) => {
+                    let message = format!("no longer valid after the {:?} wait: {message}", self.settings.validation_delay);
+                    self.reject(command, kind, message, &mut report);
+                }
+            }
+        }
+        if self.staged.is_empty() {
+            self.plan(&view, &mut pass, &mut report).await?;
+        }
+        self.advance(&view, &mut report).await?;
+        let staged_due = self.staged.iter().map(|(_, at)| *at + self.settings.validation_delay);
+        let retries = self.running.iter().map(|r| if r.drain_since.is_some() { r.next_attempt.max(now + Duration::from_secs(1)) } else { now + self.settings.eviction_backoff });
+        report.next_wakeup = staged_due.chain(retries).min();
+        Ok(report)
+    }
+
+    async fn read(&mut self, now: Duration) -> Result<View, ClusterError> {
+        let catalog = self.cloud.catalog();
+        let pools = self.cluster.node_pools().await?;
+        let daemonsets = self.cluster.daemonsets().await?;
+        let nodes = self.cluster.nodes().await?;
+        let claims = self.cluster.node_claims().await?;
+        let pdbs = self.cluster.pod_disruption_budgets().await?;
+        let mut bound: HashMap<String, Vec<Pod>> = HashMap::new();
+        for (node, pod) in self.cluster.bound_pods().await? {
+            bound.entry(node).or_default().push(pod);
+        }
+        let index: std::collections::HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let mut members = Vec::new();
+        let mut alive = HashMap::new();
+        for claim in claims {
+            let (Some(instance), true) = (&claim.instance, index.contains(claim.name.as_str())) else { continue };
+            let mut pods = bound.remove(&claim.name).unwrap_or_default();
+            pods.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            for pod in &pods {
+                pod.name.hash(&mut hasher);
+            }
+            let fingerprint = hasher.finish();
+            let since = match self.seen.get(&claim.name) {
+                Some(&(f, since)) if f == fingerprint => since,
+                _ => now,
+            };
+            alive.insert(claim.name.clone(), (fingerprint, since));
+            members.push(Member { offering: instance.offering, claim, pods, idle_for: now.saturating_sub(since) });
+        }
+        self.seen = alive;
+        Ok(View { catalog, pools, daemonsets, nodes, members, pdbs, unavailable: self.cloud.unavailable(), now })
+    }
+
+    /// Is `member` a consolidation candidate of `pool` now?
+    fn candidate(&self, pool: &NodePool, member: &Member) -> Result<(), (RejectKind, String)> {
+        let Some(after) = pool.consolidate_after else {
+            return Err((RejectKind::Policy, format!("NodePool {} has consolidateAfter: Never", pool.name)));
+        };
+        if !member.claim.initialized {
+            return Err((RejectKind::NotDisruptable, format!("node {} is not ready yet", member.name())));
+        }
+        if member.idle_for < after {
+            return Err((
+                RejectKind::NotDisruptable,
+                format!("node {}'s pods changed {}s ago; consolidateAfter is {}s", member.name(), member.idle_for.as_secs(), after.as_secs()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check `command` against the cluster as it is now, on top of `pass`.
+    fn validate(&self, view: &View, command: &Command, pass: &Pass) -> Result<(), (RejectKind, String)> {
+        let taken = &pass.taken;
+        let pool = view
+            .pool(&command.node_pool)
+            .ok_or_else(|| (RejectKind::UnknownNode, format!("NodePool {} does not exist", command.node_pool)))?;
+        if command.nodes.is_empty() {
+            return Err((RejectKind::UnknownNode, "the action names no node".into()));
+        }
+        let mut members = Vec::new();
+        for name in &command.nodes {
+            let member = view.member(name).ok_or_else(|| (RejectKind::UnknownNode, format!("node {name} is gone")))?;
+            if member.pool() != pool.name {
+                return Err((RejectKind::UnknownNode, format!("node {name} belongs to NodePool {}", member.pool())));
+            }
+            if taken.contains(name) {
+                return Err((RejectKind::UnknownNode, format!("node {name} is already being disrupted")));
+            }
+            members.push(member);
+        }
+        let forceful = command.reason == Reason::Expired;
+        let consolidating = matches!(command.reason, Reason::Empty | Reason::Underutilized);
+        if !forceful {
+            for member in &members {
+                if let Some(pod) = member.pods.iter().find(|p| p.spec.do_not_disrupt) {
+                    return Err((
+                        RejectKind::NotDisruptable,
+                        format!("pod {} on node {} has karpenter.sh/do-not-disrupt", pod.name, member.name()),
+                    ));
+                }
+                if consolidating {
+                    self.candidate(pool, member)?;
+                }
+            }
+        }
+        if consolidating && pool.consolidation_policy == ConsolidationPolicy::WhenEmpty {
+            if let Some(busy) = members.iter().find(|m| !m.pods.is_empty()) {
+                return Err((
+                    RejectKind::Policy,
+                    format!("NodePool {} consolidates WhenEmpty and node {} runs {} pods", pool.name, busy.name(), busy.pods.len()),
+                ));
+            }
+        }
+        if !forceful {
+            let pool_nodes = view.members.iter().filter(|m| m.pool() == pool.name).count();
+            let busy = self.running.iter().filter(|r| r.command.node_pool == pool.name).map(|r| r.command.nodes.len()).sum::<usize>()
+                + pass.used.get(&pool.name).copied().unwrap_or(0);
+            if let Some(allowed) = budget::allowed(pool, command.reason, pool_nodes, view.now)
+                && busy + command.nodes.len() > allowed as usize
+            {
+                return Err((
+                    RejectKind::Budget,
+                    format!(
+                        "NodePool {}'s disruption budget allows {allowed} of its {pool_nodes} nodes for {} now; {busy} are being disrupted and the action needs {}",
+                        pool.name,
+                        command.reason.budget_name(),
+                        command.nodes.len()
+                    ),
+                ));
+            }
+        }
+        let pods: Vec<Pod> = view.pods_of(&command.nodes).cloned().collect();
+        if !forceful {
+            for pdb in &view.pdbs {
+                let evicted = pods.iter().filter(|p| pdb.budget.selector.matches(&p.spec.labels)).count();
+                if evicted > pdb.disruptions_allowed as usize {
+                    return Err((
+                        RejectKind::Pdb,
+                        format!(
+                            "PodDisruptionBudget {} allows {} evictions and the action evicts {evicted} of its pods",
+                            pdb.budget.name, pdb.disruptions_allowed
+                        ),
+                    ));
+                }
+            }
+        }
+        // Everything on the move at once: the pods of this action, of those
+        // accepted before it and of the disruptions under way, onto the
+        // nodes that stay plus every replacement.
+        let mut gone: BTreeSet<&str> = taken.iter().map(String::as_str).collect();
+        gone.extend(command.nodes.iter().map(String::as_str));
+        let moving: Vec<String> = gone.iter().map(|n| n.to_string()).collect();
+        let all_pods: Vec<Pod> = view.pods_of(&moving).cloned().collect();
+        let mut extras = pass.extras.clone();
+        let (extra, new_nodes_in) = match command.replacement {
+            Replacement::None => (None, &[][..]),
+            Replacement::Offering(o) => {
+                if !view.replacements(pool).contains(&o) {
+                    let what = view.catalog.offerings.get(o as usize).map_or_else(|| format!("#{o}"), |o| o.instance_type.clone());
+                    return Err((RejectKind::Policy, format!("replacement {what} is not an offering NodePool {} may launch now", pool.name)));
+                }
+                (view.new_node(pool, o, "replacement"), &[][..])
+            }
+            Replacement::Provision => (None, view.pools.as_slice()),
+        };
+        extras.extend(extra);
+        if !all_pods.is_empty() {
+            let result = view.simulate(&all_pods, &gone, extras, new_nodes_in);
+            if let Some(stranded) = describe_stranded(&all_pods, &result) {
+                return Err((RejectKind::Strands, stranded));
+            }
+        }
+        if consolidating && let Replacement::Offering(o) = command.replacement {
+            let current: f64 = members.iter().map(|m| view.price(m.offering)).sum();
+            let price = view.price(o);
+            if price >= current * (1.0 - self.settings.min_savings_fraction) {
+                return Err((
+                    RejectKind::Savings,
+                    format!(
+                        "the replacement costs ${price:.4}/h against ${current:.4}/h for the nodes it replaces; at least {:.0}% less is required",
+                        self.settings.min_savings_fraction * 100.0
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, command: Command, kind: RejectKind, message: String, report: &mut DisruptionReport) {
+        tracing::info!(node_pool = %command.node_pool, nodes = ?command.nodes, reason = ?command.reason, ?kind, "disruption rejected: {message}");
+        *self.counts.rejected.entry(kind).or_default() += 1;
+        report.rejected.push(Rejection { command, kind, message });
+    }
+
+    /// Decide new actions: expiry (started at once), drift, consolidation.
+    async fn plan(&mut self, view: &View, pass: &mut Pass, report: &mut DisruptionReport) -> Result<(), ClusterError> {
+        let mut staged = Vec::new();
+        for member in &view.members {
+            let Some(pool) = view.pool(member.pool()) else { continue };
+            if pass.taken.contains(member.name()) {
+                continue;
+            }
+            let expired = pool.expire_after.is_some_and(|e| view.now >= member.claim.created_at + e);
+            let drifted = !member.claim.pool_hash.is_empty() && member.claim.pool_hash != pool.drift_hash();
+            let reason = match (expired, drifted) {
+                (true, _) => Reason::Expired,
+                (false, true) => Reason::Drifted,
+                _ => continue,
+            };
+            let command = Command {
+                reason,
+                node_pool: pool.name.clone(),
+                nodes: vec![member.name().into()],
+                replacement: Replacement::Provision,
+                savings_per_hour: 0.0,
+            };
+            match self.validate(view, &command, pass) {
+                Ok(()) => {
+                    pass.accept(view, &command);
+                    if reason == Reason::Expired {
+                        self.start(view, command, report).await?;
+                    } else {
+                        staged.push(command);
+                    }
+                }
+                // A drifted node the budget holds back is tried again next pass.
+                Err((kind, message)) => self.reject(command, kind, message, report),
+            }
+        }
+        for pool in &view.pools {
+            if pool.consolidate_after.is_none() {
+                continue;
+            }
+            staged.extend(self.consolidate(view, pool, pass, report));
+        }
+        let now = view.now;
+        for command in staged {
+            tracing::info!(node_pool = %command.node_pool, nodes = ?command.nodes, reason = ?command.reason, "disruption decided, re-validated in {:?}", self.settings.validation_delay);
+            report.staged.push(command.clone());
+            self.staged.push((command, now));
+        }
+        Ok(())
+    }
+
+    /// Ask `pool`'s consolidation policy for a plan and keep the valid actions.
+    fn consolidate(&mut self, view: &View, pool: &NodePool, pass: &mut Pass, report: &mut DisruptionReport) -> Vec<Command> {
+        let taken = pass.taken.clone();
+        let members: Vec<usize> = (0..view.members.len()).filter(|&i| view.members[i].pool() == pool.name).collect();
+        let candidate: Vec<bool> = members
+            .iter()
+            .map(|&i| {
+                let m = &view.members[i];
+                !taken.contains(m.name()) && !m.pods.iter().any(|p| p.spec.do_not_disrupt) && self.candidate(pool, m).is_ok()
+            })
+            .collect();
+        if !candidate.contains(&true) {
+            return Vec::new();
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (view.catalog.version, &candidate, taken.len(), view.unavailable.len()).hash(&mut hasher);
+        for &i in &members {
+            let m = &view.members[i];
+            (m.name(), m.pods.len(), &m.claim.pool_hash).hash(&mut hasher);
+        }
+        view.pdbs.iter().for_each(|p| p.disruptions_allowed.hash(&mut hasher));
+        let fingerprint = hasher.finish();
+        if self.quiet.get(&pool.name) == Some(&fingerprint) {
+            return Vec::new();
+        }
+        let snapshot = ConsolidationSnapshot {
+            node_pool: pool.name.clone(),
+            nodes: members
+                .iter()
+                .zip(&candidate)
+                .map(|(&i, &disruptable)| {
+                    let m = &view.members[i];
+                    SnapshotNode {
+                        name: m.name().into(),
+                        offering: m.offering,
+                        age_seconds: view.now.saturating_sub(m.claim.created_at).as_secs(),
+                        pods: m.pods.iter().map(|p| p.spec.requests).collect(),
+                        disruptable,
+                    }
+                })
+                .collect(),
+            replacements: view.replacements(pool),
+        };
+        let (slot, error) = self.registry.configure(&consolidation_slot(&pool.name), Role::Consolidation, &pool.consolidation);
+        if let Some(e) = error {
+            tracing::error!(node_pool = %pool.name, "consolidation plugin not loaded, the slot keeps its previous policy: {e}");
+        }
+        slot.prepare(&view.catalog);
+        let pool_nodes = members.len();
+        let busy = self.running.iter().filter(|r| r.command.node_pool == pool.name).map(|r| r.command.nodes.len()).sum::<usize>()
+            + pass.used.get(&pool.name).copied().unwrap_or(0);
+        let room = |reason: Reason| {
+            budget::allowed(pool, reason, pool_nodes, view.now).map_or(usize::MAX, |a| (a as usize).saturating_sub(busy))
+        };
+        let decision =
+            slot.plan_with(&view.catalog, &snapshot, || karpenter_like(view, pool, &members, &candidate, &self.settings, room));
+        match decision.by {
+            DecidedBy::Plugin(_) => report.plugin_decisions += 1,
+            DecidedBy::Fallback { .. } => report.fallbacks += 1,
+            DecidedBy::Builtin => {}
+        }
+        let mut accepted = Vec::new();
+        for action in decision.value {
+            let (indices, replacement) = match action {
+                ConsolidationAction::Delete { nodes } => (nodes, Replacement::None),
+                ConsolidationAction::Replace { nodes, offering } => (nodes, Replacement::Offering(offering)),
+            };
+            let chosen: Vec<&Member> = indices.iter().map(|&i| &view.members[members[i as usize]]).collect();
+            let empty = chosen.iter().all(|m| m.pods.is_empty());
+            let current: f64 = chosen.iter().map(|m| view.price(m.offering)).sum();
+            let command = Command {
+                reason: if empty && replacement == Replacement::None { Reason::Empty } else { Reason::Underutilized },
+                node_pool: pool.name.clone(),
+                nodes: chosen.iter().map(|m| m.name().to_string()).collect(),
+                savings_per_hour: current - if let Replacement::Offering(o) = replacement { view.price(o) } else { 0.0 },
+                replacement,
+            };
+            match self.validate(view, &command, pass) {
+                Ok(()) => {
+                    pass.accept(view, &command);
+                    accepted.push(command);
+                }
+                Err((kind, message)) => self.reject(command, kind, message, report),
+            }
+        }
+        if accepted.is_empty() {
+            self.quiet.insert(pool.name.clone(), fingerprint);
+        }
+        accepted
+    }
+
+    /// Cordon the nodes and launch the replacement.
+    async fn start(&mut self, view: &View, command: Command, report: &mut DisruptionReport) -> Result<(), ClusterError> {
+        let now = view.now;
+        for node in &command.nodes {
+            self.cluster.cordon(node).await?;
+            report.cordoned.push(node.clone());
+        }
+        let pods: Vec<Pod> = view.pods_of(&command.nodes).cloned().collect();
+        let moving: BTreeSet<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+        let mut replacements = Vec::new();
+        match command.replacement {
+            Replacement::None => {}
+            Replacement::Offering(offering) => {
+                let pool = view.pool(&command.node_pool).expect("validated");
+                let overhead = view.new_node(pool, offering, "replacement").map(|n| n.used()).unwrap_or_default();
+                let requests = pods.iter().map(|p| p.spec.requests).sum::<crate::model::Resources>().saturating_add(overhead);
+                let spec = ClaimSpec { pool, offerings: vec![offering], pods: moving.iter().map(|p| p.to_string()).collect(), requests };
+                match self.provisioner.launch_claim(spec).await? {
+                    Ok(launched) => {
+                        replacements.push(launched.claim.clone());
+                        report.launched.push(launched);
+                    }
+                    Err((claim, e)) => {
+                        tracing::warn!(claim, "replacement launch failed, disruption abandoned: {e}");
+                        self.abandon(&command, report).await?;
+                        return Ok(());
+                    }
+                }
+            }
+            Replacement::Provision => {
+                let launched = self.provisioner.provision_with(pods.clone()).await?.launched;
+                for claim in launched {
+                    if claim.pods.iter().any(|p| moving.contains(p.as_str())) {
+                        replacements.push(claim.claim.clone());
+                    }
+                    report.launched.push(claim);
+                }
+            }
+        }
+        tracing::info!(node_pool = %command.node_pool, nodes = ?command.nodes, reason = ?command.reason, ?replacements, "disruption started");
+        *self.counts.actions.entry(command.reason).or_default() += 1;
+        report.started.push(command.clone());
+        let drain_since = replacements.is_empty().then_some(now);
+        self.running.push(Running {
+            command,
+            replacements,
+            started: now,
+            drain_since,
+            next_attempt: now,
+            backoff: self.settings.eviction_backoff,
+        });
+        Ok(())
+    }
+
+    async fn abandon(&mut self, command: &Command, report: &mut DisruptionReport) -> Result<(), ClusterError> {
+        for node in &command.nodes {
+            self.cluster.uncordon(node).await?;
+            report.uncordoned.push(node.clone());
+        }
+        self.counts.abandoned += 1;
+        Ok(())
+    }
+
+    /// Move running disruptions on: wait for replacements, evict, terminate.
+    async fn advance(&mut self, view: &View, report: &mut DisruptionReport) -> Result<(), ClusterError> {
+        let now = view.now;
+        let claims: HashMap<String, bool> =
+            self.cluster.node_claims().await?.into_iter().map(|c| (c.name, c.initialized)).collect();
+        let mut still = Vec::new();
+        for mut run in std::mem::take(&mut self.running) {
+            if run.drain_since.is_none() {
+                let lost = run.replacements.iter().find(|c| !claims.contains_key(*c));
+                let late = now.saturating_sub(run.started) > self.settings.replacement_timeout;
+                if lost.is_some() || late {
+                    tracing::warn!(nodes = ?run.command.nodes, "replacement {} — disruption abandoned", if late { "not ready in time" } else { "is gone" });
+                    self.abandon(&run.command, report).await?;
+                    continue;
+                }
+                if !run.replacements.iter().all(|c| claims.get(c) == Some(&true)) {
+                    still.push(run);
+                    continue;
+                }
+                run.drain_since = Some(now);
+            }
+            if now < run.next_attempt {
+                still.push(run);
+                continue;
+            }
+            let since = run.drain_since.unwrap_or(now);
+            let pool = view.pool(&run.command.node_pool);
+            let force = run.command.reason == Reason::Expired
+                && pool.and_then(|p| p.termination_grace_period).is_some_and(|g| now.saturating_sub(since) >= g);
+            let mut blocked = false;
+            let mut remaining = Vec::new();
+            for node in std::mem::take(&mut run.command.nodes) {
+                match self.drain_node(view, &node, run.command.reason, force, report).await? {
+                    Drained::Gone => {}
+                    Drained::Waiting => remaining.push(node),
+                    Drained::Blocked => {
+                        blocked = true;
+                        remaining.push(node);
+                    }
+                }
+            }
+            run.command.nodes = remaining;
+            if run.command.nodes.is_empty() {
+                continue;
+            }
+            if blocked {
+                run.next_attempt = now + run.backoff;
+                run.backoff = (run.backoff * 2).min(self.settings.max_eviction_backoff);
+            } else {
+                run.next_attempt = now;
+            }
+            still.push(run);
+        }
+        self.running = still;
+        Ok(())
+    }
+
+    /// Evict what is left on `node`; once nothing is, terminate its
+    /// instance and then delete its NodeClaim.
+    async fn drain_node(&mut self, view: &View, node: &str, reason: Reason, force: bool, report: &mut DisruptionReport) -> Result<Drained, ClusterError> {
+        let Some(member) = view.member(node) else { return Ok(Drained::Gone) };
+        if member.pods.is_empty() {
+            if let Err(e) = self.cloud.terminate(&member.claim.instance.as_ref().expect("members are launched").id).await {
+                tracing::warn!(node, "terminate failed, retried next pass: {e}");
+                return Ok(Drained::Waiting);
+            }
+            self.cluster.delete_node_claim(node).await?;
+            tracing::info!(node, ?reason, "node disrupted");
+            *self.counts.nodes.entry(reason).or_default() += 1;
+            report.terminated.push((node.into(), reason));
+            return Ok(Drained::Gone);
+        }
+        if force {
+            for pod in self.cluster.drain(node).await? {
+                self.counts.pods_evicted += 1;
+                report.evicted.push((pod, node.into()));
+            }
+            return Ok(Drained::Waiting);
+        }
+        let mut blocked = false;
+        for pod in &member.pods {
+            match self.cluster.evict(&pod.name).await {
+                Ok(Eviction::Evicted) => {
+                    self.counts.pods_evicted += 1;
+                    report.evicted.push((pod.name.clone(), node.into()));
+                }
+                Ok(Eviction::Blocked { pdb }) => {
+                    tracing::info!(node, pod = %pod.name, pdb, "eviction blocked by a PodDisruptionBudget, retried with backoff");
+                    blocked = true;
+                }
+                Err(e) => {
+                    tracing::warn!(node, pod = %pod.name, "eviction failed, retried: {e}");
+                    blocked = true;
+                }
+            }
+        }
+        Ok(if blocked { Drained::Blocked } else { Drained::Waiting })
+    }
+}
+
+enum Drained {
+    /// Terminated and deleted (or already gone).
+    Gone,
+    /// Pods evicted; the node goes once they are gone.
+    Waiting,
+    /// Some evictions were refused.
+    Blocked,
+}

@@ -1,0 +1,125 @@
+//! The cluster as the disruption controller sees it, and the scheduling
+//! simulation every action is checked with: would the pods of the nodes
+//! that go fit on the nodes that stay (plus a replacement)?
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::NodeClaim;
+use crate::model::labels::{labels_match, tolerates_all};
+use crate::model::{Catalog, NodePool, PdbStatus, Pod, PodSpec, Requirement};
+use crate::scheduling::{ExistingNode, SchedulingInput, SchedulingResult, node_labels, schedule};
+
+/// A node nodewright manages: a launched NodeClaim.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    /// Its NodeClaim.
+    pub claim: NodeClaim,
+    /// Catalog index of its offering.
+    pub offering: u32,
+    /// Pods bound to it (daemonsets excluded).
+    pub pods: Vec<Pod>,
+    /// Time since its pods last changed.
+    pub idle_for: Duration,
+}
+
+impl Member {
+    pub fn name(&self) -> &str {
+        &self.claim.name
+    }
+
+    pub fn pool(&self) -> &str {
+        &self.claim.node_pool
+    }
+}
+
+/// One consistent read of the cluster.
+pub(crate) struct View {
+    pub catalog: Arc<Catalog>,
+    pub pools: Vec<NodePool>,
+    pub daemonsets: Vec<PodSpec>,
+    /// Every node (managed or not), as the scheduler sees them.
+    pub nodes: Vec<ExistingNode>,
+    /// The managed ones, by name.
+    pub members: Vec<Member>,
+    pub pdbs: Vec<PdbStatus>,
+    pub unavailable: HashSet<u32>,
+    /// Now, by the controllers' clock (since the Unix epoch).
+    pub now: Duration,
+}
+
+impl View {
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name() == name)
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&NodePool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    pub fn price(&self, offering: u32) -> f64 {
+        self.catalog.offerings.get(offering as usize).map_or(0.0, |o| o.price_per_hour)
+    }
+
+    /// The pods of `names`.
+    pub fn pods_of<'a>(&'a self, names: &'a [String]) -> impl Iterator<Item = &'a Pod> + 'a {
+        names.iter().filter_map(|n| self.member(n)).flat_map(|m| m.pods.iter())
+    }
+
+    /// A node of `pool` bought as `offering`, with the daemonsets that would
+    /// run on it: what a replacement looks like to the scheduler.
+    pub fn new_node(&self, pool: &NodePool, offering: u32, name: &str) -> Option<ExistingNode> {
+        let o = self.catalog.offerings.get(offering as usize)?;
+        let labels = node_labels(o, pool, name);
+        let pods = self
+            .daemonsets
+            .iter()
+            .filter(|d| {
+                let selector: Vec<Requirement> =
+                    d.node_selector.iter().map(|(k, v)| Requirement::is_in(k, &[v.as_str()])).collect();
+                labels_match(&selector, &labels) && tolerates_all(&d.tolerations, &pool.taints)
+            })
+            .map(|d| Arc::new(d.clone()))
+            .collect();
+        Some(ExistingNode {
+            name: name.into(),
+            node_pool: Some(pool.name.clone()),
+            labels: Arc::new(labels),
+            taints: pool.taints.clone(),
+            allocatable: o.allocatable,
+            capacity: o.capacity,
+            pods,
+            schedulable: true,
+        })
+    }
+
+    /// Schedule `pods` on every node but those in `gone`, plus `extra`; new
+    /// nodes may be opened in `new_nodes_in` only.
+    pub fn simulate(&self, pods: &[Pod], gone: &BTreeSet<&str>, extra: Vec<ExistingNode>, new_nodes_in: &[NodePool]) -> SchedulingResult {
+        let mut nodes: Vec<ExistingNode> =
+            self.nodes.iter().filter(|n| !gone.contains(n.name.as_str())).cloned().collect();
+        nodes.extend(extra);
+        schedule(SchedulingInput {
+            catalog: &self.catalog,
+            pools: new_nodes_in,
+            daemonsets: &self.daemonsets,
+            nodes: &nodes,
+            pods,
+        })
+    }
+
+    /// Catalog offerings `pool` may launch now, ascending.
+    pub fn replacements(&self, pool: &NodePool) -> Vec<u32> {
+        crate::scheduling::pool_offering_list(&self.catalog, pool).into_iter().filter(|o| !self.unavailable.contains(o)).collect()
+    }
+}
+
+/// "pod P would not fit: reason" for the first pod the simulation could not
+/// place, with a count of the others.
+pub(crate) fn describe_stranded(pods: &[Pod], result: &SchedulingResult) -> Option<String> {
+    let (first, reason) = result.unschedulable.first()?;
+    let more = result.unschedulable.len() - 1;
+    let tail = if more > 0 { format!(" (and {more} more pods)") } else { String::new() };
+    Some(format!("pod {} would fit nowhere: {reason}{tail}", pods[*first].name))
+}
