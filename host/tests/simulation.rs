@@ -122,3 +122,24 @@ fn a_policy_that_cannot_be_loaded_stops_the_run_with_its_name() {
         .to_string();
     assert!(err.starts_with("policy /no/such/policy.wasm: /no/such/policy.wasm: cannot read: "), "{err}");
 }
+
+#[test]
+fn expiry_and_consolidation_run_in_the_simulator_and_are_counted_by_reason() {
+    let cache = tempfile::tempdir().unwrap();
+    let trace = parse_trace("web", &generate("diurnal-web", 3, 0.3).unwrap()).unwrap();
+    let mut pool = NodePool::new("default");
+    pool.consolidate_after = Some(Duration::from_secs(60));
+    pool.expire_after = Some(Duration::from_secs(6 * 3600));
+    let policy = PolicyUnderTest {
+        name: "cheapest+karpenter-like".into(),
+        selection: PolicyRef { plugin: "cheapest".into(), config: "{}".into() },
+        consolidation: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
+    };
+    let result = simulate(&trace, &policy, &[pool], catalog(), &config(&cache), |_| {}).unwrap();
+    let m = &result.metrics;
+    assert!(m.disrupted_expired > 0, "{m:?}");
+    assert!(m.disrupted_empty + m.disrupted_underutilized > 0, "{m:?}");
+    assert_eq!(m.consolidations, m.disrupted_empty + m.disrupted_underutilized);
+    assert!(m.pods_evicted > 0, "{m:?}");
+    assert_eq!(m.pods_pending_at_end, 0, "every evicted pod runs again");
+}

@@ -86,7 +86,7 @@ fn consolidate(args: ConsolidateArgs, runtime: &crate::policy::PolicyRuntime) ->
                     actions_accepted: report.staged.len(),
                     actions_rejected: report.rejected.len(),
                     nodes_in_actions: report.staged.iter().map(|c| c.nodes.len()).sum(),
-                    savings_per_hour: report.staged.iter().map(|c| c.savings_per_hour).sum(),
+                    savings_per_hour: report.staged.iter().map(|c| c.savings_per_hour).sum::<f64>() + 0.0,
                     fallbacks: report.fallbacks,
                     seconds,
                 });
