@@ -109,6 +109,8 @@ pub struct DisruptionController<C, K> {
     running: Vec<Running>,
     /// Pool → fingerprint of the state its last plan found nothing to do in.
     quiet: HashMap<String, u64>,
+    /// Pool → (key, offerings it may launch).
+    replacements: HashMap<String, (u64, Vec<u32>)>,
     counts: DisruptionCounts,
 }
 
@@ -127,6 +129,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             staged: Vec::new(),
             running: Vec::new(),
             quiet: HashMap::new(),
+            replacements: HashMap::new(),
             counts: DisruptionCounts::default(),
         }
     }
@@ -184,11 +187,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         for (node, pod) in self.cluster.bound_pods().await? {
             bound.entry(node).or_default().push(pod);
         }
-        let index: std::collections::HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
         let mut members = Vec::new();
         let mut alive = HashMap::new();
         for claim in claims {
-            let (Some(instance), true) = (&claim.instance, index.contains(claim.name.as_str())) else { continue };
+            let (Some(instance), true) = (&claim.instance, index.contains_key(&claim.name)) else { continue };
             let mut pods = bound.remove(&claim.name).unwrap_or_default();
             pods.sort_by(|a, b| a.name.cmp(&b.name));
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -204,7 +207,17 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             members.push(Member { offering: instance.offering, claim, pods, idle_for: now.saturating_sub(since) });
         }
         self.seen = alive;
-        Ok(View { catalog, pools, daemonsets, nodes, members, pdbs, unavailable: self.cloud.unavailable(), now })
+        Ok(View {
+            catalog,
+            pools,
+            daemonsets,
+            nodes: std::sync::Mutex::new(nodes),
+            index,
+            members,
+            pdbs,
+            unavailable: self.cloud.unavailable(),
+            now,
+        })
     }
 
     /// Is `member` a consolidation candidate of `pool` now?
@@ -351,13 +364,14 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// Decide new actions: expiry (started at once), drift, consolidation.
     async fn plan(&mut self, view: &View, pass: &mut Pass, report: &mut DisruptionReport) -> Result<(), ClusterError> {
         let mut staged = Vec::new();
+        let hashes: HashMap<&str, String> = view.pools.iter().map(|p| (p.name.as_str(), p.drift_hash())).collect();
         for member in &view.members {
             let Some(pool) = view.pool(member.pool()) else { continue };
             if pass.taken.contains(member.name()) {
                 continue;
             }
             let expired = pool.expire_after.is_some_and(|e| view.now >= member.claim.created_at + e);
-            let drifted = !member.claim.pool_hash.is_empty() && member.claim.pool_hash != pool.drift_hash();
+            let drifted = !member.claim.pool_hash.is_empty() && hashes.get(pool.name.as_str()) != Some(&member.claim.pool_hash);
             let reason = match (expired, drifted) {
                 (true, _) => Reason::Expired,
                 (false, true) => Reason::Drifted,
@@ -439,7 +453,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                     }
                 })
                 .collect(),
-            replacements: view.replacements(pool),
+            replacements: self.replacements(view, pool),
         };
         let (slot, error) = self.registry.configure(&consolidation_slot(&pool.name), Role::Consolidation, &pool.consolidation);
         if let Some(e) = error {
@@ -487,6 +501,24 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             self.quiet.insert(pool.name.clone(), fingerprint);
         }
         accepted
+    }
+
+    /// The offerings `pool` may launch now, remembered while the catalog,
+    /// the pool and the benched offerings stay the same.
+    fn replacements(&mut self, view: &View, pool: &NodePool) -> Vec<u32> {
+        let mut benched: Vec<u32> = view.unavailable.iter().copied().collect();
+        benched.sort_unstable();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (view.catalog.version, &pool.requirements, &pool.labels, benched).hash(&mut hasher);
+        let key = hasher.finish();
+        match self.replacements.get(&pool.name) {
+            Some((k, list)) if *k == key => list.clone(),
+            _ => {
+                let list = view.replacements(pool);
+                self.replacements.insert(pool.name.clone(), (key, list.clone()));
+                list
+            }
+        }
     }
 
     /// Cordon the nodes and launch the replacement.
@@ -555,8 +587,12 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// Move running disruptions on: wait for replacements, evict, terminate.
     async fn advance(&mut self, view: &View, report: &mut DisruptionReport) -> Result<(), ClusterError> {
         let now = view.now;
-        let claims: HashMap<String, bool> =
-            self.cluster.node_claims().await?.into_iter().map(|c| (c.name, c.initialized)).collect();
+        let waiting = self.running.iter().any(|r| r.drain_since.is_none());
+        let claims: HashMap<String, bool> = if waiting {
+            self.cluster.node_claims().await?.into_iter().map(|c| (c.name, c.initialized)).collect()
+        } else {
+            HashMap::new()
+        };
         let mut still = Vec::new();
         for mut run in std::mem::take(&mut self.running) {
             if run.drain_since.is_none() {

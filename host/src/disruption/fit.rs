@@ -39,8 +39,11 @@ pub(crate) struct View {
     pub catalog: Arc<Catalog>,
     pub pools: Vec<NodePool>,
     pub daemonsets: Vec<PodSpec>,
-    /// Every node (managed or not), as the scheduler sees them.
-    pub nodes: Vec<ExistingNode>,
+    /// Every node (managed or not), as the scheduler sees them; each
+    /// simulation takes some out and puts them back, so no copy is made.
+    pub nodes: std::sync::Mutex<Vec<ExistingNode>>,
+    /// Node name → index in `nodes`.
+    pub index: std::collections::HashMap<String, usize>,
     /// The managed ones, by name.
     pub members: Vec<Member>,
     pub pdbs: Vec<PdbStatus>,
@@ -97,16 +100,32 @@ impl View {
     /// Schedule `pods` on every node but those in `gone`, plus `extra`; new
     /// nodes may be opened in `new_nodes_in` only.
     pub fn simulate(&self, pods: &[Pod], gone: &BTreeSet<&str>, extra: Vec<ExistingNode>, new_nodes_in: &[NodePool]) -> SchedulingResult {
-        let mut nodes: Vec<ExistingNode> =
-            self.nodes.iter().filter(|n| !gone.contains(n.name.as_str())).cloned().collect();
+        let mut nodes = self.nodes.lock().expect("view nodes lock");
+        let count = nodes.len();
+        // The nodes that go are taken out in place: unschedulable, and
+        // without their pods (which are among `pods` when they move).
+        let mut taken = Vec::with_capacity(gone.len());
+        for name in gone {
+            if let Some(&i) = self.index.get(*name) {
+                let node = &mut nodes[i];
+                taken.push((i, node.schedulable, std::mem::take(&mut node.pods)));
+                node.schedulable = false;
+            }
+        }
         nodes.extend(extra);
-        schedule(SchedulingInput {
+        let result = schedule(SchedulingInput {
             catalog: &self.catalog,
             pools: new_nodes_in,
             daemonsets: &self.daemonsets,
             nodes: &nodes,
             pods,
-        })
+        });
+        nodes.truncate(count);
+        for (i, schedulable, pods) in taken {
+            nodes[i].schedulable = schedulable;
+            nodes[i].pods = pods;
+        }
+        result
     }
 
     /// Catalog offerings `pool` may launch now, ascending.

@@ -8,8 +8,9 @@
 //!    at most [`DisruptionSettings::max_multi_node_candidates`]) whose pods
 //!    fit on the other nodes plus at most one new, cheaper node, found by
 //!    binary search;
-//! 3. single-node: the first candidate whose pods fit elsewhere (delete) or
-//!    on one cheaper node (replace).
+//! 3. single-node: the first candidate (of the cheapest-to-disrupt
+//!    [`DisruptionSettings::max_single_node_candidates`]) whose pods fit
+//!    elsewhere (delete) or on one cheaper node (replace).
 //!
 //! Under `WhenEmpty` only the first applies.
 
@@ -50,13 +51,15 @@ pub(crate) fn karpenter_like(
         let (a, b) = (node(a), node(b));
         a.pods.len().cmp(&b.pods.len()).then(view.price(b.offering).total_cmp(&view.price(a.offering))).then(a.name().cmp(b.name()))
     });
-    // Offerings the pool may launch, cheapest first, for the quick bound.
-    let allowed = crate::scheduling::pool_offering_set(&view.catalog, pool);
-    let replacements: Vec<u32> = by_price(&view.catalog)
-        .iter()
-        .copied()
-        .filter(|&o| allowed.contains(o) && !view.unavailable.contains(&o))
-        .collect();
+    // Offerings the pool may launch, cheapest first, for the quick bound
+    // (built on first use: most plans find a node to delete before).
+    let replacements = std::cell::OnceCell::new();
+    let replacements = || -> &Vec<u32> {
+        replacements.get_or_init(|| {
+            let allowed = crate::scheduling::pool_offering_set(&view.catalog, pool);
+            by_price(&view.catalog).iter().copied().filter(|&o| allowed.contains(o) && !view.unavailable.contains(&o)).collect()
+        })
+    };
     let try_prefix = |prefix: &[usize]| -> Option<ConsolidationAction> {
         let chosen: Vec<&Member> = prefix.iter().map(|&i| node(i)).collect();
         consolidate(view, pool, &chosen, &replacements, settings).map(|offering| {
@@ -84,18 +87,18 @@ pub(crate) fn karpenter_like(
         return vec![action];
     }
     // Single node: the first that can go.
-    order.iter().find_map(|&i| try_prefix(&[i])).into_iter().collect()
+    order.iter().take(settings.max_single_node_candidates).find_map(|&i| try_prefix(&[i])).into_iter().collect()
 }
 
 /// Can `nodes` go? `Some(None)`: their pods fit on the other nodes;
 /// `Some(Some(o))`: they fit with one new node bought as `o`, the cheapest
 /// offering that holds the rest, cheaper than `nodes` by the required
 /// margin; `None`: neither.
-fn consolidate(
+fn consolidate<'a>(
     view: &View,
     pool: &NodePool,
     nodes: &[&Member],
-    replacements_by_price: &[u32],
+    replacements_by_price: &dyn Fn() -> &'a Vec<u32>,
     settings: &DisruptionSettings,
 ) -> Option<Option<u32>> {
     let gone: BTreeSet<&str> = nodes.iter().map(|m| m.name()).collect();
@@ -109,7 +112,7 @@ fn consolidate(
     let current: f64 = nodes.iter().map(|m| view.price(m.offering)).sum();
     let ceiling = current * (1.0 - settings.min_savings_fraction);
     let need: Resources = pods.iter().map(|p| p.spec.requests).sum();
-    let possible = replacements_by_price
+    let possible = replacements_by_price()
         .iter()
         .map(|&o| &view.catalog.offerings[o as usize])
         .take_while(|o| o.price_per_hour < ceiling)

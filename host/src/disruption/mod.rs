@@ -126,6 +126,9 @@ pub struct DisruptionSettings {
     pub min_savings_fraction: f64,
     /// Most candidates multi-node consolidation considers (Karpenter: 100).
     pub max_multi_node_candidates: usize,
+    /// Most candidates single-node consolidation tries in one pass, cheapest
+    /// to disrupt first (Karpenter bounds it with a 3-minute timeout).
+    pub max_single_node_candidates: usize,
     /// First retry delay of an eviction a PodDisruptionBudget blocked; it
     /// doubles up to [`DisruptionSettings::max_eviction_backoff`].
     pub eviction_backoff: Duration,
@@ -142,6 +145,7 @@ impl Default for DisruptionSettings {
             validation_delay: Duration::from_secs(15),
             min_savings_fraction: 0.0,
             max_multi_node_candidates: 100,
+            max_single_node_candidates: 20,
             eviction_backoff: Duration::from_secs(5),
             max_eviction_backoff: Duration::from_secs(60),
             replacement_timeout: Duration::from_secs(600),

@@ -193,20 +193,27 @@ impl<'a> Solver<'a> {
         let n_sel = selectors.len();
         let mut zone_counts = vec![vec![0u32; zones.len()]; n_sel];
         let mut total_counts = vec![0u32; n_sel];
+        let mut pod_matches: HashMap<*const PodSpec, Vec<usize>> = HashMap::new();
         let node_counts: Vec<Vec<u32>> = input
             .nodes
             .iter()
             .enumerate()
             .map(|(n, node)| {
                 let mut counts = vec![0u32; n_sel];
+                if n_sel == 0 {
+                    return counts;
+                }
+                let zone = node_zone_of(&input, n, &zones);
                 for pod in &node.pods {
-                    for (s, selector) in selectors.iter().enumerate() {
-                        if selector.matches(&pod.labels) {
-                            counts[s] += 1;
-                            total_counts[s] += 1;
-                            if let Some(z) = node_zone_of(&input, n, &zones) {
-                                zone_counts[s][z] += 1;
-                            }
+                    // Pods of a workload share one spec: match its labels once.
+                    let ids = pod_matches.entry(Arc::as_ptr(pod)).or_insert_with(|| {
+                        (0..n_sel).filter(|&s| selectors[s].matches(&pod.labels)).collect::<Vec<usize>>()
+                    });
+                    for &s in ids.iter() {
+                        counts[s] += 1;
+                        total_counts[s] += 1;
+                        if let Some(z) = zone {
+                            zone_counts[s][z] += 1;
                         }
                     }
                 }
