@@ -1,7 +1,9 @@
 //! The `nodewright` command line.
 
 mod bench;
+mod metrics;
 mod plugin;
+mod run;
 mod sample;
 mod simulate;
 
@@ -76,6 +78,11 @@ enum Command {
     /// Benchmarks of the controllers.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run the autoscaler in a cluster (leader-elected; health and metrics
+    /// on --listen).
+    Run(run::RunArgs),
+    /// Print the CustomResourceDefinitions (YAML).
+    Crds,
 }
 
 /// Parse the command line, run the command, and turn its result into an exit code.
@@ -88,6 +95,11 @@ pub fn main() -> ExitCode {
         Command::Trace(command) => simulate::trace(command),
         Command::Plugin(command) => plugin::run(command, &cli.runtime),
         Command::Bench(command) => bench::run(command, &cli.runtime),
+        Command::Run(args) => run::run(args, &cli.runtime),
+        Command::Crds => {
+            print!("{}", crate::cluster::kube::crd::crds_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

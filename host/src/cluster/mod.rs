@@ -2,6 +2,7 @@
 //! NodeClaims. Controllers see only the [`Cluster`] trait; `simulated` is
 //! the in-memory implementation the tests and the simulator use.
 
+pub mod kube;
 mod simulated;
 
 use std::future::Future;

@@ -13,6 +13,7 @@ mod resources;
 
 pub use catalog::{Catalog, CatalogError, InstanceType, ZONES, bundled_instance_types, parse_instance_types};
 pub use labels::{Operator, Requirement, Taint, TaintEffect, Toleration, well_known};
+pub(crate) use nodepool::yaml_error;
 pub use nodepool::{
     Budget, BudgetNodes, ConsolidationPolicy, NodePool, NodePoolError, PolicyRef, PoolLimits, parse_node_pools,
 };

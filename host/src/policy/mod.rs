@@ -23,7 +23,7 @@ mod watch;
 pub use builtin::{cheapest_ranking, no_consolidation};
 pub use conformance::{ConformanceCheck, ConformanceReport, full_catalog, sample_snapshot, selection_request};
 pub use error::{CallFailure, PluginError};
-pub use plugin::{ContractVersion, Plugin, PluginInfo, World};
+pub use plugin::{ContractVersion, Plugin, PluginInfo, World, observe_calls};
 pub use registry::{
     BUILTIN_SELECTION, DecidedBy, Decision, PolicyRegistry, PolicySlot, Role, SlotMode, SlotStats, SwapOutcome,
 };

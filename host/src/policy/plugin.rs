@@ -78,6 +78,15 @@ impl ContractVersion {
     }
 }
 
+static CALL_OBSERVER: OnceLock<Box<dyn Fn(&str, Duration) + Send + Sync>> = OnceLock::new();
+
+/// Have `observe(plugin name, wall time)` called after every plugin call of
+/// the process (the controller's latency histogram). Set once; later calls
+/// are ignored.
+pub fn observe_calls(observe: impl Fn(&str, Duration) + Send + Sync + 'static) {
+    let _ = CALL_OBSERVER.set(Box::new(observe));
+}
+
 /// What is known about a loaded plugin.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginInfo {
@@ -386,8 +395,12 @@ impl Plugin {
                 idle.push(instance);
             }
         }
+        let elapsed = started.elapsed();
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.busy_nanos.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        if let Some(observe) = CALL_OBSERVER.get() {
+            observe(&self.info.name, elapsed);
+        }
         result
     }
 

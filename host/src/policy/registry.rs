@@ -476,6 +476,9 @@ pub struct PolicyRegistry {
     defaults: Mutex<BTreeMap<&'static str, Arc<Plugin>>>,
     /// Slot name → the plugin reference it was last configured from.
     configured: Mutex<BTreeMap<String, PolicyRef>>,
+    /// Plugin names whose components something else loads into slots (the
+    /// `PolicyPlugin` resources): `configure` leaves those slots alone.
+    external: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl PolicyRegistry {
@@ -486,7 +489,15 @@ impl PolicyRegistry {
             slots: RwLock::new(BTreeMap::new()),
             defaults: Mutex::new(BTreeMap::new()),
             configured: Mutex::new(BTreeMap::new()),
+            external: Mutex::new(std::collections::BTreeSet::new()),
         }
+    }
+
+    /// Plugins named `names` are loaded by their own source (a
+    /// `PolicyPlugin` resource through [`PolicyRegistry::load`]); a NodePool
+    /// naming one does not make `configure` look for a file.
+    pub fn set_external(&self, names: impl IntoIterator<Item = String>) {
+        *self.external.lock().expect("external lock") = names.into_iter().collect();
     }
 
     /// The runtime plugins are loaded into.
@@ -559,6 +570,9 @@ impl PolicyRegistry {
         }
         if reference.plugin == BUILTIN_SELECTION {
             slot.use_builtin();
+            return (slot, None);
+        }
+        if self.external.lock().expect("external lock").contains(&reference.plugin) {
             return (slot, None);
         }
         let loaded = match super::bundled::get(&reference.plugin) {

@@ -1,0 +1,298 @@
+//! `nodewright run`: the autoscaler in a cluster. One replica holds the
+//! leader Lease and runs the controllers (PolicyPlugin reconciler, node
+//! registration, provisioning, disruption, interruption queue, garbage
+//! collection); the others stand by. `/healthz`, `/readyz` and `/metrics`
+//! are served on every replica.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+use super::metrics::Metrics;
+use crate::cloud::CloudProvider;
+use crate::cluster::Cluster;
+use crate::cluster::kube::crd::EC2NodeClass;
+use crate::cluster::kube::lease::LeaderElector;
+use crate::cluster::kube::plugins::PluginReconciler;
+use crate::cluster::kube::KubeCluster;
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Controller configuration (YAML), e.g. examples/deploy/config.yaml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// This replica's name in the leader Lease [default: the host name].
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Namespace of the controller: its Lease, plugin ConfigMaps.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "nodewright")]
+    namespace: String,
+}
+
+/// The configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RunConfig {
+    /// Cluster name: the ownership tag on every instance.
+    cluster_name: String,
+    /// The `EC2NodeClass` nodes are launched with.
+    #[serde(default = "default_node_class")]
+    node_class: String,
+    /// URL of the interruption queue (optional).
+    #[serde(default)]
+    interruption_queue_url: Option<String>,
+    /// Act on rebalance recommendations as on interruptions.
+    #[serde(default)]
+    rebalance_actionable: bool,
+    /// Price overrides file (YAML).
+    #[serde(default)]
+    prices: Option<PathBuf>,
+    /// Seconds between controller passes.
+    #[serde(default = "default_interval")]
+    interval_seconds: u64,
+    /// Name of the leader Lease.
+    #[serde(default = "default_lease")]
+    lease_name: String,
+    /// Seconds a lease holds without renewal.
+    #[serde(default = "default_lease_seconds")]
+    lease_duration_seconds: u64,
+    /// Seconds an instance the cluster does not know may live before it is
+    /// terminated as leaked.
+    #[serde(default = "default_gc_grace")]
+    garbage_collection_grace_seconds: u64,
+}
+
+fn default_node_class() -> String {
+    "default".into()
+}
+fn default_interval() -> u64 {
+    10
+}
+fn default_lease() -> String {
+    "nodewright-leader".into()
+}
+fn default_lease_seconds() -> u64 {
+    15
+}
+fn default_gc_grace() -> u64 {
+    600
+}
+
+/// Read and check the configuration file; errors name the file and field.
+pub(crate) fn read_config(path: &Path) -> anyhow::Result<RunConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let de = serde_yaml_ng::Deserializer::from_str(&text);
+    let config: RunConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let (field, message) = crate::model::yaml_error(e);
+        anyhow::anyhow!("{}: {field}: {message}", path.display())
+    })?;
+    anyhow::ensure!(!config.cluster_name.is_empty(), "{}: clusterName: must not be empty", path.display());
+    anyhow::ensure!(config.interval_seconds > 0, "{}: intervalSeconds: must be at least 1", path.display());
+    Ok(config)
+}
+
+fn node_class(spec: &crate::cluster::kube::crd::EC2NodeClassSpec, name: &str) -> anyhow::Result<crate::cloud::ec2::Ec2NodeClass> {
+    let ami = match (&spec.ami.id, &spec.ami.ssm_parameter) {
+        (Some(id), _) => crate::cloud::ec2::AmiSource::Id(id.clone()),
+        (None, Some(p)) => crate::cloud::ec2::AmiSource::SsmParameter(p.clone()),
+        (None, None) => anyhow::bail!("EC2NodeClass {name}: spec.ami: set id or ssmParameter"),
+    };
+    Ok(crate::cloud::ec2::Ec2NodeClass {
+        subnet_tags: spec.subnet_selector_tags.clone(),
+        security_group_tags: spec.security_group_selector_tags.clone(),
+        ami,
+        root_volume_gib: spec.root_volume_gib,
+        instance_profile: spec.instance_profile.clone(),
+        user_data: spec.user_data.clone(),
+        tags: spec.tags.clone(),
+    })
+}
+
+pub(crate) fn run(args: RunArgs, runtime_args: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
+    let config = read_config(&args.config)?;
+    let runtime = runtime_args.runtime()?;
+    let executor = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    executor.block_on(serve(args, config, runtime))
+}
+
+async fn serve(args: RunArgs, config: RunConfig, runtime: crate::policy::PolicyRuntime) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new());
+    let observer = metrics.clone();
+    crate::policy::observe_calls(move |plugin, elapsed| observer.observe_call(plugin, elapsed.as_secs_f64()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let leader = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(http_server(args.listen, metrics.clone(), ready.clone()));
+
+    let client = kube::Client::try_default().await.context("Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let classes: kube::Api<EC2NodeClass> = kube::Api::all(client.clone());
+    let class = classes.get(&config.node_class).await.with_context(|| format!("EC2NodeClass {}", config.node_class))?;
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let mut cloud = crate::cloud::ec2::Ec2Cloud::discover(
+        aws_sdk_ec2::Client::new(&aws),
+        &config.cluster_name,
+        node_class(&class.spec, &config.node_class)?,
+        &crate::model::bundled_instance_types(),
+    )
+    .await
+    .context("EC2 discovery")?
+    .with_ssm(aws_sdk_ssm::Client::new(&aws));
+    if let Some(path) = &config.prices {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        cloud = cloud.with_price_overrides(&crate::model::parse_price_overrides(&path.display().to_string(), &text)?);
+    }
+    let cloud = Arc::new(cloud);
+    let catalog_cloud = cloud.clone();
+    let cluster = Arc::new(KubeCluster::new(client.clone(), &args.namespace, Arc::new(move || catalog_cloud.catalog())));
+    let registry = Arc::new(crate::policy::PolicyRegistry::new(runtime));
+    let provisioner = Arc::new(crate::provisioning::Provisioner::new(cloud.clone(), cluster.clone(), registry.clone()));
+    let mut disruption = crate::disruption::DisruptionController::new(provisioner.clone(), cluster.clone(), Default::default());
+    let handler = Arc::new(crate::interruption::InterruptionHandler::new(
+        cloud.clone(),
+        cluster.clone(),
+        provisioner.clone(),
+        config.rebalance_actionable,
+    ));
+    let plugins = PluginReconciler::new(client.clone(), &args.namespace, registry.clone());
+    let identity = args.identity.clone().unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "nodewright".into()));
+    let elector = LeaderElector::new(client.clone(), &args.namespace, &config.lease_name, &identity, Duration::from_secs(config.lease_duration_seconds));
+
+    if let Some(url) = config.interruption_queue_url.clone() {
+        let queue = crate::interruption::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &url);
+        let (handler, leader) = (handler.clone(), leader.clone());
+        tokio::spawn(async move {
+            loop {
+                if !leader.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                if let Err(e) = queue.poll_once(&handler, crate::interruption::LONG_POLL).await {
+                    tracing::warn!("interruption queue: {e}");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        });
+    }
+
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(identity, "nodewright running");
+    let mut tick = tokio::time::interval(Duration::from_secs(config.interval_seconds));
+    let mut passes: u64 = 0;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        let is_leader = match elector.try_acquire_or_renew().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("leader election: {e}");
+                false
+            }
+        };
+        if is_leader != leader.swap(is_leader, Ordering::Relaxed) {
+            tracing::info!(identity, leader = is_leader, "leadership changed");
+        }
+        metrics.set_leader(is_leader);
+        if !is_leader {
+            continue;
+        }
+        passes += 1;
+        if let Err(e) = pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud).await {
+            tracing::warn!("controller pass: {e}");
+        }
+        metrics.slots(&registry);
+        metrics.interruptions(&handler.counts());
+        if passes % 30 == 0 {
+            let claims = cluster.node_claims().await.map(|c| c.into_iter().map(|c| c.name).collect()).unwrap_or_default();
+            if let Err(e) = cloud.collect_garbage(&claims, Duration::from_secs(config.garbage_collection_grace_seconds)).await {
+                tracing::warn!("garbage collection: {e}");
+            }
+        }
+    }
+    tracing::info!("shutting down: releasing the lease");
+    ready.store(false, Ordering::Relaxed);
+    if let Err(e) = elector.release().await {
+        tracing::warn!("{e}");
+    }
+    server.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One pass of every controller, as the leader.
+async fn pass(
+    cluster: &Arc<KubeCluster>,
+    provisioner: &Arc<crate::provisioning::Provisioner<crate::cloud::ec2::Ec2Cloud, KubeCluster>>,
+    disruption: &mut crate::disruption::DisruptionController<crate::cloud::ec2::Ec2Cloud, KubeCluster>,
+    plugins: &PluginReconciler,
+    metrics: &Metrics,
+    cloud: &Arc<crate::cloud::ec2::Ec2Cloud>,
+) -> Result<(), crate::cluster::ClusterError> {
+    let pools = cluster.node_pools().await?;
+    plugins.reconcile(&pools).await?;
+    cluster.sync_registrations(&pools).await?;
+    let report = provisioner.provision().await?;
+    metrics.launched(report.launched.len(), report.launch_failures.len());
+    disruption.reconcile().await?;
+    metrics.terminations(disruption.counts());
+    let catalog = cloud.catalog();
+    let claims = cluster.node_claims().await?;
+    let cost: f64 = claims.iter().filter_map(|c| c.instance.as_ref()).filter_map(|i| catalog.offerings.get(i.offering as usize)).map(|o| o.price_per_hour).sum();
+    metrics.cluster(cluster.pending_pods().await?.len(), claims.len(), cost);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn http_server(listen: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.load(Ordering::Relaxed) {
+                        (axum::http::StatusCode::OK, "ready")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen on {listen}"))?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

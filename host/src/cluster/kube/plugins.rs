@@ -1,0 +1,176 @@
+//! `PolicyPlugin` resources → registry slots. On a change: fetch the
+//! component, verify its sha256, compile and conformance-check it off the
+//! decision path, and swap it into the slot of every NodePool that names it;
+//! then report in `status` (loaded digest, swap time, or a `Rejected`
+//! condition with the reason while the previous version keeps serving).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use sha2::Digest;
+
+use super::crd::{Condition, PluginMode, PluginRole, PolicyPlugin, PolicyPluginStatus, set_condition};
+use crate::cluster::ClusterError;
+use crate::disruption::consolidation_slot;
+use crate::model::NodePool;
+use crate::policy::{PolicyRegistry, Role, SlotMode};
+use crate::provisioning::selection_slot;
+
+/// What happened to one `PolicyPlugin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginOutcome {
+    /// Swapped into these slots at this digest.
+    Loaded {
+        /// Resource name.
+        plugin: String,
+        /// sha256.
+        digest: String,
+        /// Slots it serves.
+        slots: Vec<String>,
+    },
+    /// Already serving this digest.
+    Unchanged {
+        /// Resource name.
+        plugin: String,
+    },
+    /// Not loaded; the reason is in its status.
+    Rejected {
+        /// Resource name.
+        plugin: String,
+        /// `DigestMismatch`, `FetchFailed`, `LoadFailed`.
+        reason: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Keeps registry slots in step with `PolicyPlugin` resources.
+pub struct PluginReconciler {
+    client: Client,
+    namespace: String,
+    registry: Arc<PolicyRegistry>,
+}
+
+impl PluginReconciler {
+    /// Components from ConfigMaps in `namespace`, loaded into `registry`.
+    pub fn new(client: Client, namespace: &str, registry: Arc<PolicyRegistry>) -> Self {
+        PluginReconciler { client, namespace: namespace.into(), registry }
+    }
+
+    /// One pass over every `PolicyPlugin`, for `pools`.
+    pub async fn reconcile(&self, pools: &[NodePool]) -> Result<Vec<PluginOutcome>, ClusterError> {
+        let api: Api<PolicyPlugin> = Api::all(self.client.clone());
+        let plugins = api.list(&ListParams::default()).await.map_err(|e| ClusterError(format!("list policyplugins: {e}")))?.items;
+        self.registry.set_external(plugins.iter().map(|p| p.name_any()));
+        let mut outcomes = Vec::new();
+        for plugin in plugins {
+            outcomes.push(self.reconcile_one(&api, &plugin, pools).await?);
+        }
+        Ok(outcomes)
+    }
+
+    async fn reconcile_one(&self, api: &Api<PolicyPlugin>, plugin: &PolicyPlugin, pools: &[NodePool]) -> Result<PluginOutcome, ClusterError> {
+        let name = plugin.name_any();
+        let status = plugin.status.clone().unwrap_or_default();
+        let wanted = plugin.spec.source.sha256.to_ascii_lowercase();
+        let role = match plugin.spec.role {
+            PluginRole::Selection => Role::Selection,
+            PluginRole::Consolidation => Role::Consolidation,
+        };
+        let slots: Vec<String> = pools
+            .iter()
+            .filter(|p| match role {
+                Role::Selection => p.selection.plugin == name,
+                Role::Consolidation => p.consolidation.plugin == name,
+            })
+            .map(|p| match role {
+                Role::Selection => selection_slot(&p.name),
+                Role::Consolidation => consolidation_slot(&p.name),
+            })
+            .collect();
+        let serving = slots.iter().all(|s| {
+            self.registry.slots().iter().find(|x| x.name() == s).and_then(|x| x.active_plugin()).is_some_and(|p| p.info().digest == format!("sha256:{wanted}"))
+        });
+        if status.loaded_digest.as_deref() == Some(wanted.as_str()) && serving {
+            return Ok(PluginOutcome::Unchanged { plugin: name });
+        }
+        let bytes = match self.fetch(plugin).await {
+            Ok(bytes) => bytes,
+            Err(message) => return self.reject(api, &name, status, "FetchFailed", message).await,
+        };
+        let digest = hex::encode(sha2::Sha256::digest(&bytes));
+        if digest != wanted {
+            let message = format!("spec.source.sha256 is {wanted} but the component's sha256 is {digest}; the previous version keeps serving");
+            return self.reject(api, &name, status, "DigestMismatch", message).await;
+        }
+        let config = plugin.spec.config.to_string();
+        let config = if config == "null" { "{}".to_string() } else { config };
+        let mode = match plugin.spec.mode {
+            PluginMode::Active => SlotMode::Active,
+            PluginMode::Shadow => SlotMode::Shadow,
+        };
+        // Compiling a large component takes seconds: off the async executor.
+        let registry = self.registry.clone();
+        let (load_slots, load_bytes) = (slots.clone(), bytes.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            for slot in &load_slots {
+                registry.load(slot, role, &load_bytes, &config, mode)?;
+            }
+            Ok::<_, crate::policy::PluginError>(())
+        })
+        .await
+        .map_err(|e| ClusterError(format!("plugin load task: {e}")))?;
+        if let Err(e) = loaded {
+            return self.reject(api, &name, status, "LoadFailed", format!("{e}; the previous version keeps serving")).await;
+        }
+        let now = chrono::Utc::now().to_rfc3339();
+        let mut conditions = status.conditions.clone();
+        set_condition(&mut conditions, Condition { type_: "Ready".into(), status: "True".into(), reason: "Loaded".into(), message: format!("serving {} NodePool slot(s)", slots.len()), last_transition_time: now.clone() });
+        set_condition(&mut conditions, Condition { type_: "Rejected".into(), status: "False".into(), reason: "Loaded".into(), message: String::new(), last_transition_time: now.clone() });
+        let status = PolicyPluginStatus { loaded_digest: Some(digest.clone()), last_swap_time: Some(now), conditions };
+        self.patch_status(api, &name, &status).await?;
+        tracing::info!(plugin = %name, %digest, ?slots, "policy plugin loaded");
+        Ok(PluginOutcome::Loaded { plugin: name, digest, slots })
+    }
+
+    async fn fetch(&self, plugin: &PolicyPlugin) -> Result<Vec<u8>, String> {
+        let source = &plugin.spec.source;
+        match (&source.config_map, &source.url) {
+            (Some(cm), _) => {
+                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+                let map = api
+                    .get_opt(&cm.name)
+                    .await
+                    .map_err(|e| format!("spec.source.configMap: reading ConfigMap {}/{}: {e}", self.namespace, cm.name))?
+                    .ok_or_else(|| format!("spec.source.configMap: ConfigMap {}/{} does not exist", self.namespace, cm.name))?;
+                map.binary_data
+                    .and_then(|mut d| d.remove(&cm.key))
+                    .map(|b| b.0)
+                    .ok_or_else(|| format!("spec.source.configMap: ConfigMap {}/{} has no binaryData key `{}`", self.namespace, cm.name, cm.key))
+            }
+            (None, Some(url)) => Err(format!("spec.source.url `{url}`: fetching components by URL is not supported by this build; use spec.source.configMap")),
+            (None, None) => Err("spec.source: neither configMap nor url is set".into()),
+        }
+    }
+
+    async fn reject(&self, api: &Api<PolicyPlugin>, name: &str, status: PolicyPluginStatus, reason: &str, message: String) -> Result<PluginOutcome, ClusterError> {
+        tracing::warn!(plugin = name, reason, "policy plugin rejected: {message}");
+        let mut status = status;
+        set_condition(
+            &mut status.conditions,
+            Condition { type_: "Rejected".into(), status: "True".into(), reason: reason.into(), message: message.clone(), last_transition_time: chrono::Utc::now().to_rfc3339() },
+        );
+        self.patch_status(api, name, &status).await?;
+        Ok(PluginOutcome::Rejected { plugin: name.into(), reason: reason.into(), message })
+    }
+
+    async fn patch_status(&self, api: &Api<PolicyPlugin>, name: &str, status: &PolicyPluginStatus) -> Result<(), ClusterError> {
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(name, &PatchParams::apply(super::FIELD_MANAGER), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| ClusterError(format!("patch policyplugin {name} status: {e}")))?;
+        Ok(())
+    }
+}
