@@ -74,3 +74,31 @@ fn the_iam_policy_allows_every_aws_call_the_code_makes() {
     let missing: Vec<_> = called.difference(&allowed).collect();
     assert!(missing.is_empty(), "{file} does not allow {missing:?}");
 }
+
+#[test]
+fn the_committed_crds_are_what_nodewright_crds_prints() {
+    let (file, text) = read("examples/deploy/crds/crds.yaml");
+    assert!(
+        text == nodewright::cluster::kube::crd::crds_yaml(),
+        "{file} is stale: regenerate it with `cargo run -p nodewright -- crds > examples/deploy/crds/crds.yaml`"
+    );
+}
+
+#[test]
+fn the_sample_resources_are_valid_custom_resources() {
+    use nodewright::cluster::kube::crd::{EC2NodeClass, NodePool, PluginMode, PolicyPlugin};
+    let (file, text) = read("examples/deploy/samples.yaml");
+    let docs: Vec<serde_yaml_ng::Value> =
+        serde_yaml_ng::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect();
+    assert_eq!(docs.len(), 3, "{file}");
+    let class: EC2NodeClass = serde_yaml_ng::from_value(docs[0].clone()).unwrap();
+    assert!(class.spec.ami.ssm_parameter.is_some());
+    let pool: NodePool = serde_yaml_ng::from_value(docs[1].clone()).unwrap();
+    let parsed = parse_node_pools(&file, &serde_yaml_ng::to_string(&docs[1]).unwrap()).unwrap();
+    assert_eq!(parsed[0].selection.plugin, "team-policy");
+    assert_eq!(parsed[0].startup_taints.len(), 1);
+    assert!(pool.spec.spec.contains_key("policy"));
+    let plugin: PolicyPlugin = serde_yaml_ng::from_value(docs[2].clone()).unwrap();
+    assert_eq!(plugin.spec.mode, PluginMode::Shadow);
+    assert_eq!(plugin.spec.source.sha256.len(), 64);
+}

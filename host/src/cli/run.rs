@@ -296,3 +296,23 @@ async fn http_server(listen: SocketAddr, metrics: Arc<Metrics>, ready: Arc<Atomi
     axum::serve(listener, app).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads_and_a_bad_field_is_named() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let config = read_config(&root.join("examples/deploy/config.yaml")).unwrap();
+        assert_eq!(config.cluster_name, "my-cluster");
+        assert_eq!(config.interval_seconds, 10);
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("config.yaml");
+        std::fs::write(&bad, "clusterName: c\nintervalSecs: 5\n").unwrap();
+        let err = read_config(&bad).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: intervalSecs: unknown field `intervalSecs`", bad.display())), "{err}");
+        std::fs::write(&bad, "clusterName: c\nintervalSeconds: 0\n").unwrap();
+        assert_eq!(read_config(&bad).unwrap_err().to_string(), format!("{}: intervalSeconds: must be at least 1", bad.display()));
+    }
+}

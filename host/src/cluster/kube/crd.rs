@@ -155,10 +155,10 @@ pub struct NodeClaimSpec {
 #[serde(rename_all = "camelCase")]
 pub struct NodeClaimStatus {
     /// `aws:///zone/i-…` once launched.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "providerID", skip_serializing_if = "Option::is_none")]
     pub provider_id: Option<String>,
     /// EC2 instance id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "instanceID", skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
     /// Offering bought, `type/zone/capacity-type`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,357 @@
+//! The kube-rs layer against a scripted API server (`tower_test`): each
+//! test answers the requests the controller makes and checks them.
+
+mod common;
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use http::{Method, Request, Response};
+use kube::client::Body;
+use kube::Client;
+use nodewright::cloud::{SimulatedCloud, SimulatedCloudConfig};
+use nodewright::cluster::kube::KubeCluster;
+use nodewright::cluster::kube::lease::LeaderElector;
+use nodewright::cluster::kube::plugins::{PluginOutcome, PluginReconciler};
+use nodewright::cluster::{Cluster, Eviction};
+use nodewright::model::{Catalog, NodePool, Taint, TaintEffect};
+use nodewright::policy::{PolicyRegistry, Role, SlotMode};
+use nodewright::provisioning::{Provisioner, selection_slot};
+use serde_json::{Value, json};
+
+/// A request as the API server saw it: method, decoded path and query, body.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    uri: String,
+    body: Value,
+}
+
+fn decode(uri: &str) -> String {
+    let bytes = uri.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&uri[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A scripted API server: `answer(method, uri, body)` gives (status, JSON);
+/// every request is recorded.
+fn api_server(
+    mut answer: impl FnMut(&Method, &str, &Value) -> (u16, Value) + Send + 'static,
+) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut handle = pin!(handle);
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().clone();
+            let uri = decode(&request.uri().to_string());
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+            let (status, reply) = answer(&method, &uri, &body);
+            log.lock().unwrap().push(Seen { method, uri, body });
+            send.send_response(Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap());
+        }
+    });
+    (Client::new(service, "default"), seen)
+}
+
+fn list(kind: &str, api_version: &str, items: Vec<Value>) -> (u16, Value) {
+    (200, json!({ "apiVersion": api_version, "kind": format!("{kind}List"), "metadata": { "resourceVersion": "1" }, "items": items }))
+}
+
+fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (code, json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "reason": reason, "message": message, "metadata": {} }))
+}
+
+fn catalog() -> Arc<Catalog> {
+    Arc::new(Catalog::bundled_types(60))
+}
+
+fn kube_cluster(client: Client, catalog: Arc<Catalog>) -> Arc<KubeCluster> {
+    Arc::new(KubeCluster::new(client, "nodewright", Arc::new(move || catalog.clone())))
+}
+
+fn node_pool_object() -> Value {
+    json!({
+        "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool",
+        "metadata": { "name": "default" },
+        "spec": {
+            "template": { "spec": {
+                "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }],
+                "startupTaints": [{ "key": "nodewright.io/starting", "effect": "NoSchedule" }]
+            }},
+            "policy": { "selection": { "plugin": "karpenter-like" } }
+        }
+    })
+}
+
+fn pending_pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "web-1", "namespace": "shop", "labels": { "app": "web" } },
+        "spec": { "containers": [{ "name": "web", "resources": { "requests": { "cpu": "500m", "memory": "1Gi" } } }] },
+        "status": { "phase": "Pending", "conditions": [{ "type": "PodScheduled", "status": "False", "reason": "Unschedulable" }] }
+    })
+}
+
+#[tokio::test]
+async fn a_pending_pod_makes_the_provisioner_create_a_nodeclaim_and_record_its_launch() {
+    let (client, seen) = api_server(|method, uri, body| match (method.as_str(), uri) {
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodepools") => list("NodePool", "nodewright.io/v1alpha1", vec![node_pool_object()]),
+        ("GET", u) if u.starts_with("/apis/apps/v1/daemonsets") => list("DaemonSet", "apps/v1", vec![]),
+        ("GET", u) if u.starts_with("/api/v1/pods") && u.contains("fieldSelector=spec.nodeName=,status.phase=Pending") => {
+            list("Pod", "v1", vec![pending_pod()])
+        }
+        ("GET", u) if u.starts_with("/api/v1/pods") => list("Pod", "v1", vec![]),
+        ("GET", u) if u.starts_with("/api/v1/nodes") => list("Node", "v1", vec![]),
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", vec![]),
+        ("POST", "/apis/nodewright.io/v1alpha1/nodeclaims?") => (201, body.clone()),
+        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => {
+            let mut claim = json!({ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodeClaim", "metadata": { "name": "default-1" },
+                "spec": { "nodePool": "default", "offerings": [], "cpuMillis": 0, "memoryBytes": 0 } });
+            claim["status"] = body["status"].clone();
+            (200, claim)
+        }
+        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+    });
+    let catalog = catalog();
+    let cluster = kube_cluster(client, catalog.clone());
+    let cloud = Arc::new(SimulatedCloud::new(catalog, SimulatedCloudConfig::default(), Arc::new(|| Duration::ZERO)));
+    let (runtime, _cache) = common::runtime();
+    let provisioner = Provisioner::new(cloud, cluster.clone(), Arc::new(PolicyRegistry::new(runtime)));
+    let report = provisioner.provision().await.unwrap();
+    assert_eq!(report.launched.len(), 1, "{report:?}");
+    let seen = seen.lock().unwrap().clone();
+    let create = seen.iter().find(|s| s.method == Method::POST).expect("a NodeClaim was created");
+    assert_eq!(create.uri, "/apis/nodewright.io/v1alpha1/nodeclaims?");
+    assert_eq!(create.body["spec"]["nodePool"], "default");
+    assert_eq!(create.body["spec"]["pods"], json!(["shop/web-1"]));
+    assert_eq!(create.body["metadata"]["finalizers"], json!(["nodewright.io/termination"]));
+    assert_eq!(create.body["spec"]["cpuMillis"], 500);
+    let offerings = create.body["spec"]["offerings"].as_array().unwrap();
+    assert!(!offerings.is_empty() && offerings.iter().all(|o| o.as_str().unwrap().ends_with("/on-demand")), "{offerings:?}");
+    assert!(create.body["spec"]["taints"].as_array().unwrap().contains(&json!("nodewright.io/starting=:NoSchedule")));
+    let launched = seen.iter().find(|s| s.method == Method::PATCH).expect("the launch was recorded");
+    assert!(launched.body["status"]["providerID"].as_str().unwrap().starts_with("aws:///us-east-1"), "{:?}", launched.body);
+    assert_eq!(launched.body["status"]["conditions"][0]["type"], "Launched");
+    // Nothing but reads, one create and one status patch.
+    assert_eq!(seen.iter().filter(|s| s.method != Method::GET).count(), 2, "{seen:#?}");
+}
+
+#[tokio::test]
+async fn a_registered_ready_node_loses_its_startup_taint_and_its_claim_is_initialised() {
+    let (client, seen) = api_server(|method, uri, body| match (method.as_str(), uri) {
+        ("GET", u) if u.starts_with("/api/v1/nodes") => list("Node", "v1", vec![json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": { "name": "ip-10-0-0-1" },
+            "spec": { "providerID": "aws:///us-east-1a/i-0abc", "taints": [
+                { "key": "nodewright.io/starting", "effect": "NoSchedule" },
+                { "key": "dedicated", "value": "gpu", "effect": "NoSchedule" } ] },
+            "status": { "conditions": [{ "type": "Ready", "status": "True" }] }
+        })]),
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", vec![json!({
+            "apiVersion": "nodewright.io/v1alpha1", "kind": "NodeClaim",
+            "metadata": { "name": "default-1" },
+            "spec": { "nodePool": "default", "offerings": [], "cpuMillis": 500, "memoryBytes": 1073741824 },
+            "status": { "providerID": "aws:///us-east-1a/i-0abc", "instanceID": "i-0abc",
+                        "conditions": [{ "type": "Launched", "status": "True" }] }
+        })]),
+        ("PATCH", "/api/v1/nodes/ip-10-0-0-1?&fieldManager=nodewright") => {
+            (200, json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "ip-10-0-0-1" }, "spec": body["spec"].clone() }))
+        }
+        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/default-1/status") => (200, json!({
+            "apiVersion": "nodewright.io/v1alpha1", "kind": "NodeClaim", "metadata": { "name": "default-1" },
+            "spec": { "nodePool": "default", "offerings": [], "cpuMillis": 500, "memoryBytes": 1073741824 },
+            "status": body["status"].clone() })),
+        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+    });
+    let cluster = kube_cluster(client, catalog());
+    let mut pool = NodePool::new("default");
+    pool.startup_taints = vec![Taint { key: "nodewright.io/starting".into(), value: String::new(), effect: TaintEffect::NoSchedule }];
+    let initialised = cluster.sync_registrations(&[pool]).await.unwrap();
+    assert_eq!(initialised, vec!["default-1".to_string()]);
+    let seen = seen.lock().unwrap().clone();
+    let taints = seen.iter().find(|s| s.uri.starts_with("/api/v1/nodes/ip-10-0-0-1")).expect("the node was patched");
+    assert_eq!(taints.method, Method::PATCH);
+    assert_eq!(taints.body["spec"]["taints"], json!([{ "key": "dedicated", "value": "gpu", "effect": "NoSchedule" }]));
+    let claim = seen.iter().find(|s| s.uri.contains("nodeclaims/default-1/status")).expect("the claim status was patched");
+    assert_eq!(claim.body["status"]["nodeName"], "ip-10-0-0-1");
+    let types: Vec<&str> = claim.body["status"]["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["Launched", "Registered", "Initialized"]);
+}
+
+#[tokio::test]
+async fn an_eviction_a_pdb_refuses_with_429_is_blocked_then_retried_until_it_passes() {
+    let attempts = Arc::new(Mutex::new(0));
+    let count = attempts.clone();
+    let (client, seen) = api_server(move |method, uri, body| match (method.as_str(), uri) {
+        ("POST", "/api/v1/namespaces/shop/pods/web-1/eviction?") => {
+            assert_eq!(body["metadata"]["name"], "web-1");
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                status(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.")
+            } else {
+                (201, json!({ "apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201, "metadata": {} }))
+            }
+        }
+        ("POST", "/api/v1/namespaces/shop/pods/gone/eviction?") => status(404, "NotFound", "pods \"gone\" not found"),
+        _ => status(500, "InternalError", &format!("unexpected {method} {uri}")),
+    });
+    let cluster = kube_cluster(client, catalog());
+    assert_eq!(
+        cluster.evict("shop/web-1").await.unwrap(),
+        Eviction::Blocked { pdb: "Cannot evict pod as it would violate the pod's disruption budget.".into() }
+    );
+    assert_eq!(cluster.evict("shop/web-1").await.unwrap(), Eviction::Evicted);
+    // A pod that is already gone counts as evicted.
+    assert_eq!(cluster.evict("shop/gone").await.unwrap(), Eviction::Evicted);
+    assert_eq!(*attempts.lock().unwrap(), 2);
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}
+
+fn policy_plugin(sha256: &str) -> Value {
+    json!({
+        "apiVersion": "nodewright.io/v1alpha1", "kind": "PolicyPlugin",
+        "metadata": { "name": "team-cheapest" },
+        "spec": { "role": "selection", "mode": "active", "config": {},
+                  "source": { "configMap": { "name": "team-cheapest", "key": "plugin.wasm" }, "sha256": sha256 } }
+    })
+}
+
+fn plugin_server(sha256: String, bytes: Vec<u8>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    api_server(move |method, uri, body| match (method.as_str(), uri) {
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/policyplugins") => {
+            list("PolicyPlugin", "nodewright.io/v1alpha1", vec![policy_plugin(&sha256)])
+        }
+        ("GET", "/api/v1/namespaces/nodewright/configmaps/team-cheapest") => (200, json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "team-cheapest", "namespace": "nodewright" },
+            "binaryData": { "plugin.wasm": base64::engine::general_purpose::STANDARD.encode(&bytes) } })),
+        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/policyplugins/team-cheapest/status") => {
+            let mut object = policy_plugin(&sha256);
+            object["status"] = body["status"].clone();
+            (200, object)
+        }
+        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+    })
+}
+
+#[tokio::test]
+async fn a_policy_plugin_with_a_bad_digest_is_rejected_in_its_status_and_the_old_version_keeps_serving() {
+    let bytes = std::fs::read(common::component("cheapest")).unwrap();
+    let (runtime, _cache) = common::runtime();
+    let registry = Arc::new(PolicyRegistry::new(runtime));
+    let old = std::fs::read(common::component("spot-savvy")).unwrap();
+    registry.load(&selection_slot("default"), Role::Selection, &old, "{}", SlotMode::Active).unwrap();
+    let serving = || registry.slots()[0].active_plugin().unwrap().info().digest.clone();
+    let before = serving();
+    let pool = NodePool::new("default").selection("team-cheapest", "{}");
+
+    let wrong = "0".repeat(64);
+    let (client, seen) = plugin_server(wrong.clone(), bytes.clone());
+    let outcomes = PluginReconciler::new(client, "nodewright", registry.clone()).reconcile(std::slice::from_ref(&pool)).await.unwrap();
+    let actual = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let message = format!("spec.source.sha256 is {wrong} but the component's sha256 is {actual}; the previous version keeps serving");
+    assert_eq!(outcomes, vec![PluginOutcome::Rejected { plugin: "team-cheapest".into(), reason: "DigestMismatch".into(), message: message.clone() }]);
+    assert_eq!(serving(), before, "the old version keeps serving");
+    let seen = seen.lock().unwrap().clone();
+    let patch = seen.iter().find(|s| s.method == Method::PATCH).expect("status was written");
+    let rejected = &patch.body["status"]["conditions"][0];
+    assert_eq!((rejected["type"].as_str(), rejected["status"].as_str(), rejected["reason"].as_str()), (Some("Rejected"), Some("True"), Some("DigestMismatch")));
+    assert_eq!(rejected["message"], message);
+    assert!(patch.body["status"].get("loadedDigest").is_none());
+
+    // The right digest swaps it in and says so.
+    let (client, seen) = plugin_server(actual.clone(), bytes);
+    let outcomes = PluginReconciler::new(client, "nodewright", registry.clone()).reconcile(&[pool]).await.unwrap();
+    assert_eq!(outcomes, vec![PluginOutcome::Loaded { plugin: "team-cheapest".into(), digest: actual.clone(), slots: vec!["default/selection".into()] }]);
+    assert_eq!(serving(), format!("sha256:{actual}"));
+    let seen = seen.lock().unwrap().clone();
+    let patch = seen.iter().find(|s| s.method == Method::PATCH).unwrap();
+    assert_eq!(patch.body["status"]["loadedDigest"], actual);
+    assert!(patch.body["status"]["lastSwapTime"].is_string());
+}
+
+/// An API server holding one Lease, with optimistic concurrency.
+fn lease_server() -> Client {
+    let store: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+    let (client, _seen) = api_server(move |method, uri, body| {
+        let mut lease = store.lock().unwrap();
+        let path = "/apis/coordination.k8s.io/v1/namespaces/nodewright/leases";
+        match method.as_str() {
+            "GET" if uri.starts_with(&format!("{path}/leader")) => match lease.as_ref() {
+                Some(l) => (200, l.clone()),
+                None => status(404, "NotFound", "leases \"leader\" not found"),
+            },
+            "POST" if uri.starts_with(path) => {
+                if lease.is_some() {
+                    return status(409, "AlreadyExists", "exists");
+                }
+                let mut l = body.clone();
+                l["metadata"]["resourceVersion"] = json!("1");
+                *lease = Some(l.clone());
+                (201, l)
+            }
+            "PUT" if uri.starts_with(&format!("{path}/leader")) => {
+                let current = lease.as_ref().map(|l| l["metadata"]["resourceVersion"].as_str().unwrap().to_string());
+                if body["metadata"]["resourceVersion"].as_str().map(String::from) != current {
+                    return status(409, "Conflict", "the object has been modified");
+                }
+                let next: u64 = current.unwrap().parse::<u64>().unwrap() + 1;
+                let mut l = body.clone();
+                l["metadata"]["resourceVersion"] = json!(next.to_string());
+                *lease = Some(l.clone());
+                (200, l)
+            }
+            _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+        }
+    });
+    client
+}
+
+#[tokio::test]
+async fn leadership_passes_to_the_standby_when_the_leader_stops_renewing_and_back_after_release() {
+    let client = lease_server();
+    let clock = Arc::new(Mutex::new(k8s_openapi::jiff::Timestamp::from_second(1_767_571_200).unwrap()));
+    let elector = |identity: &str| {
+        let clock = clock.clone();
+        LeaderElector::new(client.clone(), "nodewright", "leader", identity, Duration::from_secs(15)).with_clock(move || *clock.lock().unwrap())
+    };
+    let advance = |seconds: i64| {
+        let mut now = clock.lock().unwrap();
+        *now = now.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(seconds)).unwrap();
+    };
+    let (a, b) = (elector("replica-a"), elector("replica-b"));
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a takes the free lease");
+    assert!(!b.try_acquire_or_renew().await.unwrap(), "b waits while a renews");
+    advance(10);
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
+    advance(10);
+    assert!(!b.try_acquire_or_renew().await.unwrap(), "renewed 10 s ago: still a's");
+    // a stops renewing (it hangs or dies).
+    advance(16);
+    assert!(b.try_acquire_or_renew().await.unwrap(), "b takes over the expired lease");
+    assert!(!a.try_acquire_or_renew().await.unwrap(), "a finds b holding it and stands by");
+    b.release().await.unwrap();
+    assert!(a.try_acquire_or_renew().await.unwrap(), "after b's release a takes it at once");
+    let _ = HashMap::<(), ()>::new();
+}
