@@ -5,6 +5,7 @@ mod metrics;
 mod plugin;
 mod run;
 mod sample;
+mod scaffold;
 mod simulate;
 
 use std::process::ExitCode;

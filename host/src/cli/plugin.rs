@@ -24,6 +24,9 @@ pub(crate) enum PluginCommand {
     List,
     /// Rank one sample request with every bundled selection plugin, side by side.
     Sample(super::sample::SampleArgs),
+    /// Create a plugin project (Rust, Python or JavaScript) that builds with
+    /// one command and passes `plugin check` as generated.
+    New(super::scaffold::NewArgs),
     /// Write a bundled plugin's component to a file.
     Export {
         /// Bundled plugin name (see `plugin list`).
@@ -79,6 +82,7 @@ pub(crate) fn run(command: PluginCommand, runtime: &super::RuntimeArgs) -> anyho
         PluginCommand::Check(args) => check(args, runtime),
         PluginCommand::Bench(args) => bench(args, runtime),
         PluginCommand::Sample(args) => super::sample::run(args, runtime),
+        PluginCommand::New(args) => super::scaffold::new(args),
         PluginCommand::List => {
             for (name, bytes) in bundled::ALL {
                 println!("{name:16} {:>8} bytes", bytes.len());
@@ -167,6 +171,8 @@ struct BenchReport {
     instantiate_ns: f64,
     load_ms: f64,
     compiled: bool,
+    /// Size of the component.
+    size_bytes: usize,
 }
 
 /// Calls `f` for about `budget` after a warm-up and returns (ns per call, calls).
@@ -225,11 +231,13 @@ fn bench(args: BenchArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCo
         instantiate_ns: (started.elapsed().as_nanos() as f64 / rounds as f64).round(),
         load_ms: plugin.info().load_time.as_secs_f64() * 1e3,
         compiled: plugin.info().compiled,
+        size_bytes: plugin.info().size_bytes,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("plugin        {}", report.file);
+        println!("size          {} bytes", report.size_bytes);
         println!("offerings     {}", report.offerings);
         println!("wasm          {:>10.0} ns/call ({} calls)", report.wasm_ns_per_call, report.wasm_calls);
         println!("native        {:>10.0} ns/call ({} calls)", report.native_ns_per_call, report.native_calls);

@@ -1,0 +1,27 @@
+"""`cheapest` in Python: every feasible offering scored by its price per
+hour, exactly as the Rust plugin and the host's built-in policy do.
+
+Build: componentize-py -d ../../../wit/v0.1.0 -w instance-selector componentize app -o cheapest-py.wasm
+"""
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.exports import instance_selection
+
+# The catalog the host handed over; calls refer to offerings by index.
+_catalog = None
+
+
+class Catalog(exports.Catalog):
+    def set_catalog(self, catalog) -> None:
+        global _catalog
+        _catalog = catalog
+
+
+class InstanceSelection(exports.InstanceSelection):
+    def rank(self, request) -> instance_selection.Ranking:
+        if _catalog is None or _catalog.version != request.catalog_version:
+            raise Err(f"request names catalog version {request.catalog_version}, plugin holds another")
+        offerings = list(request.feasible)
+        scores = [_catalog.offerings[i].price_per_hour for i in offerings]
+        return instance_selection.Ranking(offerings=offerings, scores=scores)
