@@ -85,7 +85,7 @@ fn python_empty_only_plans_exactly_like_the_rust_plugin_and_reads_its_config() {
     }
     // A bad config is the plugin's error, reported as such.
     let bad = load(&runtime, "empty-only-py", r#"{"min_age": 5}"#).plan(catalog, &snapshot).unwrap_err();
-    assert_eq!(bad.to_string(), "plugin returned an error: invalid plugin config: unknown field `min_age`");
+    assert_eq!(bad.to_string(), "returned an error: invalid plugin config: unknown field `min_age`");
 }
 
 #[test]
@@ -103,7 +103,9 @@ fn a_cached_python_component_loads_without_compiling() {
 fn the_simulator_runs_python_and_javascript_policies_to_the_same_result_as_rust() {
     let trace = parse_trace("burst", &generate("batch-burst", 3, 0.2).unwrap()).unwrap();
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/polyglot-cache");
-    let config = SimulationConfig { cache_dir: Some(cache), ..SimulationConfig::default() };
+    // JavaScript runs interpreted: a rank over the full catalog takes more
+    // than the default 50 ms (`--selection-timeout-ms` on the command line).
+    let config = SimulationConfig { cache_dir: Some(cache), limits: generous_limits(), ..SimulationConfig::default() };
     let mut pool = NodePool::new("default");
     pool.consolidate_after = Some(std::time::Duration::from_secs(60));
     let catalog = Arc::new(Catalog::bundled_types(200));

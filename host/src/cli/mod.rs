@@ -48,18 +48,23 @@ pub(crate) struct RuntimeArgs {
 impl RuntimeArgs {
     /// The runtime these settings describe.
     pub(crate) fn runtime(&self) -> anyhow::Result<crate::policy::PolicyRuntime> {
-        use std::time::Duration;
         let defaults = crate::policy::RuntimeConfig::default();
         crate::policy::PolicyRuntime::new(crate::policy::RuntimeConfig {
             cache_dir: self.cache_dir.clone().or(defaults.cache_dir.clone()),
-            limits: crate::policy::Limits {
-                selection_timeout: Duration::from_millis(self.selection_timeout_ms),
-                consolidation_timeout: Duration::from_millis(self.consolidation_timeout_ms),
-                memory_bytes: self.memory_limit_mib << 20,
-                ..defaults.limits
-            },
+            limits: self.limits(),
             ..defaults
         })
+    }
+
+    /// The plugin limits these settings describe.
+    pub(crate) fn limits(&self) -> crate::policy::Limits {
+        use std::time::Duration;
+        crate::policy::Limits {
+            selection_timeout: Duration::from_millis(self.selection_timeout_ms),
+            consolidation_timeout: Duration::from_millis(self.consolidation_timeout_ms),
+            memory_bytes: self.memory_limit_mib << 20,
+            ..crate::policy::Limits::default()
+        }
     }
 }
 
@@ -91,8 +96,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
     let result = match cli.command {
-        Command::Compare(args) => simulate::compare(args),
-        Command::Simulate(args) => simulate::simulate(args),
+        Command::Compare(args) => simulate::compare(args, &cli.runtime),
+        Command::Simulate(args) => simulate::simulate(args, &cli.runtime),
         Command::Trace(command) => simulate::trace(command),
         Command::Plugin(command) => plugin::run(command, &cli.runtime),
         Command::Bench(command) => bench::run(command, &cli.runtime),

@@ -117,11 +117,11 @@ pub(crate) fn trace(command: TraceCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    run(vec![args.policy], args.common)
+pub(crate) fn simulate(args: SimulateArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
+    run(vec![args.policy], args.common, runtime)
 }
 
-pub(crate) fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn compare(args: CompareArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
     let mut policies = if args.policies.is_empty() {
         DEFAULT_POLICIES.iter().map(|p| p.to_string()).collect()
     } else {
@@ -130,7 +130,7 @@ pub(crate) fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     if !policies.iter().any(|p| p == BUILTIN_SELECTION) {
         policies.insert(0, BUILTIN_SELECTION.into());
     }
-    run(policies, args.common)
+    run(policies, args.common, runtime)
 }
 
 fn policy_of(spec: &str) -> PolicyUnderTest {
@@ -146,7 +146,7 @@ fn policy_of(spec: &str) -> PolicyUnderTest {
     }
 }
 
-fn run(policies: Vec<String>, args: SimulationArgs) -> anyhow::Result<ExitCode> {
+fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
     let (trace_name, text) = match &args.trace {
         Some(path) => (path.display().to_string(), std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?),
         None => (BUNDLED_TRACE_NAME.to_string(), BUNDLED_TRACE.to_string()),
@@ -174,6 +174,8 @@ fn run(policies: Vec<String>, args: SimulationArgs) -> anyhow::Result<ExitCode> 
         boot_latency: boot,
         interruptions: !args.no_interruptions,
         interruption_scale: args.interruption_scale,
+        limits: runtime.limits(),
+        cache_dir: runtime.cache_dir.clone().or(SimulationConfig::default().cache_dir),
         ..SimulationConfig::default()
     };
     let catalog = Arc::new(catalog);

@@ -67,6 +67,8 @@ pub struct SimulationConfig {
     pub sample_every: Duration,
     /// Where compiled components are cached.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Plugin limits (CPU deadlines, memory).
+    pub limits: crate::policy::Limits,
 }
 
 impl Default for SimulationConfig {
@@ -80,6 +82,7 @@ impl Default for SimulationConfig {
             batcher: BatcherSettings::default(),
             sample_every: Duration::from_secs(300),
             cache_dir: crate::policy::RuntimeConfig::default().cache_dir,
+            limits: crate::policy::Limits::default(),
         }
     }
 }
@@ -279,6 +282,7 @@ pub fn simulate(
     let clock = SimClock::default();
     let runtime = PolicyRuntime::new(RuntimeConfig {
         cache_dir: config.cache_dir.clone(),
+        limits: config.limits.clone(),
         clock: Arc::new(clock.clone()),
         seed: config.seed,
         ..RuntimeConfig::default()
