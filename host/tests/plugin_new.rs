@@ -23,7 +23,7 @@ fn scaffold(dir: &Path, name: &str, lang: &str, role: &str) -> (String, PathBuf)
     let stdout = text(&out.stdout);
     let build = stdout.lines().find_map(|l| l.strip_prefix("build:  ")).unwrap().to_string();
     let check = stdout.lines().find_map(|l| l.strip_prefix("check:  nodewright plugin check ")).unwrap();
-    (build, PathBuf::from(check))
+    (build, PathBuf::from(check.split_whitespace().next().unwrap()))
 }
 
 fn build_and_check(build: &str, output: &Path, env: &[(&str, String)]) {

@@ -85,7 +85,10 @@ pub(crate) fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
     };
     println!("created {} ({:?} {interface} plugin)", root.display(), args.lang);
     println!("build:  cd {} && {build}", root.display());
-    println!("check:  nodewright plugin check {}/{output}", root.display());
+    // JavaScript runs interpreted: ranking the whole 8,040-offering catalog
+    // takes longer than the default 50 ms deadline.
+    let limits = if args.lang == Lang::Js { " --selection-timeout-ms 1000" } else { "" };
+    println!("check:  nodewright plugin check {}/{output}{limits}", root.display());
     Ok(ExitCode::SUCCESS)
 }
 
