@@ -119,9 +119,11 @@ impl ComponentCache {
     /// The cached artefact at `path`, if it is there, intact, and loads.
     /// A damaged entry is removed so the next load compiles afresh.
     fn read(&self, engine: &Engine, path: &Path) -> Option<Component> {
+        // No checksum beside it (written by an older nodewright, or a write
+        // that did not finish): a miss, compiled and written afresh.
+        let expected = std::fs::read_to_string(checksum_path(path)).ok()?;
         let artefact = std::fs::read(path).ok()?;
-        let expected = std::fs::read_to_string(checksum_path(path)).ok();
-        if expected.as_deref().map(str::trim) != Some(checksum(&artefact).as_str()) {
+        if expected.trim() != checksum(&artefact) {
             self.discard(path, "checksum does not match");
             return None;
         }
