@@ -178,33 +178,8 @@ nodewright_plugin::export!(Policy);
 
 fn python(name: &str, role: RoleArg, world: &str) -> Vec<(PathBuf, String)> {
     let app = match role {
-        RoleArg::Selection => format!(
-            r#""""`{name}`: which offering to buy. Lower scores are preferred; an
-offering left out is never bought."""
-
-from componentize_py_types import Err
-from wit_world import exports
-from wit_world.exports import instance_selection
-
-# The catalog the host handed over; requests refer to offerings by index.
-_catalog = None
-
-
-class Catalog(exports.Catalog):
-    def set_catalog(self, catalog) -> None:
-        global _catalog
-        _catalog = catalog
-
-
-class InstanceSelection(exports.InstanceSelection):
-    def rank(self, request) -> instance_selection.Ranking:
-        if _catalog is None or _catalog.version != request.catalog_version:
-            raise Err(f"request names catalog version {{request.catalog_version}}, plugin holds another")
-        offerings = list(request.feasible)
-        scores = [_catalog.offerings[i].price_per_hour for i in offerings]
-        return instance_selection.Ranking(offerings=offerings, scores=scores)
-"#
-        ),
+        // The repository's example, which the tests hold to the Rust plugin.
+        RoleArg::Selection => include_str!("../../../plugins/python/cheapest/app.py").to_string(),
         RoleArg::Consolidation => format!(
             r#""""`{name}`: which nodes to remove. The host re-checks every action
 (pods must fit elsewhere, budgets, PDBs, do-not-disrupt) before acting."""
@@ -246,30 +221,7 @@ class Consolidation(exports.Consolidation):
 
 fn js(name: &str, role: RoleArg, world: &str) -> Vec<(PathBuf, String)> {
     let source = match role {
-        RoleArg::Selection => r#"// Which offering to buy. Lower scores are preferred; an offering left out
-// is never bought. Records arrive with camelCase fields; u64 values (the
-// catalog version) are BigInts.
-
-let held = null;
-
-export const catalog = {
-  setCatalog(c) {
-    held = c;
-  },
-};
-
-export const instanceSelection = {
-  rank(request) {
-    if (held === null || held.version !== request.catalogVersion) {
-      throw `request names catalog version ${request.catalogVersion}, plugin holds another`;
-    }
-    const offerings = Array.from(request.feasible);
-    const scores = offerings.map((i) => held.offerings[i].pricePerHour);
-    return { offerings, scores };
-  },
-};
-"#
-        .to_string(),
+        RoleArg::Selection => include_str!("../../../plugins/js/cheapest/cheapest.js").to_string(),
         RoleArg::Consolidation => r#"// Which nodes to remove. The host re-checks every action (pods must fit
 // elsewhere, budgets, PDBs, do-not-disrupt) before acting.
 

@@ -220,6 +220,13 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         })
     }
 
+    /// Nodes of `pool` being disrupted: by running disruptions, and by the
+    /// actions accepted so far in `pass`. They count against its budgets.
+    fn busy(&self, pool: &str, pass: &Pass) -> usize {
+        self.running.iter().filter(|r| r.command.node_pool == pool).map(|r| r.command.nodes.len()).sum::<usize>()
+            + pass.used.get(pool).copied().unwrap_or(0)
+    }
+
     /// Is `member` a consolidation candidate of `pool` now?
     fn candidate(&self, pool: &NodePool, member: &Member) -> Result<(), (RejectKind, String)> {
         let Some(after) = pool.consolidate_after else {
@@ -282,8 +289,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         }
         if !forceful {
             let pool_nodes = view.members.iter().filter(|m| m.pool() == pool.name).count();
-            let busy = self.running.iter().filter(|r| r.command.node_pool == pool.name).map(|r| r.command.nodes.len()).sum::<usize>()
-                + pass.used.get(&pool.name).copied().unwrap_or(0);
+            let busy = self.busy(&pool.name, pass);
             if let Some(allowed) = budget::allowed(pool, command.reason, pool_nodes, view.now)
                 && busy + command.nodes.len() > allowed as usize
             {
@@ -461,8 +467,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         }
         slot.prepare(&view.catalog);
         let pool_nodes = members.len();
-        let busy = self.running.iter().filter(|r| r.command.node_pool == pool.name).map(|r| r.command.nodes.len()).sum::<usize>()
-            + pass.used.get(&pool.name).copied().unwrap_or(0);
+        let busy = self.busy(&pool.name, pass);
         let room = |reason: Reason| {
             budget::allowed(pool, reason, pool_nodes, view.now).map_or(usize::MAX, |a| (a as usize).saturating_sub(busy))
         };

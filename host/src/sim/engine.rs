@@ -527,14 +527,21 @@ impl Sim<'_> {
                 }
             }
             Some(id) => {
-                let node = self.nodes.get_mut(&id).expect("bound to a known node");
+                let node = self.nodes.get(&id).expect("bound to a known node");
                 self.cluster.unbind(name, &node.name, &state.spec);
-                node.pods.remove(name);
-                node.used = node.used.saturating_sub(state.spec.requests);
-                self.totals.used_cpu -= state.spec.requests.cpu_millis as f64;
-                self.totals.used_memory -= state.spec.requests.memory_bytes as f64;
+                self.take_off(name, id, state.spec.requests);
             }
         }
+    }
+
+    /// Pod `name` (requesting `requests`) no longer runs on node `id`.
+    fn take_off(&mut self, name: &str, id: u64, requests: Resources) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.pods.remove(name);
+            node.used = node.used.saturating_sub(requests);
+        }
+        self.totals.used_cpu -= requests.cpu_millis as f64;
+        self.totals.used_memory -= requests.memory_bytes as f64;
     }
 
     fn provision(&mut self) -> anyhow::Result<()> {
@@ -714,12 +721,7 @@ impl Sim<'_> {
             let Some(id) = state.node.take() else { continue };
             state.pending_since = Some(self.last);
             let requests = state.spec.requests;
-            if let Some(node) = self.nodes.get_mut(&id) {
-                node.pods.remove(pod);
-                node.used = node.used.saturating_sub(requests);
-            }
-            self.totals.used_cpu -= requests.cpu_millis as f64;
-            self.totals.used_memory -= requests.memory_bytes as f64;
+            self.take_off(pod, id, requests);
             self.metrics.pods_evicted += 1;
             evicted.push(pod.clone());
         }

@@ -1,9 +1,9 @@
-// `cheapest` in JavaScript: every feasible offering scored by its price per
-// hour, as the Rust plugin and the host's built-in policy do. Records arrive
-// with camelCase fields; u64 values (catalog versions) are BigInts.
-//
-// Build: npx componentize-js cheapest.js --wit ../../../wit/v0.1.0 \
-//          --world-name instance-selector -d http fetch-event -o cheapest-js.wasm
+// Which offering to buy: every feasible offering scored by its price per
+// hour, as the Rust `cheapest` plugin and the host's built-in policy do.
+// Lower scores are preferred; an offering left out is never bought. Records
+// arrive with camelCase fields; u64 values (catalog versions) are BigInts.
+// `nodewright plugin new --lang js` starts a selection policy from this file;
+// scripts/build-polyglot builds it here.
 
 let held = null;
 

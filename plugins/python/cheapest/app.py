@@ -1,7 +1,8 @@
-"""`cheapest` in Python: every feasible offering scored by its price per
-hour, exactly as the Rust plugin and the host's built-in policy do.
-
-Build: componentize-py -d ../../../wit/v0.1.0 -w instance-selector componentize app -o cheapest-py.wasm
+"""Which offering to buy: every feasible offering scored by its price per
+hour, as the Rust `cheapest` plugin and the host's built-in policy do.
+Lower scores are preferred; an offering left out is never bought.
+`nodewright plugin new --lang python` starts a selection policy from this
+file; scripts/build-polyglot builds it here.
 """
 
 from componentize_py_types import Err

@@ -53,10 +53,8 @@ pub fn offering_key(catalog: &Catalog, index: u32) -> String {
     )
 }
 
-/// The catalog index of `type/zone/capacity-type`.
-pub fn offering_index(catalog: &Catalog, key: &str) -> Option<u32> {
-    catalog.offerings.iter().enumerate().find(|&(i, _)| offering_key(catalog, i as u32) == key).map(|(i, _)| i as u32)
-}
+/// `type/zone/capacity-type` → catalog index, for one catalog version.
+type OfferingIndex = Arc<HashMap<String, u32>>;
 
 /// A cluster behind a kube-rs [`Client`].
 pub struct KubeCluster {
@@ -64,13 +62,30 @@ pub struct KubeCluster {
     catalog: Arc<dyn Fn() -> Arc<Catalog> + Send + Sync>,
     /// Namespace of the controller (Events about itself, ConfigMaps of plugins).
     namespace: String,
+    /// Offering keys of the last catalog version seen: NodeClaims name their
+    /// offerings by key, and every pass reads every claim.
+    index: std::sync::Mutex<Option<(u64, OfferingIndex)>>,
 }
 
 impl KubeCluster {
     /// A cluster reached through `client`; offerings are resolved against
     /// `catalog()` (the cloud's current catalog).
     pub fn new(client: Client, namespace: &str, catalog: Arc<dyn Fn() -> Arc<Catalog> + Send + Sync>) -> Self {
-        KubeCluster { client, catalog, namespace: namespace.into() }
+        KubeCluster { client, catalog, namespace: namespace.into(), index: std::sync::Mutex::new(None) }
+    }
+
+    /// The offering index of `catalog`, built once per catalog version.
+    fn offering_index(&self, catalog: &Catalog) -> OfferingIndex {
+        let mut cached = self.index.lock().expect("offering index lock");
+        match cached.as_ref() {
+            Some((version, index)) if *version == catalog.version => index.clone(),
+            _ => {
+                let index: OfferingIndex =
+                    Arc::new((0..catalog.offerings.len() as u32).map(|i| (offering_key(catalog, i), i)).collect());
+                *cached = Some((catalog.version, index.clone()));
+                index
+            }
+        }
     }
 
     /// The client.
@@ -88,9 +103,9 @@ impl KubeCluster {
     }
 
     fn claim_to_model(&self, c: &crd::NodeClaim) -> NodeClaim {
-        let catalog = (self.catalog)();
+        let index = self.offering_index(&(self.catalog)());
         let status = c.status.clone().unwrap_or_default();
-        let instance = match (&status.instance_id, status.offering.as_deref().and_then(|o| offering_index(&catalog, o))) {
+        let instance = match (&status.instance_id, status.offering.as_ref().and_then(|o| index.get(o).copied())) {
             (Some(id), Some(offering)) => Some(Instance { id: id.clone(), claim: c.name_any(), node_pool: c.spec.node_pool.clone(), offering }),
             _ => None,
         };
@@ -111,7 +126,7 @@ impl KubeCluster {
                 gpus: c.spec.gpus,
                 ephemeral_bytes: 0,
             },
-            offerings: c.spec.offerings.iter().filter_map(|o| offering_index(&catalog, o)).collect(),
+            offerings: c.spec.offerings.iter().filter_map(|o| index.get(o).copied()).collect(),
             taints: c.spec.taints.iter().filter_map(|t| convert::parse_taint(t)).collect(),
             instance,
             created_at,
@@ -250,6 +265,7 @@ impl Cluster for KubeCluster {
         // Launched claims whose node has not registered yet hold their pods too.
         let pools = self.node_pools().await?;
         let catalog = (self.catalog)();
+        let index = self.offering_index(&catalog);
         let daemonsets = self.daemonsets().await?;
         let registered: std::collections::HashSet<String> =
             list.iter().filter_map(|n| n.spec.as_ref()?.provider_id.clone()).collect();
@@ -259,7 +275,7 @@ impl Cluster for KubeCluster {
                 continue;
             }
             let (Some(offering), Some(pool)) = (
-                status.offering.as_deref().and_then(|o| offering_index(&catalog, o)),
+                status.offering.as_ref().and_then(|o| index.get(o).copied()),
                 pools.iter().find(|p| p.name == claim.spec.node_pool),
             ) else {
                 continue;
