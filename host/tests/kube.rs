@@ -227,24 +227,33 @@ async fn an_eviction_a_pdb_refuses_with_429_is_blocked_then_retried_until_it_pas
 }
 
 fn policy_plugin(sha256: &str) -> Value {
+    policy_plugin_from(json!({ "configMap": { "name": "team-cheapest", "key": "plugin.wasm" }, "sha256": sha256 }))
+}
+
+fn policy_plugin_from(source: Value) -> Value {
     json!({
         "apiVersion": "nodewright.io/v1alpha1", "kind": "PolicyPlugin",
         "metadata": { "name": "team-cheapest" },
-        "spec": { "role": "selection", "mode": "active", "config": {},
-                  "source": { "configMap": { "name": "team-cheapest", "key": "plugin.wasm" }, "sha256": sha256 } }
+        "spec": { "role": "selection", "mode": "active", "config": {}, "source": source }
     })
 }
 
 fn plugin_server(sha256: String, bytes: Vec<u8>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    plugin_server_with(policy_plugin(&sha256), bytes)
+}
+
+/// An API server with one PolicyPlugin (and its ConfigMap holding `bytes`)
+/// that takes status patches.
+fn plugin_server_with(plugin: Value, bytes: Vec<u8>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     api_server(move |method, uri, body| match (method.as_str(), uri) {
         ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/policyplugins") => {
-            list("PolicyPlugin", "nodewright.io/v1alpha1", vec![policy_plugin(&sha256)])
+            list("PolicyPlugin", "nodewright.io/v1alpha1", vec![plugin.clone()])
         }
         ("GET", "/api/v1/namespaces/nodewright/configmaps/team-cheapest") => (200, json!({
             "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "team-cheapest", "namespace": "nodewright" },
             "binaryData": { "plugin.wasm": base64::engine::general_purpose::STANDARD.encode(&bytes) } })),
         ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/policyplugins/team-cheapest/status") => {
-            let mut object = policy_plugin(&sha256);
+            let mut object = plugin.clone();
             object["status"] = body["status"].clone();
             (200, object)
         }
@@ -289,6 +298,209 @@ async fn a_policy_plugin_with_a_bad_digest_is_rejected_in_its_status_and_the_old
     let patch = seen.iter().find(|s| s.method == Method::PATCH).unwrap();
     assert_eq!(patch.body["status"]["loadedDigest"], actual);
     assert!(patch.body["status"]["lastSwapTime"].is_string());
+}
+
+/// A scripted API server for watch caches. A list is answered by `answer`;
+/// the first watch of each path is answered with the events the test
+/// delivers for it (then its stream ends, as a watch's does on timeout);
+/// later watches stay open and silent.
+fn watch_server(
+    mut answer: impl FnMut(&Method, &str, &Value) -> (u16, Value) + Send + 'static,
+) -> (Client, Arc<Mutex<Vec<Seen>>>, tokio::sync::mpsc::UnboundedSender<(&'static str, Vec<Value>)>) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (deliver, mut deliveries) = tokio::sync::mpsc::unbounded_channel::<(&'static str, Vec<Value>)>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut handle = pin!(handle);
+        // Held watch requests and undelivered events, by path.
+        let mut watches: HashMap<String, Vec<tower_test::mock::SendResponse<Response<Body>>>> = HashMap::new();
+        let mut events: HashMap<String, Vec<Vec<Value>>> = HashMap::new();
+        let mut idle = Vec::new();
+        let reply = |send: tower_test::mock::SendResponse<Response<Body>>, batch: Vec<Value>| {
+            let lines: Vec<String> = batch.iter().map(|e| e.to_string()).collect();
+            send.send_response(Response::builder().status(200).body(Body::from(lines.join("\n").into_bytes())).unwrap());
+        };
+        loop {
+            tokio::select! {
+                request = handle.next_request() => {
+                    let Some((request, send)) = request else { break };
+                    let method = request.method().clone();
+                    let uri = decode(&request.uri().to_string());
+                    let bytes = request.into_body().collect_bytes().await.unwrap();
+                    let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+                    log.lock().unwrap().push(Seen { method: method.clone(), uri: uri.clone(), body: body.clone() });
+                    if uri.contains("watch=true") {
+                        let path = uri.split('?').next().unwrap().to_string();
+                        match events.get_mut(&path).and_then(|e| e.pop()) {
+                            Some(batch) => reply(send, batch),
+                            None if !watches.contains_key(&path) => { watches.entry(path).or_default().push(send); }
+                            None => idle.push(send),
+                        }
+                        continue;
+                    }
+                    let (status, answer) = answer(&method, &uri, &body);
+                    send.send_response(Response::builder().status(status).body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap());
+                }
+                Some((path, batch)) = deliveries.recv() => {
+                    match watches.get_mut(path).and_then(|w| w.pop()) {
+                        Some(send) => reply(send, batch),
+                        None => events.entry(path.to_string()).or_default().insert(0, batch),
+                    }
+                }
+            }
+        }
+    });
+    (Client::new(service, "default"), seen, deliver)
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+#[tokio::test]
+async fn with_watch_caches_a_pass_lists_nothing_and_a_claim_it_created_is_not_created_again_before_the_watch_delivers_it() {
+    let created: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+    let record = created.clone();
+    let (client, seen, deliver) = watch_server(move |method, uri, body| match (method.as_str(), uri) {
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodepools") => list("NodePool", "nodewright.io/v1alpha1", vec![node_pool_object()]),
+        ("GET", u) if u.starts_with("/apis/apps/v1/daemonsets") => list("DaemonSet", "apps/v1", vec![]),
+        ("GET", u) if u.starts_with("/apis/policy/v1/poddisruptionbudgets") => list("PodDisruptionBudget", "policy/v1", vec![]),
+        ("GET", u) if u.starts_with("/api/v1/pods") => list("Pod", "v1", vec![]),
+        ("GET", u) if u.starts_with("/api/v1/nodes") => list("Node", "v1", vec![]),
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", vec![]),
+        ("POST", "/apis/nodewright.io/v1alpha1/nodeclaims?") => {
+            let mut claim = body.clone();
+            claim["metadata"]["resourceVersion"] = json!("3");
+            *record.lock().unwrap() = Some(claim.clone());
+            (201, claim)
+        }
+        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => {
+            let mut claim = record.lock().unwrap().clone().expect("patched after created");
+            claim["status"] = body["status"].clone();
+            claim["metadata"]["resourceVersion"] = json!("4");
+            *record.lock().unwrap() = Some(claim.clone());
+            (200, claim)
+        }
+        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+    });
+    let catalog = catalog();
+    let cache = nodewright::cluster::kube::cache::KubeCache::start(&client);
+    tokio::time::timeout(Duration::from_secs(5), cache.wait_until_ready()).await.expect("every kind listed");
+    let cluster = Arc::new(KubeCluster::new(client, "nodewright", Arc::new({
+        let catalog = catalog.clone();
+        move || catalog.clone()
+    })).with_cache(cache));
+    let cloud = Arc::new(SimulatedCloud::new(catalog, SimulatedCloudConfig::default(), Arc::new(|| Duration::ZERO)));
+    let (runtime, _cache) = common::runtime();
+    let provisioner = Provisioner::new(cloud, cluster.clone(), Arc::new(PolicyRegistry::new(runtime)));
+    let lists = |seen: &Arc<Mutex<Vec<Seen>>>| seen.lock().unwrap().iter().filter(|s| s.method == Method::GET && !s.uri.contains("watch=true")).count();
+    assert_eq!(lists(&seen), 6, "one list per kind");
+
+    // The pending pod arrives by a watch event, not a list.
+    let mut pod = pending_pod();
+    pod["metadata"]["resourceVersion"] = json!("2");
+    deliver.send(("/api/v1/pods", vec![json!({ "type": "ADDED", "object": pod })])).unwrap();
+    eventually("the pod reaching the cache", || cluster.cache().unwrap().pods.state().len() == 1).await;
+    let report = provisioner.provision().await.unwrap();
+    assert_eq!(report.launched.len(), 1, "{report:?}");
+    let writes = |seen: &Arc<Mutex<Vec<Seen>>>| seen.lock().unwrap().iter().filter(|s| s.method != Method::GET).map(|s| s.method.to_string()).collect::<Vec<_>>();
+    assert_eq!(writes(&seen), ["POST", "PATCH"]);
+
+    // The watch has not delivered the claim: the pod still looks pending in
+    // the cache, but the claim the controller wrote holds it.
+    assert!(cluster.cache().unwrap().node_claims.state().is_empty());
+    assert_eq!(cluster.pending_pods().await.unwrap().len(), 1);
+    assert_eq!(cluster.node_claims().await.unwrap().len(), 1);
+    let report = provisioner.provision().await.unwrap();
+    assert!(report.launched.is_empty(), "{report:?}");
+    assert_eq!(writes(&seen), ["POST", "PATCH"], "no second claim");
+
+    // The watch catches up; the cache is read as it is.
+    let claim = created.lock().unwrap().clone().unwrap();
+    deliver.send(("/apis/nodewright.io/v1alpha1/nodeclaims", vec![json!({ "type": "ADDED", "object": claim })])).unwrap();
+    eventually("the claim reaching the cache", || cluster.cache().unwrap().node_claims.state().len() == 1).await;
+    let claims = cluster.node_claims().await.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert!(claims[0].instance.is_some(), "the cached copy has the launch status");
+    assert!(provisioner.provision().await.unwrap().launched.is_empty());
+    assert_eq!(lists(&seen), 6, "no pass listed anything");
+}
+
+/// A loopback web server for components: `/plugin.wasm` serves `bytes`,
+/// `/latest` redirects there, `/slow` answers after 30 s, anything else is
+/// a 404. Returns its base URL.
+async fn component_server(bytes: Vec<u8>) -> String {
+    use axum::response::{IntoResponse, Redirect};
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/plugin.wasm", get(move || async move { bytes.clone() }))
+        .route("/latest", get(|| async { Redirect::temporary("/plugin.wasm") }))
+        .route("/slow", get(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late".into_response()
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test]
+async fn a_policy_plugin_fetched_by_url_is_verified_and_loaded_and_a_failed_fetch_is_rejected_with_the_url() {
+    let bytes = std::fs::read(common::component("cheapest")).unwrap();
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let base = component_server(bytes.clone()).await;
+    let (runtime, _cache) = common::runtime();
+    let registry = Arc::new(PolicyRegistry::new(runtime));
+    let old = std::fs::read(common::component("spot-savvy")).unwrap();
+    registry.load(&selection_slot("default"), Role::Selection, &old, "{}", SlotMode::Active).unwrap();
+    let serving = || registry.slots()[0].active_plugin().unwrap().info().digest.clone();
+    let before = serving();
+    let pool = NodePool::new("default").selection("team-cheapest", "{}");
+    let reconcile = |source: Value| {
+        let registry = registry.clone();
+        let pool = pool.clone();
+        async move {
+            let (client, seen) = plugin_server_with(policy_plugin_from(source), Vec::new());
+            let reconciler = PluginReconciler::new(client, "nodewright", registry).fetch_timeout(Duration::from_millis(500));
+            let outcomes = reconciler.reconcile(&[pool]).await.unwrap();
+            let patches: Vec<Value> = seen.lock().unwrap().iter().filter(|s| s.method == Method::PATCH).map(|s| s.body["status"].clone()).collect();
+            (outcomes, patches)
+        }
+    };
+    let rejected = |reason: &str, message: String| vec![PluginOutcome::Rejected { plugin: "team-cheapest".into(), reason: reason.into(), message }];
+
+    // A 404, a server too slow for the deadline, a scheme that is not HTTP,
+    // and both sources at once: rejected, saying why, old version serving.
+    let url = format!("{base}/missing");
+    let (outcomes, patches) = reconcile(json!({ "url": url, "sha256": digest })).await;
+    assert_eq!(outcomes, rejected("FetchFailed", format!("spec.source.url `{url}`: GET {url}: HTTP 404 Not Found")));
+    assert_eq!(patches[0]["conditions"][0]["reason"], "FetchFailed");
+    assert_eq!(patches[0]["conditions"][0]["status"], "True");
+    let url = format!("{base}/slow");
+    let (outcomes, _) = reconcile(json!({ "url": url, "sha256": digest })).await;
+    assert_eq!(outcomes, rejected("FetchFailed", format!("spec.source.url `{url}`: no complete answer within 0.5 s")));
+    let (outcomes, _) = reconcile(json!({ "url": "file:///etc/passwd", "sha256": digest })).await;
+    assert_eq!(outcomes, rejected("FetchFailed", "spec.source.url `file:///etc/passwd`: scheme `file` is not http or https".into()));
+    let (outcomes, _) = reconcile(json!({ "url": format!("{base}/plugin.wasm"), "configMap": { "name": "team-cheapest" }, "sha256": digest })).await;
+    assert_eq!(outcomes, rejected("FetchFailed", "spec.source: configMap and url are both set; set one".into()));
+    assert_eq!(serving(), before);
+
+    // Served through a redirect with the right digest: loaded and reported.
+    let (outcomes, patches) = reconcile(json!({ "url": format!("{base}/latest"), "sha256": digest })).await;
+    assert_eq!(outcomes, vec![PluginOutcome::Loaded { plugin: "team-cheapest".into(), digest: digest.clone(), slots: vec!["default/selection".into()] }]);
+    assert_eq!(serving(), format!("sha256:{digest}"));
+    assert_eq!(patches[0]["loadedDigest"], digest);
 }
 
 /// An API server holding one Lease, with optimistic concurrency.

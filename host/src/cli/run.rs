@@ -152,7 +152,9 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: crate::policy::PolicyR
     }
     let cloud = Arc::new(cloud);
     let catalog_cloud = cloud.clone();
-    let cluster = Arc::new(KubeCluster::new(client.clone(), &args.namespace, Arc::new(move || catalog_cloud.catalog())));
+    let cache = crate::cluster::kube::cache::KubeCache::start(&client);
+    let changed = cache.changed();
+    let cluster = Arc::new(KubeCluster::new(client.clone(), &args.namespace, Arc::new(move || catalog_cloud.catalog())).with_cache(cache));
     let registry = Arc::new(crate::policy::PolicyRegistry::new(runtime));
     let provisioner = Arc::new(crate::provisioning::Provisioner::new(cloud.clone(), cluster.clone(), registry.clone()));
     let mut disruption = crate::disruption::DisruptionController::new(provisioner.clone(), cluster.clone(), Default::default());
@@ -183,6 +185,11 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: crate::policy::PolicyR
         });
     }
 
+    // Decisions on a half-listed cluster would launch what exists already.
+    let caches = cluster.cache().expect("started above");
+    if tokio::time::timeout(Duration::from_secs(120), caches.wait_until_ready()).await.is_err() {
+        anyhow::bail!("the watch caches did not complete their first list within 120 s (RBAC? API server?)");
+    }
     ready.store(true, Ordering::Relaxed);
     tracing::info!(identity, "nodewright running");
     let mut tick = tokio::time::interval(Duration::from_secs(config.interval_seconds));
@@ -193,6 +200,9 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: crate::policy::PolicyR
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {}
+            // A pod, node or NodePool changed: a pass soon, once the burst
+            // has settled for a second (at most one pass a second).
+            _ = changed.notified() => tokio::time::sleep(Duration::from_secs(1)).await,
         }
         let is_leader = match elector.try_acquire_or_renew().await {
             Ok(l) => l,

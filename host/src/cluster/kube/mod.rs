@@ -1,7 +1,9 @@
 //! The [`Cluster`] trait on a real Kubernetes API server, through kube-rs.
 //!
-//! Reads list what they need (pending pods by field selector, nodes, bound
-//! pods, daemonsets, PDBs, NodePools, NodeClaims); writes are the smallest
+//! Reads come from watch caches ([`cache::KubeCache`], one reflector per
+//! kind) when the cluster has one, as `nodewright run` does; without one
+//! they list what they need (pending pods by field selector, nodes, bound
+//! pods, daemonsets, PDBs, NodePools, NodeClaims). Writes are the smallest
 //! request that does the job: a NodeClaim created with a finalizer, its
 //! status patched once launched, nodes cordoned by a merge patch, pods
 //! evicted through the Eviction API (which honours PodDisruptionBudgets: a
@@ -9,6 +11,7 @@
 //! [`KubeCluster::sync_registrations`] links nodes to NodeClaims by
 //! providerID and removes the startup taints once a node is Ready.
 
+pub mod cache;
 pub mod crd;
 pub mod convert;
 pub mod lease;
@@ -22,7 +25,8 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget as K8sPdb;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use super::{Cluster, ClusterError, Eviction, NodeClaim};
 use crate::cloud::Instance;
@@ -65,13 +69,100 @@ pub struct KubeCluster {
     /// Offering keys of the last catalog version seen: NodeClaims name their
     /// offerings by key, and every pass reads every claim.
     index: std::sync::Mutex<Option<(u64, OfferingIndex)>>,
+    /// Watch caches; `None`: every read lists.
+    cache: Option<cache::KubeCache>,
+}
+
+/// Which pods a read wants: a field selector when listing, the same
+/// predicate over the cache.
+#[derive(Clone, Copy)]
+enum Pods<'a> {
+    /// Not bound, phase Pending.
+    Pending,
+    /// Bound to a node, not finished.
+    Bound,
+    /// Bound to this node.
+    On(&'a str),
+}
+
+impl Pods<'_> {
+    fn fields(self) -> String {
+        match self {
+            Pods::Pending => "spec.nodeName=,status.phase=Pending".into(),
+            Pods::Bound => format!("spec.nodeName!=,{}", cache::LIVE_PODS),
+            Pods::On(node) => format!("spec.nodeName={node}"),
+        }
+    }
+
+    fn matches(self, pod: &core::Pod) -> bool {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("");
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+        match self {
+            Pods::Pending => node.is_empty() && phase == "Pending",
+            Pods::Bound => !node.is_empty() && phase != "Succeeded" && phase != "Failed",
+            Pods::On(name) => node == name,
+        }
+    }
 }
 
 impl KubeCluster {
     /// A cluster reached through `client`; offerings are resolved against
     /// `catalog()` (the cloud's current catalog).
     pub fn new(client: Client, namespace: &str, catalog: Arc<dyn Fn() -> Arc<Catalog> + Send + Sync>) -> Self {
-        KubeCluster { client, catalog, namespace: namespace.into(), index: std::sync::Mutex::new(None) }
+        KubeCluster { client, catalog, namespace: namespace.into(), index: std::sync::Mutex::new(None), cache: None }
+    }
+
+    /// Reads from `cache` instead of listing.
+    pub fn with_cache(mut self, cache: cache::KubeCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The watch caches, if reads use them.
+    pub fn cache(&self) -> Option<&cache::KubeCache> {
+        self.cache.as_ref()
+    }
+
+    /// Every object of a kind: from the cache (`cached`), or listed.
+    async fn read<K>(&self, cached: impl FnOnce(&cache::KubeCache) -> Vec<Arc<K>>, what: &str) -> Result<Vec<Arc<K>>, ClusterError>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        if let Some(cache) = &self.cache {
+            return Ok(cached(cache));
+        }
+        let api: Api<K> = Api::all(self.client.clone());
+        Ok(api.list(&ListParams::default()).await.map_err(err(what))?.items.into_iter().map(Arc::new).collect())
+    }
+
+    async fn pods(&self, which: Pods<'_>) -> Result<Vec<Arc<core::Pod>>, ClusterError> {
+        if let Some(cache) = &self.cache {
+            return Ok(cache.pods.state_filter(|p| which.matches(p)));
+        }
+        let api: Api<core::Pod> = Api::all(self.client.clone());
+        Ok(api.list(&ListParams::default().fields(&which.fields())).await.map_err(err("list pods"))?.items.into_iter().map(Arc::new).collect())
+    }
+
+    async fn read_nodes(&self) -> Result<Vec<Arc<core::Node>>, ClusterError> {
+        self.read(|c| c.recent_nodes.merge(c.nodes.state()), "list nodes").await
+    }
+
+    async fn read_claims(&self) -> Result<Vec<Arc<crd::NodeClaim>>, ClusterError> {
+        self.read(|c| c.recent_claims.merge(c.node_claims.state()), "list nodeclaims").await
+    }
+
+    /// The API server's answer to a write of a node.
+    fn wrote_node(&self, node: core::Node) {
+        if let Some(cache) = &self.cache {
+            cache.recent_nodes.wrote(node);
+        }
+    }
+
+    /// The API server's answer to a write of a NodeClaim.
+    fn wrote_claim(&self, claim: crd::NodeClaim) {
+        if let Some(cache) = &self.cache {
+            cache.recent_claims.wrote(claim);
+        }
     }
 
     /// The offering index of `catalog`, built once per catalog version.
@@ -135,22 +226,17 @@ impl KubeCluster {
         }
     }
 
-    async fn all_pods(&self, fields: &str) -> Result<Vec<core::Pod>, ClusterError> {
-        let api: Api<core::Pod> = Api::all(self.client.clone());
-        Ok(api.list(&ListParams::default().fields(fields)).await.map_err(err("list pods"))?.items)
-    }
-
     /// Link registered nodes to their NodeClaims by providerID (status
     /// `nodeName`, condition `Registered`), and once a node is Ready remove
     /// its startup taints and mark the claim `Initialized`. Returns the
     /// claims newly initialised.
     pub async fn sync_registrations(&self, pools: &[NodePool]) -> Result<Vec<String>, ClusterError> {
         let nodes: Api<core::Node> = Api::all(self.client.clone());
-        let node_list = nodes.list(&ListParams::default()).await.map_err(err("list nodes"))?.items;
+        let node_list = self.read_nodes().await?;
         let by_provider: HashMap<&str, &core::Node> =
-            node_list.iter().filter_map(|n| Some((n.spec.as_ref()?.provider_id.as_deref()?, n))).collect();
+            node_list.iter().filter_map(|n| Some((n.spec.as_ref()?.provider_id.as_deref()?, n.as_ref()))).collect();
         let mut initialised = Vec::new();
-        for claim in self.claims_api().list(&ListParams::default()).await.map_err(err("list nodeclaims"))?.items {
+        for claim in self.read_claims().await? {
             let status = claim.status.clone().unwrap_or_default();
             if status.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True") {
                 continue;
@@ -170,19 +256,22 @@ impl KubeCluster {
                 if taints.iter().any(|t| startup.contains(&t.key)) {
                     let kept: Vec<&core::Taint> = taints.iter().filter(|t| !startup.contains(&t.key)).collect();
                     let patch = serde_json::json!({ "spec": { "taints": kept } });
-                    nodes
+                    let patched = nodes
                         .patch(&node.name_any(), &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
                         .await
                         .map_err(err("remove startup taints"))?;
+                    self.wrote_node(patched);
                 }
                 crd::set_condition(&mut conditions, crd::Condition { type_: "Initialized".into(), status: "True".into(), reason: "NodeReady".into(), message: String::new(), last_transition_time: now });
                 initialised.push(claim.name_any());
             }
             let patch = serde_json::json!({ "status": { "nodeName": node.name_any(), "conditions": conditions } });
-            self.claims_api()
+            let patched = self
+                .claims_api()
                 .patch_status(&claim.name_any(), &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
                 .await
                 .map_err(err("patch nodeclaim status"))?;
+            self.wrote_claim(patched);
         }
         Ok(initialised)
     }
@@ -190,9 +279,8 @@ impl KubeCluster {
 
 impl Cluster for KubeCluster {
     async fn node_pools(&self) -> Result<Vec<NodePool>, ClusterError> {
-        let api: Api<crd::NodePool> = Api::all(self.client.clone());
         let mut pools = Vec::new();
-        for np in api.list(&ListParams::default()).await.map_err(err("list nodepools"))?.items {
+        for np in self.read::<crd::NodePool>(|c| c.node_pools.state(), "list nodepools").await? {
             let doc = serde_json::json!({
                 "apiVersion": "nodewright.io/v1alpha1",
                 "kind": "NodePool",
@@ -210,12 +298,9 @@ impl Cluster for KubeCluster {
     }
 
     async fn daemonsets(&self) -> Result<Vec<PodSpec>, ClusterError> {
-        let api: Api<DaemonSet> = Api::all(self.client.clone());
-        Ok(api
-            .list(&ListParams::default())
-            .await
-            .map_err(err("list daemonsets"))?
-            .items
+        Ok(self
+            .read::<DaemonSet>(|c| c.daemonsets.state(), "list daemonsets")
+            .await?
             .iter()
             .filter_map(|d| {
                 let template = &d.spec.template;
@@ -227,7 +312,7 @@ impl Cluster for KubeCluster {
     async fn pending_pods(&self) -> Result<Vec<Pod>, ClusterError> {
         let mut specs = HashMap::new();
         Ok(self
-            .all_pods("spec.nodeName=,status.phase=Pending")
+            .pods(Pods::Pending)
             .await?
             .iter()
             .filter(|p| convert::is_unschedulable(p))
@@ -236,11 +321,10 @@ impl Cluster for KubeCluster {
     }
 
     async fn nodes(&self) -> Result<Vec<ExistingNode>, ClusterError> {
-        let api: Api<core::Node> = Api::all(self.client.clone());
-        let list = api.list(&ListParams::default()).await.map_err(err("list nodes"))?.items;
+        let list = self.read_nodes().await?;
         let mut specs = HashMap::new();
         let mut on_node: HashMap<String, Vec<Arc<PodSpec>>> = HashMap::new();
-        for p in self.all_pods("spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed").await? {
+        for p in self.pods(Pods::Bound).await? {
             if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
                 on_node.entry(node).or_default().push(convert::pod(&p, &mut specs).spec);
             }
@@ -269,7 +353,7 @@ impl Cluster for KubeCluster {
         let daemonsets = self.daemonsets().await?;
         let registered: std::collections::HashSet<String> =
             list.iter().filter_map(|n| n.spec.as_ref()?.provider_id.clone()).collect();
-        for claim in self.claims_api().list(&ListParams::default()).await.map_err(err("list nodeclaims"))?.items {
+        for claim in self.read_claims().await? {
             let status = claim.status.clone().unwrap_or_default();
             if status.provider_id.as_ref().is_some_and(|p| registered.contains(p)) {
                 continue;
@@ -312,7 +396,8 @@ impl Cluster for KubeCluster {
         );
         object.metadata.finalizers = Some(vec![TERMINATION_FINALIZER.into()]);
         object.metadata.labels = Some(BTreeMap::from([(crate::model::well_known::NODE_POOL.to_string(), claim.node_pool.clone())]));
-        self.claims_api().create(&PostParams::default(), &object).await.map_err(err("create nodeclaim"))?;
+        let created = self.claims_api().create(&PostParams::default(), &object).await.map_err(err("create nodeclaim"))?;
+        self.wrote_claim(created);
         Ok(())
     }
 
@@ -326,10 +411,12 @@ impl Cluster for KubeCluster {
             "instanceType": offering.map(|o| o.instance_type.clone()),
             "conditions": [{ "type": "Launched", "status": "True", "reason": "Launched", "message": "", "lastTransitionTime": chrono::Utc::now().to_rfc3339() }],
         }});
-        self.claims_api()
+        let patched = self
+            .claims_api()
             .patch_status(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
             .await
             .map_err(err("patch nodeclaim status"))?;
+        self.wrote_claim(patched);
         Ok(())
     }
 
@@ -348,6 +435,12 @@ impl Cluster for KubeCluster {
                 Ok(_) | Err(kube::Error::Api(_)) => {}
                 Err(e) => return Err(ClusterError(format!("delete node {node}: {e}"))),
             }
+            if let Some(cache) = &self.cache {
+                cache.recent_nodes.deleted(&node);
+            }
+        }
+        if let Some(cache) = &self.cache {
+            cache.recent_claims.deleted(claim);
         }
         let patch = serde_json::json!({ "metadata": { "finalizers": null } });
         match self.claims_api().patch(claim, &PatchParams::default(), &Patch::Merge(&patch)).await {
@@ -363,13 +456,13 @@ impl Cluster for KubeCluster {
     }
 
     async fn node_claims(&self) -> Result<Vec<NodeClaim>, ClusterError> {
-        Ok(self.claims_api().list(&ListParams::default()).await.map_err(err("list nodeclaims"))?.items.iter().map(|c| self.claim_to_model(c)).collect())
+        Ok(self.read_claims().await?.iter().map(|c| self.claim_to_model(c)).collect())
     }
 
     async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, ClusterError> {
         let mut specs = HashMap::new();
         Ok(self
-            .all_pods(&format!("spec.nodeName={node}"))
+            .pods(Pods::On(node))
             .await?
             .iter()
             .filter(|p| !convert::is_daemon_pod(p))
@@ -380,7 +473,7 @@ impl Cluster for KubeCluster {
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
         let mut specs = HashMap::new();
         Ok(self
-            .all_pods("spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed")
+            .pods(Pods::Bound)
             .await?
             .iter()
             .filter(|p| !convert::is_daemon_pod(p))
@@ -389,18 +482,15 @@ impl Cluster for KubeCluster {
     }
 
     async fn pod_disruption_budgets(&self) -> Result<Vec<PdbStatus>, ClusterError> {
-        let api: Api<K8sPdb> = Api::all(self.client.clone());
         let int_or_percent = |v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| match v {
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => IntOrPercent::Count((*i).max(0) as u32),
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => {
                 IntOrPercent::Percent(s.trim_end_matches('%').parse().unwrap_or(0))
             }
         };
-        Ok(api
-            .list(&ListParams::default())
-            .await
-            .map_err(err("list poddisruptionbudgets"))?
-            .items
+        Ok(self
+            .read::<K8sPdb>(|c| c.pdbs.state(), "list poddisruptionbudgets")
+            .await?
             .iter()
             .filter_map(|p| {
                 let spec = p.spec.as_ref()?;
@@ -435,16 +525,16 @@ impl Cluster for KubeCluster {
     }
 
     async fn cordon(&self, node: &str) -> Result<(), ClusterError> {
-        set_unschedulable(&self.client, node, true).await
+        self.set_unschedulable(node, true).await
     }
 
     async fn uncordon(&self, node: &str) -> Result<(), ClusterError> {
-        set_unschedulable(&self.client, node, false).await
+        self.set_unschedulable(node, false).await
     }
 
     async fn drain(&self, node: &str) -> Result<Vec<String>, ClusterError> {
         let mut removed = Vec::new();
-        for p in self.all_pods(&format!("spec.nodeName={node}")).await? {
+        for p in self.pods(Pods::On(node)).await? {
             if convert::is_daemon_pod(&p) {
                 continue;
             }
@@ -479,13 +569,18 @@ impl Cluster for KubeCluster {
     }
 }
 
-async fn set_unschedulable(client: &Client, node: &str, value: bool) -> Result<(), ClusterError> {
-    let api: Api<core::Node> = Api::all(client.clone());
-    let patch = serde_json::json!({ "spec": { "unschedulable": value } });
-    match api.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(()),
-        // A claim whose node has not registered: nothing to cordon.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(ClusterError(format!("patch node {node}: {e}"))),
+impl KubeCluster {
+    async fn set_unschedulable(&self, node: &str, value: bool) -> Result<(), ClusterError> {
+        let api: Api<core::Node> = Api::all(self.client.clone());
+        let patch = serde_json::json!({ "spec": { "unschedulable": value } });
+        match api.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(patched) => {
+                self.wrote_node(patched);
+                Ok(())
+            }
+            // A claim whose node has not registered: nothing to cordon.
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(ClusterError(format!("patch node {node}: {e}"))),
+        }
     }
 }
