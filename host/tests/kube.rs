@@ -35,13 +35,12 @@ fn decode(uri: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&uri[i + 1..i + 3], 16) {
+        if bytes[i] == b'%' && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&uri[i + 1..i + 3], 16) {
                 out.push(b);
                 i += 3;
                 continue;
             }
-        }
         out.push(bytes[i]);
         i += 1;
     }
@@ -300,15 +299,18 @@ async fn a_policy_plugin_with_a_bad_digest_is_rejected_in_its_status_and_the_old
     assert!(patch.body["status"]["lastSwapTime"].is_string());
 }
 
+/// Watch events for the watch of a path.
+type Delivery = (&'static str, Vec<Value>);
+
 /// A scripted API server for watch caches. A list is answered by `answer`;
 /// the first watch of each path is answered with the events the test
 /// delivers for it (then its stream ends, as a watch's does on timeout);
 /// later watches stay open and silent.
 fn watch_server(
     mut answer: impl FnMut(&Method, &str, &Value) -> (u16, Value) + Send + 'static,
-) -> (Client, Arc<Mutex<Vec<Seen>>>, tokio::sync::mpsc::UnboundedSender<(&'static str, Vec<Value>)>) {
+) -> (Client, Arc<Mutex<Vec<Seen>>>, tokio::sync::mpsc::UnboundedSender<Delivery>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let (deliver, mut deliveries) = tokio::sync::mpsc::unbounded_channel::<(&'static str, Vec<Value>)>();
+    let (deliver, mut deliveries) = tokio::sync::mpsc::unbounded_channel::<Delivery>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     tokio::spawn(async move {

@@ -224,7 +224,7 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: crate::policy::PolicyR
         }
         metrics.slots(&registry);
         metrics.interruptions(&handler.counts());
-        if passes % 30 == 0 {
+        if passes.is_multiple_of(30) {
             let claims = cluster.node_claims().await.map(|c| c.into_iter().map(|c| c.name).collect()).unwrap_or_default();
             if let Err(e) = cloud.collect_garbage(&claims, Duration::from_secs(config.garbage_collection_grace_seconds)).await {
                 tracing::warn!("garbage collection: {e}");

@@ -279,14 +279,13 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 }
             }
         }
-        if consolidating && pool.consolidation_policy == ConsolidationPolicy::WhenEmpty {
-            if let Some(busy) = members.iter().find(|m| !m.pods.is_empty()) {
+        if consolidating && pool.consolidation_policy == ConsolidationPolicy::WhenEmpty
+            && let Some(busy) = members.iter().find(|m| !m.pods.is_empty()) {
                 return Err((
                     RejectKind::Policy,
                     format!("NodePool {} consolidates WhenEmpty and node {} runs {} pods", pool.name, busy.name(), busy.pods.len()),
                 ));
             }
-        }
         if !forceful {
             let pool_nodes = view.members.iter().filter(|m| m.pool() == pool.name).count();
             let busy = self.busy(&pool.name, pass);

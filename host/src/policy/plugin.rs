@@ -78,7 +78,10 @@ impl ContractVersion {
     }
 }
 
-static CALL_OBSERVER: OnceLock<Box<dyn Fn(&str, Duration) + Send + Sync>> = OnceLock::new();
+/// Called with a plugin's name and wall time after each call.
+type CallObserver = Box<dyn Fn(&str, Duration) + Send + Sync>;
+
+static CALL_OBSERVER: OnceLock<CallObserver> = OnceLock::new();
 
 /// Have `observe(plugin name, wall time)` called after every plugin call of
 /// the process (the controller's latency histogram). Set once; later calls

@@ -282,10 +282,9 @@ pub fn simulate(
     let clock = SimClock::default();
     let runtime = PolicyRuntime::new(RuntimeConfig {
         cache_dir: config.cache_dir.clone(),
-        limits: config.limits.clone(),
+        limits: config.limits,
         clock: Arc::new(clock.clone()),
         seed: config.seed,
-        ..RuntimeConfig::default()
     })?;
     let registry = Arc::new(PolicyRegistry::new(runtime));
     let pools: Vec<NodePool> = pools

@@ -133,8 +133,12 @@ const HOLD: Duration = Duration::from_secs(30);
 /// Objects the controller wrote (or deleted), by name, read in place of the
 /// cache's copy until the cache holds that version or a later one.
 pub(super) struct Recent<K> {
-    writes: Mutex<HashMap<String, (Instant, Option<Arc<K>>)>>,
+    writes: Mutex<HashMap<String, Written<K>>>,
 }
+
+/// When an object was written, and what the server answered (`None`:
+/// deleted).
+type Written<K> = (Instant, Option<Arc<K>>);
 
 impl<K> Default for Recent<K> {
     fn default() -> Self {

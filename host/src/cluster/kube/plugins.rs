@@ -245,11 +245,10 @@ async fn fetch_following(url: &str) -> Result<Vec<u8>, String> {
         if !status.is_success() {
             return Err(format!("GET {uri}: HTTP {status}"));
         }
-        if let Some(length) = response.headers().get(http::header::CONTENT_LENGTH).and_then(|l| l.to_str().ok()?.parse::<u64>().ok()) {
-            if length > MAX_URL_COMPONENT_BYTES as u64 {
+        if let Some(length) = response.headers().get(http::header::CONTENT_LENGTH).and_then(|l| l.to_str().ok()?.parse::<u64>().ok())
+            && length > MAX_URL_COMPONENT_BYTES as u64 {
                 return Err(format!("GET {uri}: {length} bytes, more than the {MAX_URL_COMPONENT_BYTES} a component may have"));
             }
-        }
         let body = http_body_util::Limited::new(response.into_body(), MAX_URL_COMPONENT_BYTES)
             .collect()
             .await
