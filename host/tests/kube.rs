@@ -225,6 +225,21 @@ async fn an_eviction_a_pdb_refuses_with_429_is_blocked_then_retried_until_it_pas
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
 
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A registry whose `default/selection` slot serves `spot-savvy` (the
+/// version a candidate would replace), and its cache directory.
+fn registry_serving_old_version() -> (Arc<PolicyRegistry>, tempfile::TempDir) {
+    let (runtime, cache) = common::runtime();
+    let registry = Arc::new(PolicyRegistry::new(runtime));
+    let old = std::fs::read(common::component("spot-savvy")).unwrap();
+    registry.load(&selection_slot("default"), Role::Selection, &old, "{}", SlotMode::Active).unwrap();
+    (registry, cache)
+}
+
 fn policy_plugin(sha256: &str) -> Value {
     policy_plugin_from(json!({ "configMap": { "name": "team-cheapest", "key": "plugin.wasm" }, "sha256": sha256 }))
 }
@@ -263,10 +278,7 @@ fn plugin_server_with(plugin: Value, bytes: Vec<u8>) -> (Client, Arc<Mutex<Vec<S
 #[tokio::test]
 async fn a_policy_plugin_with_a_bad_digest_is_rejected_in_its_status_and_the_old_version_keeps_serving() {
     let bytes = std::fs::read(common::component("cheapest")).unwrap();
-    let (runtime, _cache) = common::runtime();
-    let registry = Arc::new(PolicyRegistry::new(runtime));
-    let old = std::fs::read(common::component("spot-savvy")).unwrap();
-    registry.load(&selection_slot("default"), Role::Selection, &old, "{}", SlotMode::Active).unwrap();
+    let (registry, _cache) = registry_serving_old_version();
     let serving = || registry.slots()[0].active_plugin().unwrap().info().digest.clone();
     let before = serving();
     let pool = NodePool::new("default").selection("team-cheapest", "{}");
@@ -274,10 +286,7 @@ async fn a_policy_plugin_with_a_bad_digest_is_rejected_in_its_status_and_the_old
     let wrong = "0".repeat(64);
     let (client, seen) = plugin_server(wrong.clone(), bytes.clone());
     let outcomes = PluginReconciler::new(client, "nodewright", registry.clone()).reconcile(std::slice::from_ref(&pool)).await.unwrap();
-    let actual = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&bytes))
-    };
+    let actual = sha256(&bytes);
     let message = format!("spec.source.sha256 is {wrong} but the component's sha256 is {actual}; the previous version keeps serving");
     assert_eq!(outcomes, vec![PluginOutcome::Rejected { plugin: "team-cheapest".into(), reason: "DigestMismatch".into(), message: message.clone() }]);
     assert_eq!(serving(), before, "the old version keeps serving");
@@ -457,15 +466,9 @@ async fn component_server(bytes: Vec<u8>) -> String {
 #[tokio::test]
 async fn a_policy_plugin_fetched_by_url_is_verified_and_loaded_and_a_failed_fetch_is_rejected_with_the_url() {
     let bytes = std::fs::read(common::component("cheapest")).unwrap();
-    let digest = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&bytes))
-    };
+    let digest = sha256(&bytes);
     let base = component_server(bytes.clone()).await;
-    let (runtime, _cache) = common::runtime();
-    let registry = Arc::new(PolicyRegistry::new(runtime));
-    let old = std::fs::read(common::component("spot-savvy")).unwrap();
-    registry.load(&selection_slot("default"), Role::Selection, &old, "{}", SlotMode::Active).unwrap();
+    let (registry, _cache) = registry_serving_old_version();
     let serving = || registry.slots()[0].active_plugin().unwrap().info().digest.clone();
     let before = serving();
     let pool = NodePool::new("default").selection("team-cheapest", "{}");

@@ -122,3 +122,52 @@ fn the_simulator_runs_python_and_javascript_policies_to_the_same_result_as_rust(
     assert_eq!(run(file("cheapest-py"), file("empty-only-py")), rust);
     assert_eq!(run(file("cheapest-js"), "empty-only".into()), rust);
 }
+
+#[test]
+fn swapping_in_a_python_plugin_compiles_beside_the_decisions_which_go_on_with_the_old_version() {
+    use nodewright::policy::{DecidedBy, PolicyRegistry, Role, SlotMode};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // An empty cache: the Python component compiles (seconds) during the swap.
+    let (runtime, _cache) = common::runtime();
+    let registry = Arc::new(PolicyRegistry::new(runtime.clone()));
+    let old = common::load(&runtime, "cheapest", "{}");
+    let slot = registry.ensure_slot("web", Role::Selection);
+    slot.propose(old.clone(), SlotMode::Active).unwrap();
+    let catalog = full_catalog();
+    let request = nodewright::policy::selection_request(catalog, vec![Resources::pod(1000, 2 << 30)]);
+    let expected = old.rank(catalog, &request).unwrap();
+    let bytes = std::fs::read(path("cheapest-py")).unwrap();
+
+    let loading = Arc::new(AtomicBool::new(true));
+    let loader = {
+        let (registry, loading) = (registry.clone(), loading.clone());
+        std::thread::spawn(move || {
+            let outcome = registry.load("web", Role::Selection, &bytes, "{}", SlotMode::Active);
+            loading.store(false, Ordering::SeqCst);
+            outcome
+        })
+    };
+    // Decisions while the candidate compiles and is checked: every one is
+    // answered by the old version, none waits for the load.
+    let mut during = 0u64;
+    while loading.load(Ordering::SeqCst) {
+        let decision = slot.rank(catalog, &request);
+        match decision.by {
+            DecidedBy::Plugin(p) if Arc::ptr_eq(&p, &old) => {
+                assert_eq!(decision.value, expected);
+                during += 1;
+            }
+            // The swap has happened between this check and the last.
+            DecidedBy::Plugin(_) if !loading.load(Ordering::SeqCst) || slot.stats().swaps == 2 => break,
+            other => panic!("a decision during the load was not the old version's: {other:?}"),
+        }
+    }
+    loader.join().unwrap().unwrap();
+    eprintln!("{during} decisions by the old version while the Python candidate compiled and was checked");
+    assert!(runtime.cache_stats().compiled >= 2, "the Python component was compiled during the swap");
+    assert!(during >= 10, "only {during} decisions were made while the candidate loaded");
+    let after = slot.rank(catalog, &request);
+    assert!(matches!(&after.by, DecidedBy::Plugin(p) if p.info().digest != old.info().digest), "{:?}", after.by);
+    assert_eq!(after.value, expected, "the Python version ranks like the Rust one");
+    assert_eq!(slot.stats().swaps, 2);
+}
