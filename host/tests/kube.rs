@@ -225,6 +225,57 @@ async fn an_eviction_a_pdb_refuses_with_429_is_blocked_then_retried_until_it_pas
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
 
+#[tokio::test]
+async fn a_nodepool_with_a_bad_field_is_reported_in_its_status_and_left_out_while_the_others_serve() {
+    let mut broken = node_pool_object();
+    broken["metadata"]["name"] = json!("broken");
+    broken["spec"]["template"]["spec"]["requirements"][0]["operator"] = json!("Sometimes");
+    let claim = json!({ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodeClaim", "metadata": { "name": "default-1" },
+        "spec": { "nodePool": "default", "offerings": [], "cpuMillis": 0, "memoryBytes": 0 } });
+    // The server keeps what is patched, so the second pass sees it.
+    let statuses: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let kept = statuses.clone();
+    let (client, seen) = api_server(move |method, uri, body| match (method.as_str(), uri) {
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodepools") => {
+            let mut pools = vec![node_pool_object(), broken.clone()];
+            for pool in &mut pools {
+                if let Some(status) = kept.lock().unwrap().get(pool["metadata"]["name"].as_str().unwrap()) {
+                    pool["status"] = status.clone();
+                }
+            }
+            list("NodePool", "nodewright.io/v1alpha1", pools)
+        }
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", vec![claim.clone()]),
+        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodepools/") && u.contains("/status") => {
+            let name = u.trim_start_matches("/apis/nodewright.io/v1alpha1/nodepools/").split('/').next().unwrap().to_string();
+            kept.lock().unwrap().insert(name, body["status"].clone());
+            (200, node_pool_object())
+        }
+        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+    });
+    let cluster = kube_cluster(client, catalog());
+    let pools = cluster.node_pools().await.unwrap();
+    assert_eq!(pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["default"], "the broken one is left out");
+    assert_eq!(cluster.sync_node_pool_status().await.unwrap(), ["default", "broken"]);
+    let statuses = statuses.lock().unwrap().clone();
+    let ready = |name: &str| {
+        let c = &statuses[name]["conditions"][0];
+        (c["type"].as_str().unwrap().to_string(), c["status"].as_str().unwrap().to_string(), c["reason"].as_str().unwrap().to_string(), c["message"].as_str().unwrap().to_string())
+    };
+    assert_eq!(ready("default"), ("Ready".into(), "True".into(), "Valid".into(), String::new()));
+    assert_eq!(statuses["default"]["nodes"], 1);
+    let (kind, state, reason, message) = ready("broken");
+    assert_eq!((kind.as_str(), state.as_str(), reason.as_str()), ("Ready", "False", "InvalidSpec"));
+    assert!(message.starts_with("spec.template.spec.requirements[0].operator: "), "{message}");
+    assert!(message.contains("Sometimes"), "{message}");
+    assert_eq!(statuses["broken"]["nodes"], 0);
+
+    // Nothing changed: nothing is written again.
+    let writes = seen.lock().unwrap().iter().filter(|s| s.method == Method::PATCH).count();
+    assert!(cluster.sync_node_pool_status().await.unwrap().is_empty());
+    assert_eq!(seen.lock().unwrap().iter().filter(|s| s.method == Method::PATCH).count(), writes);
+}
+
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))

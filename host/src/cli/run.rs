@@ -250,6 +250,7 @@ async fn pass(
     cloud: &Arc<crate::cloud::ec2::Ec2Cloud>,
 ) -> Result<(), crate::cluster::ClusterError> {
     let pools = cluster.node_pools().await?;
+    cluster.sync_node_pool_status().await?;
     plugins.reconcile(&pools).await?;
     cluster.sync_registrations(&pools).await?;
     let report = provisioner.provision().await?;

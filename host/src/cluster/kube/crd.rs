@@ -62,7 +62,7 @@ pub struct NodePoolStatus {
     /// `Ready` (the spec is valid) with the error when it is not.
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// Nodes it has now.
+    /// NodeClaims it has now (launched or in flight).
     #[serde(default)]
     pub nodes: u32,
 }

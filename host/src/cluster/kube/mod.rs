@@ -277,21 +277,71 @@ impl KubeCluster {
     }
 }
 
+/// A NodePool object as the model's NodePool, checked by the same parser as
+/// NodePool files (so errors name the field the same way).
+fn parse_pool(np: &crd::NodePool) -> Result<NodePool, crate::model::NodePoolError> {
+    let doc = serde_json::json!({
+        "apiVersion": "nodewright.io/v1alpha1",
+        "kind": "NodePool",
+        "metadata": { "name": np.name_any() },
+        "spec": np.spec.spec,
+    });
+    let text = serde_yaml_ng::to_string(&doc).expect("a JSON value serialises as YAML");
+    let mut parsed = crate::model::parse_node_pools(&format!("NodePool/{}", np.name_any()), &text)?;
+    Ok(parsed.remove(0))
+}
+
+impl KubeCluster {
+    /// Write each NodePool's `status`: the `Ready` condition (`Valid`, or
+    /// `InvalidSpec` with the field and the error, while the NodePool is left
+    /// out of every decision) and how many NodeClaims it has. Only a status
+    /// that changed is patched; returns the NodePools patched.
+    pub async fn sync_node_pool_status(&self) -> Result<Vec<String>, ClusterError> {
+        let claims = self.read_claims().await?;
+        let api: Api<crd::NodePool> = Api::all(self.client.clone());
+        let mut patched = Vec::new();
+        for np in self.read::<crd::NodePool>(|c| c.node_pools.state(), "list nodepools").await? {
+            let name = np.name_any();
+            let current = np.status.clone().unwrap_or_default();
+            let (status, reason, message) = match parse_pool(&np) {
+                Ok(_) => ("True", "Valid", String::new()),
+                Err(e) => ("False", "InvalidSpec", format!("{}: {}", e.field, e.message)),
+            };
+            let mut conditions = current.conditions.clone();
+            let same = conditions.iter().any(|c| c.type_ == "Ready" && c.status == status && c.reason == reason && c.message == message);
+            if !same {
+                if status == "False" {
+                    tracing::error!(node_pool = %name, "NodePool {name} is left out until it is fixed: {message}");
+                }
+                let now = chrono::Utc::now().to_rfc3339();
+                crd::set_condition(
+                    &mut conditions,
+                    crd::Condition { type_: "Ready".into(), status: status.into(), reason: reason.into(), message, last_transition_time: now },
+                );
+            }
+            let next = crd::NodePoolStatus { conditions, nodes: claims.iter().filter(|c| c.spec.node_pool == name).count() as u32 };
+            if next == current {
+                continue;
+            }
+            let patch = serde_json::json!({ "status": next });
+            api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| ClusterError(format!("patch nodepool {name} status: {e}")))?;
+            patched.push(name);
+        }
+        Ok(patched)
+    }
+}
+
 impl Cluster for KubeCluster {
     async fn node_pools(&self) -> Result<Vec<NodePool>, ClusterError> {
         let mut pools = Vec::new();
         for np in self.read::<crd::NodePool>(|c| c.node_pools.state(), "list nodepools").await? {
-            let doc = serde_json::json!({
-                "apiVersion": "nodewright.io/v1alpha1",
-                "kind": "NodePool",
-                "metadata": { "name": np.name_any() },
-                "spec": np.spec.spec,
-            });
-            let text = serde_yaml_ng::to_string(&doc).map_err(|e| ClusterError(e.to_string()))?;
-            match crate::model::parse_node_pools(&format!("NodePool/{}", np.name_any()), &text) {
-                Ok(parsed) => pools.extend(parsed),
-                // One bad NodePool must not stop the others.
-                Err(e) => tracing::error!("{e}"),
+            match parse_pool(&np) {
+                Ok(pool) => pools.push(pool),
+                // One bad NodePool must not stop the others; its status
+                // says why (`sync_node_pool_status`).
+                Err(e) => tracing::debug!("{e}"),
             }
         }
         Ok(pools)
