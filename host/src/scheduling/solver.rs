@@ -1,6 +1,8 @@
 //! The placement algorithm; see the module documentation.
 
-use std::collections::HashMap;
+// Keys are indices and pointers: a fast non-keyed hash (the maps are never
+// iterated, so their order cannot reach a result).
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use super::bitset::Bitset;
@@ -145,7 +147,7 @@ impl<'a> Solver<'a> {
             zonal[id] |= key == TopologyKey::Zone;
             id
         };
-        let mut spec_index: HashMap<*const PodSpec, usize> = HashMap::new();
+        let mut spec_index: HashMap<*const PodSpec, usize> = HashMap::default();
         let mut raw_specs: Vec<Arc<PodSpec>> = Vec::new();
         let spec_of_pod: Vec<usize> = input
             .pods
@@ -193,7 +195,7 @@ impl<'a> Solver<'a> {
         let n_sel = selectors.len();
         let mut zone_counts = vec![vec![0u32; zones.len()]; n_sel];
         let mut total_counts = vec![0u32; n_sel];
-        let mut pod_matches: HashMap<*const PodSpec, Vec<usize>> = HashMap::new();
+        let mut pod_matches: HashMap<*const PodSpec, Vec<usize>> = HashMap::default();
         let node_counts: Vec<Vec<u32>> = input
             .nodes
             .iter()
@@ -238,9 +240,9 @@ impl<'a> Solver<'a> {
             claims: Vec::new(),
             specs,
             spec_of_pod,
-            compat: HashMap::new(),
-            node_fits_labels: HashMap::new(),
-            cursors: HashMap::new(),
+            compat: HashMap::default(),
+            node_fits_labels: HashMap::default(),
+            cursors: HashMap::default(),
         }
     }
 
