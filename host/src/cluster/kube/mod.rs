@@ -165,6 +165,20 @@ impl KubeCluster {
         }
     }
 
+    /// Node `name` was deleted.
+    fn deleted_node(&self, name: &str) {
+        if let Some(cache) = &self.cache {
+            cache.recent_nodes.deleted(name);
+        }
+    }
+
+    /// NodeClaim `name` was deleted.
+    fn deleted_claim(&self, name: &str) {
+        if let Some(cache) = &self.cache {
+            cache.recent_claims.deleted(name);
+        }
+    }
+
     /// The offering index of `catalog`, built once per catalog version.
     fn offering_index(&self, catalog: &Catalog) -> OfferingIndex {
         let mut cached = self.index.lock().expect("offering index lock");
@@ -482,27 +496,30 @@ impl Cluster for KubeCluster {
         if let Some(node) = node_name {
             let nodes: Api<core::Node> = Api::all(self.client.clone());
             match nodes.delete(&node, &DeleteParams::default()).await {
-                Ok(_) | Err(kube::Error::Api(_)) => {}
+                Ok(_) => self.deleted_node(&node),
+                Err(kube::Error::Api(s)) if s.code == 404 => self.deleted_node(&node),
+                Err(kube::Error::Api(_)) => {}
                 Err(e) => return Err(ClusterError(format!("delete node {node}: {e}"))),
             }
-            if let Some(cache) = &self.cache {
-                cache.recent_nodes.deleted(&node);
-            }
-        }
-        if let Some(cache) = &self.cache {
-            cache.recent_claims.deleted(claim);
         }
         let patch = serde_json::json!({ "metadata": { "finalizers": null } });
         match self.claims_api().patch(claim, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                self.deleted_claim(claim);
+                return Ok(());
+            }
             Err(e) => return Err(ClusterError(format!("remove finalizer of nodeclaim {claim}: {e}"))),
         }
+        // Hidden from reads only once it is really gone: a claim whose
+        // deletion failed stays visible, so the next pass tries again.
         match self.claims_api().delete(claim, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(ClusterError(format!("delete nodeclaim {claim}: {e}"))),
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(ClusterError(format!("delete nodeclaim {claim}: {e}"))),
         }
+        self.deleted_claim(claim);
+        Ok(())
     }
 
     async fn node_claims(&self) -> Result<Vec<NodeClaim>, ClusterError> {
