@@ -30,10 +30,13 @@ const GROUPS: &[&[&str]] = &[
         "fixtures/hostile-file-and-socket",
         "fixtures/hostile-catalog-reject",
         "fixtures/hostile-turncoat",
+        "fixtures/hostile-printer",
+        "fixtures/hostile-sleeper",
+        "fixtures/hostile-catalog-trap",
         "fixtures/probe-environment",
     ],
     &["empty-only", "fixtures/hostile-consolidation-liar", "fixtures/hostile-strander", "fixtures/hostile-consolidation-trap"],
-    &["fit-aware", "utilization-threshold", "savings-threshold", "balanced"],
+    &["fit-aware", "utilization-threshold", "savings-threshold", "balanced", "fixtures/hostile-what-if-flood"],
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -12,3 +12,4 @@ pub mod policy;
 pub mod provisioning;
 pub mod scheduling;
 pub mod sim;
+pub mod supervise;

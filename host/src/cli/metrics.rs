@@ -26,6 +26,12 @@ pub(crate) struct KindLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StepLabels {
+    step: String,
+    kind: String,
+}
+
 /// Every metric the controller exports.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -38,6 +44,7 @@ pub(crate) struct Metrics {
     launch_failures: Counter,
     terminations: Family<KindLabels, Counter>,
     interruptions: Family<KindLabels, Counter>,
+    step_failures: Family<StepLabels, Counter>,
     pending_pods: Gauge,
     nodes: Gauge,
     cost_per_hour: Gauge<f64, AtomicU64>,
@@ -60,6 +67,7 @@ impl Metrics {
         let launch_failures = Counter::default();
         let terminations = Family::<KindLabels, Counter>::default();
         let interruptions = Family::<KindLabels, Counter>::default();
+        let step_failures = Family::<StepLabels, Counter>::default();
         let pending_pods = Gauge::default();
         let nodes = Gauge::default();
         let cost_per_hour = Gauge::<f64, AtomicU64>::default();
@@ -73,6 +81,11 @@ impl Metrics {
         registry.register("launch_failures", "Launches that failed", launch_failures.clone());
         registry.register("terminations", "Nodes terminated, by reason", terminations.clone());
         registry.register("interruptions", "Interruption messages handled, by kind and outcome", interruptions.clone());
+        registry.register(
+            "controller_step_failures",
+            "Controller steps that returned an error or panicked (caught; the controller kept running)",
+            step_failures.clone(),
+        );
         registry.register("pending_pods", "Pods the scheduler could not place", pending_pods.clone());
         registry.register("nodes", "Nodes nodewright manages", nodes.clone());
         registry.register("cluster_cost_per_hour_dollars", "Price of the managed nodes, dollars per hour", cost_per_hour.clone());
@@ -88,6 +101,7 @@ impl Metrics {
             launch_failures,
             terminations,
             interruptions,
+            step_failures,
             pending_pods,
             nodes,
             cost_per_hour,
@@ -119,6 +133,11 @@ impl Metrics {
             self.advance("fallbacks", &stats.name, &self.fallbacks.get_or_create(&labels), stats.fallbacks);
             self.advance("swaps", &stats.name, &self.swaps.get_or_create(&labels), stats.swaps);
         }
+    }
+
+    /// Count a supervised step that failed (`kind`: error or panic).
+    pub(crate) fn step_failed(&self, step: &str, kind: &str) {
+        self.step_failures.get_or_create(&StepLabels { step: step.into(), kind: kind.into() }).inc();
     }
 
     pub(crate) fn launched(&self, ok: usize, failed: usize) {

@@ -31,15 +31,22 @@ pub struct Cli {
 /// Settings of the Wasm runtime every command that runs plugins uses.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RuntimeArgs {
-    /// CPU deadline of one `rank` call, in milliseconds.
-    #[arg(long, global = true, default_value_t = 50)]
+    /// Deadline of one `rank` call (guest and host time), in milliseconds (1 to 600000).
+    #[arg(long, global = true, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     selection_timeout_ms: u64,
-    /// CPU deadline of one `plan` call (and of a catalog hand-over), in milliseconds.
-    #[arg(long, global = true, default_value_t = 500)]
+    /// Deadline of one `plan` call (and of a catalog hand-over), in milliseconds (1 to 600000).
+    #[arg(long, global = true, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     consolidation_timeout_ms: u64,
-    /// Linear memory limit of a plugin instance, in MiB.
-    #[arg(long, global = true, default_value_t = 128)]
+    /// Memory limit of a plugin instance (all its memories and tables), in MiB (1 to 65536).
+    #[arg(long, global = true, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     memory_limit_mib: u64,
+    /// Roll a slot back once more than this percentage of its last
+    /// `--rollback-window` calls failed (0 to 100).
+    #[arg(long, global = true, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
+    rollback_failure_percent: u32,
+    /// Calls the failure-rate rollback looks back over (1 to 100000).
+    #[arg(long, global = true, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rollback_window: u32,
     /// Directory of compiled components [default: $NODEWRIGHT_CACHE_DIR, else ~/.cache/nodewright/components].
     #[arg(long, global = true)]
     cache_dir: Option<std::path::PathBuf>,
@@ -63,6 +70,8 @@ impl RuntimeArgs {
             selection_timeout: Duration::from_millis(self.selection_timeout_ms),
             consolidation_timeout: Duration::from_millis(self.consolidation_timeout_ms),
             memory_bytes: self.memory_limit_mib << 20,
+            rollback_failure_percent: self.rollback_failure_percent,
+            rollback_window: self.rollback_window,
             ..crate::policy::Limits::default()
         }
     }
@@ -93,6 +102,7 @@ enum Command {
 
 /// Parse the command line, run the command, and turn its result into an exit code.
 pub fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
     let result = match cli.command {
@@ -114,6 +124,26 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A reader that stops early (`nodewright compare | head -3`) closes the
+/// pipe; like other command-line tools, nodewright then stops quietly with
+/// success instead of reporting a failed print. Every other panic keeps
+/// the default report.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 fn init_logging(filter: &str, json: bool) {

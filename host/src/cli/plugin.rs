@@ -67,14 +67,19 @@ pub(crate) struct BenchArgs {
     config: String,
 }
 
+/// `--time`: a duration like 2s or 500ms, at most an hour.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len()));
     let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 2s or 500ms"))?;
-    match unit {
-        "s" | "" => Ok(Duration::from_secs_f64(value)),
-        "ms" => Ok(Duration::from_secs_f64(value / 1000.0)),
-        _ => Err(format!("`{text}`: unit must be s or ms")),
+    let seconds = match unit {
+        "s" | "" => value,
+        "ms" => value / 1000.0,
+        _ => return Err(format!("`{text}`: unit must be s or ms")),
+    };
+    if seconds > 3600.0 {
+        return Err(format!("`{text}` is longer than an hour"));
     }
+    crate::model::quantity::checked_seconds(seconds).map_err(|m| format!("`{text}` {m}"))
 }
 
 pub(crate) fn run(command: PluginCommand, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {

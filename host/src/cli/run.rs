@@ -16,6 +16,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::metrics::Metrics;
+use crate::supervise::{StepFailure, supervised};
 use crate::cloud::CloudProvider;
 use crate::cluster::Cluster;
 use crate::cluster::kube::crd::EC2NodeClass;
@@ -170,15 +171,15 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: crate::policy::PolicyR
 
     if let Some(url) = config.interruption_queue_url.clone() {
         let queue = crate::interruption::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &url);
-        let (handler, leader) = (handler.clone(), leader.clone());
+        let (handler, leader, metrics) = (handler.clone(), leader.clone(), metrics.clone());
         tokio::spawn(async move {
             loop {
                 if !leader.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
-                if let Err(e) = queue.poll_once(&handler, crate::interruption::LONG_POLL).await {
-                    tracing::warn!("interruption queue: {e}");
+                if let Err(f) = supervised("interruption queue", queue.poll_once(&handler, crate::interruption::LONG_POLL)).await {
+                    metrics.step_failed(f.step(), f.kind());
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }
@@ -219,9 +220,7 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: crate::policy::PolicyR
             continue;
         }
         passes += 1;
-        if let Err(e) = pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud).await {
-            tracing::warn!("controller pass: {e}");
-        }
+        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud).await;
         metrics.slots(&registry);
         metrics.interruptions(&handler.counts());
         if passes.is_multiple_of(30) {
@@ -240,7 +239,9 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: crate::policy::PolicyR
     Ok(ExitCode::SUCCESS)
 }
 
-/// One pass of every controller, as the leader.
+/// One pass of every controller, as the leader. Each step is supervised:
+/// its error or panic is logged and counted, and the steps after it run
+/// (a failed NodePool status patch must not stop provisioning).
 async fn pass(
     cluster: &Arc<KubeCluster>,
     provisioner: &Arc<crate::provisioning::Provisioner<crate::cloud::ec2::Ec2Cloud, KubeCluster>>,
@@ -248,20 +249,35 @@ async fn pass(
     plugins: &PluginReconciler,
     metrics: &Metrics,
     cloud: &Arc<crate::cloud::ec2::Ec2Cloud>,
-) -> Result<(), crate::cluster::ClusterError> {
-    let pools = cluster.node_pools().await?;
-    cluster.sync_node_pool_status().await?;
-    plugins.reconcile(&pools).await?;
-    cluster.sync_registrations(&pools).await?;
-    let report = provisioner.provision().await?;
-    metrics.launched(report.launched.len(), report.launch_failures.len());
-    disruption.reconcile().await?;
+) {
+    let failed = |f: StepFailure| metrics.step_failed(f.step(), f.kind());
+    let pools = match supervised("read NodePools", cluster.node_pools()).await {
+        Ok(pools) => pools,
+        Err(f) => return failed(f),
+    };
+    let _ = supervised("NodePool status", cluster.sync_node_pool_status()).await.map_err(failed);
+    let _ = supervised("PolicyPlugins", plugins.reconcile(&pools)).await.map_err(failed);
+    let _ = supervised("registration", cluster.sync_registrations(&pools)).await.map_err(failed);
+    match supervised("provisioning", provisioner.provision()).await {
+        Ok(report) => metrics.launched(report.launched.len(), report.launch_failures.len()),
+        Err(f) => failed(f),
+    }
+    let _ = supervised("disruption", disruption.reconcile()).await.map_err(failed);
     metrics.terminations(disruption.counts());
     let catalog = cloud.catalog();
-    let claims = cluster.node_claims().await?;
-    let cost: f64 = claims.iter().filter_map(|c| c.instance.as_ref()).filter_map(|i| catalog.offerings.get(i.offering as usize)).map(|o| o.price_per_hour).sum();
-    metrics.cluster(cluster.pending_pods().await?.len(), claims.len(), cost);
-    Ok(())
+    let observed = supervised("cluster metrics", async {
+        let claims = cluster.node_claims().await?;
+        let pending = cluster.pending_pods().await?.len();
+        Ok::<_, crate::cluster::ClusterError>((claims, pending))
+    })
+    .await;
+    match observed {
+        Ok((claims, pending)) => {
+            let cost: f64 = claims.iter().filter_map(|c| c.instance.as_ref()).filter_map(|i| catalog.offerings.get(i.offering as usize)).map(|o| o.price_per_hour).sum();
+            metrics.cluster(pending, claims.len(), cost);
+        }
+        Err(f) => failed(f),
+    }
 }
 
 async fn shutdown_signal() {

@@ -50,12 +50,12 @@ pub(crate) struct SimulationArgs {
     /// No spot interruptions.
     #[arg(long)]
     no_interruptions: bool,
-    /// Multiply spot interruption rates by this.
-    #[arg(long, default_value_t = 1.0)]
+    /// Multiply spot interruption rates by this (0 to 100).
+    #[arg(long, default_value = "1", value_parser = parse_interruption_scale)]
     interruption_scale: f64,
-    /// Node boot latency range in seconds, `MIN-MAX`.
-    #[arg(long, default_value = "30-90")]
-    boot_latency: String,
+    /// Node boot latency range in seconds, `MIN-MAX` (at most a day).
+    #[arg(long, default_value = "30-90", value_parser = parse_range)]
+    boot_latency: (Duration, Duration),
     /// Print the report JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -109,7 +109,11 @@ pub(crate) enum TraceCommand {
 
 pub(crate) fn trace(command: TraceCommand) -> anyhow::Result<ExitCode> {
     let TraceCommand::Generate { kind, seed, scale, out } = command;
-    anyhow::ensure!(scale.is_finite() && scale > 0.0, "--scale {scale} must be a positive number");
+    anyhow::ensure!(
+        scale.is_finite() && scale > 0.0 && scale <= crate::sim::trace::MAX_SCALE,
+        "--scale {scale} must be a positive number no larger than {}",
+        crate::sim::trace::MAX_SCALE
+    );
     let text = generate(&kind, seed, scale).map_err(anyhow::Error::msg)?;
     std::fs::write(&out, &text).with_context(|| format!("{}: cannot write", out.display()))?;
     let pods = text.lines().filter(|l| l.contains("\"add\"")).count();
@@ -168,7 +172,7 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
         catalog = catalog.with_overrides(&parse_price_overrides(&path.display().to_string(), &text)?);
     }
-    let boot = parse_range(&args.boot_latency)?;
+    let boot = args.boot_latency;
     let config = SimulationConfig {
         seed: args.seed,
         boot_latency: boot,
@@ -222,11 +226,29 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
     Ok(ExitCode::SUCCESS)
 }
 
-fn parse_range(text: &str) -> anyhow::Result<(Duration, Duration)> {
+/// The longest boot latency accepted: a day.
+const MAX_BOOT_SECONDS: f64 = 86_400.0;
+
+/// `--boot-latency MIN-MAX`, in seconds.
+fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
     let parse = |t: &str| t.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
     match text.split_once('-').map(|(a, b)| (parse(a), parse(b))) {
-        Some((Some(low), Some(high))) if low <= high => Ok((Duration::from_secs_f64(low), Duration::from_secs_f64(high))),
-        _ => anyhow::bail!("--boot-latency `{text}` is not a range of seconds like 30-90"),
+        Some((Some(low), Some(high))) if low <= high && high <= MAX_BOOT_SECONDS => Ok((
+            crate::model::quantity::checked_seconds(low)?,
+            crate::model::quantity::checked_seconds(high)?,
+        )),
+        Some((Some(_), Some(high))) if high > MAX_BOOT_SECONDS => {
+            Err(format!("--boot-latency `{text}`: the upper bound is longer than a day ({MAX_BOOT_SECONDS} s)"))
+        }
+        _ => Err(format!("--boot-latency `{text}` is not a range of seconds like 30-90")),
+    }
+}
+
+/// `--interruption-scale`: a finite factor from 0 to 100.
+fn parse_interruption_scale(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(scale) if (0.0..=100.0).contains(&scale) => Ok(scale),
+        _ => Err(format!("`{text}` is not a factor from 0 to 100")),
     }
 }
 

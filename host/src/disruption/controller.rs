@@ -375,7 +375,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             if pass.taken.contains(member.name()) {
                 continue;
             }
-            let expired = pool.expire_after.is_some_and(|e| view.now >= member.claim.created_at + e);
+            let expired = pool.expire_after.and_then(|e| member.claim.created_at.checked_add(e)).is_some_and(|at| view.now >= at);
             let drifted = !member.claim.pool_hash.is_empty() && hashes.get(pool.name.as_str()) != Some(&member.claim.pool_hash);
             let reason = match (expired, drifted) {
                 (true, _) => Reason::Expired,

@@ -196,16 +196,47 @@ struct RawNodePool {
     kind: String,
     metadata: RawMetadata,
     spec: RawSpec,
+    /// Written by the controller; an object exported from a cluster carries it.
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted and ignored: the status is the controller's, not the user's")]
+    status: Option<serde_yaml_ng::Value>,
 }
 
+/// Object metadata. The fields an API server sets (what `kubectl get -o
+/// yaml` exports) are accepted and ignored, so an exported NodePool loads.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code, reason = "the server-set fields are accepted and ignored")]
 struct RawMetadata {
     name: String,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+    #[serde(default)]
+    generation: Option<i64>,
+    #[serde(default)]
+    creation_timestamp: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    deletion_timestamp: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    deletion_grace_period_seconds: Option<i64>,
+    #[serde(default)]
+    managed_fields: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    finalizers: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    owner_references: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    self_link: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -629,5 +660,36 @@ spec:
             error(&format!("{KARPENTER}---\n{KARPENTER}")),
             "pools.yaml: NodePool default: metadata.name: `default` is defined twice"
         );
+    }
+
+    #[test]
+    fn durations_too_long_to_hold_are_an_error_naming_the_field() {
+        let error = |text: &str| parse_node_pools("pools.yaml", text).unwrap_err().to_string();
+        assert_eq!(
+            error(&KARPENTER.replace("expireAfter: 720h", "expireAfter: 99999999999999999h")),
+            "pools.yaml: NodePool default: spec.template.spec.expireAfter: `99999999999999999h` is longer than the longest accepted duration (2562047h)"
+        );
+        assert_eq!(
+            error(&KARPENTER.replace("consolidateAfter: 1m", "consolidateAfter: 1000000000000h")),
+            "pools.yaml: NodePool default: spec.disruption.consolidateAfter: `1000000000000h` is longer than the longest accepted duration (2562047h)"
+        );
+        assert_eq!(
+            error(&KARPENTER.replace("cpu: 1000", "cpu: 99999999999")),
+            "pools.yaml: NodePool default: spec.limits.cpu: `99999999999` is larger than the largest accepted quantity (1000000 cores)"
+        );
+    }
+
+    #[test]
+    fn a_node_pool_exported_from_a_cluster_loads_with_its_server_fields_ignored() {
+        let exported = KARPENTER.replace(
+            "metadata:\n  name: default\n",
+            "metadata:\n  name: default\n  uid: 4b2f8a51-6e0c-4c47-9d7e-0f7a3c2b1d11\n  resourceVersion: \"918273\"\n  generation: 3\n  creationTimestamp: \"2026-11-02T09:14:07Z\"\n  annotations:\n    karpenter.sh/nodepool-hash: \"6821555240594823858\"\n    kubectl.kubernetes.io/last-applied-configuration: |\n      {\"apiVersion\":\"karpenter.sh/v1\"}\n  managedFields:\n    - manager: kubectl-client-side-apply\n      operation: Update\n      apiVersion: karpenter.sh/v1\n      fieldsType: FieldsV1\n      fieldsV1: {f:spec: {}}\n",
+        ) + "status:\n  conditions:\n    - type: Ready\n      status: \"True\"\n      reason: Ready\n      lastTransitionTime: \"2026-11-02T09:14:09Z\"\n  resources:\n    cpu: \"16\"\n";
+        assert!(exported.contains("managedFields"), "the fixture carries the server's fields");
+        let exported_pools = parse_node_pools("exported.yaml", &exported).unwrap_or_else(|e| panic!("{e}"));
+        let written = parse_node_pools("pools.yaml", KARPENTER).unwrap();
+        assert_eq!(exported_pools.len(), 1);
+        assert_eq!(exported_pools[0].drift_hash(), written[0].drift_hash(), "the server's fields change nothing");
+        assert_eq!(exported_pools[0].expire_after, written[0].expire_after);
     }
 }

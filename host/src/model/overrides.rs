@@ -71,6 +71,11 @@ struct RawOverride {
     adjust_percent: Option<f64>,
 }
 
+/// The highest price an override may set, dollars per hour.
+pub const MAX_PRICE: f64 = 100_000.0;
+/// The largest increase an override may apply, in percent.
+pub const MAX_ADJUST_PERCENT: f64 = 10_000.0;
+
 /// Parse an override file.
 pub fn parse_price_overrides(file: &str, text: &str) -> Result<Vec<PriceOverride>, PriceOverrideError> {
     let fail = |field: String, message: String| PriceOverrideError { file: file.into(), field, message };
@@ -96,10 +101,12 @@ pub fn parse_price_overrides(file: &str, text: &str) -> Result<Vec<PriceOverride
                 Some(other) => return Err(fail(at("capacityType"), format!("`{other}` is not on-demand, spot or reserved"))),
             };
             let change = match (o.price, o.adjust_percent) {
-                (Some(p), None) if p.is_finite() && p >= 0.0 => PriceChange::Absolute(p),
-                (Some(p), None) => return Err(fail(at("price"), format!("{p} is not a price"))),
-                (None, Some(a)) if a.is_finite() && a > -100.0 => PriceChange::Percent(a),
-                (None, Some(a)) => return Err(fail(at("adjustPercent"), format!("{a} must be above -100"))),
+                (Some(p), None) if p.is_finite() && (0.0..=MAX_PRICE).contains(&p) => PriceChange::Absolute(p),
+                (Some(p), None) => return Err(fail(at("price"), format!("{p} is not a price from 0 to {MAX_PRICE} $/h"))),
+                (None, Some(a)) if a.is_finite() && a > -100.0 && a <= MAX_ADJUST_PERCENT => PriceChange::Percent(a),
+                (None, Some(a)) => {
+                    return Err(fail(at("adjustPercent"), format!("{a} must be above -100 and at most {MAX_ADJUST_PERCENT}")));
+                }
                 _ => return Err(fail(format!("overrides[{i}]"), "give exactly one of price and adjustPercent".into())),
             };
             Ok(PriceOverride { target, capacity_type, change })
@@ -158,7 +165,7 @@ mod tests {
         let err = |t: &str| parse_price_overrides("prices.yaml", t).unwrap_err().to_string();
         assert_eq!(
             err("overrides:\n  - family: m5\n    adjustPercent: -150\n"),
-            "prices.yaml: overrides[0].adjustPercent: -150 must be above -100"
+            "prices.yaml: overrides[0].adjustPercent: -150 must be above -100 and at most 10000"
         );
         assert_eq!(
             err("overrides:\n  - family: m5\n    instanceType: m5.large\n    price: 1\n"),

@@ -8,6 +8,7 @@ pub mod v0_1_0 {
     wasmtime::component::bindgen!({
         path: "../wit/v0.1.0",
         world: "policy",
+        exports: { default: async },
     });
 
     pub use self::exports::nodewright::policy::{catalog, consolidation, instance_selection};
@@ -19,6 +20,7 @@ pub mod v0_2_0 {
     wasmtime::component::bindgen!({
         path: "../wit/v0.2.0",
         world: "policy",
+        exports: { default: async },
     });
 
     pub use self::exports::nodewright::policy::{catalog, consolidation, instance_selection};
@@ -78,7 +80,7 @@ macro_rules! contract_glue {
 
                 /// `catalog` in contract form (converted once per version).
                 pub(crate) fn catalog(&self, catalog: &Catalog) -> Arc<b::types::Catalog> {
-                    let mut cached = self.converted.lock().expect("catalog lock");
+                    let mut cached = self.converted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     if let Some(c) = cached.as_ref().filter(|c| c.version == catalog.version) {
                         return c.clone();
                     }
@@ -89,21 +91,21 @@ macro_rules! contract_glue {
             }
 
             impl Exports {
-                pub(crate) fn set_catalog(
+                pub(crate) async fn set_catalog(
                     &self,
                     store: &mut Store<PluginState>,
                     catalog: &b::types::Catalog,
                 ) -> wasmtime::Result<Result<(), String>> {
-                    self.catalog.call_set_catalog(store, catalog)
+                    self.catalog.call_set_catalog(store, catalog).await
                 }
 
-                pub(crate) fn rank(
+                pub(crate) async fn rank(
                     &self,
                     store: &mut Store<PluginState>,
                     catalog_version: u64,
                     request: &SelectionRequest,
                 ) -> wasmtime::Result<Result<(Vec<u32>, Vec<f64>), String>> {
-                    let selection = self.selection.as_ref().expect("checked at load");
+                    let selection = self.selection.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export instance-selection"))?;
                     let wit = b::instance_selection::SelectionRequest {
                         node_pool: request.node_pool.clone(),
                         catalog_version,
@@ -111,16 +113,16 @@ macro_rules! contract_glue {
                         total: to_resources(&request.total),
                         feasible: request.feasible.clone(),
                     };
-                    Ok(selection.call_rank(store, &wit)?.map(|r| (r.offerings, r.scores)))
+                    Ok(selection.call_rank(store, &wit).await?.map(|r| (r.offerings, r.scores)))
                 }
 
-                pub(crate) fn plan(
+                pub(crate) async fn plan(
                     &self,
                     store: &mut Store<PluginState>,
                     catalog_version: u64,
                     snapshot: &ConsolidationSnapshot,
                 ) -> wasmtime::Result<Result<Vec<ConsolidationAction>, String>> {
-                    let consolidation = self.consolidation.as_ref().expect("checked at load");
+                    let consolidation = self.consolidation.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export consolidation"))?;
                     let wit = b::consolidation::Snapshot {
                         node_pool: snapshot.node_pool.clone(),
                         catalog_version,
@@ -137,7 +139,7 @@ macro_rules! contract_glue {
                             .collect(),
                         replacements: snapshot.replacements.clone(),
                     };
-                    Ok(consolidation.call_plan(store, &wit)?.map(|actions| {
+                    Ok(consolidation.call_plan(store, &wit).await?.map(|actions| {
                         actions
                             .into_iter()
                             .map(|a| match a {

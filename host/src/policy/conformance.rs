@@ -77,6 +77,25 @@ pub fn sample_snapshot(catalog: &Catalog) -> ConsolidationSnapshot {
     }
 }
 
+/// A snapshot larger than the sample: 200 nodes of up to ten pods each,
+/// some pinned, on the first offerings, with every offering as a replacement.
+pub fn large_snapshot(catalog: &Catalog) -> ConsolidationSnapshot {
+    let offerings = u32::try_from(catalog.offerings.len()).unwrap_or(u32::MAX).max(1);
+    ConsolidationSnapshot {
+        node_pool: "default".into(),
+        nodes: (0..200u32)
+            .map(|i| SnapshotNode {
+                name: format!("node-{i}"),
+                offering: (i * 7) % offerings.min(64),
+                age_seconds: 600 + u64::from(i) * 60,
+                pods: vec![Resources::pod(100 + (i % 5) * 100, GIB / 2); (i % 11) as usize],
+                disruptable: i % 13 != 0,
+            })
+            .collect(),
+        replacements: (0..offerings).collect(),
+    }
+}
+
 pub(crate) fn run(plugin: &Plugin) -> ConformanceReport {
     let mut checks = Vec::new();
     let mut check = |name: &str, f: &dyn Fn() -> Result<(), CallFailure>| {
@@ -105,6 +124,17 @@ pub(crate) fn run(plugin: &Plugin) -> ConformanceReport {
         check("rank: new catalog version, 1000 offerings", &|| {
             plugin.rank(&small, &selection_request(&small, vec![Resources::pod(100, GIB / 4); 5])).map(drop)
         });
+        check("rank: 1000 pods, every offering feasible", &|| {
+            let pods = vec![Resources::pod(100, GIB / 8); 1000];
+            let total: Resources = pods.iter().copied().sum();
+            let request = SelectionRequest {
+                node_pool: "default".into(),
+                feasible: (0..u32::try_from(catalog.offerings.len()).unwrap_or(u32::MAX)).collect(),
+                pods,
+                total,
+            };
+            plugin.rank(catalog, &request).map(drop)
+        });
     }
     if plugin.info().world.consolidates() {
         check("plan: no nodes", &|| {
@@ -113,6 +143,7 @@ pub(crate) fn run(plugin: &Plugin) -> ConformanceReport {
             plugin.plan(catalog, &snapshot).map(drop)
         });
         check("plan: four nodes", &|| plugin.plan(catalog, &sample_snapshot(catalog)).map(drop));
+        check("plan: 200 nodes, every offering a replacement", &|| plugin.plan(catalog, &large_snapshot(catalog)).map(drop));
     }
     ConformanceReport { checks }
 }

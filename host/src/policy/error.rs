@@ -92,17 +92,22 @@ pub enum PluginError {
 /// built-in policy.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallFailure {
-    /// The call ran past its CPU deadline.
-    #[error("timed out after {} ms", .limit.as_millis())]
+    /// The call ran past its deadline (guest and host time together).
+    #[error("timed out after {} ms (deadline {} ms)", .took.as_millis(), .limit.as_millis())]
     Timeout {
         /// The deadline.
         limit: Duration,
+        /// How long the call actually ran before it was stopped.
+        took: Duration,
     },
-    /// The plugin tried to grow its memory past the limit.
-    #[error("exceeded its memory limit of {} MiB", .limit_bytes >> 20)]
+    /// The plugin tried to grow its memory past the limit, which covers
+    /// every memory and table of the instance together.
+    #[error("exceeded its memory limit of {} MiB (its memories and tables would hold {} MiB)", .limit_bytes >> 20, .requested_bytes.div_ceil(1 << 20))]
     MemoryLimit {
         /// The limit in bytes.
         limit_bytes: u64,
+        /// What the instance would have held in all, had the growth been allowed.
+        requested_bytes: u64,
     },
     /// The plugin overflowed its stack.
     #[error("trapped: stack overflow")]
@@ -130,6 +135,24 @@ pub enum CallFailure {
 }
 
 impl CallFailure {
+    /// True when the instance that failed this way cannot be trusted for
+    /// another call (it trapped, or was stopped part-way).
+    pub fn spoils_instance(&self) -> bool {
+        matches!(
+            self,
+            CallFailure::Timeout { .. } | CallFailure::MemoryLimit { .. } | CallFailure::StackOverflow | CallFailure::Trap(_)
+        )
+    }
+
+    /// The same failure, said to have happened while the plugin received the catalog.
+    pub(crate) fn during_catalog_hand_over(self) -> Self {
+        match self {
+            CallFailure::Trap(message) => CallFailure::Trap(format!("{message} (while receiving the catalog)")),
+            CallFailure::Instantiate(message) => CallFailure::Instantiate(format!("{message} (while receiving the catalog)")),
+            other => other,
+        }
+    }
+
     /// A short stable name for metrics labels.
     pub fn kind(&self) -> &'static str {
         match self {

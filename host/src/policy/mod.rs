@@ -13,6 +13,7 @@ mod builtin;
 mod cache;
 mod conformance;
 mod error;
+mod executor;
 mod plugin;
 mod registry;
 mod request;
@@ -21,8 +22,9 @@ mod sandbox;
 mod watch;
 
 pub use builtin::{cheapest_ranking, no_consolidation};
-pub use conformance::{ConformanceCheck, ConformanceReport, full_catalog, sample_snapshot, selection_request};
+pub use conformance::{ConformanceCheck, ConformanceReport, full_catalog, large_snapshot, sample_snapshot, selection_request};
 pub use error::{CallFailure, PluginError};
+pub use executor::panic_message;
 pub use plugin::{ContractVersion, Plugin, PluginInfo, World, observe_calls};
 pub use registry::{
     BUILTIN_SELECTION, DecidedBy, Decision, PolicyRegistry, PolicySlot, Role, SlotMode, SlotStats, SwapOutcome,

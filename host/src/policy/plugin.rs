@@ -135,19 +135,27 @@ const MAX_IDLE: usize = 8;
 /// One plugin version, compiled and linked, with its configuration.
 pub struct Plugin {
     info: PluginInfo,
-    config: Arc<str>,
-    runtime: PolicyRuntime,
-    pre: InstancePre<PluginState>,
-    glue: Glue,
+    core: Arc<Core>,
     idle: Mutex<Vec<PluginInstance>>,
     calls: AtomicU64,
     busy_nanos: AtomicU64,
     conformance: OnceLock<ConformanceReport>,
 }
 
+/// What a call thread needs of a plugin to instantiate and call it.
+struct Core {
+    name: Arc<str>,
+    config: Arc<str>,
+    runtime: PolicyRuntime,
+    pre: InstancePre<PluginState>,
+    glue: Glue,
+}
+
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,6 +171,30 @@ enum Exports {
     V0_2_0(glue::v0_2_0::Exports),
 }
 
+/// The catalog in the plugin's contract form.
+#[derive(Clone)]
+enum WitCatalog {
+    V0_1_0(Arc<super::bindings::v0_1_0::types::Catalog>),
+    V0_2_0(Arc<super::bindings::v0_2_0::types::Catalog>),
+}
+
+/// What a call asks of an instance once it holds the catalog.
+enum Ask {
+    /// Only the catalog hand-over.
+    Catalog,
+    /// `instance-selection.rank`.
+    Rank(SelectionRequest),
+    /// `consolidation.plan`.
+    Plan(Arc<ConsolidationSnapshot>),
+}
+
+/// The unvalidated answer to an [`Ask`].
+enum Answer {
+    Catalog,
+    Ranked(Vec<u32>, Vec<f64>),
+    Planned(Vec<ConsolidationAction>),
+}
+
 struct PluginInstance {
     store: Store<PluginState>,
     exports: Exports,
@@ -171,7 +203,11 @@ struct PluginInstance {
 
 impl Plugin {
     /// Load the component at `path`, named after its file.
-    pub fn from_file(runtime: &PolicyRuntime, path: &std::path::Path, config: &str) -> Result<Self, PluginError> {
+    pub fn from_file(
+        runtime: &PolicyRuntime,
+        path: &std::path::Path,
+        config: &str,
+    ) -> Result<Self, PluginError> {
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
             path: path.display().to_string(),
             source,
@@ -181,32 +217,57 @@ impl Plugin {
 
     /// Load a plugin from component bytes (binary, or WAT text). `config` is
     /// the JSON the plugin will read through `host.config`.
-    pub fn load(runtime: &PolicyRuntime, name: &str, bytes: &[u8], config: &str) -> Result<Self, PluginError> {
+    pub fn load(
+        runtime: &PolicyRuntime,
+        name: &str,
+        bytes: &[u8],
+        config: &str,
+    ) -> Result<Self, PluginError> {
         let started = Instant::now();
         check_component_bytes(name, bytes)?;
         let inner = &runtime.inner;
         let digest = sha256_hex(bytes);
-        let (component, outcome) =
-            inner
-                .cache
-                .get(&inner.engine, &digest, bytes)
-                .map_err(|e| match bytes.get(4..8) {
-                    Some([1, 0, 0, 0]) => PluginError::NotAComponent {
-                        plugin: name.into(),
-                        reason: "it is a core WebAssembly module; wrap it with `wasm-tools component new`".into(),
-                    },
-                    _ => PluginError::Compile { plugin: name.into(), reason: format!("{e:#}") },
-                })?;
+        let (component, outcome) = inner
+            .cache
+            .get(&inner.engine, &digest, bytes)
+            .map_err(|e| match bytes.get(4..8) {
+                Some([1, 0, 0, 0]) => PluginError::NotAComponent {
+                    plugin: name.into(),
+                    reason:
+                        "it is a core WebAssembly module; wrap it with `wasm-tools component new`"
+                            .into(),
+                },
+                _ => PluginError::Compile {
+                    plugin: name.into(),
+                    reason: format!("{e:#}"),
+                },
+            })?;
         let load_time = started.elapsed();
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&inner.engine).map(|(n, _)| n.to_string()).collect();
-        let exports: Vec<String> = ty.exports(&inner.engine).map(|(n, _)| n.to_string()).collect();
-        if let Some(import) = imports.iter().find(|i| !ALLOWED_IMPORTS.iter().any(|a| i.starts_with(a))) {
-            return Err(PluginError::UnsupportedImport { plugin: name.into(), import: import.clone() });
+        let imports: Vec<String> = ty
+            .imports(&inner.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&inner.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if let Some(import) = imports
+            .iter()
+            .find(|i| !ALLOWED_IMPORTS.iter().any(|a| i.starts_with(a)))
+        {
+            return Err(PluginError::UnsupportedImport {
+                plugin: name.into(),
+                import: import.clone(),
+            });
         }
         let mut contract = None;
         for export in &exports {
-            if let Some(version) = export.strip_prefix("nodewright:policy/").and_then(|e| e.split_once('@')).map(|(_, v)| v) {
+            if let Some(version) = export
+                .strip_prefix("nodewright:policy/")
+                .and_then(|e| e.split_once('@'))
+                .map(|(_, v)| v)
+            {
                 match ContractVersion::parse(version) {
                     Some(v) => contract = Some(v),
                     None => {
@@ -222,28 +283,76 @@ impl Plugin {
         }
         let selects = exports.iter().any(|e| e.starts_with(SELECTION_EXPORT));
         let consolidates = exports.iter().any(|e| e.starts_with(CONSOLIDATION_EXPORT));
+        let wrong_world = || PluginError::WrongWorld {
+            plugin: name.into(),
+            found: if exports.is_empty() {
+                "no exports".into()
+            } else {
+                exports.join(", ")
+            },
+        };
         let world = match (selects, consolidates) {
             (true, true) => World::Policy,
             (true, false) => World::InstanceSelector,
             (false, true) => World::Consolidator,
-            (false, false) => {
-                return Err(PluginError::WrongWorld {
-                    plugin: name.into(),
-                    found: if exports.is_empty() { "no exports".into() } else { exports.join(", ") },
-                });
-            }
+            (false, false) => return Err(wrong_world()),
         };
-        let contract = contract.expect("a selection or consolidation export names its version");
-        let link = |e: wasmtime::Error| PluginError::Link { plugin: name.into(), reason: format!("{e:#}") };
+        let contract = contract.ok_or_else(wrong_world)?;
+        let link = |e: wasmtime::Error| PluginError::Link {
+            plugin: name.into(),
+            reason: format!("{e:#}"),
+        };
         let pre = inner.linker.instantiate_pre(&component).map_err(link)?;
+        // Start it once before checking the exports' types: a component that
+        // cannot start (a trap in its start function, more memory than its
+        // limit) is rejected at load, whatever it exports.
+        let store = Core::store(runtime, name.into(), config.into());
+        let start_limit = runtime.limits().consolidation_timeout;
+        let probe = runtime
+            .inner
+            .calls
+            .run({
+                let pre = pre.clone();
+                move |rt| rt.block_on(start(&pre, store, start_limit))
+            })
+            .unwrap_or_else(|panic| {
+                Err(CallFailure::Trap(format!(
+                    "host panic while starting the plugin: {panic}"
+                )))
+            })
+            .map_err(|failure| PluginError::Link {
+                plugin: name.into(),
+                reason: failure.to_string(),
+            })?;
+        let (mut store, started_instance) = probe;
         let glue = match contract {
-            ContractVersion::V0_1_0 => {
-                Glue::V0_1_0(glue::v0_1_0::Indices::new(&pre, world.selects(), world.consolidates()).map_err(link)?)
-            }
-            ContractVersion::V0_2_0 => {
-                Glue::V0_2_0(glue::v0_2_0::Indices::new(&pre, world.selects(), world.consolidates()).map_err(link)?)
-            }
+            ContractVersion::V0_1_0 => Glue::V0_1_0(
+                glue::v0_1_0::Indices::new(&pre, world.selects(), world.consolidates())
+                    .map_err(link)?,
+            ),
+            ContractVersion::V0_2_0 => Glue::V0_2_0(
+                glue::v0_2_0::Indices::new(&pre, world.selects(), world.consolidates())
+                    .map_err(link)?,
+            ),
         };
+        let core = Arc::new(Core {
+            name: name.into(),
+            config: Arc::from(config),
+            runtime: runtime.clone(),
+            pre,
+            glue,
+        });
+        let instance = core
+            .exports(&mut store, &started_instance)
+            .map(|exports| PluginInstance {
+                store,
+                exports,
+                catalog_version: None,
+            });
+        let instance = instance.map_err(|failure| PluginError::Link {
+            plugin: name.into(),
+            reason: failure.to_string(),
+        })?;
         let plugin = Plugin {
             info: PluginInfo {
                 name: name.into(),
@@ -256,22 +365,12 @@ impl Plugin {
                 load_time,
                 compiled: outcome == CacheOutcome::Compiled,
             },
-            config: Arc::from(config),
-            runtime: runtime.clone(),
-            pre,
-            glue,
-            idle: Mutex::new(Vec::new()),
+            core,
+            idle: Mutex::new(vec![instance]),
             calls: AtomicU64::new(0),
             busy_nanos: AtomicU64::new(0),
             conformance: OnceLock::new(),
         };
-        // Instantiate once now: a component that cannot start (a trap in its
-        // start function, a missing export type) is rejected at load.
-        let instance = plugin.instantiate().map_err(|failure| PluginError::Link {
-            plugin: name.into(),
-            reason: failure.to_string(),
-        })?;
-        plugin.idle.lock().expect("idle lock").push(instance);
         Ok(plugin)
     }
 
@@ -293,170 +392,374 @@ impl Plugin {
             Some(check) => Err(PluginError::Conformance {
                 plugin: self.info.name.clone(),
                 check: check.name.clone(),
-                failure: check.failure.clone().expect("a failed check has its failure"),
+                failure: check
+                    .failure
+                    .clone()
+                    .unwrap_or_else(|| CallFailure::InvalidOutput("failed".into())),
             }),
         }
     }
 
     /// The plugin's configuration JSON.
     pub fn config(&self) -> &str {
-        &self.config
+        &self.core.config
     }
 
     /// Calls made and nanoseconds spent in them.
     pub fn call_stats(&self) -> (u64, u64) {
-        (self.calls.load(Ordering::Relaxed), self.busy_nanos.load(Ordering::Relaxed))
+        (
+            self.calls.load(Ordering::Relaxed),
+            self.busy_nanos.load(Ordering::Relaxed),
+        )
     }
 
-    /// Hand `catalog` to an idle instance that does not hold it yet, so the
-    /// next decision does not pay for the hand-over. A failure here is
-    /// reported by that next call.
-    pub fn prepare(&self, catalog: &Catalog) {
-        let idle = self.idle.lock().expect("idle lock").pop();
-        let Some(mut instance) = idle else { return };
-        match self.hand_over(&mut instance, catalog) {
-            Err(CallFailure::Timeout { .. } | CallFailure::MemoryLimit { .. } | CallFailure::StackOverflow | CallFailure::Trap(_)) => {}
-            _ => self.idle.lock().expect("idle lock").push(instance),
+    /// Hand `catalog` to an idle instance that does not hold it yet (or to a
+    /// new one when none is idle), so the next decision does not pay for
+    /// the hand-over. A failure is returned
+    /// (the slot counts and logs it) and the instance is dropped when it trapped.
+    pub fn prepare(&self, catalog: &Catalog) -> Result<(), CallFailure> {
+        let instance = self.lock_idle().pop();
+        if let Some(instance) = instance {
+            if instance.catalog_version == Some(catalog.version) {
+                self.lock_idle().push(instance);
+                return Ok(());
+            }
+            return self
+                .with_instance(Some(instance), catalog, Ask::Catalog)
+                .map(drop);
         }
+        // No idle instance (the last one trapped, or all are busy): start one now.
+        self.with_instance(None, catalog, Ask::Catalog).map(drop)
     }
 
-    /// Give `instance` the catalog unless it already holds this version.
-    fn hand_over(&self, instance: &mut PluginInstance, catalog: &Catalog) -> Result<(), CallFailure> {
-        if instance.catalog_version == Some(catalog.version) {
-            return Ok(());
-        }
-        let limit = self.runtime.limits().consolidation_timeout;
-        instance.store.set_epoch_deadline(PolicyRuntime::ticks(limit));
-        let handed = match (&self.glue, &instance.exports) {
-            (Glue::V0_1_0(indices), Exports::V0_1_0(exports)) => exports.set_catalog(&mut instance.store, &indices.catalog(catalog)),
-            (Glue::V0_2_0(indices), Exports::V0_2_0(exports)) => {
-                let wit = indices.catalog(catalog);
-                instance.store.data_mut().what_if.catalog = Some(wit.clone());
-                exports.set_catalog(&mut instance.store, &wit)
-            }
-            _ => unreachable!("an instance speaks its plugin's version"),
-        };
-        match handed {
-            Err(e) => Err(classify(&instance.store, e, limit)),
-            Ok(Err(message)) => Err(CallFailure::CatalogRejected { version: catalog.version, message: cut(message) }),
-            Ok(Ok(())) => {
-                instance.catalog_version = Some(catalog.version);
-                Ok(())
-            }
-        }
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<PluginInstance>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Create a fresh instance (new store, new memory).
     pub fn instantiate_fresh(&self) -> Result<(), CallFailure> {
-        self.instantiate().map(drop)
+        self.core
+            .run(|core| async move { core.instantiate().await.map(drop) })
     }
 
-    fn instantiate(&self) -> Result<PluginInstance, CallFailure> {
-        let inner = &self.runtime.inner;
-        let n = inner.instances_created.fetch_add(1, Ordering::Relaxed);
-        let seed = inner.config.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut store = PluginState::store(
-            &inner.engine,
-            Arc::from(self.info.name.as_str()),
-            self.config.clone(),
-            inner.config.clock.clone(),
-            seed,
-            inner.config.limits.memory_bytes,
-        );
-        store.set_epoch_deadline(PolicyRuntime::ticks(inner.config.limits.consolidation_timeout));
-        let instance = self.pre.instantiate(&mut store).map_err(|e| classify(&store, e, inner.config.limits.consolidation_timeout))?;
-        let load = |e: wasmtime::Error| CallFailure::Instantiate(format!("{e:#}"));
-        let exports = match &self.glue {
-            Glue::V0_1_0(indices) => Exports::V0_1_0(indices.load(&mut store, &instance).map_err(load)?),
-            Glue::V0_2_0(indices) => Exports::V0_2_0(indices.load(&mut store, &instance).map_err(load)?),
-        };
-        Ok(PluginInstance { store, exports, catalog_version: None })
-    }
-
-    /// Run `call` on an instance that holds `catalog`, within `timeout`.
-    /// An instance that traps is thrown away; the next call gets a fresh one.
-    fn with_instance<R>(
+    /// Run `ask` on an instance that holds `catalog` (`instance`, else an
+    /// idle one, else a new one) on a call thread, within the call's
+    /// deadline. An instance that trapped or ran out of time is thrown
+    /// away; the next call gets a fresh one.
+    fn with_instance(
         &self,
+        instance: Option<PluginInstance>,
         catalog: &Catalog,
-        timeout: Duration,
-        call: impl FnOnce(&mut PluginInstance) -> wasmtime::Result<Result<R, String>>,
-    ) -> Result<R, CallFailure> {
+        ask: Ask,
+    ) -> Result<Answer, CallFailure> {
         let started = Instant::now();
-        let idle = self.idle.lock().expect("idle lock").pop();
-        let mut instance = match idle {
-            Some(instance) => instance,
-            None => self.instantiate()?,
-        };
-        let result = self.call_on(&mut instance, catalog, timeout, call);
-        let trapped = matches!(
-            result,
-            Err(CallFailure::Timeout { .. } | CallFailure::MemoryLimit { .. } | CallFailure::StackOverflow | CallFailure::Trap(_))
-        );
-        if !trapped {
-            let mut idle = self.idle.lock().expect("idle lock");
+        let instance = instance.or_else(|| self.lock_idle().pop());
+        let wit = self.core.wit_catalog(catalog);
+        let version = catalog.version;
+        let (instance, result) = self
+            .core
+            .runtime
+            .inner
+            .calls
+            .run({
+                let core = self.core.clone();
+                move |rt| {
+                    rt.block_on(async move {
+                        let mut instance = match instance {
+                            Some(instance) => instance,
+                            None => match core.instantiate().await {
+                                Ok(instance) => instance,
+                                Err(failure) => return (None, Err(failure)),
+                            },
+                        };
+                        let result = core.call_on(&mut instance, version, &wit, ask).await;
+                        (Some(instance), result)
+                    })
+                }
+            })
+            .unwrap_or_else(|panic| {
+                (
+                    None,
+                    Err(CallFailure::Trap(format!(
+                        "host panic during the call: {panic}"
+                    ))),
+                )
+            });
+        if let Some(instance) =
+            instance.filter(|_| !result.as_ref().is_err_and(CallFailure::spoils_instance))
+        {
+            let mut idle = self.lock_idle();
             if idle.len() < MAX_IDLE {
                 idle.push(instance);
             }
         }
         let elapsed = started.elapsed();
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.busy_nanos.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.busy_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         if let Some(observe) = CALL_OBSERVER.get() {
             observe(&self.info.name, elapsed);
         }
         result
     }
 
-    fn call_on<R>(
-        &self,
-        instance: &mut PluginInstance,
-        catalog: &Catalog,
-        timeout: Duration,
-        call: impl FnOnce(&mut PluginInstance) -> wasmtime::Result<Result<R, String>>,
-    ) -> Result<R, CallFailure> {
-        instance.store.data().log_budget().reset();
-        instance.store.data_mut().what_if.queries = 0;
-        self.hand_over(instance, catalog)?;
-        instance.store.set_epoch_deadline(PolicyRuntime::ticks(timeout));
-        match call(instance) {
-            Err(e) => Err(classify(&instance.store, e, timeout)),
-            Ok(Err(message)) => Err(CallFailure::PluginError(cut(message))),
-            Ok(Ok(value)) => Ok(value),
-        }
-    }
-
     /// Ask the plugin to rank `request`'s feasible offerings; the answer is
     /// validated before it is returned.
-    pub fn rank(&self, catalog: &Catalog, request: &SelectionRequest) -> Result<Ranking, CallFailure> {
+    pub fn rank(
+        &self,
+        catalog: &Catalog,
+        request: &SelectionRequest,
+    ) -> Result<Ranking, CallFailure> {
         if !self.info.world.selects() {
-            return Err(CallFailure::Instantiate(format!("{} does not export instance-selection", self.info.name)));
+            return Err(CallFailure::Instantiate(format!(
+                "{} does not export instance-selection",
+                self.info.name
+            )));
         }
-        let timeout = self.runtime.limits().selection_timeout;
-        let (offerings, scores) = self.with_instance(catalog, timeout, |instance| match &instance.exports {
-            Exports::V0_1_0(e) => e.rank(&mut instance.store, catalog.version, request),
-            Exports::V0_2_0(e) => e.rank(&mut instance.store, catalog.version, request),
-        })?;
-        Ranking::validate(offerings, scores, &request.feasible, catalog.offerings.len())
-            .map_err(CallFailure::InvalidOutput)
+        match self.with_instance(None, catalog, Ask::Rank(request.clone()))? {
+            Answer::Ranked(offerings, scores) => Ranking::validate(
+                offerings,
+                scores,
+                &request.feasible,
+                catalog.offerings.len(),
+            )
+            .map_err(CallFailure::InvalidOutput),
+            _ => Err(CallFailure::InvalidOutput(
+                "answered a rank call with something else".into(),
+            )),
+        }
     }
 
     /// Ask the plugin for a consolidation plan; the plan is checked for
     /// structure (indices, disruptability, replacements) before it is returned.
-    pub fn plan(&self, catalog: &Catalog, snapshot: &ConsolidationSnapshot) -> Result<Vec<ConsolidationAction>, CallFailure> {
+    pub fn plan(
+        &self,
+        catalog: &Catalog,
+        snapshot: &ConsolidationSnapshot,
+    ) -> Result<Vec<ConsolidationAction>, CallFailure> {
         if !self.info.world.consolidates() {
-            return Err(CallFailure::Instantiate(format!("{} does not export consolidation", self.info.name)));
+            return Err(CallFailure::Instantiate(format!(
+                "{} does not export consolidation",
+                self.info.name
+            )));
         }
-        let timeout = self.runtime.limits().consolidation_timeout;
-        let plan = self.with_instance(catalog, timeout, |instance| match &instance.exports {
-            Exports::V0_1_0(e) => e.plan(&mut instance.store, catalog.version, snapshot),
-            Exports::V0_2_0(e) => {
-                instance.store.data_mut().what_if.snapshot = Some(Arc::new(snapshot.clone()));
-                let plan = e.plan(&mut instance.store, catalog.version, snapshot);
-                instance.store.data_mut().what_if.snapshot = None;
-                plan
+        match self.with_instance(None, catalog, Ask::Plan(Arc::new(snapshot.clone())))? {
+            Answer::Planned(plan) => ConsolidationAction::validate_plan(plan, snapshot)
+                .map_err(CallFailure::InvalidOutput),
+            _ => Err(CallFailure::InvalidOutput(
+                "answered a plan call with something else".into(),
+            )),
+        }
+    }
+}
+
+/// Instantiate `pre` in `store` within `limit` (the hand-over deadline).
+async fn start(
+    pre: &InstancePre<PluginState>,
+    mut store: Store<PluginState>,
+    limit: Duration,
+) -> Result<(Store<PluginState>, wasmtime::component::Instance), CallFailure> {
+    let started = Instant::now();
+    store.set_epoch_deadline(PolicyRuntime::ticks(limit));
+    store.data_mut().set_deadline(started.checked_add(limit));
+    let outcome = tokio::time::timeout(limit, pre.instantiate_async(&mut store)).await;
+    store.data_mut().set_deadline(None);
+    match outcome {
+        Err(_) => Err(CallFailure::Timeout {
+            limit,
+            took: started.elapsed(),
+        }),
+        Ok(Err(e)) => Err(classify(&store, e, limit, started.elapsed())),
+        Ok(Ok(instance)) => Ok((store, instance)),
+    }
+}
+
+impl Core {
+    /// A fresh store for this plugin.
+    fn store(runtime: &PolicyRuntime, name: Arc<str>, config: Arc<str>) -> Store<PluginState> {
+        let inner = &runtime.inner;
+        let n = inner.instances_created.fetch_add(1, Ordering::Relaxed);
+        let seed = inner.config.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        PluginState::store(
+            &inner.engine,
+            name,
+            config,
+            inner.config.clock.clone(),
+            seed,
+            &inner.config.limits,
+        )
+    }
+
+    /// Run `call` on a call thread and wait for it.
+    fn run<
+        R: Send + 'static,
+        F: std::future::Future<Output = Result<R, CallFailure>> + Send + 'static,
+    >(
+        self: &Arc<Self>,
+        call: impl FnOnce(Arc<Core>) -> F + Send + 'static,
+    ) -> Result<R, CallFailure> {
+        let core = self.clone();
+        self.runtime
+            .inner
+            .calls
+            .run(move |rt| rt.block_on(call(core)))
+            .unwrap_or_else(|panic| {
+                Err(CallFailure::Trap(format!(
+                    "host panic during the call: {panic}"
+                )))
+            })
+    }
+
+    async fn instantiate(&self) -> Result<PluginInstance, CallFailure> {
+        let store = Core::store(&self.runtime, self.name.clone(), self.config.clone());
+        let (mut store, instance) = start(
+            &self.pre,
+            store,
+            self.runtime.limits().consolidation_timeout,
+        )
+        .await?;
+        let exports = self.exports(&mut store, &instance)?;
+        Ok(PluginInstance {
+            store,
+            exports,
+            catalog_version: None,
+        })
+    }
+
+    /// The typed exports of a started instance.
+    fn exports(
+        &self,
+        store: &mut Store<PluginState>,
+        instance: &wasmtime::component::Instance,
+    ) -> Result<Exports, CallFailure> {
+        let load = |e: wasmtime::Error| CallFailure::Instantiate(format!("{e:#}"));
+        Ok(match &self.glue {
+            Glue::V0_1_0(indices) => Exports::V0_1_0(indices.load(store, instance).map_err(load)?),
+            Glue::V0_2_0(indices) => Exports::V0_2_0(indices.load(store, instance).map_err(load)?),
+        })
+    }
+
+    /// `catalog` in the plugin's contract form (converted once per version).
+    fn wit_catalog(&self, catalog: &Catalog) -> WitCatalog {
+        match &self.glue {
+            Glue::V0_1_0(indices) => WitCatalog::V0_1_0(indices.catalog(catalog)),
+            Glue::V0_2_0(indices) => WitCatalog::V0_2_0(indices.catalog(catalog)),
+        }
+    }
+
+    /// Give `instance` the catalog unless it already holds this version,
+    /// within the hand-over deadline.
+    async fn hand_over(
+        &self,
+        instance: &mut PluginInstance,
+        version: u64,
+        catalog: &WitCatalog,
+    ) -> Result<(), CallFailure> {
+        if instance.catalog_version == Some(version) {
+            return Ok(());
+        }
+        let limit = self.runtime.limits().consolidation_timeout;
+        let handed = bounded(instance, limit, async |instance| {
+            match (catalog, &instance.exports) {
+                (WitCatalog::V0_1_0(wit), Exports::V0_1_0(exports)) => {
+                    exports.set_catalog(&mut instance.store, wit).await
+                }
+                (WitCatalog::V0_2_0(wit), Exports::V0_2_0(exports)) => {
+                    instance.store.data_mut().what_if.catalog = Some(wit.clone());
+                    exports.set_catalog(&mut instance.store, wit).await
+                }
+                _ => Err(wasmtime::format_err!(
+                    "the catalog is not in the instance's contract version"
+                )),
             }
-        })?;
-        ConsolidationAction::validate_plan(plan, snapshot).map_err(CallFailure::InvalidOutput)
+        })
+        .await;
+        match handed {
+            Err(failure) => Err(failure.during_catalog_hand_over()),
+            Ok(Err(message)) => Err(CallFailure::CatalogRejected {
+                version,
+                message: cut(message),
+            }),
+            Ok(Ok(())) => {
+                instance.catalog_version = Some(version);
+                Ok(())
+            }
+        }
+    }
+
+    async fn call_on(
+        &self,
+        instance: &mut PluginInstance,
+        version: u64,
+        catalog: &WitCatalog,
+        ask: Ask,
+    ) -> Result<Answer, CallFailure> {
+        instance.store.data().log_budget().reset();
+        instance.store.data_mut().what_if.queries = 0;
+        self.hand_over(instance, version, catalog).await?;
+        let limits = self.runtime.limits();
+        let answer =
+            match ask {
+                Ask::Catalog => return Ok(Answer::Catalog),
+                Ask::Rank(request) => bounded(
+                    instance,
+                    limits.selection_timeout,
+                    async |instance| match &instance.exports {
+                        Exports::V0_1_0(e) => e.rank(&mut instance.store, version, &request).await,
+                        Exports::V0_2_0(e) => e.rank(&mut instance.store, version, &request).await,
+                    },
+                )
+                .await?
+                .map(|(offerings, scores)| Answer::Ranked(offerings, scores)),
+                Ask::Plan(snapshot) => {
+                    let plan = bounded(instance, limits.consolidation_timeout, async |instance| {
+                        match &instance.exports {
+                            Exports::V0_1_0(e) => {
+                                e.plan(&mut instance.store, version, &snapshot).await
+                            }
+                            Exports::V0_2_0(e) => {
+                                instance.store.data_mut().what_if.snapshot = Some(snapshot.clone());
+                                e.plan(&mut instance.store, version, &snapshot).await
+                            }
+                        }
+                    })
+                    .await;
+                    instance.store.data_mut().what_if.snapshot = None;
+                    plan?.map(Answer::Planned)
+                }
+            };
+        answer.map_err(|message| CallFailure::PluginError(cut(message)))
+    }
+}
+
+/// Run `call` on `instance` under one deadline of `limit` for the whole
+/// call, host time included: the epoch deadline ends guest code, the
+/// timeout ends a call blocked in the host (sleep, poll), and host imports
+/// read the deadline to refuse work past it.
+async fn bounded<T>(
+    instance: &mut PluginInstance,
+    limit: Duration,
+    call: impl AsyncFnOnce(&mut PluginInstance) -> wasmtime::Result<T>,
+) -> Result<T, CallFailure> {
+    let started = Instant::now();
+    instance
+        .store
+        .set_epoch_deadline(PolicyRuntime::ticks(limit));
+    instance
+        .store
+        .data_mut()
+        .set_deadline(started.checked_add(limit));
+    let outcome = tokio::time::timeout(limit, call(&mut *instance)).await;
+    instance.store.data_mut().set_deadline(None);
+    let took = started.elapsed();
+    match outcome {
+        Err(_) => Err(CallFailure::Timeout { limit, took }),
+        Ok(Err(e)) => Err(classify(&instance.store, e, limit, took)),
+        Ok(Ok(value)) => Ok(value),
     }
 }
 
@@ -491,20 +794,16 @@ fn skip_wat_comments(mut text: &str) -> &str {
 }
 
 /// Turn a wasmtime error from a call into the reason the call failed.
-fn classify(store: &Store<PluginState>, error: wasmtime::Error, timeout: Duration) -> CallFailure {
-    if store.data().limiter.hit {
-        return CallFailure::MemoryLimit { limit_bytes: limit_of(store) };
+fn classify(store: &Store<PluginState>, error: wasmtime::Error, timeout: Duration, took: Duration) -> CallFailure {
+    if let Some(failure) = store.data().limiter.failure() {
+        return failure;
     }
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => CallFailure::Timeout { limit: timeout },
+        Some(wasmtime::Trap::Interrupt) => CallFailure::Timeout { limit: timeout, took },
         Some(wasmtime::Trap::StackOverflow) => CallFailure::StackOverflow,
         Some(trap) => CallFailure::Trap(trap.to_string()),
         None => CallFailure::Trap(error.root_cause().to_string()),
     }
-}
-
-fn limit_of(store: &Store<PluginState>) -> u64 {
-    store.data().limiter.limit()
 }
 
 /// Plugin-supplied strings are cut to a size a log line can carry.

@@ -2,8 +2,9 @@
 //! conformance-checked off the hot path, then replaces the active version in
 //! one pointer swap. Calls in flight finish on the version they started
 //! with. Failed calls fall back to the built-in policy; after
-//! `Limits::rollback_after` consecutive failures the slot rolls back to its
-//! previous version. A shadow candidate sees every input; its answers are
+//! `Limits::rollback_after` consecutive failures, or once more than
+//! `Limits::rollback_failure_percent` of the last `Limits::rollback_window`
+//! calls failed, the slot rolls back to its previous version. A shadow candidate sees every input; its answers are
 //! compared and logged, never acted on.
 
 use std::collections::BTreeMap;
@@ -156,7 +157,7 @@ pub struct SlotStats {
 pub struct PolicySlot {
     name: String,
     role: Role,
-    rollback_after: u32,
+    rule: RollbackRule,
     state: ArcSwap<SlotState>,
     swap_lock: Mutex<()>,
     consecutive_failures: AtomicU32,
@@ -167,6 +168,26 @@ pub struct PolicySlot {
     shadow_divergences: AtomicU64,
     shadow_failures: AtomicU64,
     history: Mutex<SlotHistory>,
+    /// Outcomes of the active version's recent calls (true: failed).
+    recent: Mutex<std::collections::VecDeque<bool>>,
+}
+
+/// When a slot gives up on its active plugin.
+#[derive(Debug, Clone, Copy)]
+struct RollbackRule {
+    in_a_row: u32,
+    window: u32,
+    failure_percent: u32,
+}
+
+impl RollbackRule {
+    fn from_limits(limits: &super::runtime::Limits) -> Self {
+        RollbackRule {
+            in_a_row: limits.rollback_after.max(1),
+            window: limits.rollback_window.max(1),
+            failure_percent: limits.rollback_failure_percent.min(100),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -180,11 +201,11 @@ struct SlotHistory {
 }
 
 impl PolicySlot {
-    fn new(name: &str, role: Role, rollback_after: u32) -> Self {
+    fn new(name: &str, role: Role, rule: RollbackRule) -> Self {
         PolicySlot {
             name: name.into(),
             role,
-            rollback_after: rollback_after.max(1),
+            rule,
             state: ArcSwap::from_pointee(SlotState { active: Version::Builtin, previous: None, shadow: None }),
             swap_lock: Mutex::new(()),
             consecutive_failures: AtomicU32::new(0),
@@ -195,6 +216,7 @@ impl PolicySlot {
             shadow_divergences: AtomicU64::new(0),
             shadow_failures: AtomicU64::new(0),
             history: Mutex::new(SlotHistory::default()),
+            recent: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -246,7 +268,9 @@ impl PolicySlot {
             ),
         };
         self.state.store(Arc::new(next));
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+        if mode == SlotMode::Active {
+            self.forget_outcomes();
+        }
         let mut history = self.history.lock().expect("history lock");
         history.swaps += 1;
         history.last_swap = Some(SystemTime::now());
@@ -308,14 +332,20 @@ impl PolicySlot {
     }
 
     /// Hand `catalog` to the active plugin (and the shadow) ahead of the
-    /// next decision; cheap when they already hold it.
+    /// next decision; cheap when they already hold it. A failed hand-over
+    /// is counted, logged and weighs toward a rollback like a failed call.
     pub fn prepare(&self, catalog: &Catalog) {
-        let state = self.state.load();
-        if let Version::Plugin(plugin) = &state.active {
-            plugin.prepare(catalog);
+        let state = self.state.load_full();
+        if let Version::Plugin(plugin) = &state.active
+            && let Err(failure) = plugin.prepare(catalog)
+        {
+            self.record_failure(&state, plugin, &failure, "catalog hand-over failed");
         }
-        if let Some(shadow) = &state.shadow {
-            shadow.prepare(catalog);
+        if let Some(shadow) = &state.shadow
+            && let Err(failure) = shadow.prepare(catalog)
+        {
+            self.shadow_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(slot = %self.name, shadow = %shadow.info().name, "shadow catalog hand-over failed: {failure}");
         }
     }
 
@@ -385,24 +415,56 @@ impl PolicySlot {
             Ok(value) => {
                 self.plugin_decisions.fetch_add(1, Ordering::Relaxed);
                 self.consecutive_failures.store(0, Ordering::Relaxed);
+                self.push_outcome(false);
                 Decision { value, by: DecidedBy::Plugin(plugin.clone()) }
             }
             Err(failure) => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
-                *self.history.lock().expect("history lock").failures.entry(failure.kind().into()).or_default() += 1;
-                tracing::warn!(slot = %self.name, plugin = %plugin.info().name, "plugin call failed, built-in policy used: {failure}");
-                let in_a_row = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if in_a_row >= self.rollback_after {
-                    self.roll_back(state, &failure);
-                }
+                self.record_failure(state, plugin, &failure, "plugin call failed, built-in policy used");
                 Decision { value: builtin(), by: DecidedBy::Fallback { plugin: plugin.clone(), failure } }
             }
         }
     }
 
+    /// Count, log and weigh one failure of the active plugin; roll back
+    /// when it breaks the rule.
+    fn record_failure(&self, state: &Arc<SlotState>, plugin: &Plugin, failure: &CallFailure, what: &str) {
+        *self.history.lock().unwrap_or_else(|p| p.into_inner()).failures.entry(failure.kind().into()).or_default() += 1;
+        tracing::warn!(slot = %self.name, plugin = %plugin.info().name, kind = failure.kind(), "{what}: {failure}");
+        let in_a_row = self.consecutive_failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let (failed, calls) = self.push_outcome(true);
+        let rule = self.rule;
+        if in_a_row >= rule.in_a_row {
+            self.roll_back(state, &format!("{in_a_row} failed calls in a row (last: {failure})"));
+        } else if calls >= rule.window && u64::from(failed) * 100 > u64::from(rule.failure_percent) * u64::from(calls) {
+            self.roll_back(
+                state,
+                &format!("{failed} of the last {calls} calls failed, more than {} % (last: {failure})", rule.failure_percent),
+            );
+        }
+    }
+
+    /// Remember one outcome of the active version; returns (failed, calls)
+    /// over the window.
+    fn push_outcome(&self, failed: bool) -> (u32, u32) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_back(failed);
+        while recent.len() > self.rule.window as usize {
+            recent.pop_front();
+        }
+        let failures = recent.iter().filter(|f| **f).count();
+        (u32::try_from(failures).unwrap_or(u32::MAX), u32::try_from(recent.len()).unwrap_or(u32::MAX))
+    }
+
+    /// A new active version starts with a clean record.
+    fn forget_outcomes(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Return to the previous version, unless the slot has already moved on
     /// from the failing one.
-    fn roll_back(&self, failing: &Arc<SlotState>, failure: &CallFailure) {
+    fn roll_back(&self, failing: &Arc<SlotState>, reason: &str) {
         let _swapping = self.swap_lock.lock().expect("swap lock");
         let current = self.state.load_full();
         if !current.active.same(&failing.active) {
@@ -417,11 +479,10 @@ impl PolicySlot {
             slot = %self.name,
             failing = %current.active.label(),
             restored = %restored.label(),
-            "{} failed calls in a row (last: {failure}); rolled back",
-            self.rollback_after
+            "{reason}; rolled back"
         );
         self.state.store(Arc::new(SlotState { active: restored, previous, shadow: current.shadow.clone() }));
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.forget_outcomes();
         let mut history = self.history.lock().expect("history lock");
         history.rollbacks += 1;
         history.last_swap = Some(SystemTime::now());
@@ -515,12 +576,12 @@ impl PolicyRegistry {
         if let Some(slot) = self.slot(name) {
             return slot;
         }
-        let rollback_after = self.runtime.limits().rollback_after;
+        let rule = RollbackRule::from_limits(&self.runtime.limits());
         self.slots
             .write()
             .expect("slots lock")
             .entry(name.into())
-            .or_insert_with(|| Arc::new(PolicySlot::new(name, role, rollback_after)))
+            .or_insert_with(|| Arc::new(PolicySlot::new(name, role, rule)))
             .clone()
     }
 

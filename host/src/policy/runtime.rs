@@ -12,6 +12,7 @@ use wasmtime::{Config, Engine};
 
 use super::bindings::{v0_1_0, v0_2_0};
 use super::cache::ComponentCache;
+use super::executor::CallThreads;
 use super::sandbox::PluginState;
 
 /// How long one epoch tick lasts; deadlines are whole ticks.
@@ -28,6 +29,12 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Consecutive failed calls after which a slot rolls back.
     pub rollback_after: u32,
+    /// Calls the failure-rate rule looks back over.
+    pub rollback_window: u32,
+    /// A slot also rolls back once more than this percentage of the last
+    /// `rollback_window` calls failed (a plugin failing one call in five
+    /// never fails three in a row).
+    pub rollback_failure_percent: u32,
 }
 
 impl Default for Limits {
@@ -37,6 +44,8 @@ impl Default for Limits {
             consolidation_timeout: Duration::from_millis(500),
             memory_bytes: 128 << 20,
             rollback_after: 3,
+            rollback_window: 50,
+            rollback_failure_percent: 10,
         }
     }
 }
@@ -68,7 +77,7 @@ impl PluginClock for SystemClock {
     }
 
     fn monotonic_nanos(&self) -> u64 {
-        self.origin.elapsed().as_nanos() as u64
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
@@ -130,6 +139,7 @@ pub struct PolicyRuntime {
 }
 
 pub(crate) struct RuntimeInner {
+    pub(crate) calls: CallThreads,
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<PluginState>,
     pub(crate) cache: ComponentCache,
@@ -148,20 +158,26 @@ impl PolicyRuntime {
     /// A runtime with `config`.
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
         let mut wasm = Config::new();
+        // Calls are async (`call_async`): a blocking WASI call (sleep, poll)
+        // suspends the call instead of the thread, so the call's deadline can
+        // end it. CPU-bound code is ended by the epoch deadline.
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
             .max_wasm_stack(512 * 1024);
         let engine = Engine::new(&wasm)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         v0_1_0::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         v0_2_0::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         let cache = ComponentCache::new(&engine, config.cache_dir.clone())?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.weak(), ticker_stop.clone());
+        spawn_ticker(engine.weak(), ticker_stop.clone())?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+        let calls = CallThreads::start(threads)?;
         Ok(PolicyRuntime {
             inner: Arc::new(RuntimeInner {
+                calls,
                 engine,
                 linker,
                 cache,
@@ -187,14 +203,15 @@ impl PolicyRuntime {
         self.inner.instances_created.load(Ordering::Relaxed)
     }
 
-    /// Deadline in epoch ticks for a timeout.
+    /// Deadline in epoch ticks for a timeout (saturating: a deadline too
+    /// far away to count in ticks is as good as none).
     pub(crate) fn ticks(timeout: Duration) -> u64 {
-        (timeout.as_micros() / TICK.as_micros()).max(1) as u64
+        u64::try_from(timeout.as_micros() / TICK.as_micros()).unwrap_or(u64::MAX).max(1)
     }
 }
 
 /// Advances the engine's epoch every [`TICK`] until the runtime is dropped.
-fn spawn_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
+fn spawn_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("nodewright-epoch".into())
         .spawn(move || {
@@ -206,5 +223,5 @@ fn spawn_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
                 }
             }
         })
-        .expect("spawn the epoch ticker thread");
+        .map(drop)
 }

@@ -36,6 +36,8 @@ pub(crate) struct PluginState {
     config: Arc<str>,
     log: Arc<LogBudget>,
     pub(crate) what_if: WhatIfContext,
+    /// When the current call must be over; host imports refuse work past it.
+    deadline: Option<std::time::Instant>,
 }
 
 /// What a `what-if` query may refer to during the current call.
@@ -97,7 +99,7 @@ impl PluginState {
         config: Arc<str>,
         clock: Arc<dyn PluginClock>,
         seed: u64,
-        memory_limit: u64,
+        limits: &super::runtime::Limits,
     ) -> Store<PluginState> {
         let log = Arc::new(LogBudget::new());
         let mut builder = WasiCtxBuilder::new();
@@ -115,11 +117,12 @@ impl PluginState {
         let state = PluginState {
             wasi: builder.build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { limit_bytes: memory_limit, hit: false },
+            limiter: MemoryLimiter::new(limits.memory_bytes),
             plugin,
             config,
             log,
             what_if: WhatIfContext::default(),
+            deadline: None,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -129,6 +132,21 @@ impl PluginState {
 
     pub(crate) fn log_budget(&self) -> &LogBudget {
         &self.log
+    }
+
+    /// Set (or clear) the deadline of the call about to run.
+    pub(crate) fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// An error for the plugin when the call's deadline has passed.
+    fn check_deadline(&self, what: &str) -> Result<(), String> {
+        match self.deadline {
+            Some(deadline) if std::time::Instant::now() >= deadline => {
+                Err(format!("{what} refused: the call's deadline has passed"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -166,13 +184,14 @@ impl v0_2_0::host::Host for PluginState {
     }
 
     fn what_if(&mut self, pods: Vec<v0_2_0::types::Resources>, target: v0_2_0::host::FitTarget) -> Result<Vec<u32>, String> {
-        self.what_if.queries += 1;
+        self.what_if.queries = self.what_if.queries.saturating_add(1);
         if self.what_if.queries > WHAT_IF_QUERIES_PER_CALL {
             return Err(format!("what-if budget spent: at most {WHAT_IF_QUERIES_PER_CALL} queries per call"));
         }
         if pods.len() > WHAT_IF_MAX_PODS {
             return Err(format!("what-if query carries {} pods, at most {WHAT_IF_MAX_PODS}", pods.len()));
         }
+        self.check_deadline("what-if")?;
         let catalog = self.what_if.catalog.as_ref().ok_or("no catalog has been handed over")?;
         let allocatable = |o: u32| -> Result<crate::model::Resources, String> {
             catalog.offerings.get(o as usize).map(|o| glue::v0_2_0::from_resources(&o.allocatable)).ok_or_else(|| {
@@ -183,8 +202,21 @@ impl v0_2_0::host::Host for PluginState {
             v0_2_0::host::FitTarget::Offering(o) => vec![fit_node(allocatable(o)?, Vec::new())],
             v0_2_0::host::FitTarget::Nodes(indices) => {
                 let snapshot = self.what_if.snapshot.as_ref().ok_or("`nodes` targets exist only during a plan call")?;
+                if indices.len() > snapshot.nodes.len() {
+                    return Err(format!(
+                        "what-if names {} nodes, the snapshot has {}; each node may be named once",
+                        indices.len(),
+                        snapshot.nodes.len()
+                    ));
+                }
+                let mut seen = vec![false; snapshot.nodes.len()];
                 let mut nodes = Vec::with_capacity(indices.len());
                 for i in indices {
+                    match seen.get_mut(i as usize) {
+                        Some(seen) if *seen => return Err(format!("what-if names node index {i} twice")),
+                        Some(seen) => *seen = true,
+                        None => {}
+                    }
                     let node = snapshot.nodes.get(i as usize).ok_or_else(|| {
                         format!("node index {i} is out of range (the snapshot has {} nodes)", snapshot.nodes.len())
                     })?;
@@ -211,6 +243,9 @@ impl v0_2_0::host::Host for PluginState {
         });
         let mut unplaced: Vec<u32> = result.unschedulable.iter().map(|(p, _)| *p as u32).collect();
         unplaced.sort_unstable();
+        // The simulation's time is the call's: an answer computed past the
+        // deadline is refused, and the guest is stopped at its next check.
+        self.check_deadline("what-if")?;
         Ok(unplaced)
     }
 }
@@ -250,34 +285,73 @@ fn cut(line: &str) -> &str {
     &line[..end]
 }
 
-/// Denies memory growth past a limit, and remembers that it did so a trap
-/// can be reported as "memory limit" rather than a bare trap.
+/// Denies growth past one limit for the whole instance: every linear
+/// memory and every table of the store count together (a table element as
+/// [`TABLE_ELEMENT_BYTES`]), so a component cannot multiply the limit by
+/// declaring many memories. The number of instances, memories and tables is
+/// capped as well. Remembers what it refused, so a trap can be reported as
+/// "memory limit" rather than a bare trap.
 pub(crate) struct MemoryLimiter {
     limit_bytes: u64,
-    pub(crate) hit: bool,
+    held_bytes: u64,
+    refused: Option<u64>,
 }
 
+/// What one table element is charged against the memory limit.
+const TABLE_ELEMENT_BYTES: u64 = 16;
+/// Most core instances one component instance may create.
+pub(crate) const MAX_INSTANCES: usize = 200;
+/// Most linear memories one component instance may hold.
+pub(crate) const MAX_MEMORIES: usize = 16;
+/// Most tables one component instance may hold.
+pub(crate) const MAX_TABLES: usize = 200;
+
 impl MemoryLimiter {
-    pub(crate) fn limit(&self) -> u64 {
-        self.limit_bytes
+    fn new(limit_bytes: u64) -> Self {
+        MemoryLimiter { limit_bytes, held_bytes: 0, refused: None }
+    }
+
+    /// The failure to report when growth was refused.
+    pub(crate) fn failure(&self) -> Option<super::error::CallFailure> {
+        self.refused.map(|requested_bytes| super::error::CallFailure::MemoryLimit { limit_bytes: self.limit_bytes, requested_bytes })
+    }
+
+    fn grow(&mut self, current: u64, desired: u64) -> wasmtime::Result<bool> {
+        let added = desired.saturating_sub(current);
+        let total = self.held_bytes.saturating_add(added);
+        if total > self.limit_bytes {
+            self.refused = Some(total);
+            return Err(wasmtime::format_err!(
+                "memory limit of {} MiB reached (the instance would hold {} MiB)",
+                self.limit_bytes >> 20,
+                total.div_ceil(1 << 20)
+            ));
+        }
+        self.held_bytes = total;
+        Ok(true)
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired as u64 > self.limit_bytes {
-            self.hit = true;
-            return Err(wasmtime::format_err!(
-                "memory limit of {} MiB reached (asked for {} MiB)",
-                self.limit_bytes >> 20,
-                desired >> 20
-            ));
-        }
-        Ok(true)
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.grow(current as u64, desired as u64)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let bytes = |elements: usize| (elements as u64).saturating_mul(TABLE_ELEMENT_BYTES);
+        self.grow(bytes(current), bytes(desired))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 

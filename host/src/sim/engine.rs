@@ -115,7 +115,8 @@ pub struct Metrics {
     pub cpu_utilisation: f64,
     /// Time-weighted memory requested / allocatable on ready nodes.
     pub memory_utilisation: f64,
-    /// Pod wait, pending → bound, seconds.
+    /// Pod wait, pending → bound, seconds; a pod deleted while pending, or
+    /// still pending at the end, counts the time it waited.
     pub pod_wait_p50_s: f64,
     /// 95th percentile.
     pub pod_wait_p95_s: f64,
@@ -125,6 +126,8 @@ pub struct Metrics {
     pub pods: u64,
     /// Pods still pending at the end.
     pub pods_pending_at_end: u64,
+    /// Pods deleted (their work ended) before any node ran them.
+    pub pods_never_scheduled: u64,
     /// Pods evicted by spot interruptions.
     pub pods_disrupted: u64,
     /// Pods evicted by disruption (consolidation, drift, expiry).
@@ -221,6 +224,8 @@ struct PodState {
     spec: Arc<PodSpec>,
     pending_since: Option<Duration>,
     node: Option<u64>,
+    /// Bound to a node at least once.
+    ever_bound: bool,
 }
 
 struct Totals {
@@ -448,7 +453,7 @@ impl Sim<'_> {
             match &event.kind {
                 TraceEventKind::Add(pod) => {
                     self.metrics.pods += 1;
-                    self.pods.insert(pod.name.clone(), PodState { spec: pod.spec.clone(), pending_since: Some(self.last), node: None });
+                    self.pods.insert(pod.name.clone(), PodState { spec: pod.spec.clone(), pending_since: Some(self.last), node: None, ever_bound: false });
                     self.cluster.add_pods([pod.clone()]);
                     if !self.bind_anywhere(&pod.name) {
                         added = true;
@@ -509,6 +514,7 @@ impl Sim<'_> {
             self.waits.push(self.last.saturating_sub(since).as_secs_f64());
         }
         state.node = Some(id);
+        state.ever_bound = true;
         node.pods.insert(pod.into());
         node.nominated.remove(pod);
         node.used = node.used.saturating_add(state.spec.requests);
@@ -520,6 +526,14 @@ impl Sim<'_> {
         let Some(state) = self.pods.remove(name) else { return };
         match state.node {
             None => {
+                // A pod that ends while pending waited all that time, and a
+                // policy that never places it must not look fast for it.
+                if let Some(since) = state.pending_since {
+                    self.waits.push(self.last.saturating_sub(since).as_secs_f64());
+                }
+                if !state.ever_bound {
+                    self.metrics.pods_never_scheduled += 1;
+                }
                 self.cluster.remove_pending(name);
                 for node in self.nodes.values_mut() {
                     node.nominated.remove(name);
@@ -814,6 +828,15 @@ impl Sim<'_> {
         let t = &self.totals;
         m.cpu_utilisation = if t.alloc_cpu_time > 0.0 { t.cpu_time / t.alloc_cpu_time } else { 0.0 };
         m.memory_utilisation = if t.alloc_memory_time > 0.0 { t.memory_time / t.alloc_memory_time } else { 0.0 };
+        // Pods still pending at the end have waited until the end (at least).
+        let still_waiting: Vec<f64> = self
+            .pods
+            .values()
+            .filter(|p| p.node.is_none())
+            .filter_map(|p| p.pending_since)
+            .map(|since| self.last.saturating_sub(since).as_secs_f64())
+            .collect();
+        self.waits.extend(still_waiting);
         self.waits.sort_by(f64::total_cmp);
         let pct = |q: f64| -> f64 {
             if self.waits.is_empty() {

@@ -34,7 +34,7 @@ impl Report {
         header.extend(self.policies.iter().map(|p| p.policy.name.clone()));
         table.set_header(header);
         type Row = (&'static str, fn(&SimulationResult) -> String);
-        let rows: [Row; 18] = [
+        let rows: [Row; 19] = [
             ("total $", |r| format!("{:.2}", r.metrics.cost_total)),
             ("  on-demand $", |r| format!("{:.2}", r.metrics.cost_on_demand)),
             ("  spot $", |r| format!("{:.2}", r.metrics.cost_spot)),
@@ -46,6 +46,7 @@ impl Report {
                 format!("{:.0} / {:.0} / {:.0}", r.metrics.pod_wait_p50_s, r.metrics.pod_wait_p95_s, r.metrics.pod_wait_p99_s)
             }),
             ("pods / pending at end", |r| format!("{} / {}", r.metrics.pods, r.metrics.pods_pending_at_end)),
+            ("pods never scheduled", |r| r.metrics.pods_never_scheduled.to_string()),
             ("pods evicted: interruption / disruption", |r| format!("{} / {}", r.metrics.pods_disrupted, r.metrics.pods_evicted)),
             ("spot interruptions", |r| r.metrics.interruptions.to_string()),
             ("nodes consolidated", |r| r.metrics.consolidations.to_string()),

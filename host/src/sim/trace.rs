@@ -133,6 +133,9 @@ fn is_zero_i32(v: &i32) -> bool {
     *v == 0
 }
 
+/// The longest trace accepted: 366 days of simulated time.
+pub const MAX_TRACE_SECONDS: f64 = 366.0 * 24.0 * 3600.0;
+
 /// Parse trace `text` read from `file`.
 pub fn parse_trace(file: &str, text: &str) -> Result<Trace, TraceError> {
     let fail = |line: usize, field: &str, message: String| TraceError { file: file.into(), line, field: field.into(), message };
@@ -147,6 +150,13 @@ pub fn parse_trace(file: &str, text: &str) -> Result<Trace, TraceError> {
     }
     if !(header.duration_s.is_finite() && header.duration_s > 0.0) {
         return Err(fail(1, "duration_s", format!("{} must be a positive number of seconds", header.duration_s)));
+    }
+    if header.duration_s > MAX_TRACE_SECONDS {
+        return Err(fail(
+            1,
+            "duration_s",
+            format!("{} is longer than the longest trace the simulator runs ({MAX_TRACE_SECONDS} s, 366 days)", header.duration_s),
+        ));
     }
     let mut events = Vec::new();
     let mut live: HashSet<String> = HashSet::new();
@@ -213,8 +223,12 @@ fn spec_of(line: &TraceLine) -> Result<PodSpec, (&'static str, String)> {
     let workload = line.workload.clone().ok_or(("workload", "an `add` needs its workload".to_string()))?;
     let cpu = line.cpu_m.ok_or(("cpu_m", "an `add` needs a CPU request".to_string()))?;
     let memory = line.mem_mib.ok_or(("mem_mib", "an `add` needs a memory request".to_string()))?;
+    let memory = memory
+        .checked_mul(1 << 20)
+        .filter(|bytes| *bytes <= crate::model::quantity::MAX_BYTES)
+        .ok_or(("mem_mib", format!("{memory} MiB is more than the largest accepted request (1 EiB)")))?;
     let mut spec = PodSpec {
-        requests: Resources { cpu_millis: cpu, memory_bytes: memory << 20, pods: 1, gpus: line.gpus, ephemeral_bytes: 0 },
+        requests: Resources { cpu_millis: cpu, memory_bytes: memory, pods: 1, gpus: line.gpus, ephemeral_bytes: 0 },
         priority: line.priority,
         node_selector: line.selector.clone(),
         do_not_disrupt: line.do_not_disrupt,
@@ -239,9 +253,16 @@ pub const KINDS: [&str; 4] = ["diurnal-web", "batch-burst", "ml-gpu", "mixed"];
 
 const DAY: f64 = 86_400.0;
 
+/// The largest `scale` a generated trace accepts: a hundred times the
+/// bundled traces, which keeps the trace in memory well under the machine's.
+pub const MAX_SCALE: f64 = 100.0;
+
 /// Generate trace `kind` with `seed`; `scale` multiplies the pod counts.
 /// Returns the JSON Lines text.
 pub fn generate(kind: &str, seed: u64, scale: f64) -> Result<String, String> {
+    if !(scale.is_finite() && scale > 0.0 && scale <= MAX_SCALE) {
+        return Err(format!("scale {scale} must be a positive number no larger than {MAX_SCALE}"));
+    }
     let mut rng = StdRng::seed_from_u64(seed);
     let (days, parts): (f64, &[&str]) = match kind {
         "diurnal-web" => (2.0, &["web"]),
