@@ -255,7 +255,6 @@ struct Sim<'a> {
     provisioner: Arc<Provisioner<SimulatedCloud, SimulatedCluster>>,
     disruption: DisruptionController<SimulatedCloud, SimulatedCluster>,
     disrupt_at: Duration,
-    executor: tokio::runtime::Runtime,
     batcher: Batcher,
     provision_queued: bool,
     pools: Vec<NodePool>,
@@ -332,7 +331,6 @@ pub fn simulate(
         provisioner,
         disruption,
         disrupt_at: DISRUPT_EVERY,
-        executor: tokio::runtime::Builder::new_current_thread().build()?,
         batcher: Batcher::new(config.batcher),
         provision_queued: false,
         pools,
@@ -563,7 +561,7 @@ impl Sim<'_> {
             self.queue_provision();
             return Ok(());
         }
-        let report = self.executor.block_on(self.provisioner.provision())?;
+        let report = drive(self.provisioner.provision())?;
         self.metrics.launch_failures += report.launch_failures.len() as u64;
         for launched in &report.launched {
             self.add_launched(launched);
@@ -679,7 +677,7 @@ impl Sim<'_> {
     fn remove_node(&mut self, id: u64) -> u64 {
         let Some(node) = self.forget_node(id) else { return 0 };
         self.cluster.remove_node(&node.name);
-        let _ = self.executor.block_on(self.cloud.terminate(&node.instance));
+        let _ = drive(self.cloud.terminate(&node.instance));
         let mut evicted = 0;
         let requeue: Vec<Pod> = node
             .pods
@@ -715,7 +713,7 @@ impl Sim<'_> {
     /// go back to pending, terminated nodes stop costing. Returns when the
     /// controller wants its next pass.
     fn disrupt(&mut self) -> anyhow::Result<Option<Duration>> {
-        let report = self.executor.block_on(self.disruption.reconcile())?;
+        let report = drive(self.disruption.reconcile())?;
         for launched in &report.launched {
             self.add_launched(launched);
         }
@@ -869,4 +867,12 @@ impl Sim<'_> {
 fn round(value: f64, places: i32) -> f64 {
     let scale = 10f64.powi(places);
     (value * scale).round() / scale
+}
+
+/// Run a controller's future to completion. The simulated cloud and cluster
+/// never wait on I/O or timers, so a plain executor drives them, outside any
+/// tokio runtime: plugin calls then run on this thread rather than being
+/// handed to the runtime's call threads.
+fn drive<F: std::future::Future>(future: F) -> F::Output {
+    futures::executor::block_on(future)
 }
