@@ -3,10 +3,13 @@
 //! registry of slots swapped atomically (with rollback and shadow runs).
 //!
 //! Data flow for one decision: [`PolicySlot::rank`] takes the active
-//! [`Plugin`], which takes an idle instance (or instantiates one from its
-//! `InstancePre`), hands over the catalog when the instance has not seen its
-//! version, calls `rank` under an epoch deadline and a memory limit, and
-//! validates the answer. A failed call is answered by the built-in policy.
+//! [`Plugin`], which takes an idle instance and runs the call as a future on
+//! a call thread (or on the caller's thread outside any tokio runtime): it
+//! instantiates from the `InstancePre` when no instance was idle, hands over
+//! the catalog when the instance has not seen its version, and calls `rank`,
+//! each under one deadline for guest and host time and one memory limit for
+//! the whole instance; the caller validates the answer. A failed call is
+//! answered by the built-in policy.
 
 mod bindings;
 mod builtin;

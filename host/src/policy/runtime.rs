@@ -21,11 +21,12 @@ pub(crate) const TICK: Duration = Duration::from_millis(1);
 /// Bounds on every plugin call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
-    /// CPU deadline of a `rank` call.
+    /// Deadline of a `rank` call, guest and host time together.
     pub selection_timeout: Duration,
-    /// CPU deadline of a `plan` call (and of handing over a catalog).
+    /// Deadline of a `plan` call (and of starting an instance or handing
+    /// over a catalog), guest and host time together.
     pub consolidation_timeout: Duration,
-    /// Most linear memory an instance may have.
+    /// Most bytes an instance may hold in all its memories and tables.
     pub memory_bytes: u64,
     /// Consecutive failed calls after which a slot rolls back.
     pub rollback_after: u32,
