@@ -315,11 +315,7 @@ impl Plugin {
                 let pre = pre.clone();
                 move |rt| rt.block_on(start(&pre, store, start_limit))
             })
-            .unwrap_or_else(|panic| {
-                Err(CallFailure::Trap(format!(
-                    "host panic while starting the plugin: {panic}"
-                )))
-            })
+            .unwrap_or_else(|panic| Err(host_panic("while starting the plugin", &panic)))
             .map_err(|failure| PluginError::Link {
                 plugin: name.into(),
                 reason: failure.to_string(),
@@ -480,12 +476,7 @@ impl Plugin {
                 }
             })
             .unwrap_or_else(|panic| {
-                (
-                    None,
-                    Err(CallFailure::Trap(format!(
-                        "host panic during the call: {panic}"
-                    ))),
-                )
+                (None, Err(host_panic("during the call", &panic)))
             });
         if let Some(instance) =
             instance.filter(|_| !result.as_ref().is_err_and(CallFailure::spoils_instance))
@@ -607,11 +598,7 @@ impl Core {
             .inner
             .calls
             .run(move |rt| rt.block_on(call(core)))
-            .unwrap_or_else(|panic| {
-                Err(CallFailure::Trap(format!(
-                    "host panic during the call: {panic}"
-                )))
-            })
+            .unwrap_or_else(|panic| Err(host_panic("during the call", &panic)))
     }
 
     async fn instantiate(&self) -> Result<PluginInstance, CallFailure> {
@@ -761,6 +748,11 @@ async fn bounded<T>(
         Ok(Err(e)) => Err(classify(&instance.store, e, limit, took)),
         Ok(Ok(value)) => Ok(value),
     }
+}
+
+/// A panic caught on a call thread, as the failure of the call it ended.
+fn host_panic(when: &str, panic: &str) -> CallFailure {
+    CallFailure::Trap(format!("host panic {when}: {panic}"))
 }
 
 /// Reject what is plainly not a component before handing it to the compiler.
