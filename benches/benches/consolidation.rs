@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use nodewright::disruption::ConsolidationPass;
+use nodewright::sim::ConsolidationPass;
 use nodewright::model::{Catalog, NodePool};
 use nodewright::policy::{PolicyRuntime, RuntimeConfig};
 
@@ -23,7 +23,7 @@ fn consolidate(c: &mut Criterion) {
     group.sample_size(10);
     for policy in ["karpenter-like", "utilization-threshold", "balanced"] {
         let pool = NodePool::new("default").consolidation(policy, "{}");
-        let pass = executor.block_on(ConsolidationPass::new(&runtime, catalog.clone(), pool, 1000, 10, 1)).unwrap();
+        let pass = ConsolidationPass::new(&runtime, catalog.clone(), pool, 1000, 10, 1).unwrap();
         executor.block_on(pass.run()).unwrap();
         group.bench_with_input(BenchmarkId::new(policy, "1000x10"), &policy, |b, _| {
             b.iter(|| executor.block_on(pass.run()).unwrap())

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nodewright::model::{Catalog, NodePool};
 use nodewright::policy::{BUILTIN_SELECTION, PolicyRuntime, RuntimeConfig};
-use nodewright::provisioning::SimulatedPass;
+use nodewright::sim::SimulatedPass;
 use nodewright::scheduling::workload::diverse_pods;
 
 fn schedule(c: &mut Criterion) {

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::model::{Catalog, NodePool};
 use crate::policy::BUILTIN_SELECTION;
-use crate::provisioning::SimulatedPass;
+use crate::sim::SimulatedPass;
 use crate::scheduling::workload::diverse_pods;
 
 #[derive(Debug, Subcommand)]
@@ -70,7 +70,7 @@ fn consolidate(args: ConsolidateArgs, runtime: &crate::policy::PolicyRuntime) ->
     let mut runs = Vec::new();
     for policy in &policies {
         let pool = NodePool::new("default").consolidation(policy, "{}");
-        let pass = executor.block_on(crate::disruption::ConsolidationPass::new(runtime, catalog.clone(), pool, args.nodes, args.pods_per_node, 1))?;
+        let pass = crate::sim::ConsolidationPass::new(runtime, catalog.clone(), pool, args.nodes, args.pods_per_node, 1)?;
         // The first pass loads the plugin; rounds after it are timed.
         executor.block_on(pass.run())?;
         let mut best: Option<PlanRun> = None;

@@ -1,15 +1,20 @@
-//! An in-memory cloud: seeded, with capacity failures per offering and the
-//! unavailable-offerings cache, on the clock it is given.
+//! An in-memory cloud: seeded, with capacity failures per offering, the
+//! unavailable-offerings cache, spot reclaims per capacity pool, and the
+//! bill, on the clock it is given.
+//!
+//! Every random draw comes from its own keyed stream
+//! ([`crate::model::stream`]): the n-th launch boots in the same time, and a
+//! spot pool is reclaimed at the same moments, whatever was launched
+//! before, so two policies run on the same seed face the same cloud.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-
 use super::{CloudError, CloudProvider, Instance, LaunchError, LaunchRequest, UNAVAILABLE_FOR};
-use crate::model::Catalog;
+use crate::model::Clock;
+use crate::model::stream::{Stream, unit};
+use crate::model::{CapacityType, Catalog};
 
 /// Settings of a [`SimulatedCloud`].
 #[derive(Debug, Clone)]
@@ -20,8 +25,11 @@ pub struct SimulatedCloudConfig {
     /// capacity, by catalog index (absent: never).
     pub capacity_failure: HashMap<u32, f64>,
     /// Time from launch until the node is ready, drawn uniformly from this
-    /// range for each instance.
+    /// range for each launch.
     pub boot_latency: (Duration, Duration),
+    /// Multiplies the spot reclaim rate of every pool (its Spot Instance
+    /// Advisor bucket); 0: spot is never reclaimed.
+    pub interruption_scale: f64,
 }
 
 impl Default for SimulatedCloudConfig {
@@ -30,102 +38,289 @@ impl Default for SimulatedCloudConfig {
             seed: 1,
             capacity_failure: HashMap::new(),
             boot_latency: (Duration::from_secs(30), Duration::from_secs(60)),
+            interruption_scale: 0.0,
         }
     }
 }
 
-/// The clock the simulated cloud reads (virtual in the simulator).
-pub type Now = Arc<dyn Fn() -> Duration + Send + Sync>;
+/// AWS bills Linux instances per second with a one-minute minimum.
+pub const MINIMUM_BILLED: Duration = Duration::from_secs(60);
+/// A spot interruption warning comes this long before the reclaim.
+pub const SPOT_WARNING: Duration = Duration::from_secs(120);
+
+/// What the instances have cost so far, billed per second from launch to
+/// termination with a one-minute minimum.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Bill {
+    /// Dollars of on-demand (and reserved) capacity.
+    pub on_demand: f64,
+    /// Dollars of spot capacity.
+    pub spot: f64,
+    /// Instance-seconds billed.
+    pub instance_seconds: f64,
+    /// Allocatable CPU (millicores) × seconds billed: the denominator of utilisation.
+    pub cpu_millis_seconds: f64,
+    /// Allocatable memory (bytes) × seconds billed.
+    pub memory_byte_seconds: f64,
+}
+
+struct Running {
+    instance: Instance,
+    launched_at: Duration,
+    price: f64,
+    spot: bool,
+}
+
+#[derive(Default)]
+struct Rates {
+    on_demand: f64,
+    spot: f64,
+    instances: f64,
+    cpu_millis: f64,
+    memory_bytes: f64,
+}
 
 struct State {
-    rng: StdRng,
     next_id: u64,
-    instances: BTreeMap<String, Instance>,
+    instances: BTreeMap<String, Running>,
     unavailable_until: HashMap<u32, Duration>,
     launches: u64,
     capacity_failures: u64,
+    attempts: u64,
     requests: Vec<LaunchRequest>,
     ready_at: HashMap<String, Duration>,
+    launched: Vec<Instance>,
+    bill: Bill,
+    billed_until: Duration,
+    rates: Rates,
+}
+
+impl State {
+    /// Bill everything running up to `now`.
+    fn accrue(&mut self, now: Duration) {
+        let dt = now.saturating_sub(self.billed_until).as_secs_f64();
+        self.billed_until = self.billed_until.max(now);
+        if dt == 0.0 {
+            return;
+        }
+        let b = &mut self.bill;
+        b.on_demand += self.rates.on_demand * dt / 3600.0;
+        b.spot += self.rates.spot * dt / 3600.0;
+        b.instance_seconds += self.rates.instances * dt;
+        b.cpu_millis_seconds += self.rates.cpu_millis * dt;
+        b.memory_byte_seconds += self.rates.memory_bytes * dt;
+    }
+
+    /// Add (`sign` 1) or remove (-1) a running instance's rates.
+    fn rate(&mut self, running: &Running, catalog: &Catalog, sign: f64) {
+        let r = &mut self.rates;
+        if running.spot {
+            r.spot += sign * running.price;
+        } else {
+            r.on_demand += sign * running.price;
+        }
+        r.instances += sign;
+        if let Some(o) = catalog.offerings.get(running.instance.offering as usize) {
+            r.cpu_millis += sign * o.allocatable.cpu_millis as f64;
+            r.memory_bytes += sign * o.allocatable.memory_bytes as f64;
+        }
+    }
 }
 
 /// An in-memory [`CloudProvider`].
 pub struct SimulatedCloud {
     catalog: Mutex<Arc<Catalog>>,
     config: SimulatedCloudConfig,
-    now: Now,
+    now: Clock,
     state: Mutex<State>,
 }
 
 impl SimulatedCloud {
     /// A cloud selling `catalog`, reading time from `now`.
-    pub fn new(catalog: Arc<Catalog>, config: SimulatedCloudConfig, now: Now) -> Self {
+    pub fn new(catalog: Arc<Catalog>, config: SimulatedCloudConfig, now: Clock) -> Self {
         let state = State {
-            rng: StdRng::seed_from_u64(config.seed),
             next_id: 1,
             instances: BTreeMap::new(),
             unavailable_until: HashMap::new(),
             launches: 0,
             capacity_failures: 0,
+            attempts: 0,
             requests: Vec::new(),
             ready_at: HashMap::new(),
+            launched: Vec::new(),
+            bill: Bill::default(),
+            billed_until: Duration::ZERO,
+            rates: Rates::default(),
         };
         SimulatedCloud { catalog: Mutex::new(catalog), config, now, state: Mutex::new(state) }
     }
 
-    /// Sell `catalog` from now on (same offerings in the same order, new prices).
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sell `catalog` from now on (same offerings in the same order, new
+    /// prices); running spot instances pay the new price from now.
     pub fn set_catalog(&self, catalog: Arc<Catalog>) {
-        *self.catalog.lock().expect("catalog lock") = catalog;
+        let now = (self.now)();
+        let mut state = self.state();
+        state.accrue(now);
+        let mut spot = 0.0;
+        for running in state.instances.values_mut() {
+            if running.spot
+                && let Some(o) = catalog.offerings.get(running.instance.offering as usize)
+            {
+                running.price = o.price_per_hour;
+                spot += o.price_per_hour;
+            }
+        }
+        state.rates.spot = spot;
+        *self.catalog.lock().unwrap_or_else(|e| e.into_inner()) = catalog;
     }
 
     /// (successful launches, capacity failures) so far.
     pub fn counters(&self) -> (u64, u64) {
-        let state = self.state.lock().expect("cloud lock");
+        let state = self.state();
         (state.launches, state.capacity_failures)
     }
 
     /// When instance `id` is (or was) ready to register as a node.
     pub fn ready_at(&self, id: &str) -> Option<Duration> {
-        self.state.lock().expect("cloud lock").ready_at.get(id).copied()
+        self.state().ready_at.get(id).copied()
+    }
+
+    /// Instances launched since the last call, in launch order.
+    pub fn take_launched(&self) -> Vec<Instance> {
+        std::mem::take(&mut self.state().launched)
     }
 
     /// Every launch request received, in order.
     pub fn launch_requests(&self) -> Vec<LaunchRequest> {
-        self.state.lock().expect("cloud lock").requests.clone()
+        self.state().requests.clone()
+    }
+
+    /// The bill up to now.
+    pub fn bill(&self) -> Bill {
+        let now = (self.now)();
+        let mut state = self.state();
+        state.accrue(now);
+        state.bill
+    }
+
+    /// Running instances: (on-demand, spot).
+    pub fn running(&self) -> (u32, u32) {
+        let state = self.state();
+        let spot = state.instances.values().filter(|r| r.spot).count() as u32;
+        (state.instances.len() as u32 - spot, spot)
+    }
+
+    /// (CPU millicores, memory bytes) allocatable on every running instance
+    /// (booting ones included).
+    pub fn running_allocatable(&self) -> (f64, f64) {
+        let state = self.state();
+        (state.rates.cpu_millis.max(0.0), state.rates.memory_bytes.max(0.0))
+    }
+
+    /// The NodeClaim instance `id` backs, while it runs.
+    pub fn claim_of(&self, id: &str) -> Option<String> {
+        self.state().instances.get(id).map(|r| r.instance.claim.clone())
+    }
+
+    /// When the spot pool of `offering` is next reclaimed at or after
+    /// `after` and before `until`, if it is. Each (pool, hour) is reclaimed
+    /// with the probability its Spot Instance Advisor bucket gives an
+    /// instance per hour (times the configured scale), at a moment within
+    /// the hour; every instance of the pool running then is reclaimed.
+    pub fn next_reclaim(&self, offering: u32, after: Duration, until: Duration) -> Option<Duration> {
+        let catalog = self.catalog();
+        let o = catalog.offerings.get(offering as usize)?;
+        if o.capacity_type != CapacityType::Spot || self.config.interruption_scale <= 0.0 {
+            return None;
+        }
+        let per_hour = -(1.0 - o.interruption.monthly_fraction()).ln() / (30.0 * 24.0) * self.config.interruption_scale;
+        let p = 1.0 - (-per_hour).exp();
+        let seed = self.config.seed;
+        let first = after.as_secs() / 3600;
+        let last = until.as_secs() / 3600;
+        (first..=last).find_map(|hour| {
+            if unit(seed, Stream::Interruption, offering as u64, hour) >= p {
+                return None;
+            }
+            let at = Duration::from_secs(hour * 3600) + Duration::from_secs_f64(3600.0 * unit(seed, Stream::InterruptionAt, offering as u64, hour));
+            (at >= after && at < until).then_some(at)
+        })
+    }
+
+    /// AWS takes instance `id` back (the end of a spot interruption
+    /// warning): true if it was still running.
+    pub fn reclaim(&self, id: &str) -> bool {
+        self.stop(id).is_ok()
+    }
+
+    fn stop(&self, id: &str) -> Result<(), CloudError> {
+        let now = (self.now)();
+        let catalog = self.catalog();
+        let mut state = self.state();
+        state.accrue(now);
+        let running = state.instances.remove(id).ok_or_else(|| CloudError(format!("instance {id} does not exist")))?;
+        state.rate(&running, &catalog, -1.0);
+        // The first minute is billed whatever the instance ran.
+        let short = MINIMUM_BILLED.saturating_sub(now.saturating_sub(running.launched_at)).as_secs_f64();
+        if short > 0.0 {
+            let b = &mut state.bill;
+            if running.spot {
+                b.spot += running.price * short / 3600.0;
+            } else {
+                b.on_demand += running.price * short / 3600.0;
+            }
+            b.instance_seconds += short;
+            if let Some(o) = catalog.offerings.get(running.instance.offering as usize) {
+                b.cpu_millis_seconds += o.allocatable.cpu_millis as f64 * short;
+                b.memory_byte_seconds += o.allocatable.memory_bytes as f64 * short;
+            }
+        }
+        Ok(())
     }
 
     fn launch_now(&self, request: &LaunchRequest) -> Result<Instance, LaunchError> {
         let now = (self.now)();
-        let catalog_len = self.catalog().offerings.len();
-        let mut state = self.state.lock().expect("cloud lock");
+        let catalog = self.catalog();
+        let mut state = self.state();
         state.requests.push(request.clone());
-        if let Some(existing) = state.instances.values().find(|i| i.claim == request.claim) {
-            return Ok(existing.clone()); // idempotent per claim, like a ClientToken
+        if let Some(existing) = state.instances.values().find(|r| r.instance.claim == request.claim) {
+            return Ok(existing.instance.clone()); // idempotent per claim, like a ClientToken
         }
         let (mut tried, mut skipped) = (0, 0);
         for &offering in &request.offerings {
-            if offering as usize >= catalog_len {
+            let Some(o) = catalog.offerings.get(offering as usize) else {
                 return Err(LaunchError::Provider(format!("offering index {offering} is not in the catalog")));
-            }
+            };
             if state.unavailable_until.get(&offering).is_some_and(|&until| until > now) {
                 skipped += 1;
                 continue;
             }
             tried += 1;
+            state.attempts += 1;
             let p = self.config.capacity_failure.get(&offering).copied().unwrap_or(0.0);
-            if p > 0.0 && state.rng.random::<f64>() < p {
+            if p > 0.0 && unit(self.config.seed, Stream::Capacity, offering as u64, state.attempts) < p {
                 state.capacity_failures += 1;
                 state.unavailable_until.insert(offering, now + UNAVAILABLE_FOR);
                 continue;
             }
             let id = format!("i-{:017x}", state.next_id);
             state.next_id += 1;
+            let index = state.launches;
             state.launches += 1;
             let (low, high) = self.config.boot_latency;
-            let boot = if high > low { low + (high - low).mul_f64(state.rng.random::<f64>()) } else { low };
+            let boot = if high > low { low + (high - low).mul_f64(unit(self.config.seed, Stream::Boot, index, 0)) } else { low };
             state.ready_at.insert(id.clone(), now + boot);
             let instance =
                 Instance { id: id.clone(), claim: request.claim.clone(), node_pool: request.node_pool.clone(), offering };
-            state.instances.insert(id, instance.clone());
+            state.accrue(now);
+            let running = Running { instance: instance.clone(), launched_at: now, price: o.price_per_hour, spot: o.capacity_type == CapacityType::Spot };
+            state.rate(&running, &catalog, 1.0);
+            state.instances.insert(id, running);
+            state.launched.push(instance.clone());
             return Ok(instance);
         }
         Err(LaunchError::InsufficientCapacity { tried, skipped })
@@ -134,17 +329,17 @@ impl SimulatedCloud {
 
 impl CloudProvider for SimulatedCloud {
     fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.lock().expect("catalog lock").clone()
+        self.catalog.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn mark_unavailable(&self, index: u32) {
         let until = (self.now)() + UNAVAILABLE_FOR;
-        self.state.lock().expect("cloud lock").unavailable_until.insert(index, until);
+        self.state().unavailable_until.insert(index, until);
     }
 
     fn unavailable(&self) -> std::collections::HashSet<u32> {
         let now = (self.now)();
-        let state = self.state.lock().expect("cloud lock");
+        let state = self.state();
         state.unavailable_until.iter().filter(|(_, until)| **until > now).map(|(&o, _)| o).collect()
     }
 
@@ -153,13 +348,10 @@ impl CloudProvider for SimulatedCloud {
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<(), CloudError> {
-        match self.state.lock().expect("cloud lock").instances.remove(instance_id) {
-            Some(_) => Ok(()),
-            None => Err(CloudError(format!("instance {instance_id} does not exist"))),
-        }
+        self.stop(instance_id)
     }
 
     async fn instances(&self) -> Result<Vec<Instance>, CloudError> {
-        Ok(self.state.lock().expect("cloud lock").instances.values().cloned().collect())
+        Ok(self.state().instances.values().map(|r| r.instance.clone()).collect())
     }
 }

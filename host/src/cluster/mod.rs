@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use simulated::SimulatedCluster;
+pub use simulated::{PodEvent, Scheduled, SimulatedCluster, StopCause};
 
 use crate::cloud::Instance;
 use crate::model::{NodePool, PdbStatus, Pod, PodSpec, Resources, Taint};

@@ -1,44 +1,178 @@
 //! An in-memory cluster: what the simulator and the tests run controllers on.
+//!
+//! Besides the [`Cluster`] trait it plays the parts of the cluster that are
+//! not nodewright's: the kubelet registering a launched node
+//! ([`SimulatedCluster::register`]), the kube-scheduler binding pending pods
+//! that fit ([`SimulatedCluster::schedule_pending`]), workload controllers
+//! recreating an evicted pod after a restart delay, and the API server's
+//! watch stream ([`SimulatedCluster::take_pod_events`]) that the simulator
+//! derives its pod metrics from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{Cluster, ClusterError, Eviction, NodeClaim};
 use crate::cloud::Instance;
-use crate::model::{Catalog, NodePool, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
-use crate::scheduling::{ExistingNode, node_labels};
+use crate::model::{Catalog, Clock, NodePool, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
+use crate::scheduling::{ExistingNode, SchedulingInput, schedule};
+
+/// Why a pod stopped running on its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// Evicted through the Eviction API (a disruption).
+    Evicted,
+    /// Deleted without asking its PodDisruptionBudgets (an interruption, a
+    /// forced drain).
+    Drained,
+    /// Its node went away under it.
+    NodeGone,
+}
+
+/// A change to a pod, in the order the cluster saw it (a watch stream).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodEvent {
+    /// Bound to `node`.
+    Bound {
+        /// The pod.
+        pod: String,
+        /// The node.
+        node: String,
+    },
+    /// Stopped running on `node`; its controller recreates it, pending
+    /// again at `restart_at`.
+    Stopped {
+        /// The pod.
+        pod: String,
+        /// The node it ran on.
+        node: String,
+        /// Why.
+        cause: StopCause,
+        /// When it is pending again (the cluster's clock).
+        restart_at: Duration,
+    },
+}
+
+/// What one round of the kube-scheduler stand-in did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Scheduled {
+    /// (pod, node) bound.
+    pub bound: Vec<(String, String)>,
+    /// Pods tried that fit nowhere.
+    pub unplaced: usize,
+}
+
 
 #[derive(Default)]
 struct State {
     pools: Vec<NodePool>,
     daemonsets: Vec<PodSpec>,
     pending: BTreeMap<String, Pod>,
-    nodes: BTreeMap<String, ExistingNode>,
+    /// Pods stopped and not yet recreated: name → (pod, pending again at).
+    restarting: BTreeMap<String, (Pod, Duration)>,
+    /// Pending pods the scheduler has not tried since they became pending.
+    fresh: BTreeSet<String>,
+    /// Registered nodes, in registration order (a node that goes takes the
+    /// last one's place).
+    nodes: Vec<ExistingNode>,
+    node_index: HashMap<String, usize>,
     claims: BTreeMap<String, NodeClaim>,
     /// Bound pods: name → (node, pod).
     bound: BTreeMap<String, (String, Pod)>,
+    /// (CPU millicores, memory bytes) requested by every bound pod
+    /// (daemonsets excluded); 64 bits, as a cluster's total outgrows a pod's.
+    bound_requests: (u64, u64),
     events: Vec<(String, String)>,
     pdbs: Vec<PodDisruptionBudget>,
+    journal: Option<Vec<PodEvent>>,
+    restart_delay: Duration,
 }
 
 impl State {
-    /// Move bound pod `pod` back to pending (its controller recreated it).
-    fn unbind_to_pending(&mut self, pod: &str) {
-        if let Some((node, p)) = self.bound.remove(pod) {
-            if let Some(n) = self.nodes.get_mut(&node)
-                && let Some(i) = n.pods.iter().position(|s| Arc::ptr_eq(s, &p.spec))
-            {
-                n.pods.swap_remove(i);
+    fn node_mut(&mut self, name: &str) -> Option<&mut ExistingNode> {
+        let i = *self.node_index.get(name)?;
+        self.nodes.get_mut(i)
+    }
+
+    fn insert_node(&mut self, node: ExistingNode) {
+        match self.node_index.get(&node.name) {
+            Some(&i) => self.nodes[i] = node,
+            None => {
+                self.node_index.insert(node.name.clone(), self.nodes.len());
+                self.nodes.push(node);
             }
-            self.pending.insert(pod.into(), p);
         }
     }
 
+    /// Remove node `name`; its bound pods stop (their controllers recreate them).
+    fn remove_node(&mut self, name: &str, now: Duration) -> Option<ExistingNode> {
+        let on_it: Vec<String> = self.bound.iter().filter(|(_, (n, _))| n == name).map(|(p, _)| p.clone()).collect();
+        for pod in on_it {
+            self.stop(&pod, StopCause::NodeGone, now);
+        }
+        let i = self.node_index.remove(name)?;
+        let node = self.nodes.swap_remove(i);
+        if let Some(moved) = self.nodes.get(i) {
+            self.node_index.insert(moved.name.clone(), i);
+        }
+        Some(node)
+    }
+
+    fn pending_again(&mut self, pod: Pod) {
+        self.fresh.insert(pod.name.clone());
+        self.pending.insert(pod.name.clone(), pod);
+    }
+
+    /// Take bound pod `pod` off its node; its controller recreates it after
+    /// the restart delay.
+    fn stop(&mut self, pod: &str, cause: StopCause, now: Duration) {
+        let Some((node, p)) = self.unbind(pod) else { return };
+        let restart_at = now.saturating_add(self.restart_delay);
+        if let Some(journal) = &mut self.journal {
+            journal.push(PodEvent::Stopped { pod: pod.into(), node, cause, restart_at });
+        }
+        if self.restart_delay.is_zero() {
+            self.pending_again(p);
+        } else {
+            self.restarting.insert(pod.into(), (p, restart_at));
+        }
+    }
+
+    /// Take bound pod `pod` off its node; returns (node, pod).
+    fn unbind(&mut self, pod: &str) -> Option<(String, Pod)> {
+        let (node, p) = self.bound.remove(pod)?;
+        let r = p.spec.requests;
+        self.bound_requests = (self.bound_requests.0.saturating_sub(r.cpu_millis.into()), self.bound_requests.1.saturating_sub(r.memory_bytes));
+        if let Some(n) = self.node_mut(&node)
+            && let Some(i) = n.pods.iter().position(|s| Arc::ptr_eq(s, &p.spec))
+        {
+            n.pods.swap_remove(i);
+        }
+        Some((node, p))
+    }
+
+    fn bind(&mut self, pod: &str, node: &str) -> Result<(), ClusterError> {
+        let spec = self.pending.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not pending")))?.spec.clone();
+        let target = self.node_mut(node).ok_or_else(|| ClusterError(format!("node {node} does not exist")))?;
+        target.pods.push(spec);
+        if let Some(p) = self.pending.remove(pod) {
+            self.fresh.remove(pod);
+            let r = p.spec.requests;
+            self.bound_requests = (self.bound_requests.0.saturating_add(r.cpu_millis.into()), self.bound_requests.1.saturating_add(r.memory_bytes));
+            self.bound.insert(pod.into(), (node.into(), p));
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.push(PodEvent::Bound { pod: pod.into(), node: node.into() });
+        }
+        Ok(())
+    }
+
     /// `status.disruptionsAllowed` of `pdb`: bound pods are healthy, pending
-    /// ones (evicted and not yet back) are expected but down.
+    /// and restarting ones (evicted and not yet back) are expected but down.
     fn allowed(&self, pdb: &PodDisruptionBudget) -> u32 {
         let healthy = self.bound.values().filter(|(_, p)| pdb.selector.matches(&p.spec.labels)).count() as u32;
-        let down = self.pending.values().filter(|p| pdb.selector.matches(&p.spec.labels)).count() as u32;
+        let down = self.pending.values().chain(self.restarting.values().map(|(p, _)| p)).filter(|p| pdb.selector.matches(&p.spec.labels)).count()
+            as u32;
         pdb.disruptions_allowed(healthy, healthy + down)
     }
 }
@@ -46,17 +180,35 @@ impl State {
 /// An in-memory [`Cluster`].
 pub struct SimulatedCluster {
     catalog: Arc<Catalog>,
+    now: Clock,
     state: Mutex<State>,
 }
 
 impl SimulatedCluster {
-    /// A cluster with `pools` whose nodes are bought from `catalog`.
+    /// A cluster with `pools` whose nodes are bought from `catalog`; an
+    /// evicted pod is pending again at once.
     pub fn new(catalog: Arc<Catalog>, pools: Vec<NodePool>) -> Self {
-        SimulatedCluster { catalog, state: Mutex::new(State { pools, ..State::default() }) }
+        SimulatedCluster { catalog, now: Arc::new(|| Duration::ZERO), state: Mutex::new(State { pools, ..State::default() }) }
+    }
+
+    /// Read time from `now`; a pod that stops is recreated (pending again)
+    /// `restart_delay` later.
+    pub fn with_restarts(mut self, now: Clock, restart_delay: Duration) -> Self {
+        self.now = now;
+        self.state().restart_delay = restart_delay;
+        self
+    }
+
+    /// Keep a journal of pod changes for [`SimulatedCluster::take_pod_events`].
+    pub fn with_pod_events(self) -> Self {
+        self.state().journal = Some(Vec::new());
+        self
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("cluster lock")
+        // A panic while the lock was held cannot leave the state half
+        // changed in a way later calls depend on; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Add daemonsets.
@@ -78,28 +230,67 @@ impl SimulatedCluster {
     pub fn add_pods(&self, pods: impl IntoIterator<Item = Pod>) {
         let mut state = self.state();
         for pod in pods {
-            state.pending.insert(pod.name.clone(), pod);
+            state.pending_again(pod);
         }
     }
 
     /// Add a node that already exists.
     pub fn add_node(&self, node: ExistingNode) {
-        self.state().nodes.insert(node.name.clone(), node);
+        self.state().insert_node(node);
     }
 
-    /// Bind pending pod `pod` to node (or launched claim) `node`.
+    /// Bind pending pod `pod` to node `node` (no fit check: a test's
+    /// setup; the kube-scheduler stand-in is [`SimulatedCluster::schedule_pending`]).
     pub fn bind(&self, pod: &str, node: &str) -> Result<(), ClusterError> {
-        let mut state = self.state();
-        let spec = state.pending.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not pending")))?.spec.clone();
-        let target = state.nodes.get_mut(node).ok_or_else(|| ClusterError(format!("node {node} does not exist")))?;
-        target.pods.push(spec);
-        if let Some(p) = state.pending.remove(pod) {
-            state.bound.insert(pod.into(), (node.into(), p));
-        }
-        Ok(())
+        self.state().bind(pod, node)
     }
 
-    /// Turn launched claim `claim` into a registered node.
+    /// The kube-scheduler: bind the pending pods that fit on a registered,
+    /// schedulable node — resources (counting every pod already bound),
+    /// selectors, affinities, spreads, taints — using the same placement
+    /// code as the provisioner, with no new nodes. `all`: try every pending
+    /// pod (a node registered, room was freed); otherwise only those that
+    /// became pending since the last call.
+    pub fn schedule_pending(&self, all: bool) -> Scheduled {
+        let mut state = self.state();
+        let fresh = std::mem::take(&mut state.fresh);
+        let pods: Vec<Pod> = if all {
+            state.pending.values().cloned().collect()
+        } else {
+            fresh.iter().filter_map(|name| state.pending.get(name).cloned()).collect()
+        };
+        if pods.is_empty() || state.nodes.is_empty() {
+            return Scheduled { bound: Vec::new(), unplaced: pods.len() };
+        }
+        let result = schedule(SchedulingInput { catalog: &self.catalog, pools: &[], daemonsets: &[], nodes: &state.nodes, pods: &pods });
+        let bindings: Vec<(String, String)> =
+            result.bindings.iter().map(|&(p, n)| (pods[p].name.clone(), state.nodes[n].name.clone())).collect();
+        for (pod, node) in &bindings {
+            // Both exist: the pod is pending and the node registered, under this lock.
+            let _ = state.bind(pod, node);
+        }
+        Scheduled { unplaced: pods.len() - bindings.len(), bound: bindings }
+    }
+
+    /// Recreate the stopped pods whose restart delay has passed; returns how many.
+    pub fn restart_due(&self) -> usize {
+        let now = (self.now)();
+        let mut state = self.state();
+        let due: Vec<String> = state.restarting.iter().filter(|(_, (_, at))| *at <= now).map(|(n, _)| n.clone()).collect();
+        for name in &due {
+            if let Some((pod, _)) = state.restarting.remove(name) {
+                state.pending_again(pod);
+            }
+        }
+        due.len()
+    }
+
+    /// Pod changes since the last call (empty unless [`SimulatedCluster::with_pod_events`]).
+    pub fn take_pod_events(&self) -> Vec<PodEvent> {
+        self.state().journal.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The kubelet of launched claim `claim` registers its node: ready for pods.
     pub fn register(&self, claim: &str) -> Result<(), ClusterError> {
         let mut state = self.state();
         let c = state.claims.get(claim).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))?;
@@ -108,56 +299,60 @@ impl SimulatedCluster {
             .pools
             .iter()
             .find(|p| p.name == c.node_pool)
-            .cloned()
             .ok_or_else(|| ClusterError(format!("NodePool {} does not exist", c.node_pool)))?;
-        let offering = &self.catalog.offerings[instance.offering as usize];
-        let node = ExistingNode {
-            name: claim.into(),
-            node_pool: Some(pool.name.clone()),
-            labels: Arc::new(node_labels(offering, &pool, claim)),
-            taints: pool.taints.clone(),
-            allocatable: offering.allocatable,
-            capacity: offering.capacity,
-            pods: state.daemonsets.clone().into_iter().map(Arc::new).collect(),
-            schedulable: true,
-        };
-        state.nodes.insert(claim.into(), node);
+        let offering = self
+            .catalog
+            .offerings
+            .get(instance.offering as usize)
+            .ok_or_else(|| ClusterError(format!("NodeClaim {claim}: offering {} is not in the catalog", instance.offering)))?;
+        let node = ExistingNode::launched(claim, pool, offering, &state.daemonsets);
+        state.insert_node(node);
         if let Some(c) = state.claims.get_mut(claim) {
             c.initialized = true;
         }
         Ok(())
     }
 
-    /// Remove a pending pod (it ended before it was bound).
-    pub fn remove_pending(&self, pod: &str) -> bool {
-        self.state().pending.remove(pod).is_some()
-    }
-
-    /// Remove bound pod `pod` of spec `spec` from node `node` (it ended).
-    pub fn unbind(&self, pod: &str, node: &str, spec: &Arc<PodSpec>) -> bool {
+    /// End pod `pod` (its work is done): pending, restarting or bound.
+    /// Returns whether it was bound (room was freed).
+    pub fn delete_pod(&self, pod: &str) -> bool {
         let mut state = self.state();
-        state.bound.remove(pod);
-        let Some(target) = state.nodes.get_mut(node) else { return false };
-        match target.pods.iter().position(|p| Arc::ptr_eq(p, spec)) {
-            Some(i) => {
-                target.pods.swap_remove(i);
-                true
-            }
-            None => false,
+        state.fresh.remove(pod);
+        if state.pending.remove(pod).is_some() || state.restarting.remove(pod).is_some() {
+            return false;
         }
+        state.unbind(pod).is_some()
     }
 
-    /// Remove node `node` and its NodeClaim (the instance is gone).
-    pub fn remove_node(&self, node: &str) {
+    /// The instance behind `claim` is gone (reclaimed): remove its node and
+    /// NodeClaim; its pods stop.
+    pub fn remove_node(&self, claim: &str) {
+        let now = (self.now)();
         let mut state = self.state();
-        state.nodes.remove(node);
-        state.claims.remove(node);
-        state.bound.retain(|_, (n, _)| n != node);
+        state.remove_node(claim, now);
+        state.claims.remove(claim);
     }
 
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<ExistingNode> {
-        self.state().nodes.get(name).cloned()
+        let state = self.state();
+        state.node_index.get(name).map(|&i| state.nodes[i].clone())
+    }
+
+    /// Calls `f` with every registered node (no copy).
+    pub fn with_nodes<T>(&self, f: impl FnOnce(&[ExistingNode]) -> T) -> T {
+        f(&self.state().nodes)
+    }
+
+    /// (CPU millicores, memory bytes) requested by every bound pod (daemonsets excluded).
+    pub fn bound_requests(&self) -> (u64, u64) {
+        self.state().bound_requests
+    }
+
+    /// (pending, restarting) pod counts.
+    pub fn waiting(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.pending.len(), state.restarting.len())
     }
 
     /// NodeClaims, by name.
@@ -191,24 +386,15 @@ impl Cluster for SimulatedCluster {
 
     async fn nodes(&self) -> Result<Vec<ExistingNode>, ClusterError> {
         let state = self.state();
-        let mut nodes: Vec<ExistingNode> = state.nodes.values().cloned().collect();
+        let mut nodes = state.nodes.clone();
         for claim in state.claims.values() {
-            if state.nodes.contains_key(&claim.name) {
+            if state.node_index.contains_key(&claim.name) {
                 continue;
             }
             let Some(instance) = &claim.instance else { continue };
             let Some(pool) = state.pools.iter().find(|p| p.name == claim.node_pool) else { continue };
-            let offering = &self.catalog.offerings[instance.offering as usize];
-            nodes.push(ExistingNode {
-                name: claim.name.clone(),
-                node_pool: Some(pool.name.clone()),
-                labels: Arc::new(node_labels(offering, pool, &claim.name)),
-                taints: pool.taints.clone(),
-                allocatable: offering.allocatable,
-                capacity: offering.capacity,
-                pods: state.daemonsets.clone().into_iter().map(Arc::new).collect(),
-                schedulable: true,
-            });
+            let Some(offering) = self.catalog.offerings.get(instance.offering as usize) else { continue };
+            nodes.push(ExistingNode::launched(&claim.name, pool, offering, &state.daemonsets));
         }
         Ok(nodes)
     }
@@ -230,10 +416,10 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn delete_node_claim(&self, claim: &str) -> Result<(), ClusterError> {
+        let now = (self.now)();
         let mut state = self.state();
         state.claims.remove(claim).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))?;
-        state.nodes.remove(claim);
-        state.bound.retain(|_, (n, _)| n != claim);
+        state.remove_node(claim, now);
         Ok(())
     }
 
@@ -246,17 +432,18 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn cordon(&self, node: &str) -> Result<(), ClusterError> {
-        if let Some(n) = self.state().nodes.get_mut(node) {
+        if let Some(n) = self.state().node_mut(node) {
             n.schedulable = false;
         }
         Ok(())
     }
 
     async fn drain(&self, node: &str) -> Result<Vec<String>, ClusterError> {
+        let now = (self.now)();
         let mut state = self.state();
         let evicted: Vec<String> = state.bound.iter().filter(|(_, (n, _))| n == node).map(|(p, _)| p.clone()).collect();
         for pod in &evicted {
-            state.unbind_to_pending(pod);
+            state.stop(pod, StopCause::Drained, now);
         }
         Ok(evicted)
     }
@@ -271,19 +458,24 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn evict(&self, pod: &str) -> Result<Eviction, ClusterError> {
+        let now = (self.now)();
         let mut state = self.state();
         let (_, p) = state.bound.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not bound to a node")))?;
         let labels = p.spec.labels.clone();
         if let Some(pdb) = state.pdbs.iter().find(|b| b.selector.matches(&labels) && state.allowed(b) == 0) {
             return Ok(Eviction::Blocked { pdb: pdb.name.clone() });
         }
-        state.unbind_to_pending(pod);
+        state.stop(pod, StopCause::Evicted, now);
         Ok(Eviction::Evicted)
     }
 
     async fn uncordon(&self, node: &str) -> Result<(), ClusterError> {
-        if let Some(n) = self.state().nodes.get_mut(node) {
+        let mut state = self.state();
+        if let Some(n) = state.node_mut(node) {
             n.schedulable = true;
+            // Room came back: the scheduler tries every pending pod.
+            let pending: Vec<String> = state.pending.keys().cloned().collect();
+            state.fresh.extend(pending);
         }
         Ok(())
     }

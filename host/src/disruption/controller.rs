@@ -1,7 +1,7 @@
 //! The disruption controller: reads the cluster, decides, re-validates,
 //! and carries disruptions out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +9,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::fit::{Member, View, describe_stranded};
-use super::karpenter::karpenter_like;
+use super::karpenter::{Choice, karpenter_like};
 use super::{Command, DisruptionSettings, Reason, RejectKind, Rejection, Replacement, budget};
 use crate::cloud::CloudProvider;
 use crate::cluster::{Cluster, ClusterError, Eviction};
-use crate::model::{ConsolidationPolicy, NodePool, Pod};
-use crate::policy::{ConsolidationAction, ConsolidationSnapshot, DecidedBy, PolicyRegistry, Role, SnapshotNode};
-use crate::provisioning::{ClaimSpec, Clock, LaunchedClaim, Provisioner};
+use crate::model::{CapacityType, ConsolidationPolicy, NodePool, Pod, Resources};
+use crate::policy::{ConsolidationAction, ConsolidationSnapshot, DecidedBy, PolicyRegistry, Role, SelectionRequest, SnapshotNode};
+use crate::provisioning::{ClaimSpec, Clock, LaunchedClaim, Provisioner, selection_slot};
 
 /// The registry slot of a NodePool's consolidation policy.
 pub fn consolidation_slot(node_pool: &str) -> String {
@@ -109,8 +109,8 @@ pub struct DisruptionController<C, K> {
     running: Vec<Running>,
     /// Pool → fingerprint of the state its last plan found nothing to do in.
     quiet: HashMap<String, u64>,
-    /// Pool → (key, offerings it may launch).
-    replacements: HashMap<String, (u64, Vec<u32>)>,
+    /// Pool → (key, offerings it may launch that its selection policy accepts).
+    replacements: std::sync::Mutex<HashMap<String, (u64, Arc<Vec<u32>>)>>,
     counts: DisruptionCounts,
 }
 
@@ -129,7 +129,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             staged: Vec::new(),
             running: Vec::new(),
             quiet: HashMap::new(),
-            replacements: HashMap::new(),
+            replacements: std::sync::Mutex::new(HashMap::new()),
             counts: DisruptionCounts::default(),
         }
     }
@@ -329,9 +329,16 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let (extra, new_nodes_in) = match command.replacement {
             Replacement::None => (None, &[][..]),
             Replacement::Offering(o) => {
-                if !view.replacements(pool).contains(&o) {
-                    let what = view.catalog.offerings.get(o as usize).map_or_else(|| format!("#{o}"), |o| o.instance_type.clone());
-                    return Err((RejectKind::Policy, format!("replacement {what} is not an offering NodePool {} may launch now", pool.name)));
+                let what = view.catalog.offerings.get(o as usize).map_or_else(|| format!("#{o}"), |o| o.instance_type.clone());
+                if self.replacements(view, pool).binary_search(&o).is_err() {
+                    return Err((
+                        RejectKind::Policy,
+                        format!("replacement {what} is not an offering NodePool {} may launch now and its selection policy accepts", pool.name),
+                    ));
+                }
+                let spot = |offering: u32| view.catalog.offerings.get(offering as usize).is_some_and(|x| x.capacity_type == CapacityType::Spot);
+                if !self.settings.spot_to_spot && spot(o) && members.iter().all(|m| spot(m.offering)) {
+                    return Err((RejectKind::Policy, format!("replacement {what} is spot for spot nodes, and spot-to-spot consolidation is off")));
                 }
                 (view.new_node(pool, o, "replacement"), &[][..])
             }
@@ -442,6 +449,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         if self.quiet.get(&pool.name) == Some(&fingerprint) {
             return Vec::new();
         }
+        let replacements = self.replacements(view, pool);
         let snapshot = ConsolidationSnapshot {
             node_pool: pool.name.clone(),
             nodes: members
@@ -458,7 +466,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                     }
                 })
                 .collect(),
-            replacements: self.replacements(view, pool),
+            replacements: replacements.to_vec(),
         };
         let (slot, error) = self.registry.configure(&consolidation_slot(&pool.name), Role::Consolidation, &pool.consolidation);
         if let Some(e) = error {
@@ -470,8 +478,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let room = |reason: Reason| {
             budget::allowed(pool, reason, pool_nodes, view.now).map_or(usize::MAX, |a| (a as usize).saturating_sub(busy))
         };
-        let decision =
-            slot.plan_with(&view.catalog, &snapshot, || karpenter_like(view, pool, &members, &candidate, &self.settings, room));
+        let choice = Choice {
+            allowed: &replacements,
+            choose: &|pods: &[Pod], total: Resources, feasible: Vec<u32>| self.choose(view, pool, pods, total, feasible),
+        };
+        let decision = slot.plan_with(&view.catalog, &snapshot, || karpenter_like(view, pool, &members, &candidate, &self.settings, room, &choice));
         match decision.by {
             DecidedBy::Plugin(_) => report.plugin_decisions += 1,
             DecidedBy::Fallback { .. } => report.fallbacks += 1,
@@ -507,22 +518,42 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         accepted
     }
 
-    /// The offerings `pool` may launch now, remembered while the catalog,
-    /// the pool and the benched offerings stay the same.
-    fn replacements(&mut self, view: &View, pool: &NodePool) -> Vec<u32> {
+    /// The offerings `pool` may launch now that its selection policy
+    /// accepts (ranks at all), ascending; remembered while the catalog, the
+    /// pool and the benched offerings stay the same. A replacement is one of
+    /// these, so consolidation never buys what the pool's policy would not.
+    fn replacements(&self, view: &View, pool: &NodePool) -> Arc<Vec<u32>> {
         let mut benched: Vec<u32> = view.unavailable.iter().copied().collect();
         benched.sort_unstable();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (view.catalog.version, &pool.requirements, &pool.labels, benched).hash(&mut hasher);
+        (view.catalog.version, &pool.requirements, &pool.labels, benched, &pool.selection.plugin, &pool.selection.config).hash(&mut hasher);
         let key = hasher.finish();
-        match self.replacements.get(&pool.name) {
-            Some((k, list)) if *k == key => list.clone(),
-            _ => {
-                let list = view.replacements(pool);
-                self.replacements.insert(pool.name.clone(), (key, list.clone()));
-                list
-            }
+        let mut cache = self.replacements.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, list)) = cache.get(&pool.name)
+            && *k == key
+        {
+            return list.clone();
         }
+        let mut list = view.replacements(pool);
+        let (slot, error) = self.registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection);
+        if let Some(e) = error {
+            tracing::error!(node_pool = %pool.name, "selection plugin not loaded, the slot keeps its previous policy: {e}");
+        }
+        slot.prepare(&view.catalog);
+        let request = SelectionRequest { node_pool: pool.name.clone(), pods: Vec::new(), total: Resources::default(), feasible: list.clone() };
+        let accepted: HashSet<u32> = slot.rank(&view.catalog, &request).value.into_best(usize::MAX).into_iter().map(|(o, _)| o).collect();
+        list.retain(|o| accepted.contains(o));
+        let list = Arc::new(list);
+        cache.insert(pool.name.clone(), (key, list.clone()));
+        list
+    }
+
+    /// The best of `feasible` for `pods` (requesting `total`) by `pool`'s
+    /// selection policy.
+    fn choose(&self, view: &View, pool: &NodePool, pods: &[Pod], total: Resources, feasible: Vec<u32>) -> Option<u32> {
+        let (slot, _) = self.registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection);
+        let request = SelectionRequest { node_pool: pool.name.clone(), pods: pods.iter().map(|p| p.spec.requests).collect(), total, feasible };
+        slot.rank(&view.catalog, &request).value.into_best(1).first().map(|&(o, _)| o)
     }
 
     /// Cordon the nodes and launch the replacement.

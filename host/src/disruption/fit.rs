@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::NodeClaim;
-use crate::model::labels::{labels_match, tolerates_all};
-use crate::model::{Catalog, NodePool, PdbStatus, Pod, PodSpec, Requirement};
-use crate::scheduling::{ExistingNode, SchedulingInput, SchedulingResult, node_labels, schedule};
+use crate::model::{Catalog, NodePool, PdbStatus, Pod, PodSpec};
+use crate::scheduling::{ExistingNode, SchedulingInput, SchedulingResult, schedule};
 
 /// A node nodewright manages: a launched NodeClaim.
 #[derive(Debug, Clone)]
@@ -74,29 +73,8 @@ impl View {
     /// run on it: what a replacement looks like to the scheduler.
     pub fn new_node(&self, pool: &NodePool, offering: u32, name: &str) -> Option<ExistingNode> {
         let o = self.catalog.offerings.get(offering as usize)?;
-        let labels = node_labels(o, pool, name);
-        let pods = self
-            .daemonsets
-            .iter()
-            .filter(|d| {
-                let selector: Vec<Requirement> =
-                    d.node_selector.iter().map(|(k, v)| Requirement::is_in(k, &[v.as_str()])).collect();
-                labels_match(&selector, &labels) && tolerates_all(&d.tolerations, &pool.taints)
-            })
-            .map(|d| Arc::new(d.clone()))
-            .collect();
-        Some(ExistingNode {
-            name: name.into(),
-            node_pool: Some(pool.name.clone()),
-            labels: Arc::new(labels),
-            taints: pool.taints.clone(),
-            allocatable: o.allocatable,
-            capacity: o.capacity,
-            pods,
-            schedulable: true,
-        })
+        Some(ExistingNode::launched(name, pool, o, &self.daemonsets))
     }
-
     /// Schedule `pods` on every node but those in `gone`, plus `extra`; new
     /// nodes may be opened in `new_nodes_in` only.
     pub fn simulate(&self, pods: &[Pod], gone: &BTreeSet<&str>, extra: Vec<ExistingNode>, new_nodes_in: &[NodePool]) -> SchedulingResult {

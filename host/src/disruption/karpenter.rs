@@ -16,15 +16,17 @@
 
 use std::collections::BTreeSet;
 
-use super::{DisruptionSettings, Reason};
+use super::{DisruptionSettings, MIN_SPOT_TO_SPOT_TYPES, Reason};
 use super::fit::{Member, View};
-use crate::model::{ConsolidationPolicy, NodePool, Pod, Resources};
+use crate::model::{CapacityType, ConsolidationPolicy, NodePool, Pod, Resources};
 use crate::policy::ConsolidationAction;
 
 /// Plan for `pool`, whose nodes are `members` (indices into
 /// `view.members`, in snapshot order); `candidate[i]` says whether snapshot
 /// node `i` may be disrupted; the NodePool's budgets leave room for
-/// `budget(reason)` more nodes. Actions use snapshot indices.
+/// `budget(reason)` more nodes; a replacement is one of `choice.allowed`,
+/// picked by the pool's selection policy. Actions use snapshot indices.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn karpenter_like(
     view: &View,
     pool: &NodePool,
@@ -32,6 +34,7 @@ pub(crate) fn karpenter_like(
     candidate: &[bool],
     settings: &DisruptionSettings,
     budget: impl Fn(Reason) -> usize,
+    choice: &Choice<'_>,
 ) -> Vec<ConsolidationAction> {
     let node = |i: usize| -> &Member { &view.members[members[i]] };
     let candidates: Vec<usize> = (0..members.len()).filter(|&i| candidate[i]).collect();
@@ -51,18 +54,19 @@ pub(crate) fn karpenter_like(
         let (a, b) = (node(a), node(b));
         a.pods.len().cmp(&b.pods.len()).then(view.price(b.offering).total_cmp(&view.price(a.offering))).then(a.name().cmp(b.name()))
     });
-    // Offerings the pool may launch, cheapest first, for the quick bound
+    // Offerings a replacement may be, cheapest first, for the quick bound
     // (built on first use: most plans find a node to delete before).
     let replacements = std::cell::OnceCell::new();
     let replacements = || -> &Vec<u32> {
         replacements.get_or_init(|| {
-            let allowed = crate::scheduling::pool_offering_set(&view.catalog, pool);
-            by_price(&view.catalog).iter().copied().filter(|&o| allowed.contains(o) && !view.unavailable.contains(&o)).collect()
+            let mut allowed = choice.allowed.to_vec();
+            allowed.sort_by(|&a, &b| view.price(a).total_cmp(&view.price(b)).then(a.cmp(&b)));
+            allowed
         })
     };
     let try_prefix = |prefix: &[usize]| -> Option<ConsolidationAction> {
         let chosen: Vec<&Member> = prefix.iter().map(|&i| node(i)).collect();
-        consolidate(view, pool, &chosen, &replacements, settings).map(|offering| {
+        consolidate(view, pool, &chosen, &replacements, settings, choice).map(|offering| {
             let nodes = prefix.iter().map(|&i| i as u32).collect();
             match offering {
                 None => ConsolidationAction::Delete { nodes },
@@ -90,16 +94,28 @@ pub(crate) fn karpenter_like(
     order.iter().take(settings.max_single_node_candidates).find_map(|&i| try_prefix(&[i])).into_iter().collect()
 }
 
+/// Where a replacement may come from.
+pub(crate) struct Choice<'a> {
+    /// Offerings the pool may launch now that its selection policy accepts, ascending.
+    pub allowed: &'a [u32],
+    /// The pool's selection policy: the best of the offerings (the last
+    /// argument) for the pods, requesting the total.
+    pub choose: &'a dyn Fn(&[Pod], Resources, Vec<u32>) -> Option<u32>,
+}
+
 /// Can `nodes` go? `Some(None)`: their pods fit on the other nodes;
-/// `Some(Some(o))`: they fit with one new node bought as `o`, the cheapest
-/// offering that holds the rest, cheaper than `nodes` by the required
-/// margin; `None`: neither.
+/// `Some(Some(o))`: they fit with one new node bought as `o`, the offering
+/// the pool's selection policy ranks best among those that hold the pods and
+/// cost less than `nodes` by the required margin; `None`: neither.
+/// Spot nodes are replaced by a spot node only as Karpenter's
+/// spot-to-spot rule allows.
 fn consolidate<'a>(
     view: &View,
     pool: &NodePool,
     nodes: &[&Member],
     replacements_by_price: &dyn Fn() -> &'a Vec<u32>,
     settings: &DisruptionSettings,
+    choice: &Choice<'_>,
 ) -> Option<Option<u32>> {
     let gone: BTreeSet<&str> = nodes.iter().map(|m| m.name()).collect();
     let pods: Vec<Pod> = nodes.iter().flat_map(|m| m.pods.iter().cloned()).collect();
@@ -124,34 +140,33 @@ fn consolidate<'a>(
     if !result.unschedulable.is_empty() {
         return None;
     }
-    match result.claims.as_slice() {
-        [] => Some(None),
-        [claim] => claim
-            .offerings
-            .iter()
-            .copied()
-            .filter(|o| !view.unavailable.contains(o))
-            .min_by(|&a, &b| view.price(a).total_cmp(&view.price(b)).then(a.cmp(&b)))
-            .filter(|&o| view.price(o) < ceiling)
-            .map(Some),
-        _ => None,
+    let claim = match result.claims.as_slice() {
+        [] => return Some(None),
+        [claim] => claim,
+        _ => return None,
+    };
+    let spot = |o: u32| view.catalog.offerings.get(o as usize).is_some_and(|x| x.capacity_type == CapacityType::Spot);
+    let mut options: Vec<u32> = claim
+        .offerings
+        .iter()
+        .copied()
+        .filter(|o| choice.allowed.binary_search(o).is_ok() && view.price(*o) < ceiling)
+        .collect();
+    if nodes.iter().all(|m| spot(m.offering)) && options.iter().any(|&o| spot(o)) {
+        if !settings.spot_to_spot {
+            return None;
+        }
+        if let [node] = nodes {
+            options.retain(|&o| spot(o));
+            let types: BTreeSet<&str> = options.iter().map(|&o| view.catalog.offerings[o as usize].instance_type.as_str()).collect();
+            if types.len() < MIN_SPOT_TO_SPOT_TYPES {
+                tracing::debug!(node = node.name(), types = types.len(), "spot-to-spot needs {MIN_SPOT_TO_SPOT_TYPES} cheaper spot types");
+                return None;
+            }
+        }
     }
-}
-
-/// Catalog indices by ascending price, remembered per catalog version.
-fn by_price(catalog: &crate::model::Catalog) -> std::sync::Arc<Vec<u32>> {
-    use std::sync::{Arc, Mutex};
-    static CACHE: Mutex<Option<(u64, Arc<Vec<u32>>)>> = Mutex::new(None);
-    let mut cache = CACHE.lock().expect("price order cache");
-    if let Some((version, order)) = cache.as_ref()
-        && *version == catalog.version
-    {
-        return order.clone();
+    if options.is_empty() {
+        return None;
     }
-    let mut order: Vec<u32> = (0..catalog.offerings.len() as u32).collect();
-    let price = |i: u32| catalog.offerings[i as usize].price_per_hour;
-    order.sort_by(|&a, &b| price(a).total_cmp(&price(b)).then(a.cmp(&b)));
-    let order = Arc::new(order);
-    *cache = Some((catalog.version, order.clone()));
-    order
+    (choice.choose)(&pods, claim.requests, options).map(Some)
 }

@@ -137,7 +137,15 @@ pub struct DisruptionSettings {
     /// A replacement that is not ready by then is abandoned and the old
     /// nodes are uncordoned.
     pub replacement_timeout: Duration,
+    /// Replace spot nodes with a cheaper spot node (Karpenter's
+    /// `SpotToSpotConsolidation`, off by default): a single node only when
+    /// at least [`MIN_SPOT_TO_SPOT_TYPES`] cheaper spot instance types remain.
+    pub spot_to_spot: bool,
 }
+
+/// Cheaper spot instance types single-node spot-to-spot consolidation
+/// needs, so the replacement keeps the flexibility spot needs (Karpenter's 15).
+pub const MIN_SPOT_TO_SPOT_TYPES: usize = 15;
 
 impl Default for DisruptionSettings {
     fn default() -> Self {
@@ -149,80 +157,7 @@ impl Default for DisruptionSettings {
             eviction_backoff: Duration::from_secs(5),
             max_eviction_backoff: Duration::from_secs(60),
             replacement_timeout: Duration::from_secs(600),
+            spot_to_spot: false,
         }
-    }
-}
-
-/// One consolidation planning pass over a large simulated cluster, set up
-/// ahead so that only the pass is timed (the `bench consolidate` command and
-/// the criterion benchmark): read the cluster, ask the NodePool's
-/// consolidation policy for a plan, validate every action.
-pub struct ConsolidationPass {
-    provisioner: std::sync::Arc<crate::provisioning::Provisioner<crate::cloud::SimulatedCloud, crate::cluster::SimulatedCluster>>,
-    cluster: std::sync::Arc<crate::cluster::SimulatedCluster>,
-}
-
-impl ConsolidationPass {
-    /// `nodes` ready nodes of `pool` (m5/m6i/c5 on-demand, large to 2xlarge)
-    /// running `pods_per_node` pods each, at utilisations spread from about
-    /// 10 % to 70 % (seeded by `seed`).
-    pub async fn new(
-        runtime: &crate::policy::PolicyRuntime,
-        catalog: std::sync::Arc<crate::model::Catalog>,
-        mut pool: crate::model::NodePool,
-        nodes: usize,
-        pods_per_node: usize,
-        seed: u64,
-    ) -> Result<Self, crate::cluster::ClusterError> {
-        use rand::{RngExt, SeedableRng};
-        use std::sync::Arc;
-        pool.consolidate_after = Some(Duration::ZERO);
-        let registry = Arc::new(crate::policy::PolicyRegistry::new(runtime.clone()));
-        let cluster = Arc::new(crate::cluster::SimulatedCluster::new(catalog.clone(), vec![pool.clone()]));
-        let cloud = Arc::new(crate::cloud::SimulatedCloud::new(
-            catalog.clone(),
-            crate::cloud::SimulatedCloudConfig::default(),
-            Arc::new(|| Duration::ZERO),
-        ));
-        let provisioner = Arc::new(crate::provisioning::Provisioner::new(cloud, cluster.clone(), registry));
-        let types = ["m5.large", "m5.xlarge", "m5.2xlarge", "m6i.large", "m6i.xlarge", "c5.xlarge", "c5.2xlarge"];
-        let offerings: Vec<u32> = types
-            .iter()
-            .filter_map(|t| {
-                catalog.offerings.iter().position(|o| {
-                    o.instance_type == *t && o.capacity_type == crate::model::CapacityType::OnDemand && o.zone == "us-east-1a"
-                })
-            })
-            .map(|i| i as u32)
-            .collect();
-        if offerings.is_empty() {
-            return Err(crate::cluster::ClusterError("the catalog has none of the m5/m6i/c5 types the pass uses".into()));
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        for n in 0..nodes {
-            let offering = offerings[n % offerings.len()];
-            let spec = crate::provisioning::ClaimSpec { pool: &pool, offerings: vec![offering], pods: vec![], requests: Default::default() };
-            let claim = provisioner.launch_claim(spec).await?.map_err(|(c, e)| crate::cluster::ClusterError(format!("{c}: {e}")))?.claim;
-            cluster.register(&claim)?;
-            let allocatable = catalog.offerings[offering as usize].allocatable;
-            let share: f64 = rng.random_range(0.10..0.70) / pods_per_node.max(1) as f64;
-            let spec = Arc::new(crate::model::PodSpec::requesting(
-                (allocatable.cpu_millis as f64 * share) as u32,
-                (allocatable.memory_bytes as f64 * share) as u64,
-            ));
-            let pods: Vec<crate::model::Pod> =
-                (0..pods_per_node).map(|i| crate::model::Pod::new(format!("{claim}-pod-{i}"), spec.clone())).collect();
-            let names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
-            cluster.add_pods(pods);
-            for name in names {
-                cluster.bind(&name, &claim)?;
-            }
-        }
-        Ok(ConsolidationPass { provisioner, cluster })
-    }
-
-    /// One planning pass by a fresh controller (the plan is staged, not carried out).
-    pub async fn run(&self) -> Result<DisruptionReport, crate::cluster::ClusterError> {
-        DisruptionController::new(self.provisioner.clone(), self.cluster.clone(), DisruptionSettings::default()).reconcile().await
     }
 }

@@ -95,6 +95,12 @@ impl<C: CloudProvider, K: Cluster> InterruptionHandler<C, K> {
                 return Ok(Outcome::Dropped { reason: e.to_string() });
             }
         };
+        self.handle_event(id, kind).await
+    }
+
+    /// Act on an event already parsed (the simulated cloud emits them as
+    /// they come out of the queue). `id` names it in logs.
+    pub async fn handle_event(&self, id: &str, kind: InterruptionKind) -> Result<Outcome, ClusterError> {
         let name = kind.name();
         if let InterruptionKind::Rebalance { instance } = &kind
             && !self.rebalance_actionable

@@ -2,6 +2,7 @@
 //! labels and requirements, NodePools. No I/O beyond parsing text handed in.
 
 mod catalog;
+pub mod clock;
 pub mod labels;
 mod nodepool;
 mod offering;
@@ -10,7 +11,9 @@ mod pdb;
 mod pod;
 pub mod quantity;
 mod resources;
+pub mod stream;
 
+pub use clock::{Clock, system_clock};
 pub use catalog::{Catalog, CatalogError, InstanceType, ZONES, bundled_instance_types, parse_instance_types};
 pub use labels::{Operator, Requirement, Taint, TaintEffect, Toleration, well_known};
 pub(crate) use nodepool::yaml_error;
@@ -20,5 +23,5 @@ pub use nodepool::{
 pub use offering::{Arch, CapacityType, InterruptionRate, Offering};
 pub use overrides::{OverrideTarget, PriceChange, PriceOverride, PriceOverrideError, parse_price_overrides};
 pub use pdb::{IntOrPercent, PdbLimit, PdbStatus, PodDisruptionBudget};
-pub use pod::{LabelSelector, Pod, PodAffinityTerm, PodSpec, PreferredTerm, TopologyKey, TopologySpread};
+pub use pod::{daemonsets_on, LabelSelector, Pod, PodAffinityTerm, PodSpec, PreferredTerm, TopologyKey, TopologySpread};
 pub use resources::Resources;

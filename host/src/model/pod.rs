@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::labels::{Requirement, Toleration};
+use super::labels::{Requirement, Taint, Toleration, labels_match, tolerates_all};
 use super::Resources;
 
 /// Topology domains nodewright understands.
@@ -113,6 +113,24 @@ impl Pod {
 }
 
 impl PodSpec {
+    /// As a daemonset's pod template: does it run on a node with `labels`
+    /// and `taints`? Its node selector and required node affinity must
+    /// hold and it must tolerate the taints. [`daemonsets_on`] is the one
+    /// place nodes get their daemonset pods from.
+    pub fn runs_on(&self, labels: &BTreeMap<String, String>, taints: &[Taint]) -> bool {
+        self.node_selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && (self.required_terms.is_empty() || self.required_terms.iter().any(|t| labels_match(t, labels)))
+            && tolerates_all(&self.tolerations, taints)
+    }
+
+    /// As a daemonset's pod template: may it run on some node of a NodePool
+    /// whose nodes all carry `labels` and `taints`? A label the pool does not
+    /// fix (zone, instance type) may match, so this is an upper bound: what
+    /// the scheduler reserves on a NodeClaim before its offering is known.
+    pub fn may_run_in(&self, labels: &BTreeMap<String, String>, taints: &[Taint]) -> bool {
+        self.node_selector.iter().all(|(k, v)| labels.get(k).is_none_or(|l| l == v)) && tolerates_all(&self.tolerations, taints)
+    }
+
     /// A spec requesting `cpu_millis` and `memory_bytes`.
     pub fn requesting(cpu_millis: u32, memory_bytes: u64) -> Self {
         PodSpec { requests: Resources::pod(cpu_millis, memory_bytes), ..PodSpec::default() }
@@ -189,4 +207,9 @@ impl PodSpec {
         let spec = Arc::new(self);
         (0..n).map(|i| Pod::new(format!("{prefix}-{i}"), spec.clone())).collect()
     }
+}
+
+/// The pods of `daemonsets` that run on a node with `labels` and `taints`.
+pub fn daemonsets_on(daemonsets: &[PodSpec], labels: &BTreeMap<String, String>, taints: &[Taint]) -> Vec<Arc<PodSpec>> {
+    daemonsets.iter().filter(|d| d.runs_on(labels, taints)).map(|d| Arc::new(d.clone())).collect()
 }

@@ -68,14 +68,7 @@ pub struct Provisioner<C, K> {
     clock: Clock,
 }
 
-/// The controllers' clock: time since the Unix epoch in a cluster, since
-/// the start of the run in the simulator.
-pub type Clock = Arc<dyn Fn() -> std::time::Duration + Send + Sync>;
-
-/// The wall clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
-}
+pub use crate::model::{Clock, system_clock};
 
 /// A NodeClaim to create and launch: one node of a NodePool for some pods.
 #[derive(Debug, Clone)]
@@ -273,42 +266,5 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             }
         }
         Ok(report)
-    }
-}
-
-/// One provisioning pass of a workload on a fresh simulated cloud and
-/// cluster, set up ahead so that only the pass itself is timed (the
-/// `bench schedule` command and the criterion benchmarks).
-pub struct SimulatedPass {
-    provisioner: Provisioner<crate::cloud::SimulatedCloud, crate::cluster::SimulatedCluster>,
-}
-
-impl SimulatedPass {
-    /// A cluster with `pool` and `pods` pending; the pool's selection plugin
-    /// is loaded, checked and handed the catalog before this returns.
-    pub fn new(
-        runtime: &crate::policy::PolicyRuntime,
-        catalog: Arc<Catalog>,
-        pool: crate::model::NodePool,
-        pods: &[crate::model::Pod],
-    ) -> Result<Self, crate::policy::PluginError> {
-        let registry = Arc::new(PolicyRegistry::new(runtime.clone()));
-        match registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection) {
-            (_, Some(e)) => return Err(e),
-            (slot, None) => slot.prepare(&catalog),
-        }
-        let cluster = Arc::new(crate::cluster::SimulatedCluster::new(catalog.clone(), vec![pool]));
-        cluster.add_pods(pods.iter().cloned());
-        let cloud = Arc::new(crate::cloud::SimulatedCloud::new(
-            catalog,
-            crate::cloud::SimulatedCloudConfig::default(),
-            Arc::new(|| std::time::Duration::ZERO),
-        ));
-        Ok(SimulatedPass { provisioner: Provisioner::new(cloud, cluster, registry) })
-    }
-
-    /// Run the pass.
-    pub async fn run(&self) -> Result<ProvisioningReport, ClusterError> {
-        self.provisioner.provision().await
     }
 }

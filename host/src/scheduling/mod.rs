@@ -26,11 +26,6 @@ use std::sync::Arc;
 pub use labels::node_labels;
 pub use solver::schedule;
 
-/// The offerings a node of `pool` may be bought as, as a set.
-pub(crate) fn pool_offering_set(catalog: &Catalog, pool: &NodePool) -> bitset::Bitset {
-    labels::pool_offerings(catalog, pool)
-}
-
 /// Catalog indices of the offerings a node of `pool` may be bought as
 /// (its requirements only; pods add their own), ascending.
 pub fn pool_offering_list(catalog: &Catalog, pool: &NodePool) -> Vec<u32> {
@@ -62,6 +57,26 @@ pub struct ExistingNode {
 }
 
 impl ExistingNode {
+    /// A node of `pool` bought as `offering` and called `name`, running the
+    /// daemonsets that land on it and nothing else: a launched NodeClaim
+    /// before its node registers, a node as it registers, or a replacement
+    /// the disruption controller considers. The one place a new node's
+    /// labels, taints and daemonset pods are decided.
+    pub fn launched(name: &str, pool: &NodePool, offering: &crate::model::Offering, daemonsets: &[PodSpec]) -> Self {
+        let labels = node_labels(offering, pool, name);
+        let pods = crate::model::daemonsets_on(daemonsets, &labels, &pool.taints);
+        ExistingNode {
+            name: name.into(),
+            node_pool: Some(pool.name.clone()),
+            labels: Arc::new(labels),
+            taints: pool.taints.clone(),
+            allocatable: offering.allocatable,
+            capacity: offering.capacity,
+            pods,
+            schedulable: true,
+        }
+    }
+
     /// Requests of the pods on it.
     pub fn used(&self) -> Resources {
         self.pods.iter().map(|p| p.requests).sum()

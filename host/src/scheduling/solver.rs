@@ -658,12 +658,7 @@ fn smallest_capacity(catalog: &crate::model::Catalog, offerings: &[u32]) -> Reso
 
 /// Requests of the daemonsets that would run on a node of `pool`.
 fn daemon_overhead(pool: &NodePool, daemonsets: &[PodSpec]) -> Resources {
-    daemonsets
-        .iter()
-        .filter(|d| tolerates_all(&d.tolerations, &pool.taints))
-        .filter(|d| d.node_selector.iter().all(|(k, v)| pool.labels.get(k).is_none_or(|pv| pv == v)))
-        .map(|d| d.requests)
-        .sum()
+    daemonsets.iter().filter(|d| d.may_run_in(&pool.labels, &pool.taints)).map(|d| d.requests).sum()
 }
 
 fn describe_terms(terms: &[Vec<Requirement>]) -> String {

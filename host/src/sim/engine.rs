@@ -1,66 +1,46 @@
-//! Discrete events on a virtual clock.
+//! Discrete events on a virtual clock, over one [`World`].
+//!
+//! The engine plays the trace and the passage of time; everything else is
+//! the world's: the controllers decide, the simulated cluster binds pods
+//! that fit (its kube-scheduler) and recreates stopped ones, the simulated
+//! cloud boots, bills and reclaims instances. Metrics are read from the
+//! world: the bill from the cloud, pod waits from the cluster's pod events.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 use super::trace::{Trace, TraceEventKind};
-use crate::cloud::{CloudProvider, SimulatedCloud, SimulatedCloudConfig};
-use crate::cluster::SimulatedCluster;
-use crate::model::labels::{labels_match, tolerates_all};
-use crate::model::{CapacityType, Catalog, NodePool, Pod, PodSpec, PolicyRef, Requirement, Resources};
-use crate::disruption::{DisruptionController, DisruptionSettings, Reason, consolidation_slot};
-use crate::policy::{PluginClock, PolicyRegistry, PolicyRuntime, Role, RuntimeConfig};
-use crate::provisioning::{Batcher, BatcherSettings, LaunchedClaim, Provisioner, selection_slot};
-
-/// The virtual clock: what plugins, the cloud and the batcher read.
-#[derive(Debug, Clone, Default)]
-pub struct SimClock(Arc<AtomicU64>);
-
-impl SimClock {
-    /// Now, from the start of the run.
-    pub fn now(&self) -> Duration {
-        Duration::from_nanos(self.0.load(Ordering::Relaxed))
-    }
-
-    fn set(&self, at: Duration) {
-        self.0.store(at.as_nanos() as u64, Ordering::Relaxed);
-    }
-}
-
-/// Virtual runs start at 2026-01-05T00:00:00Z (a Monday), so plugins see a plausible date.
-const EPOCH_OFFSET: Duration = Duration::from_secs(1_767_571_200);
-
-impl PluginClock for SimClock {
-    fn wall_since_epoch(&self) -> Duration {
-        EPOCH_OFFSET + self.now()
-    }
-
-    fn monotonic_nanos(&self) -> u64 {
-        self.now().as_nanos() as u64
-    }
-}
+use super::world::{EPOCH_OFFSET, SimClock, World, WorldSettings, drive};
+use crate::cloud::{SPOT_WARNING, SimulatedCloudConfig};
+use crate::cluster::PodEvent;
+use crate::disruption::{DisruptionSettings, Reason};
+use crate::interruption::InterruptionKind;
+use crate::model::stream::{Stream, key, unit};
+use crate::model::{CapacityType, Catalog, NodePool, PolicyRef};
+use crate::policy::{PolicyRuntime, RuntimeConfig};
+use crate::provisioning::{Batcher, BatcherSettings};
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
 pub struct SimulationConfig {
-    /// Seed of every random draw (boot latency, interruptions, spot prices, plugins).
+    /// Seed of every random draw (boot latency, interruptions, spot prices,
+    /// plugins); each kind of draw has its own stream.
     pub seed: u64,
     /// Node boot latency, drawn uniformly from this range.
     pub boot_latency: (Duration, Duration),
-    /// Draw spot interruptions from the offerings' buckets.
+    /// Spot pools are reclaimed at the rates of their buckets.
     pub interruptions: bool,
     /// Multiplies every interruption rate (stress: "what if spot were ten
     /// times as volatile").
     pub interruption_scale: f64,
     /// Let spot discounts drift every 6 hours.
     pub spot_drift: bool,
+    /// Time from a pod stopping (evicted, interrupted) until it is pending again.
+    pub restart_delay: Duration,
     /// Provisioning batch windows.
     pub batcher: BatcherSettings,
     /// How often a sample is taken for the charts.
@@ -69,6 +49,8 @@ pub struct SimulationConfig {
     pub cache_dir: Option<std::path::PathBuf>,
     /// Plugin limits (CPU deadlines, memory).
     pub limits: crate::policy::Limits,
+    /// The disruption controller's knobs (spot-to-spot consolidation among them).
+    pub disruption: DisruptionSettings,
 }
 
 impl Default for SimulationConfig {
@@ -79,10 +61,12 @@ impl Default for SimulationConfig {
             interruptions: true,
             interruption_scale: 1.0,
             spot_drift: true,
+            restart_delay: Duration::from_secs(10),
             batcher: BatcherSettings::default(),
             sample_every: Duration::from_secs(300),
             cache_dir: crate::policy::RuntimeConfig::default().cache_dir,
             limits: crate::policy::Limits::default(),
+            disruption: DisruptionSettings::default(),
         }
     }
 }
@@ -103,36 +87,47 @@ pub struct PolicyUnderTest {
 /// Everything measured, for `report.json`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Metrics {
-    /// Total dollars.
+    /// Total dollars: every instance billed per second from launch to
+    /// termination, at least a minute each.
     pub cost_total: f64,
     /// Dollars on on-demand (and reserved) capacity.
     pub cost_on_demand: f64,
     /// Dollars on spot capacity.
     pub cost_spot: f64,
-    /// Node-hours billed.
+    /// Instance-hours billed (booting instances included).
     pub node_hours: f64,
-    /// Time-weighted CPU requested / allocatable on ready nodes.
+    /// CPU requested by bound pods / allocatable, over the billed node-seconds.
     pub cpu_utilisation: f64,
-    /// Time-weighted memory requested / allocatable on ready nodes.
+    /// Memory requested by bound pods / allocatable, over the billed node-seconds.
     pub memory_utilisation: f64,
-    /// Pod wait, pending → bound, seconds; a pod deleted while pending, or
-    /// still pending at the end, counts the time it waited.
-    pub pod_wait_p50_s: f64,
+    /// First scheduling: created → first bound, seconds; a pod deleted
+    /// before it ran, or still pending at the end, counts the time it waited.
+    pub first_wait_p50_s: f64,
     /// 95th percentile.
-    pub pod_wait_p95_s: f64,
+    pub first_wait_p95_s: f64,
     /// 99th percentile.
-    pub pod_wait_p99_s: f64,
+    pub first_wait_p99_s: f64,
+    /// Rescheduling: stopped (evicted, interrupted) → bound again, seconds,
+    /// restart delay included.
+    pub reschedule_wait_p50_s: f64,
+    /// 95th percentile.
+    pub reschedule_wait_p95_s: f64,
+    /// 99th percentile.
+    pub reschedule_wait_p99_s: f64,
     /// Pods that arrived.
     pub pods: u64,
-    /// Pods still pending at the end.
+    /// Pods pending (or restarting) at the end.
     pub pods_pending_at_end: u64,
     /// Pods deleted (their work ended) before any node ran them.
     pub pods_never_scheduled: u64,
-    /// Pods evicted by spot interruptions.
+    /// Pods stopped by spot interruptions.
     pub pods_disrupted: u64,
     /// Pods evicted by disruption (consolidation, drift, expiry).
     pub pods_evicted: u64,
-    /// Spot interruptions.
+    /// Work of jobs lost to evictions and interruptions: pod-hours run
+    /// before being stopped.
+    pub lost_pod_hours: f64,
+    /// Spot interruption warnings received for running instances.
     pub interruptions: u64,
     /// Nodes removed by consolidation (empty or under-used).
     pub consolidations: u64,
@@ -156,8 +151,12 @@ pub struct Metrics {
     pub plugin_calls: u64,
     /// Failed plugin calls, answered by the built-in policy.
     pub plugin_failures: u64,
-    /// Most nodes at once.
+    /// Most instances at once.
     pub peak_nodes: u64,
+    /// Highest CPU requested / allocatable of any node at any sample (≤ 1).
+    pub peak_node_cpu_request_ratio: f64,
+    /// Highest memory requested / allocatable of any node at any sample (≤ 1).
+    pub peak_node_memory_request_ratio: f64,
 }
 
 /// One point of the time series.
@@ -167,15 +166,15 @@ pub struct Sample {
     pub hour: f64,
     /// Dollars so far.
     pub cost: f64,
-    /// On-demand nodes.
+    /// On-demand instances.
     pub on_demand_nodes: u32,
-    /// Spot nodes.
+    /// Spot instances.
     pub spot_nodes: u32,
-    /// CPU requested / allocatable now.
+    /// CPU requested / allocatable of every running instance now.
     pub cpu_utilisation: f64,
-    /// Memory requested / allocatable now.
+    /// Memory requested / allocatable of every running instance now.
     pub memory_utilisation: f64,
-    /// Pods pending now.
+    /// Pods pending (or restarting) now.
     pub pending: u32,
 }
 
@@ -194,82 +193,63 @@ pub struct SimulationResult {
     pub plugin_ms: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     Trace(usize),
     Provision,
-    NodeReady(u64),
-    Interrupt(u64),
+    /// The instance of this claim has booted: its node registers.
+    NodeReady(String),
+    /// Spot interruption warning for (instance).
+    Warn(String),
+    /// The end of the warning: AWS takes (instance, claim) back.
+    Reclaim(String, String),
+    Restart,
     Disrupt,
     Reprice,
     Sample,
 }
 
-struct SimNode {
-    name: String,
-    instance: String,
-    spot: bool,
-    offering: u32,
-    ready: bool,
-    pods: BTreeSet<String>,
-    nominated: BTreeSet<String>,
-    used: Resources,
-    labels: BTreeMap<String, String>,
-    taints: Vec<crate::model::Taint>,
-    allocatable: Resources,
-    schedulable: bool,
-}
-
-struct PodState {
-    spec: Arc<PodSpec>,
-    pending_since: Option<Duration>,
-    node: Option<u64>,
-    /// Bound to a node at least once.
+/// What the engine knows of a pod to measure it.
+struct PodLife {
+    waiting_since: Option<Duration>,
+    bound_at: Option<Duration>,
     ever_bound: bool,
+    job: bool,
 }
 
-struct Totals {
-    rate_on_demand: f64,
-    rate_spot: f64,
-    nodes: u64,
-    used_cpu: f64,
-    used_memory: f64,
-    alloc_cpu: f64,
-    alloc_memory: f64,
-    cpu_time: f64,
-    alloc_cpu_time: f64,
-    memory_time: f64,
-    alloc_memory_time: f64,
+/// Which step stopped pods (for the eviction counters).
+#[derive(Clone, Copy)]
+enum Step {
+    Other,
+    Interruption,
+    Disruption,
 }
 
 struct Sim<'a> {
     trace: &'a Trace,
     config: &'a SimulationConfig,
-    clock: SimClock,
-    rng: StdRng,
-    queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    world: World,
+    queue: BinaryHeap<Reverse<(Duration, u64, Event)>>,
     seq: u64,
-    cloud: Arc<SimulatedCloud>,
-    cluster: Arc<SimulatedCluster>,
-    registry: Arc<PolicyRegistry>,
-    provisioner: Arc<Provisioner<SimulatedCloud, SimulatedCluster>>,
-    disruption: DisruptionController<SimulatedCloud, SimulatedCluster>,
     disrupt_at: Duration,
     batcher: Batcher,
     provision_queued: bool,
-    pools: Vec<NodePool>,
+    restart_queued: Option<Duration>,
     policy: &'a PolicyUnderTest,
     base_catalog: Arc<Catalog>,
     family_drift: BTreeMap<String, f64>,
-    nodes: BTreeMap<u64, SimNode>,
-    node_ids: HashMap<String, u64>,
-    next_node: u64,
-    pods: HashMap<String, PodState>,
-    waits: Vec<f64>,
+    reprice_step: u64,
+    pods: HashMap<String, PodLife>,
+    first_waits: Vec<f64>,
+    re_waits: Vec<f64>,
     metrics: Metrics,
-    totals: Totals,
+    cpu_time: f64,
+    memory_time: f64,
     last: Duration,
+    end: Duration,
     samples: Vec<Sample>,
+    /// Room was freed or a node came: the scheduler retries every pending pod.
+    retry_all: bool,
 }
 
 /// Run `trace` under `policy` on `pools` (whose selection and consolidation
@@ -290,74 +270,50 @@ pub fn simulate(
         clock: Arc::new(clock.clone()),
         seed: config.seed,
     })?;
-    let registry = Arc::new(PolicyRegistry::new(runtime));
     let pools: Vec<NodePool> = pools
         .iter()
         .map(|p| NodePool { selection: policy.selection.clone(), consolidation: policy.consolidation.clone(), ..p.clone() })
         .collect();
-    for pool in &pools {
-        for (slot, role, reference) in [
-            (selection_slot(&pool.name), Role::Selection, &pool.selection),
-            (consolidation_slot(&pool.name), Role::Consolidation, &pool.consolidation),
-        ] {
-            if let (_, Some(e)) = registry.configure(&slot, role, reference) {
-                anyhow::bail!("policy {}: {e}", policy.name);
-            }
-        }
+    let settings = WorldSettings {
+        cloud: SimulatedCloudConfig {
+            seed: config.seed,
+            capacity_failure: HashMap::new(),
+            boot_latency: config.boot_latency,
+            interruption_scale: if config.interruptions { config.interruption_scale } else { 0.0 },
+        },
+        restart_delay: config.restart_delay,
+        disruption: config.disruption.clone(),
+        rebalance_actionable: false,
+    };
+    let world = World::new(&runtime, clock, catalog.clone(), pools, settings);
+    if let Err(e) = world.configure_policies() {
+        anyhow::bail!("policy {}: {e}", policy.name);
     }
-    let now_clock = clock.clone();
-    let cloud = Arc::new(SimulatedCloud::new(
-        catalog.clone(),
-        SimulatedCloudConfig { seed: config.seed, capacity_failure: HashMap::new(), boot_latency: config.boot_latency },
-        Arc::new(move || now_clock.now()),
-    ));
-    let cluster = Arc::new(SimulatedCluster::new(catalog.clone(), pools.clone()));
-    let wall_clock = clock.clone();
-    let provisioner = Arc::new(
-        Provisioner::new(cloud.clone(), cluster.clone(), registry.clone())
-            .with_clock(Arc::new(move || EPOCH_OFFSET + wall_clock.now())),
-    );
-    let disruption = DisruptionController::new(provisioner.clone(), cluster.clone(), DisruptionSettings::default());
+    let end = crate::model::quantity::checked_seconds(trace.duration_s).map_err(anyhow::Error::msg)?;
     let mut sim = Sim {
         trace,
         config,
-        clock,
-        rng: StdRng::seed_from_u64(config.seed ^ 0x5eed),
+        world,
         queue: BinaryHeap::new(),
         seq: 0,
-        cloud,
-        cluster,
-        registry,
-        provisioner,
-        disruption,
         disrupt_at: DISRUPT_EVERY,
         batcher: Batcher::new(config.batcher),
         provision_queued: false,
-        pools,
+        restart_queued: None,
         policy,
         base_catalog: catalog,
         family_drift: BTreeMap::new(),
-        nodes: BTreeMap::new(),
-        node_ids: HashMap::new(),
-        next_node: 0,
+        reprice_step: 0,
         pods: HashMap::new(),
-        waits: Vec::new(),
+        first_waits: Vec::new(),
+        re_waits: Vec::new(),
         metrics: Metrics::default(),
-        totals: Totals {
-            rate_on_demand: 0.0,
-            rate_spot: 0.0,
-            nodes: 0,
-            used_cpu: 0.0,
-            used_memory: 0.0,
-            alloc_cpu: 0.0,
-            alloc_memory: 0.0,
-            cpu_time: 0.0,
-            alloc_cpu_time: 0.0,
-            memory_time: 0.0,
-            alloc_memory_time: 0.0,
-        },
+        cpu_time: 0.0,
+        memory_time: 0.0,
         last: Duration::ZERO,
+        end,
         samples: Vec::new(),
+        retry_all: false,
     };
     sim.run(&mut progress)?;
     Ok(sim.finish())
@@ -366,16 +322,14 @@ pub fn simulate(
 /// Disruption passes run this often, and sooner when the controller asks.
 const DISRUPT_EVERY: Duration = Duration::from_secs(60);
 const REPRICE_EVERY: Duration = Duration::from_secs(6 * 3600);
-const MONTH_SECONDS: f64 = 30.0 * 86_400.0;
 
 impl Sim<'_> {
     fn at(&mut self, when: Duration, event: Event) {
         self.seq += 1;
-        self.queue.push(Reverse((when.as_nanos() as u64, self.seq, event)));
+        self.queue.push(Reverse((when, self.seq, event)));
     }
 
     fn run(&mut self, progress: &mut impl FnMut(f64)) -> anyhow::Result<()> {
-        let end = Duration::from_secs_f64(self.trace.duration_s);
         for (i, event) in self.trace.events.iter().enumerate() {
             if i == 0 || event.t != self.trace.events[i - 1].t {
                 self.at(Duration::from_secs_f64(event.t), Event::Trace(i));
@@ -387,18 +341,36 @@ impl Sim<'_> {
             self.at(REPRICE_EVERY, Event::Reprice);
         }
         let mut reported = 0.0;
-        while let Some(Reverse((nanos, _, event))) = self.queue.pop() {
-            let when = Duration::from_nanos(nanos);
-            if when > end {
+        while let Some(Reverse((when, _, event))) = self.queue.pop() {
+            if when > self.end {
                 break;
             }
             self.advance(when);
+            let mut step = Step::Other;
             match event {
                 Event::Trace(first) => self.trace_events(first),
                 Event::Provision => self.provision()?,
-                Event::NodeReady(id) => self.node_ready(id),
-                Event::Interrupt(id) => self.interrupt(id),
+                Event::NodeReady(claim) => {
+                    if self.world.cluster.register(&claim).is_ok() {
+                        self.retry_all = true;
+                    }
+                }
+                Event::Warn(instance) => {
+                    step = Step::Interruption;
+                    self.warn(instance)?;
+                }
+                Event::Reclaim(instance, claim) => {
+                    step = Step::Interruption;
+                    if self.world.cloud.reclaim(&instance) {
+                        self.world.cluster.remove_node(&claim);
+                    }
+                }
+                Event::Restart => {
+                    self.restart_queued = None;
+                    self.world.cluster.restart_due();
+                }
                 Event::Disrupt if when == self.disrupt_at => {
+                    step = Step::Disruption;
                     let next = self.disrupt()?.map_or(when + DISRUPT_EVERY, |w| w.min(when + DISRUPT_EVERY));
                     self.disrupt_at = next.max(when + Duration::from_secs(1));
                     self.at(self.disrupt_at, Event::Disrupt);
@@ -413,56 +385,132 @@ impl Sim<'_> {
                     self.at(when + self.config.sample_every, Event::Sample);
                 }
             }
+            self.settle(step);
             let done = when.as_secs_f64() / self.trace.duration_s;
             if done - reported >= 0.01 {
                 reported = done;
                 progress(done.min(1.0));
             }
         }
-        self.advance(end);
+        self.advance(self.end);
         self.sample();
         progress(1.0);
         Ok(())
     }
 
-    /// Integrate cost, node-hours and utilisation up to `to`.
+    /// Integrate requested resources up to `to` and move the clock there.
     fn advance(&mut self, to: Duration) {
         let dt = to.saturating_sub(self.last).as_secs_f64();
+        if dt > 0.0 {
+            let bound = self.world.cluster.bound_requests();
+            self.cpu_time += bound.0 as f64 * dt;
+            self.memory_time += bound.1 as f64 * dt;
+        }
         self.last = to.max(self.last);
-        self.clock.set(self.last);
-        if dt == 0.0 {
+        self.world.clock.set(self.last);
+    }
+
+    /// After a step: follow what it changed. New instances boot (and may be
+    /// reclaimed), stopped pods come back after their restart delay, the
+    /// scheduler binds what fits, and pods nothing holds start a batch.
+    fn settle(&mut self, step: Step) {
+        for instance in self.world.cloud.take_launched() {
+            self.metrics.launches += 1;
+            let ready = self.world.cloud.ready_at(&instance.id).unwrap_or(self.last);
+            self.at(ready, Event::NodeReady(instance.claim.clone()));
+            let reclaim = self.world.cloud.next_reclaim(instance.offering, self.last + SPOT_WARNING, self.end + SPOT_WARNING);
+            if let Some(reclaim) = reclaim {
+                self.at(reclaim - SPOT_WARNING, Event::Warn(instance.id.clone()));
+            }
+        }
+        let (on_demand, spot) = self.world.cloud.running();
+        self.metrics.peak_nodes = self.metrics.peak_nodes.max(u64::from(on_demand + spot));
+        self.follow_pods(step);
+        let all = std::mem::take(&mut self.retry_all);
+        let (pending_before, _) = self.world.cluster.waiting();
+        if pending_before == 0 {
             return;
         }
-        let hours = dt / 3600.0;
-        let t = &mut self.totals;
-        self.metrics.cost_on_demand += t.rate_on_demand * hours;
-        self.metrics.cost_spot += t.rate_spot * hours;
-        self.metrics.node_hours += t.nodes as f64 * hours;
-        t.cpu_time += t.used_cpu * dt;
-        t.alloc_cpu_time += t.alloc_cpu * dt;
-        t.memory_time += t.used_memory * dt;
-        t.alloc_memory_time += t.alloc_memory * dt;
+        let unplaced = self.world.cluster.schedule_pending(all).unplaced;
+        self.follow_pods(step);
+        if unplaced > 0 {
+            self.batcher.arrival(self.last);
+            self.queue_provision();
+        }
+    }
+
+    /// Read the cluster's pod events: waits, lost work, restarts to come.
+    fn follow_pods(&mut self, step: Step) {
+        for event in self.world.cluster.take_pod_events() {
+            match event {
+                PodEvent::Bound { pod, .. } => {
+                    let Some(life) = self.pods.get_mut(&pod) else { continue };
+                    if let Some(since) = life.waiting_since.take() {
+                        let wait = self.last.saturating_sub(since).as_secs_f64();
+                        if life.ever_bound { self.re_waits.push(wait) } else { self.first_waits.push(wait) }
+                    }
+                    life.ever_bound = true;
+                    life.bound_at = Some(self.last);
+                }
+                PodEvent::Stopped { pod, restart_at, .. } => {
+                    match step {
+                        Step::Interruption => self.metrics.pods_disrupted += 1,
+                        Step::Disruption => self.metrics.pods_evicted += 1,
+                        Step::Other => {}
+                    }
+                    if let Some(life) = self.pods.get_mut(&pod) {
+                        if let Some(bound_at) = life.bound_at.take()
+                            && life.job
+                        {
+                            self.metrics.lost_pod_hours += self.last.saturating_sub(bound_at).as_secs_f64() / 3600.0;
+                        }
+                        life.waiting_since = Some(self.last);
+                    }
+                    if self.restart_queued.is_none_or(|at| restart_at < at) {
+                        self.restart_queued = Some(restart_at);
+                        self.at(restart_at, Event::Restart);
+                    }
+                }
+            }
+        }
     }
 
     fn trace_events(&mut self, first: usize) {
         let t = self.trace.events[first].t;
-        let mut added = false;
+        let mut added = Vec::new();
         for event in self.trace.events[first..].iter().take_while(|e| e.t == t) {
             match &event.kind {
                 TraceEventKind::Add(pod) => {
                     self.metrics.pods += 1;
-                    self.pods.insert(pod.name.clone(), PodState { spec: pod.spec.clone(), pending_since: Some(self.last), node: None, ever_bound: false });
-                    self.cluster.add_pods([pod.clone()]);
-                    if !self.bind_anywhere(&pod.name) {
-                        added = true;
-                    }
+                    self.pods.insert(
+                        pod.name.clone(),
+                        PodLife { waiting_since: Some(self.last), bound_at: None, ever_bound: false, job: event.job },
+                    );
+                    added.push(pod.clone());
                 }
-                TraceEventKind::Delete(name) => self.delete_pod(name),
+                TraceEventKind::Delete(name) => {
+                    // Pods added at this instant first, as the trace orders them.
+                    self.world.cluster.add_pods(std::mem::take(&mut added));
+                    self.delete_pod(name);
+                }
             }
         }
-        if added {
-            self.batcher.arrival(self.last);
-            self.queue_provision();
+        self.world.cluster.add_pods(added);
+    }
+
+    fn delete_pod(&mut self, name: &str) {
+        if self.world.cluster.delete_pod(name) {
+            self.retry_all = true;
+        }
+        let Some(life) = self.pods.remove(name) else { return };
+        // A pod that ends while pending waited all that time, and a policy
+        // that never places it must not look fast for it.
+        if let Some(since) = life.waiting_since {
+            let wait = self.last.saturating_sub(since).as_secs_f64();
+            if life.ever_bound { self.re_waits.push(wait) } else { self.first_waits.push(wait) }
+        }
+        if !life.ever_bound {
+            self.metrics.pods_never_scheduled += 1;
         }
     }
 
@@ -473,273 +521,40 @@ impl Sim<'_> {
         }
     }
 
-    /// The kube-scheduler stand-in: bind a pod without topology constraints
-    /// to the first ready node it fits (resources, labels, taints). Pods with
-    /// spreads or (anti-)affinities wait for the provisioner's placement.
-    fn bind_anywhere(&mut self, pod: &str) -> bool {
-        let spec = self.pods[pod].spec.clone();
-        if !spec.spread.is_empty() || !spec.affinity.is_empty() || !spec.anti_affinity.is_empty() {
-            return false;
-        }
-        let selector: Vec<Requirement> = spec.node_selector.iter().map(|(k, v)| Requirement::is_in(k, &[v.as_str()])).collect();
-        let target = self.nodes.iter().find(|(_, n)| {
-            n.ready
-                && n.schedulable
-                && n.allocatable.covers(&n.used.saturating_add(spec.requests))
-                && labels_match(&selector, &n.labels)
-                && (spec.required_terms.is_empty() || spec.required_terms.iter().any(|t| labels_match(t, &n.labels)))
-                && tolerates_all(&spec.tolerations, &n.taints)
-        });
-        match target.map(|(id, _)| *id) {
-            Some(id) => {
-                self.bind(pod, id);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn bind(&mut self, pod: &str, id: u64) {
-        let Some(state) = self.pods.get_mut(pod) else { return };
-        if state.node.is_some() {
-            return;
-        }
-        let node = self.nodes.get_mut(&id).expect("binding to a known node");
-        if self.cluster.bind(pod, &node.name).is_err() {
-            return;
-        }
-        if let Some(since) = state.pending_since.take() {
-            self.waits.push(self.last.saturating_sub(since).as_secs_f64());
-        }
-        state.node = Some(id);
-        state.ever_bound = true;
-        node.pods.insert(pod.into());
-        node.nominated.remove(pod);
-        node.used = node.used.saturating_add(state.spec.requests);
-        self.totals.used_cpu += state.spec.requests.cpu_millis as f64;
-        self.totals.used_memory += state.spec.requests.memory_bytes as f64;
-    }
-
-    fn delete_pod(&mut self, name: &str) {
-        let Some(state) = self.pods.remove(name) else { return };
-        match state.node {
-            None => {
-                // A pod that ends while pending waited all that time, and a
-                // policy that never places it must not look fast for it.
-                if let Some(since) = state.pending_since {
-                    self.waits.push(self.last.saturating_sub(since).as_secs_f64());
-                }
-                if !state.ever_bound {
-                    self.metrics.pods_never_scheduled += 1;
-                }
-                self.cluster.remove_pending(name);
-                for node in self.nodes.values_mut() {
-                    node.nominated.remove(name);
-                }
-            }
-            Some(id) => {
-                let node = self.nodes.get(&id).expect("bound to a known node");
-                self.cluster.unbind(name, &node.name, &state.spec);
-                self.take_off(name, id, state.spec.requests);
-            }
-        }
-    }
-
-    /// Pod `name` (requesting `requests`) no longer runs on node `id`.
-    fn take_off(&mut self, name: &str, id: u64, requests: Resources) {
-        if let Some(node) = self.nodes.get_mut(&id) {
-            node.pods.remove(name);
-            node.used = node.used.saturating_sub(requests);
-        }
-        self.totals.used_cpu -= requests.cpu_millis as f64;
-        self.totals.used_memory -= requests.memory_bytes as f64;
-    }
-
     fn provision(&mut self) -> anyhow::Result<()> {
         self.provision_queued = false;
         if !self.batcher.take(self.last) {
             self.queue_provision();
             return Ok(());
         }
-        let report = drive(self.provisioner.provision())?;
+        let report = drive(self.world.provisioner.provision())?;
         self.metrics.launch_failures += report.launch_failures.len() as u64;
-        for launched in &report.launched {
-            self.add_launched(launched);
-        }
-        for (pod, node) in &report.bindings {
-            let Some(&id) = self.node_ids.get(node) else { continue };
-            if self.nodes[&id].ready {
-                self.bind(pod, id);
-            } else if let Some(n) = self.nodes.get_mut(&id) {
-                n.nominated.insert(pod.clone());
-            }
-        }
         Ok(())
     }
 
-    /// A NodeClaim was launched: its node starts booting, and costs.
-    fn add_launched(&mut self, launched: &LaunchedClaim) {
-        let catalog = self.cloud.catalog();
-        self.metrics.launches += 1;
-        let offering = &catalog.offerings[launched.offering as usize];
-        let id = self.next_node;
-        self.next_node += 1;
-        let spot = offering.capacity_type == CapacityType::Spot;
-        let pool = self.pools.iter().find(|p| p.name == launched.node_pool).expect("launched for a known pool");
-        self.nodes.insert(
-            id,
-            SimNode {
-                name: launched.claim.clone(),
-                instance: launched.instance.clone(),
-                spot,
-                offering: launched.offering,
-                ready: false,
-                pods: BTreeSet::new(),
-                nominated: launched.pods.iter().filter(|p| self.pods.get(*p).is_some_and(|s| s.node.is_none())).cloned().collect(),
-                used: Resources::default(),
-                labels: crate::scheduling::node_labels(offering, pool, &launched.claim),
-                taints: pool.taints.clone(),
-                allocatable: offering.allocatable,
-                schedulable: true,
-            },
-        );
-        self.node_ids.insert(launched.claim.clone(), id);
-        self.totals.nodes += 1;
-        self.metrics.peak_nodes = self.metrics.peak_nodes.max(self.totals.nodes);
-        if spot {
-            self.totals.rate_spot += offering.price_per_hour;
-        } else {
-            self.totals.rate_on_demand += offering.price_per_hour;
-        }
-        let ready = self.cloud.ready_at(&launched.instance).unwrap_or(self.last);
-        self.at(ready, Event::NodeReady(id));
-        if spot && self.config.interruptions && self.config.interruption_scale > 0.0 {
-            let monthly = offering.interruption.monthly_fraction();
-            let rate = -(1.0 - monthly).ln() / MONTH_SECONDS * self.config.interruption_scale;
-            let draw: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
-            let after = -draw.ln() / rate;
-            if after < self.trace.duration_s {
-                self.at(self.last + Duration::from_secs_f64(after), Event::Interrupt(id));
-            }
-        }
-    }
-
-    fn node_ready(&mut self, id: u64) {
-        let Some(node) = self.nodes.get_mut(&id) else { return };
-        if self.cluster.register(&node.name).is_err() {
-            return;
-        }
-        node.ready = true;
-        self.totals.alloc_cpu += node.allocatable.cpu_millis as f64;
-        self.totals.alloc_memory += node.allocatable.memory_bytes as f64;
-        let nominated: Vec<String> = node.nominated.iter().cloned().collect();
-        for pod in nominated {
-            self.bind(&pod, id);
-        }
-        if let Some(node) = self.nodes.get_mut(&id) {
-            node.nominated.clear();
-        }
-        // Pods that arrived while it booted may fit now.
-        let pending = self.cluster.pending_names();
-        let mut still = false;
-        for pod in pending {
-            if self.pods.get(&pod).is_some_and(|p| p.node.is_none()) && !self.bind_anywhere(&pod) {
-                still = true;
-            }
-        }
-        if still {
-            self.batcher.arrival(self.last);
-            self.queue_provision();
-        }
-    }
-
-    /// Stop paying for node `id` and forget it; returns it.
-    fn forget_node(&mut self, id: u64) -> Option<SimNode> {
-        let node = self.nodes.remove(&id)?;
-        self.node_ids.remove(&node.name);
-        let price = self.cloud.catalog().offerings[node.offering as usize].price_per_hour;
-        if node.spot {
-            self.totals.rate_spot -= price;
-        } else {
-            self.totals.rate_on_demand -= price;
-        }
-        self.totals.nodes -= 1;
-        if node.ready {
-            self.totals.alloc_cpu -= node.allocatable.cpu_millis as f64;
-            self.totals.alloc_memory -= node.allocatable.memory_bytes as f64;
-        }
-        self.totals.used_cpu -= node.used.cpu_millis as f64;
-        self.totals.used_memory -= node.used.memory_bytes as f64;
-        Some(node)
-    }
-
-    /// Remove a node (its instance is gone): its bound pods go back to pending.
-    fn remove_node(&mut self, id: u64) -> u64 {
-        let Some(node) = self.forget_node(id) else { return 0 };
-        self.cluster.remove_node(&node.name);
-        let _ = drive(self.cloud.terminate(&node.instance));
-        let mut evicted = 0;
-        let requeue: Vec<Pod> = node
-            .pods
-            .iter()
-            .filter_map(|name| {
-                let state = self.pods.get_mut(name)?;
-                state.node = None;
-                state.pending_since = Some(self.last);
-                evicted += 1;
-                Some(crate::model::Pod::new(name.clone(), state.spec.clone()))
-            })
-            .collect();
-        let any = !requeue.is_empty() || !node.nominated.is_empty();
-        self.cluster.add_pods(requeue);
-        if any {
-            self.batcher.arrival(self.last);
-            self.queue_provision();
-        }
-        evicted
-    }
-
-    fn interrupt(&mut self, id: u64) {
-        if !self.nodes.contains_key(&id) {
-            return;
-        }
+    /// The cloud's spot interruption warning for `instance`, handed to the
+    /// interruption controller as the queue consumer would; AWS reclaims the
+    /// instance two minutes later whatever the controller did.
+    fn warn(&mut self, instance: String) -> anyhow::Result<()> {
+        let Some(claim) = self.world.cloud.claim_of(&instance) else {
+            return Ok(()); // already gone
+        };
         self.metrics.interruptions += 1;
-        let evicted = self.remove_node(id);
-        self.metrics.pods_disrupted += evicted;
+        let id = format!("sim-{}-{}", instance, self.last.as_secs());
+        drive(self.world.interruption.handle_event(&id, InterruptionKind::SpotInterruption { instance: instance.clone() }))?;
+        self.at(self.last + SPOT_WARNING, Event::Reclaim(instance, claim));
+        Ok(())
     }
 
-    /// One pass of the disruption controller, mirrored into the model:
-    /// replacements start booting, cordoned nodes take no pods, evicted pods
-    /// go back to pending, terminated nodes stop costing. Returns when the
-    /// controller wants its next pass.
+    /// One pass of the disruption controller. Returns when it wants its next pass.
     fn disrupt(&mut self) -> anyhow::Result<Option<Duration>> {
-        let report = drive(self.disruption.reconcile())?;
-        for launched in &report.launched {
-            self.add_launched(launched);
-        }
+        let report = self.world.disrupt()?;
         self.metrics.replacements += report.launched.len() as u64;
         self.metrics.disruptions_rejected += report.rejected.len() as u64;
-        for (name, schedulable) in
-            report.cordoned.iter().map(|n| (n, false)).chain(report.uncordoned.iter().map(|n| (n, true)))
-        {
-            if let Some(node) = self.node_ids.get(name).and_then(|id| self.nodes.get_mut(id)) {
-                node.schedulable = schedulable;
-            }
+        if !report.uncordoned.is_empty() {
+            self.retry_all = true;
         }
-        let mut evicted = Vec::new();
-        for (pod, _) in &report.evicted {
-            let Some(state) = self.pods.get_mut(pod) else { continue };
-            let Some(id) = state.node.take() else { continue };
-            state.pending_since = Some(self.last);
-            let requests = state.spec.requests;
-            self.take_off(pod, id, requests);
-            self.metrics.pods_evicted += 1;
-            evicted.push(pod.clone());
-        }
-        for (name, reason) in &report.terminated {
-            if let Some(id) = self.node_ids.get(name).copied() {
-                self.forget_node(id);
-            }
+        for (_, reason) in &report.terminated {
             let counter = match reason {
                 Reason::Empty => &mut self.metrics.disrupted_empty,
                 Reason::Underutilized => &mut self.metrics.disrupted_underutilized,
@@ -751,25 +566,17 @@ impl Sim<'_> {
                 self.metrics.consolidations += 1;
             }
         }
-        let mut waiting = false;
-        for pod in evicted {
-            if !self.bind_anywhere(&pod) {
-                waiting = true;
-            }
-        }
-        if waiting {
-            self.batcher.arrival(self.last);
-            self.queue_provision();
-        }
         Ok(report.next_wakeup.map(|at| at.saturating_sub(EPOCH_OFFSET)))
     }
 
-    /// Let each family's spot discount drift by a seeded random walk.
+    /// Let each family's spot discount drift by a seeded random walk (one
+    /// stream per family and step).
     fn reprice(&mut self) {
+        self.reprice_step += 1;
         let mut offerings = self.base_catalog.offerings.clone();
-        let families: BTreeSet<String> = offerings.iter().map(|o| o.family.clone()).collect();
+        let families: std::collections::BTreeSet<String> = offerings.iter().map(|o| o.family.clone()).collect();
         for family in families {
-            let step = self.rng.random_range(-0.05..0.05);
+            let step = unit(self.config.seed, Stream::Price, key(&family), self.reprice_step) * 0.1 - 0.05;
             let drift = self.family_drift.entry(family).or_insert(1.0);
             *drift = (*drift * (1.0 + step)).clamp(0.7, 1.4);
         }
@@ -778,42 +585,42 @@ impl Sim<'_> {
                 o.price_per_hour = (o.price_per_hour * self.family_drift[&o.family] * 1e6).round() / 1e6;
             }
         }
-        let catalog = Arc::new(Catalog::new(offerings));
-        let old = self.cloud.catalog();
-        for node in self.nodes.values() {
-            if node.spot {
-                let i = node.offering as usize;
-                self.totals.rate_spot += catalog.offerings[i].price_per_hour - old.offerings[i].price_per_hour;
-            }
-        }
-        self.cloud.set_catalog(catalog);
+        self.world.cloud.set_catalog(Arc::new(Catalog::new(offerings)));
     }
 
     fn sample(&mut self) {
-        let (mut on_demand, mut spot) = (0, 0);
-        for node in self.nodes.values() {
-            if node.spot {
-                spot += 1;
-            } else {
-                on_demand += 1;
-            }
-        }
-        let t = &self.totals;
+        let bill = self.world.cloud.bill();
+        let (on_demand, spot) = self.world.cloud.running();
+        let allocatable = self.world.cloud.running_allocatable();
+        let bound = self.world.cluster.bound_requests();
+        let (pending, restarting) = self.world.cluster.waiting();
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let (node_cpu, node_memory) = self.world.cluster.with_nodes(|nodes| {
+            nodes.iter().fold((0.0f64, 0.0f64), |(c, m), n| {
+                let used = n.used();
+                (
+                    c.max(ratio(used.cpu_millis as f64, n.allocatable.cpu_millis as f64)),
+                    m.max(ratio(used.memory_bytes as f64, n.allocatable.memory_bytes as f64)),
+                )
+            })
+        });
+        let m = &mut self.metrics;
+        m.peak_node_cpu_request_ratio = m.peak_node_cpu_request_ratio.max(node_cpu);
+        m.peak_node_memory_request_ratio = m.peak_node_memory_request_ratio.max(node_memory);
         self.samples.push(Sample {
             hour: round(self.last.as_secs_f64() / 3600.0, 4),
-            cost: round(self.metrics.cost_on_demand + self.metrics.cost_spot, 4),
+            cost: round(bill.on_demand + bill.spot, 4),
             on_demand_nodes: on_demand,
             spot_nodes: spot,
-            cpu_utilisation: round(ratio(t.used_cpu, t.alloc_cpu), 4),
-            memory_utilisation: round(ratio(t.used_memory, t.alloc_memory), 4),
-            pending: self.pods.values().filter(|p| p.node.is_none()).count() as u32,
+            cpu_utilisation: round(ratio(bound.0 as f64, allocatable.0), 4),
+            memory_utilisation: round(ratio(bound.1 as f64, allocatable.1), 4),
+            pending: (pending + restarting) as u32,
         });
     }
 
     fn finish(mut self) -> SimulationResult {
         let mut plugin_ms = 0.0;
-        for slot in self.registry.slots() {
+        for slot in self.world.registry.slots() {
             let stats = slot.stats();
             self.metrics.plugin_calls += stats.calls;
             self.metrics.plugin_failures += stats.failures.values().sum::<u64>();
@@ -821,31 +628,27 @@ impl Sim<'_> {
                 plugin_ms += plugin.call_stats().1 as f64 / 1e6;
             }
         }
+        let bill = self.world.cloud.bill();
         let m = &mut self.metrics;
-        m.cost_total = m.cost_on_demand + m.cost_spot;
-        let t = &self.totals;
-        m.cpu_utilisation = if t.alloc_cpu_time > 0.0 { t.cpu_time / t.alloc_cpu_time } else { 0.0 };
-        m.memory_utilisation = if t.alloc_memory_time > 0.0 { t.memory_time / t.alloc_memory_time } else { 0.0 };
-        // Pods still pending at the end have waited until the end (at least).
-        let still_waiting: Vec<f64> = self
-            .pods
-            .values()
-            .filter(|p| p.node.is_none())
-            .filter_map(|p| p.pending_since)
-            .map(|since| self.last.saturating_sub(since).as_secs_f64())
-            .collect();
-        self.waits.extend(still_waiting);
-        self.waits.sort_by(f64::total_cmp);
-        let pct = |q: f64| -> f64 {
-            if self.waits.is_empty() {
-                return 0.0;
+        m.cost_on_demand = bill.on_demand;
+        m.cost_spot = bill.spot;
+        m.cost_total = bill.on_demand + bill.spot;
+        m.node_hours = bill.instance_seconds / 3600.0;
+        m.cpu_utilisation = if bill.cpu_millis_seconds > 0.0 { self.cpu_time / bill.cpu_millis_seconds } else { 0.0 };
+        m.memory_utilisation = if bill.memory_byte_seconds > 0.0 { self.memory_time / bill.memory_byte_seconds } else { 0.0 };
+        // Pods still waiting at the end have waited until the end (at least).
+        let mut names: Vec<&String> = self.pods.keys().collect();
+        names.sort();
+        for name in names {
+            let life = &self.pods[name];
+            if let Some(since) = life.waiting_since {
+                let wait = self.last.saturating_sub(since).as_secs_f64();
+                if life.ever_bound { self.re_waits.push(wait) } else { self.first_waits.push(wait) }
+                m.pods_pending_at_end += 1;
             }
-            self.waits[((self.waits.len() - 1) as f64 * q).round() as usize]
-        };
-        m.pod_wait_p50_s = pct(0.50);
-        m.pod_wait_p95_s = pct(0.95);
-        m.pod_wait_p99_s = pct(0.99);
-        m.pods_pending_at_end = self.pods.values().filter(|p| p.node.is_none()).count() as u64;
+        }
+        [m.first_wait_p50_s, m.first_wait_p95_s, m.first_wait_p99_s] = percentiles(&mut self.first_waits);
+        [m.reschedule_wait_p50_s, m.reschedule_wait_p95_s, m.reschedule_wait_p99_s] = percentiles(&mut self.re_waits);
         for value in [
             &mut m.cost_total,
             &mut m.cost_on_demand,
@@ -853,9 +656,15 @@ impl Sim<'_> {
             &mut m.node_hours,
             &mut m.cpu_utilisation,
             &mut m.memory_utilisation,
-            &mut m.pod_wait_p50_s,
-            &mut m.pod_wait_p95_s,
-            &mut m.pod_wait_p99_s,
+            &mut m.first_wait_p50_s,
+            &mut m.first_wait_p95_s,
+            &mut m.first_wait_p99_s,
+            &mut m.reschedule_wait_p50_s,
+            &mut m.reschedule_wait_p95_s,
+            &mut m.reschedule_wait_p99_s,
+            &mut m.lost_pod_hours,
+            &mut m.peak_node_cpu_request_ratio,
+            &mut m.peak_node_memory_request_ratio,
         ] {
             *value = round(*value, 4);
         }
@@ -863,16 +672,16 @@ impl Sim<'_> {
     }
 }
 
+/// p50, p95 and p99 of `values` (0 when empty).
+fn percentiles(values: &mut [f64]) -> [f64; 3] {
+    values.sort_by(f64::total_cmp);
+    [0.50, 0.95, 0.99].map(|q| match values.len() {
+        0 => 0.0,
+        n => values[((n - 1) as f64 * q).round() as usize],
+    })
+}
 
 fn round(value: f64, places: i32) -> f64 {
     let scale = 10f64.powi(places);
     (value * scale).round() / scale
-}
-
-/// Run a controller's future to completion. The simulated cloud and cluster
-/// never wait on I/O or timers, so a plain executor drives them, outside any
-/// tokio runtime: plugin calls then run on this thread rather than being
-/// handed to the runtime's call threads.
-fn drive<F: std::future::Future>(future: F) -> F::Output {
-    futures::executor::block_on(future)
 }

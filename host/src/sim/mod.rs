@@ -1,11 +1,16 @@
-//! The offline simulator: the real provisioning controller and policy
-//! registry, on the simulated cloud and cluster, driven by a workload trace
-//! on a virtual clock. Same trace, policy and seed → byte-identical report.
+//! The offline simulator: the real provisioning, disruption and
+//! interruption controllers and policy registry, on the simulated cloud and
+//! cluster, driven by a workload trace on a virtual clock. Same trace,
+//! policy and seed → byte-identical report.
 
 mod engine;
+mod passes;
 mod report;
 pub mod trace;
+mod world;
 
-pub use engine::{PolicyUnderTest, SimClock, SimulationConfig, SimulationResult, Sample, Metrics, simulate};
+pub use engine::{Metrics, PolicyUnderTest, Sample, SimulationConfig, SimulationResult, simulate};
+pub use passes::{ConsolidationPass, SimulatedPass};
 pub use report::{Report, write_charts};
 pub use trace::{Trace, TraceError, generate, parse_trace};
+pub use world::{EPOCH_OFFSET, SimClock, World, WorldSettings, drive};

@@ -34,7 +34,7 @@ impl Report {
         header.extend(self.policies.iter().map(|p| p.policy.name.clone()));
         table.set_header(header);
         type Row = (&'static str, fn(&SimulationResult) -> String);
-        let rows: [Row; 19] = [
+        let rows: [Row; 22] = [
             ("total $", |r| format!("{:.2}", r.metrics.cost_total)),
             ("  on-demand $", |r| format!("{:.2}", r.metrics.cost_on_demand)),
             ("  spot $", |r| format!("{:.2}", r.metrics.cost_spot)),
@@ -42,12 +42,20 @@ impl Report {
             ("peak nodes", |r| r.metrics.peak_nodes.to_string()),
             ("CPU utilisation", |r| format!("{:.1} %", r.metrics.cpu_utilisation * 100.0)),
             ("memory utilisation", |r| format!("{:.1} %", r.metrics.memory_utilisation * 100.0)),
-            ("pod wait p50 / p95 / p99 (s)", |r| {
-                format!("{:.0} / {:.0} / {:.0}", r.metrics.pod_wait_p50_s, r.metrics.pod_wait_p95_s, r.metrics.pod_wait_p99_s)
+            ("first scheduling wait p50 / p95 / p99 (s)", |r| {
+                format!("{:.0} / {:.0} / {:.0}", r.metrics.first_wait_p50_s, r.metrics.first_wait_p95_s, r.metrics.first_wait_p99_s)
             }),
+            ("rescheduling wait p50 / p95 / p99 (s)", |r| {
+                format!(
+                    "{:.0} / {:.0} / {:.0}",
+                    r.metrics.reschedule_wait_p50_s, r.metrics.reschedule_wait_p95_s, r.metrics.reschedule_wait_p99_s
+                )
+            }),
+            ("peak node CPU requested / allocatable", |r| format!("{:.1} %", r.metrics.peak_node_cpu_request_ratio * 100.0)),
             ("pods / pending at end", |r| format!("{} / {}", r.metrics.pods, r.metrics.pods_pending_at_end)),
             ("pods never scheduled", |r| r.metrics.pods_never_scheduled.to_string()),
-            ("pods evicted: interruption / disruption", |r| format!("{} / {}", r.metrics.pods_disrupted, r.metrics.pods_evicted)),
+            ("pods stopped: interruption / disruption", |r| format!("{} / {}", r.metrics.pods_disrupted, r.metrics.pods_evicted)),
+            ("lost job pod-hours", |r| format!("{:.1}", r.metrics.lost_pod_hours)),
             ("spot interruptions", |r| r.metrics.interruptions.to_string()),
             ("nodes consolidated", |r| r.metrics.consolidations.to_string()),
             ("  empty / under-used", |r| format!("{} / {}", r.metrics.disrupted_empty, r.metrics.disrupted_underutilized)),

@@ -13,8 +13,9 @@
 //!
 //! An `add` line also takes `spread` (`"zone"` or `"hostname"`: a hard
 //! topology spread of maxSkew 1 over the workload), `anti_affinity` (one pod
-//! of the workload per node), `priority` and `do_not_disrupt`. Pods of one
-//! workload with the same fields share one spec.
+//! of the workload per node), `priority`, `do_not_disrupt` and `job` (a pod
+//! that runs to completion: evicted, it loses the work done since it
+//! started). Pods of one workload with the same fields share one spec.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct TraceEvent {
     pub t: f64,
     /// What happens.
     pub kind: TraceEventKind,
+    /// An added pod runs to completion (a job): evicted, it loses its work.
+    pub job: bool,
 }
 
 /// What happens at an event.
@@ -123,6 +126,9 @@ pub struct TraceLine {
     /// `nodewright.io/do-not-disrupt`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub do_not_disrupt: bool,
+    /// Runs to completion (a Job's pod).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub job: bool,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -190,7 +196,7 @@ pub fn parse_trace(file: &str, text: &str) -> Result<Trace, TraceError> {
             }
             _ => return Err(fail(n, "line", "give exactly one of `add` and `del`".into())),
         };
-        events.push(TraceEvent { t: line.t, kind });
+        events.push(TraceEvent { t: line.t, kind, job: line.job });
     }
     Ok(Trace { name: header.name, seed: header.seed, duration_s: header.duration_s, events })
 }
@@ -346,7 +352,7 @@ fn batch(rng: &mut StdRng, duration: f64, scale: f64, lines: &mut Vec<TraceLine>
             let cpu = [2000, 4000, 8000][rng.random_range(0..3)];
             let start = t + rng.random_range(0.0..60.0);
             let end = (start + rng.random_range(600.0..2400.0)).min(duration);
-            lines.push(add(start, name.clone(), "batch", cpu, cpu as u64 * 2));
+            lines.push(TraceLine { job: true, ..add(start, name.clone(), "batch", cpu, cpu as u64 * 2) });
             lines.push(del(end, name));
         }
         t += rng.random_range(3600.0..10_800.0);
@@ -367,6 +373,7 @@ fn ml(rng: &mut StdRng, duration: f64, scale: f64, lines: &mut Vec<TraceLine>) {
         line.gpus = gpus;
         line.selector.insert(well_known::CAPACITY_TYPE.into(), "on-demand".into());
         line.do_not_disrupt = true;
+        line.job = true;
         lines.push(line);
         lines.push(del(end, name));
         t += rng.random_range(0.5..1.5) * gap;

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use super::{Cluster, ClusterError, Eviction, NodeClaim};
 use crate::cloud::Instance;
 use crate::model::{Catalog, CapacityType, IntOrPercent, NodePool, PdbLimit, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
-use crate::scheduling::{ExistingNode, node_labels};
+use crate::scheduling::ExistingNode;
 
 /// Finalizer on every NodeClaim: removed only once its instance is terminated.
 pub const TERMINATION_FINALIZER: &str = "nodewright.io/termination";
@@ -428,17 +428,7 @@ impl Cluster for KubeCluster {
             ) else {
                 continue;
             };
-            let o = &catalog.offerings[offering as usize];
-            nodes.push(ExistingNode {
-                name: claim.name_any(),
-                node_pool: Some(pool.name.clone()),
-                labels: Arc::new(node_labels(o, pool, &claim.name_any())),
-                taints: pool.taints.clone(),
-                allocatable: o.allocatable,
-                capacity: o.capacity,
-                pods: daemonsets.iter().cloned().map(Arc::new).collect(),
-                schedulable: true,
-            });
+            nodes.push(ExistingNode::launched(&claim.name_any(), pool, &catalog.offerings[offering as usize], &daemonsets));
         }
         Ok(nodes)
     }
