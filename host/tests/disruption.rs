@@ -3,21 +3,19 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::component;
-use nodewright::cloud::{SimulatedCloud, SimulatedCloudConfig};
-use nodewright::cluster::{Cluster, SimulatedCluster};
-use nodewright::disruption::{DisruptionController, DisruptionReport, DisruptionSettings, Reason, RejectKind};
+use nodewright::cloud::SimulatedCloudConfig;
+use nodewright::cluster::Cluster;
+use nodewright::disruption::{DisruptionReport, Reason, RejectKind};
 use nodewright::model::{
     Budget, BudgetNodes, CapacityType, Catalog, IntOrPercent, LabelSelector, NodePool, PdbLimit, PodDisruptionBudget, PodSpec,
     Requirement, well_known,
 };
-use nodewright::policy::PolicyRegistry;
-use nodewright::provisioning::{ClaimSpec, Provisioner};
+use nodewright::provisioning::ClaimSpec;
+use nodewright::sim::{SimClock, WorldSettings};
 
 const GIB: u64 = 1 << 30;
 
@@ -38,37 +36,31 @@ fn pool() -> NodePool {
     pool
 }
 
+/// The simulated world with its controllers, and what the disruption
+/// controller reported pass by pass.
 struct World {
-    cluster: Arc<SimulatedCluster>,
-    provisioner: Arc<Provisioner<SimulatedCloud, SimulatedCluster>>,
-    controller: DisruptionController<SimulatedCloud, SimulatedCluster>,
-    /// Seconds since the Unix epoch; starts on Monday 2026-01-05 00:00 UTC.
-    clock: Arc<AtomicU64>,
+    world: nodewright::sim::World,
     executor: tokio::runtime::Runtime,
     reports: Vec<(u64, DisruptionReport)>,
     _cache: tempfile::TempDir,
 }
 
-const START: u64 = 1_767_571_200;
+impl std::ops::Deref for World {
+    type Target = nodewright::sim::World;
+    fn deref(&self) -> &Self::Target {
+        &self.world
+    }
+}
 
 fn world(pools: Vec<NodePool>) -> World {
     let (runtime, cache) = common::runtime();
-    let clock = Arc::new(AtomicU64::new(START));
-    let (cloud_now, provisioner_now) = (clock.clone(), clock.clone());
-    let cloud = Arc::new(SimulatedCloud::new(
-        catalog(),
-        SimulatedCloudConfig { seed: 3, capacity_failure: HashMap::new(), boot_latency: (Duration::ZERO, Duration::ZERO) },
-        Arc::new(move || Duration::from_secs(cloud_now.load(Ordering::Relaxed))),
-    ));
-    let cluster = Arc::new(SimulatedCluster::new(catalog(), pools));
-    let registry = Arc::new(PolicyRegistry::new(runtime));
-    let provisioner = Arc::new(
-        Provisioner::new(cloud, cluster.clone(), registry)
-            .with_clock(Arc::new(move || Duration::from_secs(provisioner_now.load(Ordering::Relaxed)))),
-    );
-    let controller = DisruptionController::new(provisioner.clone(), cluster.clone(), DisruptionSettings::default());
+    let settings = WorldSettings {
+        cloud: SimulatedCloudConfig { seed: 3, boot_latency: (Duration::ZERO, Duration::ZERO), ..Default::default() },
+        ..WorldSettings::default()
+    };
+    let world = nodewright::sim::World::new(&runtime, SimClock::default(), catalog(), pools, settings);
     let executor = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    World { cluster, provisioner, controller, clock, executor, reports: Vec::new(), _cache: cache }
+    World { world, executor, reports: Vec::new(), _cache: cache }
 }
 
 fn offering(instance_type: &str) -> u32 {
@@ -85,7 +77,7 @@ fn price(instance_type: &str) -> f64 {
 
 impl World {
     fn now(&self) -> u64 {
-        self.clock.load(Ordering::Relaxed) - START
+        self.clock.now().as_secs()
     }
 
     /// A ready node of the first NodePool bought as `instance_type`.
@@ -110,25 +102,26 @@ impl World {
     }
 
     /// Advance the clock by `seconds` in passes `step` seconds apart. After
-    /// each pass, launched nodes register at once and the kube-scheduler
-    /// stand-in (the provisioner's bindings) places pending pods.
+    /// each pass, launched nodes register at once and the cluster's
+    /// kube-scheduler binds the pending pods that fit.
     fn run(&mut self, seconds: u64, step: u64) {
         let end = self.now() + seconds;
         while self.now() < end {
-            self.clock.fetch_add(step, Ordering::Relaxed);
-            let report = self.executor.block_on(self.controller.reconcile()).unwrap();
-            for claim in &report.launched {
-                self.cluster.register(&claim.claim).unwrap();
-            }
-            let placed = self.executor.block_on(self.provisioner.provision()).unwrap();
-            for claim in &placed.launched {
-                self.cluster.register(&claim.claim).unwrap();
-            }
-            for (pod, node) in placed.bindings {
-                self.cluster.bind(&pod, &node).unwrap();
-            }
+            self.clock.set(self.clock.now() + Duration::from_secs(step));
+            let report = self.executor.block_on(self.world.disruption.reconcile()).unwrap();
+            self.settle();
+            self.executor.block_on(self.provisioner.provision()).unwrap();
+            self.settle();
             self.reports.push((self.now(), report));
         }
+    }
+
+    /// Launched instances boot at once; the scheduler binds what fits.
+    fn settle(&self) {
+        for instance in self.cloud.take_launched() {
+            self.cluster.register(&instance.claim).unwrap();
+        }
+        self.cluster.schedule_pending(true);
     }
 
     fn nodes(&self) -> Vec<(String, String)> {

@@ -30,7 +30,7 @@ impl World {
     }
 
     fn handle(&self, id: &str, body: &str) -> Outcome {
-        block_on(self.handler.handle(id, body)).unwrap()
+        block_on(self.interruption.handle(id, body)).unwrap()
     }
 
     fn claims(&self) -> Vec<String> {
@@ -88,7 +88,7 @@ fn malformed_and_foreign_messages_are_dropped_with_their_reason() {
     let s3 = event("aws.s3", "Object Created", "{}");
     assert_eq!(w.handle("s3", &s3), Outcome::Dropped { reason: "message s3: ignored: `Object Created` from `aws.s3`".into() });
     assert_eq!(w.claims().len(), 1);
-    let counts = w.handler.counts();
+    let counts = w.interruption.counts();
     assert_eq!(counts.get(&("malformed".into(), "dropped".into())), Some(&1));
     assert_eq!(counts.get(&("foreign".into(), "dropped".into())), Some(&1));
 }
@@ -151,6 +151,6 @@ fn a_burst_of_a_thousand_messages_is_handled_with_none_lost() {
     assert_eq!(outcomes.len(), 1000);
     let replaced = outcomes.iter().filter(|o| matches!(o, Outcome::Replaced { .. })).count();
     assert_eq!(replaced, 5, "each owned instance replaced exactly once");
-    let total: u64 = w.handler.counts().values().sum();
+    let total: u64 = w.interruption.counts().values().sum();
     assert_eq!(total, 1000);
 }

@@ -85,7 +85,7 @@ async fn every_message_kind_a_malformed_one_and_a_duplicate_are_handled_and_dele
     send_all(&client, &url, &bodies).await;
     let queue = SqsQueue::new(client.clone(), &url);
     let received = Instant::now();
-    let mut outcomes = drain_queue(&queue, &w.handler, bodies.len()).await;
+    let mut outcomes = drain_queue(&queue, &w.interruption, bodies.len()).await;
     eprintln!(
         "6 messages (3 replacements) from the first receive to the last delete: {:.0} ms",
         received.elapsed().as_secs_f64() * 1e3
@@ -140,7 +140,7 @@ async fn a_burst_of_a_thousand_messages_is_handled_with_none_lost() {
     send_all(&client, &url, &bodies).await;
     let queue = SqsQueue::new(client, &url);
     let started = Instant::now();
-    let outcomes = drain_queue(&queue, &w.handler, 1000).await;
+    let outcomes = drain_queue(&queue, &w.interruption, 1000).await;
     let elapsed = started.elapsed();
     assert_eq!(outcomes.len(), 1000);
     let replaced = outcomes.iter().filter(|o| matches!(o, Outcome::Replaced { .. })).count();

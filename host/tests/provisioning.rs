@@ -3,18 +3,17 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::{component, runtime};
-use nodewright::cloud::{CloudProvider, SimulatedCloud, SimulatedCloudConfig, UNAVAILABLE_FOR};
-use nodewright::cluster::SimulatedCluster;
+use nodewright::cloud::{CloudProvider, SimulatedCloudConfig, UNAVAILABLE_FOR};
 use nodewright::model::{
     Arch, Catalog, LabelSelector, NodePool, PodSpec, Requirement, Taint, TaintEffect, TopologyKey, well_known,
 };
-use nodewright::policy::{PolicyRegistry, PolicyRuntime, SelectionRequest, cheapest_ranking};
-use nodewright::provisioning::{MAX_LAUNCH_OFFERINGS, Provisioner, selection_slot};
+use nodewright::policy::{PolicyRuntime, SelectionRequest, cheapest_ranking};
+use nodewright::provisioning::{MAX_LAUNCH_OFFERINGS, selection_slot};
+use nodewright::sim::{SimClock, WorldSettings};
 
 const GIB: u64 = 1 << 30;
 
@@ -24,27 +23,24 @@ fn catalog() -> Arc<Catalog> {
 }
 
 struct World {
-    cloud: Arc<SimulatedCloud>,
-    cluster: Arc<SimulatedCluster>,
-    registry: Arc<PolicyRegistry>,
-    provisioner: Provisioner<SimulatedCloud, SimulatedCluster>,
-    clock: Arc<AtomicU64>,
+    world: nodewright::sim::World,
     _cache: tempfile::TempDir,
+}
+
+impl std::ops::Deref for World {
+    type Target = nodewright::sim::World;
+    fn deref(&self) -> &Self::Target {
+        &self.world
+    }
 }
 
 fn world(pools: Vec<NodePool>, capacity_failure: HashMap<u32, f64>) -> World {
     let (runtime, cache): (PolicyRuntime, _) = runtime();
-    let clock = Arc::new(AtomicU64::new(0));
-    let now = clock.clone();
-    let cloud = Arc::new(SimulatedCloud::new(
-        catalog(),
-        SimulatedCloudConfig { seed: 3, capacity_failure, boot_latency: (Duration::from_secs(40), Duration::from_secs(50)) },
-        Arc::new(move || Duration::from_secs(now.load(Ordering::Relaxed))),
-    ));
-    let cluster = Arc::new(SimulatedCluster::new(catalog(), pools));
-    let registry = Arc::new(PolicyRegistry::new(runtime));
-    let provisioner = Provisioner::new(cloud.clone(), cluster.clone(), registry.clone());
-    World { cloud, cluster, registry, provisioner, clock, _cache: cache }
+    let settings = WorldSettings {
+        cloud: SimulatedCloudConfig { seed: 3, capacity_failure, boot_latency: (Duration::from_secs(40), Duration::from_secs(50)), ..Default::default() },
+        ..WorldSettings::default()
+    };
+    World { world: nodewright::sim::World::new(&runtime, SimClock::default(), catalog(), pools, settings), _cache: cache }
 }
 
 fn provision(world: &World) -> nodewright::provisioning::ProvisioningReport {
@@ -102,7 +98,7 @@ fn a_capacity_failure_falls_through_to_the_next_offering_and_benches_the_first_f
     assert!(w.cloud.unavailable().contains(&first));
 
     // Within three minutes the next launch does not even offer it.
-    w.clock.store(UNAVAILABLE_FOR.as_secs() - 1, Ordering::Relaxed);
+    w.clock.set(UNAVAILABLE_FOR - Duration::from_secs(1));
     let solo = PodSpec::requesting(500, GIB)
         .label("app", "solo")
         .anti_affinity(TopologyKey::Hostname, LabelSelector::label("app", "solo"));
@@ -113,7 +109,7 @@ fn a_capacity_failure_falls_through_to_the_next_offering_and_benches_the_first_f
     assert!(later.len() > 1);
     assert!(later[1..].iter().all(|r| !r.offerings.contains(&first)), "benched offering offered again");
     // After three minutes it is back.
-    w.clock.store(UNAVAILABLE_FOR.as_secs() + 1, Ordering::Relaxed);
+    w.clock.set(UNAVAILABLE_FOR + Duration::from_secs(1));
     assert!(!w.cloud.unavailable().contains(&first));
 }
 
@@ -181,7 +177,7 @@ fn a_node_claim_starts_with_the_pool_taints_and_startup_taints() {
 #[test]
 fn a_launched_instance_is_ready_after_a_boot_latency_drawn_from_the_configured_range() {
     let w = world(vec![NodePool::new("default")], HashMap::new());
-    w.clock.store(100, Ordering::Relaxed);
+    w.clock.set(Duration::from_secs(100));
     let solo = PodSpec::requesting(500, GIB).label("app", "solo").anti_affinity(TopologyKey::Hostname, LabelSelector::label("app", "solo"));
     w.cluster.add_pods(solo.pods("solo", 5));
     let report = provision(&w);

@@ -9,14 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use nodewright::cloud::{SimulatedCloud, SimulatedCloudConfig};
-use nodewright::cluster::SimulatedCluster;
 use nodewright::model::{Catalog, NodePool, PodSpec, PolicyRef, Resources};
 use nodewright::policy::{
     CallFailure, DecidedBy, Limits, Plugin, PluginError, PolicyRegistry, Role, SlotMode,
     cheapest_ranking, full_catalog, sample_snapshot, selection_request,
 };
-use nodewright::provisioning::Provisioner;
+use nodewright::sim::{SimClock, World, WorldSettings};
 
 fn small_request(catalog: &Catalog) -> nodewright::policy::SelectionRequest {
     selection_request(catalog, vec![Resources::pod(500, 1 << 30)])
@@ -63,18 +61,8 @@ fn a_printing_plugin_serves_the_provisioner_inside_a_multi_thread_runtime_as_run
     let catalog = Arc::new(Catalog::bundled_types(400));
     let printer = component("hostile-printer").display().to_string();
     let pool = NodePool::new("default").selection(&printer, "{}");
-    let cloud = Arc::new(SimulatedCloud::new(
-        catalog.clone(),
-        SimulatedCloudConfig {
-            seed: 3,
-            capacity_failure: Default::default(),
-            boot_latency: (Duration::from_secs(40), Duration::from_secs(50)),
-        },
-        Arc::new(|| Duration::ZERO),
-    ));
-    let cluster = Arc::new(SimulatedCluster::new(catalog.clone(), vec![pool]));
-    let registry = Arc::new(PolicyRegistry::new(runtime));
-    let provisioner = Arc::new(Provisioner::new(cloud, cluster.clone(), registry.clone()));
+    let world = World::new(&runtime, SimClock::default(), catalog, vec![pool], WorldSettings::default());
+    let (cluster, registry, provisioner) = (world.cluster.clone(), world.registry.clone(), world.provisioner.clone());
     cluster.add_pods(PodSpec::requesting(1000, 2 << 30).pods("web", 4));
     let multi = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::{Cluster, ClusterError, Eviction, NodeClaim};
 use crate::cloud::Instance;
 use crate::model::{Catalog, Clock, NodePool, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
-use crate::scheduling::{ExistingNode, SchedulingInput, schedule};
+use crate::scheduling::{ExistingNode, SchedulingInput, schedule_in_order};
 
 /// Why a pod stopped running on its node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,9 @@ struct State {
     restarting: BTreeMap<String, (Pod, Duration)>,
     /// Pending pods the scheduler has not tried since they became pending.
     fresh: BTreeSet<String>,
+    /// When each pending pod joined the scheduler's queue (a sequence number).
+    queued: HashMap<String, u64>,
+    next_queued: u64,
     /// Registered nodes, in registration order (a node that goes takes the
     /// last one's place).
     nodes: Vec<ExistingNode>,
@@ -120,6 +123,8 @@ impl State {
 
     fn pending_again(&mut self, pod: Pod) {
         self.fresh.insert(pod.name.clone());
+        self.next_queued += 1;
+        self.queued.insert(pod.name.clone(), self.next_queued);
         self.pending.insert(pod.name.clone(), pod);
     }
 
@@ -157,6 +162,7 @@ impl State {
         target.pods.push(spec);
         if let Some(p) = self.pending.remove(pod) {
             self.fresh.remove(pod);
+            self.queued.remove(pod);
             let r = p.spec.requests;
             self.bound_requests = (self.bound_requests.0.saturating_add(r.cpu_millis.into()), self.bound_requests.1.saturating_add(r.memory_bytes));
             self.bound.insert(pod.into(), (node.into(), p));
@@ -254,15 +260,16 @@ impl SimulatedCluster {
     pub fn schedule_pending(&self, all: bool) -> Scheduled {
         let mut state = self.state();
         let fresh = std::mem::take(&mut state.fresh);
-        let pods: Vec<Pod> = if all {
+        let mut pods: Vec<Pod> = if all {
             state.pending.values().cloned().collect()
         } else {
             fresh.iter().filter_map(|name| state.pending.get(name).cloned()).collect()
         };
+        pods.sort_by_key(|p| state.queued.get(&p.name).copied().unwrap_or(u64::MAX));
         if pods.is_empty() || state.nodes.is_empty() {
             return Scheduled { bound: Vec::new(), unplaced: pods.len() };
         }
-        let result = schedule(SchedulingInput { catalog: &self.catalog, pools: &[], daemonsets: &[], nodes: &state.nodes, pods: &pods });
+        let result = schedule_in_order(SchedulingInput { catalog: &self.catalog, pools: &[], daemonsets: &[], nodes: &state.nodes, pods: &pods });
         let bindings: Vec<(String, String)> =
             result.bindings.iter().map(|&(p, n)| (pods[p].name.clone(), state.nodes[n].name.clone())).collect();
         for (pod, node) in &bindings {
@@ -318,6 +325,7 @@ impl SimulatedCluster {
     pub fn delete_pod(&self, pod: &str) -> bool {
         let mut state = self.state();
         state.fresh.remove(pod);
+        state.queued.remove(pod);
         if state.pending.remove(pod).is_some() || state.restarting.remove(pod).is_some() {
             return false;
         }

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use labels::node_labels;
-pub use solver::schedule;
+pub use solver::{schedule, schedule_in_order};
 
 /// Catalog indices of the offerings a node of `pool` may be bought as
 /// (its requirements only; pods add their own), ascending.

@@ -13,7 +13,14 @@ use crate::model::{LabelSelector, NodePool, PodSpec, PoolLimits, Requirement, Re
 
 /// Place `input.pods`; see the module documentation.
 pub fn schedule(input: SchedulingInput<'_>) -> SchedulingResult {
-    Solver::new(input).run()
+    Solver::new(input).run(false)
+}
+
+/// Place `input.pods` as the kube-scheduler's queue takes them: highest
+/// priority first, then in the order given (the order they were queued),
+/// rather than largest first.
+pub fn schedule_in_order(input: SchedulingInput<'_>) -> SchedulingResult {
+    Solver::new(input).run(true)
 }
 
 /// Where a pod goes.
@@ -246,13 +253,16 @@ impl<'a> Solver<'a> {
         }
     }
 
-    fn run(mut self) -> SchedulingResult {
+    fn run(mut self, queued: bool) -> SchedulingResult {
         let pods = self.input.pods;
         let mut order: Vec<usize> = (0..pods.len()).collect();
         order.sort_by(|&a, &b| {
             let (sa, sb) = (&pods[a].spec, &pods[b].spec);
-            sb.priority
-                .cmp(&sa.priority)
+            let by_priority = sb.priority.cmp(&sa.priority);
+            if queued {
+                return by_priority.then(a.cmp(&b));
+            }
+            by_priority
                 .then(sb.requests.cpu_millis.cmp(&sa.requests.cpu_millis))
                 .then(sb.requests.memory_bytes.cmp(&sa.requests.memory_bytes))
                 .then(self.spec_of_pod[a].cmp(&self.spec_of_pod[b]))

@@ -18,7 +18,7 @@ use super::world::{EPOCH_OFFSET, SimClock, World, WorldSettings, drive};
 use crate::cloud::{SPOT_WARNING, SimulatedCloudConfig};
 use crate::cluster::PodEvent;
 use crate::disruption::{DisruptionSettings, Reason};
-use crate::interruption::InterruptionKind;
+use crate::interruption::{InterruptionKind, Outcome};
 use crate::model::stream::{Stream, key, unit};
 use crate::model::{CapacityType, Catalog, NodePool, PolicyRef};
 use crate::policy::{PolicyRuntime, RuntimeConfig};
@@ -129,6 +129,11 @@ pub struct Metrics {
     pub lost_pod_hours: f64,
     /// Spot interruption warnings received for running instances.
     pub interruptions: u64,
+    /// Replacement NodeClaims the interruption controller launched.
+    pub interruption_replacements: u64,
+    /// Pods still on an instance when AWS reclaimed it (the interruption
+    /// controller did not drain it within the two-minute warning).
+    pub pods_lost_to_reclaim: u64,
     /// Nodes removed by consolidation (empty or under-used).
     pub consolidations: u64,
     /// Nodes removed because they were empty.
@@ -222,6 +227,7 @@ struct PodLife {
 enum Step {
     Other,
     Interruption,
+    Reclaim,
     Disruption,
 }
 
@@ -360,7 +366,7 @@ impl Sim<'_> {
                     self.warn(instance)?;
                 }
                 Event::Reclaim(instance, claim) => {
-                    step = Step::Interruption;
+                    step = Step::Reclaim;
                     if self.world.cloud.reclaim(&instance) {
                         self.world.cluster.remove_node(&claim);
                     }
@@ -455,6 +461,10 @@ impl Sim<'_> {
                 PodEvent::Stopped { pod, restart_at, .. } => {
                     match step {
                         Step::Interruption => self.metrics.pods_disrupted += 1,
+                        Step::Reclaim => {
+                            self.metrics.pods_disrupted += 1;
+                            self.metrics.pods_lost_to_reclaim += 1;
+                        }
                         Step::Disruption => self.metrics.pods_evicted += 1,
                         Step::Other => {}
                     }
@@ -541,7 +551,10 @@ impl Sim<'_> {
         };
         self.metrics.interruptions += 1;
         let id = format!("sim-{}-{}", instance, self.last.as_secs());
-        drive(self.world.interruption.handle_event(&id, InterruptionKind::SpotInterruption { instance: instance.clone() }))?;
+        let outcome = drive(self.world.interruption.handle_event(&id, InterruptionKind::SpotInterruption { instance: instance.clone() }))?;
+        if let Outcome::Replaced { replacements, .. } = outcome {
+            self.metrics.interruption_replacements += replacements as u64;
+        }
         self.at(self.last + SPOT_WARNING, Event::Reclaim(instance, claim));
         Ok(())
     }

@@ -4,31 +4,30 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodewright::cloud::{SimulatedCloud, SimulatedCloudConfig};
-use nodewright::cluster::SimulatedCluster;
-use nodewright::interruption::InterruptionHandler;
 use nodewright::model::{Catalog, NodePool};
-use nodewright::policy::PolicyRegistry;
-use nodewright::provisioning::Provisioner;
+use nodewright::sim::{SimClock, WorldSettings};
 
 /// The simulated world an interruption handler acts on.
 pub struct World {
-    pub cloud: Arc<SimulatedCloud>,
-    pub cluster: Arc<SimulatedCluster>,
-    pub provisioner: Arc<Provisioner<SimulatedCloud, SimulatedCluster>>,
-    pub handler: InterruptionHandler<SimulatedCloud, SimulatedCluster>,
+    world: nodewright::sim::World,
     _cache: tempfile::TempDir,
 }
 
-/// A world with one NodePool `default` over 200 instance types.
+impl std::ops::Deref for World {
+    type Target = nodewright::sim::World;
+    fn deref(&self) -> &Self::Target {
+        &self.world
+    }
+}
+
+/// A world with one NodePool `default` over 200 instance types, at 1000 s.
 pub fn world(rebalance_actionable: bool) -> World {
     let (runtime, cache) = super::runtime();
     let catalog = Arc::new(Catalog::bundled_types(200));
-    let cloud = Arc::new(SimulatedCloud::new(catalog.clone(), SimulatedCloudConfig::default(), Arc::new(|| Duration::from_secs(1000))));
-    let cluster = Arc::new(SimulatedCluster::new(catalog, vec![NodePool::new("default")]));
-    let provisioner = Arc::new(Provisioner::new(cloud.clone(), cluster.clone(), Arc::new(PolicyRegistry::new(runtime))));
-    let handler = InterruptionHandler::new(cloud.clone(), cluster.clone(), provisioner.clone(), rebalance_actionable);
-    World { cloud, cluster, provisioner, handler, _cache: cache }
+    let clock = SimClock::default();
+    clock.set(Duration::from_secs(1000));
+    let settings = WorldSettings { rebalance_actionable, ..WorldSettings::default() };
+    World { world: nodewright::sim::World::new(&runtime, clock, catalog, vec![NodePool::new("default")], settings), _cache: cache }
 }
 
 /// An EventBridge event.
