@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::model::{Catalog, NodePool, PolicyRef, parse_node_pools, parse_price_overrides};
 use crate::policy::BUILTIN_SELECTION;
-use crate::sim::{PolicyUnderTest, Report, SimulationConfig, generate, parse_trace, write_charts};
+use crate::sim::{PolicyUnderTest, Report, SeedReport, SimulationConfig, generate, parse_trace, write_charts};
 
 /// The bundled week-long `mixed` trace.
 const BUNDLED_TRACE: &str = include_str!("../../../examples/traces/mixed.jsonl");
@@ -42,8 +42,15 @@ pub(crate) struct SimulationArgs {
     #[arg(long)]
     prices: Option<PathBuf>,
     /// Seed of every random draw.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, conflicts_with = "seeds")]
     seed: u64,
+    /// Run every policy on several seeds and report mean ± spread: a count
+    /// (`5`: seeds 1 to 5) or a list (`1,2,7`), at most 100 seeds.
+    #[arg(long, value_parser = parse_seeds)]
+    seeds: Option<Vec<u64>>,
+    /// Simulations run at once [default: the cores available].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: Option<u16>,
     /// Report directory (report.json, SVG charts).
     #[arg(long, default_value = "nodewright-report")]
     out: PathBuf,
@@ -183,47 +190,115 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
         ..SimulationConfig::default()
     };
     let catalog = Arc::new(catalog);
-    let mut results = Vec::new();
-    let started = Instant::now();
-    for name in &policies {
-        let policy = policy_of(name);
-        let bar = progress_bar(args.quiet, &policy.name);
-        let result = crate::sim::simulate(&trace, &policy, &pools, catalog.clone(), &config, |done| {
-            bar.set_position((done * 1000.0) as u64)
-        })?;
-        bar.finish_and_clear();
-        results.push(result);
+    let seeds = args.seeds.clone().unwrap_or_else(|| vec![args.seed]);
+    let policies: Vec<PolicyUnderTest> = policies.iter().map(|p| policy_of(p)).collect();
+    // Every (seed, policy) is a world of its own: run them on as many
+    // threads as there are cores; the results come back in order.
+    let jobs: Vec<(u64, &PolicyUnderTest)> = seeds.iter().flat_map(|&seed| policies.iter().map(move |p| (seed, p))).collect();
+    let threads = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from).min(jobs.len()).max(1);
+    let bars = indicatif::MultiProgress::new();
+    if args.quiet {
+        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    let started = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes: Vec<std::sync::Mutex<Option<anyhow::Result<crate::sim::SimulationResult>>>> =
+        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&(seed, policy)) = jobs.get(i) else { break };
+                    let label = if seeds.len() > 1 { format!("{} #{seed}", policy.name) } else { policy.name.clone() };
+                    let bar = bars.add(progress_bar(&label));
+                    let config = SimulationConfig { seed, ..config.clone() };
+                    let result = crate::sim::simulate(&trace, policy, &pools, catalog.clone(), &config, |done| {
+                        bar.set_position((done * 1000.0) as u64)
+                    });
+                    bar.finish_and_clear();
+                    let failed = result.is_err();
+                    *outcomes[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                    if failed {
+                        // Stop handing out work; the first error is reported.
+                        next.store(jobs.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
     let elapsed = started.elapsed();
-    let report = Report { trace: trace.name.clone(), seed: args.seed, hours: trace.duration_s / 3600.0, policies: results };
+    let mut results = Vec::new();
+    for outcome in outcomes {
+        match outcome.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(result) => results.push(result?),
+            None => anyhow::bail!("a simulation did not run because an earlier one failed"),
+        }
+    }
+    let hours = trace.duration_s / 3600.0;
+    let runs: Vec<Report> = results
+        .chunks(policies.len())
+        .zip(&seeds)
+        .map(|(chunk, &seed)| Report { trace: trace.name.clone(), seed, hours, policies: chunk.to_vec() })
+        .collect();
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
     let json_path = args.out.join("report.json");
-    let json = report.to_json();
+    let (json, table) = match runs.as_slice() {
+        [report] => (report.to_json(), report.table()),
+        _ => {
+            let summary = SeedReport::new(&runs);
+            (summary.to_json(), summary.table())
+        }
+    };
     std::fs::write(&json_path, &json).with_context(|| format!("{}: cannot write", json_path.display()))?;
-    let charts = write_charts(&report, &args.out)?;
+    let charts = write_charts(&runs[0], &args.out)?;
     let timing = serde_json::json!({
         "seconds": elapsed.as_secs_f64(),
-        "policies": report.policies.iter().map(|p| serde_json::json!({"policy": p.policy.name, "plugin_ms": p.plugin_ms})).collect::<Vec<_>>(),
+        "threads": threads,
+        "runs": runs.iter().flat_map(|r| r.policies.iter().map(move |p| serde_json::json!({"policy": p.policy.name, "seed": r.seed, "plugin_ms": p.plugin_ms}))).collect::<Vec<_>>(),
     });
     std::fs::write(args.out.join("timing.json"), serde_json::to_string_pretty(&timing)? + "\n")?;
     if args.json {
         print!("{json}");
     } else {
+        let seeds_text = match seeds.as_slice() {
+            [seed] => format!("seed {seed}"),
+            many => format!("seeds {} (mean ± standard deviation)", many.iter().map(u64::to_string).collect::<Vec<_>>().join(",")),
+        };
         println!(
-            "{} ({:.0} h, {} events), seed {}: simulated in {:.1} s",
+            "{} ({:.0} h, {} events), {seeds_text}: simulated in {:.1} s on {threads} threads",
             trace_name,
-            report.hours,
+            hours,
             trace.events.len(),
-            args.seed,
             elapsed.as_secs_f64()
         );
-        println!("{}", report.table());
+        println!("{table}");
         println!("wrote {}", json_path.display());
         for chart in charts {
-            println!("wrote {}", chart.display());
+            println!("wrote {}{}", chart.display(), if seeds.len() > 1 { format!(" (seed {})", seeds[0]) } else { String::new() });
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--seeds`: `N` (seeds 1 to N) or a comma-separated list, at most 100.
+fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
+    let seeds: Vec<u64> = if text.contains(',') {
+        text.split(',').map(|s| s.trim().parse::<u64>().map_err(|_| format!("--seeds `{text}`: `{s}` is not a seed"))).collect::<Result<_, _>>()?
+    } else {
+        let n: u64 = text.trim().parse().map_err(|_| format!("--seeds `{text}` is neither a count nor a list like 1,2,3"))?;
+        (1..=n).collect()
+    };
+    match seeds.len() {
+        0 => Err(format!("--seeds `{text}` names no seed")),
+        n if n > 100 => Err(format!("--seeds `{text}` names {n} seeds; at most 100")),
+        _ => {
+            let mut unique = seeds.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            if unique.len() != seeds.len() { Err(format!("--seeds `{text}` names a seed twice")) } else { Ok(seeds) }
+        }
+    }
 }
 
 /// The longest boot latency accepted: a day.
@@ -252,10 +327,7 @@ fn parse_interruption_scale(text: &str) -> Result<f64, String> {
     }
 }
 
-fn progress_bar(quiet: bool, name: &str) -> indicatif::ProgressBar {
-    if quiet {
-        return indicatif::ProgressBar::hidden();
-    }
+fn progress_bar(name: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(1000);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>16} [{bar:40}] {percent:>3}% {elapsed}").expect("valid template").progress_chars("=> "),

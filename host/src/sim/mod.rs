@@ -11,6 +11,6 @@ mod world;
 
 pub use engine::{Metrics, PolicyUnderTest, Sample, SimulationConfig, SimulationResult, simulate};
 pub use passes::{ConsolidationPass, SimulatedPass};
-pub use report::{Report, write_charts};
+pub use report::{PolicySummary, Report, SeedReport, Spread, write_charts};
 pub use trace::{Trace, TraceError, generate, parse_trace};
 pub use world::{EPOCH_OFFSET, SimClock, World, WorldSettings, drive};

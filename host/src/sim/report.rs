@@ -74,6 +74,124 @@ impl Report {
     }
 }
 
+/// Mean and spread of one metric over seeds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Spread {
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (0 for one seed).
+    pub sd: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Self {
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        let r = |v: f64| (v * 1e4).round() / 1e4;
+        Spread {
+            mean: r(mean),
+            sd: r(var.sqrt()),
+            min: r(values.iter().copied().fold(f64::INFINITY, f64::min)),
+            max: r(values.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+        }
+    }
+}
+
+/// One policy over every seed: each metric's mean and spread.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicySummary {
+    /// The policy.
+    pub policy: String,
+    /// Metric name (as in [`super::Metrics`]) → spread over the seeds.
+    pub metrics: std::collections::BTreeMap<String, Spread>,
+}
+
+/// The results of the same policies on several seeds.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedReport {
+    /// Trace name.
+    pub trace: String,
+    /// Seeds run.
+    pub seeds: Vec<u64>,
+    /// Hours simulated.
+    pub hours: f64,
+    /// Per policy, in the order run: mean and spread of every metric.
+    pub summary: Vec<PolicySummary>,
+    /// Every run, one report per seed.
+    pub runs: Vec<Report>,
+}
+
+impl SeedReport {
+    /// Summarise `runs` (one per seed, the same policies in the same order).
+    pub fn new(runs: &[Report]) -> Self {
+        let first = &runs[0];
+        let summary = first
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut values: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+                for run in runs {
+                    let Some(result) = run.policies.get(i) else { continue };
+                    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&result.metrics) {
+                        for (name, value) in fields {
+                            if let Some(v) = value.as_f64() {
+                                values.entry(name).or_default().push(v);
+                            }
+                        }
+                    }
+                }
+                PolicySummary { policy: p.policy.name.clone(), metrics: values.into_iter().map(|(k, v)| (k, Spread::of(&v))).collect() }
+            })
+            .collect();
+        SeedReport { trace: first.trace.clone(), seeds: runs.iter().map(|r| r.seed).collect(), hours: first.hours, summary, runs: runs.to_vec() }
+    }
+
+    /// `report.json`: deterministic for the same inputs.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("reports serialise") + "\n"
+    }
+
+    /// The side-by-side table: mean ± standard deviation over the seeds.
+    pub fn table(&self) -> comfy_table::Table {
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        let mut header = vec![format!("metric (mean ± sd, {} seeds)", self.seeds.len())];
+        header.extend(self.summary.iter().map(|p| p.policy.clone()));
+        table.set_header(header);
+        let rows: [(&str, &str, f64, usize); 14] = [
+            ("total $", "cost_total", 1.0, 2),
+            ("  on-demand $", "cost_on_demand", 1.0, 2),
+            ("  spot $", "cost_spot", 1.0, 2),
+            ("node-hours", "node_hours", 1.0, 1),
+            ("CPU utilisation %", "cpu_utilisation", 100.0, 1),
+            ("first scheduling wait p50 (s)", "first_wait_p50_s", 1.0, 0),
+            ("first scheduling wait p95 (s)", "first_wait_p95_s", 1.0, 0),
+            ("rescheduling wait p95 (s)", "reschedule_wait_p95_s", 1.0, 0),
+            ("pods pending at end", "pods_pending_at_end", 1.0, 1),
+            ("pods stopped by interruption", "pods_disrupted", 1.0, 0),
+            ("pods evicted by disruption", "pods_evicted", 1.0, 0),
+            ("lost job pod-hours", "lost_pod_hours", 1.0, 1),
+            ("spot interruptions", "interruptions", 1.0, 1),
+            ("nodes consolidated", "consolidations", 1.0, 0),
+        ];
+        for (label, field, scale, places) in rows {
+            let mut row = vec![label.to_string()];
+            row.extend(self.summary.iter().map(|p| match p.metrics.get(field) {
+                Some(s) => format!("{:.places$} ± {:.places$}", s.mean * scale, s.sd * scale),
+                None => "-".into(),
+            }));
+            table.add_row(row);
+        }
+        table
+    }
+}
+
 const COLOURS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
