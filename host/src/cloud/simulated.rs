@@ -76,6 +76,7 @@ struct Rates {
     on_demand: f64,
     spot: f64,
     instances: f64,
+    spot_instances: f64,
     cpu_millis: f64,
     memory_bytes: f64,
 }
@@ -116,6 +117,7 @@ impl State {
         let r = &mut self.rates;
         if running.spot {
             r.spot += sign * running.price;
+            r.spot_instances += sign;
         } else {
             r.on_demand += sign * running.price;
         }
@@ -210,7 +212,7 @@ impl SimulatedCloud {
     /// Running instances: (on-demand, spot).
     pub fn running(&self) -> (u32, u32) {
         let state = self.state();
-        let spot = state.instances.values().filter(|r| r.spot).count() as u32;
+        let spot = state.rates.spot_instances.round() as u32;
         (state.instances.len() as u32 - spot, spot)
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::fit::{Member, View, describe_stranded};
+use super::fit::{Member, View, describe_stranded, free_capacity};
 use super::karpenter::{Choice, karpenter_like};
 use super::{Command, DisruptionSettings, Reason, RejectKind, Rejection, Replacement, budget};
 use crate::cloud::CloudProvider;
@@ -95,6 +95,9 @@ struct Running {
     backoff: Duration,
 }
 
+/// Offerings a replacement may be: ascending, and cheapest first.
+type Replacements = (Arc<Vec<u32>>, Arc<Vec<u32>>);
+
 /// Decides and carries out disruptions: expiry, drift, consolidation.
 pub struct DisruptionController<C, K> {
     cloud: Arc<C>,
@@ -109,8 +112,9 @@ pub struct DisruptionController<C, K> {
     running: Vec<Running>,
     /// Pool → fingerprint of the state its last plan found nothing to do in.
     quiet: HashMap<String, u64>,
-    /// Pool → (key, offerings it may launch that its selection policy accepts).
-    replacements: std::sync::Mutex<HashMap<String, (u64, Arc<Vec<u32>>)>>,
+    /// Pool → (key, offerings it may launch that its selection policy
+    /// accepts: ascending, and cheapest first).
+    replacements: std::sync::Mutex<HashMap<String, (u64, Replacements)>>,
     counts: DisruptionCounts,
 }
 
@@ -207,12 +211,15 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             members.push(Member { offering: instance.offering, claim, pods, idle_for: now.saturating_sub(since) });
         }
         self.seen = alive;
+        let (free, free_total) = free_capacity(&nodes);
         Ok(View {
             catalog,
             pools,
             daemonsets,
             nodes: std::sync::Mutex::new(nodes),
             index,
+            free,
+            free_total,
             members,
             pdbs,
             unavailable: self.cloud.unavailable(),
@@ -449,7 +456,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         if self.quiet.get(&pool.name) == Some(&fingerprint) {
             return Vec::new();
         }
-        let replacements = self.replacements(view, pool);
+        let (replacements, by_price) = self.replacement_lists(view, pool);
         let snapshot = ConsolidationSnapshot {
             node_pool: pool.name.clone(),
             nodes: members
@@ -480,6 +487,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         };
         let choice = Choice {
             allowed: &replacements,
+            by_price: &by_price,
             choose: &|pods: &[Pod], total: Resources, feasible: Vec<u32>| self.choose(view, pool, pods, total, feasible),
         };
         let decision = slot.plan_with(&view.catalog, &snapshot, || karpenter_like(view, pool, &members, &candidate, &self.settings, room, &choice));
@@ -523,16 +531,21 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// pool and the benched offerings stay the same. A replacement is one of
     /// these, so consolidation never buys what the pool's policy would not.
     fn replacements(&self, view: &View, pool: &NodePool) -> Arc<Vec<u32>> {
+        self.replacement_lists(view, pool).0
+    }
+
+    /// [`Self::replacements`], and the same offerings cheapest first.
+    fn replacement_lists(&self, view: &View, pool: &NodePool) -> Replacements {
         let mut benched: Vec<u32> = view.unavailable.iter().copied().collect();
         benched.sort_unstable();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (view.catalog.version, &pool.requirements, &pool.labels, benched, &pool.selection.plugin, &pool.selection.config).hash(&mut hasher);
         let key = hasher.finish();
         let mut cache = self.replacements.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((k, list)) = cache.get(&pool.name)
+        if let Some((k, lists)) = cache.get(&pool.name)
             && *k == key
         {
-            return list.clone();
+            return lists.clone();
         }
         let mut list = view.replacements(pool);
         let (slot, error) = self.registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection);
@@ -543,9 +556,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let request = SelectionRequest { node_pool: pool.name.clone(), pods: Vec::new(), total: Resources::default(), feasible: list.clone() };
         let accepted: HashSet<u32> = slot.rank(&view.catalog, &request).value.into_best(usize::MAX).into_iter().map(|(o, _)| o).collect();
         list.retain(|o| accepted.contains(o));
-        let list = Arc::new(list);
-        cache.insert(pool.name.clone(), (key, list.clone()));
-        list
+        let mut by_price = list.clone();
+        by_price.sort_by(|&a, &b| view.price(a).total_cmp(&view.price(b)).then(a.cmp(&b)));
+        let lists = (Arc::new(list), Arc::new(by_price));
+        cache.insert(pool.name.clone(), (key, lists.clone()));
+        lists
     }
 
     /// The best of `feasible` for `pods` (requesting `total`) by `pool`'s

@@ -33,6 +33,26 @@ impl Member {
     }
 }
 
+/// (CPU millicores, memory bytes) free on each of `nodes` that takes pods
+/// (0 on the others), and their sum.
+pub(crate) fn free_capacity(nodes: &[ExistingNode]) -> (Vec<(u64, u64)>, (u64, u64)) {
+    let free: Vec<(u64, u64)> = nodes
+        .iter()
+        .map(|n| {
+            if !n.schedulable {
+                return (0, 0);
+            }
+            let used = n.used();
+            (
+                u64::from(n.allocatable.cpu_millis.saturating_sub(used.cpu_millis)),
+                n.allocatable.memory_bytes.saturating_sub(used.memory_bytes),
+            )
+        })
+        .collect();
+    let total = free.iter().fold((0u64, 0u64), |(c, m), (fc, fm)| (c.saturating_add(*fc), m.saturating_add(*fm)));
+    (free, total)
+}
+
 /// One consistent read of the cluster.
 pub(crate) struct View {
     pub catalog: Arc<Catalog>,
@@ -43,6 +63,10 @@ pub(crate) struct View {
     pub nodes: std::sync::Mutex<Vec<ExistingNode>>,
     /// Node name → index in `nodes`.
     pub index: std::collections::HashMap<String, usize>,
+    /// (CPU millicores, memory bytes) free on each schedulable node (0 on
+    /// the others), by index in `nodes`, and their sum.
+    pub free: Vec<(u64, u64)>,
+    pub free_total: (u64, u64),
     /// The managed ones, by name.
     pub members: Vec<Member>,
     pub pdbs: Vec<PdbStatus>,
@@ -104,6 +128,21 @@ impl View {
             nodes[i].pods = pods;
         }
         result
+    }
+
+    /// Could `pods` fit on the schedulable nodes but `gone`, counting only
+    /// free CPU and memory? A necessary condition, cheap next to a
+    /// scheduling simulation.
+    pub fn might_fit_without(&self, pods: &[Pod], gone: &BTreeSet<&str>) -> bool {
+        let (mut cpu, mut memory) = self.free_total;
+        for name in gone {
+            if let Some(&(c, m)) = self.index.get(*name).and_then(|&i| self.free.get(i)) {
+                cpu = cpu.saturating_sub(c);
+                memory = memory.saturating_sub(m);
+            }
+        }
+        let need = pods.iter().fold((0u64, 0u64), |(c, m), p| (c + u64::from(p.spec.requests.cpu_millis), m + p.spec.requests.memory_bytes));
+        need.0 <= cpu && need.1 <= memory
     }
 
     /// Catalog offerings `pool` may launch now, ascending.

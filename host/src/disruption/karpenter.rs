@@ -54,19 +54,9 @@ pub(crate) fn karpenter_like(
         let (a, b) = (node(a), node(b));
         a.pods.len().cmp(&b.pods.len()).then(view.price(b.offering).total_cmp(&view.price(a.offering))).then(a.name().cmp(b.name()))
     });
-    // Offerings a replacement may be, cheapest first, for the quick bound
-    // (built on first use: most plans find a node to delete before).
-    let replacements = std::cell::OnceCell::new();
-    let replacements = || -> &Vec<u32> {
-        replacements.get_or_init(|| {
-            let mut allowed = choice.allowed.to_vec();
-            allowed.sort_by(|&a, &b| view.price(a).total_cmp(&view.price(b)).then(a.cmp(&b)));
-            allowed
-        })
-    };
     let try_prefix = |prefix: &[usize]| -> Option<ConsolidationAction> {
         let chosen: Vec<&Member> = prefix.iter().map(|&i| node(i)).collect();
-        consolidate(view, pool, &chosen, &replacements, settings, choice).map(|offering| {
+        consolidate(view, pool, &chosen, settings, choice).map(|offering| {
             let nodes = prefix.iter().map(|&i| i as u32).collect();
             match offering {
                 None => ConsolidationAction::Delete { nodes },
@@ -98,6 +88,8 @@ pub(crate) fn karpenter_like(
 pub(crate) struct Choice<'a> {
     /// Offerings the pool may launch now that its selection policy accepts, ascending.
     pub allowed: &'a [u32],
+    /// The same, cheapest first.
+    pub by_price: &'a [u32],
     /// The pool's selection policy: the best of the offerings (the last
     /// argument) for the pods, requesting the total.
     pub choose: &'a dyn Fn(&[Pod], Resources, Vec<u32>) -> Option<u32>,
@@ -109,18 +101,18 @@ pub(crate) struct Choice<'a> {
 /// cost less than `nodes` by the required margin; `None`: neither.
 /// Spot nodes are replaced by a spot node only as Karpenter's
 /// spot-to-spot rule allows.
-fn consolidate<'a>(
+fn consolidate(
     view: &View,
     pool: &NodePool,
     nodes: &[&Member],
-    replacements_by_price: &dyn Fn() -> &'a Vec<u32>,
     settings: &DisruptionSettings,
     choice: &Choice<'_>,
 ) -> Option<Option<u32>> {
     let gone: BTreeSet<&str> = nodes.iter().map(|m| m.name()).collect();
     let pods: Vec<Pod> = nodes.iter().flat_map(|m| m.pods.iter().cloned()).collect();
-    // Delete: the pods fit on the nodes that stay.
-    if view.simulate(&pods, &gone, Vec::new(), &[]).unschedulable.is_empty() {
+    // Delete: the pods fit on the nodes that stay (simulated only when
+    // their free CPU and memory could hold them).
+    if view.might_fit_without(&pods, &gone) && view.simulate(&pods, &gone, Vec::new(), &[]).unschedulable.is_empty() {
         return Some(None);
     }
     // Replace: only worth simulating when some offering big enough for the
@@ -128,7 +120,8 @@ fn consolidate<'a>(
     let current: f64 = nodes.iter().map(|m| view.price(m.offering)).sum();
     let ceiling = current * (1.0 - settings.min_savings_fraction);
     let need: Resources = pods.iter().map(|p| p.spec.requests).sum();
-    let possible = replacements_by_price()
+    let possible = choice
+        .by_price
         .iter()
         .map(|&o| &view.catalog.offerings[o as usize])
         .take_while(|o| o.price_per_hour < ceiling)

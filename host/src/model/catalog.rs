@@ -202,6 +202,9 @@ pub struct Catalog {
     pub version: u64,
     /// Offerings, referred to by index.
     pub offerings: Vec<Offering>,
+    /// Zones in order of first appearance, and each offering's index into
+    /// them (computed once: schedulers read it on every pass).
+    pub zones: std::sync::Arc<(Vec<String>, Vec<usize>)>,
 }
 
 impl Catalog {
@@ -220,7 +223,18 @@ impl Catalog {
             o.generation.hash(&mut hasher);
             o.family.hash(&mut hasher);
         }
-        Catalog { version: hasher.0, offerings }
+        let mut zones: Vec<String> = Vec::new();
+        let zone_of = offerings
+            .iter()
+            .map(|o| match zones.iter().position(|z| *z == o.zone) {
+                Some(i) => i,
+                None => {
+                    zones.push(o.zone.clone());
+                    zones.len() - 1
+                }
+            })
+            .collect();
+        Catalog { version: hasher.0, offerings, zones: std::sync::Arc::new((zones, zone_of)) }
     }
 
     /// The bundled instance types, on-demand and spot in every zone of [`ZONES`].

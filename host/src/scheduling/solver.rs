@@ -91,7 +91,7 @@ struct Solver<'a> {
     overhead: Vec<Resources>,
     usage: Vec<Resources>,
     zones: Vec<String>,
-    offering_zone: Vec<usize>,
+    offering_zone: &'a [usize],
     node_zone: Vec<Option<usize>>,
     selectors: Vec<LabelSelector>,
     /// [selector][zone] matching pods.
@@ -125,7 +125,8 @@ impl<'a> Solver<'a> {
                 usage[p] = usage[p].saturating_add(node.capacity);
             }
         }
-        let (mut zones, offering_zone) = offering_zones(catalog);
+        let mut zones = catalog.zones.0.clone();
+        let offering_zone = catalog.zones.1.as_slice();
         let zone_index = |zone: &str, zones: &mut Vec<String>| match zones.iter().position(|z| z == zone) {
             Some(i) => i,
             None => {
@@ -397,7 +398,7 @@ impl<'a> Solver<'a> {
             let catalog = self.input.catalog;
             let limits = self.input.pools[pool].limits;
             let usage = self.usage[pool];
-            let offering_zone = &self.offering_zone;
+            let offering_zone = self.offering_zone;
             let fitting: Vec<u32> = compat
                 .iter()
                 .filter(|&o| {
@@ -617,34 +618,6 @@ impl<'a> Solver<'a> {
         }
         reasons.join("; ")
     }
-}
-
-/// The zones of a catalog and the zone index of each offering, remembered
-/// per catalog version (every provisioning pass asks again).
-fn offering_zones(catalog: &crate::model::Catalog) -> (Vec<String>, Vec<usize>) {
-    type Zones = (u64, Vec<String>, Vec<usize>);
-    static CACHE: std::sync::Mutex<Option<Zones>> = std::sync::Mutex::new(None);
-    let mut cache = CACHE.lock().expect("zone cache");
-    if let Some((version, zones, of)) = cache.as_ref()
-        && *version == catalog.version
-        && of.len() == catalog.offerings.len()
-    {
-        return (zones.clone(), of.clone());
-    }
-    let mut zones: Vec<String> = Vec::new();
-    let of: Vec<usize> = catalog
-        .offerings
-        .iter()
-        .map(|o| match zones.iter().position(|z| *z == o.zone) {
-            Some(i) => i,
-            None => {
-                zones.push(o.zone.clone());
-                zones.len() - 1
-            }
-        })
-        .collect();
-    *cache = Some((catalog.version, zones.clone(), of.clone()));
-    (zones, of)
 }
 
 fn node_zone_of(input: &SchedulingInput<'_>, n: usize, zones: &[String]) -> Option<usize> {
