@@ -169,7 +169,7 @@ fn compare_writes_the_table_report_and_charts_and_repeats_itself_exactly() {
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
-        for row in ["total $", "pod wait p50 / p95 / p99 (s)", "spot interruptions", "plugin calls / failures"] {
+        for row in ["total $", "first scheduling wait p50 / p95 / p99 (s)", "rescheduling wait", "spot interruptions", "plugin calls / failures"] {
             assert!(stdout.contains(row), "{stdout}");
         }
         assert!(stdout.contains("karpenter-like") && stdout.contains("on-demand-only"), "{stdout}");
@@ -184,6 +184,52 @@ fn compare_writes_the_table_report_and_charts_and_repeats_itself_exactly() {
     let parsed: serde_json::Value = serde_json::from_str(&first).unwrap();
     let names: Vec<&str> = parsed["policies"].as_array().unwrap().iter().map(|p| p["policy"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["karpenter-like", "cheapest", "on-demand-only"]);
+    // A policy simulated alone gives its row of the comparison, byte for byte.
+    let solo = dir.path().join("solo");
+    let out = nodewright(&["simulate", "--trace", trace.to_str().unwrap(), "--policy", "on-demand-only", "--out", solo.to_str().unwrap(), "--quiet"], cache.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let solo: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(solo.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        serde_json::to_string_pretty(&solo["policies"][0]).unwrap(),
+        serde_json::to_string_pretty(&parsed["policies"][2]).unwrap()
+    );
+}
+
+#[test]
+fn compare_on_several_seeds_reports_mean_and_spread_and_every_run() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("burst.jsonl");
+    let out = nodewright(&["trace", "generate", "batch-burst", "--seed", "2", "--scale", "0.2", "--out", trace.to_str().unwrap()], cache.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let target = dir.path().join("r");
+    let out = nodewright(
+        &["compare", "--trace", trace.to_str().unwrap(), "--policy", "cheapest", "--seeds", "3", "--out", target.to_str().unwrap(), "--quiet"],
+        cache.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("seeds 1,2,3 (mean ± standard deviation)"), "{stdout}");
+    assert!(stdout.contains("metric (mean ± sd, 3 seeds)") && stdout.contains(" ± "), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(target.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["seeds"], serde_json::json!([1, 2, 3]));
+    assert_eq!(report["runs"].as_array().unwrap().len(), 3);
+    let total = &report["summary"][1]["metrics"]["cost_total"];
+    let costs: Vec<f64> = report["runs"].as_array().unwrap().iter().map(|r| r["policies"][1]["metrics"]["cost_total"].as_f64().unwrap()).collect();
+    let mean = costs.iter().sum::<f64>() / 3.0;
+    assert!((total["mean"].as_f64().unwrap() - mean).abs() < 1e-3, "{total} vs {costs:?}");
+    assert_eq!(total["min"].as_f64().unwrap(), costs.iter().copied().fold(f64::INFINITY, f64::min));
+    assert_eq!(report["summary"][1]["policy"], "cheapest");
+    for (flag, message) in [
+        ("0", "--seeds `0` names no seed"),
+        ("101", "--seeds `101` names 101 seeds; at most 100"),
+        ("1,x", "--seeds `1,x`: `x` is not a seed"),
+        ("1,1", "--seeds `1,1` names a seed twice"),
+    ] {
+        let out = nodewright(&["compare", "--seeds", flag, "--out", target.to_str().unwrap()], cache.path());
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(message), "{flag}: {}", text(&out.stderr));
+    }
 }
 
 #[test]

@@ -47,7 +47,7 @@ pub(crate) struct SimulationArgs {
     /// Run every policy on several seeds and report mean ± spread: a count
     /// (`5`: seeds 1 to 5) or a list (`1,2,7`), at most 100 seeds.
     #[arg(long, value_parser = parse_seeds)]
-    seeds: Option<Vec<u64>>,
+    seeds: Option<Seeds>,
     /// Simulations run at once [default: the cores available].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     jobs: Option<u16>,
@@ -190,7 +190,7 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
         ..SimulationConfig::default()
     };
     let catalog = Arc::new(catalog);
-    let seeds = args.seeds.clone().unwrap_or_else(|| vec![args.seed]);
+    let seeds = args.seeds.clone().map_or_else(|| vec![args.seed], |s| s.0);
     let policies: Vec<PolicyUnderTest> = policies.iter().map(|p| policy_of(p)).collect();
     // Every (seed, policy) is a world of its own: run them on as many
     // threads as there are cores; the results come back in order.
@@ -281,8 +281,12 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
     Ok(ExitCode::SUCCESS)
 }
 
+/// The seeds of `--seeds`.
+#[derive(Debug, Clone, PartialEq)]
+struct Seeds(Vec<u64>);
+
 /// `--seeds`: `N` (seeds 1 to N) or a comma-separated list, at most 100.
-fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
+fn parse_seeds(text: &str) -> Result<Seeds, String> {
     let seeds: Vec<u64> = if text.contains(',') {
         text.split(',').map(|s| s.trim().parse::<u64>().map_err(|_| format!("--seeds `{text}`: `{s}` is not a seed"))).collect::<Result<_, _>>()?
     } else {
@@ -296,7 +300,7 @@ fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
             let mut unique = seeds.clone();
             unique.sort_unstable();
             unique.dedup();
-            if unique.len() != seeds.len() { Err(format!("--seeds `{text}` names a seed twice")) } else { Ok(seeds) }
+            if unique.len() != seeds.len() { Err(format!("--seeds `{text}` names a seed twice")) } else { Ok(Seeds(seeds)) }
         }
     }
 }
