@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::component;
 use nodewright::cloud::SimulatedCloudConfig;
 use nodewright::cluster::Cluster;
-use nodewright::disruption::{DisruptionReport, Reason, RejectKind};
+use nodewright::disruption::{DisruptionReport, DisruptionSettings, Reason, RejectKind};
 use nodewright::model::{
     Budget, BudgetNodes, CapacityType, Catalog, IntOrPercent, LabelSelector, NodePool, PdbLimit, PodDisruptionBudget, PodSpec,
     Requirement, well_known,
@@ -53,9 +53,14 @@ impl std::ops::Deref for World {
 }
 
 fn world(pools: Vec<NodePool>) -> World {
+    world_with(pools, DisruptionSettings::default())
+}
+
+fn world_with(pools: Vec<NodePool>, disruption: DisruptionSettings) -> World {
     let (runtime, cache) = common::runtime();
     let settings = WorldSettings {
         cloud: SimulatedCloudConfig { seed: 3, boot_latency: (Duration::ZERO, Duration::ZERO), ..Default::default() },
+        disruption,
         ..WorldSettings::default()
     };
     let world = nodewright::sim::World::new(&runtime, SimClock::default(), catalog(), pools, settings);
@@ -82,9 +87,14 @@ impl World {
 
     /// A ready node of the first NodePool bought as `instance_type`.
     fn node(&self, instance_type: &str) -> String {
+        self.node_as(offering(instance_type))
+    }
+
+    /// A ready node of the first NodePool bought as catalog offering `offering`.
+    fn node_as(&self, offering: u32) -> String {
         let pools = self.executor.block_on(self.cluster.node_pools()).unwrap();
         let pool = &pools[0];
-        let spec = ClaimSpec { pool, offerings: vec![offering(instance_type)], pods: vec![], requests: Default::default() };
+        let spec = ClaimSpec { pool, offerings: vec![offering], pods: vec![], requests: Default::default() };
         let launched = self.executor.block_on(self.provisioner.launch_claim(spec)).unwrap().unwrap();
         self.cluster.register(&launched.claim).unwrap();
         launched.claim
@@ -346,4 +356,35 @@ fn an_expired_nodes_drain_waits_on_a_pdb_then_is_forced_after_the_grace_period()
     assert!(w.nodes().iter().any(|(n, _)| *n == old));
     w.run(300, 10);
     assert_eq!(w.terminated().into_iter().map(|(_, n, r)| (n, r)).collect::<Vec<_>>(), vec![(old, Reason::Expired)]);
+}
+
+#[test]
+fn a_spot_node_is_replaced_by_a_cheaper_spot_node_only_when_spot_to_spot_is_on() {
+    let spot = |instance_type: &str| {
+        catalog()
+            .offerings
+            .iter()
+            .position(|o| o.instance_type == instance_type && o.capacity_type == CapacityType::Spot && o.zone == "us-east-1a")
+            .unwrap() as u32
+    };
+    let mut pool = pool();
+    pool.requirements.retain(|r| r.key != well_known::CAPACITY_TYPE);
+    let pool = pool.require(Requirement::is_in(well_known::CAPACITY_TYPE, &["spot"]));
+    for spot_to_spot in [false, true] {
+        let mut w = world_with(vec![pool.clone()], DisruptionSettings { spot_to_spot, ..DisruptionSettings::default() });
+        let big = w.node_as(spot("m5.4xlarge"));
+        w.put(&big, "api", pod(500, 1), 2);
+        w.run(180, 10);
+        let claims = w.cluster.node_claims();
+        assert_eq!(claims.len(), 1, "spot-to-spot {spot_to_spot}: {:?}", w.nodes());
+        let offering = &catalog().offerings[claims[0].instance.as_ref().unwrap().offering as usize];
+        if spot_to_spot {
+            assert_ne!(claims[0].name, big, "replaced");
+            assert_eq!(offering.capacity_type, CapacityType::Spot);
+            assert!(offering.price_per_hour < catalog().offerings[spot("m5.4xlarge") as usize].price_per_hour);
+        } else {
+            assert_eq!((claims[0].name.as_str(), offering.instance_type.as_str()), (big.as_str(), "m5.4xlarge"), "kept: spot-to-spot is off");
+        }
+        assert_eq!(w.executor.block_on(w.cluster.bound_pods()).unwrap().len(), 2);
+    }
 }
