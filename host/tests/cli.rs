@@ -223,6 +223,7 @@ fn compare_on_several_seeds_reports_mean_and_spread_and_every_run() {
     for (flag, message) in [
         ("0", "--seeds `0` names no seed"),
         ("101", "--seeds `101` names 101 seeds; at most 100"),
+        ("18446744073709551615", "--seeds `18446744073709551615` names 18446744073709551615 seeds; at most 100"),
         ("1,x", "--seeds `1,x`: `x` is not a seed"),
         ("1,1", "--seeds `1,1` names a seed twice"),
     ] {

@@ -281,6 +281,9 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
     Ok(ExitCode::SUCCESS)
 }
 
+/// Most seeds one `--seeds` runs.
+const MAX_SEEDS: usize = 100;
+
 /// The seeds of `--seeds`.
 #[derive(Debug, Clone, PartialEq)]
 struct Seeds(Vec<u64>);
@@ -291,11 +294,14 @@ fn parse_seeds(text: &str) -> Result<Seeds, String> {
         text.split(',').map(|s| s.trim().parse::<u64>().map_err(|_| format!("--seeds `{text}`: `{s}` is not a seed"))).collect::<Result<_, _>>()?
     } else {
         let n: u64 = text.trim().parse().map_err(|_| format!("--seeds `{text}` is neither a count nor a list like 1,2,3"))?;
+        if n > MAX_SEEDS as u64 {
+            return Err(format!("--seeds `{text}` names {n} seeds; at most {MAX_SEEDS}"));
+        }
         (1..=n).collect()
     };
     match seeds.len() {
         0 => Err(format!("--seeds `{text}` names no seed")),
-        n if n > 100 => Err(format!("--seeds `{text}` names {n} seeds; at most 100")),
+        n if n > MAX_SEEDS => Err(format!("--seeds `{text}` names {n} seeds; at most {MAX_SEEDS}")),
         _ => {
             let mut unique = seeds.clone();
             unique.sort_unstable();
