@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use crate::model::Instance;
 pub use simulated::{Bill, MINIMUM_BILLED, SPOT_WARNING, SimulatedCloud, SimulatedCloudConfig};
 
 use crate::model::{Catalog, Resources, Taint};
@@ -31,19 +32,6 @@ pub struct LaunchRequest {
     pub requests: Resources,
     /// Taints the node starts with.
     pub taints: Vec<Taint>,
-}
-
-/// A running (or starting) instance.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Instance {
-    /// Provider id, e.g. `i-0abc…`.
-    pub id: String,
-    /// The NodeClaim it backs.
-    pub claim: String,
-    /// Its NodePool.
-    pub node_pool: String,
-    /// Catalog index of the offering bought.
-    pub offering: u32,
 }
 
 /// Why a launch failed.

@@ -6,40 +6,13 @@ pub mod kube;
 mod simulated;
 
 use std::future::Future;
-use std::time::Duration;
-
-use serde::Serialize;
 
 pub use simulated::{PodEvent, Scheduled, SimulatedCluster, StopCause};
 
 use crate::cloud::Instance;
-use crate::model::{NodePool, PdbStatus, Pod, PodSpec, Resources, Taint};
+pub use crate::model::NodeClaim;
+use crate::model::{NodePool, PdbStatus, Pod, PodSpec};
 use crate::scheduling::ExistingNode;
-
-/// A request for a node, from the moment it is decided until its node is gone.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NodeClaim {
-    /// Name (also the node's name once registered).
-    pub name: String,
-    /// Its NodePool.
-    pub node_pool: String,
-    /// Pods it was opened for (nominated to it while it starts).
-    pub pods: Vec<String>,
-    /// Their requests plus daemonset overhead.
-    pub requests: Resources,
-    /// Offerings the launch may use, most preferred first.
-    pub offerings: Vec<u32>,
-    /// Taints the node starts with (startup taints included).
-    pub taints: Vec<Taint>,
-    /// The instance, once launched.
-    pub instance: Option<Instance>,
-    /// When it was created (the controllers' clock).
-    pub created_at: Duration,
-    /// [`NodePool::drift_hash`] of its NodePool when it was created.
-    pub pool_hash: String,
-    /// Its node has registered and is ready for pods.
-    pub initialized: bool,
-}
 
 /// What an eviction did.
 #[derive(Debug, Clone, PartialEq, Eq)]

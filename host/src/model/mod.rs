@@ -4,6 +4,7 @@
 mod catalog;
 pub mod clock;
 pub mod labels;
+mod node;
 mod nodepool;
 mod offering;
 mod overrides;
@@ -17,6 +18,7 @@ pub use clock::{Clock, system_clock};
 pub use catalog::{Catalog, CatalogError, InstanceType, ZONES, bundled_instance_types, parse_instance_types};
 pub use labels::{Operator, Requirement, Taint, TaintEffect, Toleration, well_known};
 pub(crate) use nodepool::yaml_error;
+pub use node::{ExistingNode, Instance, NodeClaim};
 pub use nodepool::{
     Budget, BudgetNodes, ConsolidationPolicy, NodePool, NodePoolError, PolicyRef, PoolLimits, parse_node_pools,
 };

@@ -20,9 +20,9 @@ mod labels;
 mod solver;
 pub mod workload;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use crate::model::ExistingNode;
 pub use labels::node_labels;
 pub use solver::{schedule, schedule_in_order};
 
@@ -32,29 +32,7 @@ pub fn pool_offering_list(catalog: &Catalog, pool: &NodePool) -> Vec<u32> {
     labels::pool_offerings(catalog, pool).iter().collect()
 }
 
-use crate::model::{Catalog, NodePool, Pod, PodSpec, Resources, Taint};
-
-/// A node that exists (or has been launched and is on its way).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExistingNode {
-    /// Node (or NodeClaim) name.
-    pub name: String,
-    /// The NodePool that owns it, if any.
-    pub node_pool: Option<String>,
-    /// Its labels (zone, instance type, hostname, …), shared: nodes are
-    /// listed on every pass.
-    pub labels: Arc<BTreeMap<String, String>>,
-    /// Its taints.
-    pub taints: Vec<Taint>,
-    /// What pods may use.
-    pub allocatable: Resources,
-    /// What the machine has (counted against NodePool limits).
-    pub capacity: Resources,
-    /// Specs of the pods on it (daemonsets included).
-    pub pods: Vec<Arc<PodSpec>>,
-    /// False when cordoned or being deleted.
-    pub schedulable: bool,
-}
+use crate::model::{Catalog, NodePool, Pod, PodSpec, Resources};
 
 impl ExistingNode {
     /// A node of `pool` bought as `offering` and called `name`, running the
@@ -77,10 +55,6 @@ impl ExistingNode {
         }
     }
 
-    /// Requests of the pods on it.
-    pub fn used(&self) -> Resources {
-        self.pods.iter().map(|p| p.requests).sum()
-    }
 }
 
 /// What the scheduler works on.

@@ -1,0 +1,79 @@
+//! The things every layer shares about machines: an instance the cloud
+//! runs, the NodeClaim that asked for it, and a node as the scheduler sees
+//! it. The cloud, the cluster, the scheduler and the controllers all speak
+//! of these; none of them owns them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{PodSpec, Resources, Taint};
+
+/// A running (or starting) instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Instance {
+    /// Provider id, e.g. `i-0abc…`.
+    pub id: String,
+    /// The NodeClaim it backs.
+    pub claim: String,
+    /// Its NodePool.
+    pub node_pool: String,
+    /// Catalog index of the offering bought.
+    pub offering: u32,
+}
+
+/// A request for a node, from the moment it is decided until its node is gone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeClaim {
+    /// Name (also the node's name once registered).
+    pub name: String,
+    /// Its NodePool.
+    pub node_pool: String,
+    /// Pods it was opened for (nominated to it while it starts).
+    pub pods: Vec<String>,
+    /// Their requests plus daemonset overhead.
+    pub requests: Resources,
+    /// Offerings the launch may use, most preferred first.
+    pub offerings: Vec<u32>,
+    /// Taints the node starts with (startup taints included).
+    pub taints: Vec<Taint>,
+    /// The instance, once launched.
+    pub instance: Option<Instance>,
+    /// When it was created (the controllers' clock).
+    pub created_at: Duration,
+    /// [`super::NodePool::drift_hash`] of its NodePool when it was created.
+    pub pool_hash: String,
+    /// Its node has registered and is ready for pods.
+    pub initialized: bool,
+}
+
+/// A node that exists (or has been launched and is on its way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExistingNode {
+    /// Node (or NodeClaim) name.
+    pub name: String,
+    /// The NodePool that owns it, if any.
+    pub node_pool: Option<String>,
+    /// Its labels (zone, instance type, hostname, …), shared: nodes are
+    /// listed on every pass.
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// Its taints.
+    pub taints: Vec<Taint>,
+    /// What pods may use.
+    pub allocatable: Resources,
+    /// What the machine has (counted against NodePool limits).
+    pub capacity: Resources,
+    /// Specs of the pods on it (daemonsets included).
+    pub pods: Vec<Arc<PodSpec>>,
+    /// False when cordoned or being deleted.
+    pub schedulable: bool,
+}
+
+impl ExistingNode {
+    /// Requests of the pods on it.
+    pub fn used(&self) -> Resources {
+        self.pods.iter().map(|p| p.requests).sum()
+    }
+}
