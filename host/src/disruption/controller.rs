@@ -584,7 +584,13 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         match command.replacement {
             Replacement::None => {}
             Replacement::Offering(offering) => {
-                let pool = view.pool(&command.node_pool).expect("validated");
+                let Some(pool) = view.pool(&command.node_pool) else {
+                    // Validated against this view a moment ago; a NodePool
+                    // gone since is an abandoned disruption, not a crash.
+                    tracing::warn!(node_pool = %command.node_pool, "NodePool is gone, disruption abandoned");
+                    self.abandon(&command, report).await?;
+                    return Ok(());
+                };
                 let overhead = view.new_node(pool, offering, "replacement").map(|n| n.used()).unwrap_or_default();
                 let requests = pods.iter().map(|p| p.spec.requests).sum::<crate::model::Resources>().saturating_add(overhead);
                 let spec = ClaimSpec { pool, offerings: vec![offering], pods: moving.iter().map(|p| p.to_string()).collect(), requests };
@@ -700,7 +706,13 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     async fn drain_node(&mut self, view: &View, node: &str, reason: Reason, force: bool, report: &mut DisruptionReport) -> Result<Drained, ClusterError> {
         let Some(member) = view.member(node) else { return Ok(Drained::Gone) };
         if member.pods.is_empty() {
-            if let Err(e) = self.cloud.terminate(&member.claim.instance.as_ref().expect("members are launched").id).await {
+            // Members are launched claims (see `read`); one without an
+            // instance has nothing to terminate.
+            let terminated = match &member.claim.instance {
+                Some(instance) => self.cloud.terminate(&instance.id).await,
+                None => Ok(()),
+            };
+            if let Err(e) = terminated {
                 tracing::warn!(node, "terminate failed, retried next pass: {e}");
                 return Ok(Drained::Waiting);
             }
