@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate host/data/instance-types.csv, the bundled EC2 instance catalog.
+"""Regenerate crates/nodewright-core/data/instance-types.csv, the bundled EC2 instance catalog.
 
 Usage: scripts/gen-catalog.py SOURCE.csv [OUT.csv]
 
@@ -26,7 +26,7 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     source = sys.argv[1]
-    out = sys.argv[2] if len(sys.argv) == 3 else "host/data/instance-types.csv"
+    out = sys.argv[2] if len(sys.argv) == 3 else "crates/nodewright-core/data/instance-types.csv"
     rows = []
     with open(source, newline="") as f:
         reader = csv.DictReader(f)

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use nodewright::sim::ConsolidationPass;
-use nodewright::model::{Catalog, NodePool};
-use nodewright::policy::{PolicyRuntime, RuntimeConfig};
+use nodewright_core::sim::ConsolidationPass;
+use nodewright_core::model::{Catalog, NodePool};
+use nodewright_core::policy::{PolicyRuntime, RuntimeConfig};
 
 fn consolidate(c: &mut Criterion) {
     let cache = tempfile::tempdir().unwrap();

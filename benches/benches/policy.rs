@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use nodewright::model::{Catalog, Resources};
-use nodewright::policy::{
+use nodewright_core::model::{Catalog, Resources};
+use nodewright_core::policy::{
     Plugin, PolicyRegistry, PolicyRuntime, Role, RuntimeConfig, SelectionRequest, SlotMode, bundled, cheapest_ranking,
 };
 

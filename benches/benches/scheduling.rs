@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use nodewright::model::{Catalog, NodePool};
-use nodewright::policy::{BUILTIN_SELECTION, PolicyRuntime, RuntimeConfig};
-use nodewright::sim::SimulatedPass;
-use nodewright::scheduling::workload::diverse_pods;
+use nodewright_core::model::{Catalog, NodePool};
+use nodewright_core::policy::{BUILTIN_SELECTION, PolicyRuntime, RuntimeConfig};
+use nodewright_core::sim::SimulatedPass;
+use nodewright_core::scheduling::workload::diverse_pods;
 
 fn schedule(c: &mut Criterion) {
     let cache = tempfile::tempdir().unwrap();

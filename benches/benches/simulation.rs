@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use nodewright::model::{Catalog, NodePool, PolicyRef};
-use nodewright::sim::{PolicyUnderTest, SimulationConfig, generate, parse_trace, simulate};
+use nodewright_core::model::{Catalog, NodePool, PolicyRef};
+use nodewright_core::sim::{PolicyUnderTest, SimulationConfig, generate, parse_trace, simulate};
 
 /// The first simulated day of a `mixed` trace at `scale`.
-fn day(scale: f64) -> nodewright::sim::Trace {
+fn day(scale: f64) -> nodewright_core::sim::Trace {
     let mut trace = parse_trace("mixed", &generate("mixed", 1, scale).unwrap()).unwrap();
     trace.duration_s = 86_400.0;
     trace.events.retain(|e| e.t < 86_400.0);
@@ -36,7 +36,7 @@ fn simulate_a_day(c: &mut Criterion) {
     group.sample_size(10);
     for scale in [1.0, 4.0] {
         let trace = day(scale);
-        let pods = trace.events.iter().filter(|e| matches!(e.kind, nodewright::sim::trace::TraceEventKind::Add(_))).count();
+        let pods = trace.events.iter().filter(|e| matches!(e.kind, nodewright_core::sim::trace::TraceEventKind::Add(_))).count();
         group.bench_with_input(BenchmarkId::new("mixed", format!("{pods} pods")), &trace, |b, trace| {
             b.iter(|| simulate(trace, &policy, std::slice::from_ref(&pool), catalog.clone(), &config, |_| {}).unwrap())
         });

@@ -1,0 +1,371 @@
+//! The EC2 provider against moto's server, with the real aws-sdk-ec2 client.
+//! moto launches the first override of a fleet and never reports capacity
+//! errors, so the tests check the request nodewright builds (the order of
+//! offerings it hands over) and the tags on what moto launched; capacity
+//! errors are covered by `capacity_errors` on fleet errors built with the
+//! SDK's own types.
+
+#[path = "../../nodewright-core/tests/common/mod.rs"]
+mod common;
+mod moto;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{CreateFleetError, FleetLaunchTemplateOverrides, LaunchTemplateAndOverridesResponse, Tag, TagSpecification};
+use moto::Moto;
+use nodewright_aws::ec2::{AmiSource, CLUSTER_TAG, Ec2Cloud, Ec2NodeClass, NODE_CLAIM_TAG, capacity_errors};
+use nodewright_core::cloud::{CloudProvider, LaunchRequest};
+use nodewright_core::model::{CapacityType, Resources, bundled_instance_types};
+
+/// The tag the test node class selects subnets and security groups by.
+fn discovery_tag(resource: aws_sdk_ec2::types::ResourceType) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .tags(Tag::builder().key("nodewright.io/discovery").value("test").build())
+        .build()
+}
+
+/// The `n`th Amazon image moto lists.
+async fn amazon_image(moto: &Moto, n: usize) -> String {
+    moto.ec2().describe_images().owners("amazon").send().await.unwrap().images()[n].image_id().unwrap().to_string()
+}
+
+async fn setup(moto: &Moto) -> Ec2Cloud {
+    setup_with(moto, moto.ec2()).await
+}
+
+async fn setup_with(moto: &Moto, cloud_client: aws_sdk_ec2::Client) -> Ec2Cloud {
+    setup_ami(moto, cloud_client, None).await
+}
+
+/// A VPC with two tagged subnets and a tagged security group; the AMI is
+/// `ami` or the first Amazon image moto lists.
+async fn setup_ami(moto: &Moto, cloud_client: aws_sdk_ec2::Client, ami: Option<AmiSource>) -> Ec2Cloud {
+    let client = moto.ec2();
+    let vpc = client.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    for (i, zone) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+        client
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.0.{i}.0/24"))
+            .availability_zone(*zone)
+            .tag_specifications(discovery_tag(aws_sdk_ec2::types::ResourceType::Subnet))
+            .send()
+            .await
+            .unwrap();
+    }
+    client
+        .create_security_group()
+        .group_name("nodes")
+        .description("nodes")
+        .vpc_id(&vpc)
+        .tag_specifications(discovery_tag(aws_sdk_ec2::types::ResourceType::SecurityGroup))
+        .send()
+        .await
+        .unwrap();
+    let image = amazon_image(moto, 0).await;
+    let selector = BTreeMap::from([("nodewright.io/discovery".to_string(), "test".to_string())]);
+    let node_class = Ec2NodeClass {
+        subnet_tags: selector.clone(),
+        security_group_tags: selector,
+        ami: ami.unwrap_or(AmiSource::Id(image)),
+        root_volume_gib: 20,
+        instance_profile: None,
+        user_data: "#!/bin/bash\necho hello\n".into(),
+        tags: BTreeMap::new(),
+    };
+    Ec2Cloud::discover(cloud_client, "test-cluster", node_class, &bundled_instance_types()).await.unwrap()
+}
+
+fn request(cloud: &Ec2Cloud, claim: &str, types: &[&str]) -> LaunchRequest {
+    let with_capacity: Vec<(&str, CapacityType)> = types.iter().map(|t| (*t, CapacityType::OnDemand)).collect();
+    request_of(cloud, claim, &with_capacity)
+}
+
+fn request_of(cloud: &Ec2Cloud, claim: &str, types: &[(&str, CapacityType)]) -> LaunchRequest {
+    let catalog = cloud.catalog();
+    let offerings = types
+        .iter()
+        .map(|(t, capacity)| {
+            catalog
+                .offerings
+                .iter()
+                .position(|o| o.instance_type == *t && o.zone == "us-east-1a" && o.capacity_type == *capacity)
+                .unwrap_or_else(|| panic!("{t} {capacity:?} in us-east-1a is in the catalog")) as u32
+        })
+        .collect();
+    LaunchRequest { claim: claim.into(), node_pool: "default".into(), offerings, requests: Resources::default(), taints: vec![] }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn discovery_builds_the_catalog_from_what_ec2_offers() {
+    let moto = Moto::start();
+    let cloud = setup(&moto).await;
+    let catalog = cloud.catalog();
+    assert!(catalog.offerings.len() > 1000, "{}", catalog.offerings.len());
+    let m5: Vec<_> = catalog.offerings.iter().filter(|o| o.instance_type == "m5.large").collect();
+    assert!(m5.iter().any(|o| o.capacity_type == CapacityType::Spot) && m5.iter().any(|o| o.capacity_type == CapacityType::OnDemand));
+    let on_demand = m5.iter().find(|o| o.capacity_type == CapacityType::OnDemand).unwrap();
+    assert_eq!(on_demand.price_per_hour, 0.096, "on-demand prices come from the bundled list");
+    assert!(m5.iter().all(|o| o.zone.starts_with("us-east-1")));
+    let overrides = nodewright_core::model::parse_price_overrides("p.yaml", "overrides:\n  - instanceType: m5.large\n    price: 0.05\n").unwrap();
+    let cloud = cloud.with_price_overrides(&overrides);
+    let catalog = cloud.catalog();
+    let m5 = catalog.offerings.iter().find(|o| o.instance_type == "m5.large" && o.capacity_type == CapacityType::OnDemand).unwrap();
+    assert_eq!(m5.price_per_hour, 0.05, "the user's overrides apply to discovered offerings");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_launch_tags_the_instance_and_takes_the_top_ranked_offering() {
+    let moto = Moto::start();
+    let cloud = setup(&moto).await;
+    let launch = request(&cloud, "default-1", &["m6i.large", "m5.large", "c5.large"]);
+    let instance = cloud.launch(&launch).await.unwrap();
+    assert_eq!(cloud.catalog().offerings[instance.offering as usize].instance_type, "m6i.large");
+    assert_eq!(instance.claim, "default-1");
+    let listed = cloud.instances().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id.as_str(), listed[0].claim.as_str(), listed[0].node_pool.as_str()), (instance.id.as_str(), "default-1", "default"));
+    let described = moto.ec2().describe_instances().instance_ids(&instance.id).send().await.unwrap();
+    let tags: BTreeMap<String, String> = described.reservations()[0].instances()[0]
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+        .collect();
+    assert_eq!(tags.get(CLUSTER_TAG).map(String::as_str), Some("test-cluster"));
+    assert_eq!(tags.get(NODE_CLAIM_TAG).map(String::as_str), Some("default-1"));
+    assert_eq!(tags.get("nodewright.io/nodepool").map(String::as_str), Some("default"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn terminate_is_refused_for_an_instance_without_the_cluster_tag() {
+    let moto = Moto::start();
+    let cloud = setup(&moto).await;
+    let client = moto.ec2();
+    let image = amazon_image(&moto, 0).await;
+    let foreign = client.run_instances().image_id(image).min_count(1).max_count(1).send().await.unwrap().instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    let err = cloud.terminate(&foreign).await.unwrap_err();
+    assert_eq!(err.0, format!("refusing to terminate {foreign}: it does not carry {CLUSTER_TAG}=test-cluster"));
+    let state = client.describe_instances().instance_ids(&foreign).send().await.unwrap().reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .as_str()
+        .to_string();
+    assert_eq!(state, "running");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_owned_instance_no_node_claim_knows_is_collected() {
+    let moto = Moto::start();
+    let cloud = setup(&moto).await;
+    let kept = cloud.launch(&request(&cloud, "default-1", &["m5.large"])).await.unwrap();
+    let leaked = cloud.launch(&request(&cloud, "default-2", &["m5.large"])).await.unwrap();
+    let claims = HashSet::from(["default-1".to_string()]);
+    let collected = cloud.collect_garbage(&claims, Duration::ZERO).await.unwrap();
+    assert_eq!(collected, vec![leaked.id.clone()]);
+    let left: Vec<String> = cloud.instances().await.unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(left, vec![kept.id]);
+}
+
+#[test]
+fn capacity_errors_name_the_offerings_to_bench() {
+    let error = |code: &str, instance_type: &str, zone: &str| {
+        CreateFleetError::builder()
+            .error_code(code)
+            .launch_template_and_overrides(
+                LaunchTemplateAndOverridesResponse::builder()
+                    .overrides(FleetLaunchTemplateOverrides::builder().instance_type(instance_type.into()).availability_zone(zone).build())
+                    .build(),
+            )
+            .build()
+    };
+    let errors = vec![
+        error("InsufficientInstanceCapacity", "m5.large", "us-east-1a"),
+        error("InvalidParameterValue", "c5.large", "us-east-1a"),
+        error("UnfulfillableCapacity", "r5.large", "us-east-1b"),
+    ];
+    assert_eq!(
+        capacity_errors(&errors),
+        vec![("m5.large".to_string(), Some("us-east-1a".to_string())), ("r5.large".to_string(), Some("us-east-1b".to_string()))]
+    );
+}
+
+/// An SDK interceptor that records every CreateFleet request nodewright
+/// sends and, when armed, answers the next on-demand fleet with an
+/// InsufficientInstanceCapacity error for its first override (moto never
+/// reports capacity errors).
+#[derive(Debug, Clone, Default)]
+struct FleetTap {
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    fail_on_demand: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    inject: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+fn form_value<'a>(body: &'a str, key: &str) -> Option<&'a str> {
+    body.split('&').find_map(|pair| pair.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+impl aws_sdk_ec2::config::Intercept for FleetTap {
+    fn name(&self) -> &'static str {
+        "fleet-tap"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_ec2::config::RuntimeComponents,
+        _: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        let body = context.request().body().bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+        if form_value(&body, "Action") == Some("CreateFleet") {
+            let on_demand = form_value(&body, "TargetCapacitySpecification.DefaultTargetCapacityType") == Some("on-demand");
+            if on_demand && self.fail_on_demand.load(std::sync::atomic::Ordering::Relaxed) {
+                let first = form_value(&body, "LaunchTemplateConfigs.1.Overrides.1.InstanceType").unwrap_or_default().to_string();
+                *self.inject.lock().unwrap() = Some(first);
+            }
+            self.requests.lock().unwrap().push(body);
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_ec2::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _: &aws_sdk_ec2::config::RuntimeComponents,
+        _: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        if let Some(instance_type) = self.inject.lock().unwrap().take() {
+            let xml = format!(
+                r#"<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><fleetId>fleet-injected</fleetId><errorSet><item><launchTemplateAndOverrides><overrides><instanceType>{instance_type}</instanceType><availabilityZone>us-east-1a</availabilityZone></overrides></launchTemplateAndOverrides><lifecycle>on-demand</lifecycle><errorCode>InsufficientInstanceCapacity</errorCode><errorMessage>We currently do not have sufficient capacity.</errorMessage></item></errorSet><fleetInstanceSet/></CreateFleetResponse>"#
+            );
+            *context.response_mut().body_mut() = xml.into();
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_fleet_request_carries_the_ranking_as_priorities_tags_and_a_client_token() {
+    let moto = Moto::start();
+    let tap = FleetTap::default();
+    let client = aws_sdk_ec2::Client::from_conf(moto.ec2_config().interceptor(tap.clone()).build());
+    let cloud = setup_with(&moto, client).await;
+    cloud.launch(&request(&cloud, "default-7", &["c6i.large", "m5.large"])).await.unwrap();
+    let requests = tap.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    let body = &requests[0];
+    assert_eq!(form_value(body, "Type"), Some("instant"));
+    assert_eq!(form_value(body, "ClientToken"), Some("default-7-od"));
+    assert_eq!(form_value(body, "OnDemandOptions.AllocationStrategy"), Some("prioritized"));
+    assert_eq!(form_value(body, "TargetCapacitySpecification.TotalTargetCapacity"), Some("1"));
+    assert_eq!(form_value(body, "LaunchTemplateConfigs.1.Overrides.1.InstanceType"), Some("c6i.large"));
+    assert_eq!(form_value(body, "LaunchTemplateConfigs.1.Overrides.1.Priority"), Some("0.0"));
+    assert_eq!(form_value(body, "LaunchTemplateConfigs.1.Overrides.2.InstanceType"), Some("m5.large"));
+    assert_eq!(form_value(body, "LaunchTemplateConfigs.1.Overrides.2.Priority"), Some("1.0"));
+    assert!(body.contains(&format!("Tag.1.Key={}", CLUSTER_TAG.replace('/', "%2F"))), "{body}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_injected_capacity_error_benches_the_offering_and_the_next_capacity_type_is_tried() {
+    let moto = Moto::start();
+    let tap = FleetTap::default();
+    tap.fail_on_demand.store(true, std::sync::atomic::Ordering::Relaxed);
+    let client = aws_sdk_ec2::Client::from_conf(moto.ec2_config().interceptor(tap.clone()).build());
+    let cloud = setup_with(&moto, client).await;
+    let launch = request_of(&cloud, "default-8", &[("m6i.large", CapacityType::OnDemand), ("m5.large", CapacityType::Spot)]);
+    let instance = cloud.launch(&launch).await.unwrap();
+    let catalog = cloud.catalog();
+    let bought = &catalog.offerings[instance.offering as usize];
+    assert_eq!((bought.instance_type.as_str(), bought.capacity_type), ("m5.large", CapacityType::Spot));
+    assert!(cloud.unavailable().contains(&launch.offerings[0]), "the on-demand m6i.large is benched for three minutes");
+    let requests = tap.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "one fleet per capacity type");
+    assert_eq!(form_value(&requests[1], "SpotOptions.AllocationStrategy"), Some("capacity-optimized-prioritized"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_crash_between_create_fleet_and_recording_the_node_claim_is_recovered_without_duplicate_or_leak() {
+    use std::sync::Arc;
+    use nodewright_core::cluster::{Cluster, NodeClaim, SimulatedCluster};
+    use nodewright_core::model::NodePool;
+    use nodewright_core::policy::PolicyRegistry;
+    use nodewright_core::provisioning::Provisioner;
+
+    let moto = Moto::start();
+    let cloud = Arc::new(setup(&moto).await);
+    let cluster = Arc::new(SimulatedCluster::new(cloud.catalog(), vec![NodePool::new("default")]));
+    let (runtime, _cache) = common::runtime();
+    let provisioner = Provisioner::new(cloud.clone(), cluster.clone(), Arc::new(PolicyRegistry::new(runtime)));
+    // Before the crash: the NodeClaim was recorded, CreateFleet ran, and the
+    // process stopped before recording the instance. A second claim never got launched.
+    let launch = request(&cloud, "default-1", &["m5.large"]);
+    for name in ["default-1", "default-2"] {
+        cluster
+            .create_node_claim(NodeClaim {
+                name: name.into(),
+                node_pool: "default".into(),
+                pods: vec![],
+                requests: Resources::default(),
+                offerings: launch.offerings.clone(),
+                taints: vec![],
+                instance: None,
+                created_at: std::time::Duration::ZERO,
+                pool_hash: String::new(),
+                initialized: false,
+            })
+            .await
+            .unwrap();
+    }
+    let launched = cloud.launch(&launch).await.unwrap();
+    // After the restart.
+    let (adopted, deleted) = provisioner.reconcile().await.unwrap();
+    assert_eq!((adopted, deleted), (vec!["default-1".to_string()], vec!["default-2".to_string()]));
+    let claims = cluster.node_claims();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].instance.as_ref().map(|i| i.id.clone()), Some(launched.id.clone()));
+    // Launching the same claim again is idempotent (same client token), and nothing is leaked.
+    let again = cloud.launch(&launch).await.unwrap();
+    assert_eq!(again.id, launched.id);
+    let known = claims.iter().map(|c| c.name.clone()).collect();
+    assert!(cloud.collect_garbage(&known, Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(cloud.instances().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_launch_template_takes_its_ami_from_ssm_and_sizes_the_root_volume() {
+    let moto = Moto::start();
+    let image = amazon_image(&moto, 1).await;
+    // moto reserves /aws/…, where the EKS-optimised AMI parameters live; any name works the same.
+    let parameter = "/nodewright/test/node-ami";
+    moto.ssm()
+        .put_parameter()
+        .name(parameter)
+        .value(&image)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    let cloud = setup_ami(&moto, moto.ec2(), Some(AmiSource::SsmParameter(parameter.into()))).await.with_ssm(moto.ssm());
+    cloud.launch(&request(&cloud, "default-1", &["m5.large"])).await.unwrap();
+    let templates = moto.ec2().describe_launch_templates().send().await.unwrap();
+    let name = templates.launch_templates()[0].launch_template_name().unwrap().to_string();
+    assert!(name.starts_with("nodewright-test-cluster-"), "{name}");
+    let versions = moto.ec2().describe_launch_template_versions().launch_template_name(&name).send().await.unwrap();
+    let data = versions.launch_template_versions()[0].launch_template_data().unwrap();
+    assert_eq!(data.image_id(), Some(image.as_str()));
+    let root = &data.block_device_mappings()[0];
+    assert_eq!(root.ebs().and_then(|e| e.volume_size()), Some(20));
+    // A second launch reuses the template.
+    cloud.launch(&request(&cloud, "default-2", &["m5.large"])).await.unwrap();
+    assert_eq!(moto.ec2().describe_launch_templates().send().await.unwrap().launch_templates().len(), 1);
+
+    let missing = setup_ami(&moto, moto.ec2(), Some(AmiSource::SsmParameter("/no/such".into()))).await.with_ssm(moto.ssm());
+    let err = missing.launch(&request(&missing, "default-3", &["m5.large"])).await.unwrap_err().to_string();
+    assert!(err.starts_with("launch failed: SSM GetParameter /no/such: "), "{err}");
+}

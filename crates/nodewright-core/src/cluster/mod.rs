@@ -1,0 +1,86 @@
+//! The Kubernetes side the controllers see: pending pods, nodes, NodePools,
+//! NodeClaims. Controllers see only the [`Cluster`] trait; `simulated` is
+//! the in-memory implementation the tests and the simulator use.
+
+mod simulated;
+
+use std::future::Future;
+
+pub use simulated::{PodEvent, Scheduled, SimulatedCluster, StopCause};
+
+use crate::cloud::Instance;
+pub use crate::model::NodeClaim;
+use crate::model::{NodePool, PdbStatus, Pod, PodSpec};
+use crate::scheduling::ExistingNode;
+
+/// What an eviction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Eviction {
+    /// The pod is gone from the node (its controller recreates it).
+    Evicted,
+    /// A PodDisruptionBudget forbids it now (HTTP 429): try again later.
+    Blocked {
+        /// The budget.
+        pdb: String,
+    },
+}
+
+/// Errors of cluster calls.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ClusterError(pub String);
+
+/// What the controllers need from a cluster.
+pub trait Cluster: Send + Sync + 'static {
+    /// NodePools.
+    fn node_pools(&self) -> impl Future<Output = Result<Vec<NodePool>, ClusterError>> + Send;
+
+    /// Daemonsets that run on every node they tolerate.
+    fn daemonsets(&self) -> impl Future<Output = Result<Vec<PodSpec>, ClusterError>> + Send;
+
+    /// Pods the kube-scheduler could not place.
+    fn pending_pods(&self) -> impl Future<Output = Result<Vec<Pod>, ClusterError>> + Send;
+
+    /// Nodes, and launched NodeClaims not yet registered as nodes (with the
+    /// pods already bound to them; pending nominated pods are not counted).
+    fn nodes(&self) -> impl Future<Output = Result<Vec<ExistingNode>, ClusterError>> + Send;
+
+    /// Record a new NodeClaim (before its launch).
+    fn create_node_claim(&self, claim: NodeClaim) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Record that `claim` is backed by `instance`.
+    fn claim_launched(&self, claim: &str, instance: Instance) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Remove a NodeClaim (whose launch failed, or whose instance is gone) and its node.
+    fn delete_node_claim(&self, claim: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// NodeClaims, with their instances.
+    fn node_claims(&self) -> impl Future<Output = Result<Vec<NodeClaim>, ClusterError>> + Send;
+
+    /// The pods bound to node `node`.
+    fn pods_on(&self, node: &str) -> impl Future<Output = Result<Vec<Pod>, ClusterError>> + Send;
+
+    /// Mark node `node` unschedulable (no-op if it is not registered).
+    fn cordon(&self, node: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Delete the pods of node `node` without asking their
+    /// PodDisruptionBudgets (an interruption, or a drain past its grace
+    /// period); their controllers recreate them as pending pods. Returns
+    /// the pods removed.
+    fn drain(&self, node: &str) -> impl Future<Output = Result<Vec<String>, ClusterError>> + Send;
+
+    /// Every pod bound to a node, as (node, pod).
+    fn bound_pods(&self) -> impl Future<Output = Result<Vec<(String, Pod)>, ClusterError>> + Send;
+
+    /// PodDisruptionBudgets with the evictions each allows now.
+    fn pod_disruption_budgets(&self) -> impl Future<Output = Result<Vec<PdbStatus>, ClusterError>> + Send;
+
+    /// Evict one pod through the Eviction API, which honours PodDisruptionBudgets.
+    fn evict(&self, pod: &str) -> impl Future<Output = Result<Eviction, ClusterError>> + Send;
+
+    /// Make node `node` schedulable again (an abandoned disruption).
+    fn uncordon(&self, node: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Tell the pod's owner why it cannot be scheduled (an Event in Kubernetes).
+    fn pod_unschedulable(&self, pod: &str, reason: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+}

@@ -1,0 +1,155 @@
+//! Interruption handling: the EventBridge events AWS puts on the
+//! interruption queue (spot interruption warnings, rebalance
+//! recommendations, instance state changes, scheduled maintenance), turned
+//! into actions on the cluster: cordon, launch the replacement first, drain,
+//! then delete the NodeClaim and terminate the instance.
+//!
+//! A message is deleted once its action has started (or when it is
+//! malformed, foreign or about an instance this cluster does not own);
+//! handling a message twice is harmless.
+
+mod message;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+pub use message::{InterruptionKind, MessageError, parse_message};
+
+use crate::cloud::CloudProvider;
+use crate::cluster::{Cluster, ClusterError};
+use crate::provisioning::Provisioner;
+
+/// What became of one message. Every outcome but an error deletes the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The node is being replaced: cordoned, replacement launched, drained, deleted.
+    Replaced {
+        /// Kind of event.
+        kind: &'static str,
+        /// NodeClaims replaced.
+        claims: Vec<String>,
+        /// Replacement NodeClaims launched.
+        replacements: usize,
+        /// Pods evicted.
+        evicted: usize,
+    },
+    /// Recorded, nothing done (a rebalance recommendation).
+    Recorded {
+        /// Kind of event.
+        kind: &'static str,
+    },
+    /// No NodeClaim of this cluster runs the instance (already handled, or not ours).
+    NotOwned {
+        /// Kind of event.
+        kind: &'static str,
+    },
+    /// Malformed or foreign: logged with its id and deleted.
+    Dropped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Handles interruption messages against the cluster and cloud.
+pub struct InterruptionHandler<C, K> {
+    cloud: Arc<C>,
+    cluster: Arc<K>,
+    provisioner: Arc<Provisioner<C, K>>,
+    /// Act on rebalance recommendations as on interruptions.
+    rebalance_actionable: bool,
+    counts: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl<C: CloudProvider, K: Cluster> InterruptionHandler<C, K> {
+    /// A handler launching replacements through `provisioner`.
+    pub fn new(cloud: Arc<C>, cluster: Arc<K>, provisioner: Arc<Provisioner<C, K>>, rebalance_actionable: bool) -> Self {
+        InterruptionHandler { cloud, cluster, provisioner, rebalance_actionable, counts: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Messages handled, by (kind, outcome).
+    pub fn counts(&self) -> BTreeMap<(String, String), u64> {
+        self.counts.lock().expect("counts lock").clone()
+    }
+
+    fn count(&self, kind: &str, outcome: &str) {
+        *self.counts.lock().expect("counts lock").entry((kind.into(), outcome.into())).or_default() += 1;
+    }
+
+    /// Handle SQS message `id` with `body`. An error (the cluster or cloud
+    /// failed) means the message must stay on the queue to be retried.
+    pub async fn handle(&self, id: &str, body: &str) -> Result<Outcome, ClusterError> {
+        let kind = match parse_message(id, body) {
+            Ok(kind) => kind,
+            Err(e) => {
+                let label = match e {
+                    MessageError::Malformed { .. } => "malformed",
+                    MessageError::Foreign { .. } => "foreign",
+                };
+                tracing::warn!(message = id, "{e}");
+                self.count(label, "dropped");
+                return Ok(Outcome::Dropped { reason: e.to_string() });
+            }
+        };
+        self.handle_event(id, kind).await
+    }
+
+    /// Act on an event already parsed (the simulated cloud emits them as
+    /// they come out of the queue). `id` names it in logs.
+    pub async fn handle_event(&self, id: &str, kind: InterruptionKind) -> Result<Outcome, ClusterError> {
+        let name = kind.name();
+        if let InterruptionKind::Rebalance { instance } = &kind
+            && !self.rebalance_actionable
+        {
+            tracing::info!(message = id, instance, "rebalance recommendation recorded");
+            self.count(name, "recorded");
+            return Ok(Outcome::Recorded { kind: name });
+        }
+        let instances = kind.instances();
+        let claims: Vec<_> = self
+            .cluster
+            .node_claims()
+            .await?
+            .into_iter()
+            .filter(|c| c.instance.as_ref().is_some_and(|i| instances.contains(&i.id.as_str())))
+            .collect();
+        if claims.is_empty() {
+            self.count(name, "not-owned");
+            return Ok(Outcome::NotOwned { kind: name });
+        }
+        if matches!(kind, InterruptionKind::SpotInterruption { .. }) {
+            for claim in &claims {
+                if let Some(instance) = &claim.instance {
+                    self.cloud.mark_unavailable(instance.offering);
+                }
+            }
+        }
+        // Cordon, then launch capacity for the pods before evicting them.
+        let mut moving = Vec::new();
+        for claim in &claims {
+            self.cluster.cordon(&claim.name).await?;
+            moving.extend(self.cluster.pods_on(&claim.name).await?);
+        }
+        let report = self.provisioner.provision_with(moving).await?;
+        let mut evicted = 0;
+        for claim in &claims {
+            evicted += self.cluster.drain(&claim.name).await?.len();
+            if let Some(instance) = &claim.instance
+                && let Err(e) = self.cloud.terminate(&instance.id).await
+            {
+                tracing::warn!(claim = %claim.name, "terminate: {e}");
+            }
+            self.cluster.delete_node_claim(&claim.name).await?;
+        }
+        tracing::info!(message = id, kind = name, replacements = report.launched.len(), evicted, "node replaced");
+        self.count(name, "replaced");
+        Ok(Outcome::Replaced {
+            kind: name,
+            claims: claims.into_iter().map(|c| c.name).collect(),
+            replacements: report.launched.len(),
+            evicted,
+        })
+    }
+}

@@ -1,0 +1,324 @@
+use std::hash::{Hash, Hasher};
+
+use super::{Arch, CapacityType, InterruptionRate, Offering, Resources};
+
+/// The zones the bundled catalog offers every instance type in.
+pub const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+const MIB: u64 = 1 << 20;
+/// Root volume size nodes get unless their node class says otherwise.
+const ROOT_VOLUME_GIB: u64 = 20;
+
+/// An EC2 instance type and its facts, one row of the bundled catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceType {
+    /// Name, e.g. `m7g.large`.
+    pub name: String,
+    /// Family, e.g. `m7g`.
+    pub family: String,
+    /// Generation, e.g. 7.
+    pub generation: u32,
+    /// Virtual CPUs.
+    pub vcpu: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// CPU architecture.
+    pub arch: Arch,
+    /// GPUs.
+    pub gpus: u32,
+    /// Most pods the VPC CNI can give addresses to.
+    pub max_pods: u32,
+    /// On-demand list price, US dollars per hour.
+    pub on_demand_price: f64,
+}
+
+/// A malformed catalog line.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{source_name}:{line}: {field}: {message}")]
+pub struct CatalogError {
+    /// File or resource the text came from.
+    pub source_name: String,
+    /// 1-based line number.
+    pub line: usize,
+    /// Column name.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+const HEADER: [&str; 9] = [
+    "instance_type",
+    "family",
+    "generation",
+    "vcpu",
+    "memory_mib",
+    "arch",
+    "gpus",
+    "max_pods",
+    "od_price_usd_per_hour",
+];
+
+/// The instance types bundled with nodewright (us-east-1, see `crates/nodewright-core/data/`).
+pub fn bundled_instance_types() -> Vec<InstanceType> {
+    parse_instance_types("crates/nodewright-core/data/instance-types.csv", include_str!("../../data/instance-types.csv"))
+        .expect("the bundled catalog is checked by the tests")
+}
+
+/// Parse a catalog CSV (the format `scripts/gen-catalog.py` writes); `#` lines are comments.
+pub fn parse_instance_types(source_name: &str, text: &str) -> Result<Vec<InstanceType>, CatalogError> {
+    let error = |line: usize, field: &'static str, message: String| CatalogError {
+        source_name: source_name.to_string(),
+        line,
+        field,
+        message,
+    };
+    let mut rows = text.lines().enumerate().filter(|(_, l)| !l.starts_with('#') && !l.trim().is_empty());
+    let Some((header_index, header)) = rows.next() else {
+        return Err(error(1, "instance_type", "no header line".into()));
+    };
+    if header.split(',').collect::<Vec<_>>() != HEADER {
+        return Err(error(header_index + 1, "instance_type", format!("header must be `{}`", HEADER.join(","))));
+    }
+    let mut types = Vec::new();
+    for (index, line) in rows {
+        let n = index + 1;
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells.len() != HEADER.len() {
+            return Err(error(n, "instance_type", format!("{} columns, expected {}", cells.len(), HEADER.len())));
+        }
+        fn number<T: std::str::FromStr>(cell: &str) -> Result<T, String> {
+            cell.parse().map_err(|_| format!("`{cell}` is not a number"))
+        }
+        let arch = match cells[5] {
+            "amd64" => Arch::Amd64,
+            "arm64" => Arch::Arm64,
+            other => return Err(error(n, "arch", format!("`{other}` is not amd64 or arm64"))),
+        };
+        let on_demand_price: f64 = number(cells[8]).map_err(|m| error(n, "od_price_usd_per_hour", m))?;
+        if !(on_demand_price.is_finite() && on_demand_price > 0.0) {
+            return Err(error(n, "od_price_usd_per_hour", format!("`{}` must be a positive price", cells[8])));
+        }
+        types.push(InstanceType {
+            name: cells[0].to_string(),
+            family: cells[1].to_string(),
+            generation: number(cells[2]).map_err(|m| error(n, "generation", m))?,
+            vcpu: number(cells[3]).map_err(|m| error(n, "vcpu", m))?,
+            memory_mib: number(cells[4]).map_err(|m| error(n, "memory_mib", m))?,
+            arch,
+            gpus: number(cells[6]).map_err(|m| error(n, "gpus", m))?,
+            max_pods: number(cells[7]).map_err(|m| error(n, "max_pods", m))?,
+            on_demand_price,
+        });
+    }
+    Ok(types)
+}
+
+impl InstanceType {
+    /// What pods can use: capacity minus kubelet and system reservations,
+    /// the eviction threshold and the hypervisor's share of memory, computed
+    /// the way EKS AMIs size `kube-reserved`.
+    pub fn allocatable(&self) -> Resources {
+        let cores = self.vcpu as u64;
+        // kube-reserved CPU: 6 % of the first core, 1 % of the second,
+        // 0.5 % of the third and fourth, 0.25 % of the rest (in millicores).
+        let reserved_cpu = match cores {
+            0 => 0,
+            1 => 60,
+            _ => 70 + 5 * cores.min(4).saturating_sub(2) + cores.saturating_sub(4) * 25 / 10,
+        };
+        let capacity_mem = self.memory_mib * MIB;
+        let vm_overhead = capacity_mem * 75 / 1000;
+        let reserved_mem = (11 * self.max_pods as u64 + 255) * MIB + 100 * MIB;
+        let root = ROOT_VOLUME_GIB << 30;
+        Resources {
+            cpu_millis: (cores * 1000).saturating_sub(reserved_cpu) as u32,
+            memory_bytes: capacity_mem.saturating_sub(vm_overhead).saturating_sub(reserved_mem),
+            pods: self.max_pods.min(110),
+            gpus: self.gpus,
+            // 1 GiB kube-reserved and a 10 % eviction threshold off the root volume.
+            ephemeral_bytes: root - (1 << 30) - root / 10,
+        }
+    }
+
+    /// What the machine has, before reservations (NodePool limits count this).
+    pub fn capacity(&self) -> Resources {
+        Resources {
+            cpu_millis: self.vcpu * 1000,
+            memory_bytes: self.memory_mib * MIB,
+            pods: self.max_pods.min(110),
+            gpus: self.gpus,
+            ephemeral_bytes: ROOT_VOLUME_GIB << 30,
+        }
+    }
+
+    /// The seeded spot model used until real spot prices are known: a
+    /// discount off on-demand that depends on the family (45 % to 75 % off)
+    /// and an interruption bucket that depends on the type. Both come from a
+    /// stable hash, so every run sees the same numbers.
+    pub fn modelled_spot(&self) -> (f64, InterruptionRate) {
+        let family_hash = stable_hash(&self.family);
+        let discount = 0.45 + (family_hash % 3001) as f64 / 10_000.0;
+        let bucket = InterruptionRate::ALL[(stable_hash(&self.name) % 5) as usize];
+        let price = (self.on_demand_price * (1.0 - discount) * 1e6).round() / 1e6;
+        (price, bucket)
+    }
+
+    /// The offerings of this type: on-demand and spot in each of `zones`.
+    pub fn offerings<'a>(&'a self, zones: &'a [&'a str]) -> impl Iterator<Item = Offering> + 'a {
+        let (spot_price, bucket) = self.modelled_spot();
+        let allocatable = self.allocatable();
+        let capacity = self.capacity();
+        zones.iter().flat_map(move |zone| {
+            [
+                (CapacityType::OnDemand, self.on_demand_price, InterruptionRate::VeryLow),
+                (CapacityType::Spot, spot_price, bucket),
+            ]
+            .into_iter()
+            .map(move |(capacity_type, price_per_hour, interruption)| Offering {
+                instance_type: self.name.clone(),
+                family: self.family.clone(),
+                generation: self.generation,
+                arch: self.arch,
+                zone: zone.to_string(),
+                capacity_type,
+                price_per_hour,
+                allocatable,
+                capacity,
+                interruption,
+            })
+        })
+    }
+}
+
+/// FNV-1a: stable across runs, platforms and Rust versions (unlike `DefaultHasher`).
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Every offering the host may refer to, under a version that changes when any offering does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catalog {
+    /// Content version: a hash of every offering.
+    pub version: u64,
+    /// Offerings, referred to by index.
+    pub offerings: Vec<Offering>,
+    /// Zones in order of first appearance, and each offering's index into
+    /// them (computed once: schedulers read it on every pass).
+    pub zones: std::sync::Arc<(Vec<String>, Vec<usize>)>,
+}
+
+impl Catalog {
+    /// A catalog of `offerings`, versioned by their content.
+    pub fn new(offerings: Vec<Offering>) -> Self {
+        let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
+        for o in &offerings {
+            o.instance_type.hash(&mut hasher);
+            o.zone.hash(&mut hasher);
+            (o.capacity_type as u8).hash(&mut hasher);
+            o.price_per_hour.to_bits().hash(&mut hasher);
+            o.allocatable.hash(&mut hasher);
+            o.capacity.hash(&mut hasher);
+            (o.interruption as u8).hash(&mut hasher);
+            (o.arch as u8).hash(&mut hasher);
+            o.generation.hash(&mut hasher);
+            o.family.hash(&mut hasher);
+        }
+        let mut zones: Vec<String> = Vec::new();
+        let zone_of = offerings
+            .iter()
+            .map(|o| match zones.iter().position(|z| *z == o.zone) {
+                Some(i) => i,
+                None => {
+                    zones.push(o.zone.clone());
+                    zones.len() - 1
+                }
+            })
+            .collect();
+        Catalog { version: hasher.0, offerings, zones: std::sync::Arc::new((zones, zone_of)) }
+    }
+
+    /// The bundled instance types, on-demand and spot in every zone of [`ZONES`].
+    pub fn bundled() -> Self {
+        let types = bundled_instance_types();
+        Catalog::new(types.iter().flat_map(|t| t.offerings(&ZONES)).collect())
+    }
+
+    /// `n` of the bundled instance types, spread evenly over the list, on-demand
+    /// and spot in every zone of [`ZONES`].
+    pub fn bundled_types(n: usize) -> Self {
+        let types = bundled_instance_types();
+        let step = (types.len() as f64 / n.clamp(1, types.len()) as f64).max(1.0);
+        let chosen = (0..n.min(types.len())).map(|i| &types[(i as f64 * step) as usize]);
+        Catalog::new(chosen.flat_map(|t| t.offerings(&ZONES)).collect())
+    }
+
+    /// The first `n` offerings of the bundled catalog, spread over all
+    /// instance types (for benchmarks and tests that want a given size).
+    pub fn bundled_sample(n: usize) -> Self {
+        let all = Catalog::bundled().offerings;
+        let step = (all.len() / n.max(1)).max(1);
+        Catalog::new(all.into_iter().step_by(step).take(n).collect())
+    }
+
+    /// Indices of the offerings whose allocatable resources cover `need`.
+    pub fn feasible_for(&self, need: &Resources) -> Vec<u32> {
+        (0..self.offerings.len() as u32)
+            .filter(|&i| self.offerings[i as usize].allocatable.covers(need))
+            .collect()
+    }
+}
+
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_catalog_parses_with_every_type() {
+        let types = bundled_instance_types();
+        assert_eq!(types.len(), 1340);
+        let m5 = types.iter().find(|t| t.name == "m5.large").unwrap();
+        assert_eq!((m5.vcpu, m5.memory_mib, m5.arch, m5.max_pods), (2, 8192, Arch::Amd64, 29));
+    }
+
+    #[test]
+    fn allocatable_takes_reservations_off() {
+        let types = bundled_instance_types();
+        let m5 = types.iter().find(|t| t.name == "m5.large").unwrap();
+        let a = m5.allocatable();
+        assert_eq!(a.cpu_millis, 2000 - 70);
+        assert!(a.memory_bytes < 8192 * MIB && a.memory_bytes > 6 * 1024 * MIB, "{}", a.memory_bytes);
+        assert_eq!(a.pods, 29);
+    }
+
+    #[test]
+    fn a_bad_catalog_line_names_file_line_and_field() {
+        let text = format!("{}\nm5.large,m5,5,2,8192,sparc,0,29,0.096\n", HEADER.join(","));
+        let err = parse_instance_types("my.csv", &text).unwrap_err();
+        assert_eq!(err.to_string(), "my.csv:2: arch: `sparc` is not amd64 or arm64");
+        let text = format!("{}\nm5.large,m5,5,two,8192,amd64,0,29,0.096\n", HEADER.join(","));
+        let err = parse_instance_types("my.csv", &text).unwrap_err();
+        assert_eq!(err.to_string(), "my.csv:2: vcpu: `two` is not a number");
+    }
+
+    #[test]
+    fn catalog_version_follows_content() {
+        let a = Catalog::bundled_sample(50);
+        let mut changed = a.offerings.clone();
+        changed[3].price_per_hour += 0.001;
+        assert_eq!(a.version, Catalog::bundled_sample(50).version);
+        assert_ne!(a.version, Catalog::new(changed).version);
+    }
+}

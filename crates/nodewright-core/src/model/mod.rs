@@ -1,0 +1,29 @@
+//! Plain data: resources, instance types, offerings, the catalog, pods,
+//! labels and requirements, NodePools. No I/O beyond parsing text handed in.
+
+mod catalog;
+pub mod clock;
+pub mod labels;
+mod node;
+mod nodepool;
+mod offering;
+mod overrides;
+mod pdb;
+mod pod;
+pub mod quantity;
+mod resources;
+pub mod stream;
+
+pub use clock::{Clock, system_clock};
+pub use catalog::{Catalog, CatalogError, InstanceType, ZONES, bundled_instance_types, parse_instance_types};
+pub use labels::{Operator, Requirement, Taint, TaintEffect, Toleration, well_known};
+pub use nodepool::yaml_error;
+pub use node::{ExistingNode, Instance, NodeClaim};
+pub use nodepool::{
+    Budget, BudgetNodes, ConsolidationPolicy, NodePool, NodePoolError, PolicyRef, PoolLimits, parse_node_pools,
+};
+pub use offering::{Arch, CapacityType, InterruptionRate, Offering};
+pub use overrides::{OverrideTarget, PriceChange, PriceOverride, PriceOverrideError, parse_price_overrides};
+pub use pdb::{IntOrPercent, PdbLimit, PdbStatus, PodDisruptionBudget};
+pub use pod::{daemonsets_on, LabelSelector, Pod, PodAffinityTerm, PodSpec, PreferredTerm, TopologyKey, TopologySpread};
+pub use resources::Resources;

@@ -1,0 +1,695 @@
+//! NodePools, read from YAML shaped like Karpenter's v1 `NodePool` (an
+//! existing `karpenter.sh/v1` manifest loads as is; `policy` is
+//! nodewright's addition). Every error names the file, the NodePool, the
+//! field and the value.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::labels::{Operator, Requirement, Taint, TaintEffect, well_known};
+use super::quantity::{parse_bytes, parse_cpu_millis, parse_duration};
+
+/// Upper bounds on what a NodePool may launch (on capacity, not allocatable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// CPU in millicores.
+    pub cpu_millis: Option<u64>,
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// GPUs.
+    pub gpus: Option<u64>,
+}
+
+/// A policy a NodePool uses, with that policy's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRef {
+    /// A bundled plugin name (`cheapest`, `spot-savvy`, …), a component
+    /// file, or a `PolicyPlugin` resource name.
+    pub plugin: String,
+    /// The plugin's configuration as JSON.
+    pub config: String,
+}
+
+/// When consolidation may act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsolidationPolicy {
+    /// Only nodes without pods.
+    WhenEmpty,
+    /// Empty and under-used nodes.
+    WhenEmptyOrUnderutilized,
+}
+
+/// How many nodes may be disrupted at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    /// A count of nodes, or a percentage of the NodePool's nodes.
+    pub nodes: BudgetNodes,
+    /// Reasons it applies to (empty: all).
+    pub reasons: Vec<String>,
+    /// Cron schedule when the budget is active (with `duration`).
+    pub schedule: Option<String>,
+    /// How long it stays active after each schedule hit.
+    pub duration: Option<Duration>,
+}
+
+/// `nodes` of a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetNodes {
+    /// At most this many nodes.
+    Count(u32),
+    /// At most this percentage of nodes (rounded up).
+    Percent(u32),
+}
+
+/// A NodePool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodePool {
+    /// Name.
+    pub name: String,
+    /// Higher weights are tried first.
+    pub weight: i32,
+    /// What its nodes may be.
+    pub requirements: Vec<Requirement>,
+    /// Labels put on its nodes.
+    pub labels: BTreeMap<String, String>,
+    /// Taints put on its nodes.
+    pub taints: Vec<Taint>,
+    /// Taints its nodes start with, removed once they are ready.
+    pub startup_taints: Vec<Taint>,
+    /// Limits.
+    pub limits: PoolLimits,
+    /// Node class name.
+    pub node_class: Option<String>,
+    /// Forceful expiry (default 720h; `None` for `Never`).
+    pub expire_after: Option<Duration>,
+    /// Longest a drain may take.
+    pub termination_grace_period: Option<Duration>,
+    /// Consolidation policy.
+    pub consolidation_policy: ConsolidationPolicy,
+    /// Wait after the last pod change before consolidating (`None` for `Never`).
+    pub consolidate_after: Option<Duration>,
+    /// Disruption budgets (default: 10 % of nodes).
+    pub budgets: Vec<Budget>,
+    /// Instance-selection policy.
+    pub selection: PolicyRef,
+    /// Consolidation policy plugin.
+    pub consolidation: PolicyRef,
+}
+
+impl NodePool {
+    /// A NodePool with Karpenter's defaults and no requirements.
+    pub fn new(name: &str) -> Self {
+        NodePool {
+            name: name.into(),
+            weight: 0,
+            requirements: Vec::new(),
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+            startup_taints: Vec::new(),
+            limits: PoolLimits::default(),
+            node_class: None,
+            expire_after: Some(Duration::from_secs(720 * 3600)),
+            termination_grace_period: None,
+            consolidation_policy: ConsolidationPolicy::WhenEmptyOrUnderutilized,
+            consolidate_after: Some(Duration::ZERO),
+            budgets: vec![Budget { nodes: BudgetNodes::Percent(10), reasons: vec![], schedule: None, duration: None }],
+            selection: PolicyRef { plugin: "cheapest".into(), config: "{}".into() },
+            consolidation: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
+        }
+    }
+
+    /// With a requirement.
+    pub fn require(mut self, requirement: Requirement) -> Self {
+        self.requirements.push(requirement);
+        self
+    }
+
+    /// With weight `weight`.
+    pub fn weight(mut self, weight: i32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// With a taint.
+    pub fn taint(mut self, taint: Taint) -> Self {
+        self.taints.push(taint);
+        self
+    }
+
+    /// With a node label.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// With limits.
+    pub fn limits(mut self, limits: PoolLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// A digest of what the NodePool makes its nodes from (requirements,
+    /// labels, taints, startup taints, node class). A node launched under
+    /// another digest has drifted.
+    pub fn drift_hash(&self) -> String {
+        use sha2::Digest;
+        let text = format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.requirements, self.labels, self.taints, self.startup_taints, self.node_class
+        );
+        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
+    }
+
+    /// With the consolidation plugin `plugin` configured by `config` (JSON).
+    pub fn consolidation(mut self, plugin: &str, config: &str) -> Self {
+        self.consolidation = PolicyRef { plugin: plugin.into(), config: config.into() };
+        self
+    }
+
+    /// With the selection plugin `plugin` configured by `config` (JSON).
+    pub fn selection(mut self, plugin: &str, config: &str) -> Self {
+        self.selection = PolicyRef { plugin: plugin.into(), config: config.into() };
+        self
+    }
+}
+
+/// A NodePool file that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {resource}: {field}: {message}")]
+pub struct NodePoolError {
+    /// The file.
+    pub file: String,
+    /// `NodePool NAME`, or `document N` before the name is known.
+    pub resource: String,
+    /// Path of the field, e.g. `spec.template.spec.requirements[0].operator`.
+    pub field: String,
+    /// What is wrong, with the value.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawNodePool {
+    api_version: String,
+    kind: String,
+    metadata: RawMetadata,
+    spec: RawSpec,
+    /// Written by the controller; an object exported from a cluster carries it.
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted and ignored: the status is the controller's, not the user's")]
+    status: Option<serde_yaml_ng::Value>,
+}
+
+/// Object metadata. The fields an API server sets (what `kubectl get -o
+/// yaml` exports) are accepted and ignored, so an exported NodePool loads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code, reason = "the server-set fields are accepted and ignored")]
+struct RawMetadata {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+    #[serde(default)]
+    generation: Option<i64>,
+    #[serde(default)]
+    creation_timestamp: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    deletion_timestamp: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    deletion_grace_period_seconds: Option<i64>,
+    #[serde(default)]
+    managed_fields: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    finalizers: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    owner_references: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    self_link: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawSpec {
+    template: RawTemplate,
+    #[serde(default)]
+    weight: Option<i32>,
+    #[serde(default)]
+    limits: BTreeMap<String, serde_yaml_ng::Value>,
+    #[serde(default)]
+    disruption: Option<RawDisruption>,
+    #[serde(default)]
+    policy: Option<RawPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemplate {
+    #[serde(default)]
+    metadata: Option<RawTemplateMetadata>,
+    spec: RawTemplateSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemplateMetadata {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawTemplateSpec {
+    #[serde(default)]
+    requirements: Vec<RawRequirement>,
+    #[serde(default)]
+    taints: Vec<RawTaint>,
+    #[serde(default)]
+    startup_taints: Vec<RawTaint>,
+    #[serde(default)]
+    node_class_ref: Option<RawNodeClassRef>,
+    #[serde(default)]
+    expire_after: Option<String>,
+    #[serde(default)]
+    termination_grace_period: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRequirement {
+    key: String,
+    operator: String,
+    #[serde(default)]
+    values: Vec<String>,
+    #[serde(default)]
+    min_values: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTaint {
+    key: String,
+    #[serde(default)]
+    value: String,
+    effect: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNodeClassRef {
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for Karpenter compatibility")]
+    group: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for Karpenter compatibility")]
+    kind: Option<String>,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawDisruption {
+    #[serde(default)]
+    consolidation_policy: Option<String>,
+    #[serde(default)]
+    consolidate_after: Option<String>,
+    #[serde(default)]
+    budgets: Option<Vec<RawBudget>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    nodes: String,
+    #[serde(default)]
+    reasons: Vec<String>,
+    #[serde(default)]
+    schedule: Option<String>,
+    #[serde(default)]
+    duration: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    selection: Option<RawPolicyRef>,
+    #[serde(default)]
+    consolidation: Option<RawPolicyRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicyRef {
+    plugin: String,
+    #[serde(default)]
+    config: Option<serde_json::Value>,
+}
+
+/// Parse every NodePool in `text` (YAML, one or more documents) read from `file`.
+pub fn parse_node_pools(file: &str, text: &str) -> Result<Vec<NodePool>, NodePoolError> {
+    let mut pools: Vec<NodePool> = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let resource = format!("document {}", index + 1);
+        let raw: RawNodePool = serde_path_to_error::deserialize(document).map_err(|e| {
+            let (field, message) = yaml_error(e);
+            NodePoolError { file: file.into(), resource: resource.clone(), field, message }
+        })?;
+        let pool = convert(raw).map_err(|(resource, field, message)| NodePoolError {
+            file: file.into(),
+            resource,
+            field,
+            message,
+        })?;
+        if pools.iter().any(|p| p.name == pool.name) {
+            return Err(NodePoolError {
+                file: file.into(),
+                resource: format!("NodePool {}", pool.name),
+                field: "metadata.name".into(),
+                message: format!("`{}` is defined twice", pool.name),
+            });
+        }
+        pools.push(pool);
+    }
+    Ok(pools)
+}
+
+/// The field path and message of a YAML error, without the parser
+/// repeating the path at the front of its message.
+pub fn yaml_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> (String, String) {
+    let path = e.path().to_string();
+    let message = e.into_inner().to_string();
+    let message = match message.split_once(": ") {
+        Some((prefix, rest)) if !prefix.contains(' ') && path.starts_with(prefix) => rest.to_string(),
+        _ => message,
+    };
+    (if path == "." { "(document)".into() } else { path }, message)
+}
+
+type Failure = (String, String, String);
+
+fn convert(raw: RawNodePool) -> Result<NodePool, Failure> {
+    let resource = format!("NodePool {}", raw.metadata.name);
+    let fail = |field: &str, message: String| (resource.clone(), field.to_string(), message);
+    if !matches!(raw.api_version.as_str(), "nodewright.io/v1alpha1" | "karpenter.sh/v1") {
+        return Err(fail("apiVersion", format!("`{}` is not nodewright.io/v1alpha1 or karpenter.sh/v1", raw.api_version)));
+    }
+    if raw.kind != "NodePool" {
+        return Err(fail("kind", format!("`{}` is not NodePool", raw.kind)));
+    }
+    if raw.metadata.name.is_empty() {
+        return Err(fail("metadata.name", "must not be empty".into()));
+    }
+    let _ = (&raw.metadata.labels, &raw.metadata.annotations);
+    let mut pool = NodePool::new(&raw.metadata.name);
+    let spec = raw.spec;
+    if let Some(weight) = spec.weight {
+        if !(0..=100).contains(&weight) {
+            return Err(fail("spec.weight", format!("{weight} is not between 0 and 100")));
+        }
+        pool.weight = weight;
+    }
+    let template = spec.template.spec;
+    for (i, r) in template.requirements.iter().enumerate() {
+        let field = format!("spec.template.spec.requirements[{i}]");
+        let operator = Operator::parse(&r.operator).map_err(|m| fail(&format!("{field}.operator"), m))?;
+        let requirement =
+            Requirement::new(&r.key, operator, r.values.clone()).map_err(|m| fail(&field, format!("{}: {m}", r.key)))?;
+        if r.min_values.is_some_and(|m| m as usize > r.values.len() && operator == Operator::In) {
+            return Err(fail(&format!("{field}.minValues"), format!("{} exceeds the {} values given", r.min_values.unwrap_or(0), r.values.len())));
+        }
+        if r.key == well_known::HOSTNAME {
+            return Err(fail(&format!("{field}.key"), format!("`{}` cannot be required of a new node", r.key)));
+        }
+        pool.requirements.push(requirement);
+    }
+    if let Some(metadata) = spec.template.metadata {
+        for key in metadata.labels.keys() {
+            if well_known::OFFERING_KEYS.contains(&key.as_str()) || key == well_known::HOSTNAME {
+                return Err(fail("spec.template.metadata.labels", format!("`{key}` is set by nodewright, use a requirement instead")));
+            }
+        }
+        pool.labels = metadata.labels;
+        let _ = metadata.annotations;
+    }
+    let taints = |list: &[RawTaint], field: &str| -> Result<Vec<Taint>, Failure> {
+        list.iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let effect = TaintEffect::parse(&t.effect).map_err(|m| fail(&format!("{field}[{i}].effect"), m))?;
+                if t.key.is_empty() {
+                    return Err(fail(&format!("{field}[{i}].key"), "must not be empty".into()));
+                }
+                Ok(Taint { key: t.key.clone(), value: t.value.clone(), effect })
+            })
+            .collect()
+    };
+    pool.taints = taints(&template.taints, "spec.template.spec.taints")?;
+    pool.startup_taints = taints(&template.startup_taints, "spec.template.spec.startupTaints")?;
+    pool.node_class = template.node_class_ref.map(|r| r.name);
+    let never_or = |value: &Option<String>, field: &str, default: Option<Duration>| -> Result<Option<Duration>, Failure> {
+        match value.as_deref() {
+            None => Ok(default),
+            Some("Never") => Ok(None),
+            Some(text) => parse_duration(text).map(Some).map_err(|m| fail(field, m)),
+        }
+    };
+    pool.expire_after = never_or(&template.expire_after, "spec.template.spec.expireAfter", pool.expire_after)?;
+    pool.termination_grace_period =
+        never_or(&template.termination_grace_period, "spec.template.spec.terminationGracePeriod", None)?;
+    for (key, value) in &spec.limits {
+        let field = format!("spec.limits.{key}");
+        let text = match value {
+            serde_yaml_ng::Value::String(s) => s.clone(),
+            serde_yaml_ng::Value::Number(n) => n.to_string(),
+            other => return Err(fail(&field, format!("{other:?} is not a quantity"))),
+        };
+        match key.as_str() {
+            "cpu" => pool.limits.cpu_millis = Some(parse_cpu_millis(&text).map_err(|m| fail(&field, m))?),
+            "memory" => pool.limits.memory_bytes = Some(parse_bytes(&text).map_err(|m| fail(&field, m))?),
+            "nvidia.com/gpu" | "gpu" => pool.limits.gpus = Some(parse_bytes(&text).map_err(|m| fail(&field, m))?),
+            other => return Err(fail(&field, format!("`{other}` is not a supported limit (cpu, memory, nvidia.com/gpu)"))),
+        }
+    }
+    if let Some(disruption) = spec.disruption {
+        if let Some(policy) = disruption.consolidation_policy {
+            pool.consolidation_policy = match policy.as_str() {
+                "WhenEmpty" => ConsolidationPolicy::WhenEmpty,
+                "WhenEmptyOrUnderutilized" => ConsolidationPolicy::WhenEmptyOrUnderutilized,
+                other => {
+                    return Err(fail(
+                        "spec.disruption.consolidationPolicy",
+                        format!("`{other}` is not WhenEmpty or WhenEmptyOrUnderutilized"),
+                    ));
+                }
+            };
+        }
+        pool.consolidate_after =
+            never_or(&disruption.consolidate_after, "spec.disruption.consolidateAfter", pool.consolidate_after)?;
+        if let Some(budgets) = disruption.budgets {
+            pool.budgets = budgets
+                .iter()
+                .enumerate()
+                .map(|(i, b)| parse_budget(b).map_err(|(f, m)| fail(&format!("spec.disruption.budgets[{i}].{f}"), m)))
+                .collect::<Result<_, _>>()?;
+        }
+    }
+    if let Some(policy) = spec.policy {
+        let convert = |r: RawPolicyRef| PolicyRef {
+            plugin: r.plugin,
+            config: r.config.map_or_else(|| "{}".into(), |c| c.to_string()),
+        };
+        if let Some(selection) = policy.selection {
+            if selection.plugin.is_empty() {
+                return Err(fail("spec.policy.selection.plugin", "must not be empty".into()));
+            }
+            pool.selection = convert(selection);
+        }
+        if let Some(consolidation) = policy.consolidation {
+            if consolidation.plugin.is_empty() {
+                return Err(fail("spec.policy.consolidation.plugin", "must not be empty".into()));
+            }
+            pool.consolidation = convert(consolidation);
+        }
+    }
+    Ok(pool)
+}
+
+fn parse_budget(raw: &RawBudget) -> Result<Budget, (String, String)> {
+    let nodes = match raw.nodes.strip_suffix('%') {
+        Some(percent) => match percent.parse::<u32>() {
+            Ok(p) if p <= 100 => BudgetNodes::Percent(p),
+            _ => return Err(("nodes".into(), format!("`{}` is not a percentage from 0% to 100%", raw.nodes))),
+        },
+        None => BudgetNodes::Count(
+            raw.nodes.parse().map_err(|_| ("nodes".to_string(), format!("`{}` is not a node count or a percentage", raw.nodes)))?,
+        ),
+    };
+    for reason in &raw.reasons {
+        if !matches!(reason.as_str(), "Underutilized" | "Empty" | "Drifted") {
+            return Err(("reasons".into(), format!("`{reason}` is not one of Underutilized, Empty, Drifted")));
+        }
+    }
+    if raw.schedule.is_some() != raw.duration.is_some() {
+        return Err(("schedule".into(), "schedule and duration go together".into()));
+    }
+    if let Some(schedule) = &raw.schedule {
+        let five_fields = schedule.split_whitespace().count() == 5 || schedule.starts_with('@');
+        if let Err(e) = schedule.parse::<croner::Cron>().map_err(|e| e.to_string()).and_then(|c| {
+            if five_fields { Ok(c) } else { Err("it needs five fields".into()) }
+        }) {
+            return Err(("schedule".into(), format!("`{schedule}` is not a five-field cron schedule: {e}")));
+        }
+    }
+    let duration = raw.duration.as_deref().map(parse_duration).transpose().map_err(|m| ("duration".to_string(), m))?;
+    Ok(Budget { nodes, reasons: raw.reasons.clone(), schedule: raw.schedule.clone(), duration })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KARPENTER: &str = r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata:
+  name: default
+spec:
+  template:
+    metadata:
+      labels:
+        team: web
+    spec:
+      requirements:
+        - key: kubernetes.io/arch
+          operator: In
+          values: ["amd64", "arm64"]
+        - key: karpenter.sh/capacity-type
+          operator: In
+          values: ["spot", "on-demand"]
+        - key: karpenter.k8s.aws/instance-generation
+          operator: Gt
+          values: ["2"]
+      nodeClassRef:
+        group: karpenter.k8s.aws
+        kind: EC2NodeClass
+        name: default
+      expireAfter: 720h
+  limits:
+    cpu: 1000
+    memory: 1000Gi
+  disruption:
+    consolidationPolicy: WhenEmptyOrUnderutilized
+    consolidateAfter: 1m
+    budgets:
+      - nodes: "10%"
+      - nodes: "0"
+        schedule: "0 9 * * mon-fri"
+        duration: 8h
+        reasons: ["Underutilized"]
+"#;
+
+    #[test]
+    fn a_karpenter_v1_node_pool_loads_unchanged() {
+        let pools = parse_node_pools("default.yaml", KARPENTER).unwrap();
+        let pool = &pools[0];
+        assert_eq!(pool.name, "default");
+        assert_eq!(pool.requirements.len(), 3);
+        assert_eq!(pool.labels.get("team").map(String::as_str), Some("web"));
+        assert_eq!(pool.limits, PoolLimits { cpu_millis: Some(1_000_000), memory_bytes: Some(1000 << 30), gpus: None });
+        assert_eq!(pool.consolidate_after, Some(Duration::from_secs(60)));
+        assert_eq!(pool.budgets.len(), 2);
+        assert_eq!(pool.budgets[1].nodes, BudgetNodes::Count(0));
+        assert_eq!(pool.selection.plugin, "cheapest");
+        assert_eq!(pool.node_class.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn the_policy_section_names_plugins_and_their_config() {
+        let text = KARPENTER.replace("  limits:\n", "  policy:\n    selection:\n      plugin: spot-savvy\n      config:\n        risk_weight: 2\n  limits:\n");
+        let pool = &parse_node_pools("p.yaml", &text).unwrap()[0];
+        assert_eq!(pool.selection, PolicyRef { plugin: "spot-savvy".into(), config: r#"{"risk_weight":2}"#.into() });
+    }
+
+    fn error(text: &str) -> String {
+        parse_node_pools("pools.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_node_pools_name_file_resource_field_and_value() {
+        assert_eq!(
+            error(&KARPENTER.replace("operator: Gt", "operator: Greater")),
+            "pools.yaml: NodePool default: spec.template.spec.requirements[2].operator: `Greater` is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt"
+        );
+        assert_eq!(
+            error(&KARPENTER.replace("values: [\"2\"]", "values: [\"two\"]")),
+            "pools.yaml: NodePool default: spec.template.spec.requirements[2]: karpenter.k8s.aws/instance-generation: operator Gt needs exactly one integer value, got [\"two\"]"
+        );
+        assert_eq!(
+            error(&KARPENTER.replace("memory: 1000Gi", "memory: 1000Qi")),
+            "pools.yaml: NodePool default: spec.limits.memory: `1000Qi`: unknown suffix `Qi`"
+        );
+        assert_eq!(
+            error(&KARPENTER.replace("nodes: \"10%\"", "nodes: \"110%\"")),
+            "pools.yaml: NodePool default: spec.disruption.budgets[0].nodes: `110%` is not a percentage from 0% to 100%"
+        );
+        assert_eq!(
+            error(&KARPENTER.replace("expireAfter: 720h", "expireAfter: 30d")),
+            "pools.yaml: NodePool default: spec.template.spec.expireAfter: `30d` is not a duration like 30s, 15m or 720h"
+        );
+        let typo = error(&KARPENTER.replace("requirements:", "requirement:"));
+        assert!(
+            typo.starts_with("pools.yaml: document 1: spec.template.spec.requirement: unknown field `requirement`, expected one of `requirements`"),
+            "{typo}"
+        );
+        assert!(typo.ends_with(" at line 12 column 7"), "{typo}");
+        assert_eq!(
+            error(&format!("{KARPENTER}---\n{KARPENTER}")),
+            "pools.yaml: NodePool default: metadata.name: `default` is defined twice"
+        );
+    }
+
+    #[test]
+    fn durations_too_long_to_hold_are_an_error_naming_the_field() {
+        let error = |text: &str| parse_node_pools("pools.yaml", text).unwrap_err().to_string();
+        assert_eq!(
+            error(&KARPENTER.replace("expireAfter: 720h", "expireAfter: 99999999999999999h")),
+            "pools.yaml: NodePool default: spec.template.spec.expireAfter: `99999999999999999h` is longer than the longest accepted duration (2562047h)"
+        );
+        assert_eq!(
+            error(&KARPENTER.replace("consolidateAfter: 1m", "consolidateAfter: 1000000000000h")),
+            "pools.yaml: NodePool default: spec.disruption.consolidateAfter: `1000000000000h` is longer than the longest accepted duration (2562047h)"
+        );
+        assert_eq!(
+            error(&KARPENTER.replace("cpu: 1000", "cpu: 99999999999")),
+            "pools.yaml: NodePool default: spec.limits.cpu: `99999999999` is larger than the largest accepted quantity (1000000 cores)"
+        );
+    }
+
+    #[test]
+    fn a_node_pool_exported_from_a_cluster_loads_with_its_server_fields_ignored() {
+        let exported = KARPENTER.replace(
+            "metadata:\n  name: default\n",
+            "metadata:\n  name: default\n  uid: 4b2f8a51-6e0c-4c47-9d7e-0f7a3c2b1d11\n  resourceVersion: \"918273\"\n  generation: 3\n  creationTimestamp: \"2026-11-02T09:14:07Z\"\n  annotations:\n    karpenter.sh/nodepool-hash: \"6821555240594823858\"\n    kubectl.kubernetes.io/last-applied-configuration: |\n      {\"apiVersion\":\"karpenter.sh/v1\"}\n  managedFields:\n    - manager: kubectl-client-side-apply\n      operation: Update\n      apiVersion: karpenter.sh/v1\n      fieldsType: FieldsV1\n      fieldsV1: {f:spec: {}}\n",
+        ) + "status:\n  conditions:\n    - type: Ready\n      status: \"True\"\n      reason: Ready\n      lastTransitionTime: \"2026-11-02T09:14:09Z\"\n  resources:\n    cpu: \"16\"\n";
+        assert!(exported.contains("managedFields"), "the fixture carries the server's fields");
+        let exported_pools = parse_node_pools("exported.yaml", &exported).unwrap_or_else(|e| panic!("{e}"));
+        let written = parse_node_pools("pools.yaml", KARPENTER).unwrap();
+        assert_eq!(exported_pools.len(), 1);
+        assert_eq!(exported_pools[0].drift_hash(), written[0].drift_hash(), "the server's fields change nothing");
+        assert_eq!(exported_pools[0].expire_after, written[0].expire_after);
+    }
+}

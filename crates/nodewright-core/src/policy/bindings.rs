@@ -1,0 +1,218 @@
+//! Host bindings generated from `wit/`, one module per supported contract
+//! version, and the glue that lets the rest of the runtime call any of them
+//! the same way. A later version goes beside these, so old plugins keep
+//! working.
+
+/// `nodewright:policy@0.1.0`.
+pub mod v0_1_0 {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.1.0",
+        world: "policy",
+        exports: { default: async },
+    });
+
+    pub use self::exports::nodewright::policy::{catalog, consolidation, instance_selection};
+    pub use self::nodewright::policy::{host, types};
+}
+
+/// `nodewright:policy@0.2.0`: 0.1.0 plus the host's `what-if` query.
+pub mod v0_2_0 {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.2.0",
+        world: "policy",
+        exports: { default: async },
+    });
+
+    pub use self::exports::nodewright::policy::{catalog, consolidation, instance_selection};
+    pub use self::nodewright::policy::{host, types};
+}
+
+/// The same glue for every version module: export lookup, the catalog in
+/// contract form, and calls taking and returning host types. The versions
+/// share the shape of these types, not the Rust types, so the code is
+/// written once and expanded per version.
+macro_rules! contract_glue {
+    ($version:ident) => {
+        pub(crate) mod $version {
+            use std::sync::{Arc, Mutex};
+
+            use wasmtime::Store;
+            use wasmtime::component::{Instance, InstancePre};
+
+            use crate::model::{Arch, CapacityType, Catalog, InterruptionRate, Resources};
+            use crate::policy::bindings::$version as b;
+            use crate::policy::request::{ConsolidationAction, ConsolidationSnapshot, SelectionRequest};
+            use crate::policy::sandbox::PluginState;
+
+            /// Export indices, looked up once per component.
+            pub(crate) struct Indices {
+                catalog: b::catalog::GuestIndices,
+                selection: Option<b::instance_selection::GuestIndices>,
+                consolidation: Option<b::consolidation::GuestIndices>,
+                /// The catalog in contract form, converted once per version.
+                converted: Mutex<Option<Arc<b::types::Catalog>>>,
+            }
+
+            /// The typed exports of one instance.
+            pub(crate) struct Exports {
+                catalog: b::catalog::Guest,
+                selection: Option<b::instance_selection::Guest>,
+                consolidation: Option<b::consolidation::Guest>,
+            }
+
+            impl Indices {
+                pub(crate) fn new(pre: &InstancePre<PluginState>, selects: bool, consolidates: bool) -> wasmtime::Result<Self> {
+                    Ok(Indices {
+                        catalog: b::catalog::GuestIndices::new(pre)?,
+                        selection: selects.then(|| b::instance_selection::GuestIndices::new(pre)).transpose()?,
+                        consolidation: consolidates.then(|| b::consolidation::GuestIndices::new(pre)).transpose()?,
+                        converted: Mutex::new(None),
+                    })
+                }
+
+                pub(crate) fn load(&self, store: &mut Store<PluginState>, instance: &Instance) -> wasmtime::Result<Exports> {
+                    Ok(Exports {
+                        catalog: self.catalog.load(&mut *store, instance)?,
+                        selection: self.selection.as_ref().map(|s| s.load(&mut *store, instance)).transpose()?,
+                        consolidation: self.consolidation.as_ref().map(|c| c.load(&mut *store, instance)).transpose()?,
+                    })
+                }
+
+                /// `catalog` in contract form (converted once per version).
+                pub(crate) fn catalog(&self, catalog: &Catalog) -> Arc<b::types::Catalog> {
+                    let mut cached = self.converted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if let Some(c) = cached.as_ref().filter(|c| c.version == catalog.version) {
+                        return c.clone();
+                    }
+                    let converted = Arc::new(to_catalog(catalog));
+                    *cached = Some(converted.clone());
+                    converted
+                }
+            }
+
+            impl Exports {
+                pub(crate) async fn set_catalog(
+                    &self,
+                    store: &mut Store<PluginState>,
+                    catalog: &b::types::Catalog,
+                ) -> wasmtime::Result<Result<(), String>> {
+                    self.catalog.call_set_catalog(store, catalog).await
+                }
+
+                pub(crate) async fn rank(
+                    &self,
+                    store: &mut Store<PluginState>,
+                    catalog_version: u64,
+                    request: &SelectionRequest,
+                ) -> wasmtime::Result<Result<(Vec<u32>, Vec<f64>), String>> {
+                    let selection = self.selection.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export instance-selection"))?;
+                    let wit = b::instance_selection::SelectionRequest {
+                        node_pool: request.node_pool.clone(),
+                        catalog_version,
+                        pods: request.pods.iter().map(to_resources).collect(),
+                        total: to_resources(&request.total),
+                        feasible: request.feasible.clone(),
+                    };
+                    Ok(selection.call_rank(store, &wit).await?.map(|r| (r.offerings, r.scores)))
+                }
+
+                pub(crate) async fn plan(
+                    &self,
+                    store: &mut Store<PluginState>,
+                    catalog_version: u64,
+                    snapshot: &ConsolidationSnapshot,
+                ) -> wasmtime::Result<Result<Vec<ConsolidationAction>, String>> {
+                    let consolidation = self.consolidation.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export consolidation"))?;
+                    let wit = b::consolidation::Snapshot {
+                        node_pool: snapshot.node_pool.clone(),
+                        catalog_version,
+                        nodes: snapshot
+                            .nodes
+                            .iter()
+                            .map(|n| b::consolidation::Node {
+                                name: n.name.clone(),
+                                offering: n.offering,
+                                age_seconds: n.age_seconds,
+                                pods: n.pods.iter().map(to_resources).collect(),
+                                disruptable: n.disruptable,
+                            })
+                            .collect(),
+                        replacements: snapshot.replacements.clone(),
+                    };
+                    Ok(consolidation.call_plan(store, &wit).await?.map(|actions| {
+                        actions
+                            .into_iter()
+                            .map(|a| match a {
+                                b::consolidation::Action::Delete(nodes) => ConsolidationAction::Delete { nodes },
+                                b::consolidation::Action::Replace(r) => {
+                                    ConsolidationAction::Replace { nodes: r.nodes, offering: r.offering }
+                                }
+                            })
+                            .collect()
+                    }))
+                }
+            }
+
+            pub(crate) fn to_resources(r: &Resources) -> b::types::Resources {
+                b::types::Resources { cpu_millis: r.cpu_millis, memory_bytes: r.memory_bytes, pods: r.pods, gpus: r.gpus }
+            }
+
+            #[allow(dead_code, reason = "only versions with `what-if` read resources back")]
+            pub(crate) fn from_resources(r: &b::types::Resources) -> Resources {
+                Resources { cpu_millis: r.cpu_millis, memory_bytes: r.memory_bytes, pods: r.pods, gpus: r.gpus, ephemeral_bytes: 0 }
+            }
+
+            fn to_catalog(catalog: &Catalog) -> b::types::Catalog {
+                use b::types as t;
+                t::Catalog {
+                    version: catalog.version,
+                    offerings: catalog
+                        .offerings
+                        .iter()
+                        .map(|o| t::Offering {
+                            instance_type: o.instance_type.clone(),
+                            family: o.family.clone(),
+                            generation: o.generation,
+                            arch: match o.arch {
+                                Arch::Amd64 => t::Arch::Amd64,
+                                Arch::Arm64 => t::Arch::Arm64,
+                            },
+                            zone: o.zone.clone(),
+                            capacity_type: match o.capacity_type {
+                                CapacityType::OnDemand => t::CapacityType::OnDemand,
+                                CapacityType::Spot => t::CapacityType::Spot,
+                                CapacityType::Reserved => t::CapacityType::Reserved,
+                            },
+                            price_per_hour: o.price_per_hour,
+                            allocatable: to_resources(&o.allocatable),
+                            interruption: match o.interruption {
+                                InterruptionRate::VeryLow => t::InterruptionRate::VeryLow,
+                                InterruptionRate::Low => t::InterruptionRate::Low,
+                                InterruptionRate::Medium => t::InterruptionRate::Medium,
+                                InterruptionRate::High => t::InterruptionRate::High,
+                                InterruptionRate::VeryHigh => t::InterruptionRate::VeryHigh,
+                            },
+                        })
+                        .collect(),
+                }
+            }
+
+            /// A log level of this version, as `tracing` sees it.
+            pub(crate) fn level(level: b::host::Level) -> tracing::Level {
+                match level {
+                    b::host::Level::Trace => tracing::Level::TRACE,
+                    b::host::Level::Debug => tracing::Level::DEBUG,
+                    b::host::Level::Info => tracing::Level::INFO,
+                    b::host::Level::Warn => tracing::Level::WARN,
+                    b::host::Level::Error => tracing::Level::ERROR,
+                }
+            }
+        }
+    };
+}
+
+/// Glue for each supported version.
+pub(crate) mod glue {
+    contract_glue!(v0_1_0);
+    contract_glue!(v0_2_0);
+}

@@ -1,0 +1,390 @@
+//! Disruption scenarios on the simulated cloud and cluster: the real
+//! controller, the real scheduler, real plugins.
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use common::component;
+use nodewright_core::cloud::SimulatedCloudConfig;
+use nodewright_core::cluster::Cluster;
+use nodewright_core::disruption::{DisruptionReport, DisruptionSettings, Reason, RejectKind};
+use nodewright_core::model::{
+    Budget, BudgetNodes, CapacityType, Catalog, IntOrPercent, LabelSelector, NodePool, PdbLimit, PodDisruptionBudget, PodSpec,
+    Requirement, well_known,
+};
+use nodewright_core::provisioning::ClaimSpec;
+use nodewright_core::sim::{SimClock, WorldSettings};
+
+const GIB: u64 = 1 << 30;
+
+fn catalog() -> Arc<Catalog> {
+    static CATALOG: OnceLock<Arc<Catalog>> = OnceLock::new();
+    CATALOG.get_or_init(|| Arc::new(Catalog::bundled())).clone()
+}
+
+/// On-demand, one zone: prices (and so choices) are plain to read.
+fn pool() -> NodePool {
+    let mut pool = NodePool::new("default")
+        .require(Requirement::is_in(well_known::CAPACITY_TYPE, &["on-demand"]))
+        .require(Requirement::is_in(well_known::ZONE, &["us-east-1a"]))
+        .selection("karpenter-like", "{}")
+        .consolidation("karpenter-like", "{}");
+    pool.consolidate_after = Some(Duration::from_secs(60));
+    pool.budgets = vec![Budget { nodes: BudgetNodes::Percent(100), reasons: vec![], schedule: None, duration: None }];
+    pool
+}
+
+/// The simulated world with its controllers, and what the disruption
+/// controller reported pass by pass.
+struct World {
+    world: nodewright_core::sim::World,
+    executor: tokio::runtime::Runtime,
+    reports: Vec<(u64, DisruptionReport)>,
+    _cache: tempfile::TempDir,
+}
+
+impl std::ops::Deref for World {
+    type Target = nodewright_core::sim::World;
+    fn deref(&self) -> &Self::Target {
+        &self.world
+    }
+}
+
+fn world(pools: Vec<NodePool>) -> World {
+    world_with(pools, DisruptionSettings::default())
+}
+
+fn world_with(pools: Vec<NodePool>, disruption: DisruptionSettings) -> World {
+    let (runtime, cache) = common::runtime();
+    let settings = WorldSettings {
+        cloud: SimulatedCloudConfig { seed: 3, boot_latency: (Duration::ZERO, Duration::ZERO), ..Default::default() },
+        disruption,
+        ..WorldSettings::default()
+    };
+    let world = nodewright_core::sim::World::new(&runtime, SimClock::default(), catalog(), pools, settings);
+    let executor = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    World { world, executor, reports: Vec::new(), _cache: cache }
+}
+
+fn offering(instance_type: &str) -> u32 {
+    catalog()
+        .offerings
+        .iter()
+        .position(|o| o.instance_type == instance_type && o.capacity_type == CapacityType::OnDemand && o.zone == "us-east-1a")
+        .unwrap_or_else(|| panic!("{instance_type} on-demand in us-east-1a")) as u32
+}
+
+fn price(instance_type: &str) -> f64 {
+    catalog().offerings[offering(instance_type) as usize].price_per_hour
+}
+
+impl World {
+    fn now(&self) -> u64 {
+        self.clock.now().as_secs()
+    }
+
+    /// A ready node of the first NodePool bought as `instance_type`.
+    fn node(&self, instance_type: &str) -> String {
+        self.node_as(offering(instance_type))
+    }
+
+    /// A ready node of the first NodePool bought as catalog offering `offering`.
+    fn node_as(&self, offering: u32) -> String {
+        let pools = self.executor.block_on(self.cluster.node_pools()).unwrap();
+        let pool = &pools[0];
+        let spec = ClaimSpec { pool, offerings: vec![offering], pods: vec![], requests: Default::default() };
+        let launched = self.executor.block_on(self.provisioner.launch_claim(spec)).unwrap().unwrap();
+        self.cluster.register(&launched.claim).unwrap();
+        launched.claim
+    }
+
+    /// `n` pods of `spec` bound to `node`; returns their names.
+    fn put(&self, node: &str, prefix: &str, spec: PodSpec, n: usize) -> Vec<String> {
+        let pods = spec.pods(prefix, n);
+        let names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
+        self.cluster.add_pods(pods);
+        for name in &names {
+            self.cluster.bind(name, node).unwrap();
+        }
+        names
+    }
+
+    /// Advance the clock by `seconds` in passes `step` seconds apart. After
+    /// each pass, launched nodes register at once and the cluster's
+    /// kube-scheduler binds the pending pods that fit.
+    fn run(&mut self, seconds: u64, step: u64) {
+        let end = self.now() + seconds;
+        while self.now() < end {
+            self.clock.set(self.clock.now() + Duration::from_secs(step));
+            let report = self.executor.block_on(self.world.disruption.reconcile()).unwrap();
+            self.settle();
+            self.executor.block_on(self.provisioner.provision()).unwrap();
+            self.settle();
+            self.reports.push((self.now(), report));
+        }
+    }
+
+    /// Launched instances boot at once; the scheduler binds what fits.
+    fn settle(&self) {
+        for instance in self.cloud.take_launched() {
+            self.cluster.register(&instance.claim).unwrap();
+        }
+        self.cluster.schedule_pending(true);
+    }
+
+    fn nodes(&self) -> Vec<(String, String)> {
+        self.cluster
+            .node_claims()
+            .into_iter()
+            .map(|c| (c.name, catalog().offerings[c.instance.unwrap().offering as usize].instance_type.clone()))
+            .collect()
+    }
+
+    fn terminated(&self) -> Vec<(u64, String, Reason)> {
+        self.reports.iter().flat_map(|(t, r)| r.terminated.iter().map(|(n, why)| (*t, n.clone(), *why))).collect()
+    }
+
+    fn rejections(&self) -> Vec<(RejectKind, String)> {
+        self.reports.iter().flat_map(|(_, r)| r.rejected.iter().map(|x| (x.kind, x.message.clone()))).collect()
+    }
+}
+
+fn pod(cpu_millis: u32, memory_gib: u64) -> PodSpec {
+    PodSpec::requesting(cpu_millis, memory_gib * GIB)
+}
+
+#[test]
+fn an_empty_node_is_deleted_after_consolidate_after() {
+    let mut w = world(vec![pool()]);
+    let busy = w.node("m5.large");
+    w.put(&busy, "web", pod(1500, 4), 1);
+    let idle = w.node("m5.large");
+    w.run(50, 10);
+    assert!(w.terminated().is_empty(), "nothing goes before consolidateAfter (60 s)");
+    w.run(60, 10);
+    let terminated = w.terminated();
+    assert_eq!(terminated.len(), 1, "{terminated:?}");
+    let (at, node, reason) = &terminated[0];
+    assert_eq!((node, *reason), (&idle, Reason::Empty));
+    // Decided at 60 s, re-validated 15 s later.
+    assert!(*at >= 75, "deleted at {at} s");
+    assert_eq!(w.nodes(), vec![(busy, "m5.large".to_string())]);
+}
+
+#[test]
+fn an_underused_large_node_is_replaced_by_a_cheaper_one() {
+    let mut w = world(vec![pool()]);
+    let big = w.node("m5.4xlarge");
+    let pods = w.put(&big, "api", pod(500, 1), 2);
+    w.run(180, 10);
+    let terminated = w.terminated();
+    assert_eq!(terminated.iter().map(|(_, n, r)| (n.clone(), *r)).collect::<Vec<_>>(), vec![(big.clone(), Reason::Underutilized)]);
+    let nodes = w.nodes();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert!(price(&nodes[0].1) < price("m5.4xlarge"), "{} is not cheaper", nodes[0].1);
+    let started: Vec<_> = w.reports.iter().flat_map(|(_, r)| r.started.clone()).collect();
+    assert!(started[0].savings_per_hour > 0.0);
+    for pod in pods {
+        assert!(!w.cluster.pending_names().contains(&pod), "{pod} is still pending");
+    }
+    assert_eq!(w.executor.block_on(w.cluster.bound_pods()).unwrap().len(), 2);
+}
+
+#[test]
+fn two_half_empty_nodes_become_one() {
+    let mut w = world(vec![pool()]);
+    let a = w.node("m5.xlarge");
+    let b = w.node("m5.xlarge");
+    w.put(&a, "a", pod(800, 3), 2);
+    w.put(&b, "b", pod(800, 3), 2);
+    w.run(240, 10);
+    let nodes = w.nodes();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert!(price(&nodes[0].1) < 2.0 * price("m5.xlarge"));
+    let gone: Vec<String> = w.terminated().into_iter().map(|(_, n, _)| n).collect();
+    assert!(gone.contains(&a) && gone.contains(&b), "{gone:?}");
+    assert_eq!(w.executor.block_on(w.cluster.bound_pods()).unwrap().len(), 4);
+    assert!(w.cluster.pending_names().is_empty());
+}
+
+#[test]
+fn a_do_not_disrupt_pod_that_lands_during_the_wait_stops_the_action() {
+    let mut w = world(vec![pool()]);
+    let busy = w.node("m5.large");
+    w.put(&busy, "web", pod(1500, 4), 1);
+    let idle = w.node("m5.large");
+    w.run(70, 10);
+    assert_eq!(w.reports.iter().map(|(_, r)| r.staged.len()).sum::<usize>(), 1, "the deletion is decided");
+    w.put(&idle, "batch", pod(100, 1).do_not_disrupt(), 1);
+    w.run(30, 10);
+    assert!(w.terminated().is_empty());
+    let rejections = w.rejections();
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(rejections[0].0, RejectKind::NotDisruptable);
+    assert_eq!(
+        rejections[0].1,
+        format!("no longer valid after the 15s wait: pod batch-0 on node {idle} has karpenter.sh/do-not-disrupt")
+    );
+}
+
+#[test]
+fn a_blocking_pdb_stops_an_action() {
+    let mut w = world(vec![pool()]);
+    let big = w.node("m5.4xlarge");
+    w.put(&big, "api", pod(500, 1).label("app", "api"), 2);
+    w.cluster.add_pdb(PodDisruptionBudget {
+        name: "default/api".into(),
+        selector: LabelSelector::label("app", "api"),
+        limit: PdbLimit::MinAvailable(IntOrPercent::Count(2)),
+    });
+    w.run(120, 10);
+    assert!(w.terminated().is_empty());
+    let rejections = w.rejections();
+    assert!(!rejections.is_empty());
+    assert_eq!(rejections[0].0, RejectKind::Pdb);
+    assert_eq!(rejections[0].1, "PodDisruptionBudget default/api allows 0 evictions and the action evicts 2 of its pods");
+    // The state does not change, so the plan is not asked again every pass.
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+}
+
+#[test]
+fn an_exhausted_budget_stops_an_action() {
+    // empty-only proposes every empty node; karpenter-like would not
+    // propose past the budget in the first place.
+    let mut p = pool().consolidation("empty-only", "{}");
+    p.budgets = vec![
+        Budget { nodes: BudgetNodes::Percent(100), reasons: vec![], schedule: None, duration: None },
+        Budget { nodes: BudgetNodes::Count(0), reasons: vec!["Empty".into()], schedule: None, duration: None },
+    ];
+    let mut w = world(vec![p]);
+    let busy = w.node("m5.large");
+    w.put(&busy, "web", pod(1500, 4), 1);
+    let idle = w.node("m5.large");
+    w.run(120, 10);
+    assert!(w.terminated().is_empty());
+    let rejections = w.rejections();
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(rejections[0].0, RejectKind::Budget);
+    assert_eq!(
+        rejections[0].1,
+        "NodePool default's disruption budget allows 0 of its 2 nodes for Empty now; 0 are being disrupted and the action needs 1"
+    );
+    let _ = idle;
+}
+
+#[test]
+fn a_plugin_proposing_an_action_that_strands_pods_is_rejected() {
+    let p = pool().consolidation(component("hostile-strander").to_str().unwrap(), "{}");
+    let mut w = world(vec![p]);
+    let a = w.node("m5.large");
+    let b = w.node("m5.large");
+    w.put(&a, "a", pod(1500, 6), 1);
+    w.put(&b, "b", pod(1500, 6), 1);
+    w.run(120, 10);
+    assert!(w.terminated().is_empty());
+    let rejections = w.rejections();
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(rejections[0].0, RejectKind::Strands);
+    assert!(rejections[0].1.starts_with("pod a-0 would fit nowhere: "), "{}", rejections[0].1);
+    assert!(rejections[0].1.ends_with("(and 1 more pods)"), "{}", rejections[0].1);
+}
+
+#[test]
+fn a_plugin_that_traps_falls_back_to_karpenter_like() {
+    let p = NodePool { name: "trap".into(), ..pool().consolidation(component("hostile-consolidation-trap").to_str().unwrap(), "{}") };
+    let mut w = world(vec![p]);
+    let busy = w.node("m5.large");
+    w.put(&busy, "web", pod(1500, 4), 1);
+    let idle = w.node("m5.large");
+    w.run(120, 10);
+    // The first plan is the plugin's call, trapped, answered by karpenter-like.
+    let (_, first) = w.reports.iter().find(|(_, r)| r.fallbacks > 0).expect("a fallback");
+    assert_eq!(first.staged.iter().map(|c| (c.nodes.clone(), c.reason)).collect::<Vec<_>>(), vec![(vec![idle.clone()], Reason::Empty)]);
+    assert_eq!(w.terminated().into_iter().map(|(_, n, r)| (n, r)).collect::<Vec<_>>(), vec![(idle, Reason::Empty)]);
+}
+
+#[test]
+fn expiry_replaces_a_node_despite_the_plugin_saying_nothing() {
+    let mut p = pool().consolidation("empty-only", "{}");
+    p.expire_after = Some(Duration::from_secs(3600));
+    let mut w = world(vec![p]);
+    let old = w.node("m5.large");
+    w.put(&old, "web", pod(1500, 6), 1);
+    w.run(3590, 10);
+    assert!(w.terminated().is_empty());
+    w.run(30, 10);
+    let terminated = w.terminated();
+    assert_eq!(terminated.iter().map(|(_, n, r)| (n.clone(), *r)).collect::<Vec<_>>(), vec![(old.clone(), Reason::Expired)]);
+    let nodes = w.nodes();
+    assert_eq!(nodes.len(), 1);
+    assert_ne!(nodes[0].0, old);
+    let bound = w.executor.block_on(w.cluster.bound_pods()).unwrap();
+    assert_eq!(bound.len(), 1);
+    assert_eq!(bound[0].0, nodes[0].0, "the pod moved to the replacement");
+}
+
+#[test]
+fn a_drifted_node_is_replaced() {
+    let mut w = world(vec![pool()]);
+    let old = w.node("m5.large");
+    w.put(&old, "web", pod(1500, 6), 1);
+    w.run(30, 10);
+    w.cluster.set_node_pools(vec![pool().label("team", "payments")]);
+    w.run(60, 10);
+    let terminated = w.terminated();
+    assert_eq!(terminated.iter().map(|(_, n, r)| (n.clone(), *r)).collect::<Vec<_>>(), vec![(old, Reason::Drifted)]);
+    assert_eq!(w.nodes().len(), 1);
+}
+
+#[test]
+fn an_expired_nodes_drain_waits_on_a_pdb_then_is_forced_after_the_grace_period() {
+    let mut p = pool().consolidation("empty-only", "{}");
+    p.expire_after = Some(Duration::from_secs(600));
+    p.termination_grace_period = Some(Duration::from_secs(300));
+    let mut w = world(vec![p]);
+    let old = w.node("m5.large");
+    w.put(&old, "db", pod(1000, 2).label("app", "db"), 1);
+    w.cluster.add_pdb(PodDisruptionBudget {
+        name: "default/db".into(),
+        selector: LabelSelector::label("app", "db"),
+        limit: PdbLimit::MaxUnavailable(IntOrPercent::Count(0)),
+    });
+    w.run(700, 10);
+    assert!(w.terminated().is_empty(), "the PDB holds the drain");
+    assert!(w.nodes().iter().any(|(n, _)| *n == old));
+    w.run(300, 10);
+    assert_eq!(w.terminated().into_iter().map(|(_, n, r)| (n, r)).collect::<Vec<_>>(), vec![(old, Reason::Expired)]);
+}
+
+#[test]
+fn a_spot_node_is_replaced_by_a_cheaper_spot_node_only_when_spot_to_spot_is_on() {
+    let spot = |instance_type: &str| {
+        catalog()
+            .offerings
+            .iter()
+            .position(|o| o.instance_type == instance_type && o.capacity_type == CapacityType::Spot && o.zone == "us-east-1a")
+            .unwrap() as u32
+    };
+    let mut pool = pool();
+    pool.requirements.retain(|r| r.key != well_known::CAPACITY_TYPE);
+    let pool = pool.require(Requirement::is_in(well_known::CAPACITY_TYPE, &["spot"]));
+    for spot_to_spot in [false, true] {
+        let mut w = world_with(vec![pool.clone()], DisruptionSettings { spot_to_spot, ..DisruptionSettings::default() });
+        let big = w.node_as(spot("m5.4xlarge"));
+        w.put(&big, "api", pod(500, 1), 2);
+        w.run(180, 10);
+        let claims = w.cluster.node_claims();
+        assert_eq!(claims.len(), 1, "spot-to-spot {spot_to_spot}: {:?}", w.nodes());
+        let offering = &catalog().offerings[claims[0].instance.as_ref().unwrap().offering as usize];
+        if spot_to_spot {
+            assert_ne!(claims[0].name, big, "replaced");
+            assert_eq!(offering.capacity_type, CapacityType::Spot);
+            assert!(offering.price_per_hour < catalog().offerings[spot("m5.4xlarge") as usize].price_per_hour);
+        } else {
+            assert_eq!((claims[0].name.as_str(), offering.instance_type.as_str()), (big.as_str(), "m5.4xlarge"), "kept: spot-to-spot is off");
+        }
+        assert_eq!(w.executor.block_on(w.cluster.bound_pods()).unwrap().len(), 2);
+    }
+}

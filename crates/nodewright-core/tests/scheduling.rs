@@ -1,0 +1,332 @@
+//! The scheduler, constraint by constraint.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use nodewright_core::model::{
+    Arch, CapacityType, Catalog, LabelSelector, NodePool, Operator, Pod, PodSpec, PoolLimits, Requirement, Taint,
+    TaintEffect, Toleration, TopologyKey, well_known,
+};
+use nodewright_core::scheduling::{ExistingNode, SchedulingInput, SchedulingResult, node_labels, schedule};
+
+const GIB: u64 = 1 << 30;
+
+fn catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(Catalog::bundled)
+}
+
+fn run(pools: &[NodePool], nodes: &[ExistingNode], pods: &[Pod]) -> SchedulingResult {
+    run_with(pools, &[], nodes, pods)
+}
+
+fn run_with(pools: &[NodePool], daemonsets: &[PodSpec], nodes: &[ExistingNode], pods: &[Pod]) -> SchedulingResult {
+    schedule(SchedulingInput { catalog: catalog(), pools, daemonsets, nodes, pods })
+}
+
+/// Every offering of every claim satisfies `check`.
+fn all_offerings(result: &SchedulingResult, check: impl Fn(&nodewright_core::model::Offering) -> bool) -> bool {
+    result.claims.iter().all(|c| c.offerings.iter().all(|&o| check(&catalog().offerings[o as usize])))
+}
+
+fn claim_zone(result: &SchedulingResult, claim: usize) -> String {
+    let zones: std::collections::BTreeSet<&str> =
+        result.claims[claim].offerings.iter().map(|&o| catalog().offerings[o as usize].zone.as_str()).collect();
+    assert_eq!(zones.len(), 1, "claim {claim} is pinned to one zone: {zones:?}");
+    zones.into_iter().next().unwrap().to_string()
+}
+
+/// A node of `pool` bought as the first offering named `instance_type` in `zone`.
+fn node(name: &str, pool: &NodePool, instance_type: &str, zone: &str, pods: Vec<Arc<PodSpec>>) -> ExistingNode {
+    let offering = catalog()
+        .offerings
+        .iter()
+        .find(|o| o.instance_type == instance_type && o.zone == zone && o.capacity_type == CapacityType::OnDemand)
+        .unwrap();
+    ExistingNode {
+        name: name.into(),
+        node_pool: Some(pool.name.clone()),
+        labels: Arc::new(node_labels(offering, pool, name)),
+        taints: pool.taints.clone(),
+        allocatable: offering.allocatable,
+        capacity: offering.capacity,
+        pods,
+        schedulable: true,
+    }
+}
+
+#[test]
+fn small_pods_pack_onto_one_new_node_claim_whose_offerings_all_hold_them() {
+    let pods = PodSpec::requesting(500, GIB).pods("web", 3);
+    let result = run(&[NodePool::new("default")], &[], &pods);
+    assert_eq!(result.claims.len(), 1);
+    let claim = &result.claims[0];
+    assert_eq!(claim.pods.len(), 3);
+    assert_eq!(claim.requests.cpu_millis, 1500);
+    assert!(!claim.offerings.is_empty());
+    assert!(all_offerings(&result, |o| o.allocatable.covers(&claim.requests)));
+    assert!(result.unschedulable.is_empty());
+}
+
+#[test]
+fn pods_fill_existing_nodes_before_any_new_node_claim() {
+    let pool = NodePool::new("default");
+    let nodes = vec![node("n1", &pool, "m5.xlarge", "us-east-1a", vec![])];
+    let pods = PodSpec::requesting(1000, 2 * GIB).pods("web", 4);
+    let result = run(std::slice::from_ref(&pool), &nodes, &pods);
+    assert_eq!(result.bindings.len(), 3, "an m5.xlarge holds three 1-vCPU pods after reservations");
+    assert!(result.bindings.iter().all(|&(_, n)| n == 0));
+    assert_eq!(result.claims.len(), 1);
+    assert_eq!(result.claims[0].pods.len(), 1);
+}
+
+#[test]
+fn a_cordoned_node_takes_no_pods() {
+    let pool = NodePool::new("default");
+    let mut cordoned = node("n1", &pool, "m5.xlarge", "us-east-1a", vec![]);
+    cordoned.schedulable = false;
+    let result = run(&[pool], &[cordoned], &PodSpec::requesting(100, GIB).pods("web", 1));
+    assert!(result.bindings.is_empty());
+    assert_eq!(result.claims.len(), 1);
+}
+
+#[test]
+fn a_node_selector_limits_offerings_to_matching_labels() {
+    let pods = PodSpec::requesting(500, GIB).node_selector(well_known::ARCH, "arm64").pods("web", 2);
+    let result = run(&[NodePool::new("default")], &[], &pods);
+    assert_eq!(result.claims.len(), 1);
+    assert!(all_offerings(&result, |o| o.arch == Arch::Arm64));
+}
+
+#[test]
+fn each_node_affinity_operator_filters_offerings() {
+    let pool = NodePool::new("default").label("team", "web");
+    type Check = Box<dyn Fn(&nodewright_core::model::Offering) -> bool>;
+    let cases: Vec<(Requirement, Check)> = vec![
+        (Requirement::is_in(well_known::FAMILY, &["m7g", "c7g"]), Box::new(|o| o.family == "m7g" || o.family == "c7g")),
+        (Requirement::not_in(well_known::CAPACITY_TYPE, &["spot"]), Box::new(|o| o.capacity_type == CapacityType::OnDemand)),
+        (Requirement::with(well_known::GENERATION, Operator::Gt, Some(6)), Box::new(|o| o.generation > 6)),
+        (Requirement::with(well_known::CPU, Operator::Lt, Some(8)), Box::new(|o| o.capacity.cpu_millis < 8000)),
+        (Requirement::with("team", Operator::Exists, None), Box::new(|_| true)),
+        (Requirement::is_in(well_known::ZONE, &["us-east-1b"]), Box::new(|o| o.zone == "us-east-1b")),
+    ];
+    for (requirement, check) in cases {
+        let described = requirement.describe();
+        let pods = PodSpec::requesting(500, GIB).require(vec![requirement]).pods("web", 1);
+        let result = run(std::slice::from_ref(&pool), &[], &pods);
+        assert_eq!(result.claims.len(), 1, "{described}: {:?}", result.unschedulable);
+        assert!(all_offerings(&result, &check), "{described}");
+    }
+    // DoesNotExist on a label the pool sets: nothing in that pool fits.
+    let pods = PodSpec::requesting(500, GIB).require(vec![Requirement::with("team", Operator::DoesNotExist, None)]).pods("web", 1);
+    let result = run(std::slice::from_ref(&pool), &[], &pods);
+    assert_eq!(result.unschedulable.len(), 1);
+    assert_eq!(result.unschedulable[0].1, "no offering in NodePool default satisfies team DoesNotExist");
+}
+
+#[test]
+fn required_terms_are_alternatives() {
+    let pods = PodSpec::requesting(500, GIB)
+        .require(vec![Requirement::is_in(well_known::INSTANCE_TYPE, &["m5.large"])])
+        .require(vec![Requirement::is_in(well_known::INSTANCE_TYPE, &["m6g.large"])])
+        .pods("web", 1);
+    let result = run(&[NodePool::new("default")], &[], &pods);
+    assert!(all_offerings(&result, |o| o.instance_type == "m5.large" || o.instance_type == "m6g.large"));
+    let types: std::collections::BTreeSet<_> =
+        result.claims[0].offerings.iter().map(|&o| catalog().offerings[o as usize].instance_type.clone()).collect();
+    assert_eq!(types.len(), 2);
+}
+
+#[test]
+fn a_taint_keeps_pods_without_a_toleration_out_of_its_node_pool() {
+    let gpu = NodePool::new("gpu").weight(50).taint(Taint { key: "gpu".into(), value: "true".into(), effect: TaintEffect::NoSchedule });
+    let default = NodePool::new("default");
+    let plain = PodSpec::requesting(500, GIB).pods("web", 1);
+    let result = run(&[gpu.clone(), default.clone()], &[], &plain);
+    assert_eq!(result.claims[0].node_pool, "default", "the heavier pool is tainted");
+    let tolerant = PodSpec::requesting(500, GIB).tolerate(Toleration::equal("gpu", "true", TaintEffect::NoSchedule)).pods("ml", 1);
+    let result = run(&[gpu.clone(), default], &[], &tolerant);
+    assert_eq!(result.claims[0].node_pool, "gpu");
+    let result = run(&[gpu], &[], &plain);
+    assert_eq!(result.unschedulable[0].1, "NodePool gpu has taint gpu=true:NoSchedule, which the pod does not tolerate");
+}
+
+#[test]
+fn heavier_node_pools_are_tried_first() {
+    let light = NodePool::new("light").weight(1);
+    let heavy = NodePool::new("heavy").weight(90).require(Requirement::is_in(well_known::CAPACITY_TYPE, &["on-demand"]));
+    let result = run(&[light, heavy], &[], &PodSpec::requesting(500, GIB).pods("web", 2));
+    assert_eq!(result.claims.len(), 1);
+    assert_eq!(result.claims[0].node_pool, "heavy");
+    assert!(all_offerings(&result, |o| o.capacity_type == CapacityType::OnDemand));
+}
+
+#[test]
+fn zone_topology_spread_puts_pods_evenly_in_every_zone() {
+    let spec = PodSpec::requesting(1000, 2 * GIB).label("app", "web").spread(
+        TopologyKey::Zone,
+        1,
+        true,
+        LabelSelector::label("app", "web"),
+    );
+    let result = run(&[NodePool::new("default")], &[], &spec.pods("web", 6));
+    let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
+    for (c, claim) in result.claims.iter().enumerate() {
+        *per_zone.entry(claim_zone(&result, c)).or_default() += claim.pods.len();
+    }
+    assert_eq!(per_zone.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "{per_zone:?}");
+}
+
+#[test]
+fn zone_spread_counts_pods_already_running() {
+    let pool = NodePool::new("default");
+    let web = Arc::new(PodSpec::requesting(100, GIB).label("app", "web"));
+    let nodes = vec![node("a", &pool, "m5.large", "us-east-1a", vec![web.clone(), web.clone()])];
+    let spec = PodSpec::requesting(100, GIB).label("app", "web").spread(TopologyKey::Zone, 1, true, LabelSelector::label("app", "web"));
+    let result = run(&[pool], &nodes, &spec.pods("web", 2));
+    let zones: Vec<String> = (0..result.claims.len()).map(|c| claim_zone(&result, c)).collect();
+    assert!(result.bindings.is_empty(), "zone a already has two");
+    assert_eq!(zones.len(), 2);
+    assert!(!zones.contains(&"us-east-1a".to_string()), "{zones:?}");
+}
+
+#[test]
+fn hostname_topology_spread_gives_each_pod_its_own_node() {
+    let spec = PodSpec::requesting(250, GIB / 2).label("app", "api").spread(
+        TopologyKey::Hostname,
+        1,
+        true,
+        LabelSelector::label("app", "api"),
+    );
+    let result = run(&[NodePool::new("default")], &[], &spec.pods("api", 4));
+    assert_eq!(result.claims.len(), 4);
+    assert!(result.claims.iter().all(|c| c.pods.len() == 1));
+}
+
+#[test]
+fn hostname_anti_affinity_separates_matching_pods_but_not_others() {
+    let db = PodSpec::requesting(500, GIB).label("app", "db").anti_affinity(TopologyKey::Hostname, LabelSelector::label("app", "db"));
+    let mut pods = db.pods("db", 3);
+    pods.extend(PodSpec::requesting(100, GIB / 4).pods("side", 3));
+    let result = run(&[NodePool::new("default")], &[], &pods);
+    assert_eq!(result.claims.len(), 3);
+    for claim in &result.claims {
+        let dbs = claim.pods.iter().filter(|&&p| pods[p].name.starts_with("db")).count();
+        assert_eq!(dbs, 1);
+    }
+}
+
+#[test]
+fn zone_pod_affinity_follows_the_pods_it_names() {
+    let pool = NodePool::new("default");
+    let cache = Arc::new(PodSpec::requesting(100, GIB).label("app", "cache"));
+    let nodes = vec![node("c", &pool, "m5.large", "us-east-1b", vec![cache])];
+    let spec = PodSpec::requesting(2000, 4 * GIB).affinity(TopologyKey::Zone, LabelSelector::label("app", "cache"));
+    let result = run(&[pool], &nodes, &spec.pods("web", 3));
+    assert!(!result.claims.is_empty());
+    for c in 0..result.claims.len() {
+        assert_eq!(claim_zone(&result, c), "us-east-1b");
+    }
+}
+
+#[test]
+fn hostname_pod_affinity_joins_the_node_of_the_pod_it_names() {
+    let pool = NodePool::new("default");
+    let cache = Arc::new(PodSpec::requesting(100, GIB).label("app", "cache"));
+    let nodes = vec![
+        node("empty", &pool, "m5.xlarge", "us-east-1a", vec![]),
+        node("with-cache", &pool, "m5.xlarge", "us-east-1a", vec![cache]),
+    ];
+    let spec = PodSpec::requesting(500, GIB).affinity(TopologyKey::Hostname, LabelSelector::label("app", "cache"));
+    let result = run(&[pool], &nodes, &spec.pods("sidecar", 2));
+    assert_eq!(result.bindings.iter().map(|b| b.1).collect::<Vec<_>>(), vec![1, 1]);
+}
+
+#[test]
+fn a_self_affine_group_starts_anywhere_then_stays_together() {
+    let spec = PodSpec::requesting(1000, 2 * GIB).label("app", "etl").affinity(TopologyKey::Zone, LabelSelector::label("app", "etl"));
+    let result = run(&[NodePool::new("default")], &[], &spec.pods("etl", 40));
+    let zones: std::collections::BTreeSet<String> = (0..result.claims.len()).map(|c| claim_zone(&result, c)).collect();
+    assert_eq!(zones.len(), 1, "{zones:?}");
+    assert!(result.unschedulable.is_empty());
+}
+
+#[test]
+fn node_pool_limits_stop_new_claims_and_say_so() {
+    let pool = NodePool::new("default").limits(PoolLimits { cpu_millis: Some(8000), memory_bytes: None, gpus: None });
+    let pods = PodSpec::requesting(3000, 4 * GIB).anti_affinity(TopologyKey::Hostname, LabelSelector::label("app", "big")).label("app", "big").pods("big", 3);
+    let result = run(&[pool], &[], &pods);
+    assert_eq!(result.claims.len(), 2, "two 4-vCPU nodes fit in 8 vCPU");
+    assert_eq!(result.unschedulable.len(), 1);
+    assert_eq!(result.unschedulable[0].1, "NodePool default would exceed its limits (cpu 8)");
+}
+
+#[test]
+fn higher_priority_pods_are_placed_first_when_room_is_short() {
+    let pool = NodePool::new("default").limits(PoolLimits { cpu_millis: Some(4000), memory_bytes: None, gpus: None });
+    let mut pods = PodSpec::requesting(3000, 4 * GIB).label("tier", "low").pods("low", 1);
+    pods.extend(PodSpec::requesting(3000, 4 * GIB).label("tier", "high").priority(1000).pods("high", 1));
+    let result = run(&[pool], &[], &pods);
+    assert_eq!(result.claims.len(), 1);
+    assert_eq!(pods[result.claims[0].pods[0]].name, "high-0");
+    assert_eq!(pods[result.unschedulable[0].0].name, "low-0");
+}
+
+#[test]
+fn daemonset_overhead_is_added_to_every_new_node() {
+    let daemonsets = [PodSpec::requesting(200, GIB / 2)];
+    let result = run_with(&[NodePool::new("default")], &daemonsets, &[], &PodSpec::requesting(500, GIB).pods("web", 1));
+    assert_eq!(result.claims[0].requests.cpu_millis, 700);
+    assert_eq!(result.claims[0].requests.pods, 2);
+}
+
+#[test]
+fn a_preferred_affinity_is_honoured_when_it_can_be() {
+    let spec = PodSpec::requesting(500, GIB).prefer(50, vec![Requirement::is_in(well_known::ARCH, &["arm64"])]);
+    let result = run(&[NodePool::new("default")], &[], &spec.pods("web", 2));
+    assert!(all_offerings(&result, |o| o.arch == Arch::Arm64));
+    assert!(result.relaxed.is_empty());
+}
+
+#[test]
+fn preferences_are_relaxed_one_at_a_time_lightest_first() {
+    let pool = NodePool::new("default").require(Requirement::is_in(well_known::ARCH, &["amd64"]));
+    let spec = PodSpec::requesting(500, GIB)
+        .prefer(10, vec![Requirement::is_in(well_known::ARCH, &["arm64"])])
+        .prefer(80, vec![Requirement::is_in(well_known::ZONE, &["us-east-1c"])]);
+    let result = run(&[pool], &[], &spec.pods("web", 1));
+    assert_eq!(result.relaxed, vec![(0, 1)], "only the lighter arm64 preference was dropped");
+    assert_eq!(claim_zone(&result, 0), "us-east-1c");
+    assert!(all_offerings(&result, |o| o.arch == Arch::Amd64));
+}
+
+#[test]
+fn a_schedule_anyway_spread_gives_way_when_it_cannot_be_met() {
+    let pool = NodePool::new("default").require(Requirement::is_in(well_known::ZONE, &["us-east-1a"]));
+    let spec = PodSpec::requesting(500, GIB).label("app", "w").spread(TopologyKey::Zone, 1, false, LabelSelector::label("app", "w"));
+    let result = run(&[pool], &[], &spec.pods("w", 4));
+    assert!(result.unschedulable.is_empty(), "{:?}", result.unschedulable);
+    let hard = PodSpec::requesting(500, GIB).label("app", "w").spread(TopologyKey::Zone, 1, true, LabelSelector::label("app", "w"));
+    let pool = NodePool::new("default").require(Requirement::is_in(well_known::ZONE, &["us-east-1a"]));
+    let result = run(&[pool], &[], &hard.pods("w", 4));
+    assert_eq!(result.unschedulable.len(), 3, "zones b and c count as domains and stay empty");
+}
+
+#[test]
+fn an_unplaceable_pod_gets_a_reason_a_human_can_act_on() {
+    let pool = NodePool::new("default").require(Requirement::is_in(well_known::ARCH, &["arm64"]));
+    let pods = PodSpec::requesting(4000, 16 * GIB).gpus(4).pods("train", 1);
+    let result = run(&[pool], &[], &pods);
+    assert!(result.claims.is_empty());
+    assert_eq!(
+        result.unschedulable,
+        vec![(0, "no offering in NodePool default (kubernetes.io/arch In [arm64]) has 4000m CPU, 16384 MiB memory, 4 GPUs".to_string())]
+    );
+    let pods = PodSpec::requesting(4000, 16 * GIB).gpus(4).node_selector(well_known::CAPACITY_TYPE, "spot").pods("train", 1);
+    let pool = NodePool::new("default").require(Requirement::is_in(well_known::ARCH, &["arm64"]));
+    let result = run(&[pool], &[], &pods);
+    assert_eq!(
+        result.unschedulable[0].1,
+        "no offering in NodePool default (kubernetes.io/arch In [arm64]) has 4000m CPU, 16384 MiB memory, 4 GPUs and karpenter.sh/capacity-type In [spot]"
+    );
+}

@@ -1,0 +1,643 @@
+//! The [`Cluster`] trait on a real Kubernetes API server, through kube-rs.
+//!
+//! Reads come from watch caches ([`cache::KubeCache`], one reflector per
+//! kind) when the cluster has one, as `nodewright run` does; without one
+//! they list what they need (pending pods by field selector, nodes, bound
+//! pods, daemonsets, PDBs, NodePools, NodeClaims). Writes are the smallest
+//! request that does the job: a NodeClaim created with a finalizer, its
+//! status patched once launched, nodes cordoned by a merge patch, pods
+//! evicted through the Eviction API (which honours PodDisruptionBudgets: a
+//! 429 is "blocked, try later"), Events for pods nothing can hold.
+//! [`KubeCluster::sync_registrations`] links nodes to NodeClaims by
+//! providerID and removes the startup taints once a node is Ready.
+
+pub mod cache;
+pub mod crd;
+pub mod convert;
+pub mod lease;
+pub mod plugins;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget as K8sPdb;
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use nodewright_core::cluster::{Cluster, ClusterError, Eviction, NodeClaim};
+use nodewright_core::cloud::Instance;
+use nodewright_core::model::{Catalog, CapacityType, IntOrPercent, NodePool, PdbLimit, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
+use nodewright_core::scheduling::ExistingNode;
+
+/// Finalizer on every NodeClaim: removed only once its instance is terminated.
+pub const TERMINATION_FINALIZER: &str = "nodewright.io/termination";
+/// Field manager of every write.
+pub const FIELD_MANAGER: &str = "nodewright";
+
+fn err(what: &str) -> impl Fn(kube::Error) -> ClusterError + '_ {
+    move |e| ClusterError(format!("{what}: {e}"))
+}
+
+/// `type/zone/capacity-type` of an offering.
+pub fn offering_key(catalog: &Catalog, index: u32) -> String {
+    catalog.offerings.get(index as usize).map_or_else(
+        || format!("#{index}"),
+        |o| {
+            let ct = match o.capacity_type {
+                CapacityType::OnDemand => "on-demand",
+                CapacityType::Spot => "spot",
+                CapacityType::Reserved => "reserved",
+            };
+            format!("{}/{}/{}", o.instance_type, o.zone, ct)
+        },
+    )
+}
+
+/// `type/zone/capacity-type` → catalog index, for one catalog version.
+type OfferingIndex = Arc<HashMap<String, u32>>;
+
+/// A cluster behind a kube-rs [`Client`].
+pub struct KubeCluster {
+    client: Client,
+    catalog: Arc<dyn Fn() -> Arc<Catalog> + Send + Sync>,
+    /// Namespace of the controller (Events about itself, ConfigMaps of plugins).
+    namespace: String,
+    /// Offering keys of the last catalog version seen: NodeClaims name their
+    /// offerings by key, and every pass reads every claim.
+    index: std::sync::Mutex<Option<(u64, OfferingIndex)>>,
+    /// Watch caches; `None`: every read lists.
+    cache: Option<cache::KubeCache>,
+}
+
+/// Which pods a read wants: a field selector when listing, the same
+/// predicate over the cache.
+#[derive(Clone, Copy)]
+enum Pods<'a> {
+    /// Not bound, phase Pending.
+    Pending,
+    /// Bound to a node, not finished.
+    Bound,
+    /// Bound to this node.
+    On(&'a str),
+}
+
+impl Pods<'_> {
+    fn fields(self) -> String {
+        match self {
+            Pods::Pending => "spec.nodeName=,status.phase=Pending".into(),
+            Pods::Bound => format!("spec.nodeName!=,{}", cache::LIVE_PODS),
+            Pods::On(node) => format!("spec.nodeName={node}"),
+        }
+    }
+
+    fn matches(self, pod: &core::Pod) -> bool {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("");
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+        match self {
+            Pods::Pending => node.is_empty() && phase == "Pending",
+            Pods::Bound => !node.is_empty() && phase != "Succeeded" && phase != "Failed",
+            Pods::On(name) => node == name,
+        }
+    }
+}
+
+impl KubeCluster {
+    /// A cluster reached through `client`; offerings are resolved against
+    /// `catalog()` (the cloud's current catalog).
+    pub fn new(client: Client, namespace: &str, catalog: Arc<dyn Fn() -> Arc<Catalog> + Send + Sync>) -> Self {
+        KubeCluster { client, catalog, namespace: namespace.into(), index: std::sync::Mutex::new(None), cache: None }
+    }
+
+    /// Reads from `cache` instead of listing.
+    pub fn with_cache(mut self, cache: cache::KubeCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The watch caches, if reads use them.
+    pub fn cache(&self) -> Option<&cache::KubeCache> {
+        self.cache.as_ref()
+    }
+
+    /// Every object of a kind: from the cache (`cached`), or listed.
+    async fn read<K>(&self, cached: impl FnOnce(&cache::KubeCache) -> Vec<Arc<K>>, what: &str) -> Result<Vec<Arc<K>>, ClusterError>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        if let Some(cache) = &self.cache {
+            return Ok(cached(cache));
+        }
+        let api: Api<K> = Api::all(self.client.clone());
+        Ok(api.list(&ListParams::default()).await.map_err(err(what))?.items.into_iter().map(Arc::new).collect())
+    }
+
+    async fn pods(&self, which: Pods<'_>) -> Result<Vec<Arc<core::Pod>>, ClusterError> {
+        if let Some(cache) = &self.cache {
+            return Ok(cache.pods.state_filter(|p| which.matches(p)));
+        }
+        let api: Api<core::Pod> = Api::all(self.client.clone());
+        Ok(api.list(&ListParams::default().fields(&which.fields())).await.map_err(err("list pods"))?.items.into_iter().map(Arc::new).collect())
+    }
+
+    async fn read_nodes(&self) -> Result<Vec<Arc<core::Node>>, ClusterError> {
+        self.read(|c| c.recent_nodes.merge(c.nodes.state()), "list nodes").await
+    }
+
+    async fn read_claims(&self) -> Result<Vec<Arc<crd::NodeClaim>>, ClusterError> {
+        self.read(|c| c.recent_claims.merge(c.node_claims.state()), "list nodeclaims").await
+    }
+
+    /// The API server's answer to a write of a node.
+    fn wrote_node(&self, node: core::Node) {
+        if let Some(cache) = &self.cache {
+            cache.recent_nodes.wrote(node);
+        }
+    }
+
+    /// The API server's answer to a write of a NodeClaim.
+    fn wrote_claim(&self, claim: crd::NodeClaim) {
+        if let Some(cache) = &self.cache {
+            cache.recent_claims.wrote(claim);
+        }
+    }
+
+    /// Node `name` was deleted.
+    fn deleted_node(&self, name: &str) {
+        if let Some(cache) = &self.cache {
+            cache.recent_nodes.deleted(name);
+        }
+    }
+
+    /// NodeClaim `name` was deleted.
+    fn deleted_claim(&self, name: &str) {
+        if let Some(cache) = &self.cache {
+            cache.recent_claims.deleted(name);
+        }
+    }
+
+    /// The offering index of `catalog`, built once per catalog version.
+    fn offering_index(&self, catalog: &Catalog) -> OfferingIndex {
+        let mut cached = self.index.lock().expect("offering index lock");
+        match cached.as_ref() {
+            Some((version, index)) if *version == catalog.version => index.clone(),
+            _ => {
+                let index: OfferingIndex =
+                    Arc::new((0..catalog.offerings.len() as u32).map(|i| (offering_key(catalog, i), i)).collect());
+                *cached = Some((catalog.version, index.clone()));
+                index
+            }
+        }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The controller's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn claims_api(&self) -> Api<crd::NodeClaim> {
+        Api::all(self.client.clone())
+    }
+
+    fn claim_to_model(&self, c: &crd::NodeClaim) -> NodeClaim {
+        let index = self.offering_index(&(self.catalog)());
+        let status = c.status.clone().unwrap_or_default();
+        let instance = match (&status.instance_id, status.offering.as_ref().and_then(|o| index.get(o).copied())) {
+            (Some(id), Some(offering)) => Some(Instance { id: id.clone(), claim: c.name_any(), node_pool: c.spec.node_pool.clone(), offering }),
+            _ => None,
+        };
+        let created_at = c
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| Duration::from_secs(t.0.as_second().max(0) as u64))
+            .unwrap_or_default();
+        NodeClaim {
+            name: c.name_any(),
+            node_pool: c.spec.node_pool.clone(),
+            pods: c.spec.pods.clone(),
+            requests: nodewright_core::model::Resources {
+                cpu_millis: c.spec.cpu_millis,
+                memory_bytes: c.spec.memory_bytes,
+                pods: c.spec.pods.len() as u32,
+                gpus: c.spec.gpus,
+                ephemeral_bytes: 0,
+            },
+            offerings: c.spec.offerings.iter().filter_map(|o| index.get(o).copied()).collect(),
+            taints: c.spec.taints.iter().filter_map(|t| convert::parse_taint(t)).collect(),
+            instance,
+            created_at,
+            pool_hash: c.spec.node_pool_hash.clone(),
+            initialized: status.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True"),
+        }
+    }
+
+    /// Link registered nodes to their NodeClaims by providerID (status
+    /// `nodeName`, condition `Registered`), and once a node is Ready remove
+    /// its startup taints and mark the claim `Initialized`. Returns the
+    /// claims newly initialised.
+    pub async fn sync_registrations(&self, pools: &[NodePool]) -> Result<Vec<String>, ClusterError> {
+        let nodes: Api<core::Node> = Api::all(self.client.clone());
+        let node_list = self.read_nodes().await?;
+        let by_provider: HashMap<&str, &core::Node> =
+            node_list.iter().filter_map(|n| Some((n.spec.as_ref()?.provider_id.as_deref()?, n.as_ref()))).collect();
+        let mut initialised = Vec::new();
+        for claim in self.read_claims().await? {
+            let status = claim.status.clone().unwrap_or_default();
+            if status.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True") {
+                continue;
+            }
+            let Some(node) = status.provider_id.as_deref().and_then(|p| by_provider.get(p)) else { continue };
+            let ready = node.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True");
+            let mut conditions = status.conditions.clone();
+            let now = chrono::Utc::now().to_rfc3339();
+            crd::set_condition(&mut conditions, crd::Condition { type_: "Registered".into(), status: "True".into(), reason: "NodeRegistered".into(), message: String::new(), last_transition_time: now.clone() });
+            if ready {
+                let startup: Vec<String> = pools
+                    .iter()
+                    .find(|p| p.name == claim.spec.node_pool)
+                    .map(|p| p.startup_taints.iter().map(|t| t.key.clone()).collect())
+                    .unwrap_or_default();
+                let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+                if taints.iter().any(|t| startup.contains(&t.key)) {
+                    let kept: Vec<&core::Taint> = taints.iter().filter(|t| !startup.contains(&t.key)).collect();
+                    let patch = serde_json::json!({ "spec": { "taints": kept } });
+                    let patched = nodes
+                        .patch(&node.name_any(), &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
+                        .await
+                        .map_err(err("remove startup taints"))?;
+                    self.wrote_node(patched);
+                }
+                crd::set_condition(&mut conditions, crd::Condition { type_: "Initialized".into(), status: "True".into(), reason: "NodeReady".into(), message: String::new(), last_transition_time: now });
+                initialised.push(claim.name_any());
+            }
+            let patch = serde_json::json!({ "status": { "nodeName": node.name_any(), "conditions": conditions } });
+            let patched = self
+                .claims_api()
+                .patch_status(&claim.name_any(), &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
+                .await
+                .map_err(err("patch nodeclaim status"))?;
+            self.wrote_claim(patched);
+        }
+        Ok(initialised)
+    }
+}
+
+/// A NodePool object as the model's NodePool, checked by the same parser as
+/// NodePool files (so errors name the field the same way).
+fn parse_pool(np: &crd::NodePool) -> Result<NodePool, nodewright_core::model::NodePoolError> {
+    let doc = serde_json::json!({
+        "apiVersion": "nodewright.io/v1alpha1",
+        "kind": "NodePool",
+        "metadata": { "name": np.name_any() },
+        "spec": np.spec.spec,
+    });
+    let text = serde_yaml_ng::to_string(&doc).expect("a JSON value serialises as YAML");
+    let mut parsed = nodewright_core::model::parse_node_pools(&format!("NodePool/{}", np.name_any()), &text)?;
+    Ok(parsed.remove(0))
+}
+
+impl KubeCluster {
+    /// Write each NodePool's `status`: the `Ready` condition (`Valid`, or
+    /// `InvalidSpec` with the field and the error, while the NodePool is left
+    /// out of every decision) and how many NodeClaims it has. Only a status
+    /// that changed is patched; returns the NodePools patched.
+    pub async fn sync_node_pool_status(&self) -> Result<Vec<String>, ClusterError> {
+        let claims = self.read_claims().await?;
+        let api: Api<crd::NodePool> = Api::all(self.client.clone());
+        let mut patched = Vec::new();
+        for np in self.read::<crd::NodePool>(|c| c.node_pools.state(), "list nodepools").await? {
+            let name = np.name_any();
+            let current = np.status.clone().unwrap_or_default();
+            let (status, reason, message) = match parse_pool(&np) {
+                Ok(_) => ("True", "Valid", String::new()),
+                Err(e) => ("False", "InvalidSpec", format!("{}: {}", e.field, e.message)),
+            };
+            let mut conditions = current.conditions.clone();
+            let same = conditions.iter().any(|c| c.type_ == "Ready" && c.status == status && c.reason == reason && c.message == message);
+            if !same {
+                if status == "False" {
+                    tracing::error!(node_pool = %name, "NodePool {name} is left out until it is fixed: {message}");
+                }
+                let now = chrono::Utc::now().to_rfc3339();
+                crd::set_condition(
+                    &mut conditions,
+                    crd::Condition { type_: "Ready".into(), status: status.into(), reason: reason.into(), message, last_transition_time: now },
+                );
+            }
+            let next = crd::NodePoolStatus { conditions, nodes: claims.iter().filter(|c| c.spec.node_pool == name).count() as u32 };
+            if next == current {
+                continue;
+            }
+            let patch = serde_json::json!({ "status": next });
+            api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| ClusterError(format!("patch nodepool {name} status: {e}")))?;
+            patched.push(name);
+        }
+        Ok(patched)
+    }
+}
+
+impl Cluster for KubeCluster {
+    async fn node_pools(&self) -> Result<Vec<NodePool>, ClusterError> {
+        let mut pools = Vec::new();
+        for np in self.read::<crd::NodePool>(|c| c.node_pools.state(), "list nodepools").await? {
+            match parse_pool(&np) {
+                Ok(pool) => pools.push(pool),
+                // One bad NodePool must not stop the others; its status
+                // says why (`sync_node_pool_status`).
+                Err(e) => tracing::debug!("{e}"),
+            }
+        }
+        Ok(pools)
+    }
+
+    async fn daemonsets(&self) -> Result<Vec<PodSpec>, ClusterError> {
+        Ok(self
+            .read::<DaemonSet>(|c| c.daemonsets.state(), "list daemonsets")
+            .await?
+            .iter()
+            .filter_map(|d| {
+                let template = &d.spec.template;
+                Some(convert::pod_spec(template.metadata.as_ref().unwrap_or(&Default::default()), template.spec.as_ref()?))
+            })
+            .collect())
+    }
+
+    async fn pending_pods(&self) -> Result<Vec<Pod>, ClusterError> {
+        let mut specs = HashMap::new();
+        Ok(self
+            .pods(Pods::Pending)
+            .await?
+            .iter()
+            .filter(|p| convert::is_unschedulable(p))
+            .map(|p| convert::pod(p, &mut specs))
+            .collect())
+    }
+
+    async fn nodes(&self) -> Result<Vec<ExistingNode>, ClusterError> {
+        let list = self.read_nodes().await?;
+        let mut specs = HashMap::new();
+        let mut on_node: HashMap<String, Vec<Arc<PodSpec>>> = HashMap::new();
+        for p in self.pods(Pods::Bound).await? {
+            if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                on_node.entry(node).or_default().push(convert::pod(&p, &mut specs).spec);
+            }
+        }
+        let mut nodes: Vec<ExistingNode> = list
+            .iter()
+            .map(|n| {
+                let labels = n.labels().clone();
+                let status = n.status.as_ref();
+                ExistingNode {
+                    name: n.name_any(),
+                    node_pool: labels.get(nodewright_core::model::well_known::NODE_POOL).cloned(),
+                    taints: n.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().filter_map(convert::taint).collect(),
+                    allocatable: convert::node_resources(status.and_then(|s| s.allocatable.as_ref())),
+                    capacity: convert::node_resources(status.and_then(|s| s.capacity.as_ref())),
+                    pods: on_node.remove(&n.name_any()).unwrap_or_default(),
+                    schedulable: !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+                    labels: Arc::new(labels),
+                }
+            })
+            .collect();
+        // Launched claims whose node has not registered yet hold their pods too.
+        let pools = self.node_pools().await?;
+        let catalog = (self.catalog)();
+        let index = self.offering_index(&catalog);
+        let daemonsets = self.daemonsets().await?;
+        let registered: std::collections::HashSet<String> =
+            list.iter().filter_map(|n| n.spec.as_ref()?.provider_id.clone()).collect();
+        for claim in self.read_claims().await? {
+            let status = claim.status.clone().unwrap_or_default();
+            if status.provider_id.as_ref().is_some_and(|p| registered.contains(p)) {
+                continue;
+            }
+            let (Some(offering), Some(pool)) = (
+                status.offering.as_ref().and_then(|o| index.get(o).copied()),
+                pools.iter().find(|p| p.name == claim.spec.node_pool),
+            ) else {
+                continue;
+            };
+            nodes.push(ExistingNode::launched(&claim.name_any(), pool, &catalog.offerings[offering as usize], &daemonsets));
+        }
+        Ok(nodes)
+    }
+
+    async fn create_node_claim(&self, claim: NodeClaim) -> Result<(), ClusterError> {
+        let catalog = (self.catalog)();
+        let mut object = crd::NodeClaim::new(
+            &claim.name,
+            crd::NodeClaimSpec {
+                node_pool: claim.node_pool.clone(),
+                offerings: claim.offerings.iter().map(|&o| offering_key(&catalog, o)).collect(),
+                cpu_millis: claim.requests.cpu_millis,
+                memory_bytes: claim.requests.memory_bytes,
+                gpus: claim.requests.gpus,
+                taints: claim.taints.iter().map(convert::taint_string).collect(),
+                pods: claim.pods.clone(),
+                node_pool_hash: claim.pool_hash.clone(),
+            },
+        );
+        object.metadata.finalizers = Some(vec![TERMINATION_FINALIZER.into()]);
+        object.metadata.labels = Some(BTreeMap::from([(nodewright_core::model::well_known::NODE_POOL.to_string(), claim.node_pool.clone())]));
+        let created = self.claims_api().create(&PostParams::default(), &object).await.map_err(err("create nodeclaim"))?;
+        self.wrote_claim(created);
+        Ok(())
+    }
+
+    async fn claim_launched(&self, claim: &str, instance: Instance) -> Result<(), ClusterError> {
+        let catalog = (self.catalog)();
+        let offering = catalog.offerings.get(instance.offering as usize);
+        let patch = serde_json::json!({ "status": {
+            "providerID": offering.map(|o| format!("aws:///{}/{}", o.zone, instance.id)),
+            "instanceID": instance.id,
+            "offering": offering_key(&catalog, instance.offering),
+            "instanceType": offering.map(|o| o.instance_type.clone()),
+            "conditions": [{ "type": "Launched", "status": "True", "reason": "Launched", "message": "", "lastTransitionTime": chrono::Utc::now().to_rfc3339() }],
+        }});
+        let patched = self
+            .claims_api()
+            .patch_status(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
+            .await
+            .map_err(err("patch nodeclaim status"))?;
+        self.wrote_claim(patched);
+        Ok(())
+    }
+
+    async fn delete_node_claim(&self, claim: &str) -> Result<(), ClusterError> {
+        // The instance is gone (or never existed): the node object goes, the
+        // finalizer comes off, the claim is deleted.
+        let node_name = self
+            .claims_api()
+            .get_opt(claim)
+            .await
+            .map_err(err("get nodeclaim"))?
+            .and_then(|c| c.status.and_then(|s| s.node_name));
+        if let Some(node) = node_name {
+            let nodes: Api<core::Node> = Api::all(self.client.clone());
+            match nodes.delete(&node, &DeleteParams::default()).await {
+                Ok(_) => self.deleted_node(&node),
+                Err(kube::Error::Api(s)) if s.code == 404 => self.deleted_node(&node),
+                Err(kube::Error::Api(_)) => {}
+                Err(e) => return Err(ClusterError(format!("delete node {node}: {e}"))),
+            }
+        }
+        let patch = serde_json::json!({ "metadata": { "finalizers": null } });
+        match self.claims_api().patch(claim, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                self.deleted_claim(claim);
+                return Ok(());
+            }
+            Err(e) => return Err(ClusterError(format!("remove finalizer of nodeclaim {claim}: {e}"))),
+        }
+        // Hidden from reads only once it is really gone: a claim whose
+        // deletion failed stays visible, so the next pass tries again.
+        match self.claims_api().delete(claim, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(ClusterError(format!("delete nodeclaim {claim}: {e}"))),
+        }
+        self.deleted_claim(claim);
+        Ok(())
+    }
+
+    async fn node_claims(&self) -> Result<Vec<NodeClaim>, ClusterError> {
+        Ok(self.read_claims().await?.iter().map(|c| self.claim_to_model(c)).collect())
+    }
+
+    async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, ClusterError> {
+        let mut specs = HashMap::new();
+        Ok(self
+            .pods(Pods::On(node))
+            .await?
+            .iter()
+            .filter(|p| !convert::is_daemon_pod(p))
+            .map(|p| convert::pod(p, &mut specs))
+            .collect())
+    }
+
+    async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
+        let mut specs = HashMap::new();
+        Ok(self
+            .pods(Pods::Bound)
+            .await?
+            .iter()
+            .filter(|p| !convert::is_daemon_pod(p))
+            .filter_map(|p| Some((p.spec.as_ref()?.node_name.clone()?, convert::pod(p, &mut specs))))
+            .collect())
+    }
+
+    async fn pod_disruption_budgets(&self) -> Result<Vec<PdbStatus>, ClusterError> {
+        let int_or_percent = |v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| match v {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => IntOrPercent::Count((*i).max(0) as u32),
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => {
+                IntOrPercent::Percent(s.trim_end_matches('%').parse().unwrap_or(0))
+            }
+        };
+        Ok(self
+            .read::<K8sPdb>(|c| c.pdbs.state(), "list poddisruptionbudgets")
+            .await?
+            .iter()
+            .filter_map(|p| {
+                let spec = p.spec.as_ref()?;
+                let limit = match (&spec.min_available, &spec.max_unavailable) {
+                    (Some(m), _) => PdbLimit::MinAvailable(int_or_percent(m)),
+                    (None, Some(m)) => PdbLimit::MaxUnavailable(int_or_percent(m)),
+                    (None, None) => return None,
+                };
+                let mut selector = nodewright_core::model::LabelSelector::default();
+                if let Some(s) = &spec.selector {
+                    for (k, v) in s.match_labels.iter().flatten() {
+                        selector.requirements.push(nodewright_core::model::Requirement::is_in(k, &[v.as_str()]));
+                    }
+                }
+                Some(PdbStatus {
+                    budget: PodDisruptionBudget { name: convert::full_name(&p.metadata), selector, limit },
+                    disruptions_allowed: p.status.as_ref().and_then(|s| s.disruptions_allowed).unwrap_or(0).max(0) as u32,
+                })
+            })
+            .collect())
+    }
+
+    async fn evict(&self, pod: &str) -> Result<Eviction, ClusterError> {
+        let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
+        let api: Api<core::Pod> = Api::namespaced(self.client.clone(), namespace);
+        match api.evict(name, &EvictParams::default()).await {
+            Ok(_) => Ok(Eviction::Evicted),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Eviction::Evicted),
+            Err(kube::Error::Api(s)) if s.code == 429 => Ok(Eviction::Blocked { pdb: s.message.clone() }),
+            Err(e) => Err(ClusterError(format!("evict pod {pod}: {e}"))),
+        }
+    }
+
+    async fn cordon(&self, node: &str) -> Result<(), ClusterError> {
+        self.set_unschedulable(node, true).await
+    }
+
+    async fn uncordon(&self, node: &str) -> Result<(), ClusterError> {
+        self.set_unschedulable(node, false).await
+    }
+
+    async fn drain(&self, node: &str) -> Result<Vec<String>, ClusterError> {
+        let mut removed = Vec::new();
+        for p in self.pods(Pods::On(node)).await? {
+            if convert::is_daemon_pod(&p) {
+                continue;
+            }
+            let api: Api<core::Pod> = Api::namespaced(self.client.clone(), p.metadata.namespace.as_deref().unwrap_or("default"));
+            match api.delete(&p.name_any(), &DeleteParams::default()).await {
+                Ok(_) => removed.push(convert::full_name(&p.metadata)),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(ClusterError(format!("delete pod {}: {e}", convert::full_name(&p.metadata)))),
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn pod_unschedulable(&self, pod: &str, reason: &str) -> Result<(), ClusterError> {
+        let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
+        let api: Api<core::Event> = Api::namespaced(self.client.clone(), namespace);
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+        let event = core::Event {
+            metadata: kube::api::ObjectMeta { generate_name: Some(format!("{name}.")), namespace: Some(namespace.into()), ..Default::default() },
+            involved_object: core::ObjectReference { kind: Some("Pod".into()), name: Some(name.into()), namespace: Some(namespace.into()), api_version: Some("v1".into()), ..Default::default() },
+            reason: Some("FailedProvisioning".into()),
+            message: Some(reason.into()),
+            type_: Some("Warning".into()),
+            source: Some(core::EventSource { component: Some("nodewright".into()), ..Default::default() }),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &event).await.map_err(err("create event"))?;
+        Ok(())
+    }
+}
+
+impl KubeCluster {
+    async fn set_unschedulable(&self, node: &str, value: bool) -> Result<(), ClusterError> {
+        let api: Api<core::Node> = Api::all(self.client.clone());
+        let patch = serde_json::json!({ "spec": { "unschedulable": value } });
+        match api.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(patched) => {
+                self.wrote_node(patched);
+                Ok(())
+            }
+            // A claim whose node has not registered: nothing to cordon.
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(ClusterError(format!("patch node {node}: {e}"))),
+        }
+    }
+}

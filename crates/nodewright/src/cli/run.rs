@@ -1,0 +1,345 @@
+//! `nodewright run`: the autoscaler in a cluster. One replica holds the
+//! leader Lease and runs the controllers (PolicyPlugin reconciler, node
+//! registration, provisioning, disruption, interruption queue, garbage
+//! collection); the others stand by. `/healthz`, `/readyz` and `/metrics`
+//! are served on every replica.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+use super::metrics::Metrics;
+use nodewright_core::supervise::{StepFailure, supervised};
+use nodewright_core::cloud::CloudProvider;
+use nodewright_core::cluster::Cluster;
+use nodewright_kube::crd::EC2NodeClass;
+use nodewright_kube::lease::LeaderElector;
+use nodewright_kube::plugins::PluginReconciler;
+use nodewright_kube::KubeCluster;
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Controller configuration (YAML), e.g. examples/deploy/config.yaml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// This replica's name in the leader Lease [default: the host name].
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Namespace of the controller: its Lease, plugin ConfigMaps.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "nodewright")]
+    namespace: String,
+}
+
+/// The configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RunConfig {
+    /// Cluster name: the ownership tag on every instance.
+    cluster_name: String,
+    /// The `EC2NodeClass` nodes are launched with.
+    #[serde(default = "default_node_class")]
+    node_class: String,
+    /// URL of the interruption queue (optional).
+    #[serde(default)]
+    interruption_queue_url: Option<String>,
+    /// Act on rebalance recommendations as on interruptions.
+    #[serde(default)]
+    rebalance_actionable: bool,
+    /// Price overrides file (YAML).
+    #[serde(default)]
+    prices: Option<PathBuf>,
+    /// Seconds between controller passes.
+    #[serde(default = "default_interval")]
+    interval_seconds: u64,
+    /// Name of the leader Lease.
+    #[serde(default = "default_lease")]
+    lease_name: String,
+    /// Seconds a lease holds without renewal.
+    #[serde(default = "default_lease_seconds")]
+    lease_duration_seconds: u64,
+    /// Seconds an instance the cluster does not know may live before it is
+    /// terminated as leaked.
+    #[serde(default = "default_gc_grace")]
+    garbage_collection_grace_seconds: u64,
+}
+
+fn default_node_class() -> String {
+    "default".into()
+}
+fn default_interval() -> u64 {
+    10
+}
+fn default_lease() -> String {
+    "nodewright-leader".into()
+}
+fn default_lease_seconds() -> u64 {
+    15
+}
+fn default_gc_grace() -> u64 {
+    600
+}
+
+/// Read and check the configuration file; errors name the file and field.
+pub(crate) fn read_config(path: &Path) -> anyhow::Result<RunConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let de = serde_yaml_ng::Deserializer::from_str(&text);
+    let config: RunConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let (field, message) = nodewright_core::model::yaml_error(e);
+        anyhow::anyhow!("{}: {field}: {message}", path.display())
+    })?;
+    anyhow::ensure!(!config.cluster_name.is_empty(), "{}: clusterName: must not be empty", path.display());
+    anyhow::ensure!(config.interval_seconds > 0, "{}: intervalSeconds: must be at least 1", path.display());
+    Ok(config)
+}
+
+fn node_class(spec: &nodewright_kube::crd::EC2NodeClassSpec, name: &str) -> anyhow::Result<nodewright_aws::ec2::Ec2NodeClass> {
+    let ami = match (&spec.ami.id, &spec.ami.ssm_parameter) {
+        (Some(id), _) => nodewright_aws::ec2::AmiSource::Id(id.clone()),
+        (None, Some(p)) => nodewright_aws::ec2::AmiSource::SsmParameter(p.clone()),
+        (None, None) => anyhow::bail!("EC2NodeClass {name}: spec.ami: set id or ssmParameter"),
+    };
+    Ok(nodewright_aws::ec2::Ec2NodeClass {
+        subnet_tags: spec.subnet_selector_tags.clone(),
+        security_group_tags: spec.security_group_selector_tags.clone(),
+        ami,
+        root_volume_gib: spec.root_volume_gib,
+        instance_profile: spec.instance_profile.clone(),
+        user_data: spec.user_data.clone(),
+        tags: spec.tags.clone(),
+    })
+}
+
+pub(crate) fn run(args: RunArgs, runtime_args: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
+    let config = read_config(&args.config)?;
+    let runtime = runtime_args.runtime()?;
+    let executor = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    executor.block_on(serve(args, config, runtime))
+}
+
+async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::policy::PolicyRuntime) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new());
+    let observer = metrics.clone();
+    nodewright_core::policy::observe_calls(move |plugin, elapsed| observer.observe_call(plugin, elapsed.as_secs_f64()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let leader = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(http_server(args.listen, metrics.clone(), ready.clone()));
+
+    let client = kube::Client::try_default().await.context("Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let classes: kube::Api<EC2NodeClass> = kube::Api::all(client.clone());
+    let class = classes.get(&config.node_class).await.with_context(|| format!("EC2NodeClass {}", config.node_class))?;
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let mut cloud = nodewright_aws::ec2::Ec2Cloud::discover(
+        aws_sdk_ec2::Client::new(&aws),
+        &config.cluster_name,
+        node_class(&class.spec, &config.node_class)?,
+        &nodewright_core::model::bundled_instance_types(),
+    )
+    .await
+    .context("EC2 discovery")?
+    .with_ssm(aws_sdk_ssm::Client::new(&aws));
+    if let Some(path) = &config.prices {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        cloud = cloud.with_price_overrides(&nodewright_core::model::parse_price_overrides(&path.display().to_string(), &text)?);
+    }
+    let cloud = Arc::new(cloud);
+    let catalog_cloud = cloud.clone();
+    let cache = nodewright_kube::cache::KubeCache::start(&client);
+    let changed = cache.changed();
+    let cluster = Arc::new(KubeCluster::new(client.clone(), &args.namespace, Arc::new(move || catalog_cloud.catalog())).with_cache(cache));
+    let registry = Arc::new(nodewright_core::policy::PolicyRegistry::new(runtime));
+    let provisioner = Arc::new(nodewright_core::provisioning::Provisioner::new(cloud.clone(), cluster.clone(), registry.clone()));
+    let mut disruption = nodewright_core::disruption::DisruptionController::new(provisioner.clone(), cluster.clone(), Default::default());
+    let handler = Arc::new(nodewright_core::interruption::InterruptionHandler::new(
+        cloud.clone(),
+        cluster.clone(),
+        provisioner.clone(),
+        config.rebalance_actionable,
+    ));
+    let plugins = PluginReconciler::new(client.clone(), &args.namespace, registry.clone());
+    let identity = args.identity.clone().unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "nodewright".into()));
+    let elector = LeaderElector::new(client.clone(), &args.namespace, &config.lease_name, &identity, Duration::from_secs(config.lease_duration_seconds));
+
+    if let Some(url) = config.interruption_queue_url.clone() {
+        let queue = nodewright_aws::sqs::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &url);
+        let (handler, leader, metrics) = (handler.clone(), leader.clone(), metrics.clone());
+        tokio::spawn(async move {
+            loop {
+                if !leader.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                if let Err(f) = supervised("interruption queue", queue.poll_once(&handler, nodewright_aws::sqs::LONG_POLL)).await {
+                    metrics.step_failed(f.step(), f.kind());
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        });
+    }
+
+    // Decisions on a half-listed cluster would launch what exists already.
+    let caches = cluster.cache().expect("started above");
+    if tokio::time::timeout(Duration::from_secs(120), caches.wait_until_ready()).await.is_err() {
+        anyhow::bail!("the watch caches did not complete their first list within 120 s (RBAC? API server?)");
+    }
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(identity, "nodewright running");
+    let mut tick = tokio::time::interval(Duration::from_secs(config.interval_seconds));
+    let mut passes: u64 = 0;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {}
+            // A pod, node or NodePool changed: a pass soon, once the burst
+            // has settled for a second (at most one pass a second).
+            _ = changed.notified() => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+        let is_leader = match elector.try_acquire_or_renew().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("leader election: {e}");
+                false
+            }
+        };
+        if is_leader != leader.swap(is_leader, Ordering::Relaxed) {
+            tracing::info!(identity, leader = is_leader, "leadership changed");
+        }
+        metrics.set_leader(is_leader);
+        if !is_leader {
+            continue;
+        }
+        passes += 1;
+        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud).await;
+        metrics.slots(&registry);
+        metrics.interruptions(&handler.counts());
+        if passes.is_multiple_of(30) {
+            let claims = cluster.node_claims().await.map(|c| c.into_iter().map(|c| c.name).collect()).unwrap_or_default();
+            if let Err(e) = cloud.collect_garbage(&claims, Duration::from_secs(config.garbage_collection_grace_seconds)).await {
+                tracing::warn!("garbage collection: {e}");
+            }
+        }
+    }
+    tracing::info!("shutting down: releasing the lease");
+    ready.store(false, Ordering::Relaxed);
+    if let Err(e) = elector.release().await {
+        tracing::warn!("{e}");
+    }
+    server.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One pass of every controller, as the leader. Each step is supervised:
+/// its error or panic is logged and counted, and the steps after it run
+/// (a failed NodePool status patch must not stop provisioning).
+async fn pass(
+    cluster: &Arc<KubeCluster>,
+    provisioner: &Arc<nodewright_core::provisioning::Provisioner<nodewright_aws::ec2::Ec2Cloud, KubeCluster>>,
+    disruption: &mut nodewright_core::disruption::DisruptionController<nodewright_aws::ec2::Ec2Cloud, KubeCluster>,
+    plugins: &PluginReconciler,
+    metrics: &Metrics,
+    cloud: &Arc<nodewright_aws::ec2::Ec2Cloud>,
+) {
+    let failed = |f: StepFailure| metrics.step_failed(f.step(), f.kind());
+    let pools = match supervised("read NodePools", cluster.node_pools()).await {
+        Ok(pools) => pools,
+        Err(f) => return failed(f),
+    };
+    let _ = supervised("NodePool status", cluster.sync_node_pool_status()).await.map_err(failed);
+    let _ = supervised("PolicyPlugins", plugins.reconcile(&pools)).await.map_err(failed);
+    let _ = supervised("registration", cluster.sync_registrations(&pools)).await.map_err(failed);
+    match supervised("provisioning", provisioner.provision()).await {
+        Ok(report) => metrics.launched(report.launched.len(), report.launch_failures.len()),
+        Err(f) => failed(f),
+    }
+    let _ = supervised("disruption", disruption.reconcile()).await.map_err(failed);
+    metrics.terminations(disruption.counts());
+    let catalog = cloud.catalog();
+    let observed = supervised("cluster metrics", async {
+        let claims = cluster.node_claims().await?;
+        let pending = cluster.pending_pods().await?.len();
+        Ok::<_, nodewright_core::cluster::ClusterError>((claims, pending))
+    })
+    .await;
+    match observed {
+        Ok((claims, pending)) => {
+            let cost: f64 = claims.iter().filter_map(|c| c.instance.as_ref()).filter_map(|i| catalog.offerings.get(i.offering as usize)).map(|o| o.price_per_hour).sum();
+            metrics.cluster(pending, claims.len(), cost);
+        }
+        Err(f) => failed(f),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn http_server(listen: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.load(Ordering::Relaxed) {
+                        (axum::http::StatusCode::OK, "ready")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen on {listen}"))?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads_and_a_bad_field_is_named() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let config = read_config(&root.join("examples/deploy/config.yaml")).unwrap();
+        assert_eq!(config.cluster_name, "my-cluster");
+        assert_eq!(config.interval_seconds, 10);
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("config.yaml");
+        std::fs::write(&bad, "clusterName: c\nintervalSecs: 5\n").unwrap();
+        let err = read_config(&bad).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: intervalSecs: unknown field `intervalSecs`", bad.display())), "{err}");
+        std::fs::write(&bad, "clusterName: c\nintervalSeconds: 0\n").unwrap();
+        assert_eq!(read_config(&bad).unwrap_err().to_string(), format!("{}: intervalSeconds: must be at least 1", bad.display()));
+    }
+}
