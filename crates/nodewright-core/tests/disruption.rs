@@ -174,6 +174,48 @@ fn an_empty_node_is_deleted_after_consolidate_after() {
 }
 
 #[test]
+fn a_pass_that_found_nothing_is_skipped_until_the_cluster_changes() {
+    let mut w = world(vec![pool()]);
+    // Two half-used nodes that cannot be consolidated while their pods say so.
+    let a = w.node("m5.large");
+    w.put(&a, "web", pod(500, 1).do_not_disrupt(), 1);
+    let b = w.node("m5.large");
+    let job = w.put(&b, "job", pod(500, 1).do_not_disrupt(), 1);
+    w.run(600, 10);
+    let settled = w.disruption.counts().clone();
+    let nodes = w.nodes();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    w.run(600, 10);
+    let quiet = w.disruption.counts().clone();
+    assert_eq!(quiet.passes, settled.passes, "nothing changed, so no pass ran: {quiet:?}");
+    assert_eq!(quiet.passes_skipped - settled.passes_skipped, 60, "{quiet:?}");
+    assert_eq!(w.nodes(), nodes);
+    // The job ends: its node is empty, and is deleted once empty for consolidateAfter.
+    assert!(w.cluster.delete_pod(&job[0]));
+    let before = w.terminated().len();
+    w.run(100, 10);
+    assert!(w.disruption.counts().passes > quiet.passes);
+    let terminated: Vec<Reason> = w.terminated()[before..].iter().map(|(_, _, r)| *r).collect();
+    assert_eq!(terminated, vec![Reason::Empty]);
+    assert_eq!(w.nodes().len(), 1);
+}
+
+#[test]
+fn a_skipped_pass_does_not_miss_a_node_reaching_consolidate_after() {
+    // Nothing changes in the cluster after the first pass; the empty node
+    // still goes once it has been empty for consolidateAfter.
+    let mut w = world(vec![pool()]);
+    let busy = w.node("m5.large");
+    w.put(&busy, "web", pod(1500, 4), 1);
+    let idle = w.node("m5.large");
+    w.run(50, 10);
+    assert!(w.disruption.counts().passes_skipped >= 3, "{:?}", w.disruption.counts());
+    w.run(60, 10);
+    let terminated: Vec<(String, Reason)> = w.terminated().into_iter().map(|(_, n, r)| (n, r)).collect();
+    assert_eq!(terminated, vec![(idle, Reason::Empty)]);
+}
+
+#[test]
 fn an_underused_large_node_is_replaced_by_a_cheaper_one() {
     let mut w = world(vec![pool()]);
     let big = w.node("m5.4xlarge");

@@ -463,10 +463,10 @@ fn plugin_stdout_and_stderr_reach_the_log_tagged_with_the_plugin_name() {
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let name = component("probe-environment").display().to_string();
     assert!(
-        log.lines().any(|l| l.contains(" INFO nodewright_core::plugin: probe says hello on stdout") && l.contains(&format!("plugin=\"{name}\""))),
+        log.lines().any(|l| l.contains(" INFO nodewright::plugin: probe says hello on stdout") && l.contains(&format!("plugin=\"{name}\""))),
         "{log}"
     );
-    assert!(log.lines().any(|l| l.contains(" WARN nodewright_core::plugin: probe says hello on stderr")), "{log}");
+    assert!(log.lines().any(|l| l.contains(" WARN nodewright::plugin: probe says hello on stderr")), "{log}");
 }
 
 mod what_if {

@@ -239,6 +239,22 @@ fn a_spot_interruption_in_a_simulation_goes_through_the_interruption_controller_
 }
 
 #[test]
+fn rebalance_recommendations_precede_reclaims_and_act_only_when_actionable() {
+    let cache = tempfile::tempdir().unwrap();
+    let volatile = SimulationConfig { interruption_scale: 50.0, ..config(&cache) };
+    let recorded = run("mixed", 0.3, "cheapest", &volatile);
+    let acted = run("mixed", 0.3, "cheapest", &SimulationConfig { rebalance_actionable: true, ..volatile });
+    let (r, a) = (&recorded.metrics, &acted.metrics);
+    assert!(r.rebalance_recommendations > 0, "{r:?}");
+    // Acted on: the node is replaced at the recommendation, so fewer
+    // instances are still running when their warning comes.
+    assert!(a.rebalance_recommendations > 0, "{a:?}");
+    assert!(a.interruptions < r.interruptions, "acted on {a:?}, recorded {r:?}");
+    assert!(a.interruption_replacements > 0, "{a:?}");
+    assert_eq!((r.pods_lost_to_reclaim, a.pods_lost_to_reclaim), (0, 0));
+}
+
+#[test]
 fn a_policy_run_alone_or_after_another_gives_the_same_result() {
     let cache = tempfile::tempdir().unwrap();
     let config = config(&cache);

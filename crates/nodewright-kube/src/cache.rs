@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,8 @@ pub struct KubeCache {
     pub(super) recent_claims: Recent<crd::NodeClaim>,
     pub(super) recent_nodes: Recent<core::Node>,
     changed: Arc<Notify>,
+    /// Events delivered by every watch so far.
+    events: Arc<AtomicU64>,
     /// Aborted on drop.
     _watches: Mutex<JoinSet<()>>,
 }
@@ -58,12 +61,14 @@ impl KubeCache {
     pub fn start(client: &Client) -> Self {
         let mut watches = JoinSet::new();
         let changed = Arc::new(Notify::new());
-        let pods = watch(&mut watches, Api::all(client.clone()), watcher::Config::default().fields(LIVE_PODS), Some(changed.clone()));
-        let nodes = watch(&mut watches, Api::all(client.clone()), watcher::Config::default(), Some(changed.clone()));
-        let daemonsets = watch(&mut watches, Api::all(client.clone()), watcher::Config::default(), None);
-        let pdbs = watch(&mut watches, Api::all(client.clone()), watcher::Config::default(), None);
-        let node_pools = watch(&mut watches, Api::all(client.clone()), watcher::Config::default(), Some(changed.clone()));
-        let node_claims = watch(&mut watches, Api::all(client.clone()), watcher::Config::default(), None);
+        let events = Arc::new(AtomicU64::new(0));
+        let count = || events.clone();
+        let pods = watch(&mut watches, Api::all(client.clone()), watcher::Config::default().fields(LIVE_PODS), count(), Some(changed.clone()));
+        let nodes = watch(&mut watches, Api::all(client.clone()), watcher::Config::default(), count(), Some(changed.clone()));
+        let daemonsets = watch(&mut watches, Api::all(client.clone()), watcher::Config::default(), count(), None);
+        let pdbs = watch(&mut watches, Api::all(client.clone()), watcher::Config::default(), count(), None);
+        let node_pools = watch(&mut watches, Api::all(client.clone()), watcher::Config::default(), count(), Some(changed.clone()));
+        let node_claims = watch(&mut watches, Api::all(client.clone()), watcher::Config::default(), count(), None);
         KubeCache {
             pods,
             nodes,
@@ -74,6 +79,7 @@ impl KubeCache {
             recent_claims: Recent::default(),
             recent_nodes: Recent::default(),
             changed,
+            events,
             _watches: Mutex::new(watches),
         }
     }
@@ -92,6 +98,15 @@ impl KubeCache {
         );
     }
 
+    /// A change counter over everything the cache holds (see
+    /// `Cluster::revision`): the events every watch has delivered. `None`
+    /// while the controller's own writes are laid over the cache (they
+    /// expire on a timer, not an event).
+    pub fn revision(&self) -> Option<u64> {
+        let held = self.recent_claims.holds() || self.recent_nodes.holds();
+        (!held).then(|| self.events.load(Ordering::Relaxed))
+    }
+
     /// Wakes when a pod, node or NodePool changes: a pass may have work.
     pub fn changed(&self) -> Arc<Notify> {
         self.changed.clone()
@@ -99,7 +114,7 @@ impl KubeCache {
 }
 
 /// One reflector on its own task; `changed` is notified on every event.
-fn watch<K>(watches: &mut JoinSet<()>, api: Api<K>, config: watcher::Config, changed: Option<Arc<Notify>>) -> Store<K>
+fn watch<K>(watches: &mut JoinSet<()>, api: Api<K>, config: watcher::Config, delivered: Arc<AtomicU64>, changed: Option<Arc<Notify>>) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -113,6 +128,7 @@ where
         while let Some(event) = stream.next().await {
             match event {
                 Ok(_) => {
+                    delivered.fetch_add(1, Ordering::Relaxed);
                     if let Some(changed) = &changed {
                         changed.notify_one();
                     }
@@ -150,6 +166,11 @@ impl<K: Resource + Clone> Recent<K> {
     /// The API server answered a create or update with `object`.
     pub(super) fn wrote(&self, object: K) {
         self.writes.lock().expect("recent writes").insert(object.name_any(), (Instant::now(), Some(Arc::new(object))));
+    }
+
+    /// Whether any write is still laid over the cache.
+    pub(super) fn holds(&self) -> bool {
+        !self.writes.lock().expect("recent writes").is_empty()
     }
 
     /// `name` was deleted.

@@ -348,6 +348,10 @@ impl KubeCluster {
 }
 
 impl Cluster for KubeCluster {
+    fn revision(&self) -> Option<u64> {
+        self.cache.as_ref().and_then(cache::KubeCache::revision)
+    }
+
     async fn node_pools(&self) -> Result<Vec<NodePool>, ClusterError> {
         let mut pools = Vec::new();
         for np in self.read::<crd::NodePool>(|c| c.node_pools.state(), "list nodepools").await? {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use crate::model::Instance;
-pub use simulated::{Bill, MINIMUM_BILLED, SPOT_WARNING, SimulatedCloud, SimulatedCloudConfig};
+pub use simulated::{Bill, MINIMUM_BILLED, REBALANCE_LEAD, REBALANCE_SHARE, SPOT_WARNING, SimulatedCloud, SimulatedCloudConfig};
 
 use crate::model::{Catalog, Resources, Taint};
 

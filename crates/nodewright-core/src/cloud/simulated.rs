@@ -47,6 +47,11 @@ impl Default for SimulatedCloudConfig {
 pub const MINIMUM_BILLED: Duration = Duration::from_secs(60);
 /// A spot interruption warning comes this long before the reclaim.
 pub const SPOT_WARNING: Duration = Duration::from_secs(120);
+/// Share of spot reclaims a rebalance recommendation precedes.
+pub const REBALANCE_SHARE: f64 = 0.5;
+/// How long before the interruption warning a rebalance recommendation
+/// comes: drawn uniformly from this range.
+pub const REBALANCE_LEAD: (Duration, Duration) = (Duration::from_secs(5 * 60), Duration::from_secs(30 * 60));
 
 /// What the instances have cost so far, billed per second from launch to
 /// termination with a one-minute minimum.
@@ -251,6 +256,22 @@ impl SimulatedCloud {
             let at = Duration::from_secs(hour * 3600) + Duration::from_secs_f64(3600.0 * unit(seed, Stream::InterruptionAt, offering as u64, hour));
             (at >= after && at < until).then_some(at)
         })
+    }
+
+    /// When AWS recommends rebalancing an instance of `offering` that it
+    /// reclaims at `reclaim` (a reclaim [`Self::next_reclaim`] gave):
+    /// AWS sends the signal when a pool's interruption risk rises and does
+    /// not guarantee it; here [`REBALANCE_SHARE`] of the reclaims get one,
+    /// [`REBALANCE_LEAD`] before the warning. `None`: no recommendation.
+    pub fn rebalance_before(&self, offering: u32, reclaim: Duration) -> Option<Duration> {
+        let hour = reclaim.as_secs() / 3600;
+        let seed = self.config.seed;
+        if unit(seed, Stream::Rebalance, offering as u64, hour) >= REBALANCE_SHARE {
+            return None;
+        }
+        let (low, high) = REBALANCE_LEAD;
+        let lead = low + (high - low).mul_f64(unit(seed, Stream::RebalanceLead, offering as u64, hour));
+        reclaim.checked_sub(SPOT_WARNING + lead)
     }
 
     /// AWS takes instance `id` back (the end of a spot interruption

@@ -83,4 +83,14 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Tell the pod's owner why it cannot be scheduled (an Event in Kubernetes).
     fn pod_unschedulable(&self, pod: &str, reason: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// A change counter: it differs between two calls whenever anything
+    /// the reads above return may have changed in between (nodes,
+    /// NodeClaims, pods, NodePools, daemonsets, PodDisruptionBudgets), like
+    /// the consolidation state of Karpenter's cluster state. A controller
+    /// that found nothing to do may skip its next pass while the counter
+    /// holds. `None`: this cluster cannot tell, and every pass reads.
+    fn revision(&self) -> Option<u64> {
+        None
+    }
 }

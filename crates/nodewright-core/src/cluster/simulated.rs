@@ -89,15 +89,23 @@ struct State {
     pdbs: Vec<PodDisruptionBudget>,
     journal: Option<Vec<PodEvent>>,
     restart_delay: Duration,
+    /// Bumped by every change ([`Cluster::revision`]).
+    revision: u64,
 }
 
 impl State {
+    /// Something changed: a controller that read before must read again.
+    fn touch(&mut self) {
+        self.revision = self.revision.wrapping_add(1);
+    }
+
     fn node_mut(&mut self, name: &str) -> Option<&mut ExistingNode> {
         let i = *self.node_index.get(name)?;
         self.nodes.get_mut(i)
     }
 
     fn insert_node(&mut self, node: ExistingNode) {
+        self.touch();
         match self.node_index.get(&node.name) {
             Some(&i) => self.nodes[i] = node,
             None => {
@@ -114,6 +122,7 @@ impl State {
             self.stop(&pod, StopCause::NodeGone, now);
         }
         let i = self.node_index.remove(name)?;
+        self.touch();
         let node = self.nodes.swap_remove(i);
         if let Some(moved) = self.nodes.get(i) {
             self.node_index.insert(moved.name.clone(), i);
@@ -122,6 +131,7 @@ impl State {
     }
 
     fn pending_again(&mut self, pod: Pod) {
+        self.touch();
         self.fresh.insert(pod.name.clone());
         self.next_queued += 1;
         self.queued.insert(pod.name.clone(), self.next_queued);
@@ -146,6 +156,7 @@ impl State {
     /// Take bound pod `pod` off its node; returns (node, pod).
     fn unbind(&mut self, pod: &str) -> Option<(String, Pod)> {
         let (node, p) = self.bound.remove(pod)?;
+        self.touch();
         let r = p.spec.requests;
         self.bound_requests = (self.bound_requests.0.saturating_sub(r.cpu_millis.into()), self.bound_requests.1.saturating_sub(r.memory_bytes));
         if let Some(n) = self.node_mut(&node)
@@ -160,6 +171,7 @@ impl State {
         let spec = self.pending.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not pending")))?.spec.clone();
         let target = self.node_mut(node).ok_or_else(|| ClusterError(format!("node {node} does not exist")))?;
         target.pods.push(spec);
+        self.touch();
         if let Some(p) = self.pending.remove(pod) {
             self.fresh.remove(pod);
             self.queued.remove(pod);
@@ -219,17 +231,23 @@ impl SimulatedCluster {
 
     /// Add daemonsets.
     pub fn add_daemonset(&self, spec: PodSpec) {
-        self.state().daemonsets.push(spec);
+        let mut state = self.state();
+        state.daemonsets.push(spec);
+        state.touch();
     }
 
     /// Add a PodDisruptionBudget.
     pub fn add_pdb(&self, pdb: PodDisruptionBudget) {
-        self.state().pdbs.push(pdb);
+        let mut state = self.state();
+        state.pdbs.push(pdb);
+        state.touch();
     }
 
     /// Replace the NodePools (an edit: nodes made under the old ones drift).
     pub fn set_node_pools(&self, pools: Vec<NodePool>) {
-        self.state().pools = pools;
+        let mut state = self.state();
+        state.pools = pools;
+        state.touch();
     }
 
     /// Add pending pods.
@@ -317,6 +335,7 @@ impl SimulatedCluster {
         if let Some(c) = state.claims.get_mut(claim) {
             c.initialized = true;
         }
+        state.touch();
         Ok(())
     }
 
@@ -327,6 +346,7 @@ impl SimulatedCluster {
         state.fresh.remove(pod);
         state.queued.remove(pod);
         if state.pending.remove(pod).is_some() || state.restarting.remove(pod).is_some() {
+            state.touch();
             return false;
         }
         state.unbind(pod).is_some()
@@ -338,7 +358,9 @@ impl SimulatedCluster {
         let now = (self.now)();
         let mut state = self.state();
         state.remove_node(claim, now);
-        state.claims.remove(claim);
+        if state.claims.remove(claim).is_some() {
+            state.touch();
+        }
     }
 
     /// The node called `name`.
@@ -413,6 +435,7 @@ impl Cluster for SimulatedCluster {
             return Err(ClusterError(format!("NodeClaim {} already exists", claim.name)));
         }
         state.claims.insert(claim.name.clone(), claim);
+        state.touch();
         Ok(())
     }
 
@@ -420,6 +443,7 @@ impl Cluster for SimulatedCluster {
         let mut state = self.state();
         let c = state.claims.get_mut(claim).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))?;
         c.instance = Some(instance);
+        state.touch();
         Ok(())
     }
 
@@ -427,6 +451,7 @@ impl Cluster for SimulatedCluster {
         let now = (self.now)();
         let mut state = self.state();
         state.claims.remove(claim).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))?;
+        state.touch();
         state.remove_node(claim, now);
         Ok(())
     }
@@ -440,8 +465,10 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn cordon(&self, node: &str) -> Result<(), ClusterError> {
-        if let Some(n) = self.state().node_mut(node) {
+        let mut state = self.state();
+        if let Some(n) = state.node_mut(node) {
             n.schedulable = false;
+            state.touch();
         }
         Ok(())
     }
@@ -481,11 +508,16 @@ impl Cluster for SimulatedCluster {
         let mut state = self.state();
         if let Some(n) = state.node_mut(node) {
             n.schedulable = true;
+            state.touch();
             // Room came back: the scheduler tries every pending pod.
             let pending: Vec<String> = state.pending.keys().cloned().collect();
             state.fresh.extend(pending);
         }
         Ok(())
+    }
+
+    fn revision(&self) -> Option<u64> {
+        Some(self.state().revision)
     }
 
     async fn pod_unschedulable(&self, pod: &str, reason: &str) -> Result<(), ClusterError> {

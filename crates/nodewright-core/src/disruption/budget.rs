@@ -22,6 +22,12 @@ pub fn allowed(pool: &NodePool, reason: Reason, nodes: usize, now: Duration) -> 
         .min()
 }
 
+/// Which of `pool`'s budgets are in force at `now`, one bit each in order
+/// (a change means `allowed` may answer differently).
+pub fn in_force(pool: &NodePool, now: Duration) -> Vec<bool> {
+    pool.budgets.iter().map(|b| active(b.schedule.as_deref(), b.duration, now)).collect()
+}
+
 /// Is a budget with `schedule` and `duration` in force at `now`? One
 /// without a schedule always is; one with a schedule is from each time the
 /// schedule fires until `duration` later.

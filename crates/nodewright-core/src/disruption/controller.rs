@@ -63,6 +63,19 @@ pub struct DisruptionCounts {
     pub pods_evicted: u64,
     /// Disruptions abandoned (the replacement failed or never became ready).
     pub abandoned: u64,
+    /// Passes run.
+    pub passes: u64,
+    /// Passes skipped: nothing had changed since a pass that found nothing.
+    pub passes_skipped: u64,
+}
+
+/// What a pass that found nothing to do saw: while the same key holds and
+/// no node reaches `consolidateAfter` or `expireAfter`, the next pass would
+/// find nothing again.
+struct Idle {
+    key: u64,
+    until: Duration,
+    pools: Vec<NodePool>,
 }
 
 /// What the actions accepted so far in a pass have claimed: nodes taken
@@ -115,6 +128,7 @@ pub struct DisruptionController<C, K> {
     /// Pool → (key, offerings it may launch that its selection policy
     /// accepts: ascending, and cheapest first).
     replacements: std::sync::Mutex<HashMap<String, (u64, Replacements)>>,
+    idle: Option<Idle>,
     counts: DisruptionCounts,
 }
 
@@ -134,6 +148,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             running: Vec::new(),
             quiet: HashMap::new(),
             replacements: std::sync::Mutex::new(HashMap::new()),
+            idle: None,
             counts: DisruptionCounts::default(),
         }
     }
@@ -148,9 +163,26 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         self.running.iter().flat_map(|r| r.command.nodes.iter().cloned()).collect()
     }
 
-    /// One pass (see the module documentation).
+    /// One pass (see the module documentation). A pass is skipped when
+    /// nothing is staged or running and nothing it reads has changed since
+    /// a pass that found nothing to do: the cluster's [`Cluster::revision`],
+    /// the catalog, the benched offerings, the policies in the NodePools'
+    /// slots, which disruption budgets are in force, and no node has
+    /// reached its `consolidateAfter` or `expireAfter` since.
     pub async fn reconcile(&mut self) -> Result<DisruptionReport, ClusterError> {
         let now = (self.clock)();
+        let revision = self.cluster.revision();
+        if self.staged.is_empty()
+            && self.running.is_empty()
+            && let Some(idle) = &self.idle
+            && now < idle.until
+            && self.idle_key(revision, &idle.pools, now) == Some(idle.key)
+        {
+            self.counts.passes_skipped += 1;
+            return Ok(DisruptionReport::default());
+        }
+        self.idle = None;
+        self.counts.passes += 1;
         let mut report = DisruptionReport::default();
         let view = self.read(now).await?;
         let mut pass = Pass { taken: self.in_progress().into_iter().collect(), ..Pass::default() };
@@ -174,10 +206,50 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             self.plan(&view, &mut pass, &mut report).await?;
         }
         self.advance(&view, &mut report).await?;
+        if self.staged.is_empty() && self.running.is_empty() && report.started.is_empty() && report.terminated.is_empty()
+            && let Some(key) = self.idle_key(revision, &view.pools, now)
+        {
+            self.idle = Some(Idle { key, until: Self::next_deadline(&view), pools: view.pools.clone() });
+        }
         let staged_due = self.staged.iter().map(|(_, at)| *at + self.settings.validation_delay);
         let retries = self.running.iter().map(|r| if r.drain_since.is_some() { r.next_attempt.max(now + Duration::from_secs(1)) } else { now + self.settings.eviction_backoff });
         report.next_wakeup = staged_due.chain(retries).min();
         Ok(report)
+    }
+
+    /// Everything besides the cluster's contents that a pass's answer
+    /// depends on, with the cluster's revision; `None` if the cluster
+    /// cannot tell its revision.
+    fn idle_key(&self, revision: Option<u64>, pools: &[NodePool], now: Duration) -> Option<u64> {
+        let revision = revision?;
+        let mut benched: Vec<u32> = self.cloud.unavailable().into_iter().collect();
+        benched.sort_unstable();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (revision, self.cloud.catalog().version, benched).hash(&mut hasher);
+        for pool in pools {
+            let generation = |slot: String| self.registry.slot(&slot).map(|s| s.generation());
+            (generation(consolidation_slot(&pool.name)), generation(selection_slot(&pool.name)), budget::in_force(pool, now)).hash(&mut hasher);
+        }
+        Some(hasher.finish())
+    }
+
+    /// The first time a node of `view` reaches its NodePool's
+    /// `consolidateAfter` or `expireAfter` (the end of time if none will).
+    fn next_deadline(view: &View) -> Duration {
+        let mut until = Duration::MAX;
+        for member in &view.members {
+            let Some(pool) = view.pool(member.pool()) else { continue };
+            if let Some(after) = pool.consolidate_after
+                && member.idle_for < after
+                && let Some(at) = view.now.checked_sub(member.idle_for).and_then(|since| since.checked_add(after))
+            {
+                until = until.min(at);
+            }
+            if let Some(at) = pool.expire_after.and_then(|e| member.claim.created_at.checked_add(e)) {
+                until = until.min(at);
+            }
+        }
+        until
     }
 
     async fn read(&mut self, now: Duration) -> Result<View, ClusterError> {

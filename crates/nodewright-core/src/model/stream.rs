@@ -18,6 +18,10 @@ pub enum Stream {
     InterruptionAt = 4,
     /// Spot price moves, keyed by (family, step).
     Price = 5,
+    /// Whether a rebalance recommendation precedes a reclaim, keyed by (offering, hour).
+    Rebalance = 6,
+    /// How long before the reclaim it comes, keyed by (offering, hour).
+    RebalanceLead = 7,
 }
 
 /// A uniform draw in [0, 1) for `stream` under `seed`, keyed by (`a`, `b`).

@@ -159,6 +159,8 @@ pub struct PolicySlot {
     role: Role,
     rule: RollbackRule,
     state: ArcSwap<SlotState>,
+    /// Bumped whenever the active, previous or shadow version changes.
+    generation: AtomicU64,
     swap_lock: Mutex<()>,
     consecutive_failures: AtomicU32,
     calls: AtomicU64,
@@ -208,6 +210,7 @@ impl PolicySlot {
             rule,
             state: ArcSwap::from_pointee(SlotState { active: Version::Builtin, previous: None, shadow: None }),
             swap_lock: Mutex::new(()),
+            generation: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             calls: AtomicU64::new(0),
             plugin_decisions: AtomicU64::new(0),
@@ -223,6 +226,13 @@ impl PolicySlot {
     /// The slot's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Changes whenever the slot's versions change (a swap, a rollback, a
+    /// return to the built-in policy): answers remembered from before may
+    /// no longer be the slot's.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// The decision it makes.
@@ -267,6 +277,7 @@ impl PolicySlot {
                 current.shadow.as_ref().map_or_else(|| "none".into(), |s| Version::Plugin(s.clone()).label()),
             ),
         };
+        self.generation.fetch_add(1, Ordering::Relaxed);
         self.state.store(Arc::new(next));
         if mode == SlotMode::Active {
             self.forget_outcomes();
@@ -295,6 +306,7 @@ impl PolicySlot {
         if matches!(current.active, Version::Builtin) {
             return;
         }
+        self.generation.fetch_add(1, Ordering::Relaxed);
         self.state.store(Arc::new(SlotState {
             active: Version::Builtin,
             previous: Some(current.active.clone()),
@@ -307,6 +319,7 @@ impl PolicySlot {
     pub fn clear_shadow(&self) {
         let _swapping = self.swap_lock.lock().expect("swap lock");
         let current = self.state.load_full();
+        self.generation.fetch_add(1, Ordering::Relaxed);
         self.state.store(Arc::new(SlotState {
             active: current.active.clone(),
             previous: current.previous.clone(),
@@ -481,6 +494,7 @@ impl PolicySlot {
             restored = %restored.label(),
             "{reason}; rolled back"
         );
+        self.generation.fetch_add(1, Ordering::Relaxed);
         self.state.store(Arc::new(SlotState { active: restored, previous, shadow: current.shadow.clone() }));
         self.forget_outcomes();
         let mut history = self.history.lock().expect("history lock");

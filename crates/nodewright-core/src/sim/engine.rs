@@ -51,6 +51,9 @@ pub struct SimulationConfig {
     pub limits: crate::policy::Limits,
     /// The disruption controller's knobs (spot-to-spot consolidation among them).
     pub disruption: DisruptionSettings,
+    /// The interruption controller replaces a node on a rebalance
+    /// recommendation, as on an interruption warning (off: it only records it).
+    pub rebalance_actionable: bool,
 }
 
 impl Default for SimulationConfig {
@@ -67,6 +70,7 @@ impl Default for SimulationConfig {
             cache_dir: crate::policy::RuntimeConfig::default().cache_dir,
             limits: crate::policy::Limits::default(),
             disruption: DisruptionSettings::default(),
+            rebalance_actionable: false,
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct Metrics {
     pub lost_pod_hours: f64,
     /// Spot interruption warnings received for running instances.
     pub interruptions: u64,
+    /// Rebalance recommendations received for running instances.
+    pub rebalance_recommendations: u64,
     /// Replacement NodeClaims the interruption controller launched.
     pub interruption_replacements: u64,
     /// Pods still on an instance when AWS reclaimed it (the interruption
@@ -204,6 +210,8 @@ enum Event {
     Provision,
     /// The instance of this claim has booted: its node registers.
     NodeReady(String),
+    /// Rebalance recommendation for (instance).
+    Rebalance(String),
     /// Spot interruption warning for (instance).
     Warn(String),
     /// The end of the warning: AWS takes (instance, claim) back.
@@ -289,7 +297,7 @@ pub fn simulate(
         },
         restart_delay: config.restart_delay,
         disruption: config.disruption.clone(),
-        rebalance_actionable: false,
+        rebalance_actionable: config.rebalance_actionable,
     };
     let world = World::new(&runtime, clock, catalog.clone(), pools, settings);
     if let Err(e) = world.configure_policies() {
@@ -361,6 +369,10 @@ impl Sim<'_> {
                         self.retry_all = true;
                     }
                 }
+                Event::Rebalance(instance) => {
+                    step = Step::Interruption;
+                    self.rebalance(instance)?;
+                }
                 Event::Warn(instance) => {
                     step = Step::Interruption;
                     self.warn(instance)?;
@@ -427,6 +439,11 @@ impl Sim<'_> {
             let reclaim = self.world.cloud.next_reclaim(instance.offering, self.last + SPOT_WARNING, self.end + SPOT_WARNING);
             if let Some(reclaim) = reclaim {
                 self.at(reclaim - SPOT_WARNING, Event::Warn(instance.id.clone()));
+                if let Some(at) = self.world.cloud.rebalance_before(instance.offering, reclaim)
+                    && at >= self.last
+                {
+                    self.at(at, Event::Rebalance(instance.id.clone()));
+                }
             }
         }
         let (on_demand, spot) = self.world.cloud.running();
@@ -556,6 +573,21 @@ impl Sim<'_> {
             self.metrics.interruption_replacements += replacements as u64;
         }
         self.at(self.last + SPOT_WARNING, Event::Reclaim(instance, claim));
+        Ok(())
+    }
+
+    /// A rebalance recommendation for `instance`, handed to the real
+    /// interruption controller (which acts on it only when told to).
+    fn rebalance(&mut self, instance: String) -> anyhow::Result<()> {
+        if self.world.cloud.claim_of(&instance).is_none() {
+            return Ok(()); // already gone
+        }
+        self.metrics.rebalance_recommendations += 1;
+        let id = format!("sim-rebalance-{}-{}", instance, self.last.as_secs());
+        let outcome = drive(self.world.interruption.handle_event(&id, InterruptionKind::Rebalance { instance }))?;
+        if let Outcome::Replaced { replacements, .. } = outcome {
+            self.metrics.interruption_replacements += replacements as u64;
+        }
         Ok(())
     }
 

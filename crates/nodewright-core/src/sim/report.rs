@@ -56,7 +56,7 @@ impl Report {
             ("pods never scheduled", |r| r.metrics.pods_never_scheduled.to_string()),
             ("pods stopped: interruption / disruption", |r| format!("{} / {}", r.metrics.pods_disrupted, r.metrics.pods_evicted)),
             ("lost job pod-hours", |r| format!("{:.1}", r.metrics.lost_pod_hours)),
-            ("spot interruptions", |r| r.metrics.interruptions.to_string()),
+            ("spot warnings / rebalance recommendations", |r| format!("{} / {}", r.metrics.interruptions, r.metrics.rebalance_recommendations)),
             ("nodes consolidated", |r| r.metrics.consolidations.to_string()),
             ("  empty / under-used", |r| format!("{} / {}", r.metrics.disrupted_empty, r.metrics.disrupted_underutilized)),
             ("drifted / expired", |r| format!("{} / {}", r.metrics.disrupted_drifted, r.metrics.disrupted_expired)),

@@ -60,6 +60,10 @@ pub(crate) struct SimulationArgs {
     /// Multiply spot interruption rates by this (0 to 100).
     #[arg(long, default_value = "1", value_parser = parse_interruption_scale)]
     interruption_scale: f64,
+    /// Replace a node on a rebalance recommendation, as on an interruption
+    /// warning (`rebalanceActionable` in `nodewright run`'s config); otherwise it is recorded only.
+    #[arg(long)]
+    rebalance_actionable: bool,
     /// Node boot latency range in seconds, `MIN-MAX` (at most a day).
     #[arg(long, default_value = "30-90", value_parser = parse_range)]
     boot_latency: (Duration, Duration),
@@ -185,6 +189,7 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
         boot_latency: boot,
         interruptions: !args.no_interruptions,
         interruption_scale: args.interruption_scale,
+        rebalance_actionable: args.rebalance_actionable,
         limits: runtime.limits(),
         cache_dir: runtime.cache_dir.clone().or(SimulationConfig::default().cache_dir),
         ..SimulationConfig::default()
