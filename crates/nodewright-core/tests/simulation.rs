@@ -85,7 +85,7 @@ fn empty_nodes_are_consolidated_by_the_plugin_and_the_cluster_shrinks() {
 fn a_selection_plugin_that_fails_mid_run_is_answered_by_the_builtin_and_the_run_completes() {
     let cache = tempfile::tempdir().unwrap();
     // The turncoat fails every request for NodePool `poison`; it passes conformance.
-    let turncoat = std::path::Path::new(nodewright_core::policy::BUILT_PLUGIN_DIR).join("hostile-turncoat.wasm");
+    let turncoat = std::path::Path::new(nodewright_test_plugins::DIR).join("hostile-turncoat.wasm");
     let trace = parse_trace("burst", &generate("batch-burst", 3, 0.3).unwrap()).unwrap();
     let mut pool = NodePool::new("poison");
     pool.consolidate_after = Some(Duration::from_secs(60));

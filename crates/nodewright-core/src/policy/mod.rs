@@ -36,8 +36,8 @@ pub use request::{ConsolidationAction, ConsolidationSnapshot, Ranking, Selection
 pub use runtime::{CacheStats, Limits, PluginClock, PolicyRuntime, RuntimeConfig, SystemClock};
 pub use watch::{DirectoryWatch, WatchEvent};
 
-/// Where the build put every component of `plugins/`: the bundled ones
-/// (embedded below) and the hostile test fixtures the sandbox is held to.
+/// Where the build put the bundled components of `plugins/` (embedded
+/// below); the examples and test fixtures are `nodewright-test-plugins`.
 pub const BUILT_PLUGIN_DIR: &str = env!("NODEWRIGHT_PLUGIN_DIR");
 
 /// The components bundled with nodewright, by name: the host's default policies.

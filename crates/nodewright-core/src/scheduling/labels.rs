@@ -73,20 +73,30 @@ fn pool_allows(pool: &NodePool, offering: &Offering, requirement: &Requirement) 
 }
 
 /// Offerings of `catalog` a node of `pool` may be bought as, remembered per
-/// catalog version and pool (every provisioning pass asks again).
+/// (catalog version, pool): every provisioning pass and every consolidation
+/// simulation asks again, and simulations running side by side each have
+/// catalogs of their own.
 pub(crate) fn pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
     use std::hash::{Hash, Hasher};
-    static CACHE: std::sync::Mutex<Option<(u64, std::collections::HashMap<u64, Bitset>)>> = std::sync::Mutex::new(None);
+    static CACHE: std::sync::Mutex<Option<std::collections::HashMap<(u64, u64), Bitset>>> = std::sync::Mutex::new(None);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (&pool.name, &pool.requirements, &pool.labels).hash(&mut hasher);
-    let key = hasher.finish();
-    let mut cache = CACHE.lock().expect("pool offerings cache");
-    let (version, sets) = cache.get_or_insert_with(|| (catalog.version, std::collections::HashMap::new()));
-    if *version != catalog.version || sets.len() > 256 {
-        *version = catalog.version;
+    let key = (catalog.version, hasher.finish());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let sets = cache.get_or_insert_with(std::collections::HashMap::new);
+    if let Some(set) = sets.get(&key) {
+        return set.clone();
+    }
+    drop(cache);
+    let set = compute_pool_offerings(catalog, pool);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let sets = cache.get_or_insert_with(std::collections::HashMap::new);
+    // Old catalog versions are not asked for again: start over now and then.
+    if sets.len() >= 1024 {
         sets.clear();
     }
-    sets.entry(key).or_insert_with(|| compute_pool_offerings(catalog, pool)).clone()
+    sets.insert(key, set.clone());
+    set
 }
 
 fn compute_pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {

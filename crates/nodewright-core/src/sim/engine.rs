@@ -154,6 +154,11 @@ pub struct Metrics {
     pub replacements: u64,
     /// Disruption actions the host rejected (invalid, unsafe or over budget).
     pub disruptions_rejected: u64,
+    /// Passes of the disruption controller run, and skipped because nothing
+    /// had changed since a pass that found nothing.
+    pub disruption_passes: u64,
+    /// (See `disruption_passes`.)
+    pub disruption_passes_skipped: u64,
     /// Successful launches.
     pub launches: u64,
     /// Failed launches (capacity).
@@ -673,6 +678,9 @@ impl Sim<'_> {
                 plugin_ms += plugin.call_stats().1 as f64 / 1e6;
             }
         }
+        let counts = self.world.disruption.counts();
+        self.metrics.disruption_passes = counts.passes;
+        self.metrics.disruption_passes_skipped = counts.passes_skipped;
         let bill = self.world.cloud.bill();
         let m = &mut self.metrics;
         m.cost_on_demand = bill.on_demand;

@@ -10,9 +10,11 @@ use nodewright_core::policy::{Limits, Plugin, PluginClock, PolicyRuntime, Runtim
 
 pub mod interruption;
 
-/// A component built from `plugins/` (bundled or fixture), by name.
+/// A component built from `plugins/` (bundled, example or fixture), by name.
 pub fn component(name: &str) -> PathBuf {
-    Path::new(nodewright_core::policy::BUILT_PLUGIN_DIR).join(format!("{name}.wasm"))
+    let file = format!("{name}.wasm");
+    let test = Path::new(nodewright_test_plugins::DIR).join(&file);
+    if test.exists() { test } else { Path::new(nodewright_core::policy::BUILT_PLUGIN_DIR).join(file) }
 }
 
 /// A file under `crates/nodewright-core/tests/fixtures/` (this module serves
