@@ -471,8 +471,10 @@ async fn with_watch_caches_a_pass_lists_nothing_and_a_claim_it_created_is_not_cr
     pod["metadata"]["resourceVersion"] = json!("2");
     deliver.send(("/api/v1/pods", vec![json!({ "type": "ADDED", "object": pod })])).unwrap();
     eventually("the pod reaching the cache", || cluster.cache().unwrap().pods.state().len() == 1).await;
+    let before = cluster.revision().expect("a cluster with watch caches has a change counter");
     let report = provisioner.provision().await.unwrap();
     assert_eq!(report.launched.len(), 1, "{report:?}");
+    assert_eq!(cluster.revision(), None, "the controller's own writes are laid over the cache: no counter to trust");
     let writes = |seen: &Arc<Mutex<Vec<Seen>>>| seen.lock().unwrap().iter().filter(|s| s.method != Method::GET).map(|s| s.method.to_string()).collect::<Vec<_>>();
     assert_eq!(writes(&seen), ["POST", "PATCH"]);
 
@@ -492,6 +494,8 @@ async fn with_watch_caches_a_pass_lists_nothing_and_a_claim_it_created_is_not_cr
     let claims = cluster.node_claims().await.unwrap();
     assert_eq!(claims.len(), 1);
     assert!(claims[0].instance.is_some(), "the cached copy has the launch status");
+    let after = cluster.revision().expect("the watch has caught up with the writes");
+    assert!(after > before, "{before} → {after}: the claim's watch event counts as a change");
     assert!(provisioner.provision().await.unwrap().launched.is_empty());
     assert_eq!(lists(&seen), 6, "no pass listed anything");
 }

@@ -170,7 +170,7 @@ fn compare_writes_the_table_report_and_charts_and_repeats_itself_exactly() {
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
-        for row in ["total $", "first scheduling wait p50 / p95 / p99 (s)", "rescheduling wait", "spot interruptions", "plugin calls / failures"] {
+        for row in ["total $", "first scheduling wait p50 / p95 / p99 (s)", "rescheduling wait", "spot warnings / rebalance recommendations", "plugin calls / failures"] {
             assert!(stdout.contains(row), "{stdout}");
         }
         assert!(stdout.contains("karpenter-like") && stdout.contains("on-demand-only"), "{stdout}");
