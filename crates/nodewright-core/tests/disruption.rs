@@ -39,10 +39,9 @@ fn pool() -> NodePool {
 /// The simulated world with its controllers, and what the disruption
 /// controller reported pass by pass.
 struct World {
-    world: nodewright_core::sim::World,
+    world: common::TestWorld,
     executor: tokio::runtime::Runtime,
     reports: Vec<(u64, DisruptionReport)>,
-    _cache: tempfile::TempDir,
 }
 
 impl std::ops::Deref for World {
@@ -57,15 +56,14 @@ fn world(pools: Vec<NodePool>) -> World {
 }
 
 fn world_with(pools: Vec<NodePool>, disruption: DisruptionSettings) -> World {
-    let (runtime, cache) = common::runtime();
     let settings = WorldSettings {
         cloud: SimulatedCloudConfig { seed: 3, boot_latency: (Duration::ZERO, Duration::ZERO), ..Default::default() },
         disruption,
         ..WorldSettings::default()
     };
-    let world = nodewright_core::sim::World::new(&runtime, SimClock::default(), catalog(), pools, settings);
+    let world = common::test_world(SimClock::default(), catalog(), pools, settings);
     let executor = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    World { world, executor, reports: Vec::new(), _cache: cache }
+    World { world, executor, reports: Vec::new() }
 }
 
 fn offering(instance_type: &str) -> u32 {

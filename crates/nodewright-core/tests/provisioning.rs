@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use common::{component, runtime};
+use common::component;
 use nodewright_core::cloud::{CloudProvider, SimulatedCloudConfig, UNAVAILABLE_FOR};
 use nodewright_core::model::{
     Arch, Catalog, LabelSelector, NodePool, PodSpec, Requirement, Taint, TaintEffect, TopologyKey, well_known,
 };
-use nodewright_core::policy::{PolicyRuntime, SelectionRequest, cheapest_ranking};
+use nodewright_core::policy::{SelectionRequest, cheapest_ranking};
 use nodewright_core::provisioning::{MAX_LAUNCH_OFFERINGS, selection_slot};
 use nodewright_core::sim::{SimClock, WorldSettings};
 
@@ -22,25 +22,14 @@ fn catalog() -> Arc<Catalog> {
     CATALOG.get_or_init(|| Arc::new(Catalog::bundled_types(400))).clone()
 }
 
-struct World {
-    world: nodewright_core::sim::World,
-    _cache: tempfile::TempDir,
-}
-
-impl std::ops::Deref for World {
-    type Target = nodewright_core::sim::World;
-    fn deref(&self) -> &Self::Target {
-        &self.world
-    }
-}
+type World = common::TestWorld;
 
 fn world(pools: Vec<NodePool>, capacity_failure: HashMap<u32, f64>) -> World {
-    let (runtime, cache): (PolicyRuntime, _) = runtime();
     let settings = WorldSettings {
         cloud: SimulatedCloudConfig { seed: 3, capacity_failure, boot_latency: (Duration::from_secs(40), Duration::from_secs(50)), ..Default::default() },
         ..WorldSettings::default()
     };
-    World { world: nodewright_core::sim::World::new(&runtime, SimClock::default(), catalog(), pools, settings), _cache: cache }
+    common::test_world(SimClock::default(), catalog(), pools, settings)
 }
 
 fn provision(world: &World) -> nodewright_core::provisioning::ProvisioningReport {

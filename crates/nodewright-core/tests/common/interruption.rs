@@ -8,26 +8,15 @@ use nodewright_core::model::{Catalog, NodePool};
 use nodewright_core::sim::{SimClock, WorldSettings};
 
 /// The simulated world an interruption handler acts on.
-pub struct World {
-    world: nodewright_core::sim::World,
-    _cache: tempfile::TempDir,
-}
-
-impl std::ops::Deref for World {
-    type Target = nodewright_core::sim::World;
-    fn deref(&self) -> &Self::Target {
-        &self.world
-    }
-}
+pub type World = super::TestWorld;
 
 /// A world with one NodePool `default` over 200 instance types, at 1000 s.
 pub fn world(rebalance_actionable: bool) -> World {
-    let (runtime, cache) = super::runtime();
     let catalog = Arc::new(Catalog::bundled_types(200));
     let clock = SimClock::default();
     clock.set(Duration::from_secs(1000));
     let settings = WorldSettings { rebalance_actionable, ..WorldSettings::default() };
-    World { world: nodewright_core::sim::World::new(&runtime, clock, catalog, vec![NodePool::new("default")], settings), _cache: cache }
+    super::test_world(clock, catalog, vec![NodePool::new("default")], settings)
 }
 
 /// An EventBridge event.

@@ -5,10 +5,37 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodewright_core::model::{Arch, CapacityType, Catalog, InterruptionRate, Offering, Resources};
+use nodewright_core::model::{Arch, CapacityType, Catalog, InterruptionRate, NodePool, Offering, Resources};
 use nodewright_core::policy::{Limits, Plugin, PluginClock, PolicyRuntime, RuntimeConfig, SelectionRequest};
+use nodewright_core::sim::{SimClock, WorldSettings};
 
 pub mod interruption;
+
+/// The simulated world of [`nodewright_core::sim::World::new`], with the
+/// directory of compiled components its runtime uses kept as long as it is.
+pub struct TestWorld {
+    world: nodewright_core::sim::World,
+    _cache: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestWorld {
+    type Target = nodewright_core::sim::World;
+    fn deref(&self) -> &Self::Target {
+        &self.world
+    }
+}
+
+impl std::ops::DerefMut for TestWorld {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.world
+    }
+}
+
+/// A world on a runtime of its own (see [`runtime`]).
+pub fn test_world(clock: SimClock, catalog: Arc<Catalog>, pools: Vec<NodePool>, settings: WorldSettings) -> TestWorld {
+    let (runtime, cache) = runtime();
+    TestWorld { world: nodewright_core::sim::World::new(&runtime, clock, catalog, pools, settings), _cache: cache }
+}
 
 /// A component built from `plugins/` (bundled, example or fixture), by name.
 pub fn component(name: &str) -> PathBuf {
