@@ -277,8 +277,7 @@ impl PolicySlot {
                 current.shadow.as_ref().map_or_else(|| "none".into(), |s| Version::Plugin(s.clone()).label()),
             ),
         };
-        self.generation.fetch_add(1, Ordering::Relaxed);
-        self.state.store(Arc::new(next));
+        self.set_state(next);
         if mode == SlotMode::Active {
             self.forget_outcomes();
         }
@@ -306,12 +305,11 @@ impl PolicySlot {
         if matches!(current.active, Version::Builtin) {
             return;
         }
-        self.generation.fetch_add(1, Ordering::Relaxed);
-        self.state.store(Arc::new(SlotState {
+        self.set_state(SlotState {
             active: Version::Builtin,
             previous: Some(current.active.clone()),
             shadow: current.shadow.clone(),
-        }));
+        });
         self.history.lock().expect("history lock").last_swap = Some(SystemTime::now());
     }
 
@@ -319,12 +317,18 @@ impl PolicySlot {
     pub fn clear_shadow(&self) {
         let _swapping = self.swap_lock.lock().expect("swap lock");
         let current = self.state.load_full();
-        self.generation.fetch_add(1, Ordering::Relaxed);
-        self.state.store(Arc::new(SlotState {
+        self.set_state(SlotState {
             active: current.active.clone(),
             previous: current.previous.clone(),
             shadow: None,
-        }));
+        });
+    }
+
+    /// Make `state` the slot's versions; the one place they change, so
+    /// [`PolicySlot::generation`] always moves with them.
+    fn set_state(&self, state: SlotState) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.state.store(Arc::new(state));
     }
 
     fn check_role(&self, candidate: &Plugin) -> Result<(), PluginError> {
@@ -494,8 +498,7 @@ impl PolicySlot {
             restored = %restored.label(),
             "{reason}; rolled back"
         );
-        self.generation.fetch_add(1, Ordering::Relaxed);
-        self.state.store(Arc::new(SlotState { active: restored, previous, shadow: current.shadow.clone() }));
+        self.set_state(SlotState { active: restored, previous, shadow: current.shadow.clone() });
         self.forget_outcomes();
         let mut history = self.history.lock().expect("history lock");
         history.rollbacks += 1;

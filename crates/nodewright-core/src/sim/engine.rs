@@ -573,11 +573,17 @@ impl Sim<'_> {
         };
         self.metrics.interruptions += 1;
         let id = format!("sim-{}-{}", instance, self.last.as_secs());
-        let outcome = drive(self.world.interruption.handle_event(&id, InterruptionKind::SpotInterruption { instance: instance.clone() }))?;
-        if let Outcome::Replaced { replacements, .. } = outcome {
+        self.notify(&id, InterruptionKind::SpotInterruption { instance: instance.clone() })?;
+        self.at(self.last + SPOT_WARNING, Event::Reclaim(instance, claim));
+        Ok(())
+    }
+
+    /// Hand event `id` of `kind` to the real interruption controller, as
+    /// the SQS consumer would, and count the replacements it launched.
+    fn notify(&mut self, id: &str, kind: InterruptionKind) -> anyhow::Result<()> {
+        if let Outcome::Replaced { replacements, .. } = drive(self.world.interruption.handle_event(id, kind))? {
             self.metrics.interruption_replacements += replacements as u64;
         }
-        self.at(self.last + SPOT_WARNING, Event::Reclaim(instance, claim));
         Ok(())
     }
 
@@ -589,11 +595,7 @@ impl Sim<'_> {
         }
         self.metrics.rebalance_recommendations += 1;
         let id = format!("sim-rebalance-{}-{}", instance, self.last.as_secs());
-        let outcome = drive(self.world.interruption.handle_event(&id, InterruptionKind::Rebalance { instance }))?;
-        if let Outcome::Replaced { replacements, .. } = outcome {
-            self.metrics.interruption_replacements += replacements as u64;
-        }
-        Ok(())
+        self.notify(&id, InterruptionKind::Rebalance { instance })
     }
 
     /// One pass of the disruption controller. Returns when it wants its next pass.
