@@ -143,7 +143,7 @@ fn consolidate(
         .offerings
         .iter()
         .copied()
-        .filter(|o| choice.allowed.binary_search(o).is_ok() && view.price(*o) < ceiling)
+        .filter(|o| view.price(*o) < ceiling && choice.allowed.binary_search(o).is_ok())
         .collect();
     if nodes.iter().all(|m| spot(m.offering)) && options.iter().any(|&o| spot(o)) {
         if !settings.spot_to_spot {

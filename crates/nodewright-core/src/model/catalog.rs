@@ -205,6 +205,9 @@ pub struct Catalog {
     /// Zones in order of first appearance, and each offering's index into
     /// them (computed once: schedulers read it on every pass).
     pub zones: std::sync::Arc<(Vec<String>, Vec<usize>)>,
+    /// Offering indices, largest allocatable first (CPU, then memory, then
+    /// index): the order the scheduler keeps a NodeClaim's offerings in.
+    pub largest_first: std::sync::Arc<Vec<u32>>,
 }
 
 impl Catalog {
@@ -234,7 +237,17 @@ impl Catalog {
                 }
             })
             .collect();
-        Catalog { version: hasher.0, offerings, zones: std::sync::Arc::new((zones, zone_of)) }
+        let mut largest_first: Vec<u32> = (0..offerings.len()).filter_map(|i| u32::try_from(i).ok()).collect();
+        largest_first.sort_unstable_by_key(|&i| {
+            let a = &offerings[i as usize].allocatable;
+            (std::cmp::Reverse((a.cpu_millis, a.memory_bytes)), i)
+        });
+        Catalog {
+            version: hasher.0,
+            offerings,
+            zones: std::sync::Arc::new((zones, zone_of)),
+            largest_first: std::sync::Arc::new(largest_first),
+        }
     }
 
     /// The bundled instance types, on-demand and spot in every zone of [`ZONES`].

@@ -111,10 +111,32 @@ fn compute_pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
 
 /// Offerings among `base` that satisfy every requirement of one of `terms`
 /// (an empty list of terms allows all of `base`).
+/// Remembered per (catalog version, pool, terms), as [`pool_offerings`] is:
+/// every consolidation simulation asks again for the same pods.
 pub(crate) fn offerings_for_terms(catalog: &Catalog, pool: &NodePool, base: &Bitset, terms: &[Vec<Requirement>]) -> Bitset {
+    use std::hash::{Hash, Hasher};
+    static CACHE: std::sync::Mutex<Option<std::collections::HashMap<(u64, u64), Bitset>>> = std::sync::Mutex::new(None);
     if terms.is_empty() {
         return base.clone();
     }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&pool.name, &pool.requirements, &pool.labels, terms).hash(&mut hasher);
+    let key = (catalog.version, hasher.finish());
+    if let Some(set) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Default::default).get(&key) {
+        return set.clone();
+    }
+    let set = compute_offerings_for_terms(catalog, pool, base, terms);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let sets = cache.get_or_insert_with(Default::default);
+    // Old catalog versions are not asked for again: start over now and then.
+    if sets.len() >= 4096 {
+        sets.clear();
+    }
+    sets.insert(key, set.clone());
+    set
+}
+
+fn compute_offerings_for_terms(catalog: &Catalog, pool: &NodePool, base: &Bitset, terms: &[Vec<Requirement>]) -> Bitset {
     let mut set = Bitset::empty(catalog.offerings.len());
     for i in base.iter() {
         let offering = &catalog.offerings[i as usize];

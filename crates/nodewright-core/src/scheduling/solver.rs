@@ -77,10 +77,43 @@ struct Claim {
     pool: usize,
     pods: Vec<usize>,
     requests: Resources,
+    /// Every offering that meets the node requirements of its pods and their
+    /// zone, largest first. Some may have become too small for `requests`:
+    /// those are dropped when an offering is next filtered, and at the end.
     offerings: Vec<u32>,
     zone: Option<usize>,
     /// Smallest capacity among `offerings`, reserved against the pool's limits.
     reserved: Resources,
+    /// Bounds of `offerings`, so that a full claim refuses a pod without
+    /// looking at them.
+    bounds: Bounds,
+    /// (spec, level) pairs whose node requirements `offerings` already meet.
+    filtered_for: Vec<(usize, usize)>,
+}
+
+/// The largest allocatable among a claim's offerings, component by
+/// component, and the zones they are in (one bit per zone).
+#[derive(Clone, Copy)]
+struct Bounds {
+    /// A total this does not cover fits none of the offerings.
+    ceiling: Resources,
+    zones: u64,
+}
+
+impl Bounds {
+    fn of(catalog: &crate::model::Catalog, offering_zone: &[usize], offerings: &[u32]) -> Self {
+        let mut bounds = Bounds { ceiling: Resources::default(), zones: 0 };
+        for &o in offerings {
+            let (a, c) = (catalog.offerings[o as usize].allocatable, &mut bounds.ceiling);
+            c.cpu_millis = c.cpu_millis.max(a.cpu_millis);
+            c.memory_bytes = c.memory_bytes.max(a.memory_bytes);
+            c.pods = c.pods.max(a.pods);
+            c.gpus = c.gpus.max(a.gpus);
+            c.ephemeral_bytes = c.ephemeral_bytes.max(a.ephemeral_bytes);
+            bounds.zones |= 1u64.checked_shl(offering_zone[o as usize] as u32).unwrap_or(0);
+        }
+        bounds
+    }
 }
 
 struct Solver<'a> {
@@ -294,11 +327,17 @@ impl<'a> Solver<'a> {
         result.claims = self
             .claims
             .into_iter()
-            .map(|c| PlannedClaim {
-                node_pool: self.input.pools[c.pool].name.clone(),
-                pods: c.pods,
-                requests: c.requests,
-                offerings: c.offerings,
+            .map(|c| {
+                // Ascending, as the result promises: through a set, not a sort.
+                let catalog = self.input.catalog;
+                let mut set = Bitset::empty(catalog.offerings.len());
+                for &o in &c.offerings {
+                    if catalog.offerings[o as usize].allocatable.covers(&c.requests) {
+                        set.insert(o);
+                    }
+                }
+                let offerings = set.iter().collect();
+                PlannedClaim { node_pool: self.input.pools[c.pool].name.clone(), pods: c.pods, requests: c.requests, offerings }
             })
             .collect();
         result
@@ -313,6 +352,13 @@ impl<'a> Solver<'a> {
             self.compat.insert(key, set);
         }
         &self.compat[&key]
+    }
+
+    /// `compat`, computed if needed, then borrowed with the rest of `self`
+    /// (no copy of the set).
+    fn with_compat<R>(&mut self, pool: usize, spec: usize, level: usize, f: impl FnOnce(&Self, &Bitset) -> R) -> R {
+        self.compat(pool, spec, level);
+        f(self, &self.compat[&(pool, spec, level)])
     }
 
     /// Zones a pod of `spec` may go to now, as a bit mask (all ones: any).
@@ -394,20 +440,25 @@ impl<'a> Solver<'a> {
             }
             let total = self.overhead[pool].saturating_add(requests);
             let zone_order = self.zone_preference(spec, zones);
-            let compat = self.compat(pool, spec, level).clone();
             let catalog = self.input.catalog;
             let limits = self.input.pools[pool].limits;
             let usage = self.usage[pool];
             let offering_zone = self.offering_zone;
-            let fitting: Vec<u32> = compat
-                .iter()
-                .filter(|&o| {
-                    let offering = &catalog.offerings[o as usize];
-                    zones & (1 << offering_zone[o as usize]) != 0
-                        && offering.allocatable.covers(&total)
-                        && within_limits(usage.saturating_add(offering.capacity), limits)
-                })
-                .collect();
+            // Largest first: the order a claim keeps its offerings in.
+            let fitting: Vec<u32> = self.with_compat(pool, spec, level, |_, compat| {
+                catalog
+                    .largest_first
+                    .iter()
+                    .copied()
+                    .filter(|&o| {
+                        let offering = &catalog.offerings[o as usize];
+                        compat.contains(o)
+                            && zones & (1 << offering_zone[o as usize]) != 0
+                            && offering.allocatable.covers(&total)
+                            && within_limits(usage.saturating_add(offering.capacity), limits)
+                    })
+                    .collect()
+            });
             if fitting.is_empty() {
                 continue;
             }
@@ -421,8 +472,10 @@ impl<'a> Solver<'a> {
                 (fitting, None)
             };
             let reserved = smallest_capacity(catalog, &offerings);
+            let bounds = Bounds::of(catalog, self.offering_zone, &offerings);
             self.usage[pool] = self.usage[pool].saturating_add(reserved);
-            self.claims.push(Claim { pool, pods: Vec::new(), requests: self.overhead[pool], offerings, zone, reserved });
+            let filtered_for = vec![(spec, level)];
+            self.claims.push(Claim { pool, pods: Vec::new(), requests: self.overhead[pool], offerings, zone, reserved, bounds, filtered_for });
             self.claim_counts.push(vec![0; self.selectors.len()]);
             let c = self.claims.len() - 1;
             self.commit(pod, spec, Target::Claim(c));
@@ -508,16 +561,39 @@ impl<'a> Solver<'a> {
             return false;
         }
         let total = self.claims[c].requests.saturating_add(requests);
-        let zonal = self.specs[spec].zonal && self.claims[c].zone.is_none();
-        let compat = self.compat(pool, spec, level).clone();
         let catalog = self.input.catalog;
-        let offering_zone = &self.offering_zone;
-        let fits = |o: u32| {
-            compat.contains(o)
-                && zones & (1 << offering_zone[o as usize]) != 0
-                && catalog.offerings[o as usize].allocatable.covers(&total)
-        };
-        let mut kept: Vec<u32> = self.claims[c].offerings.iter().copied().filter(|&o| fits(o)).collect();
+        let limits = self.input.pools[pool].limits;
+        // Most pods are refused because the claim is full (its largest
+        // offering is too small), or accepted because an offering holds the
+        // new total and nothing else about the claim changes: its offerings
+        // already meet this pod's requirements and zones, and, without
+        // limits, what it reserves stays the same. The offerings too small
+        // now are left in place (see `Claim::offerings`).
+        let claim = &self.claims[c];
+        if !claim.bounds.ceiling.covers(&total) {
+            return false;
+        }
+        let zonal = self.specs[spec].zonal && claim.zone.is_none();
+        if !zonal
+            && limits == PoolLimits::default()
+            && claim.bounds.zones & !zones == 0
+            && claim.filtered_for.contains(&(spec, level))
+        {
+            return claim.offerings.iter().any(|&o| catalog.offerings[o as usize].allocatable.covers(&total));
+        }
+        let mut kept: Vec<u32> = self.with_compat(pool, spec, level, |solver, compat| {
+            let offering_zone = solver.offering_zone;
+            solver.claims[c]
+                .offerings
+                .iter()
+                .copied()
+                .filter(|&o| {
+                    compat.contains(o)
+                        && zones & (1 << offering_zone[o as usize]) != 0
+                        && catalog.offerings[o as usize].allocatable.covers(&total)
+                })
+                .collect()
+        });
         if kept.is_empty() {
             return false;
         }
@@ -531,14 +607,18 @@ impl<'a> Solver<'a> {
             kept.retain(|&o| self.offering_zone[o as usize] == chosen);
             zone = Some(chosen);
         }
-        let limits = self.input.pools[pool].limits;
         let reserved = if limits == PoolLimits::default() { self.claims[c].reserved } else { smallest_capacity(catalog, &kept) };
         let usage = self.usage[pool].saturating_sub(self.claims[c].reserved).saturating_add(reserved);
         if !within_limits(usage, limits) {
             return false;
         }
         self.usage[pool] = usage;
+        let bounds = Bounds::of(catalog, self.offering_zone, &kept);
         let claim = &mut self.claims[c];
+        claim.bounds = bounds;
+        if !claim.filtered_for.contains(&(spec, level)) {
+            claim.filtered_for.push((spec, level));
+        }
         claim.offerings = kept;
         claim.zone = zone;
         claim.reserved = reserved;
