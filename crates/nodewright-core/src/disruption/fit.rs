@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cluster::NodeClaim;
 use crate::model::{Catalog, NodePool, PdbStatus, Pod, PodSpec};
-use crate::scheduling::{ExistingNode, SchedulingInput, SchedulingResult, schedule};
+use crate::scheduling::{ExistingNode, SchedulingInput, SchedulingResult, schedule, schedule_within};
 
 /// A node nodewright manages: a launched NodeClaim.
 #[derive(Debug, Clone)]
@@ -102,7 +102,22 @@ impl View {
     /// Schedule `pods` on every node but those in `gone`, plus `extra`; new
     /// nodes may be opened in `new_nodes_in` only.
     pub fn simulate(&self, pods: &[Pod], gone: &BTreeSet<&str>, extra: Vec<ExistingNode>, new_nodes_in: &[NodePool]) -> SchedulingResult {
-        let mut nodes = self.nodes.lock().expect("view nodes lock");
+        self.with_nodes(gone, extra, |nodes| {
+            schedule(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods })
+        })
+    }
+
+    /// As [`View::simulate`] with no extra nodes, if every pod fits with at
+    /// most `max_claims` new nodes; `None`, as soon as that is certain, if not.
+    pub fn simulate_within(&self, pods: &[Pod], gone: &BTreeSet<&str>, new_nodes_in: &[NodePool], max_claims: usize) -> Option<SchedulingResult> {
+        self.with_nodes(gone, Vec::new(), |nodes| {
+            schedule_within(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods }, max_claims)
+        })
+    }
+
+    /// Run `f` on every node but those in `gone`, plus `extra`.
+    fn with_nodes<R>(&self, gone: &BTreeSet<&str>, extra: Vec<ExistingNode>, f: impl FnOnce(&[ExistingNode]) -> R) -> R {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = nodes.len();
         // The nodes that go are taken out in place: unschedulable, and
         // without their pods (which are among `pods` when they move).
@@ -115,13 +130,7 @@ impl View {
             }
         }
         nodes.extend(extra);
-        let result = schedule(SchedulingInput {
-            catalog: &self.catalog,
-            pools: new_nodes_in,
-            daemonsets: &self.daemonsets,
-            nodes: &nodes,
-            pods,
-        });
+        let result = f(&nodes);
         nodes.truncate(count);
         for (i, schedulable, pods) in taken {
             nodes[i].schedulable = schedulable;

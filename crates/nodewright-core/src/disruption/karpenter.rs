@@ -112,7 +112,7 @@ fn consolidate(
     let pods: Vec<Pod> = nodes.iter().flat_map(|m| m.pods.iter().cloned()).collect();
     // Delete: the pods fit on the nodes that stay (simulated only when
     // their free CPU and memory could hold them).
-    if view.might_fit_without(&pods, &gone) && view.simulate(&pods, &gone, Vec::new(), &[]).unschedulable.is_empty() {
+    if view.might_fit_without(&pods, &gone) && view.simulate_within(&pods, &gone, &[], 0).is_some() {
         return Some(None);
     }
     // Replace: only worth simulating when some offering big enough for the
@@ -129,10 +129,7 @@ fn consolidate(
     if !possible {
         return None;
     }
-    let result = view.simulate(&pods, &gone, Vec::new(), std::slice::from_ref(pool));
-    if !result.unschedulable.is_empty() {
-        return None;
-    }
+    let result = view.simulate_within(&pods, &gone, std::slice::from_ref(pool), 1)?;
     let claim = match result.claims.as_slice() {
         [] => return Some(None),
         [claim] => claim,

@@ -13,14 +13,21 @@ use crate::model::{LabelSelector, NodePool, PodSpec, PoolLimits, Requirement, Re
 
 /// Place `input.pods`; see the module documentation.
 pub fn schedule(input: SchedulingInput<'_>) -> SchedulingResult {
-    Solver::new(input).run(false)
+    Solver::new(input).run(false, None).unwrap_or_default()
+}
+
+/// Place `input.pods` as [`schedule`] does, if every pod fits on the nodes
+/// plus at most `max_claims` new NodeClaims; `None` (found as soon as it is
+/// certain) otherwise. What a consolidation check asks.
+pub fn schedule_within(input: SchedulingInput<'_>, max_claims: usize) -> Option<SchedulingResult> {
+    Solver::new(input).run(false, Some(max_claims))
 }
 
 /// Place `input.pods` as the kube-scheduler's queue takes them: highest
 /// priority first, then in the order given (the order they were queued),
 /// rather than largest first.
 pub fn schedule_in_order(input: SchedulingInput<'_>) -> SchedulingResult {
-    Solver::new(input).run(true)
+    Solver::new(input).run(true, None).unwrap_or_default()
 }
 
 /// Where a pod goes.
@@ -84,6 +91,8 @@ struct Claim {
     zone: Option<usize>,
     /// Smallest capacity among `offerings`, reserved against the pool's limits.
     reserved: Resources,
+    /// The offering `reserved` was last taken from.
+    reserved_by: Option<u32>,
     /// Bounds of `offerings`, so that a full claim refuses a pod without
     /// looking at them.
     bounds: Bounds,
@@ -101,18 +110,26 @@ struct Bounds {
 }
 
 impl Bounds {
-    fn of(catalog: &crate::model::Catalog, offering_zone: &[usize], offerings: &[u32]) -> Self {
+    /// The bounds of `offerings`, and their smallest capacity (by CPU,
+    /// memory, GPUs: what limits count) with the offering it is, in one pass.
+    fn of(catalog: &crate::model::Catalog, offering_zone: &[usize], offerings: &[u32]) -> (Self, (Resources, Option<u32>)) {
         let mut bounds = Bounds { ceiling: Resources::default(), zones: 0 };
+        let mut smallest: (Resources, Option<u32>) = Default::default();
+        let key = |c: &Resources| (c.cpu_millis, c.memory_bytes, c.gpus);
         for &o in offerings {
-            let (a, c) = (catalog.offerings[o as usize].allocatable, &mut bounds.ceiling);
+            let offering = &catalog.offerings[o as usize];
+            let (a, c) = (offering.allocatable, &mut bounds.ceiling);
             c.cpu_millis = c.cpu_millis.max(a.cpu_millis);
             c.memory_bytes = c.memory_bytes.max(a.memory_bytes);
             c.pods = c.pods.max(a.pods);
             c.gpus = c.gpus.max(a.gpus);
             c.ephemeral_bytes = c.ephemeral_bytes.max(a.ephemeral_bytes);
             bounds.zones |= 1u64.checked_shl(offering_zone[o as usize] as u32).unwrap_or(0);
+            if smallest.1.is_none() || key(&offering.capacity) < key(&smallest.0) {
+                smallest = (offering.capacity, Some(o));
+            }
         }
-        bounds
+        (bounds, smallest)
     }
 }
 
@@ -287,7 +304,9 @@ impl<'a> Solver<'a> {
         }
     }
 
-    fn run(mut self, queued: bool) -> SchedulingResult {
+    /// Place every pod. With `max_claims`, give up (`None`) at the first
+    /// pod that fits nowhere or that needs more than that many NodeClaims.
+    fn run(mut self, queued: bool, max_claims: Option<usize>) -> Option<SchedulingResult> {
         let pods = self.input.pods;
         let mut order: Vec<usize> = (0..pods.len()).collect();
         order.sort_by(|&a, &b| {
@@ -317,7 +336,9 @@ impl<'a> Solver<'a> {
             }
             match placed {
                 Some(Target::Node(n)) => result.bindings.push((pod, n)),
+                Some(Target::Claim(_)) if max_claims.is_some_and(|max| self.claims.len() > max) => return None,
                 Some(Target::Claim(_)) => {}
+                None if max_claims.is_some() => return None,
                 None => {
                     let reason = self.explain(spec);
                     result.unschedulable.push((pod, reason));
@@ -340,7 +361,7 @@ impl<'a> Solver<'a> {
                 PlannedClaim { node_pool: self.input.pools[c.pool].name.clone(), pods: c.pods, requests: c.requests, offerings }
             })
             .collect();
-        result
+        Some(result)
     }
 
     /// Offerings of pool `pool` a pod of spec `spec` allows at `level`.
@@ -471,11 +492,11 @@ impl<'a> Solver<'a> {
             } else {
                 (fitting, None)
             };
-            let reserved = smallest_capacity(catalog, &offerings);
-            let bounds = Bounds::of(catalog, self.offering_zone, &offerings);
+            let (bounds, (reserved, reserved_by)) = Bounds::of(catalog, self.offering_zone, &offerings);
             self.usage[pool] = self.usage[pool].saturating_add(reserved);
             let filtered_for = vec![(spec, level)];
-            self.claims.push(Claim { pool, pods: Vec::new(), requests: self.overhead[pool], offerings, zone, reserved, bounds, filtered_for });
+            let requests = self.overhead[pool];
+            self.claims.push(Claim { pool, pods: Vec::new(), requests, offerings, zone, reserved, reserved_by, bounds, filtered_for });
             self.claim_counts.push(vec![0; self.selectors.len()]);
             let c = self.claims.len() - 1;
             self.commit(pod, spec, Target::Claim(c));
@@ -566,20 +587,23 @@ impl<'a> Solver<'a> {
         // Most pods are refused because the claim is full (its largest
         // offering is too small), or accepted because an offering holds the
         // new total and nothing else about the claim changes: its offerings
-        // already meet this pod's requirements and zones, and, without
-        // limits, what it reserves stays the same. The offerings too small
-        // now are left in place (see `Claim::offerings`).
+        // already meet this pod's requirements and zones, and what it
+        // reserves stays the same (no limits, or the offering it reserves
+        // for still holds the total). The offerings too small now are left
+        // in place (see `Claim::offerings`).
         let claim = &self.claims[c];
         if !claim.bounds.ceiling.covers(&total) {
             return false;
         }
         let zonal = self.specs[spec].zonal && claim.zone.is_none();
-        if !zonal
-            && limits == PoolLimits::default()
-            && claim.bounds.zones & !zones == 0
-            && claim.filtered_for.contains(&(spec, level))
-        {
-            return claim.offerings.iter().any(|&o| catalog.offerings[o as usize].allocatable.covers(&total));
+        let holds = |o: u32| catalog.offerings[o as usize].allocatable.covers(&total);
+        if !zonal && claim.bounds.zones & !zones == 0 && claim.filtered_for.contains(&(spec, level)) {
+            if claim.reserved_by.is_some_and(holds) {
+                return true;
+            }
+            if limits == PoolLimits::default() {
+                return claim.offerings.iter().any(|&o| holds(o));
+            }
         }
         let mut kept: Vec<u32> = self.with_compat(pool, spec, level, |solver, compat| {
             let offering_zone = solver.offering_zone;
@@ -607,13 +631,13 @@ impl<'a> Solver<'a> {
             kept.retain(|&o| self.offering_zone[o as usize] == chosen);
             zone = Some(chosen);
         }
-        let reserved = if limits == PoolLimits::default() { self.claims[c].reserved } else { smallest_capacity(catalog, &kept) };
+        let (bounds, (smallest, reserved_by)) = Bounds::of(catalog, self.offering_zone, &kept);
+        let reserved = if limits == PoolLimits::default() { self.claims[c].reserved } else { smallest };
         let usage = self.usage[pool].saturating_sub(self.claims[c].reserved).saturating_add(reserved);
         if !within_limits(usage, limits) {
             return false;
         }
         self.usage[pool] = usage;
-        let bounds = Bounds::of(catalog, self.offering_zone, &kept);
         let claim = &mut self.claims[c];
         claim.bounds = bounds;
         if !claim.filtered_for.contains(&(spec, level)) {
@@ -622,6 +646,7 @@ impl<'a> Solver<'a> {
         claim.offerings = kept;
         claim.zone = zone;
         claim.reserved = reserved;
+        claim.reserved_by = reserved_by;
         true
     }
 
@@ -709,14 +734,6 @@ fn within_limits(usage: Resources, limits: PoolLimits) -> bool {
     limits.cpu_millis.is_none_or(|l| u64::from(usage.cpu_millis) <= l)
         && limits.memory_bytes.is_none_or(|l| usage.memory_bytes <= l)
         && limits.gpus.is_none_or(|l| u64::from(usage.gpus) <= l)
-}
-
-fn smallest_capacity(catalog: &crate::model::Catalog, offerings: &[u32]) -> Resources {
-    offerings
-        .iter()
-        .map(|&o| catalog.offerings[o as usize].capacity)
-        .min_by_key(|c| (c.cpu_millis, c.memory_bytes, c.gpus))
-        .unwrap_or_default()
 }
 
 /// Requests of the daemonsets that would run on a node of `pool`.
