@@ -4,13 +4,15 @@
 //! socket). Those calls are implemented on tokio, and a controller calling
 //! a plugin is itself usually inside a tokio runtime (the simulator's
 //! executor, `nodewright run`'s), where blocking on another runtime panics.
-//! So a call made from inside a runtime is handed to one of these threads:
-//! each owns a current-thread runtime with timers and I/O, runs the call's
-//! future on it under the call's deadline, and hands the result back; the
-//! caller waits, as it did for a synchronous call. A call made outside any
-//! runtime (`plugin check`, `plugin bench`, the benchmarks) runs the same
-//! future on a current-thread runtime of the calling thread, which saves
-//! the hand-over and behaves the same.
+//! So a call made from inside a current-thread runtime is handed to one of
+//! these threads: each owns a current-thread runtime with timers and I/O,
+//! runs the call's future on it under the call's deadline, and hands the
+//! result back; the caller waits, as it did for a synchronous call. A call
+//! made outside any runtime (the simulator, `plugin check`, `plugin bench`,
+//! the benchmarks), or on a worker of a multi-thread runtime (`nodewright
+//! run`, which first tells the runtime the worker is about to block), runs
+//! the same future on a current-thread runtime of the calling thread, which
+//! saves the hand-over and behaves the same.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
@@ -49,12 +51,21 @@ impl CallThreads {
         &self,
         job: impl FnOnce(&tokio::runtime::Runtime) -> R + Send + 'static,
     ) -> Result<R, String> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return LOCAL.with(|runtime| match runtime {
-                Ok(runtime) => std::panic::catch_unwind(AssertUnwindSafe(|| job(runtime)))
-                    .map_err(panic_message),
+        let here = |job: Box<dyn FnOnce(&tokio::runtime::Runtime) -> R>| {
+            LOCAL.with(|runtime| match runtime {
+                Ok(runtime) => std::panic::catch_unwind(AssertUnwindSafe(|| job(runtime))).map_err(panic_message),
                 Err(e) => Err(format!("cannot start a runtime for the plugin call: {e}")),
-            });
+            })
+        };
+        match tokio::runtime::Handle::try_current() {
+            Err(_) => return here(Box::new(job)),
+            // A worker of a multi-thread runtime hands its other tasks to
+            // another worker and runs the call itself: no hand-over, no
+            // thread switch.
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                return tokio::task::block_in_place(|| here(Box::new(job)));
+            }
+            Ok(_) => {}
         }
         let (reply, result) = sync_channel(1);
         let job: Job = Box::new(move |runtime| {

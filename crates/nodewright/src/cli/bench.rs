@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
+// The executor the simulator runs its controllers on: what is timed here is
+// what a simulation pays.
+use futures::executor::block_on;
 use serde::Serialize;
 
 use nodewright_core::model::{Catalog, NodePool};
@@ -61,7 +64,6 @@ struct PlanRun {
 
 fn consolidate(args: ConsolidateArgs, runtime: &nodewright_core::policy::PolicyRuntime) -> anyhow::Result<ExitCode> {
     let catalog = Arc::new(Catalog::bundled());
-    let executor = tokio::runtime::Builder::new_current_thread().build()?;
     let policies = if args.policies.is_empty() {
         ["karpenter-like", "utilization-threshold", "savings-threshold", "balanced", "empty-only"].map(String::from).to_vec()
     } else {
@@ -72,11 +74,11 @@ fn consolidate(args: ConsolidateArgs, runtime: &nodewright_core::policy::PolicyR
         let pool = NodePool::new("default").consolidation(policy, "{}");
         let pass = nodewright_core::sim::ConsolidationPass::new(runtime, catalog.clone(), pool, args.nodes, args.pods_per_node, 1)?;
         // The first pass loads the plugin; rounds after it are timed.
-        executor.block_on(pass.run())?;
+        block_on(pass.run())?;
         let mut best: Option<PlanRun> = None;
         for _ in 0..args.rounds.max(1) {
             let started = Instant::now();
-            let report = executor.block_on(pass.run())?;
+            let report = block_on(pass.run())?;
             let seconds = started.elapsed().as_secs_f64();
             if best.as_ref().is_none_or(|b| seconds < b.seconds) {
                 best = Some(PlanRun {
@@ -158,14 +160,13 @@ pub(crate) fn run(command: BenchCommand, runtime: &super::RuntimeArgs) -> anyhow
         BenchCommand::Consolidate(args) => return consolidate(args, &runtime),
     };
     let catalog = Arc::new(Catalog::bundled_types(args.instance_types));
-    let executor = tokio::runtime::Builder::new_current_thread().build()?;
     let pods = diverse_pods(args.pods, args.seed);
     let policies = [args.policy.as_str(), BUILTIN_SELECTION];
     let mut best: Vec<Option<Run>> = vec![None, None];
     // Rounds alternate the policies so neither always runs on a warmer machine.
     for _ in 0..args.rounds.max(1) {
         for (i, policy) in policies.iter().enumerate() {
-            let run = run_once(&runtime, &catalog, policy, &pods, &executor)?;
+            let run = run_once(&runtime, &catalog, policy, &pods)?;
             if best[i].as_ref().is_none_or(|b| run.seconds < b.seconds) {
                 best[i] = Some(run);
             }
@@ -210,11 +211,10 @@ fn run_once(
     catalog: &Arc<Catalog>,
     policy: &str,
     pods: &[nodewright_core::model::Pod],
-    executor: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Run> {
     let pass = SimulatedPass::new(runtime, catalog.clone(), NodePool::new("default").selection(policy, "{}"), pods)?;
     let started = Instant::now();
-    let report = executor.block_on(pass.run())?;
+    let report = block_on(pass.run())?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(Run {
         policy: policy.to_string(),
