@@ -18,15 +18,14 @@ fn consolidate(c: &mut Criterion) {
     let runtime =
         PolicyRuntime::new(RuntimeConfig { cache_dir: Some(cache.path().to_path_buf()), ..RuntimeConfig::default() }).unwrap();
     let catalog = Arc::new(Catalog::bundled());
-    let executor = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut group = c.benchmark_group("consolidate");
     group.sample_size(10);
     for policy in ["karpenter-like", "utilization-threshold", "balanced"] {
         let pool = NodePool::new("default").consolidation(policy, "{}");
         let pass = ConsolidationPass::new(&runtime, catalog.clone(), pool, 1000, 10, 1).unwrap();
-        executor.block_on(pass.run()).unwrap();
+        futures::executor::block_on(pass.run()).unwrap();
         group.bench_with_input(BenchmarkId::new(policy, "1000x10"), &policy, |b, _| {
-            b.iter(|| executor.block_on(pass.run()).unwrap())
+            b.iter(|| futures::executor::block_on(pass.run()).unwrap())
         });
     }
     group.finish();

@@ -20,7 +20,6 @@ fn schedule(c: &mut Criterion) {
     let runtime =
         PolicyRuntime::new(RuntimeConfig { cache_dir: Some(cache.path().to_path_buf()), ..RuntimeConfig::default() }).unwrap();
     let catalog = Arc::new(Catalog::bundled_types(400));
-    let executor = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut group = c.benchmark_group("schedule");
     group.sample_size(10);
     for n in [1usize, 100, 1000, 5000, 20_000] {
@@ -30,7 +29,7 @@ fn schedule(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(label, n), &n, |b, _| {
                 b.iter_batched_ref(
                     || SimulatedPass::new(&runtime, catalog.clone(), NodePool::new("default").selection(policy, "{}"), &pods).unwrap(),
-                    |pass| executor.block_on(pass.run()).unwrap(),
+                    |pass| futures::executor::block_on(pass.run()).unwrap(),
                     BatchSize::PerIteration,
                 )
             });
