@@ -199,7 +199,7 @@ impl v0_2_0::host::Host for PluginState {
             })
         };
         let nodes = match target {
-            v0_2_0::host::FitTarget::Offering(o) => vec![fit_node(allocatable(o)?, Vec::new())],
+            v0_2_0::host::FitTarget::Offering(o) => vec![fit_node(allocatable(o)?, [])],
             v0_2_0::host::FitTarget::Nodes(indices) => {
                 let snapshot = self.what_if.snapshot.as_ref().ok_or("`nodes` targets exist only during a plan call")?;
                 if indices.len() > snapshot.nodes.len() {
@@ -220,22 +220,25 @@ impl v0_2_0::host::Host for PluginState {
                     let node = snapshot.nodes.get(i as usize).ok_or_else(|| {
                         format!("node index {i} is out of range (the snapshot has {} nodes)", snapshot.nodes.len())
                     })?;
-                    nodes.push(fit_node(allocatable(node.offering)?, node.pods.clone()));
+                    nodes.push(fit_node(allocatable(node.offering)?, node.pods.iter().copied()));
                 }
                 nodes
             }
         };
+        // The scheduler places pods by index (names are not read) and
+        // treats pods sharing a spec as one group, as it does a workload's.
+        let mut specs: std::collections::HashMap<crate::model::Resources, Arc<crate::model::PodSpec>> = Default::default();
         let pods: Vec<crate::model::Pod> = pods
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let spec = crate::model::PodSpec { requests: glue::v0_2_0::from_resources(r), ..Default::default() };
-                crate::model::Pod::new(format!("what-if-{i}"), Arc::new(spec))
+            .map(|r| {
+                let requests = glue::v0_2_0::from_resources(r);
+                let spec = specs.entry(requests).or_insert_with(|| Arc::new(crate::model::PodSpec { requests, ..Default::default() }));
+                crate::model::Pod::new(String::new(), spec.clone())
             })
             .collect();
-        let empty = crate::model::Catalog::new(Vec::new());
+        static EMPTY: std::sync::LazyLock<crate::model::Catalog> = std::sync::LazyLock::new(|| crate::model::Catalog::new(Vec::new()));
         let result = crate::scheduling::schedule(crate::scheduling::SchedulingInput {
-            catalog: &empty,
+            catalog: &EMPTY,
             pools: &[],
             daemonsets: &[],
             nodes: &nodes,
@@ -251,7 +254,12 @@ impl v0_2_0::host::Host for PluginState {
 }
 
 /// A node of the what-if simulation: `allocatable`, already running `pods`.
-fn fit_node(allocatable: crate::model::Resources, pods: Vec<crate::model::Resources>) -> crate::scheduling::ExistingNode {
+/// What-if pods have requests and nothing else (no labels a selector could
+/// match), so the pods on a node count only by their sum: one pod stands
+/// for them all.
+fn fit_node(allocatable: crate::model::Resources, pods: impl IntoIterator<Item = crate::model::Resources>) -> crate::scheduling::ExistingNode {
+    let used: crate::model::Resources = pods.into_iter().sum();
+    let pods = if used == crate::model::Resources::default() { Vec::new() } else { vec![used] };
     crate::scheduling::ExistingNode {
         name: String::new(),
         node_pool: None,
