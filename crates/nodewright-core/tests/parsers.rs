@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use nodewright_core::interruption::parse_message;
 use nodewright_core::model::quantity::{parse_bytes, parse_cpu_millis, parse_duration, parse_quantity};
-use nodewright_core::model::{parse_node_pools, parse_price_overrides};
+use nodewright_core::model::{parse_commitments, parse_node_pools, parse_price_overrides};
 use nodewright_core::sim::parse_trace;
 
 #[path = "common/numbers.rs"]
@@ -129,6 +129,34 @@ proptest! {
                 Err(e) => prop_assert!(e.to_string().starts_with("prices.yaml: overrides[0]"), "{}", e),
             }
         }
+    }
+
+    #[test]
+    fn commitments_with_arbitrary_numbers_load_or_name_the_field(
+        commitment in number_text(), discount in number_text(), count in number_text(), rate in number_text(),
+    ) {
+        let text = format!(
+            "savingsPlans:\n  - hourlyCommitment: {commitment}\n    discount: {discount}\nreservedInstances:\n  - instanceType: m5.large\n    count: {count}\n    hourlyRate: {rate}\n"
+        );
+        match parse_commitments("commitments.yaml", &text) {
+            Ok(c) => {
+                let plan = &c.savings_plans[0];
+                prop_assert!(plan.hourly_commitment.is_finite() && plan.hourly_commitment >= 0.0);
+                prop_assert!(c.reserved_instances[0].count >= 1 && c.reserved_instances[0].hourly_rate.is_finite());
+            }
+            Err(e) => {
+                let text = e.to_string();
+                prop_assert!(
+                    text.starts_with("commitments.yaml: savingsPlans[0]") || text.starts_with("commitments.yaml: reservedInstances[0]"),
+                    "{}", text
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics_the_commitments_parser(text in ".{0,200}") {
+        let _ = parse_commitments("commitments.yaml", &text);
     }
 
     #[test]

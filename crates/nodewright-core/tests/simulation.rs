@@ -263,3 +263,37 @@ fn a_policy_run_alone_or_after_another_gives_the_same_result() {
     let after = run("batch-burst", 0.5, "cheapest", &config);
     assert_eq!((alone.metrics, alone.samples), (after.metrics, after.samples));
 }
+
+#[test]
+fn with_commitments_the_bill_splits_the_list_price_on_demand_exactly_and_adds_the_fees() {
+    let cache = tempfile::tempdir().unwrap();
+    let plain = run("batch-burst", 0.5, "on-demand-only", &config(&cache));
+    let commitments = nodewright_core::model::parse_commitments(
+        "c.yaml",
+        "savingsPlans:\n  - hourlyCommitment: 0.5\n    discount: 0.3\nreservedInstances:\n  - instanceType: m6i.large\n    count: 2\n    hourlyRate: 0.06\n",
+    )
+    .unwrap();
+    let committed = run("batch-burst", 0.5, "on-demand-only", &SimulationConfig { commitments, ..config(&cache) });
+    // Commitments change the bill, not what ran.
+    assert_eq!(committed.metrics.cost_total, plain.metrics.cost_total);
+    assert!(plain.metrics.commitments.is_none() && plain.metrics.cost_effective.is_none());
+    let bill = committed.metrics.commitments.expect("a bill with commitments");
+    let m = &committed.metrics;
+    assert!(
+        // Every figure is rounded to 4 places.
+        (bill.covered_on_demand + bill.uncovered_on_demand - m.cost_on_demand).abs() < 1e-3,
+        "covered {} + uncovered {} != on-demand {}",
+        bill.covered_on_demand,
+        bill.uncovered_on_demand,
+        m.cost_on_demand
+    );
+    assert!(bill.covered_on_demand > 0.0, "a $0.50/h plan covers some of an on-demand-only day: {bill:?}");
+    let hours = 24.0;
+    assert!((bill.commitment_fees - hours * (0.5 + 2.0 * 0.06)).abs() < 1e-3, "fees for every hour, used or not: {bill:?}");
+    assert_eq!(m.cost_effective, Some(bill.effective));
+    assert!((bill.effective - (bill.commitment_fees + bill.uncovered_on_demand + bill.spot)).abs() < 1e-3);
+    assert!((bill.savings_plan_used + bill.savings_plan_unused - hours * 0.5).abs() < 1e-3, "{bill:?}");
+    // A run without commitments writes no commitment fields.
+    let json = Report { trace: "batch-burst".into(), seed: 1, hours, policies: vec![plain] }.to_json();
+    assert!(!json.contains("cost_effective") && !json.contains("commitment_fees"));
+}

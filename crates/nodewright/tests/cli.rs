@@ -250,6 +250,36 @@ fn a_malformed_trace_is_rejected_with_its_file_line_and_field() {
 }
 
 #[test]
+fn commitments_add_the_effective_bill_and_a_bad_file_is_refused_with_its_field() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "savingsPlans:\n  - hourlyCommitment: 1\n    discount: 1.5\n").unwrap();
+    let out_dir = dir.path().join("r");
+    let out = nodewright(&["simulate", "--commitments", bad.to_str().unwrap(), "--out", out_dir.to_str().unwrap()], cache.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!("error: {}: savingsPlans[0].discount: 1.5 is not a discount from 0 (none) to below 1 (everything)\n", bad.display())
+    );
+    assert!(!out_dir.exists(), "nothing is written for a run that did not start");
+    let good = dir.path().join("commitments.yaml");
+    std::fs::write(&good, "savingsPlans:\n  - hourlyCommitment: 2\n    discount: 0.3\n").unwrap();
+    let trace = dir.path().join("t.jsonl");
+    let generated = nodewright(&["trace", "generate", "batch-burst", "--scale", "0.2", "--out", trace.to_str().unwrap()], cache.path());
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    let mut args = vec!["simulate", "--trace", trace.to_str().unwrap(), "--commitments", good.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
+    args.extend(GENEROUS);
+    let out = nodewright(&args, cache.path());
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("effective $ (commitments applied)"), "{stdout}");
+    assert!(stdout.contains("  Savings Plan used / unused $"), "{stdout}");
+    let report = std::fs::read_to_string(out_dir.join("report.json")).unwrap();
+    assert!(report.contains("\"cost_effective\"") && report.contains("\"commitment_fees\""), "{report}");
+}
+
+#[test]
 fn trace_generate_names_the_kinds_it_knows() {
     let cache = tempfile::tempdir().unwrap();
     let out = nodewright(&["trace", "generate", "stock-market", "--out", "/dev/null"], cache.path());

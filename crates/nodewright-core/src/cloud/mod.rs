@@ -2,6 +2,7 @@
 //! Controllers see only the [`CloudProvider`] trait; `simulated` is the
 //! in-memory implementation the tests and the simulator use.
 
+pub mod billing;
 mod simulated;
 
 use std::future::Future;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::billing::HourlyUsage;
 use super::{CloudError, CloudProvider, Instance, LaunchError, LaunchRequest, UNAVAILABLE_FOR};
 use crate::model::Clock;
 use crate::model::stream::{Stream, unit};
@@ -99,6 +100,10 @@ struct State {
     bill: Bill,
     billed_until: Duration,
     rates: Rates,
+    /// Running on-demand instances by offering: (count, $ per hour).
+    on_demand: BTreeMap<u32, (u32, f64)>,
+    /// On-demand usage by clock hour and offering, for commitments.
+    usage: HourlyUsage,
 }
 
 impl State {
@@ -109,12 +114,38 @@ impl State {
         if dt == 0.0 {
             return;
         }
+        self.record_usage(now, dt);
         let b = &mut self.bill;
         b.on_demand += self.rates.on_demand * dt / 3600.0;
         b.spot += self.rates.spot * dt / 3600.0;
         b.instance_seconds += self.rates.instances * dt;
         b.cpu_millis_seconds += self.rates.cpu_millis * dt;
         b.memory_byte_seconds += self.rates.memory_bytes * dt;
+    }
+
+    /// Add the on-demand usage of the `dt` seconds before `now` to the
+    /// clock hours they fall in.
+    fn record_usage(&mut self, now: Duration, dt: f64) {
+        if self.on_demand.is_empty() {
+            return;
+        }
+        let mut end = now.as_secs_f64();
+        let mut left = dt;
+        while left > 0.0 {
+            let hour = ((end - 1e-9).max(0.0) / 3600.0).floor();
+            let piece = left.min(end - hour * 3600.0).max(0.0);
+            let bucket = self.usage.entry(hour as u64).or_default();
+            for (&offering, &(count, per_hour)) in &self.on_demand {
+                let u = bucket.entry(offering).or_default();
+                u.seconds += f64::from(count) * piece;
+                u.dollars += per_hour * piece / 3600.0;
+            }
+            if piece <= 0.0 {
+                break;
+            }
+            left -= piece;
+            end -= piece;
+        }
     }
 
     /// Add (`sign` 1) or remove (-1) a running instance's rates.
@@ -125,7 +156,17 @@ impl State {
             r.spot_instances += sign;
         } else {
             r.on_demand += sign * running.price;
+            let entry = self.on_demand.entry(running.instance.offering).or_insert((0, 0.0));
+            if sign > 0.0 {
+                *entry = (entry.0.saturating_add(1), entry.1 + running.price);
+            } else {
+                *entry = (entry.0.saturating_sub(1), entry.1 - running.price);
+            }
+            if entry.0 == 0 {
+                self.on_demand.remove(&running.instance.offering);
+            }
         }
+        let r = &mut self.rates;
         r.instances += sign;
         if let Some(o) = catalog.offerings.get(running.instance.offering as usize) {
             r.cpu_millis += sign * o.allocatable.cpu_millis as f64;
@@ -157,6 +198,8 @@ impl SimulatedCloud {
             launched: Vec::new(),
             bill: Bill::default(),
             billed_until: Duration::ZERO,
+            on_demand: BTreeMap::new(),
+            usage: HourlyUsage::new(),
             rates: Rates::default(),
         };
         SimulatedCloud { catalog: Mutex::new(catalog), config, now, state: Mutex::new(state) }
@@ -204,6 +247,14 @@ impl SimulatedCloud {
     /// Every launch request received, in order.
     pub fn launch_requests(&self) -> Vec<LaunchRequest> {
         self.state().requests.clone()
+    }
+
+    /// On-demand usage up to now, by clock hour and offering.
+    pub fn on_demand_usage(&self) -> HourlyUsage {
+        let now = (self.now)();
+        let mut state = self.state();
+        state.accrue(now);
+        state.usage.clone()
     }
 
     /// The bill up to now.
@@ -290,11 +341,17 @@ impl SimulatedCloud {
         // The first minute is billed whatever the instance ran.
         let short = MINIMUM_BILLED.saturating_sub(now.saturating_sub(running.launched_at)).as_secs_f64();
         if short > 0.0 {
+            let state = &mut *state;
             let b = &mut state.bill;
             if running.spot {
                 b.spot += running.price * short / 3600.0;
             } else {
                 b.on_demand += running.price * short / 3600.0;
+                // Billed in the hour the instance stopped.
+                let hour = (now.as_secs_f64() / 3600.0).floor() as u64;
+                let u = state.usage.entry(hour).or_default().entry(running.instance.offering).or_default();
+                u.seconds += short;
+                u.dollars += running.price * short / 3600.0;
             }
             b.instance_seconds += short;
             if let Some(o) = catalog.offerings.get(running.instance.offering as usize) {

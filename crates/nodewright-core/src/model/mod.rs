@@ -2,6 +2,7 @@
 //! labels and requirements, NodePools. No I/O beyond parsing text handed in.
 
 mod catalog;
+mod commitments;
 pub mod clock;
 pub mod labels;
 mod node;
@@ -15,6 +16,9 @@ mod resources;
 pub mod stream;
 
 pub use clock::{Clock, system_clock};
+pub use commitments::{
+    Commitments, CommitmentsError, Discount, MAX_HOURLY_DOLLARS, MAX_RESERVED_COUNT, ReservedInstances, SavingsPlan, parse_commitments,
+};
 pub use catalog::{Catalog, CatalogError, InstanceType, ZONES, bundled_instance_types, parse_instance_types};
 pub use labels::{Operator, Requirement, Taint, TaintEffect, Toleration, well_known};
 pub use nodepool::yaml_error;

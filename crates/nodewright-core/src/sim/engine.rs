@@ -54,6 +54,8 @@ pub struct SimulationConfig {
     /// The interruption controller replaces a node on a rebalance
     /// recommendation, as on an interruption warning (off: it only records it).
     pub rebalance_actionable: bool,
+    /// Savings Plans and Reserved Instances the bill applies.
+    pub commitments: crate::model::Commitments,
 }
 
 impl Default for SimulationConfig {
@@ -71,6 +73,7 @@ impl Default for SimulationConfig {
             limits: crate::policy::Limits::default(),
             disruption: DisruptionSettings::default(),
             rebalance_actionable: false,
+            commitments: crate::model::Commitments::default(),
         }
     }
 }
@@ -98,6 +101,13 @@ pub struct Metrics {
     pub cost_on_demand: f64,
     /// Dollars on spot capacity.
     pub cost_spot: f64,
+    /// With commitments: what the run costs once they are applied
+    /// (commitment fees, uncovered on-demand, spot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_effective: Option<f64>,
+    /// With commitments: the bill's parts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commitments: Option<crate::cloud::billing::CommittedBill>,
     /// Instance-hours billed (booting instances included).
     pub node_hours: f64,
     /// CPU requested by bound pods / allocatable, over the billed node-seconds.
@@ -688,6 +698,28 @@ impl Sim<'_> {
         m.cost_on_demand = bill.on_demand;
         m.cost_spot = bill.spot;
         m.cost_total = bill.on_demand + bill.spot;
+        if !self.config.commitments.is_empty() {
+            let usage = self.world.cloud.on_demand_usage();
+            let hours = self.last.as_secs_f64() / 3600.0;
+            let catalog = crate::cloud::CloudProvider::catalog(&*self.world.cloud);
+            let mut committed = crate::cloud::billing::apply(&usage, hours, &catalog, &self.config.commitments, bill.spot);
+            // Rounded as every figure of the report is.
+            for value in [
+                &mut committed.commitment_fees,
+                &mut committed.covered_on_demand,
+                &mut committed.uncovered_on_demand,
+                &mut committed.spot,
+                &mut committed.effective,
+                &mut committed.savings_plan_used,
+                &mut committed.savings_plan_unused,
+                &mut committed.reserved_hours_used,
+                &mut committed.reserved_hours_unused,
+            ] {
+                *value = round(*value, 4);
+            }
+            m.cost_effective = Some(committed.effective);
+            m.commitments = Some(committed);
+        }
         m.node_hours = bill.instance_seconds / 3600.0;
         m.cpu_utilisation = if bill.cpu_millis_seconds > 0.0 { self.cpu_time / bill.cpu_millis_seconds } else { 0.0 };
         m.memory_utilisation = if bill.memory_byte_seconds > 0.0 { self.memory_time / bill.memory_byte_seconds } else { 0.0 };

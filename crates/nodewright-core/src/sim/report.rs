@@ -65,14 +65,34 @@ impl Report {
             ("plugin calls / failures", |r| format!("{} / {}", r.metrics.plugin_calls, r.metrics.plugin_failures)),
             ("plugin time (ms, wall)", |r| format!("{:.1}", r.plugin_ms)),
         ];
-        for (name, cell) in rows {
+        let committed = self.policies.iter().any(|p| p.metrics.commitments.is_some());
+        for (i, (name, cell)) in rows.into_iter().enumerate() {
             let mut row = vec![name.to_string()];
             row.extend(self.policies.iter().map(cell));
             table.add_row(row);
+            // After the list-price rows, the bill with commitments applied.
+            if i == 2 && committed {
+                for (name, cell) in COMMITTED_ROWS {
+                    let mut row = vec![name.to_string()];
+                    row.extend(self.policies.iter().map(|p| p.metrics.commitments.as_ref().map_or_else(|| "-".into(), cell)));
+                    table.add_row(row);
+                }
+            }
         }
         table
     }
 }
+
+type CommittedRow = (&'static str, fn(&crate::cloud::billing::CommittedBill) -> String);
+
+/// The bill with commitments applied, shown when a commitments file is given.
+const COMMITTED_ROWS: [CommittedRow; 5] = [
+    ("effective $ (commitments applied)", |b| format!("{:.2}", b.effective)),
+    ("  commitment fees $", |b| format!("{:.2}", b.commitment_fees)),
+    ("  on-demand covered / uncovered $", |b| format!("{:.2} / {:.2}", b.covered_on_demand, b.uncovered_on_demand)),
+    ("  Savings Plan used / unused $", |b| format!("{:.2} / {:.2}", b.savings_plan_used, b.savings_plan_unused)),
+    ("  RI hours used / unused", |b| format!("{:.1} / {:.1}", b.reserved_hours_used, b.reserved_hours_unused)),
+];
 
 /// Mean and spread of one metric over seeds.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -180,7 +200,9 @@ impl SeedReport {
             ("spot interruptions", "interruptions", 1.0, 1),
             ("nodes consolidated", "consolidations", 1.0, 0),
         ];
-        for (label, field, scale, places) in rows {
+        let committed = self.summary.iter().any(|p| p.metrics.contains_key("cost_effective"));
+        let effective = committed.then_some(("effective $ (commitments applied)", "cost_effective", 1.0, 2));
+        for (label, field, scale, places) in effective.into_iter().chain(rows) {
             let mut row = vec![label.to_string()];
             row.extend(self.summary.iter().map(|p| match p.metrics.get(field) {
                 Some(s) => format!("{:.places$} ± {:.places$}", s.mean * scale, s.sd * scale),

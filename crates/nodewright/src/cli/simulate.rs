@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use nodewright_core::model::{Catalog, NodePool, PolicyRef, parse_node_pools, parse_price_overrides};
+use nodewright_core::model::{Catalog, NodePool, PolicyRef, parse_commitments, parse_node_pools, parse_price_overrides};
 use nodewright_core::policy::BUILTIN_SELECTION;
 use nodewright_core::sim::{PolicyUnderTest, Report, SeedReport, SimulationConfig, generate, parse_trace, write_charts};
 
@@ -41,6 +41,10 @@ pub(crate) struct SimulationArgs {
     /// Price overrides (YAML).
     #[arg(long)]
     prices: Option<PathBuf>,
+    /// Savings Plans and Reserved Instances the bill applies (YAML; see the
+    /// README): adds the effective $ to the table and `report.json`.
+    #[arg(long)]
+    commitments: Option<PathBuf>,
     /// Seed of every random draw.
     #[arg(long, default_value_t = 1, conflicts_with = "seeds")]
     seed: u64,
@@ -183,8 +187,16 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
         catalog = catalog.with_overrides(&parse_price_overrides(&path.display().to_string(), &text)?);
     }
+    let commitments = match &args.commitments {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            parse_commitments(&path.display().to_string(), &text)?
+        }
+        None => Default::default(),
+    };
     let boot = args.boot_latency;
     let config = SimulationConfig {
+        commitments,
         seed: args.seed,
         boot_latency: boot,
         interruptions: !args.no_interruptions,

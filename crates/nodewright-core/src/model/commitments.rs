@@ -1,0 +1,169 @@
+//! What a team has already committed to pay for: Compute Savings Plans and
+//! Reserved Instances. The bill applies them hour by hour (see
+//! [`crate::cloud::billing`]).
+//!
+//! ```yaml
+//! savingsPlans:
+//!   - hourlyCommitment: 2.50   # $ per hour, paid whether used or not
+//!     discount: 0.28           # off the on-demand price, every family…
+//!   - hourlyCommitment: 1.00
+//!     discounts:               # …or per family (families not named are not covered)
+//!       m6i: 0.31
+//!       c6g: 0.34
+//! reservedInstances:
+//!   - instanceType: m5.xlarge  # regional: any zone
+//!     count: 3
+//!     hourlyRate: 0.121        # $ per instance-hour (upfront spread over the term), paid whether used or not
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A Compute Savings Plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavingsPlan {
+    /// Dollars per hour committed, paid whether used or not.
+    pub hourly_commitment: f64,
+    /// Fraction off the on-demand price.
+    pub discount: Discount,
+}
+
+/// A Savings Plan's discount.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Discount {
+    /// The same fraction for every family.
+    All(f64),
+    /// Family → fraction; families not named are not covered.
+    PerFamily(BTreeMap<String, f64>),
+}
+
+impl Discount {
+    /// The fraction off for `family`, if the plan covers it.
+    pub fn for_family(&self, family: &str) -> Option<f64> {
+        match self {
+            Discount::All(d) => Some(*d),
+            Discount::PerFamily(rates) => rates.get(family).copied(),
+        }
+    }
+}
+
+/// Regional Reserved Instances of one instance type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReservedInstances {
+    /// Instance type.
+    pub instance_type: String,
+    /// How many.
+    pub count: u32,
+    /// Dollars per instance-hour, paid whether used or not.
+    pub hourly_rate: f64,
+}
+
+/// Every commitment.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Commitments {
+    /// Savings Plans, in the order given.
+    pub savings_plans: Vec<SavingsPlan>,
+    /// Reserved Instances, in the order given.
+    pub reserved_instances: Vec<ReservedInstances>,
+}
+
+impl Commitments {
+    /// No commitments at all.
+    pub fn is_empty(&self) -> bool {
+        self.savings_plans.is_empty() && self.reserved_instances.is_empty()
+    }
+}
+
+/// A commitments file that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {field}: {message}")]
+pub struct CommitmentsError {
+    /// The file.
+    pub file: String,
+    /// The field, e.g. `savingsPlans[0].discount`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The largest hourly amount (commitment or rate) a file may give, dollars.
+pub const MAX_HOURLY_DOLLARS: f64 = 1_000_000.0;
+/// The most instances one Reserved Instance entry may count.
+pub const MAX_RESERVED_COUNT: u32 = 100_000;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    savings_plans: Vec<RawSavingsPlan>,
+    #[serde(default)]
+    reserved_instances: Vec<RawReserved>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawSavingsPlan {
+    hourly_commitment: f64,
+    discount: Option<f64>,
+    discounts: Option<BTreeMap<String, f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawReserved {
+    instance_type: String,
+    count: u32,
+    hourly_rate: f64,
+}
+
+/// Parse a commitments file called `file`.
+pub fn parse_commitments(file: &str, text: &str) -> Result<Commitments, CommitmentsError> {
+    let fail = |field: String, message: String| CommitmentsError { file: file.into(), field, message };
+    let raw: RawFile = serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(|e| {
+        let (field, message) = super::nodepool::yaml_error(e);
+        fail(field, message)
+    })?;
+    let dollars = |field: String, value: f64| {
+        if value.is_finite() && (0.0..=MAX_HOURLY_DOLLARS).contains(&value) {
+            Ok(value)
+        } else {
+            Err(fail(field, format!("{value} is not an hourly amount from 0 to {MAX_HOURLY_DOLLARS} $")))
+        }
+    };
+    let fraction = |field: String, value: f64| {
+        if value.is_finite() && (0.0..1.0).contains(&value) {
+            Ok(value)
+        } else {
+            Err(fail(field, format!("{value} is not a discount from 0 (none) to below 1 (everything)")))
+        }
+    };
+    let mut savings_plans = Vec::with_capacity(raw.savings_plans.len());
+    for (i, plan) in raw.savings_plans.into_iter().enumerate() {
+        let hourly_commitment = dollars(format!("savingsPlans[{i}].hourlyCommitment"), plan.hourly_commitment)?;
+        let discount = match (plan.discount, plan.discounts) {
+            (Some(d), None) => Discount::All(fraction(format!("savingsPlans[{i}].discount"), d)?),
+            (None, Some(rates)) if !rates.is_empty() => {
+                for (family, &d) in &rates {
+                    fraction(format!("savingsPlans[{i}].discounts.{family}"), d)?;
+                }
+                Discount::PerFamily(rates)
+            }
+            (None, Some(_)) => return Err(fail(format!("savingsPlans[{i}].discounts"), "names no family".into())),
+            _ => return Err(fail(format!("savingsPlans[{i}]"), "give exactly one of discount and discounts".into())),
+        };
+        savings_plans.push(SavingsPlan { hourly_commitment, discount });
+    }
+    let mut reserved_instances = Vec::with_capacity(raw.reserved_instances.len());
+    for (i, ri) in raw.reserved_instances.into_iter().enumerate() {
+        if ri.instance_type.trim().is_empty() {
+            return Err(fail(format!("reservedInstances[{i}].instanceType"), "is empty".into()));
+        }
+        if ri.count == 0 || ri.count > MAX_RESERVED_COUNT {
+            return Err(fail(format!("reservedInstances[{i}].count"), format!("{} is not from 1 to {MAX_RESERVED_COUNT}", ri.count)));
+        }
+        let hourly_rate = dollars(format!("reservedInstances[{i}].hourlyRate"), ri.hourly_rate)?;
+        reserved_instances.push(ReservedInstances { instance_type: ri.instance_type, count: ri.count, hourly_rate });
+    }
+    Ok(Commitments { savings_plans, reserved_instances })
+}
