@@ -3,7 +3,7 @@
 mod common;
 
 use common::read_example as read;
-use nodewright_core::model::{Catalog, parse_node_pools, parse_price_overrides};
+use nodewright_core::model::{Catalog, Discount, parse_commitments, parse_node_pools, parse_price_overrides};
 
 
 #[test]
@@ -26,4 +26,14 @@ fn the_example_price_overrides_apply() {
     };
     assert_eq!(price(&changed, "r6i.2xlarge"), 0.36);
     assert!((price(&changed, "m7g.large") - price(&catalog, "m7g.large") * 0.72).abs() < 1e-12);
+}
+
+#[test]
+fn the_example_commitments_load() {
+    let (file, text) = read("examples/commitments.yaml");
+    let commitments = parse_commitments(&file, &text).unwrap();
+    assert_eq!(commitments.savings_plans.len(), 1);
+    assert_eq!(commitments.savings_plans[0].discount, Discount::All(0.28));
+    assert_eq!(commitments.savings_plans[0].hourly_commitment, 0.90);
+    assert!(commitments.reserved_instances.is_empty());
 }
