@@ -297,3 +297,35 @@ fn with_commitments_the_bill_splits_the_list_price_on_demand_exactly_and_adds_th
     let json = Report { trace: "batch-burst".into(), seed: 1, hours, policies: vec![plain] }.to_json();
     assert!(!json.contains("cost_effective") && !json.contains("commitment_fees"));
 }
+
+#[test]
+fn lost_job_work_is_priced_at_its_share_of_the_node_it_ran_on() {
+    // One 2-CPU job on on-demand c6g.4xlarge nodes that expire after an
+    // hour: each expiry evicts it and throws away the work since it was
+    // bound. Lost work costs its hours × the node's price × 2 CPU / the
+    // node's allocatable CPU.
+    let cache = tempfile::tempdir().unwrap();
+    let text = [
+        r#"{"format":"nodewright-trace","version":1,"name":"job","duration_s":10800}"#,
+        r#"{"t":0,"add":"j","workload":"batch","cpu_m":2000,"mem_mib":1024,"job":true}"#,
+    ]
+    .join("\n");
+    let trace = parse_trace("job", &text).unwrap();
+    let mut pool = NodePool::new("default")
+        .require(nodewright_core::model::Requirement::is_in(nodewright_core::model::well_known::INSTANCE_TYPE, &["c6g.4xlarge"]))
+        .require(nodewright_core::model::Requirement::is_in(nodewright_core::model::well_known::CAPACITY_TYPE, &["on-demand"]));
+    pool.expire_after = Some(Duration::from_secs(3600));
+    let config = SimulationConfig { interruptions: false, spot_drift: false, ..config(&cache) };
+    let result = simulate(&trace, &karpenter_like(), &[pool], catalog(), &config, |_| {}).unwrap();
+    let m = &result.metrics;
+    assert!(m.disrupted_expired >= 2 && m.lost_pod_hours > 1.0, "{m:?}");
+    let node = catalog()
+        .offerings
+        .iter()
+        .find(|o| o.instance_type == "c6g.4xlarge" && o.capacity_type == nodewright_core::model::CapacityType::OnDemand)
+        .cloned()
+        .unwrap();
+    let share = node.price_per_hour * 2000.0 / f64::from(node.allocatable.cpu_millis);
+    // Both figures are rounded to 4 places in the report.
+    assert!((m.lost_work_dollars - m.lost_pod_hours * share).abs() < 1e-3, "{} != {} × {share}", m.lost_work_dollars, m.lost_pod_hours);
+}

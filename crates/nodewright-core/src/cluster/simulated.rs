@@ -363,6 +363,11 @@ impl SimulatedCluster {
         }
     }
 
+    /// The catalog offering NodeClaim `claim` was launched as.
+    pub fn claim_offering(&self, claim: &str) -> Option<u32> {
+        self.state().claims.get(claim).and_then(|c| c.instance.as_ref()).map(|i| i.offering)
+    }
+
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<ExistingNode> {
         let state = self.state();

@@ -141,6 +141,9 @@ pub struct Metrics {
     /// Work of jobs lost to evictions and interruptions: pod-hours run
     /// before being stopped.
     pub lost_pod_hours: f64,
+    /// What the node time that lost work used cost: for each lost stretch,
+    /// its hours × the node's price × the pod's share of the node's CPU.
+    pub lost_work_dollars: f64,
     /// Spot interruption warnings received for running instances.
     pub interruptions: u64,
     /// Rebalance recommendations received for running instances.
@@ -243,6 +246,11 @@ struct PodLife {
     bound_at: Option<Duration>,
     ever_bound: bool,
     job: bool,
+    /// Its CPU request, millicores.
+    cpu_millis: u32,
+    /// Its share of its node's price while bound, $ per hour: the node's
+    /// price × its CPU request / the node's allocatable CPU.
+    node_share_per_hour: f64,
 }
 
 /// Which step stopped pods (for the eviction counters).
@@ -481,8 +489,16 @@ impl Sim<'_> {
     fn follow_pods(&mut self, step: Step) {
         for event in self.world.cluster.take_pod_events() {
             match event {
-                PodEvent::Bound { pod, .. } => {
+                PodEvent::Bound { pod, node } => {
                     let Some(life) = self.pods.get_mut(&pod) else { continue };
+                    let catalog = crate::cloud::CloudProvider::catalog(&*self.world.cloud);
+                    life.node_share_per_hour = self
+                        .world
+                        .cluster
+                        .claim_offering(&node)
+                        .and_then(|o| catalog.offerings.get(o as usize))
+                        .filter(|o| o.allocatable.cpu_millis > 0)
+                        .map_or(0.0, |o| o.price_per_hour * f64::from(life.cpu_millis) / f64::from(o.allocatable.cpu_millis));
                     if let Some(since) = life.waiting_since.take() {
                         let wait = self.last.saturating_sub(since).as_secs_f64();
                         if life.ever_bound { self.re_waits.push(wait) } else { self.first_waits.push(wait) }
@@ -504,7 +520,9 @@ impl Sim<'_> {
                         if let Some(bound_at) = life.bound_at.take()
                             && life.job
                         {
-                            self.metrics.lost_pod_hours += self.last.saturating_sub(bound_at).as_secs_f64() / 3600.0;
+                            let hours = self.last.saturating_sub(bound_at).as_secs_f64() / 3600.0;
+                            self.metrics.lost_pod_hours += hours;
+                            self.metrics.lost_work_dollars += hours * life.node_share_per_hour;
                         }
                         life.waiting_since = Some(self.last);
                     }
@@ -526,7 +544,14 @@ impl Sim<'_> {
                     self.metrics.pods += 1;
                     self.pods.insert(
                         pod.name.clone(),
-                        PodLife { waiting_since: Some(self.last), bound_at: None, ever_bound: false, job: event.job },
+                        PodLife {
+                            waiting_since: Some(self.last),
+                            bound_at: None,
+                            ever_bound: false,
+                            job: event.job,
+                            cpu_millis: pod.spec.requests.cpu_millis,
+                            node_share_per_hour: 0.0,
+                        },
                     );
                     added.push(pod.clone());
                 }
@@ -750,6 +775,7 @@ impl Sim<'_> {
             &mut m.reschedule_wait_p95_s,
             &mut m.reschedule_wait_p99_s,
             &mut m.lost_pod_hours,
+            &mut m.lost_work_dollars,
             &mut m.peak_node_cpu_request_ratio,
             &mut m.peak_node_memory_request_ratio,
         ] {

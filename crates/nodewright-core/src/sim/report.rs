@@ -55,7 +55,7 @@ impl Report {
             ("pods / pending at end", |r| format!("{} / {}", r.metrics.pods, r.metrics.pods_pending_at_end)),
             ("pods never scheduled", |r| r.metrics.pods_never_scheduled.to_string()),
             ("pods stopped: interruption / disruption", |r| format!("{} / {}", r.metrics.pods_disrupted, r.metrics.pods_evicted)),
-            ("lost job pod-hours", |r| format!("{:.1}", r.metrics.lost_pod_hours)),
+            ("lost job pod-hours / their node $", |r| format!("{:.1} / {:.2}", r.metrics.lost_pod_hours, r.metrics.lost_work_dollars)),
             ("spot warnings / rebalance recommendations", |r| format!("{} / {}", r.metrics.interruptions, r.metrics.rebalance_recommendations)),
             ("nodes consolidated", |r| r.metrics.consolidations.to_string()),
             ("  empty / under-used", |r| format!("{} / {}", r.metrics.disrupted_empty, r.metrics.disrupted_underutilized)),
@@ -184,7 +184,7 @@ impl SeedReport {
         let mut header = vec![format!("metric (mean ± sd, {} seeds)", self.seeds.len())];
         header.extend(self.summary.iter().map(|p| p.policy.clone()));
         table.set_header(header);
-        let rows: [(&str, &str, f64, usize); 14] = [
+        let rows: [(&str, &str, f64, usize); 15] = [
             ("total $", "cost_total", 1.0, 2),
             ("  on-demand $", "cost_on_demand", 1.0, 2),
             ("  spot $", "cost_spot", 1.0, 2),
@@ -197,6 +197,7 @@ impl SeedReport {
             ("pods stopped by interruption", "pods_disrupted", 1.0, 0),
             ("pods evicted by disruption", "pods_evicted", 1.0, 0),
             ("lost job pod-hours", "lost_pod_hours", 1.0, 1),
+            ("lost job node $", "lost_work_dollars", 1.0, 2),
             ("spot interruptions", "interruptions", 1.0, 1),
             ("nodes consolidated", "consolidations", 1.0, 0),
         ];
