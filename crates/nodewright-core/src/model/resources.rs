@@ -37,6 +37,17 @@ impl Resources {
         }
     }
 
+    /// Component-wise maximum: the least that covers both.
+    pub fn max_each(self, other: Self) -> Self {
+        Resources {
+            cpu_millis: self.cpu_millis.max(other.cpu_millis),
+            memory_bytes: self.memory_bytes.max(other.memory_bytes),
+            pods: self.pods.max(other.pods),
+            gpus: self.gpus.max(other.gpus),
+            ephemeral_bytes: self.ephemeral_bytes.max(other.ephemeral_bytes),
+        }
+    }
+
     /// Component-wise difference, saturating at zero.
     pub fn saturating_sub(self, other: Self) -> Self {
         Resources {

@@ -51,19 +51,13 @@ impl CallThreads {
         &self,
         job: impl FnOnce(&tokio::runtime::Runtime) -> R + Send + 'static,
     ) -> Result<R, String> {
-        let here = |job: Box<dyn FnOnce(&tokio::runtime::Runtime) -> R>| {
-            LOCAL.with(|runtime| match runtime {
-                Ok(runtime) => std::panic::catch_unwind(AssertUnwindSafe(|| job(runtime))).map_err(panic_message),
-                Err(e) => Err(format!("cannot start a runtime for the plugin call: {e}")),
-            })
-        };
         match tokio::runtime::Handle::try_current() {
-            Err(_) => return here(Box::new(job)),
+            Err(_) => return run_here(job),
             // A worker of a multi-thread runtime hands its other tasks to
             // another worker and runs the call itself: no hand-over, no
             // thread switch.
             Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                return tokio::task::block_in_place(|| here(Box::new(job)));
+                return tokio::task::block_in_place(|| run_here(job));
             }
             Ok(_) => {}
         }
@@ -97,6 +91,14 @@ thread_local! {
         .build()
         .map(|runtime| &*Box::leak(Box::new(runtime)))
         .map_err(|e| e.to_string());
+}
+
+/// Run `job` on this thread's own runtime, catching a panic.
+fn run_here<R>(job: impl FnOnce(&tokio::runtime::Runtime) -> R) -> Result<R, String> {
+    LOCAL.with(|runtime| match runtime {
+        Ok(runtime) => std::panic::catch_unwind(AssertUnwindSafe(|| job(runtime))).map_err(panic_message),
+        Err(e) => Err(format!("cannot start a runtime for the plugin call: {e}")),
+    })
 }
 
 /// A call thread's loop: take jobs until every sender is gone.

@@ -72,31 +72,42 @@ fn pool_allows(pool: &NodePool, offering: &Offering, requirement: &Requirement) 
     }
 }
 
+/// Sets of offerings remembered by (catalog version, hash of what chose them).
+type Remembered = std::sync::Mutex<Option<std::collections::HashMap<(u64, u64), Bitset>>>;
+
+/// The set `key` stands for in `cache`, computed by `compute` the first time.
+/// Old catalog versions are not asked for again, so past `limit` entries the
+/// cache starts over. The lock is not held while computing.
+fn remembered(cache: &Remembered, key: (u64, u64), limit: usize, compute: impl FnOnce() -> Bitset) -> Bitset {
+    if let Some(set) = cache.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Default::default).get(&key) {
+        return set.clone();
+    }
+    let set = compute();
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let sets = cache.get_or_insert_with(Default::default);
+    if sets.len() >= limit {
+        sets.clear();
+    }
+    sets.insert(key, set.clone());
+    set
+}
+
+/// `value` hashed with `DefaultHasher`.
+fn hash_of(value: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Offerings of `catalog` a node of `pool` may be bought as, remembered per
 /// (catalog version, pool): every provisioning pass and every consolidation
 /// simulation asks again, and simulations running side by side each have
 /// catalogs of their own.
 pub(crate) fn pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
-    use std::hash::{Hash, Hasher};
-    static CACHE: std::sync::Mutex<Option<std::collections::HashMap<(u64, u64), Bitset>>> = std::sync::Mutex::new(None);
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&pool.name, &pool.requirements, &pool.labels).hash(&mut hasher);
-    let key = (catalog.version, hasher.finish());
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let sets = cache.get_or_insert_with(std::collections::HashMap::new);
-    if let Some(set) = sets.get(&key) {
-        return set.clone();
-    }
-    drop(cache);
-    let set = compute_pool_offerings(catalog, pool);
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let sets = cache.get_or_insert_with(std::collections::HashMap::new);
-    // Old catalog versions are not asked for again: start over now and then.
-    if sets.len() >= 1024 {
-        sets.clear();
-    }
-    sets.insert(key, set.clone());
-    set
+    static CACHE: Remembered = std::sync::Mutex::new(None);
+    let key = (catalog.version, hash_of((&pool.name, &pool.requirements, &pool.labels)));
+    remembered(&CACHE, key, 1024, || compute_pool_offerings(catalog, pool))
 }
 
 fn compute_pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
@@ -109,31 +120,18 @@ fn compute_pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
     set
 }
 
-/// Offerings among `base` that satisfy every requirement of one of `terms`
-/// (an empty list of terms allows all of `base`).
-/// Remembered per (catalog version, pool, terms), as [`pool_offerings`] is:
-/// every consolidation simulation asks again for the same pods.
+/// Offerings among `base` (the pool's own, [`pool_offerings`]) that satisfy
+/// every requirement of one of `terms` (an empty list of terms allows all of
+/// `base`). Remembered per (catalog version, pool, terms), as
+/// [`pool_offerings`] is: every consolidation simulation asks again for the
+/// same pods.
 pub(crate) fn offerings_for_terms(catalog: &Catalog, pool: &NodePool, base: &Bitset, terms: &[Vec<Requirement>]) -> Bitset {
-    use std::hash::{Hash, Hasher};
-    static CACHE: std::sync::Mutex<Option<std::collections::HashMap<(u64, u64), Bitset>>> = std::sync::Mutex::new(None);
+    static CACHE: Remembered = std::sync::Mutex::new(None);
     if terms.is_empty() {
         return base.clone();
     }
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&pool.name, &pool.requirements, &pool.labels, terms).hash(&mut hasher);
-    let key = (catalog.version, hasher.finish());
-    if let Some(set) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Default::default).get(&key) {
-        return set.clone();
-    }
-    let set = compute_offerings_for_terms(catalog, pool, base, terms);
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let sets = cache.get_or_insert_with(Default::default);
-    // Old catalog versions are not asked for again: start over now and then.
-    if sets.len() >= 4096 {
-        sets.clear();
-    }
-    sets.insert(key, set.clone());
-    set
+    let key = (catalog.version, hash_of((&pool.name, &pool.requirements, &pool.labels, terms)));
+    remembered(&CACHE, key, 4096, || compute_offerings_for_terms(catalog, pool, base, terms))
 }
 
 fn compute_offerings_for_terms(catalog: &Catalog, pool: &NodePool, base: &Bitset, terms: &[Vec<Requirement>]) -> Bitset {

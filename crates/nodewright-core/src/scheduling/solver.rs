@@ -91,7 +91,10 @@ struct Claim {
     zone: Option<usize>,
     /// Smallest capacity among `offerings`, reserved against the pool's limits.
     reserved: Resources,
-    /// The offering `reserved` was last taken from.
+    /// The offering of smallest capacity among `offerings` when they were
+    /// last filtered: with pool limits, the one `reserved` was taken from.
+    /// While it still holds the claim's total, the claim can take a pod
+    /// without filtering again (and, with limits, reserves the same).
     reserved_by: Option<u32>,
     /// Bounds of `offerings`, so that a full claim refuses a pod without
     /// looking at them.
@@ -118,12 +121,7 @@ impl Bounds {
         let key = |c: &Resources| (c.cpu_millis, c.memory_bytes, c.gpus);
         for &o in offerings {
             let offering = &catalog.offerings[o as usize];
-            let (a, c) = (offering.allocatable, &mut bounds.ceiling);
-            c.cpu_millis = c.cpu_millis.max(a.cpu_millis);
-            c.memory_bytes = c.memory_bytes.max(a.memory_bytes);
-            c.pods = c.pods.max(a.pods);
-            c.gpus = c.gpus.max(a.gpus);
-            c.ephemeral_bytes = c.ephemeral_bytes.max(a.ephemeral_bytes);
+            bounds.ceiling = bounds.ceiling.max_each(offering.allocatable);
             bounds.zones |= 1u64.checked_shl(offering_zone[o as usize] as u32).unwrap_or(0);
             if smallest.1.is_none() || key(&offering.capacity) < key(&smallest.0) {
                 smallest = (offering.capacity, Some(o));

@@ -487,11 +487,11 @@ impl Sim<'_> {
 
     /// Read the cluster's pod events: waits, lost work, restarts to come.
     fn follow_pods(&mut self, step: Step) {
+        let catalog = crate::cloud::CloudProvider::catalog(&*self.world.cloud);
         for event in self.world.cluster.take_pod_events() {
             match event {
                 PodEvent::Bound { pod, node } => {
                     let Some(life) = self.pods.get_mut(&pod) else { continue };
-                    let catalog = crate::cloud::CloudProvider::catalog(&*self.world.cloud);
                     life.node_share_per_hour = self
                         .world
                         .cluster

@@ -66,12 +66,12 @@ impl Report {
             ("plugin time (ms, wall)", |r| format!("{:.1}", r.plugin_ms)),
         ];
         let committed = self.policies.iter().any(|p| p.metrics.commitments.is_some());
-        for (i, (name, cell)) in rows.into_iter().enumerate() {
+        for (name, cell) in rows {
             let mut row = vec![name.to_string()];
             row.extend(self.policies.iter().map(cell));
             table.add_row(row);
             // After the list-price rows, the bill with commitments applied.
-            if i == 2 && committed {
+            if name == "  spot $" && committed {
                 for (name, cell) in COMMITTED_ROWS {
                     let mut row = vec![name.to_string()];
                     row.extend(self.policies.iter().map(|p| p.metrics.commitments.as_ref().map_or_else(|| "-".into(), cell)));

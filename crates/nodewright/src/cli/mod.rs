@@ -159,6 +159,14 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A file the user named: its name as errors show it, and its text.
+pub(crate) fn read_named(path: &std::path::Path) -> anyhow::Result<(String, String)> {
+    use anyhow::Context;
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| format!("{name}: cannot read"))?;
+    Ok((name, text))
+}
+
 /// A reader that stops early (`nodewright compare | head -3`) closes the
 /// pipe; like other command-line tools, nodewright then stops quietly with
 /// success instead of reporting a failed print. Every other panic keeps

@@ -91,7 +91,7 @@ fn default_gc_grace() -> u64 {
 
 /// Read and check the configuration file; errors name the file and field.
 pub(crate) fn read_config(path: &Path) -> anyhow::Result<RunConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (_, text) = super::read_named(path)?;
     let de = serde_yaml_ng::Deserializer::from_str(&text);
     let config: RunConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let (field, message) = nodewright_core::model::yaml_error(e);
@@ -148,8 +148,8 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     .context("EC2 discovery")?
     .with_ssm(aws_sdk_ssm::Client::new(&aws));
     if let Some(path) = &config.prices {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        cloud = cloud.with_price_overrides(&nodewright_core::model::parse_price_overrides(&path.display().to_string(), &text)?);
+        let (name, text) = super::read_named(path)?;
+        cloud = cloud.with_price_overrides(&nodewright_core::model::parse_price_overrides(&name, &text)?);
     }
     let cloud = Arc::new(cloud);
     let catalog_cloud = cloud.clone();

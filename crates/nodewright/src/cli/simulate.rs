@@ -167,14 +167,14 @@ fn policy_of(spec: &str) -> PolicyUnderTest {
 
 fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
     let (trace_name, text) = match &args.trace {
-        Some(path) => (path.display().to_string(), std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?),
+        Some(path) => super::read_named(path)?,
         None => (BUNDLED_TRACE_NAME.to_string(), BUNDLED_TRACE.to_string()),
     };
     let trace = parse_trace(&trace_name, &text)?;
     let pools = match &args.nodepools {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-            parse_node_pools(&path.display().to_string(), &text)?
+            let (name, text) = super::read_named(path)?;
+            parse_node_pools(&name, &text)?
         }
         None => {
             let mut pool = NodePool::new("default");
@@ -184,13 +184,13 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
     };
     let mut catalog = Catalog::bundled();
     if let Some(path) = &args.prices {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        catalog = catalog.with_overrides(&parse_price_overrides(&path.display().to_string(), &text)?);
+        let (name, text) = super::read_named(path)?;
+        catalog = catalog.with_overrides(&parse_price_overrides(&name, &text)?);
     }
     let commitments = match &args.commitments {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-            parse_commitments(&path.display().to_string(), &text)?
+            let (name, text) = super::read_named(path)?;
+            parse_commitments(&name, &text)?
         }
         None => Default::default(),
     };
