@@ -22,6 +22,7 @@ fn request(catalog: &Catalog) -> SelectionRequest {
         pods: vec![Resources::pod(250, 512 << 20)],
         total: Resources::pod(250, 512 << 20),
         feasible: (0..catalog.offerings.len() as u32).collect(),
+        ..SelectionRequest::default()
     }
 }
 

@@ -13,6 +13,8 @@ const GROUPS: &[&[&str]] = &[
     &["cheapest", "spot-savvy", "graviton-first", "on-demand-only"],
     &["empty-only"],
     &["utilization-threshold", "savings-threshold", "balanced"],
+    &["commitment-aware"],
+    &["disruption-aware"],
 ];
 
 fn main() {

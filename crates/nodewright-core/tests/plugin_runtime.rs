@@ -490,11 +490,13 @@ mod what_if {
             age_seconds: 3600,
             pods: vec![pod; pods],
             disruptable: true,
+            ..SnapshotNode::default()
         };
         ConsolidationSnapshot {
             node_pool: "default".into(),
             nodes: vec![node("small", "m5.large", 2), node("big", "m5.2xlarge", big_node_pods)],
             replacements: vec![],
+            ..ConsolidationSnapshot::default()
         }
     }
 

@@ -65,7 +65,7 @@ fn a_launch_request_carries_the_top_sixty_offerings_in_policy_order() {
     let feasible = catalog().feasible_for(&claim.requests);
     let native = cheapest_ranking(
         &catalog(),
-        &SelectionRequest { node_pool: "default".into(), pods: vec![], total: claim.requests, feasible },
+        &SelectionRequest { node_pool: "default".into(), total: claim.requests, feasible, ..SelectionRequest::default() },
     );
     assert_eq!(native.top(), Some(request.offerings[0]));
     assert_eq!(report.launched[0].offering, request.offerings[0]);

@@ -13,6 +13,9 @@ use nodewright_core::model::{
 
 /// Karpenter's do-not-disrupt annotation (nodewright honours both spellings).
 pub const KARPENTER_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+/// The annotation that says how much evicting a pod costs (ReplicaSets
+/// remove pods with lower costs first).
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 fn quantity(map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, key: &str) -> Option<String> {
     map.and_then(|m| m.get(key)).map(|q| q.0.clone())
@@ -163,6 +166,8 @@ pub fn pod_spec(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
         do_not_disrupt: [well_known::DO_NOT_DISRUPT, KARPENTER_DO_NOT_DISRUPT]
             .iter()
             .any(|k| annotations.get(*k).is_some_and(|v| v == "true")),
+        deletion_cost: annotations.get(POD_DELETION_COST).and_then(|v| v.trim().parse().ok()).unwrap_or(0),
+        job: meta.owner_references.iter().flatten().any(|o| o.kind == "Job"),
     }
 }
 

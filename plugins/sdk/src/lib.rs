@@ -5,7 +5,9 @@
 //! [`export!`]. The crate feature chosen in `Cargo.toml` picks the WIT world
 //! the component targets: `selector` → `instance-selector`, `consolidator` →
 //! `consolidator`, both → `policy`. Plugins speak contract 0.1.0 unless the
-//! `what-if` feature selects 0.2.0, which adds the host's `what-if` query.
+//! `what-if` feature selects 0.2.0, which adds the host's `what-if` query,
+//! or the `fleet` feature selects 0.3.0, which adds the fleet and the
+//! commitments ([`fleet`], [`economics`]) and richer pods.
 //!
 //! ```ignore
 //! use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector};
@@ -34,19 +36,25 @@ macro_rules! bindings {
     };
 }
 
-// Contract 0.1.0 unless the `what-if` feature asks for 0.2.0.
+// Contract 0.1.0 unless the `what-if` feature asks for 0.2.0 or `fleet` for 0.3.0.
 #[cfg(all(feature = "selector", feature = "consolidator", not(feature = "what-if")))]
 bindings!("../../wit/v0.1.0", "policy");
 #[cfg(all(feature = "selector", not(feature = "consolidator"), not(feature = "what-if")))]
 bindings!("../../wit/v0.1.0", "instance-selector");
 #[cfg(all(feature = "consolidator", not(feature = "selector"), not(feature = "what-if")))]
 bindings!("../../wit/v0.1.0", "consolidator");
-#[cfg(all(feature = "selector", feature = "consolidator", feature = "what-if"))]
+#[cfg(all(feature = "selector", feature = "consolidator", feature = "what-if", not(feature = "fleet")))]
 bindings!("../../wit/v0.2.0", "policy");
-#[cfg(all(feature = "selector", not(feature = "consolidator"), feature = "what-if"))]
+#[cfg(all(feature = "selector", not(feature = "consolidator"), feature = "what-if", not(feature = "fleet")))]
 bindings!("../../wit/v0.2.0", "instance-selector");
-#[cfg(all(feature = "consolidator", not(feature = "selector"), feature = "what-if"))]
+#[cfg(all(feature = "consolidator", not(feature = "selector"), feature = "what-if", not(feature = "fleet")))]
 bindings!("../../wit/v0.2.0", "consolidator");
+#[cfg(all(feature = "selector", feature = "consolidator", feature = "fleet"))]
+bindings!("../../wit/v0.3.0", "policy");
+#[cfg(all(feature = "selector", not(feature = "consolidator"), feature = "fleet"))]
+bindings!("../../wit/v0.3.0", "instance-selector");
+#[cfg(all(feature = "consolidator", not(feature = "selector"), feature = "fleet"))]
+bindings!("../../wit/v0.3.0", "consolidator");
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -56,6 +64,29 @@ pub use nodewright::policy::types::{Arch, CapacityType, InterruptionRate, Offeri
 
 /// The catalog the host handed over: offerings under a version number.
 pub type Catalog = nodewright::policy::types::Catalog;
+
+#[cfg(feature = "fleet")]
+pub use nodewright::policy::types::{Fleet, FleetCount, Pod, PoolHistory, Reservation, SavingsPlan};
+
+/// The requests of a pod, whatever form the contract version gives it in
+/// (0.1.0 and 0.2.0: its requests; 0.3.0: a [`Pod`]).
+pub trait Requests {
+    /// Its requests.
+    fn requests(&self) -> Resources;
+}
+
+impl Requests for Resources {
+    fn requests(&self) -> Resources {
+        *self
+    }
+}
+
+#[cfg(feature = "fleet")]
+impl Requests for Pod {
+    fn requests(&self) -> Resources {
+        self.requests
+    }
+}
 
 #[cfg(feature = "selector")]
 pub use exports::nodewright::policy::instance_selection::{Ranking, SelectionRequest};
@@ -100,6 +131,107 @@ pub fn __with_catalog<R>(version: u64, f: impl FnOnce(&Catalog) -> Result<R, Str
             catalog.version
         )),
         None => Err(format!("request names catalog version {version}, plugin holds none")),
+    }
+}
+
+#[cfg(feature = "fleet")]
+thread_local! {
+    static FLEET: RefCell<Option<Rc<Fleet>>> = const { RefCell::new(None) };
+}
+
+/// Keep `fleet` for the calls that follow (called by the host through [`export!`]).
+#[cfg(feature = "fleet")]
+#[doc(hidden)]
+pub fn __set_fleet(fleet: Fleet) -> Result<(), String> {
+    FLEET.with(|slot| *slot.borrow_mut() = Some(Rc::new(fleet)));
+    Ok(())
+}
+
+/// Check that the fleet of version `version` is held, then run `f`.
+#[cfg(feature = "fleet")]
+#[doc(hidden)]
+pub fn __check_fleet<R>(version: u64, f: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
+    match FLEET.with(|slot| slot.borrow().as_ref().map(|f| f.version)) {
+        Some(held) if held == version => f(),
+        Some(held) => Err(format!("request names fleet version {version}, plugin holds version {held}")),
+        None => Err(format!("request names fleet version {version}, plugin holds none")),
+    }
+}
+
+/// The fleet the current call refers to: running nodes per NodePool and
+/// offering, the commitments and their use, recent failures per pool.
+/// Contract 0.3.0 (`fleet` feature).
+#[cfg(feature = "fleet")]
+pub fn fleet() -> Rc<Fleet> {
+    FLEET.with(|slot| slot.borrow().clone()).unwrap_or_else(|| {
+        Rc::new(Fleet {
+            version: 0,
+            catalog_version: 0,
+            running: Vec::new(),
+            savings_plans: Vec::new(),
+            reserved_instances: Vec::new(),
+            capacity_reservations: Vec::new(),
+            recent: Vec::new(),
+        })
+    })
+}
+
+/// What an offering costs given the commitments (contract 0.3.0).
+#[cfg(feature = "fleet")]
+pub mod economics {
+    use super::{CapacityType, Fleet, Offering};
+
+    /// Dollars per hour one more node of `offering` adds to the bill now:
+    /// nothing when a free Reserved Instance of its type or a free
+    /// capacity reservation of its type and zone takes it; for on-demand,
+    /// the part of its price the free headroom of the best Savings Plan
+    /// does not cover; spot at its price.
+    pub fn marginal_price(offering: &Offering, fleet: &Fleet) -> f64 {
+        let price = offering.price_per_hour;
+        if offering.capacity_type == CapacityType::Spot {
+            return price;
+        }
+        let free = |r: &super::Reservation| r.used < r.count && r.instance_type == offering.instance_type;
+        if offering.capacity_type == CapacityType::Reserved {
+            return if fleet.capacity_reservations.iter().any(|r| free(r) && r.zone == offering.zone) { 0.0 } else { price };
+        }
+        if fleet.reserved_instances.iter().any(free) {
+            return 0.0;
+        }
+        let mut best = price;
+        for plan in &fleet.savings_plans {
+            let Some(discount) = plan_discount(plan, &offering.family) else { continue };
+            let headroom = (plan.hourly_commitment - plan.used_per_hour).max(0.0);
+            if discount >= 1.0 || headroom <= 0.0 {
+                continue;
+            }
+            // The plan pays `headroom` at its rate: that much list price is covered.
+            let covered = headroom / (1.0 - discount);
+            best = best.min((price - covered).max(0.0));
+        }
+        best
+    }
+
+    /// The fraction `plan` takes off `family`, if it covers it.
+    pub fn plan_discount(plan: &super::SavingsPlan, family: &str) -> Option<f64> {
+        if plan.family_discounts.is_empty() {
+            Some(plan.discount)
+        } else {
+            plan.family_discounts.iter().find(|(f, _)| f == family).map(|(_, d)| *d)
+        }
+    }
+
+    /// Nodes of `node_pool` bought as `offering`, and of the NodePool.
+    pub fn pool_share(fleet: &Fleet, node_pool: &str, offering: u32) -> (u32, u32) {
+        let mut of = 0u32;
+        let mut all = 0u32;
+        for c in fleet.running.iter().filter(|c| c.node_pool == node_pool) {
+            all = all.saturating_add(c.count);
+            if c.offering == offering {
+                of = of.saturating_add(c.count);
+            }
+        }
+        (of, all)
     }
 }
 
@@ -148,7 +280,7 @@ pub fn pods_not_fitting_nodes(pods: &[Resources], nodes: &[u32]) -> Result<Vec<u
 /// Helpers for consolidators that ask the host's `what-if` (contract 0.2.0).
 #[cfg(all(feature = "consolidator", feature = "what-if"))]
 pub mod consolidate {
-    use super::{Catalog, Node, Resources, Snapshot};
+    use super::{Catalog, Node, Requests, Resources, Snapshot};
 
     /// Hours in an average month, for $/month figures.
     pub const HOURS_PER_MONTH: f64 = 730.0;
@@ -161,15 +293,15 @@ pub mod consolidate {
     /// Requested / allocatable of the node's busiest resource (CPU or memory), 0 to 1.
     pub fn utilisation(node: &Node, catalog: &Catalog) -> f64 {
         let Some(offering) = catalog.offerings.get(node.offering as usize) else { return 1.0 };
-        let cpu: u64 = node.pods.iter().map(|p| u64::from(p.cpu_millis)).sum();
-        let memory: u64 = node.pods.iter().map(|p| p.memory_bytes).sum();
+        let cpu: u64 = node.pods.iter().map(|p| u64::from(p.requests().cpu_millis)).sum();
+        let memory: u64 = node.pods.iter().map(|p| p.requests().memory_bytes).sum();
         let ratio = |used: u64, total: u64| if total == 0 { 1.0 } else { used as f64 / total as f64 };
         ratio(cpu, u64::from(offering.allocatable.cpu_millis)).max(ratio(memory, offering.allocatable.memory_bytes))
     }
 
     /// The pods of the snapshot nodes `nodes`.
     pub fn pods_of(snapshot: &Snapshot, nodes: &[usize]) -> Vec<Resources> {
-        nodes.iter().flat_map(|&i| snapshot.nodes[i].pods.iter().copied()).collect()
+        nodes.iter().flat_map(|&i| snapshot.nodes[i].pods.iter().map(Requests::requests)).collect()
     }
 
     /// Do the pods of `nodes` fit on the other nodes of the snapshot?
@@ -246,7 +378,7 @@ macro_rules! __export_selection {
         impl $crate::exports::nodewright::policy::instance_selection::Guest for $t {
             fn rank(request: $crate::SelectionRequest) -> Result<$crate::Ranking, String> {
                 $crate::__with_catalog(request.catalog_version, |catalog| {
-                    <$t as $crate::Selector>::rank(&request, catalog)
+                    $crate::__check_fleet!(request, <$t as $crate::Selector>::rank(&request, catalog))
                 })
             }
         }
@@ -268,7 +400,7 @@ macro_rules! __export_consolidation {
         impl $crate::exports::nodewright::policy::consolidation::Guest for $t {
             fn plan(snapshot: $crate::Snapshot) -> Result<Vec<$crate::Action>, String> {
                 $crate::__with_catalog(snapshot.catalog_version, |catalog| {
-                    <$t as $crate::Consolidator>::plan(&snapshot, catalog)
+                    $crate::__check_fleet!(snapshot, <$t as $crate::Consolidator>::plan(&snapshot, catalog))
                 })
             }
         }
@@ -282,6 +414,42 @@ macro_rules! __export_consolidation {
     ($t:ident) => {};
 }
 
+#[cfg(feature = "fleet")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __check_fleet {
+    ($request:ident, $call:expr) => {
+        $crate::__check_fleet($request.fleet_version, || $call)
+    };
+}
+
+#[cfg(not(feature = "fleet"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __check_fleet {
+    ($request:ident, $call:expr) => {
+        $call
+    };
+}
+
+#[cfg(feature = "fleet")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_set_fleet {
+    () => {
+        fn set_fleet(fleet: $crate::Fleet) -> Result<(), String> {
+            $crate::__set_fleet(fleet)
+        }
+    };
+}
+
+#[cfg(not(feature = "fleet"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_set_fleet {
+    () => {};
+}
+
 /// Export `$t` as the plugin of this component. `$t` implements
 /// [`Selector`], [`Consolidator`] or both, matching the crate features.
 #[macro_export]
@@ -291,6 +459,7 @@ macro_rules! export {
             fn set_catalog(catalog: $crate::Catalog) -> Result<(), String> {
                 $crate::__set_catalog(catalog)
             }
+            $crate::__export_set_fleet!();
         }
         $crate::__export_selection!($t);
         $crate::__export_consolidation!($t);

@@ -59,62 +59,107 @@ pub fn apply(usage: &HourlyUsage, hours: f64, catalog: &Catalog, commitments: &C
     for hour in 0..whole.max(usage.keys().next_back().map_or(0, |h| h + 1)) {
         let share = (hours - hour as f64).clamp(0.0, 1.0);
         let mut left: Vec<(u32, Usage)> = usage.get(&hour).unwrap_or(&empty).iter().map(|(&o, &u)| (o, u)).collect();
-        let mut cover = |item: &mut Usage, seconds: f64| -> f64 {
-            let seconds = seconds.min(item.seconds).max(0.0);
-            if item.seconds <= 0.0 || seconds <= 0.0 {
-                return 0.0;
-            }
-            let dollars = item.dollars * seconds / item.seconds;
-            item.seconds -= seconds;
-            item.dollars -= dollars;
-            bill.covered_on_demand += dollars;
-            seconds
-        };
-        for ri in &commitments.reserved_instances {
+        let hour = cover_hour(&mut left, share, catalog, commitments);
+        bill.covered_on_demand += hour.covered_dollars;
+        bill.commitment_fees += hour.fees;
+        for (ri, used) in commitments.reserved_instances.iter().zip(&hour.reserved_seconds) {
             let capacity = f64::from(ri.count) * 3600.0 * share;
-            let mut free = capacity;
-            for (o, item) in left.iter_mut() {
-                if catalog.offerings.get(*o as usize).is_some_and(|x| x.instance_type == ri.instance_type) {
-                    free -= cover(item, free);
-                }
-            }
-            bill.commitment_fees += f64::from(ri.count) * ri.hourly_rate * share;
-            bill.reserved_hours_used += (capacity - free) / 3600.0;
-            bill.reserved_hours_unused += free / 3600.0;
+            bill.reserved_hours_used += used / 3600.0;
+            bill.reserved_hours_unused += (capacity - used).max(0.0) / 3600.0;
         }
-        for plan in &commitments.savings_plans {
+        for (plan, used) in commitments.savings_plans.iter().zip(&hour.plan_dollars) {
             let budget = plan.hourly_commitment * share;
-            let mut free = budget;
-            let mut eligible: Vec<(f64, usize)> = left
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (o, _))| {
-                    let family = &catalog.offerings.get(*o as usize)?.family;
-                    plan.discount.for_family(family).map(|d| (d, i))
-                })
-                .collect();
-            // Highest discount first; ties in catalog order.
-            eligible.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            for (discount, i) in eligible {
-                let item = &mut left[i].1;
-                let at_plan_rate = item.dollars * (1.0 - discount);
-                if free <= 0.0 || at_plan_rate <= 0.0 {
-                    continue;
-                }
-                let fraction = (free / at_plan_rate).min(1.0);
-                let seconds = item.seconds * fraction;
-                cover(item, seconds);
-                free -= at_plan_rate * fraction;
-            }
-            let free = free.max(0.0);
-            bill.commitment_fees += budget;
-            bill.savings_plan_used += budget - free;
-            bill.savings_plan_unused += free;
+            bill.savings_plan_used += used;
+            bill.savings_plan_unused += (budget - used).max(0.0);
         }
         bill.uncovered_on_demand += left.iter().map(|(_, u)| u.dollars.max(0.0)).sum::<f64>();
     }
     bill.effective = bill.commitment_fees + bill.uncovered_on_demand + bill.spot;
     bill
+}
+
+/// What the commitments covered in one hour.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HourCover {
+    /// Commitment fees of the hour (its `share`).
+    pub fees: f64,
+    /// On-demand dollars covered, at the on-demand price.
+    pub covered_dollars: f64,
+    /// Instance-seconds each Reserved Instance entry covered.
+    pub reserved_seconds: Vec<f64>,
+    /// Dollars of each Savings Plan's commitment spent.
+    pub plan_dollars: Vec<f64>,
+}
+
+/// Apply `commitments` to the on-demand usage `left` of one hour (`share`
+/// of it when the run ends within it): Reserved Instances first, to their
+/// type in any zone, then each Savings Plan, highest discount first, until
+/// its commitment is spent. `left` keeps what nothing covered. The bill and
+/// the policies' view of the commitments ([`commitment_use`]) both use it.
+pub fn cover_hour(left: &mut [(u32, Usage)], share: f64, catalog: &Catalog, commitments: &Commitments) -> HourCover {
+    let mut hour = HourCover::default();
+    let cover = |item: &mut Usage, seconds: f64, covered: &mut f64| -> f64 {
+        let seconds = seconds.min(item.seconds).max(0.0);
+        if item.seconds <= 0.0 || seconds <= 0.0 {
+            return 0.0;
+        }
+        let dollars = item.dollars * seconds / item.seconds;
+        item.seconds -= seconds;
+        item.dollars -= dollars;
+        *covered += dollars;
+        seconds
+    };
+    for ri in &commitments.reserved_instances {
+        let capacity = f64::from(ri.count) * 3600.0 * share;
+        let mut free = capacity;
+        for (o, item) in left.iter_mut() {
+            if catalog.offerings.get(*o as usize).is_some_and(|x| x.instance_type == ri.instance_type) {
+                free -= cover(item, free, &mut hour.covered_dollars);
+            }
+        }
+        hour.fees += f64::from(ri.count) * ri.hourly_rate * share;
+        hour.reserved_seconds.push(capacity - free);
+    }
+    for plan in &commitments.savings_plans {
+        let budget = plan.hourly_commitment * share;
+        let mut free = budget;
+        let mut eligible: Vec<(f64, usize)> = left
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (o, _))| {
+                let family = &catalog.offerings.get(*o as usize)?.family;
+                plan.discount.for_family(family).map(|d| (d, i))
+            })
+            .collect();
+        // Highest discount first; ties in catalog order.
+        eligible.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (discount, i) in eligible {
+            let item = &mut left[i].1;
+            let at_plan_rate = item.dollars * (1.0 - discount);
+            if free <= 0.0 || at_plan_rate <= 0.0 {
+                continue;
+            }
+            let fraction = (free / at_plan_rate).min(1.0);
+            let seconds = item.seconds * fraction;
+            cover(item, seconds, &mut hour.covered_dollars);
+            free -= at_plan_rate * fraction;
+        }
+        hour.fees += budget;
+        hour.plan_dollars.push(budget - free.max(0.0));
+    }
+    hour
+}
+
+/// How much of each commitment a running on-demand fleet uses now: the
+/// fleet given as (offering, instances, $ per hour of them all), as if it
+/// ran for a whole hour. Returns (instances of each Reserved Instance entry
+/// in use, $ per hour of each Savings Plan in use).
+pub fn commitment_use(running: &[(u32, u32, f64)], catalog: &Catalog, commitments: &Commitments) -> (Vec<u32>, Vec<f64>) {
+    let mut left: Vec<(u32, Usage)> =
+        running.iter().map(|&(o, count, per_hour)| (o, Usage { seconds: f64::from(count) * 3600.0, dollars: per_hour })).collect();
+    let hour = cover_hour(&mut left, 1.0, catalog, commitments);
+    let reserved = hour.reserved_seconds.iter().map(|s| (s / 3600.0).round().clamp(0.0, f64::from(u32::MAX)) as u32).collect();
+    (reserved, hour.plan_dollars)
 }
 
 #[cfg(test)]

@@ -259,6 +259,12 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let nodes = self.cluster.nodes().await?;
         let claims = self.cluster.node_claims().await?;
         let pdbs = self.cluster.pod_disruption_budgets().await?;
+        let pending = u32::try_from(self.cluster.pending_pods().await?.len()).unwrap_or(u32::MAX);
+        let fleet = self.provisioner.fleet().observe(
+            &catalog,
+            claims.iter().filter_map(|c| c.instance.as_ref().map(|i| (c.node_pool.as_str(), i.offering))),
+            now,
+        );
         let mut bound: HashMap<String, Vec<Pod>> = HashMap::new();
         for (node, pod) in self.cluster.bound_pods().await? {
             bound.entry(node).or_default().push(pod);
@@ -296,6 +302,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             pdbs,
             unavailable: self.cloud.unavailable(),
             now,
+            fleet,
+            pending,
         })
     }
 
@@ -529,6 +537,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             return Vec::new();
         }
         let (replacements, by_price) = self.replacement_lists(view, pool);
+        let pool_nodes = members.len();
+        let busy = self.busy(&pool.name, pass);
+        let room = |reason: Reason| {
+            budget::allowed(pool, reason, pool_nodes, view.now).map_or(usize::MAX, |a| (a as usize).saturating_sub(busy))
+        };
         let snapshot = ConsolidationSnapshot {
             node_pool: pool.name.clone(),
             nodes: members
@@ -541,22 +554,21 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                         offering: m.offering,
                         age_seconds: view.now.saturating_sub(m.claim.created_at).as_secs(),
                         pods: m.pods.iter().map(|p| p.spec.requests).collect(),
+                        facts: m.pods.iter().map(|p| view.facts(p)).collect(),
                         disruptable,
                     }
                 })
                 .collect(),
             replacements: replacements.to_vec(),
+            budget_left: u32::try_from(room(Reason::Underutilized).min(pool_nodes)).unwrap_or(u32::MAX),
+            pending_pods: view.pending,
+            fleet: view.fleet.clone(),
         };
         let (slot, error) = self.registry.configure(&consolidation_slot(&pool.name), Role::Consolidation, &pool.consolidation);
         if let Some(e) = error {
             tracing::error!(node_pool = %pool.name, "consolidation plugin not loaded, the slot keeps its previous policy: {e}");
         }
         slot.prepare(&view.catalog);
-        let pool_nodes = members.len();
-        let busy = self.busy(&pool.name, pass);
-        let room = |reason: Reason| {
-            budget::allowed(pool, reason, pool_nodes, view.now).map_or(usize::MAX, |a| (a as usize).saturating_sub(busy))
-        };
         let choice = Choice {
             allowed: &replacements,
             by_price: &by_price,
@@ -625,7 +637,13 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             tracing::error!(node_pool = %pool.name, "selection plugin not loaded, the slot keeps its previous policy: {e}");
         }
         slot.prepare(&view.catalog);
-        let request = SelectionRequest { node_pool: pool.name.clone(), pods: Vec::new(), total: Resources::default(), feasible: list.clone() };
+        let request = SelectionRequest {
+            node_pool: pool.name.clone(),
+            feasible: list.clone(),
+            pending_pods: view.pending,
+            fleet: view.fleet.clone(),
+            ..SelectionRequest::default()
+        };
         let accepted: HashSet<u32> = slot.rank(&view.catalog, &request).value.into_best(usize::MAX).into_iter().map(|(o, _)| o).collect();
         list.retain(|o| accepted.contains(o));
         let mut by_price = list.clone();
@@ -639,7 +657,15 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// selection policy.
     fn choose(&self, view: &View, pool: &NodePool, pods: &[Pod], total: Resources, feasible: Vec<u32>) -> Option<u32> {
         let (slot, _) = self.registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection);
-        let request = SelectionRequest { node_pool: pool.name.clone(), pods: pods.iter().map(|p| p.spec.requests).collect(), total, feasible };
+        let request = SelectionRequest {
+            node_pool: pool.name.clone(),
+            pods: pods.iter().map(|p| p.spec.requests).collect(),
+            facts: pods.iter().map(|p| view.facts(p)).collect(),
+            total,
+            feasible,
+            pending_pods: view.pending,
+            fleet: view.fleet.clone(),
+        };
         slot.rank(&view.catalog, &request).value.into_best(1).first().map(|&(o, _)| o)
     }
 

@@ -73,9 +73,22 @@ pub(crate) struct View {
     pub unavailable: HashSet<u32>,
     /// Now, by the controllers' clock (since the Unix epoch).
     pub now: Duration,
+    /// The fleet and commitments policies are told about.
+    pub fleet: Arc<crate::policy::Fleet>,
+    /// Pods waiting for a node.
+    pub pending: u32,
 }
 
 impl View {
+    /// What a 0.3.0 policy learns about `pod`, its PDB headroom included:
+    /// the fewest evictions any budget selecting it allows.
+    pub fn facts(&self, pod: &Pod) -> crate::policy::PodFacts {
+        let mut facts = crate::policy::PodFacts::of(&pod.spec);
+        facts.pdb_headroom =
+            self.pdbs.iter().filter(|p| p.budget.selector.matches(&pod.spec.labels)).map(|p| p.disruptions_allowed).min();
+        facts
+    }
+
     pub fn member(&self, name: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.name() == name)
     }

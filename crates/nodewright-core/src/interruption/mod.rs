@@ -123,6 +123,7 @@ impl<C: CloudProvider, K: Cluster> InterruptionHandler<C, K> {
             for claim in &claims {
                 if let Some(instance) = &claim.instance {
                     self.cloud.mark_unavailable(instance.offering);
+                    self.provisioner.fleet().interrupted(instance.offering, self.provisioner.now());
                 }
             }
         }

@@ -94,6 +94,12 @@ pub struct PodSpec {
     pub anti_affinity: Vec<PodAffinityTerm>,
     /// `nodewright.io/do-not-disrupt: "true"`.
     pub do_not_disrupt: bool,
+    /// `controller.kubernetes.io/pod-deletion-cost` (0 when absent).
+    #[serde(default)]
+    pub deletion_cost: i32,
+    /// It runs to completion (a Job's pod): evicted, it loses its work.
+    #[serde(default)]
+    pub job: bool,
 }
 
 /// A pod.

@@ -27,12 +27,25 @@ pub mod v0_2_0 {
     pub use self::nodewright::policy::{host, types};
 }
 
+/// `nodewright:policy@0.3.0`: 0.2.0 plus the fleet, the commitments and
+/// richer pods.
+pub mod v0_3_0 {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.3.0",
+        world: "policy",
+        exports: { default: async },
+    });
+
+    pub use self::exports::nodewright::policy::{catalog, consolidation, instance_selection};
+    pub use self::nodewright::policy::{host, types};
+}
+
 /// The same glue for every version module: export lookup, the catalog in
 /// contract form, and calls taking and returning host types. The versions
 /// share the shape of these types, not the Rust types, so the code is
 /// written once and expanded per version.
 macro_rules! contract_glue {
-    ($version:ident) => {
+    ($version:ident, $calls:ident) => {
         pub(crate) mod $version {
             use std::sync::{Arc, Mutex};
 
@@ -41,7 +54,6 @@ macro_rules! contract_glue {
 
             use crate::model::{Arch, CapacityType, Catalog, InterruptionRate, Resources};
             use crate::policy::bindings::$version as b;
-            use crate::policy::request::{ConsolidationAction, ConsolidationSnapshot, SelectionRequest};
             use crate::policy::sandbox::PluginState;
 
             /// Export indices, looked up once per component.
@@ -51,6 +63,9 @@ macro_rules! contract_glue {
                 consolidation: Option<b::consolidation::GuestIndices>,
                 /// The catalog in contract form, converted once per version.
                 converted: Mutex<Option<Arc<b::types::Catalog>>>,
+                /// The fleet in contract form (0.3.0), converted once per version.
+                #[allow(dead_code, reason = "only versions with a fleet read it")]
+                converted_fleet: Mutex<Option<Arc<FleetForm>>>,
             }
 
             /// The typed exports of one instance.
@@ -67,6 +82,7 @@ macro_rules! contract_glue {
                         selection: selects.then(|| b::instance_selection::GuestIndices::new(pre)).transpose()?,
                         consolidation: consolidates.then(|| b::consolidation::GuestIndices::new(pre)).transpose()?,
                         converted: Mutex::new(None),
+                        converted_fleet: Mutex::new(None),
                     })
                 }
 
@@ -98,60 +114,9 @@ macro_rules! contract_glue {
                 ) -> wasmtime::Result<Result<(), String>> {
                     self.catalog.call_set_catalog(store, catalog).await
                 }
-
-                pub(crate) async fn rank(
-                    &self,
-                    store: &mut Store<PluginState>,
-                    catalog_version: u64,
-                    request: &SelectionRequest,
-                ) -> wasmtime::Result<Result<(Vec<u32>, Vec<f64>), String>> {
-                    let selection = self.selection.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export instance-selection"))?;
-                    let wit = b::instance_selection::SelectionRequest {
-                        node_pool: request.node_pool.clone(),
-                        catalog_version,
-                        pods: request.pods.iter().map(to_resources).collect(),
-                        total: to_resources(&request.total),
-                        feasible: request.feasible.clone(),
-                    };
-                    Ok(selection.call_rank(store, &wit).await?.map(|r| (r.offerings, r.scores)))
-                }
-
-                pub(crate) async fn plan(
-                    &self,
-                    store: &mut Store<PluginState>,
-                    catalog_version: u64,
-                    snapshot: &ConsolidationSnapshot,
-                ) -> wasmtime::Result<Result<Vec<ConsolidationAction>, String>> {
-                    let consolidation = self.consolidation.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export consolidation"))?;
-                    let wit = b::consolidation::Snapshot {
-                        node_pool: snapshot.node_pool.clone(),
-                        catalog_version,
-                        nodes: snapshot
-                            .nodes
-                            .iter()
-                            .map(|n| b::consolidation::Node {
-                                name: n.name.clone(),
-                                offering: n.offering,
-                                age_seconds: n.age_seconds,
-                                pods: n.pods.iter().map(to_resources).collect(),
-                                disruptable: n.disruptable,
-                            })
-                            .collect(),
-                        replacements: snapshot.replacements.clone(),
-                    };
-                    Ok(consolidation.call_plan(store, &wit).await?.map(|actions| {
-                        actions
-                            .into_iter()
-                            .map(|a| match a {
-                                b::consolidation::Action::Delete(nodes) => ConsolidationAction::Delete { nodes },
-                                b::consolidation::Action::Replace(r) => {
-                                    ConsolidationAction::Replace { nodes: r.nodes, offering: r.offering }
-                                }
-                            })
-                            .collect()
-                    }))
-                }
             }
+
+            $calls!();
 
             pub(crate) fn to_resources(r: &Resources) -> b::types::Resources {
                 b::types::Resources { cpu_millis: r.cpu_millis, memory_bytes: r.memory_bytes, pods: r.pods, gpus: r.gpus }
@@ -211,8 +176,216 @@ macro_rules! contract_glue {
     };
 }
 
+/// `rank` and `plan` of the versions whose pods are their requests (0.1.0, 0.2.0).
+macro_rules! classic_calls {
+    () => {
+        use crate::policy::request::{ConsolidationAction, ConsolidationSnapshot, SelectionRequest};
+
+        /// No fleet crosses the boundary in this version.
+        pub(crate) type FleetForm = ();
+
+        impl Exports {
+            pub(crate) async fn rank(
+                &self,
+                store: &mut Store<PluginState>,
+                catalog_version: u64,
+                request: &SelectionRequest,
+            ) -> wasmtime::Result<Result<(Vec<u32>, Vec<f64>), String>> {
+                let selection = self.selection.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export instance-selection"))?;
+                let wit = b::instance_selection::SelectionRequest {
+                    node_pool: request.node_pool.clone(),
+                    catalog_version,
+                    pods: request.pods.iter().map(to_resources).collect(),
+                    total: to_resources(&request.total),
+                    feasible: request.feasible.clone(),
+                };
+                Ok(selection.call_rank(store, &wit).await?.map(|r| (r.offerings, r.scores)))
+            }
+
+            pub(crate) async fn plan(
+                &self,
+                store: &mut Store<PluginState>,
+                catalog_version: u64,
+                snapshot: &ConsolidationSnapshot,
+            ) -> wasmtime::Result<Result<Vec<ConsolidationAction>, String>> {
+                let consolidation = self.consolidation.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export consolidation"))?;
+                let wit = b::consolidation::Snapshot {
+                    node_pool: snapshot.node_pool.clone(),
+                    catalog_version,
+                    nodes: snapshot
+                        .nodes
+                        .iter()
+                        .map(|n| b::consolidation::Node {
+                            name: n.name.clone(),
+                            offering: n.offering,
+                            age_seconds: n.age_seconds,
+                            pods: n.pods.iter().map(to_resources).collect(),
+                            disruptable: n.disruptable,
+                        })
+                        .collect(),
+                    replacements: snapshot.replacements.clone(),
+                };
+                Ok(consolidation.call_plan(store, &wit).await?.map(|actions| {
+                    actions
+                        .into_iter()
+                        .map(|a| match a {
+                            b::consolidation::Action::Delete(nodes) => ConsolidationAction::Delete { nodes },
+                            b::consolidation::Action::Replace(r) => {
+                                ConsolidationAction::Replace { nodes: r.nodes, offering: r.offering }
+                            }
+                        })
+                        .collect()
+                }))
+            }
+        }
+    };
+}
+
+/// `rank`, `plan` and the fleet hand-over of 0.3.0.
+macro_rules! fleet_calls {
+    () => {
+        use crate::policy::fleet::{Fleet, PodFacts, ReservationUse};
+        use crate::policy::request::{ConsolidationAction, ConsolidationSnapshot, SelectionRequest};
+
+        /// The fleet in contract form.
+        pub(crate) type FleetForm = b::types::Fleet;
+
+        impl Indices {
+            /// `fleet` in contract form (converted once per version).
+            pub(crate) fn fleet(&self, fleet: &Fleet) -> Arc<b::types::Fleet> {
+                let mut cached = self.converted_fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some(f) = cached.as_ref().filter(|f| f.version == fleet.version && f.catalog_version == fleet.catalog_version) {
+                    return f.clone();
+                }
+                let converted = Arc::new(to_fleet(fleet));
+                *cached = Some(converted.clone());
+                converted
+            }
+        }
+
+        fn to_fleet(fleet: &Fleet) -> b::types::Fleet {
+            use b::types as t;
+            let reservation = |r: &ReservationUse| t::Reservation {
+                instance_type: r.instance_type.clone(),
+                zone: r.zone.clone(),
+                count: r.count,
+                used: r.used,
+                hourly_rate: r.hourly_rate,
+            };
+            t::Fleet {
+                version: fleet.version,
+                catalog_version: fleet.catalog_version,
+                running: fleet
+                    .running
+                    .iter()
+                    .map(|c| t::FleetCount { node_pool: c.node_pool.clone(), offering: c.offering, count: c.count })
+                    .collect(),
+                savings_plans: fleet
+                    .savings_plans
+                    .iter()
+                    .map(|p| t::SavingsPlan {
+                        hourly_commitment: p.hourly_commitment,
+                        used_per_hour: p.used_per_hour,
+                        discount: p.discount,
+                        family_discounts: p.family_discounts.clone(),
+                    })
+                    .collect(),
+                reserved_instances: fleet.reserved_instances.iter().map(reservation).collect(),
+                capacity_reservations: fleet.capacity_reservations.iter().map(reservation).collect(),
+                recent: fleet
+                    .recent
+                    .iter()
+                    .map(|h| t::PoolHistory { offering: h.offering, launch_failures: h.launch_failures, interruptions: h.interruptions })
+                    .collect(),
+            }
+        }
+
+        fn to_pod(requests: &Resources, facts: Option<&PodFacts>) -> b::types::Pod {
+            static NONE: std::sync::LazyLock<PodFacts> = std::sync::LazyLock::new(PodFacts::default);
+            let f = facts.unwrap_or(&NONE);
+            b::types::Pod {
+                requests: to_resources(requests),
+                workload: f.workload.to_string(),
+                priority: f.priority,
+                deletion_cost: f.deletion_cost,
+                do_not_disrupt: f.do_not_disrupt,
+                tolerates_spot: f.tolerates_spot,
+                job: f.job,
+                pdb_headroom: f.pdb_headroom,
+            }
+        }
+
+        impl Exports {
+            pub(crate) async fn set_fleet(
+                &self,
+                store: &mut Store<PluginState>,
+                fleet: &b::types::Fleet,
+            ) -> wasmtime::Result<Result<(), String>> {
+                self.catalog.call_set_fleet(store, fleet).await
+            }
+
+            pub(crate) async fn rank(
+                &self,
+                store: &mut Store<PluginState>,
+                catalog_version: u64,
+                request: &SelectionRequest,
+            ) -> wasmtime::Result<Result<(Vec<u32>, Vec<f64>), String>> {
+                let selection = self.selection.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export instance-selection"))?;
+                let wit = b::instance_selection::SelectionRequest {
+                    node_pool: request.node_pool.clone(),
+                    catalog_version,
+                    fleet_version: request.fleet.version,
+                    pods: request.pods.iter().enumerate().map(|(i, r)| to_pod(r, request.facts.get(i))).collect(),
+                    total: to_resources(&request.total),
+                    feasible: request.feasible.clone(),
+                    pending_pods: request.pending_pods,
+                };
+                Ok(selection.call_rank(store, &wit).await?.map(|r| (r.offerings, r.scores)))
+            }
+
+            pub(crate) async fn plan(
+                &self,
+                store: &mut Store<PluginState>,
+                catalog_version: u64,
+                snapshot: &ConsolidationSnapshot,
+            ) -> wasmtime::Result<Result<Vec<ConsolidationAction>, String>> {
+                let consolidation = self.consolidation.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export consolidation"))?;
+                let wit = b::consolidation::Snapshot {
+                    node_pool: snapshot.node_pool.clone(),
+                    catalog_version,
+                    fleet_version: snapshot.fleet.version,
+                    nodes: snapshot
+                        .nodes
+                        .iter()
+                        .map(|n| b::consolidation::Node {
+                            name: n.name.clone(),
+                            offering: n.offering,
+                            age_seconds: n.age_seconds,
+                            pods: n.pods.iter().enumerate().map(|(i, r)| to_pod(r, n.facts.get(i))).collect(),
+                            disruptable: n.disruptable,
+                        })
+                        .collect(),
+                    replacements: snapshot.replacements.clone(),
+                    budget_left: snapshot.budget_left,
+                    pending_pods: snapshot.pending_pods,
+                };
+                Ok(consolidation.call_plan(store, &wit).await?.map(|actions| {
+                    actions
+                        .into_iter()
+                        .map(|a| match a {
+                            b::consolidation::Action::Delete(nodes) => ConsolidationAction::Delete { nodes },
+                            b::consolidation::Action::Replace(r) => ConsolidationAction::Replace { nodes: r.nodes, offering: r.offering },
+                        })
+                        .collect()
+                }))
+            }
+        }
+    };
+}
+
 /// Glue for each supported version.
 pub(crate) mod glue {
-    contract_glue!(v0_1_0);
-    contract_glue!(v0_2_0);
+    contract_glue!(v0_1_0, classic_calls);
+    contract_glue!(v0_2_0, classic_calls);
+    contract_glue!(v0_3_0, fleet_calls);
 }

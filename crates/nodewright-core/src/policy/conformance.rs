@@ -1,13 +1,14 @@
 //! The conformance suite a candidate passes before it may serve a slot:
 //! fixed inputs, answers that must be valid and arrive within the limits.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::error::CallFailure;
 use super::plugin::Plugin;
+use super::fleet::{Fleet, FleetCount, PodFacts, PoolHistory, ReservationUse, SavingsPlanUse};
 use super::request::{ConsolidationSnapshot, SelectionRequest, SnapshotNode};
 use crate::model::{Catalog, Resources};
 
@@ -52,7 +53,58 @@ pub fn full_catalog() -> &'static Catalog {
 /// A request for `pods` in NodePool `default`, feasible = every offering that holds them.
 pub fn selection_request(catalog: &Catalog, pods: Vec<Resources>) -> SelectionRequest {
     let total: Resources = pods.iter().copied().sum();
-    SelectionRequest { node_pool: "default".into(), feasible: catalog.feasible_for(&total), pods, total }
+    let facts = pods.iter().enumerate().map(|(i, _)| sample_facts(i)).collect();
+    SelectionRequest {
+        node_pool: "default".into(),
+        feasible: catalog.feasible_for(&total),
+        pods,
+        facts,
+        total,
+        pending_pods: 12,
+        fleet: sample_fleet(catalog),
+    }
+}
+
+/// Facts of the suite's `i`-th pod: a mix of workloads, priorities, jobs,
+/// pods that must stay on on-demand capacity and PDB-limited ones.
+fn sample_facts(i: usize) -> PodFacts {
+    PodFacts {
+        workload: Arc::from(["web", "batch", "db"][i % 3]),
+        priority: [0, 1000, -10][i % 3],
+        deletion_cost: [0, 100, -5][i % 3],
+        do_not_disrupt: false,
+        tolerates_spot: i % 3 != 2,
+        job: i % 3 == 1,
+        pdb_headroom: [None, Some(0), Some(1)][i % 3],
+    }
+}
+
+/// The suite's fleet: two NodePools' nodes on the first offerings, a
+/// Savings Plan half used, Reserved Instances and a capacity reservation,
+/// recent failures and interruptions.
+pub fn sample_fleet(catalog: &Catalog) -> Arc<Fleet> {
+    let offerings = u32::try_from(catalog.offerings.len()).unwrap_or(u32::MAX);
+    let type_of = |i: u32| catalog.offerings.get(i as usize).map(|o| o.instance_type.clone()).unwrap_or_default();
+    let zone_of = |i: u32| catalog.offerings.get(i as usize).map(|o| o.zone.clone()).unwrap_or_default();
+    Arc::new(Fleet {
+        version: 1,
+        catalog_version: catalog.version,
+        running: (0..offerings.min(6))
+            .map(|i| FleetCount { node_pool: ["default", "batch"][i as usize % 2].into(), offering: i, count: 1 + i })
+            .collect(),
+        savings_plans: vec![
+            SavingsPlanUse { hourly_commitment: 2.5, used_per_hour: 1.25, discount: 0.28, family_discounts: vec![] },
+            SavingsPlanUse {
+                hourly_commitment: 1.0,
+                used_per_hour: 0.0,
+                discount: 0.0,
+                family_discounts: vec![("m6i".into(), 0.31), ("c6g".into(), 0.34)],
+            },
+        ],
+        reserved_instances: vec![ReservationUse { instance_type: type_of(0), zone: String::new(), count: 3, used: 1, hourly_rate: 0.12 }],
+        capacity_reservations: vec![ReservationUse { instance_type: type_of(1), zone: zone_of(1), count: 2, used: 2, hourly_rate: 0.2 }],
+        recent: (0..offerings.min(4)).map(|i| PoolHistory { offering: i * 2, launch_failures: i % 2, interruptions: i / 2 }).collect(),
+    })
 }
 
 /// The suite's consolidation snapshot: an empty node, a busy one, a pinned
@@ -62,6 +114,7 @@ pub fn sample_snapshot(catalog: &Catalog) -> ConsolidationSnapshot {
         name: name.into(),
         offering,
         age_seconds,
+        facts: (0..pods.len()).map(sample_facts).collect(),
         pods,
         disruptable,
     };
@@ -74,6 +127,9 @@ pub fn sample_snapshot(catalog: &Catalog) -> ConsolidationSnapshot {
             node("half", 3, 86_400, vec![Resources::pod(250, GIB)], true),
         ],
         replacements: (0..catalog.offerings.len().min(64) as u32).collect(),
+        budget_left: 2,
+        pending_pods: 3,
+        fleet: sample_fleet(catalog),
     }
 }
 
@@ -89,10 +145,14 @@ pub fn large_snapshot(catalog: &Catalog) -> ConsolidationSnapshot {
                 offering: (i * 7) % offerings.min(64),
                 age_seconds: 600 + u64::from(i) * 60,
                 pods: vec![Resources::pod(100 + (i % 5) * 100, GIB / 2); (i % 11) as usize],
+                facts: (0..(i % 11) as usize).map(sample_facts).collect(),
                 disruptable: i % 13 != 0,
             })
             .collect(),
         replacements: (0..offerings).collect(),
+        budget_left: 20,
+        pending_pods: 0,
+        fleet: sample_fleet(catalog),
     }
 }
 
@@ -130,8 +190,11 @@ pub(crate) fn run(plugin: &Plugin) -> ConformanceReport {
             let request = SelectionRequest {
                 node_pool: "default".into(),
                 feasible: (0..u32::try_from(catalog.offerings.len()).unwrap_or(u32::MAX)).collect(),
+                facts: (0..pods.len()).map(sample_facts).collect(),
                 pods,
                 total,
+                pending_pods: 1000,
+                fleet: sample_fleet(catalog),
             };
             plugin.rank(catalog, &request).map(drop)
         });

@@ -17,6 +17,7 @@ mod cache;
 mod conformance;
 mod error;
 mod executor;
+mod fleet;
 mod plugin;
 mod registry;
 mod request;
@@ -28,6 +29,7 @@ pub use builtin::{cheapest_ranking, no_consolidation};
 pub use conformance::{ConformanceCheck, ConformanceReport, full_catalog, large_snapshot, sample_snapshot, selection_request};
 pub use error::{CallFailure, PluginError};
 pub use executor::panic_message;
+pub use fleet::{Fleet, FleetCount, PodFacts, PoolHistory, ReservationUse, SavingsPlanUse, tolerates_spot};
 pub use plugin::{ContractVersion, Plugin, PluginInfo, World, observe_calls};
 pub use registry::{
     BUILTIN_SELECTION, DecidedBy, Decision, PolicyRegistry, PolicySlot, Role, SlotMode, SlotStats, SwapOutcome,
@@ -62,8 +64,14 @@ pub mod bundled {
     /// `balanced`: savings weighed against pods disrupted (consolidation).
     pub const BALANCED: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/balanced.wasm"));
 
+    /// `commitment-aware`: reservations, Reserved Instances and Savings Plan
+    /// headroom first (selection, contract 0.3.0).
+    pub const COMMITMENT_AWARE: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/commitment-aware.wasm"));
+    /// `disruption-aware`: savings weighed against eviction cost (consolidation, contract 0.3.0).
+    pub const DISRUPTION_AWARE: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/disruption-aware.wasm"));
+
     /// Every bundled component as (name, bytes).
-    pub const ALL: [(&str, &[u8]); 8] = [
+    pub const ALL: [(&str, &[u8]); 10] = [
         ("cheapest", CHEAPEST),
         ("spot-savvy", SPOT_SAVVY),
         ("graviton-first", GRAVITON_FIRST),
@@ -72,6 +80,8 @@ pub mod bundled {
         ("utilization-threshold", UTILIZATION_THRESHOLD),
         ("savings-threshold", SAVINGS_THRESHOLD),
         ("balanced", BALANCED),
+        ("commitment-aware", COMMITMENT_AWARE),
+        ("disruption-aware", DISRUPTION_AWARE),
     ];
 
     /// The bundled component called `name`.

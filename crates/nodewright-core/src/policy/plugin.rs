@@ -14,7 +14,8 @@ use super::conformance::{self, ConformanceReport};
 use super::error::{CallFailure, PluginError};
 use super::request::{ConsolidationAction, ConsolidationSnapshot, Ranking, SelectionRequest};
 use super::runtime::PolicyRuntime;
-use super::sandbox::PluginState;
+use super::fleet::Fleet;
+use super::sandbox::{PluginState, WhatIfCatalog};
 use crate::model::Catalog;
 
 /// The WIT world a plugin targets.
@@ -59,17 +60,22 @@ pub enum ContractVersion {
     /// `nodewright:policy@0.2.0` (adds the host's `what-if`).
     #[serde(rename = "0.2.0")]
     V0_2_0,
+    /// `nodewright:policy@0.3.0` (adds the fleet, the commitments and
+    /// richer pods).
+    #[serde(rename = "0.3.0")]
+    V0_3_0,
 }
 
 impl ContractVersion {
     /// Every supported version.
-    pub const SUPPORTED: [ContractVersion; 2] = [ContractVersion::V0_1_0, ContractVersion::V0_2_0];
+    pub const SUPPORTED: [ContractVersion; 3] = [ContractVersion::V0_1_0, ContractVersion::V0_2_0, ContractVersion::V0_3_0];
 
     /// The semver string.
     pub fn as_str(self) -> &'static str {
         match self {
             ContractVersion::V0_1_0 => "0.1.0",
             ContractVersion::V0_2_0 => "0.2.0",
+            ContractVersion::V0_3_0 => "0.3.0",
         }
     }
 
@@ -163,12 +169,14 @@ impl std::fmt::Debug for Plugin {
 enum Glue {
     V0_1_0(glue::v0_1_0::Indices),
     V0_2_0(glue::v0_2_0::Indices),
+    V0_3_0(glue::v0_3_0::Indices),
 }
 
 /// Typed exports of one instance, in the plugin's contract version.
 enum Exports {
     V0_1_0(glue::v0_1_0::Exports),
     V0_2_0(glue::v0_2_0::Exports),
+    V0_3_0(glue::v0_3_0::Exports),
 }
 
 /// The catalog in the plugin's contract form.
@@ -176,6 +184,7 @@ enum Exports {
 enum WitCatalog {
     V0_1_0(Arc<super::bindings::v0_1_0::types::Catalog>),
     V0_2_0(Arc<super::bindings::v0_2_0::types::Catalog>),
+    V0_3_0(Arc<super::bindings::v0_3_0::types::Catalog>),
 }
 
 /// What a call asks of an instance once it holds the catalog.
@@ -199,6 +208,8 @@ struct PluginInstance {
     store: Store<PluginState>,
     exports: Exports,
     catalog_version: Option<u64>,
+    /// The fleet version it holds (contract 0.3.0).
+    fleet_version: Option<u64>,
 }
 
 impl Plugin {
@@ -330,6 +341,10 @@ impl Plugin {
                 glue::v0_2_0::Indices::new(&pre, world.selects(), world.consolidates())
                     .map_err(link)?,
             ),
+            ContractVersion::V0_3_0 => Glue::V0_3_0(
+                glue::v0_3_0::Indices::new(&pre, world.selects(), world.consolidates())
+                    .map_err(link)?,
+            ),
         };
         let core = Arc::new(Core {
             name: name.into(),
@@ -344,6 +359,7 @@ impl Plugin {
                 store,
                 exports,
                 catalog_version: None,
+                fleet_version: None,
             });
         let instance = instance.map_err(|failure| PluginError::Link {
             plugin: name.into(),
@@ -614,6 +630,7 @@ impl Core {
             store,
             exports,
             catalog_version: None,
+            fleet_version: None,
         })
     }
 
@@ -627,6 +644,7 @@ impl Core {
         Ok(match &self.glue {
             Glue::V0_1_0(indices) => Exports::V0_1_0(indices.load(store, instance).map_err(load)?),
             Glue::V0_2_0(indices) => Exports::V0_2_0(indices.load(store, instance).map_err(load)?),
+            Glue::V0_3_0(indices) => Exports::V0_3_0(indices.load(store, instance).map_err(load)?),
         })
     }
 
@@ -635,6 +653,7 @@ impl Core {
         match &self.glue {
             Glue::V0_1_0(indices) => WitCatalog::V0_1_0(indices.catalog(catalog)),
             Glue::V0_2_0(indices) => WitCatalog::V0_2_0(indices.catalog(catalog)),
+            Glue::V0_3_0(indices) => WitCatalog::V0_3_0(indices.catalog(catalog)),
         }
     }
 
@@ -656,7 +675,11 @@ impl Core {
                     exports.set_catalog(&mut instance.store, wit).await
                 }
                 (WitCatalog::V0_2_0(wit), Exports::V0_2_0(exports)) => {
-                    instance.store.data_mut().what_if.catalog = Some(wit.clone());
+                    instance.store.data_mut().what_if.catalog = Some(WhatIfCatalog::V0_2_0(wit.clone()));
+                    exports.set_catalog(&mut instance.store, wit).await
+                }
+                (WitCatalog::V0_3_0(wit), Exports::V0_3_0(exports)) => {
+                    instance.store.data_mut().what_if.catalog = Some(WhatIfCatalog::V0_3_0(wit.clone()));
                     exports.set_catalog(&mut instance.store, wit).await
                 }
                 _ => Err(wasmtime::format_err!(
@@ -673,6 +696,33 @@ impl Core {
             }),
             Ok(Ok(())) => {
                 instance.catalog_version = Some(version);
+                // A fleet refers to one catalog: hand it over again.
+                instance.fleet_version = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Give a 0.3.0 `instance` the fleet unless it already holds this
+    /// version, within the hand-over deadline. Older versions take none.
+    async fn hand_over_fleet(&self, instance: &mut PluginInstance, fleet: &Fleet) -> Result<(), CallFailure> {
+        let (Glue::V0_3_0(indices), Exports::V0_3_0(_)) = (&self.glue, &instance.exports) else {
+            return Ok(());
+        };
+        if instance.fleet_version == Some(fleet.version) {
+            return Ok(());
+        }
+        let wit = indices.fleet(fleet);
+        let limit = self.runtime.limits().consolidation_timeout;
+        let handed = bounded(instance, limit, async |instance| match &instance.exports {
+            Exports::V0_3_0(exports) => exports.set_fleet(&mut instance.store, &wit).await,
+            _ => Err(wasmtime::format_err!("the fleet is not in the instance's contract version")),
+        })
+        .await?;
+        match handed {
+            Err(message) => Err(CallFailure::PluginError(cut(format!("set-fleet refused fleet version {}: {message}", fleet.version)))),
+            Ok(()) => {
+                instance.fleet_version = Some(fleet.version);
                 Ok(())
             }
         }
@@ -692,23 +742,32 @@ impl Core {
         let answer =
             match ask {
                 Ask::Catalog => return Ok(Answer::Catalog),
-                Ask::Rank(request) => bounded(
+                Ask::Rank(request) => {
+                    self.hand_over_fleet(instance, &request.fleet).await?;
+                    bounded(
                     instance,
                     limits.selection_timeout,
                     async |instance| match &instance.exports {
                         Exports::V0_1_0(e) => e.rank(&mut instance.store, version, &request).await,
                         Exports::V0_2_0(e) => e.rank(&mut instance.store, version, &request).await,
+                        Exports::V0_3_0(e) => e.rank(&mut instance.store, version, &request).await,
                     },
                 )
                 .await?
-                .map(|(offerings, scores)| Answer::Ranked(offerings, scores)),
+                .map(|(offerings, scores)| Answer::Ranked(offerings, scores))
+                }
                 Ask::Plan(snapshot) => {
+                    self.hand_over_fleet(instance, &snapshot.fleet).await?;
                     let plan = bounded(instance, limits.consolidation_timeout, async |instance| {
                         match &instance.exports {
                             Exports::V0_1_0(e) => {
                                 e.plan(&mut instance.store, version, &snapshot).await
                             }
                             Exports::V0_2_0(e) => {
+                                instance.store.data_mut().what_if.snapshot = Some(snapshot.clone());
+                                e.plan(&mut instance.store, version, &snapshot).await
+                            }
+                            Exports::V0_3_0(e) => {
                                 instance.store.data_mut().what_if.snapshot = Some(snapshot.clone());
                                 e.plan(&mut instance.store, version, &snapshot).await
                             }

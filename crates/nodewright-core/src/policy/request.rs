@@ -3,10 +3,13 @@
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use super::fleet::{Fleet, PodFacts};
 use crate::model::Resources;
 
 /// A new node to open for some pods: which feasible offering should it be?
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SelectionRequest {
     /// The NodePool the node belongs to.
     pub node_pool: String,
@@ -16,6 +19,13 @@ pub struct SelectionRequest {
     pub total: Resources,
     /// Catalog indices of the offerings that can host the pods, ascending.
     pub feasible: Vec<u32>,
+    /// What else is known of each pod, in the order of `pods` (contract
+    /// 0.3.0); a pod without an entry has default facts.
+    pub facts: Vec<PodFacts>,
+    /// Pods waiting for a node in this pass.
+    pub pending_pods: u32,
+    /// The fleet and commitments (contract 0.3.0).
+    pub fleet: Arc<Fleet>,
 }
 
 /// Validated scores for some feasible offerings; lower is preferred.
@@ -131,7 +141,7 @@ impl Ranking {
 }
 
 /// One node of a consolidation snapshot.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotNode {
     /// Node name.
     pub name: String,
@@ -141,12 +151,15 @@ pub struct SnapshotNode {
     pub age_seconds: u64,
     /// Requests of its pods (daemonsets excluded).
     pub pods: Vec<Resources>,
+    /// What else is known of each pod, in the order of `pods`; a pod
+    /// without an entry has default facts.
+    pub facts: Vec<PodFacts>,
     /// False when something on the node forbids disruption.
     pub disruptable: bool,
 }
 
 /// The nodes of a NodePool and what could replace them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConsolidationSnapshot {
     /// The NodePool.
     pub node_pool: String,
@@ -154,6 +167,12 @@ pub struct ConsolidationSnapshot {
     pub nodes: Vec<SnapshotNode>,
     /// Catalog indices of the offerings it may launch now.
     pub replacements: Vec<u32>,
+    /// Nodes its disruption budget still allows to disrupt for consolidation.
+    pub budget_left: u32,
+    /// Pods of the cluster waiting for a node.
+    pub pending_pods: u32,
+    /// The fleet and commitments (contract 0.3.0).
+    pub fleet: Arc<Fleet>,
 }
 
 /// A consolidation step a policy proposes (node indices into the snapshot).
@@ -259,11 +278,13 @@ mod tests {
             age_seconds: 60,
             pods: vec![],
             disruptable,
+            ..SnapshotNode::default()
         };
         let snapshot = ConsolidationSnapshot {
             node_pool: "default".into(),
             nodes: vec![node("a", true), node("b", false), node("c", true)],
             replacements: vec![7],
+            ..ConsolidationSnapshot::default()
         };
         let check = |plan| ConsolidationAction::validate_plan(plan, &snapshot).unwrap_err();
         use ConsolidationAction::*;

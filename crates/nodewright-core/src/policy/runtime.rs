@@ -10,7 +10,7 @@ use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{v0_1_0, v0_2_0};
+use super::bindings::{v0_1_0, v0_2_0, v0_3_0};
 use super::cache::ComponentCache;
 use super::executor::CallThreads;
 use super::sandbox::PluginState;
@@ -171,6 +171,7 @@ impl PolicyRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         v0_1_0::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         v0_2_0::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        v0_3_0::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         let cache = ComponentCache::new(&engine, config.cache_dir.clone())?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.weak(), ticker_stop.clone())?;

@@ -17,7 +17,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::glue;
-use super::bindings::{v0_1_0, v0_2_0};
+use super::bindings::{v0_1_0, v0_2_0, v0_3_0};
 use super::request::ConsolidationSnapshot;
 use super::runtime::PluginClock;
 
@@ -43,12 +43,41 @@ pub(crate) struct PluginState {
 /// What a `what-if` query may refer to during the current call.
 #[derive(Default)]
 pub(crate) struct WhatIfContext {
-    /// The catalog of the call (contract 0.2.0 form).
-    pub(crate) catalog: Option<Arc<v0_2_0::types::Catalog>>,
+    /// The catalog of the call, in the plugin's contract form.
+    pub(crate) catalog: Option<WhatIfCatalog>,
     /// The snapshot being planned, during a `plan` call.
     pub(crate) snapshot: Option<Arc<ConsolidationSnapshot>>,
     /// Queries made in this call.
     pub(crate) queries: u32,
+}
+
+/// The catalog a `what-if` query reads, in the contract form of the
+/// versions that have the query.
+pub(crate) enum WhatIfCatalog {
+    V0_2_0(Arc<v0_2_0::types::Catalog>),
+    V0_3_0(Arc<v0_3_0::types::Catalog>),
+}
+
+impl WhatIfCatalog {
+    fn len(&self) -> usize {
+        match self {
+            WhatIfCatalog::V0_2_0(c) => c.offerings.len(),
+            WhatIfCatalog::V0_3_0(c) => c.offerings.len(),
+        }
+    }
+
+    fn allocatable(&self, offering: u32) -> Option<crate::model::Resources> {
+        match self {
+            WhatIfCatalog::V0_2_0(c) => c.offerings.get(offering as usize).map(|o| glue::v0_2_0::from_resources(&o.allocatable)),
+            WhatIfCatalog::V0_3_0(c) => c.offerings.get(offering as usize).map(|o| glue::v0_3_0::from_resources(&o.allocatable)),
+        }
+    }
+}
+
+/// Where the pods of a `what-if` query go, whatever the contract version.
+enum FitTarget {
+    Offering(u32),
+    Nodes(Vec<u32>),
 }
 
 /// Most `what-if` queries one call may make.
@@ -184,6 +213,37 @@ impl v0_2_0::host::Host for PluginState {
     }
 
     fn what_if(&mut self, pods: Vec<v0_2_0::types::Resources>, target: v0_2_0::host::FitTarget) -> Result<Vec<u32>, String> {
+        let pods = pods.iter().map(glue::v0_2_0::from_resources).collect();
+        let target = match target {
+            v0_2_0::host::FitTarget::Offering(o) => FitTarget::Offering(o),
+            v0_2_0::host::FitTarget::Nodes(n) => FitTarget::Nodes(n),
+        };
+        self.fit(pods, target)
+    }
+}
+
+impl v0_3_0::host::Host for PluginState {
+    fn log(&mut self, level: v0_3_0::host::Level, message: String) {
+        self.log_line(glue::v0_3_0::level(level), &message);
+    }
+
+    fn config(&mut self) -> String {
+        self.config.to_string()
+    }
+
+    fn what_if(&mut self, pods: Vec<v0_3_0::types::Resources>, target: v0_3_0::host::FitTarget) -> Result<Vec<u32>, String> {
+        let pods = pods.iter().map(glue::v0_3_0::from_resources).collect();
+        let target = match target {
+            v0_3_0::host::FitTarget::Offering(o) => FitTarget::Offering(o),
+            v0_3_0::host::FitTarget::Nodes(n) => FitTarget::Nodes(n),
+        };
+        self.fit(pods, target)
+    }
+}
+
+impl PluginState {
+    /// The `what-if` query of every version that has it.
+    fn fit(&mut self, pods: Vec<crate::model::Resources>, target: FitTarget) -> Result<Vec<u32>, String> {
         self.what_if.queries = self.what_if.queries.saturating_add(1);
         if self.what_if.queries > WHAT_IF_QUERIES_PER_CALL {
             return Err(format!("what-if budget spent: at most {WHAT_IF_QUERIES_PER_CALL} queries per call"));
@@ -194,13 +254,11 @@ impl v0_2_0::host::Host for PluginState {
         self.check_deadline("what-if")?;
         let catalog = self.what_if.catalog.as_ref().ok_or("no catalog has been handed over")?;
         let allocatable = |o: u32| -> Result<crate::model::Resources, String> {
-            catalog.offerings.get(o as usize).map(|o| glue::v0_2_0::from_resources(&o.allocatable)).ok_or_else(|| {
-                format!("offering index {o} is out of range (the catalog has {} offerings)", catalog.offerings.len())
-            })
+            catalog.allocatable(o).ok_or_else(|| format!("offering index {o} is out of range (the catalog has {} offerings)", catalog.len()))
         };
         let nodes = match target {
-            v0_2_0::host::FitTarget::Offering(o) => vec![fit_node(allocatable(o)?, [])],
-            v0_2_0::host::FitTarget::Nodes(indices) => {
+            FitTarget::Offering(o) => vec![fit_node(allocatable(o)?, [])],
+            FitTarget::Nodes(indices) => {
                 let snapshot = self.what_if.snapshot.as_ref().ok_or("`nodes` targets exist only during a plan call")?;
                 if indices.len() > snapshot.nodes.len() {
                     return Err(format!(
@@ -230,8 +288,7 @@ impl v0_2_0::host::Host for PluginState {
         let mut specs: std::collections::HashMap<crate::model::Resources, Arc<crate::model::PodSpec>> = Default::default();
         let pods: Vec<crate::model::Pod> = pods
             .iter()
-            .map(|r| {
-                let requests = glue::v0_2_0::from_resources(r);
+            .map(|&requests| {
                 let spec = specs.entry(requests).or_insert_with(|| Arc::new(crate::model::PodSpec { requests, ..Default::default() }));
                 crate::model::Pod::new(String::new(), spec.clone())
             })

@@ -3,6 +3,7 @@
 //! [`CloudProvider`].
 
 mod batcher;
+mod fleet;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,11 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 pub use batcher::{Batcher, BatcherSettings};
+pub use fleet::{FleetTracker, HISTORY_WINDOW};
 
 use crate::cloud::{CloudProvider, LaunchRequest};
 use crate::cluster::{Cluster, ClusterError, NodeClaim};
 use crate::model::Catalog;
-use crate::policy::{DecidedBy, PolicyRegistry, Role, SelectionRequest};
+use crate::policy::{DecidedBy, PodFacts, PolicyRegistry, Role, SelectionRequest};
 use crate::scheduling::{SchedulingInput, schedule};
 
 /// Most offerings handed to one launch (CreateFleet takes up to 60 overrides
@@ -66,6 +68,7 @@ pub struct Provisioner<C, K> {
     registry: Arc<PolicyRegistry>,
     next_claim: AtomicU64,
     clock: Clock,
+    fleet: Arc<FleetTracker>,
 }
 
 pub use crate::model::{Clock, system_clock};
@@ -91,7 +94,18 @@ pub fn selection_slot(node_pool: &str) -> String {
 impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
     /// A provisioner over `cloud` and `cluster`, ranking with `registry`.
     pub fn new(cloud: Arc<C>, cluster: Arc<K>, registry: Arc<PolicyRegistry>) -> Self {
-        Provisioner { cloud, cluster, registry, next_claim: AtomicU64::new(1), clock: system_clock() }
+        Provisioner { cloud, cluster, registry, next_claim: AtomicU64::new(1), clock: system_clock(), fleet: Arc::default() }
+    }
+
+    /// Tell policies about `commitments` (and how much of them the fleet uses).
+    pub fn with_commitments(mut self, commitments: crate::model::Commitments) -> Self {
+        self.fleet = Arc::new(FleetTracker::new(commitments));
+        self
+    }
+
+    /// The fleet state policies are told about.
+    pub fn fleet(&self) -> &Arc<FleetTracker> {
+        &self.fleet
     }
 
     /// Read time from `clock` (the simulator's virtual clock).
@@ -218,6 +232,18 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
         report.pods_on_existing = result.bindings.len();
         report.bindings = result.bindings.iter().map(|&(p, n)| (pods[p].name.clone(), nodes[n].name.clone())).collect();
         let unavailable = self.cloud.unavailable();
+        // The fleet policies see, updated as this pass launches.
+        let mut running: Vec<(String, u32)> = Vec::new();
+        if !result.claims.is_empty() {
+            running = self
+                .cluster
+                .node_claims()
+                .await?
+                .into_iter()
+                .filter_map(|c| c.instance.map(|i| (c.node_pool, i.offering)))
+                .collect();
+        }
+        let pending = u32::try_from(pods.len()).unwrap_or(u32::MAX);
         for (pod, reason) in &result.unschedulable {
             self.cluster.pod_unschedulable(&pods[*pod].name, reason).await?;
             report.unschedulable.push((pods[*pod].name.clone(), reason.clone()));
@@ -232,11 +258,15 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             if !unavailable.is_empty() {
                 feasible.retain(|o| !unavailable.contains(o));
             }
+            let now = self.now();
             let request = SelectionRequest {
                 node_pool: pool.name.clone(),
                 pods: planned.pods.iter().map(|&p| pods[p].spec.requests).collect(),
+                facts: planned.pods.iter().map(|&p| PodFacts::of(&pods[p].spec)).collect(),
                 total: planned.requests,
                 feasible,
+                pending_pods: pending,
+                fleet: self.fleet.observe(&catalog, running.iter().map(|(p, o)| (p.as_str(), *o)), now),
             };
             slot.prepare(&catalog);
             let decision = slot.rank(&catalog, &request);
@@ -259,9 +289,24 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                 }
                 continue;
             }
+            let tried = offerings.clone();
             let spec = ClaimSpec { pool, offerings, pods: pod_names, requests: planned.requests };
-            match self.launch_claim(spec).await? {
-                Ok(launched) => report.launched.push(launched),
+            let outcome = self.launch_claim(spec).await?;
+            // Offerings tried before the one bought (or all, on a failure)
+            // that the cloud now marks unavailable were refused for capacity.
+            let bought = outcome.as_ref().ok().map(|l| l.offering);
+            let refused: Vec<u32> = tried.iter().copied().take_while(|&o| Some(o) != bought).collect();
+            if !refused.is_empty() {
+                let now_unavailable = self.cloud.unavailable();
+                for o in refused.into_iter().filter(|o| now_unavailable.contains(o)) {
+                    self.fleet.launch_failed(o, now);
+                }
+            }
+            match outcome {
+                Ok(launched) => {
+                    running.push((launched.node_pool.clone(), launched.offering));
+                    report.launched.push(launched);
+                }
                 Err(failure) => report.launch_failures.push(failure),
             }
         }

@@ -321,6 +321,7 @@ pub fn simulate(
         restart_delay: config.restart_delay,
         disruption: config.disruption.clone(),
         rebalance_actionable: config.rebalance_actionable,
+        commitments: config.commitments.clone(),
     };
     let world = World::new(&runtime, clock, catalog.clone(), pools, settings);
     if let Err(e) = world.configure_policies() {

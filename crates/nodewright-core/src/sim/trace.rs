@@ -238,6 +238,7 @@ fn spec_of(line: &TraceLine) -> Result<PodSpec, (&'static str, String)> {
         priority: line.priority,
         node_selector: line.selector.clone(),
         do_not_disrupt: line.do_not_disrupt,
+        job: line.job,
         ..PodSpec::default()
     }
     .label("app", &workload);

@@ -64,6 +64,8 @@ pub struct WorldSettings {
     pub disruption: DisruptionSettings,
     /// Act on rebalance recommendations as on interruptions.
     pub rebalance_actionable: bool,
+    /// Savings Plans and Reserved Instances policies are told about.
+    pub commitments: crate::model::Commitments,
 }
 
 /// The simulated cloud and cluster with the production controllers.
@@ -95,7 +97,11 @@ impl World {
         let cluster = Arc::new(SimulatedCluster::new(catalog, pools).with_restarts(now, settings.restart_delay).with_pod_events());
         let wall = clock.clone();
         let provisioner =
-            Arc::new(Provisioner::new(cloud.clone(), cluster.clone(), registry.clone()).with_clock(Arc::new(move || wall.wall())));
+            Arc::new(
+                Provisioner::new(cloud.clone(), cluster.clone(), registry.clone())
+                    .with_clock(Arc::new(move || wall.wall()))
+                    .with_commitments(settings.commitments),
+            );
         let disruption = DisruptionController::new(provisioner.clone(), cluster.clone(), settings.disruption);
         let interruption = InterruptionHandler::new(cloud.clone(), cluster.clone(), provisioner.clone(), settings.rebalance_actionable);
         World { clock, registry, cloud, cluster, provisioner, disruption, interruption }

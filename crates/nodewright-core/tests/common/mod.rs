@@ -114,6 +114,7 @@ pub fn request_all(catalog: &Catalog, node_pool: &str) -> SelectionRequest {
         pods: vec![Resources::pod(500, 1 << 30)],
         total: Resources::pod(500, 1 << 30),
         feasible: (0..catalog.offerings.len() as u32).collect(),
+        ..SelectionRequest::default()
     }
 }
 

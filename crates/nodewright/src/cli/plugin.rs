@@ -206,6 +206,7 @@ fn bench(args: BenchArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCo
         pods: vec![Resources::pod(250, 512 << 20)],
         total: Resources::pod(250, 512 << 20),
         feasible: (0..catalog.offerings.len() as u32).collect(),
+        ..SelectionRequest::default()
     };
     let first = plugin.rank(&catalog, &request).map_err(|f| anyhow::anyhow!("{}: rank {f}", args.file.display()))?;
     anyhow::ensure!(!first.is_empty() || request.feasible.is_empty(), "{}: ranks no offering", args.file.display());

@@ -1,0 +1,54 @@
+//! `commitment-aware`: buy what is already paid for first.
+//!
+//! Contract 0.3.0. Each feasible offering is scored by what one more node
+//! of it adds to the bill now ([`economics::marginal_price`]): nothing when
+//! a free capacity reservation or Reserved Instance takes it; for
+//! on-demand, the part of the price the free headroom of a Savings Plan
+//! does not cover; spot at its price. Ties (several offerings the
+//! commitments cover whole) go to the lower list price, which spends less
+//! of the headroom. Every other feasible offering stays ranked, so a launch
+//! that meets no capacity falls through to the next.
+//!
+//! Config: `{"list_price_weight": 0.001}` — how much of the list price is
+//! added to the marginal price (the tie-break; 0 ignores list prices).
+
+use std::sync::OnceLock;
+
+use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, economics, fleet, score_each};
+
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    list_price_weight: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { list_price_weight: 0.001 }
+    }
+}
+
+fn weight() -> Result<f64, String> {
+    static WEIGHT: OnceLock<Result<f64, String>> = OnceLock::new();
+    WEIGHT
+        .get_or_init(|| {
+            let config: Config = nodewright_plugin::config()?;
+            if !(config.list_price_weight.is_finite() && (0.0..=1.0).contains(&config.list_price_weight)) {
+                return Err(format!("invalid plugin config: list_price_weight {} must be between 0 and 1", config.list_price_weight));
+            }
+            Ok(config.list_price_weight)
+        })
+        .clone()
+}
+
+struct CommitmentAware;
+
+impl Selector for CommitmentAware {
+    fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {
+        let weight = weight()?;
+        let fleet = fleet();
+        Ok(score_each(request, catalog, |o| Some(economics::marginal_price(o, &fleet) + weight * o.price_per_hour)))
+    }
+}
+
+nodewright_plugin::export!(CommitmentAware);

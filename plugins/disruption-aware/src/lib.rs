@@ -1,0 +1,194 @@
+//! `disruption-aware` (contract 0.3.0): consolidate only where it pays.
+//!
+//! A node's cost is what removing it takes off the bill, given the
+//! commitments: spot at its price, on-demand at the share of its price the
+//! commitments do not cover now (a Savings Plan or Reserved Instance is
+//! paid whatever runs), a capacity reservation at nothing. An action is
+//! proposed when its saving over `horizon_hours` exceeds what its evictions
+//! cost:
+//! - `dollars_per_pod` for each pod (a restart), times `1 + priority / 1000`
+//!   for pods of positive priority;
+//! - `dollars_per_deletion_cost` times each pod's positive
+//!   `pod-deletion-cost`;
+//! - for a job's pod, the work it loses: its share of the node's price for
+//!   as long as the node has run (the most it can have run there).
+//!
+//! A node with a pod whose PodDisruptionBudget allows no eviction is left
+//! alone. Empty nodes are always deleted. Deletes come first (their pods
+//! must fit on the nodes that stay, asked through `what-if`), then one-node
+//! replacements by the offering of lowest marginal price, all within the
+//! NodePool's disruption budget.
+//!
+//! Config: `{"horizon_hours": 1.0, "dollars_per_pod": 0.02,
+//! "dollars_per_deletion_cost": 0.0001, "max_candidates": 16}`.
+
+use std::sync::OnceLock;
+
+use nodewright_plugin::consolidate::pods_of;
+use nodewright_plugin::{
+    Action, CapacityType, Catalog, Consolidator, Fleet, Node, Replacement, Requests, Snapshot, economics, fleet,
+    pods_not_fitting_nodes, pods_not_fitting_offering,
+};
+
+#[derive(Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    horizon_hours: f64,
+    dollars_per_pod: f64,
+    dollars_per_deletion_cost: f64,
+    max_candidates: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { horizon_hours: 1.0, dollars_per_pod: 0.02, dollars_per_deletion_cost: 0.0001, max_candidates: 16 }
+    }
+}
+
+fn config() -> Result<Config, String> {
+    static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let c: Config = nodewright_plugin::config()?;
+            for (name, v) in [("horizon_hours", c.horizon_hours), ("dollars_per_pod", c.dollars_per_pod), ("dollars_per_deletion_cost", c.dollars_per_deletion_cost)] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(format!("invalid plugin config: {name} {v} must be a finite number >= 0"));
+                }
+            }
+            Ok(c)
+        })
+        .clone()
+}
+
+/// Share of the running on-demand list price the commitments do not cover now.
+fn uncovered_share(fleet: &Fleet, catalog: &Catalog) -> f64 {
+    let price = |o: u32| catalog.offerings.get(o as usize).filter(|o| o.capacity_type == CapacityType::OnDemand).map_or(0.0, |o| o.price_per_hour);
+    let list: f64 = fleet.running.iter().map(|c| price(c.offering) * f64::from(c.count)).sum();
+    if list <= 0.0 {
+        return 1.0;
+    }
+    let mut covered = 0.0;
+    for ri in &fleet.reserved_instances {
+        let p = catalog.offerings.iter().find(|o| o.instance_type == ri.instance_type && o.capacity_type == CapacityType::OnDemand).map_or(0.0, |o| o.price_per_hour);
+        covered += p * f64::from(ri.used);
+    }
+    for plan in &fleet.savings_plans {
+        let discount = if plan.family_discounts.is_empty() {
+            plan.discount
+        } else {
+            plan.family_discounts.iter().map(|(_, d)| *d).sum::<f64>() / plan.family_discounts.len() as f64
+        };
+        if discount < 1.0 {
+            covered += plan.used_per_hour / (1.0 - discount);
+        }
+    }
+    (1.0 - covered / list).clamp(0.0, 1.0)
+}
+
+/// Dollars per hour removing `node` saves.
+fn node_cost(node: &Node, catalog: &Catalog, uncovered: f64) -> f64 {
+    match catalog.offerings.get(node.offering as usize) {
+        Some(o) if o.capacity_type == CapacityType::Spot => o.price_per_hour,
+        Some(o) if o.capacity_type == CapacityType::OnDemand => o.price_per_hour * uncovered,
+        _ => 0.0,
+    }
+}
+
+/// Dollars the evictions of `node` cost, `None` when a PDB forbids them.
+fn eviction_cost(node: &Node, catalog: &Catalog, config: &Config) -> Option<f64> {
+    let offering = catalog.offerings.get(node.offering as usize)?;
+    let hours = node.age_seconds as f64 / 3600.0;
+    let mut cost = 0.0;
+    for pod in &node.pods {
+        if pod.pdb_headroom == Some(0) || pod.do_not_disrupt {
+            return None;
+        }
+        cost += config.dollars_per_pod * (1.0 + f64::from(pod.priority.max(0)) / 1000.0);
+        cost += config.dollars_per_deletion_cost * f64::from(pod.deletion_cost.max(0));
+        if pod.job {
+            let share = if offering.allocatable.cpu_millis == 0 {
+                1.0
+            } else {
+                (f64::from(pod.requests().cpu_millis) / f64::from(offering.allocatable.cpu_millis)).min(1.0)
+            };
+            cost += share * offering.price_per_hour * hours;
+        }
+    }
+    Some(cost)
+}
+
+struct DisruptionAware;
+
+impl Consolidator for DisruptionAware {
+    fn plan(snapshot: &Snapshot, catalog: &Catalog) -> Result<Vec<Action>, String> {
+        let config = config()?;
+        let fleet = fleet();
+        let nodes = &snapshot.nodes;
+        let budget = snapshot.budget_left as usize;
+        let mut actions = Vec::new();
+        let mut gone: Vec<usize> = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            if actions.len() < budget && node.disruptable && node.pods.is_empty() {
+                actions.push(Action::Delete(vec![i as u32]));
+                gone.push(i);
+            }
+        }
+        let uncovered = uncovered_share(&fleet, catalog);
+        // Candidates by net value of deleting them, best first.
+        let mut candidates: Vec<(f64, f64, usize)> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| n.disruptable && !n.pods.is_empty() && !gone.contains(i))
+            .filter_map(|(i, n)| {
+                let saving = node_cost(n, catalog, uncovered);
+                let cost = eviction_cost(n, catalog, &config)?;
+                Some((saving * config.horizon_hours - cost, cost, i))
+            })
+            .filter(|c| c.0 > 0.0)
+            .collect();
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+        candidates.truncate(config.max_candidates);
+        for &(_, cost, i) in &candidates {
+            if actions.len() >= budget {
+                break;
+            }
+            // Deleting it: its pods (and those of the nodes already deleted
+            // for their pods) must fit on the nodes that stay.
+            let mut leaving = gone.clone();
+            leaving.push(i);
+            let pods = pods_of(snapshot, &leaving);
+            let stay: Vec<u32> = (0..nodes.len()).filter(|j| !leaving.contains(j)).map(|j| j as u32).collect();
+            if !stay.is_empty() && pods_not_fitting_nodes(&pods, &stay)?.is_empty() {
+                actions.push(Action::Delete(vec![i as u32]));
+                gone.push(i);
+                continue;
+            }
+            // Replacing it by the offering of lowest marginal price that holds its pods.
+            let own = pods_of(snapshot, &[i]);
+            let saving = node_cost(&nodes[i], catalog, uncovered);
+            let cpu: u64 = own.iter().map(|p| u64::from(p.cpu_millis)).sum();
+            let memory: u64 = own.iter().map(|p| p.memory_bytes).sum();
+            let mut options: Vec<(f64, u32)> = snapshot
+                .replacements
+                .iter()
+                .filter_map(|&o| {
+                    let offering = catalog.offerings.get(o as usize)?;
+                    let fits = u64::from(offering.allocatable.cpu_millis) >= cpu && offering.allocatable.memory_bytes >= memory;
+                    let price = economics::marginal_price(offering, &fleet);
+                    (fits && (saving - price) * config.horizon_hours > cost).then_some((price, o))
+                })
+                .collect();
+            options.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            for &(_, o) in options.iter().take(4) {
+                if pods_not_fitting_offering(&own, o)?.is_empty() {
+                    actions.push(Action::Replace(Replacement { nodes: vec![i as u32], offering: o }));
+                    gone.push(i);
+                    break;
+                }
+            }
+        }
+        Ok(actions)
+    }
+}
+
+nodewright_plugin::export!(DisruptionAware);
