@@ -472,7 +472,10 @@ fn plugin_stdout_and_stderr_reach_the_log_tagged_with_the_plugin_name() {
 mod what_if {
     use super::*;
     use nodewright_core::model::{CapacityType, Resources};
-    use nodewright_core::policy::{ConsolidationAction, ConsolidationSnapshot, ContractVersion, SnapshotNode};
+    use nodewright_core::policy::{
+        ConsolidationAction, ConsolidationSnapshot, ContractVersion, Fleet, ReservationUse, SavingsPlanUse, SelectionRequest, SnapshotNode,
+        cheapest_ranking,
+    };
 
     fn offering_index(catalog: &Catalog, instance_type: &str) -> u32 {
         catalog
@@ -510,6 +513,70 @@ mod what_if {
         assert!(new.info().imports.iter().any(|i| i == "nodewright:policy/host@0.2.0"), "{:?}", new.info().imports);
         old.check_conformance().unwrap();
         new.check_conformance().unwrap();
+    }
+
+    #[test]
+    fn contract_0_3_0_loads_beside_0_1_0_and_0_2_0_and_passes_conformance() {
+        let (runtime, _cache) = runtime();
+        let selector = load(&runtime, "commitment-aware", "{}");
+        let consolidator = load(&runtime, "disruption-aware", "{}");
+        for plugin in [&selector, &consolidator] {
+            assert_eq!(plugin.info().contract, ContractVersion::V0_3_0);
+            assert!(plugin.info().imports.iter().any(|i| i == "nodewright:policy/host@0.3.0"), "{:?}", plugin.info().imports);
+            plugin.check_conformance().unwrap();
+        }
+    }
+
+    /// A fleet whose commitments are `reserved` m5.xlarge Reserved
+    /// Instances (`used` of them in use) and a Savings Plan with `headroom`
+    /// dollars per hour free.
+    fn fleet(catalog: &Catalog, version: u64, reserved: u32, used: u32, headroom: f64) -> Arc<Fleet> {
+        Arc::new(Fleet {
+            version,
+            catalog_version: catalog.version,
+            reserved_instances: vec![ReservationUse {
+                instance_type: "m5.xlarge".into(),
+                zone: String::new(),
+                count: reserved,
+                used,
+                hourly_rate: 0.121,
+            }],
+            savings_plans: vec![SavingsPlanUse { hourly_commitment: 1.0, used_per_hour: 1.0 - headroom, discount: 0.28, family_discounts: vec![] }],
+            ..Fleet::default()
+        })
+    }
+
+    #[test]
+    fn a_0_3_0_plugin_reads_each_fleet_version_it_is_handed() {
+        let (runtime, _cache) = runtime();
+        let plugin = load(&runtime, "commitment-aware", "{}");
+        let catalog = full_catalog();
+        let m5 = offering_index(catalog, "m5.xlarge");
+        let total = Resources::pod(2000, 4 << 30);
+        let feasible = catalog.feasible_for(&total);
+        let request = |fleet: Arc<Fleet>| SelectionRequest {
+            node_pool: "default".into(),
+            pods: vec![total],
+            total,
+            feasible: feasible.clone(),
+            fleet,
+            ..SelectionRequest::default()
+        };
+        // A free Reserved Instance: its type costs nothing more; the
+        // cheapest of the m5.xlarge offerings (one per zone) wins.
+        let ranking = plugin.rank(catalog, &request(fleet(catalog, 1, 2, 1, 0.0))).unwrap();
+        let top = ranking.top().unwrap();
+        assert_eq!(catalog.offerings[top as usize].instance_type, "m5.xlarge");
+        assert!(ranking.entries().any(|(o, _)| o == m5));
+        // Every Reserved Instance in use, no Savings Plan headroom: the
+        // plugin holds the new fleet version and ranks like `cheapest`.
+        let ranking = plugin.rank(catalog, &request(fleet(catalog, 2, 2, 2, 0.0))).unwrap();
+        let cheapest = cheapest_ranking(catalog, &request(fleet(catalog, 2, 2, 2, 0.0)));
+        assert_eq!(ranking.top(), cheapest.top());
+        assert_eq!(catalog.offerings[ranking.top().unwrap() as usize].capacity_type, CapacityType::Spot);
+        // Savings Plan headroom that covers a whole on-demand node: on-demand first.
+        let ranking = plugin.rank(catalog, &request(fleet(catalog, 3, 2, 2, 0.5))).unwrap();
+        assert_eq!(catalog.offerings[ranking.top().unwrap() as usize].capacity_type, CapacityType::OnDemand);
     }
 
     #[test]

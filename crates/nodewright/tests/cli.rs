@@ -280,11 +280,47 @@ fn commitments_add_the_effective_bill_and_a_bad_file_is_refused_with_its_field()
 }
 
 #[test]
+fn a_scenario_directory_supplies_the_trace_and_commitments_and_flags_override_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("tiny");
+    std::fs::create_dir(&scenario).unwrap();
+    let trace = scenario.join("trace.jsonl");
+    let generated = nodewright(&["trace", "generate", "batch-burst", "--scale", "0.2", "--out", trace.to_str().unwrap()], cache.path());
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    std::fs::write(scenario.join("commitments.yaml"), "savingsPlans:\n  - hourlyCommitment: 2\n    discount: 0.3\n").unwrap();
+    let out_dir = dir.path().join("r");
+    let mut args = vec!["compare", "--scenario", scenario.to_str().unwrap(), "--policy", "commitment-aware", "--out", out_dir.to_str().unwrap()];
+    args.extend(GENEROUS);
+    let out = nodewright(&args, cache.path());
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.starts_with(&format!("{} (", trace.display())), "{stdout}");
+    assert!(stdout.contains("effective $ (commitments applied)"), "{stdout}");
+    assert!(stdout.contains("commitment-aware"), "{stdout}");
+    // A flag replaces the scenario's file: a bad one is refused by its name.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "reservedInstances:\n  - instanceType: m5.xlarge\n    count: -1\n    hourlyRate: 0.1\n").unwrap();
+    let mut args = vec!["compare", "--scenario", scenario.to_str().unwrap(), "--commitments", bad.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
+    args.extend(GENEROUS);
+    let out = nodewright(&args, cache.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with(&format!("error: {}: reservedInstances[0].count", bad.display())), "{}", text(&out.stderr));
+    // Neither bundled nor a directory; a directory without a trace.
+    let out = nodewright(&["compare", "--scenario", "no-such-scenario"], cache.path());
+    assert_eq!(text(&out.stderr), "error: --scenario no-such-scenario: neither a bundled scenario (saas-week) nor a directory\n");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = nodewright(&["compare", "--scenario", empty.to_str().unwrap()], cache.path());
+    assert_eq!(text(&out.stderr), format!("error: --scenario {}: the directory has no trace.jsonl\n", empty.display()));
+}
+
+#[test]
 fn trace_generate_names_the_kinds_it_knows() {
     let cache = tempfile::tempdir().unwrap();
     let out = nodewright(&["trace", "generate", "stock-market", "--out", "/dev/null"], cache.path());
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr), "error: unknown trace kind `stock-market` (one of diurnal-web, batch-burst, ml-gpu, mixed)\n");
+    assert_eq!(text(&out.stderr), "error: unknown trace kind `stock-market` (one of diurnal-web, batch-burst, ml-gpu, mixed, saas-week)\n");
 }
 
 #[test]

@@ -1,11 +1,15 @@
 //! `disruption-aware` (contract 0.3.0): consolidate only where it pays.
 //!
-//! A node's cost is what removing it takes off the bill, given the
-//! commitments: spot at its price, on-demand at the share of its price the
-//! commitments do not cover now (a Savings Plan or Reserved Instance is
-//! paid whatever runs), a capacity reservation at nothing. An action is
-//! proposed when its saving over `horizon_hours` exceeds what its evictions
-//! cost:
+//! A node's cost is what it holds of the bill, given the commitments. Spot
+//! costs its price. An on-demand node deleted (its pods fit on the others)
+//! frees Savings Plan headroom another node will use: it is worth the
+//! plan's rate for its family (list price when no plan covers it). An
+//! on-demand node replaced is worth only what the commitments do not cover
+//! now, since its headroom would go unused: so a covered node is never
+//! swapped for spot, while a spot node is swapped for on-demand the free
+//! headroom covers ([`economics::marginal_price`] prices the replacement).
+//! A capacity reservation costs nothing. An action is proposed when its saving over `horizon_hours`
+//! exceeds what its evictions cost:
 //! - `dollars_per_pod` for each pod (a restart), times `1 + priority / 1000`
 //!   for pods of positive priority;
 //! - `dollars_per_deletion_cost` times each pod's positive
@@ -19,7 +23,7 @@
 //! replacements by the offering of lowest marginal price, all within the
 //! NodePool's disruption budget.
 //!
-//! Config: `{"horizon_hours": 1.0, "dollars_per_pod": 0.02,
+//! Config: `{"horizon_hours": 1.0, "dollars_per_pod": 0.002,
 //! "dollars_per_deletion_cost": 0.0001, "max_candidates": 16}`.
 
 use std::sync::OnceLock;
@@ -41,7 +45,7 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { horizon_hours: 1.0, dollars_per_pod: 0.02, dollars_per_deletion_cost: 0.0001, max_candidates: 16 }
+        Config { horizon_hours: 1.0, dollars_per_pod: 0.002, dollars_per_deletion_cost: 0.0001, max_candidates: 16 }
     }
 }
 
@@ -62,21 +66,21 @@ fn config() -> Result<Config, String> {
 
 /// Share of the running on-demand list price the commitments do not cover now.
 fn uncovered_share(fleet: &Fleet, catalog: &Catalog) -> f64 {
-    let price = |o: u32| catalog.offerings.get(o as usize).filter(|o| o.capacity_type == CapacityType::OnDemand).map_or(0.0, |o| o.price_per_hour);
-    let list: f64 = fleet.running.iter().map(|c| price(c.offering) * f64::from(c.count)).sum();
+    let od = |o: u32| catalog.offerings.get(o as usize).filter(|o| o.capacity_type == CapacityType::OnDemand);
+    let list: f64 = fleet.running.iter().filter_map(|c| od(c.offering).map(|o| o.price_per_hour * f64::from(c.count))).sum();
     if list <= 0.0 {
         return 1.0;
     }
     let mut covered = 0.0;
     for ri in &fleet.reserved_instances {
-        let p = catalog.offerings.iter().find(|o| o.instance_type == ri.instance_type && o.capacity_type == CapacityType::OnDemand).map_or(0.0, |o| o.price_per_hour);
-        covered += p * f64::from(ri.used);
+        let price = fleet.running.iter().filter_map(|c| od(c.offering)).find(|o| o.instance_type == ri.instance_type).map_or(0.0, |o| o.price_per_hour);
+        covered += price * f64::from(ri.used);
     }
     for plan in &fleet.savings_plans {
         let discount = if plan.family_discounts.is_empty() {
             plan.discount
         } else {
-            plan.family_discounts.iter().map(|(_, d)| *d).sum::<f64>() / plan.family_discounts.len() as f64
+            plan.family_discounts.iter().map(|(_, d)| *d).fold(0.0, f64::max)
         };
         if discount < 1.0 {
             covered += plan.used_per_hour / (1.0 - discount);
@@ -85,11 +89,16 @@ fn uncovered_share(fleet: &Fleet, catalog: &Catalog) -> f64 {
     (1.0 - covered / list).clamp(0.0, 1.0)
 }
 
-/// Dollars per hour removing `node` saves.
-fn node_cost(node: &Node, catalog: &Catalog, uncovered: f64) -> f64 {
+/// Dollars per hour `node` holds of the bill: deleted (`replaced` false)
+/// or replaced.
+fn node_cost(node: &Node, catalog: &Catalog, fleet: &Fleet, uncovered: f64, replaced: bool) -> f64 {
     match catalog.offerings.get(node.offering as usize) {
+        Some(o) if o.capacity_type == CapacityType::OnDemand && replaced => o.price_per_hour * uncovered,
+        Some(o) if o.capacity_type == CapacityType::OnDemand => {
+            let best = fleet.savings_plans.iter().filter_map(|p| economics::plan_discount(p, &o.family)).fold(0.0f64, f64::max);
+            o.price_per_hour * (1.0 - best.clamp(0.0, 1.0))
+        }
         Some(o) if o.capacity_type == CapacityType::Spot => o.price_per_hour,
-        Some(o) if o.capacity_type == CapacityType::OnDemand => o.price_per_hour * uncovered,
         _ => 0.0,
     }
 }
@@ -140,7 +149,7 @@ impl Consolidator for DisruptionAware {
             .enumerate()
             .filter(|(i, n)| n.disruptable && !n.pods.is_empty() && !gone.contains(i))
             .filter_map(|(i, n)| {
-                let saving = node_cost(n, catalog, uncovered);
+                let saving = node_cost(n, catalog, &fleet, uncovered, false);
                 let cost = eviction_cost(n, catalog, &config)?;
                 Some((saving * config.horizon_hours - cost, cost, i))
             })
@@ -165,7 +174,7 @@ impl Consolidator for DisruptionAware {
             }
             // Replacing it by the offering of lowest marginal price that holds its pods.
             let own = pods_of(snapshot, &[i]);
-            let saving = node_cost(&nodes[i], catalog, uncovered);
+            let saving = node_cost(&nodes[i], catalog, &fleet, uncovered, true);
             let cpu: u64 = own.iter().map(|p| u64::from(p.cpu_millis)).sum();
             let memory: u64 = own.iter().map(|p| p.memory_bytes).sum();
             let mut options: Vec<(f64, u32)> = snapshot

@@ -440,7 +440,10 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         }
         if consolidating && let Replacement::Offering(o) = command.replacement {
             let current: f64 = members.iter().map(|m| view.price(m.offering)).sum();
-            let price = view.price(o);
+            // What the replacement adds to the bill: with commitments, an
+            // on-demand node their free headroom covers adds less than its
+            // list price (without commitments, the list price).
+            let price = view.catalog.offerings.get(o as usize).map_or_else(|| view.price(o), |x| view.fleet.marginal_price(x));
             if price >= current * (1.0 - self.settings.min_savings_fraction) {
                 return Err((
                     RejectKind::Savings,

@@ -135,8 +135,83 @@ impl Fleet {
             && self.recent == other.recent
     }
 
+    /// Dollars per hour one more node of `offering` adds to the bill now:
+    /// nothing when a free Reserved Instance of its type (or, for the
+    /// reserved capacity type, a free capacity reservation of its type and
+    /// zone) takes it; for on-demand, the part of its list price the free
+    /// headroom of the best Savings Plan does not cover; spot at its price.
+    pub fn marginal_price(&self, offering: &crate::model::Offering) -> f64 {
+        use crate::model::CapacityType;
+        let price = offering.price_per_hour;
+        let free = |r: &ReservationUse| r.used < r.count && r.instance_type == offering.instance_type;
+        match offering.capacity_type {
+            CapacityType::Spot => price,
+            CapacityType::Reserved => {
+                if self.capacity_reservations.iter().any(|r| free(r) && r.zone == offering.zone) { 0.0 } else { price }
+            }
+            CapacityType::OnDemand => {
+                if self.reserved_instances.iter().any(free) {
+                    return 0.0;
+                }
+                self.savings_plans
+                    .iter()
+                    .filter_map(|plan| {
+                        let discount = if plan.family_discounts.is_empty() {
+                            plan.discount
+                        } else {
+                            plan.family_discounts.iter().find(|(f, _)| *f == offering.family).map(|(_, d)| *d)?
+                        };
+                        let headroom = (plan.hourly_commitment - plan.used_per_hour).max(0.0);
+                        (discount < 1.0 && headroom > 0.0).then(|| (price - headroom / (1.0 - discount)).max(0.0))
+                    })
+                    .fold(price, f64::min)
+            }
+        }
+    }
+
     /// Nodes of `node_pool` (running and launching).
     pub fn pool_nodes(&self, node_pool: &str) -> u32 {
         self.running.iter().filter(|c| c.node_pool == node_pool).fold(0u32, |n, c| n.saturating_add(c.count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CapacityType, Catalog};
+
+    #[test]
+    fn the_marginal_price_counts_free_reservations_and_savings_plan_headroom() {
+        let catalog = Catalog::bundled();
+        let find = |t: &str, c: CapacityType| catalog.offerings.iter().find(|o| o.instance_type == t && o.capacity_type == c).unwrap();
+        let m5 = find("m5.xlarge", CapacityType::OnDemand);
+        let c6g = find("c6g.large", CapacityType::OnDemand);
+        let spot = find("m5.xlarge", CapacityType::Spot);
+        let ri = |used| ReservationUse { instance_type: "m5.xlarge".into(), zone: String::new(), count: 2, used, hourly_rate: 0.12 };
+        let plan = |used| SavingsPlanUse { hourly_commitment: 0.05, used_per_hour: used, discount: 0.25, family_discounts: vec![] };
+        let fleet = Fleet { reserved_instances: vec![ri(1)], savings_plans: vec![plan(0.0)], ..Fleet::default() };
+        assert_eq!(fleet.marginal_price(m5), 0.0);
+        assert_eq!(fleet.marginal_price(spot), spot.price_per_hour);
+        // $0.05/h of plan at 25 % off covers $0.0667/h of list price.
+        let covered = 0.05 / 0.75;
+        assert!((fleet.marginal_price(c6g) - (c6g.price_per_hour - covered).max(0.0)).abs() < 1e-12);
+        let full = Fleet { reserved_instances: vec![ri(2)], savings_plans: vec![plan(0.05)], ..Fleet::default() };
+        assert_eq!(full.marginal_price(m5), m5.price_per_hour);
+        assert_eq!(Fleet::default().marginal_price(c6g), c6g.price_per_hour);
+    }
+
+    #[test]
+    fn a_pod_tolerates_spot_unless_its_selector_or_every_term_excludes_it() {
+        use crate::model::{Operator, Requirement};
+        let spec = PodSpec::default();
+        assert!(tolerates_spot(&spec));
+        let mut on_demand = PodSpec::default();
+        on_demand.node_selector.insert(well_known::CAPACITY_TYPE.into(), "on-demand".into());
+        assert!(!tolerates_spot(&on_demand));
+        let term = |v: &str| vec![Requirement { key: well_known::CAPACITY_TYPE.into(), operator: Operator::In, values: vec![v.into()] }];
+        let either = PodSpec { required_terms: vec![term("on-demand"), term("spot")], ..PodSpec::default() };
+        assert!(tolerates_spot(&either));
+        let never = PodSpec { required_terms: vec![term("on-demand")], ..PodSpec::default() };
+        assert!(!tolerates_spot(&never));
     }
 }

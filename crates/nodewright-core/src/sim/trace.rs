@@ -256,7 +256,7 @@ fn spec_of(line: &TraceLine) -> Result<PodSpec, (&'static str, String)> {
 }
 
 /// Kinds of generated traces.
-pub const KINDS: [&str; 4] = ["diurnal-web", "batch-burst", "ml-gpu", "mixed"];
+pub const KINDS: [&str; 5] = ["diurnal-web", "batch-burst", "ml-gpu", "mixed", "saas-week"];
 
 const DAY: f64 = 86_400.0;
 
@@ -276,6 +276,7 @@ pub fn generate(kind: &str, seed: u64, scale: f64) -> Result<String, String> {
         "batch-burst" => (1.0, &["batch"]),
         "ml-gpu" => (1.0, &["ml"]),
         "mixed" => (7.0, &["web", "batch", "ml"]),
+        "saas-week" => (7.0, &["web", "stateful"]),
         other => return Err(format!("unknown trace kind `{other}` (one of {})", KINDS.join(", "))),
     };
     let duration = days * DAY;
@@ -284,6 +285,7 @@ pub fn generate(kind: &str, seed: u64, scale: f64) -> Result<String, String> {
         match *part {
             "web" => web(&mut rng, duration, scale, &mut lines),
             "batch" => batch(&mut rng, duration, scale, &mut lines),
+            "stateful" => stateful(duration, scale, &mut lines),
             _ => ml(&mut rng, duration, scale, &mut lines),
         }
     }
@@ -338,6 +340,21 @@ fn web(rng: &mut StdRng, duration: f64, scale: f64, lines: &mut Vec<TraceLine>) 
         for name in running {
             lines.push(del(duration, name));
         }
+    }
+}
+
+/// A stateful tier (caches, queues) that runs all week on on-demand
+/// capacity: one pod of 2 CPU / 8 GiB per unit of scale, one per node.
+fn stateful(duration: f64, scale: f64, lines: &mut Vec<TraceLine>) {
+    let count = scale.round().max(1.0) as usize;
+    for n in 0..count {
+        let name = format!("cache-{n}");
+        let mut line = add(1.0 + n as f64, name.clone(), "cache", 2000, 8192);
+        line.selector.insert(well_known::CAPACITY_TYPE.into(), "on-demand".into());
+        line.priority = 1000;
+        line.anti_affinity = true;
+        lines.push(line);
+        lines.push(del(duration, name));
     }
 }
 

@@ -30,8 +30,58 @@ const DEFAULT_POLICIES: [&str; 9] = [
     "cheapest+balanced",
 ];
 
+/// Scenarios bundled with the binary: (name, trace, NodePools, commitments).
+const SCENARIOS: [(&str, &str, &str, &str); 1] = [(
+    "saas-week",
+    include_str!("../../../../examples/scenarios/saas-week/trace.jsonl"),
+    include_str!("../../../../examples/scenarios/saas-week/nodepools.yaml"),
+    include_str!("../../../../examples/scenarios/saas-week/commitments.yaml"),
+)];
+
+/// The inputs of a scenario, each as (name shown in errors, text).
+#[derive(Debug, Default)]
+struct Scenario {
+    trace: Option<(String, String)>,
+    nodepools: Option<(String, String)>,
+    commitments: Option<(String, String)>,
+    prices: Option<(String, String)>,
+}
+
+/// `--scenario`: a bundled name or a directory holding `trace.jsonl` and
+/// optionally `nodepools.yaml`, `commitments.yaml` and `prices.yaml`.
+fn scenario(name: &str) -> anyhow::Result<Scenario> {
+    if let Some((n, trace, pools, commitments)) = SCENARIOS.iter().find(|s| s.0 == name) {
+        let shown = |file: &str| format!("examples/scenarios/{n}/{file}");
+        return Ok(Scenario {
+            trace: Some((shown("trace.jsonl"), trace.to_string())),
+            nodepools: Some((shown("nodepools.yaml"), pools.to_string())),
+            commitments: Some((shown("commitments.yaml"), commitments.to_string())),
+            prices: None,
+        });
+    }
+    let dir = Path::new(name);
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "--scenario {name}: neither a bundled scenario ({}) nor a directory",
+            SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let optional = |file: &str| -> anyhow::Result<Option<(String, String)>> {
+        let path = dir.join(file);
+        if path.exists() { super::read_named(&path).map(Some) } else { Ok(None) }
+    };
+    let trace = optional("trace.jsonl")?;
+    anyhow::ensure!(trace.is_some(), "--scenario {name}: the directory has no trace.jsonl");
+    Ok(Scenario { trace, nodepools: optional("nodepools.yaml")?, commitments: optional("commitments.yaml")?, prices: optional("prices.yaml")? })
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct SimulationArgs {
+    /// A scenario: `saas-week` (bundled) or a directory with `trace.jsonl`
+    /// and optionally `nodepools.yaml`, `commitments.yaml`, `prices.yaml`;
+    /// `--trace`, `--nodepools`, `--commitments` and `--prices` override its files.
+    #[arg(long)]
+    scenario: Option<String>,
     /// Trace (JSON Lines) [default: the bundled week-long `mixed` trace].
     #[arg(long)]
     trace: Option<PathBuf>,
@@ -106,7 +156,7 @@ pub(crate) struct CompareArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TraceCommand {
-    /// Generate a trace: diurnal-web, batch-burst, ml-gpu or mixed.
+    /// Generate a trace: diurnal-web, batch-burst, ml-gpu, mixed or saas-week.
     Generate {
         /// Kind of trace.
         kind: String,
@@ -166,16 +216,22 @@ fn policy_of(spec: &str) -> PolicyUnderTest {
 }
 
 fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
-    let (trace_name, text) = match &args.trace {
-        Some(path) => super::read_named(path)?,
-        None => (BUNDLED_TRACE_NAME.to_string(), BUNDLED_TRACE.to_string()),
+    let scenario = match &args.scenario {
+        Some(name) => scenario(name)?,
+        None => Scenario::default(),
     };
-    let trace = parse_trace(&trace_name, &text)?;
-    let pools = match &args.nodepools {
-        Some(path) => {
-            let (name, text) = super::read_named(path)?;
-            parse_node_pools(&name, &text)?
+    // A flag names a file; else the scenario's; else the default.
+    let input = |flag: &Option<PathBuf>, from_scenario: Option<(String, String)>| -> anyhow::Result<Option<(String, String)>> {
+        match flag {
+            Some(path) => super::read_named(path).map(Some),
+            None => Ok(from_scenario),
         }
+    };
+    let (trace_name, text) =
+        input(&args.trace, scenario.trace)?.unwrap_or_else(|| (BUNDLED_TRACE_NAME.to_string(), BUNDLED_TRACE.to_string()));
+    let trace = parse_trace(&trace_name, &text)?;
+    let pools = match input(&args.nodepools, scenario.nodepools)? {
+        Some((name, text)) => parse_node_pools(&name, &text)?,
         None => {
             let mut pool = NodePool::new("default");
             pool.consolidate_after = Some(Duration::from_secs(60));
@@ -183,15 +239,11 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
         }
     };
     let mut catalog = Catalog::bundled();
-    if let Some(path) = &args.prices {
-        let (name, text) = super::read_named(path)?;
+    if let Some((name, text)) = input(&args.prices, scenario.prices)? {
         catalog = catalog.with_overrides(&parse_price_overrides(&name, &text)?);
     }
-    let commitments = match &args.commitments {
-        Some(path) => {
-            let (name, text) = super::read_named(path)?;
-            parse_commitments(&name, &text)?
-        }
+    let commitments = match input(&args.commitments, scenario.commitments)? {
+        Some((name, text)) => parse_commitments(&name, &text)?,
         None => Default::default(),
     };
     let boot = args.boot_latency;
