@@ -50,3 +50,79 @@ fn each_mistake_names_the_file_and_the_field() {
     assert!(unknown.starts_with("commitments.yaml: "), "{unknown}");
     assert!(unknown.contains("savingsPlan"), "{unknown}");
 }
+
+mod capacity_reservations {
+    use std::sync::Arc;
+
+    use nodewright_core::model::{CapacityType, Catalog, NodePool, PolicyRef, parse_commitments};
+    use nodewright_core::sim::{PolicyUnderTest, SimulationConfig, parse_trace, simulate};
+
+    const RESERVATION: &str =
+        "capacityReservations:\n  - instanceType: m5.xlarge\n    zone: us-east-1a\n    count: 2\n    hourlyRate: 0.192\n";
+
+    /// Three 3-CPU / 8 GiB pods, one per node, for two hours; `selector`
+    /// is added to each.
+    fn trace(selector: &str) -> String {
+        let mut text = String::from("{\"format\":\"nodewright-trace\",\"version\":1,\"name\":\"odcr\",\"seed\":1,\"duration_s\":7200.0}\n");
+        for i in 0..3 {
+            text.push_str(&format!(
+                "{{\"t\":{}.0,\"add\":\"db-{i}\",\"workload\":\"db\",\"cpu_m\":3000,\"mem_mib\":8192,\"anti_affinity\":true{selector}}}\n",
+                i + 1
+            ));
+        }
+        text
+    }
+
+    fn run(selector: &str) -> nodewright_core::cloud::billing::CommittedBill {
+        let commitments = parse_commitments("c.yaml", RESERVATION).unwrap();
+        let catalog = Catalog::bundled().with_reservations(&commitments.capacity_reservations).unwrap();
+        let reserved = catalog.reserved_offering("m5.xlarge", "us-east-1a").unwrap();
+        assert_eq!(catalog.offerings[reserved as usize].capacity_type, CapacityType::Reserved);
+        assert_eq!(catalog.offerings[reserved as usize].price_per_hour, 0.0);
+        let trace = parse_trace("odcr.jsonl", &trace(selector)).unwrap();
+        let baseline = PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() };
+        let policy = PolicyUnderTest { name: "karpenter-like".into(), selection: baseline.clone(), consolidation: baseline };
+        let config = SimulationConfig { commitments, interruptions: false, ..SimulationConfig::default() };
+        let result = simulate(&trace, &policy, &[NodePool::new("default")], Arc::new(catalog), &config, |_| {}).unwrap();
+        result.metrics.commitments.expect("commitments were given")
+    }
+
+    #[test]
+    fn the_baseline_launches_into_a_capacity_reservation_first_and_pays_it_whether_used_or_not() {
+        let bill = run("");
+        // Two of the three nodes run in the reservation from their launch
+        // (within the first two minutes) to the end; the third is bought elsewhere.
+        assert!(bill.reservation_hours_used > 3.8 && bill.reservation_hours_used <= 4.0, "{bill:?}");
+        assert!((bill.reservation_hours_used + bill.reservation_hours_unused - 4.0).abs() < 1e-9, "{bill:?}");
+        // 2 instances × $0.192 × 2 h, paid whatever runs.
+        assert!((bill.commitment_fees - 0.768).abs() < 1e-9, "{bill:?}");
+        assert!(bill.spot > 0.0, "the third node is the cheapest other offering, spot: {bill:?}");
+        // Pods that must run on spot leave the reservation empty: it is paid all the same.
+        let bill = run(",\"selector\":{\"karpenter.sh/capacity-type\":\"spot\"}");
+        assert_eq!(bill.reservation_hours_used, 0.0);
+        assert!((bill.reservation_hours_unused - 4.0).abs() < 1e-9, "{bill:?}");
+        assert!((bill.commitment_fees - 0.768).abs() < 1e-9, "{bill:?}");
+    }
+
+    #[test]
+    fn a_reservation_of_a_type_not_sold_in_its_zone_is_refused_by_its_index() {
+        let commitments = parse_commitments(
+            "c.yaml",
+            "capacityReservations:\n  - instanceType: m5.xlarge\n    zone: us-east-1a\n    count: 1\n    hourlyRate: 0.192\n  - instanceType: m5.xlarge\n    zone: mars-1a\n    count: 1\n    hourlyRate: 0.192\n",
+        )
+        .unwrap();
+        let refused = Catalog::bundled().with_reservations(&commitments.capacity_reservations).unwrap_err();
+        assert_eq!(refused, (1, "m5.xlarge is not sold on demand in mars-1a".to_string()));
+        let twice = parse_commitments("c.yaml", &format!("{RESERVATION}  - instanceType: m5.xlarge\n    zone: us-east-1a\n    count: 1\n    hourlyRate: 0.1\n"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            twice,
+            "c.yaml: capacityReservations[1]: m5.xlarge in us-east-1a is already reserved by capacityReservations[0]; give one entry per type and zone"
+        );
+        let empty = parse_commitments("c.yaml", "capacityReservations:\n  - instanceType: m5.xlarge\n    zone: ' '\n    count: 1\n    hourlyRate: 0.1\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(empty, "c.yaml: capacityReservations[0].zone: is empty");
+    }
+}

@@ -244,7 +244,7 @@ fn components_that_cannot_be_plugins_are_rejected_at_load_with_the_reason() {
         ("wrong-world.wat", "wrong world: exports neither nodewright:policy/instance-selection nor nodewright:policy/consolidation (found: run)"),
         (
             "future-contract.wat",
-            "exports `nodewright:policy/instance-selection@9.0.0`: contract version 9.0.0 is not supported (this host supports 0.1.0, 0.2.0)",
+            "exports `nodewright:policy/instance-selection@9.0.0`: contract version 9.0.0 is not supported (this host supports 0.1.0, 0.2.0, 0.3.0)",
         ),
         ("core-module.wat", "not a WebAssembly component: it is a core WebAssembly module in text form, not a component"),
         ("not-wasm.wasm", "not a WebAssembly component: the file does not start with the WebAssembly magic bytes"),

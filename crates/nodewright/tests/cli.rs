@@ -88,7 +88,7 @@ fn plugin_check_fails_every_hostile_fixture_naming_the_file_and_the_reason() {
         ),
         (
             fixture("future-contract.wat"),
-            "exports `nodewright:policy/instance-selection@9.0.0`: contract version 9.0.0 is not supported (this host supports 0.1.0, 0.2.0)".into(),
+            "exports `nodewright:policy/instance-selection@9.0.0`: contract version 9.0.0 is not supported (this host supports 0.1.0, 0.2.0, 0.3.0)".into(),
         ),
     ];
     for (path, reason) in cases {
@@ -146,7 +146,7 @@ fn plugin_sample_ranks_one_request_with_every_bundled_policy() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = report["selection"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["policy"].as_str().unwrap()).collect();
-    assert_eq!(names, ["karpenter-like", "cheapest", "spot-savvy", "graviton-first", "on-demand-only"]);
+    assert_eq!(names, ["karpenter-like", "cheapest", "spot-savvy", "graviton-first", "on-demand-only", "commitment-aware"]);
     for row in rows {
         assert_eq!(row["choices"].as_array().unwrap().len(), 5, "{row}");
         assert!(!row["decided_by"].as_str().unwrap().starts_with("fallback"), "{row}");

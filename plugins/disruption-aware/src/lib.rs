@@ -30,7 +30,7 @@ use std::sync::OnceLock;
 
 use nodewright_plugin::consolidate::pods_of;
 use nodewright_plugin::{
-    Action, CapacityType, Catalog, Consolidator, Fleet, Node, Replacement, Requests, Snapshot, economics, fleet,
+    Action, CapacityType, Catalog, Consolidator, Fleet, Node, Offering, Replacement, Requests, Snapshot, economics, fleet,
     pods_not_fitting_nodes, pods_not_fitting_offering,
 };
 
@@ -89,16 +89,33 @@ fn uncovered_share(fleet: &Fleet, catalog: &Catalog) -> f64 {
     (1.0 - covered / list).clamp(0.0, 1.0)
 }
 
-/// Dollars per hour `node` holds of the bill: deleted (`replaced` false)
-/// or replaced.
-fn node_cost(node: &Node, catalog: &Catalog, fleet: &Fleet, uncovered: f64, replaced: bool) -> f64 {
+/// Dollars per hour deleting `node` takes off the bill.
+fn node_cost(node: &Node, catalog: &Catalog, fleet: &Fleet) -> f64 {
     match catalog.offerings.get(node.offering as usize) {
-        Some(o) if o.capacity_type == CapacityType::OnDemand && replaced => o.price_per_hour * uncovered,
         Some(o) if o.capacity_type == CapacityType::OnDemand => {
             let best = fleet.savings_plans.iter().filter_map(|p| economics::plan_discount(p, &o.family)).fold(0.0f64, f64::max);
             o.price_per_hour * (1.0 - best.clamp(0.0, 1.0))
         }
         Some(o) if o.capacity_type == CapacityType::Spot => o.price_per_hour,
+        _ => 0.0,
+    }
+}
+
+/// Dollars per hour replacing a node of `current` by one of `new` saves.
+/// On-demand by on-demand: the difference at the plan's rate (both draw on
+/// the commitment); on-demand by spot: only the uncovered share of the old
+/// price (the headroom it frees would go unused); spot by anything: its
+/// price less what the new node adds to the bill.
+fn replacement_saving(current: &Offering, new: &Offering, fleet: &Fleet, uncovered: f64) -> f64 {
+    let od = CapacityType::OnDemand;
+    match (current.capacity_type, new.capacity_type) {
+        (CapacityType::Spot, _) => current.price_per_hour - economics::marginal_price(new, fleet),
+        (c, n) if c == od && n == od => {
+            let best = fleet.savings_plans.iter().filter_map(|p| economics::plan_discount(p, &current.family)).fold(0.0f64, f64::max);
+            let rate = if uncovered > 0.0 { 1.0 } else { 1.0 - best.clamp(0.0, 1.0) };
+            (current.price_per_hour - new.price_per_hour) * rate
+        }
+        (c, _) if c == od => current.price_per_hour * uncovered - economics::marginal_price(new, fleet),
         _ => 0.0,
     }
 }
@@ -149,7 +166,7 @@ impl Consolidator for DisruptionAware {
             .enumerate()
             .filter(|(i, n)| n.disruptable && !n.pods.is_empty() && !gone.contains(i))
             .filter_map(|(i, n)| {
-                let saving = node_cost(n, catalog, &fleet, uncovered, false);
+                let saving = node_cost(n, catalog, &fleet);
                 let cost = eviction_cost(n, catalog, &config)?;
                 Some((saving * config.horizon_hours - cost, cost, i))
             })
@@ -172,9 +189,9 @@ impl Consolidator for DisruptionAware {
                 gone.push(i);
                 continue;
             }
-            // Replacing it by the offering of lowest marginal price that holds its pods.
+            // Replacing it by the offering that saves the most and holds its pods.
             let own = pods_of(snapshot, &[i]);
-            let saving = node_cost(&nodes[i], catalog, &fleet, uncovered, true);
+            let Some(current) = catalog.offerings.get(nodes[i].offering as usize) else { continue };
             let cpu: u64 = own.iter().map(|p| u64::from(p.cpu_millis)).sum();
             let memory: u64 = own.iter().map(|p| p.memory_bytes).sum();
             let mut options: Vec<(f64, u32)> = snapshot
@@ -183,8 +200,8 @@ impl Consolidator for DisruptionAware {
                 .filter_map(|&o| {
                     let offering = catalog.offerings.get(o as usize)?;
                     let fits = u64::from(offering.allocatable.cpu_millis) >= cpu && offering.allocatable.memory_bytes >= memory;
-                    let price = economics::marginal_price(offering, &fleet);
-                    (fits && (saving - price) * config.horizon_hours > cost).then_some((price, o))
+                    let saving = replacement_saving(current, offering, &fleet, uncovered);
+                    (fits && saving * config.horizon_hours > cost).then_some((-saving, o))
                 })
                 .collect();
             options.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));

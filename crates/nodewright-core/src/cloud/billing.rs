@@ -45,6 +45,10 @@ pub struct CommittedBill {
     pub reserved_hours_used: f64,
     /// (See `reserved_hours_used`.)
     pub reserved_hours_unused: f64,
+    /// Capacity reservation hours used by instances, and paid for empty.
+    pub reservation_hours_used: f64,
+    /// (See `reservation_hours_used`.)
+    pub reservation_hours_unused: f64,
 }
 
 /// Apply `commitments` to `usage` over a run of `hours` hours (the last may
@@ -72,6 +76,11 @@ pub fn apply(usage: &HourlyUsage, hours: f64, catalog: &Catalog, commitments: &C
             bill.savings_plan_used += used;
             bill.savings_plan_unused += (budget - used).max(0.0);
         }
+        for (r, used) in commitments.capacity_reservations.iter().zip(&hour.reservation_seconds) {
+            let capacity = f64::from(r.count) * 3600.0 * share;
+            bill.reservation_hours_used += used / 3600.0;
+            bill.reservation_hours_unused += (capacity - used).max(0.0) / 3600.0;
+        }
         bill.uncovered_on_demand += left.iter().map(|(_, u)| u.dollars.max(0.0)).sum::<f64>();
     }
     bill.effective = bill.commitment_fees + bill.uncovered_on_demand + bill.spot;
@@ -89,15 +98,34 @@ pub struct HourCover {
     pub reserved_seconds: Vec<f64>,
     /// Dollars of each Savings Plan's commitment spent.
     pub plan_dollars: Vec<f64>,
+    /// Instance-seconds each capacity reservation held.
+    pub reservation_seconds: Vec<f64>,
 }
 
 /// Apply `commitments` to the on-demand usage `left` of one hour (`share`
-/// of it when the run ends within it): Reserved Instances first, to their
-/// type in any zone, then each Savings Plan, highest discount first, until
-/// its commitment is spent. `left` keeps what nothing covered. The bill and
+/// of it when the run ends within it): capacity reservations are paid and
+/// hold the instances launched into them (the `reserved` capacity type);
+/// Reserved Instances apply first to on-demand instances of their type in
+/// any zone, then each Savings Plan, highest discount first, until its
+/// commitment is spent. `left` keeps what nothing covered. The bill and
 /// the policies' view of the commitments ([`commitment_use`]) both use it.
 pub fn cover_hour(left: &mut [(u32, Usage)], share: f64, catalog: &Catalog, commitments: &Commitments) -> HourCover {
     let mut hour = HourCover::default();
+    let on_demand = |o: u32| catalog.offerings.get(o as usize).filter(|x| x.capacity_type == crate::model::CapacityType::OnDemand);
+    for r in &commitments.capacity_reservations {
+        let capacity = f64::from(r.count) * 3600.0 * share;
+        let held: f64 = left
+            .iter()
+            .filter(|(o, _)| {
+                catalog.offerings.get(*o as usize).is_some_and(|x| {
+                    x.capacity_type == crate::model::CapacityType::Reserved && x.instance_type == r.instance_type && x.zone == r.zone
+                })
+            })
+            .map(|(_, u)| u.seconds)
+            .sum();
+        hour.fees += f64::from(r.count) * r.hourly_rate * share;
+        hour.reservation_seconds.push(held.min(capacity));
+    }
     let cover = |item: &mut Usage, seconds: f64, covered: &mut f64| -> f64 {
         let seconds = seconds.min(item.seconds).max(0.0);
         if item.seconds <= 0.0 || seconds <= 0.0 {
@@ -113,7 +141,7 @@ pub fn cover_hour(left: &mut [(u32, Usage)], share: f64, catalog: &Catalog, comm
         let capacity = f64::from(ri.count) * 3600.0 * share;
         let mut free = capacity;
         for (o, item) in left.iter_mut() {
-            if catalog.offerings.get(*o as usize).is_some_and(|x| x.instance_type == ri.instance_type) {
+            if on_demand(*o).is_some_and(|x| x.instance_type == ri.instance_type) {
                 free -= cover(item, free, &mut hour.covered_dollars);
             }
         }
@@ -127,7 +155,7 @@ pub fn cover_hour(left: &mut [(u32, Usage)], share: f64, catalog: &Catalog, comm
             .iter()
             .enumerate()
             .filter_map(|(i, (o, _))| {
-                let family = &catalog.offerings.get(*o as usize)?.family;
+                let family = &on_demand(*o)?.family;
                 plan.discount.for_family(family).map(|d| (d, i))
             })
             .collect();
@@ -214,6 +242,7 @@ mod tests {
                 discount: Discount::PerFamily(BTreeMap::from([("m5".to_string(), 0.25), ("c6g".to_string(), 0.40)])),
             }],
             reserved_instances: vec![ReservedInstances { instance_type: "m5.xlarge".into(), count: 1, hourly_rate: 0.12 }],
+            capacity_reservations: Vec::new(),
         };
         let bill = apply(&usage, 3.0, &catalog, &commitments, 0.05);
         let close = |got: f64, want: f64, what: &str| assert!((got - want).abs() < 1e-9, "{what}: {got} != {want}");
@@ -237,6 +266,7 @@ mod tests {
         let commitments = Commitments {
             savings_plans: vec![SavingsPlan { hourly_commitment: 0.20, discount: Discount::All(0.5) }],
             reserved_instances: Vec::new(),
+            capacity_reservations: Vec::new(),
         };
         let bill = apply(&usage, 0.5, &catalog, &commitments, 0.0);
         // Half an hour of a $0.20 plan: $0.10, of which the half hour of
@@ -255,5 +285,30 @@ mod tests {
         let bill = apply(&usage, 1.0, &catalog, &Commitments::default(), 0.07);
         assert_eq!((bill.commitment_fees, bill.covered_on_demand), (0.0, 0.0));
         assert!((bill.effective - 0.27).abs() < 1e-12, "{bill:?}");
+    }
+
+    #[test]
+    fn a_capacity_reservation_is_paid_every_hour_holds_what_runs_in_it_and_takes_no_reserved_instance() {
+        use crate::model::CapacityReservation;
+        let reservation = CapacityReservation { instance_type: "m5.xlarge".into(), zone: "us-east-1a".into(), count: 2, hourly_rate: 0.192 };
+        let catalog = Catalog::bundled().with_reservations(std::slice::from_ref(&reservation)).unwrap();
+        let reserved = catalog.reserved_offering("m5.xlarge", "us-east-1a").unwrap();
+        // One instance in the reservation for an hour and a half of a two-hour run.
+        let usage = HourlyUsage::from([
+            (0, BTreeMap::from([(reserved, used(3600.0, 0.0))])),
+            (1, BTreeMap::from([(reserved, used(1800.0, 0.0))])),
+        ]);
+        let commitments = Commitments {
+            savings_plans: Vec::new(),
+            reserved_instances: vec![ReservedInstances { instance_type: "m5.xlarge".into(), count: 1, hourly_rate: 0.12 }],
+            capacity_reservations: vec![reservation],
+        };
+        let bill = apply(&usage, 2.0, &catalog, &commitments, 0.0);
+        let close = |got: f64, want: f64, what: &str| assert!((got - want).abs() < 1e-9, "{what}: {got} != {want}");
+        close(bill.commitment_fees, 2.0 * 2.0 * 0.192 + 2.0 * 0.12, "fees");
+        close(bill.reservation_hours_used, 1.5, "reservation hours used");
+        close(bill.reservation_hours_unused, 2.5, "reservation hours unused");
+        close(bill.reserved_hours_used, 0.0, "the Reserved Instance does not apply to reserved capacity");
+        close(bill.effective, bill.commitment_fees, "nothing else is paid");
     }
 }

@@ -31,6 +31,10 @@ pub struct SimulatedCloudConfig {
     /// Multiplies the spot reclaim rate of every pool (its Spot Instance
     /// Advisor bucket); 0: spot is never reclaimed.
     pub interruption_scale: f64,
+    /// Instances each `reserved` offering (a capacity reservation) holds,
+    /// by catalog index; a launch into a full reservation fails for lack
+    /// of capacity, and one into a reserved offering not listed always does.
+    pub reserved_capacity: HashMap<u32, u32>,
 }
 
 impl Default for SimulatedCloudConfig {
@@ -40,6 +44,7 @@ impl Default for SimulatedCloudConfig {
             capacity_failure: HashMap::new(),
             boot_latency: (Duration::from_secs(30), Duration::from_secs(60)),
             interruption_scale: 0.0,
+            reserved_capacity: HashMap::new(),
         }
     }
 }
@@ -381,8 +386,12 @@ impl SimulatedCloud {
             }
             tried += 1;
             state.attempts += 1;
+            let full = o.capacity_type == CapacityType::Reserved && {
+                let held = state.instances.values().filter(|r| r.instance.offering == offering).count();
+                held >= self.config.reserved_capacity.get(&offering).copied().unwrap_or(0) as usize
+            };
             let p = self.config.capacity_failure.get(&offering).copied().unwrap_or(0.0);
-            if p > 0.0 && unit(self.config.seed, Stream::Capacity, offering as u64, state.attempts) < p {
+            if full || (p > 0.0 && unit(self.config.seed, Stream::Capacity, offering as u64, state.attempts) < p) {
                 state.capacity_failures += 1;
                 state.unavailable_until.insert(offering, now + UNAVAILABLE_FOR);
                 continue;

@@ -1,6 +1,6 @@
-//! What a team has already committed to pay for: Compute Savings Plans and
-//! Reserved Instances. The bill applies them hour by hour (see
-//! [`crate::cloud::billing`]).
+//! What a team has already committed to pay for: Compute Savings Plans,
+//! Reserved Instances and on-demand capacity reservations. The bill applies
+//! them hour by hour (see [`crate::cloud::billing`]).
 //!
 //! ```yaml
 //! savingsPlans:
@@ -14,6 +14,11 @@
 //!   - instanceType: m5.xlarge  # regional: any zone
 //!     count: 3
 //!     hourlyRate: 0.121        # $ per instance-hour (upfront spread over the term), paid whether used or not
+//! capacityReservations:        # on-demand capacity reservations (ODCR): the `reserved` capacity type
+//!   - instanceType: m5.xlarge
+//!     zone: us-east-1a
+//!     count: 2
+//!     hourlyRate: 0.192        # $ per instance-hour (the on-demand price), paid whether used or not
 //! ```
 
 use std::collections::BTreeMap;
@@ -59,6 +64,20 @@ pub struct ReservedInstances {
     pub hourly_rate: f64,
 }
 
+/// An on-demand capacity reservation: instances of one type held in one
+/// zone, sold as the `reserved` capacity type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacityReservation {
+    /// Instance type.
+    pub instance_type: String,
+    /// Availability zone.
+    pub zone: String,
+    /// Instances reserved.
+    pub count: u32,
+    /// Dollars per instance-hour, paid whether used or not.
+    pub hourly_rate: f64,
+}
+
 /// Every commitment.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Commitments {
@@ -66,12 +85,14 @@ pub struct Commitments {
     pub savings_plans: Vec<SavingsPlan>,
     /// Reserved Instances, in the order given.
     pub reserved_instances: Vec<ReservedInstances>,
+    /// Capacity reservations, in the order given.
+    pub capacity_reservations: Vec<CapacityReservation>,
 }
 
 impl Commitments {
     /// No commitments at all.
     pub fn is_empty(&self) -> bool {
-        self.savings_plans.is_empty() && self.reserved_instances.is_empty()
+        self.savings_plans.is_empty() && self.reserved_instances.is_empty() && self.capacity_reservations.is_empty()
     }
 }
 
@@ -99,6 +120,17 @@ struct RawFile {
     savings_plans: Vec<RawSavingsPlan>,
     #[serde(default)]
     reserved_instances: Vec<RawReserved>,
+    #[serde(default)]
+    capacity_reservations: Vec<RawCapacityReservation>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCapacityReservation {
+    instance_type: String,
+    zone: String,
+    count: u32,
+    hourly_rate: f64,
 }
 
 #[derive(Deserialize)]
@@ -165,5 +197,24 @@ pub fn parse_commitments(file: &str, text: &str) -> Result<Commitments, Commitme
         let hourly_rate = dollars(format!("reservedInstances[{i}].hourlyRate"), ri.hourly_rate)?;
         reserved_instances.push(ReservedInstances { instance_type: ri.instance_type, count: ri.count, hourly_rate });
     }
-    Ok(Commitments { savings_plans, reserved_instances })
+    let mut capacity_reservations: Vec<CapacityReservation> = Vec::with_capacity(raw.capacity_reservations.len());
+    for (i, r) in raw.capacity_reservations.into_iter().enumerate() {
+        for (field, value) in [("instanceType", &r.instance_type), ("zone", &r.zone)] {
+            if value.trim().is_empty() {
+                return Err(fail(format!("capacityReservations[{i}].{field}"), "is empty".into()));
+            }
+        }
+        if r.count == 0 || r.count > MAX_RESERVED_COUNT {
+            return Err(fail(format!("capacityReservations[{i}].count"), format!("{} is not from 1 to {MAX_RESERVED_COUNT}", r.count)));
+        }
+        if let Some(j) = capacity_reservations.iter().position(|c| c.instance_type == r.instance_type && c.zone == r.zone) {
+            return Err(fail(
+                format!("capacityReservations[{i}]"),
+                format!("{} in {} is already reserved by capacityReservations[{j}]; give one entry per type and zone", r.instance_type, r.zone),
+            ));
+        }
+        let hourly_rate = dollars(format!("capacityReservations[{i}].hourlyRate"), r.hourly_rate)?;
+        capacity_reservations.push(CapacityReservation { instance_type: r.instance_type, zone: r.zone, count: r.count, hourly_rate });
+    }
+    Ok(Commitments { savings_plans, reserved_instances, capacity_reservations })
 }

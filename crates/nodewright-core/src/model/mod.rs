@@ -17,7 +17,7 @@ pub mod stream;
 
 pub use clock::{Clock, system_clock};
 pub use commitments::{
-    Commitments, CommitmentsError, Discount, MAX_HOURLY_DOLLARS, MAX_RESERVED_COUNT, ReservedInstances, SavingsPlan, parse_commitments,
+    CapacityReservation, Commitments, CommitmentsError, Discount, MAX_HOURLY_DOLLARS, MAX_RESERVED_COUNT, ReservedInstances, SavingsPlan, parse_commitments,
 };
 pub use catalog::{Catalog, CatalogError, InstanceType, ZONES, bundled_instance_types, parse_instance_types};
 pub use labels::{Operator, Requirement, Taint, TaintEffect, Toleration, well_known};

@@ -137,6 +137,35 @@ impl Catalog {
         }
         Catalog::new(offerings)
     }
+
+    /// This catalog plus one offering of the `reserved` capacity type per
+    /// capacity reservation, priced at nothing (the reservation is paid as a
+    /// commitment), appended after the others so their indices stay. A
+    /// reservation of a type not sold in its zone is refused: (its index,
+    /// the reason).
+    pub fn with_reservations(&self, reservations: &[super::CapacityReservation]) -> Result<Catalog, (usize, String)> {
+        if reservations.is_empty() {
+            return Ok(self.clone());
+        }
+        let mut offerings = self.offerings.clone();
+        for (i, r) in reservations.iter().enumerate() {
+            let base = self
+                .offerings
+                .iter()
+                .find(|o| o.instance_type == r.instance_type && o.zone == r.zone && o.capacity_type == CapacityType::OnDemand)
+                .ok_or_else(|| (i, format!("{} is not sold on demand in {}", r.instance_type, r.zone)))?;
+            offerings.push(super::Offering { capacity_type: CapacityType::Reserved, price_per_hour: 0.0, ..base.clone() });
+        }
+        Ok(Catalog::new(offerings))
+    }
+
+    /// The index of the `reserved` offering of `instance_type` in `zone`.
+    pub fn reserved_offering(&self, instance_type: &str, zone: &str) -> Option<u32> {
+        self.offerings
+            .iter()
+            .rposition(|o| o.capacity_type == CapacityType::Reserved && o.instance_type == instance_type && o.zone == zone)
+            .and_then(|i| u32::try_from(i).ok())
+    }
 }
 
 #[cfg(test)]

@@ -133,7 +133,23 @@ impl FleetTracker {
                     hourly_rate: ri.hourly_rate,
                 })
                 .collect(),
-            capacity_reservations: Vec::new(),
+            capacity_reservations: self
+                .commitments
+                .capacity_reservations
+                .iter()
+                .map(|r| {
+                    let held = catalog
+                        .reserved_offering(&r.instance_type, &r.zone)
+                        .map_or(0, |o| counts.iter().filter(|((_, x), _)| *x == o).fold(0u32, |n, (_, c)| n.saturating_add(*c)));
+                    ReservationUse {
+                        instance_type: r.instance_type.clone(),
+                        zone: r.zone.clone(),
+                        count: r.count,
+                        used: held.min(r.count),
+                        hourly_rate: r.hourly_rate,
+                    }
+                })
+                .collect(),
             recent: recent.into_values().collect(),
         };
         if state.last.version > 0 && state.last.same_as(&fleet) {
@@ -166,6 +182,7 @@ mod tests {
         let commitments = Commitments {
             savings_plans: vec![SavingsPlan { hourly_commitment: 0.05, discount: Discount::All(0.25) }],
             reserved_instances: vec![ReservedInstances { instance_type: "m5.xlarge".into(), count: 2, hourly_rate: 0.12 }],
+            capacity_reservations: Vec::new(),
         };
         let tracker = FleetTracker::new(commitments);
         let three_m5 = [("a", m5), ("a", m5), ("b", m5)];
@@ -194,7 +211,7 @@ mod tests {
         tracker.launch_failed(7, Duration::from_secs(100));
         tracker.interrupted(7, Duration::from_secs(200));
         tracker.interrupted(9, Duration::from_secs(3000));
-        let fleet = tracker.observe(&catalog, [], Duration::from_secs(3650));
+        let fleet = tracker.observe(&catalog, [], Duration::from_secs(3750));
         assert_eq!(
             fleet.recent,
             vec![

@@ -317,6 +317,12 @@ pub fn simulate(
             capacity_failure: HashMap::new(),
             boot_latency: config.boot_latency,
             interruption_scale: if config.interruptions { config.interruption_scale } else { 0.0 },
+            reserved_capacity: config
+                .commitments
+                .capacity_reservations
+                .iter()
+                .filter_map(|r| catalog.reserved_offering(&r.instance_type, &r.zone).map(|o| (o, r.count)))
+                .collect(),
         },
         restart_delay: config.restart_delay,
         disruption: config.disruption.clone(),

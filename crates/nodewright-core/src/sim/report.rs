@@ -86,12 +86,13 @@ impl Report {
 type CommittedRow = (&'static str, fn(&crate::cloud::billing::CommittedBill) -> String);
 
 /// The bill with commitments applied, shown when a commitments file is given.
-const COMMITTED_ROWS: [CommittedRow; 5] = [
+const COMMITTED_ROWS: [CommittedRow; 6] = [
     ("effective $ (commitments applied)", |b| format!("{:.2}", b.effective)),
     ("  commitment fees $", |b| format!("{:.2}", b.commitment_fees)),
     ("  on-demand covered / uncovered $", |b| format!("{:.2} / {:.2}", b.covered_on_demand, b.uncovered_on_demand)),
     ("  Savings Plan used / unused $", |b| format!("{:.2} / {:.2}", b.savings_plan_used, b.savings_plan_unused)),
     ("  RI hours used / unused", |b| format!("{:.1} / {:.1}", b.reserved_hours_used, b.reserved_hours_unused)),
+    ("  reservation hours used / unused", |b| format!("{:.1} / {:.1}", b.reservation_hours_used, b.reservation_hours_unused)),
 ];
 
 /// Mean and spread of one metric over seeds.

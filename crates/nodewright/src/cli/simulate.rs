@@ -243,7 +243,14 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
         catalog = catalog.with_overrides(&parse_price_overrides(&name, &text)?);
     }
     let commitments = match input(&args.commitments, scenario.commitments)? {
-        Some((name, text)) => parse_commitments(&name, &text)?,
+        Some((name, text)) => {
+            let commitments = parse_commitments(&name, &text)?;
+            // Capacity reservations are offerings of their own.
+            catalog = catalog
+                .with_reservations(&commitments.capacity_reservations)
+                .map_err(|(i, message)| anyhow::anyhow!("{name}: capacityReservations[{i}]: {message}"))?;
+            commitments
+        }
         None => Default::default(),
     };
     let boot = args.boot_latency;
