@@ -13,7 +13,7 @@ const GROUPS: &[&[&str]] = &[
     &["cheapest", "spot-savvy", "graviton-first", "on-demand-only"],
     &["empty-only"],
     &["utilization-threshold", "savings-threshold", "balanced"],
-    &["commitment-aware"],
+    &["commitment-aware", "spot-diversified"],
     &["disruption-aware"],
 ];
 

@@ -15,7 +15,7 @@ use aws_sdk_ec2::types::{
     SpotOptionsRequest, Tag, TagSpecification, TargetCapacitySpecificationRequest,
 };
 
-use nodewright_core::cloud::{CloudError, CloudProvider, Instance, LaunchError, LaunchRequest, UNAVAILABLE_FOR};
+use nodewright_core::cloud::{CloudError, CloudProvider, Instance, LaunchError, LaunchRequest, SpotStrategy, UNAVAILABLE_FOR};
 use nodewright_core::model::{CapacityType, Catalog, InstanceType as TypeFacts, Offering};
 
 /// Tag every instance carries with the cluster's name; nothing without it is touched.
@@ -382,7 +382,11 @@ impl CloudProvider for Ec2Cloud {
                 fleet = fleet.tag_specifications(tags(ResourceType::Instance, &[(k, v)]));
             }
             fleet = if spot {
-                fleet.spot_options(SpotOptionsRequest::builder().allocation_strategy(SpotAllocationStrategy::CapacityOptimizedPrioritized).build())
+                let strategy = match request.spot_strategy {
+                    SpotStrategy::Prioritized => SpotAllocationStrategy::CapacityOptimizedPrioritized,
+                    SpotStrategy::PriceCapacityOptimized => SpotAllocationStrategy::PriceCapacityOptimized,
+                };
+                fleet.spot_options(SpotOptionsRequest::builder().allocation_strategy(strategy).build())
             } else {
                 fleet.on_demand_options(OnDemandOptionsRequest::builder().allocation_strategy(FleetOnDemandAllocationStrategy::Prioritized).build())
             };

@@ -95,7 +95,14 @@ fn request_of(cloud: &Ec2Cloud, claim: &str, types: &[(&str, CapacityType)]) -> 
                 .unwrap_or_else(|| panic!("{t} {capacity:?} in us-east-1a is in the catalog")) as u32
         })
         .collect();
-    LaunchRequest { claim: claim.into(), node_pool: "default".into(), offerings, requests: Resources::default(), taints: vec![] }
+    LaunchRequest {
+        claim: claim.into(),
+        node_pool: "default".into(),
+        offerings,
+        requests: Resources::default(),
+        taints: vec![],
+        spot_strategy: Default::default(),
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]

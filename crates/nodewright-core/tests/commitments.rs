@@ -83,7 +83,10 @@ mod capacity_reservations {
         let baseline = PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() };
         let policy = PolicyUnderTest { name: "karpenter-like".into(), selection: baseline.clone(), consolidation: baseline };
         let config = SimulationConfig { commitments, interruptions: false, ..SimulationConfig::default() };
-        let result = simulate(&trace, &policy, &[NodePool::new("default")], Arc::new(catalog), &config, |_| {}).unwrap();
+        // The simulator's default NodePool: every offering, consolidation after a minute.
+        let mut pool = NodePool::new("default");
+        pool.consolidate_after = Some(std::time::Duration::from_secs(60));
+        let result = simulate(&trace, &policy, &[pool], Arc::new(catalog), &config, |_| {}).unwrap();
         result.metrics.commitments.expect("commitments were given")
     }
 

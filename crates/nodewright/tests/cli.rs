@@ -146,7 +146,7 @@ fn plugin_sample_ranks_one_request_with_every_bundled_policy() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = report["selection"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["policy"].as_str().unwrap()).collect();
-    assert_eq!(names, ["karpenter-like", "cheapest", "spot-savvy", "graviton-first", "on-demand-only", "commitment-aware"]);
+    assert_eq!(names, ["karpenter-like", "cheapest", "spot-savvy", "graviton-first", "on-demand-only", "commitment-aware", "spot-diversified"]);
     for row in rows {
         assert_eq!(row["choices"].as_array().unwrap().len(), 5, "{row}");
         assert!(!row["decided_by"].as_str().unwrap().starts_with("fallback"), "{row}");

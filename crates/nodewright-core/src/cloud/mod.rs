@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use crate::model::Instance;
-pub use simulated::{Bill, MINIMUM_BILLED, REBALANCE_LEAD, REBALANCE_SHARE, SPOT_WARNING, SimulatedCloud, SimulatedCloudConfig};
+pub use simulated::{Bill, MINIMUM_BILLED, POOL_DEPTH, POOL_LEVEL, POOL_VOLATILITY, REBALANCE_LEAD, REBALANCE_SHARE, SPOT_WARNING, SimulatedCloud, SimulatedCloudConfig};
 
 use crate::model::{Catalog, Resources, Taint};
 
@@ -32,6 +32,21 @@ pub struct LaunchRequest {
     pub requests: Resources,
     /// Taints the node starts with.
     pub taints: Vec<Taint>,
+    /// How the cloud picks among the spot offerings.
+    pub spot_strategy: SpotStrategy,
+}
+
+/// How a launch picks among its spot offerings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpotStrategy {
+    /// In the order given (CreateFleet `capacity-optimized-prioritized`):
+    /// the policy's ranking decides.
+    #[default]
+    Prioritized,
+    /// The pools with the most spare capacity, then the cheapest of them
+    /// (CreateFleet `price-capacity-optimized`, what Karpenter sends).
+    PriceCapacityOptimized,
 }
 
 /// Why a launch failed.

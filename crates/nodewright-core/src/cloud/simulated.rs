@@ -1,6 +1,9 @@
 //! An in-memory cloud: seeded, with capacity failures per offering, the
-//! unavailable-offerings cache, spot reclaims per capacity pool, and the
-//! bill, on the clock it is given.
+//! unavailable-offerings cache, spot capacity pools (a capacity that moves
+//! hour by hour, insufficient-capacity errors when a pool is full, reclaims
+//! when it shrinks below what runs, and reclaims at the pool's Spot
+//! Instance Advisor rate), capacity reservations, and the bill, on the
+//! clock it is given.
 //!
 //! Every random draw comes from its own keyed stream
 //! ([`crate::model::stream`]): the n-th launch boots in the same time, and a
@@ -12,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::billing::HourlyUsage;
-use super::{CloudError, CloudProvider, Instance, LaunchError, LaunchRequest, UNAVAILABLE_FOR};
+use super::{CloudError, CloudProvider, Instance, LaunchError, LaunchRequest, SpotStrategy, UNAVAILABLE_FOR};
 use crate::model::Clock;
 use crate::model::stream::{Stream, unit};
-use crate::model::{CapacityType, Catalog};
+use crate::model::{CapacityType, Catalog, InterruptionRate, Offering};
 
 /// Settings of a [`SimulatedCloud`].
 #[derive(Debug, Clone)]
@@ -35,6 +38,11 @@ pub struct SimulatedCloudConfig {
     /// by catalog index; a launch into a full reservation fails for lack
     /// of capacity, and one into a reserved offering not listed always does.
     pub reserved_capacity: HashMap<u32, u32>,
+    /// Spot pools have a capacity ([`SimulatedCloud::pool_capacity`]): a
+    /// launch into a full pool fails, and a pool that shrinks below what
+    /// runs in it reclaims the newest instances. Off: spot capacity is
+    /// unlimited and only the Advisor-rate reclaims happen.
+    pub spot_pools: bool,
 }
 
 impl Default for SimulatedCloudConfig {
@@ -45,7 +53,30 @@ impl Default for SimulatedCloudConfig {
             boot_latency: (Duration::from_secs(30), Duration::from_secs(60)),
             interruption_scale: 0.0,
             reserved_capacity: HashMap::new(),
+            spot_pools: false,
         }
+    }
+}
+
+/// Instances a spot pool of a 2-vCPU type holds at its usual level, by
+/// Spot Instance Advisor bucket: pools that are interrupted less are deeper.
+/// A modelled figure (AWS publishes no pool sizes), chosen so that a pool
+/// holds a few dozen small nodes and a cluster of a hundred spreads over
+/// several pools.
+pub const POOL_DEPTH: [f64; 5] = [48.0, 32.0, 20.0, 12.0, 6.0];
+/// How much a pool's level moves in an hour (standard deviation of its
+/// logarithm), by bucket: pools that are interrupted more move more.
+pub const POOL_VOLATILITY: [f64; 5] = [0.05, 0.08, 0.12, 0.16, 0.22];
+/// The range a pool's level stays in, as a multiple of its depth.
+pub const POOL_LEVEL: (f64, f64) = (0.2, 1.5);
+
+fn bucket(rate: InterruptionRate) -> usize {
+    match rate {
+        InterruptionRate::VeryLow => 0,
+        InterruptionRate::Low => 1,
+        InterruptionRate::Medium => 2,
+        InterruptionRate::High => 3,
+        InterruptionRate::VeryHigh => 4,
     }
 }
 
@@ -109,6 +140,8 @@ struct State {
     on_demand: BTreeMap<u32, (u32, f64)>,
     /// On-demand usage by clock hour and offering, for commitments.
     usage: HourlyUsage,
+    /// Each spot pool's level: (hour, multiple of its depth).
+    levels: HashMap<u32, (u64, f64)>,
 }
 
 impl State {
@@ -206,6 +239,7 @@ impl SimulatedCloud {
             on_demand: BTreeMap::new(),
             usage: HourlyUsage::new(),
             rates: Rates::default(),
+            levels: HashMap::new(),
         };
         SimulatedCloud { catalog: Mutex::new(catalog), config, now, state: Mutex::new(state) }
     }
@@ -287,6 +321,65 @@ impl SimulatedCloud {
     /// The NodeClaim instance `id` backs, while it runs.
     pub fn claim_of(&self, id: &str) -> Option<String> {
         self.state().instances.get(id).map(|r| r.instance.claim.clone())
+    }
+
+    /// Instances the spot pool of `offering` holds in clock hour `hour`:
+    /// its depth ([`POOL_DEPTH`] by bucket, less for larger types: × √(2 /
+    /// vCPUs)) times its level, a seeded random walk per pool that moves
+    /// each hour ([`POOL_VOLATILITY`]) within [`POOL_LEVEL`]. `None` when
+    /// `offering` is not a spot pool or pools are off.
+    pub fn pool_capacity(&self, offering: u32, hour: u64) -> Option<u32> {
+        if !self.config.spot_pools {
+            return None;
+        }
+        let catalog = self.catalog();
+        let o = catalog.offerings.get(offering as usize).filter(|o| o.capacity_type == CapacityType::Spot)?;
+        Some(self.capacity_in(&mut self.state(), o, offering, hour))
+    }
+
+    fn capacity_in(&self, state: &mut State, o: &Offering, offering: u32, hour: u64) -> u32 {
+        let b = bucket(o.interruption);
+        let (mut at, mut level) = match state.levels.get(&offering) {
+            Some(&(at, level)) if at <= hour => (at, level),
+            _ => (0, 1.0),
+        };
+        while at < hour {
+            at += 1;
+            // A uniform draw of unit variance: √12 × (u − ½).
+            let z = (unit(self.config.seed, Stream::SpotCapacity, offering as u64, at) - 0.5) * 12f64.sqrt();
+            level = (level * (POOL_VOLATILITY[b] * z).exp()).clamp(POOL_LEVEL.0, POOL_LEVEL.1);
+        }
+        state.levels.insert(offering, (at, level));
+        let vcpus = (o.capacity.cpu_millis as f64 / 1000.0).max(2.0);
+        (POOL_DEPTH[b] * (2.0 / vcpus).sqrt() * level).floor() as u32
+    }
+
+    /// The spot instances to reclaim now because their pool shrank below
+    /// what runs in it: the newest first, the excess of each pool.
+    pub fn pool_shortfalls(&self) -> Vec<String> {
+        if !self.config.spot_pools {
+            return Vec::new();
+        }
+        let hour = (self.now)().as_secs() / 3600;
+        let catalog = self.catalog();
+        let mut state = self.state();
+        let mut by_pool: BTreeMap<u32, Vec<(Duration, String)>> = BTreeMap::new();
+        for (id, r) in &state.instances {
+            if r.spot {
+                by_pool.entry(r.instance.offering).or_default().push((r.launched_at, id.clone()));
+            }
+        }
+        let mut out = Vec::new();
+        for (offering, mut running) in by_pool {
+            let Some(o) = catalog.offerings.get(offering as usize) else { continue };
+            let capacity = self.capacity_in(&mut state, o, offering, hour) as usize;
+            if running.len() > capacity {
+                running.sort();
+                let excess = running.len() - capacity;
+                out.extend(running.into_iter().rev().take(excess).map(|(_, id)| id));
+            }
+        }
+        out
     }
 
     /// When the spot pool of `offering` is next reclaimed at or after
@@ -375,8 +468,12 @@ impl SimulatedCloud {
         if let Some(existing) = state.instances.values().find(|r| r.instance.claim == request.claim) {
             return Ok(existing.instance.clone()); // idempotent per claim, like a ClientToken
         }
+        let order = match request.spot_strategy {
+            SpotStrategy::Prioritized => request.offerings.clone(),
+            SpotStrategy::PriceCapacityOptimized => self.price_capacity_order(&mut state, &catalog, request, now),
+        };
         let (mut tried, mut skipped) = (0, 0);
-        for &offering in &request.offerings {
+        for &offering in &order {
             let Some(o) = catalog.offerings.get(offering as usize) else {
                 return Err(LaunchError::Provider(format!("offering index {offering} is not in the catalog")));
             };
@@ -386,9 +483,16 @@ impl SimulatedCloud {
             }
             tried += 1;
             state.attempts += 1;
-            let full = o.capacity_type == CapacityType::Reserved && {
-                let held = state.instances.values().filter(|r| r.instance.offering == offering).count();
-                held >= self.config.reserved_capacity.get(&offering).copied().unwrap_or(0) as usize
+            let full = match o.capacity_type {
+                CapacityType::Reserved => {
+                    let held = state.instances.values().filter(|r| r.instance.offering == offering).count();
+                    held >= self.config.reserved_capacity.get(&offering).copied().unwrap_or(0) as usize
+                }
+                CapacityType::Spot if self.config.spot_pools => {
+                    let held = state.instances.values().filter(|r| r.instance.offering == offering).count();
+                    held >= self.capacity_in(&mut state, o, offering, now.as_secs() / 3600) as usize
+                }
+                _ => false,
             };
             let p = self.config.capacity_failure.get(&offering).copied().unwrap_or(0.0);
             if full || (p > 0.0 && unit(self.config.seed, Stream::Capacity, offering as u64, state.attempts) < p) {
@@ -413,6 +517,37 @@ impl SimulatedCloud {
             return Ok(instance);
         }
         Err(LaunchError::InsufficientCapacity { tried, skipped })
+    }
+}
+
+impl SimulatedCloud {
+    /// The order CreateFleet's `price-capacity-optimized` tries a request's
+    /// offerings in: reserved capacity as given, then the spot pools with
+    /// the most spare capacity — at least half the spare capacity of the
+    /// deepest one offered — cheapest first, then the other spot pools
+    /// cheapest first, then on-demand as given. Without pools, spot is
+    /// cheapest first.
+    fn price_capacity_order(&self, state: &mut State, catalog: &Catalog, request: &LaunchRequest, now: Duration) -> Vec<u32> {
+        let hour = now.as_secs() / 3600;
+        let kind = |o: u32| catalog.offerings.get(o as usize).map(|x| x.capacity_type);
+        let mut spot: Vec<(u32, f64, i64)> = Vec::new();
+        for &o in &request.offerings {
+            let Some(offering) = catalog.offerings.get(o as usize).filter(|x| x.capacity_type == CapacityType::Spot) else { continue };
+            let spare = if self.config.spot_pools {
+                let held = state.instances.values().filter(|r| r.instance.offering == o).count() as i64;
+                i64::from(self.capacity_in(state, offering, o, hour)) - held
+            } else {
+                0
+            };
+            spot.push((o, offering.price_per_hour, spare));
+        }
+        let deepest = spot.iter().map(|s| s.2).max().unwrap_or(0);
+        let high = |s: &(u32, f64, i64)| s.2 > 0 && s.2 * 2 >= deepest;
+        spot.sort_by(|a, b| high(b).cmp(&high(a)).then(a.1.total_cmp(&b.1)).then(a.0.cmp(&b.0)));
+        let mut order: Vec<u32> = request.offerings.iter().copied().filter(|&o| kind(o) == Some(CapacityType::Reserved)).collect();
+        order.extend(spot.iter().map(|s| s.0));
+        order.extend(request.offerings.iter().copied().filter(|&o| kind(o) == Some(CapacityType::OnDemand)));
+        order
     }
 }
 

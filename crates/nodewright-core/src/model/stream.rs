@@ -22,6 +22,8 @@ pub enum Stream {
     Rebalance = 6,
     /// How long before the reclaim it comes, keyed by (offering, hour).
     RebalanceLead = 7,
+    /// The hourly move of a spot pool's capacity, keyed by (offering, hour).
+    SpotCapacity = 8,
 }
 
 /// A uniform draw in [0, 1) for `stream` under `seed`, keyed by (`a`, `b`).

@@ -67,11 +67,14 @@ pub mod bundled {
     /// `commitment-aware`: reservations, Reserved Instances and Savings Plan
     /// headroom first (selection, contract 0.3.0).
     pub const COMMITMENT_AWARE: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/commitment-aware.wasm"));
+    /// `spot-diversified`: spot spread over pools, deep ones first, commitments
+    /// filled first (selection, contract 0.3.0).
+    pub const SPOT_DIVERSIFIED: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/spot-diversified.wasm"));
     /// `disruption-aware`: savings weighed against eviction cost (consolidation, contract 0.3.0).
     pub const DISRUPTION_AWARE: &[u8] = include_bytes!(concat!(env!("NODEWRIGHT_PLUGIN_DIR"), "/disruption-aware.wasm"));
 
     /// Every bundled component as (name, bytes).
-    pub const ALL: [(&str, &[u8]); 10] = [
+    pub const ALL: [(&str, &[u8]); 11] = [
         ("cheapest", CHEAPEST),
         ("spot-savvy", SPOT_SAVVY),
         ("graviton-first", GRAVITON_FIRST),
@@ -81,6 +84,7 @@ pub mod bundled {
         ("savings-threshold", SAVINGS_THRESHOLD),
         ("balanced", BALANCED),
         ("commitment-aware", COMMITMENT_AWARE),
+        ("spot-diversified", SPOT_DIVERSIFIED),
         ("disruption-aware", DISRUPTION_AWARE),
     ];
 

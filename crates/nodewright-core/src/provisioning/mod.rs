@@ -13,7 +13,7 @@ use serde::Serialize;
 pub use batcher::{Batcher, BatcherSettings};
 pub use fleet::{FleetTracker, HISTORY_WINDOW};
 
-use crate::cloud::{CloudProvider, LaunchRequest};
+use crate::cloud::{CloudProvider, LaunchRequest, SpotStrategy};
 use crate::cluster::{Cluster, ClusterError, NodeClaim};
 use crate::model::Catalog;
 use crate::policy::{DecidedBy, PodFacts, PolicyRegistry, Role, SelectionRequest};
@@ -147,6 +147,13 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             offerings: spec.offerings.clone(),
             requests: spec.requests,
             taints: taints.clone(),
+            // The native baseline launches spot as Karpenter does; a
+            // plugin's ranking is followed as given.
+            spot_strategy: if pool.selection.plugin == crate::policy::BUILTIN_SELECTION {
+                SpotStrategy::PriceCapacityOptimized
+            } else {
+                SpotStrategy::Prioritized
+            },
         };
         self.cluster
             .create_node_claim(NodeClaim {

@@ -39,6 +39,10 @@ pub struct SimulationConfig {
     pub interruption_scale: f64,
     /// Let spot discounts drift every 6 hours.
     pub spot_drift: bool,
+    /// Spot pools have a capacity that moves hour by hour: a full pool
+    /// refuses launches, a shrinking one reclaims its newest instances
+    /// (see [`crate::cloud::SimulatedCloud::pool_capacity`]).
+    pub spot_pools: bool,
     /// Time from a pod stopping (evicted, interrupted) until it is pending again.
     pub restart_delay: Duration,
     /// Provisioning batch windows.
@@ -66,6 +70,7 @@ impl Default for SimulationConfig {
             interruptions: true,
             interruption_scale: 1.0,
             spot_drift: true,
+            spot_pools: true,
             restart_delay: Duration::from_secs(10),
             batcher: BatcherSettings::default(),
             sample_every: Duration::from_secs(300),
@@ -238,6 +243,9 @@ enum Event {
     Disrupt,
     Reprice,
     Sample,
+    /// The top of an hour: spot pools move, and those that shrank below
+    /// what runs in them reclaim the excess.
+    PoolCheck,
 }
 
 /// What the engine knows of a pod to measure it.
@@ -276,6 +284,8 @@ struct Sim<'a> {
     base_catalog: Arc<Catalog>,
     family_drift: BTreeMap<String, f64>,
     reprice_step: u64,
+    /// Instances warned of their reclaim (each is warned once).
+    warned: std::collections::HashSet<String>,
     pods: HashMap<String, PodLife>,
     first_waits: Vec<f64>,
     re_waits: Vec<f64>,
@@ -317,6 +327,7 @@ pub fn simulate(
             capacity_failure: HashMap::new(),
             boot_latency: config.boot_latency,
             interruption_scale: if config.interruptions { config.interruption_scale } else { 0.0 },
+            spot_pools: config.spot_pools,
             reserved_capacity: config
                 .commitments
                 .capacity_reservations
@@ -348,6 +359,7 @@ pub fn simulate(
         base_catalog: catalog,
         family_drift: BTreeMap::new(),
         reprice_step: 0,
+        warned: Default::default(),
         pods: HashMap::new(),
         first_waits: Vec::new(),
         re_waits: Vec::new(),
@@ -366,6 +378,8 @@ pub fn simulate(
 /// Disruption passes run this often, and sooner when the controller asks.
 const DISRUPT_EVERY: Duration = Duration::from_secs(60);
 const REPRICE_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// Spot pools move at the top of every hour.
+const POOL_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
 impl Sim<'_> {
     fn at(&mut self, when: Duration, event: Event) {
@@ -383,6 +397,9 @@ impl Sim<'_> {
         self.at(DISRUPT_EVERY, Event::Disrupt);
         if self.config.spot_drift {
             self.at(REPRICE_EVERY, Event::Reprice);
+        }
+        if self.config.spot_pools && self.config.interruptions {
+            self.at(POOL_CHECK_EVERY, Event::PoolCheck);
         }
         let mut reported = 0.0;
         while let Some(Reverse((when, _, event))) = self.queue.pop() {
@@ -431,6 +448,13 @@ impl Sim<'_> {
                 Event::Sample => {
                     self.sample();
                     self.at(when + self.config.sample_every, Event::Sample);
+                }
+                Event::PoolCheck => {
+                    step = Step::Interruption;
+                    for instance in self.world.cloud.pool_shortfalls() {
+                        self.warn(instance)?;
+                    }
+                    self.at(when + POOL_CHECK_EVERY, Event::PoolCheck);
                 }
             }
             self.settle(step);
@@ -613,6 +637,9 @@ impl Sim<'_> {
         let Some(claim) = self.world.cloud.claim_of(&instance) else {
             return Ok(()); // already gone
         };
+        if !self.warned.insert(instance.clone()) {
+            return Ok(()); // a pool that shrank warned it already
+        }
         self.metrics.interruptions += 1;
         let id = format!("sim-{}-{}", instance, self.last.as_secs());
         self.notify(&id, InterruptionKind::SpotInterruption { instance: instance.clone() })?;

@@ -58,6 +58,13 @@ pub(crate) struct RunConfig {
     /// Price overrides file (YAML).
     #[serde(default)]
     prices: Option<PathBuf>,
+    /// Commitments file (YAML: Savings Plans, Reserved Instances), told to
+    /// contract 0.3.0 policies with how much of them the fleet uses.
+    #[serde(default)]
+    commitments: Option<PathBuf>,
+    /// The commitments file, read and checked at start.
+    #[serde(skip)]
+    loaded_commitments: nodewright_core::model::Commitments,
     /// Seconds between controller passes.
     #[serde(default = "default_interval")]
     interval_seconds: u64,
@@ -99,6 +106,18 @@ pub(crate) fn read_config(path: &Path) -> anyhow::Result<RunConfig> {
     })?;
     anyhow::ensure!(!config.cluster_name.is_empty(), "{}: clusterName: must not be empty", path.display());
     anyhow::ensure!(config.interval_seconds > 0, "{}: intervalSeconds: must be at least 1", path.display());
+    let mut config = config;
+    if let Some(file) = &config.commitments {
+        let (name, text) = super::read_named(file).with_context(|| format!("{}: commitments", path.display()))?;
+        let commitments = nodewright_core::model::parse_commitments(&name, &text)?;
+        // Launching into a capacity reservation needs CreateFleet's
+        // capacity-reservation options, which the EC2 provider does not send yet.
+        anyhow::ensure!(
+            commitments.capacity_reservations.is_empty(),
+            "{name}: capacityReservations: not supported by `nodewright run` yet (the simulator models them); Savings Plans and Reserved Instances are"
+        );
+        config.loaded_commitments = commitments;
+    }
     Ok(config)
 }
 
@@ -157,7 +176,10 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     let changed = cache.changed();
     let cluster = Arc::new(KubeCluster::new(client.clone(), &args.namespace, Arc::new(move || catalog_cloud.catalog())).with_cache(cache));
     let registry = Arc::new(nodewright_core::policy::PolicyRegistry::new(runtime));
-    let provisioner = Arc::new(nodewright_core::provisioning::Provisioner::new(cloud.clone(), cluster.clone(), registry.clone()));
+    let provisioner = Arc::new(
+        nodewright_core::provisioning::Provisioner::new(cloud.clone(), cluster.clone(), registry.clone())
+            .with_commitments(config.loaded_commitments.clone()),
+    );
     let mut disruption = nodewright_core::disruption::DisruptionController::new(provisioner.clone(), cluster.clone(), Default::default());
     let handler = Arc::new(nodewright_core::interruption::InterruptionHandler::new(
         cloud.clone(),
@@ -341,5 +363,27 @@ mod tests {
         assert!(err.starts_with(&format!("{}: intervalSecs: unknown field `intervalSecs`", bad.display())), "{err}");
         std::fs::write(&bad, "clusterName: c\nintervalSeconds: 0\n").unwrap();
         assert_eq!(read_config(&bad).unwrap_err().to_string(), format!("{}: intervalSeconds: must be at least 1", bad.display()));
+    }
+
+    #[test]
+    fn the_commitments_file_is_read_at_start_and_its_mistakes_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        let commitments = dir.path().join("commitments.yaml");
+        std::fs::write(&config, format!("clusterName: c\ncommitments: {}\n", commitments.display())).unwrap();
+        std::fs::write(&commitments, "savingsPlans:\n  - hourlyCommitment: 1.5\n    discount: 0.28\n").unwrap();
+        let read = read_config(&config).unwrap();
+        assert_eq!(read.loaded_commitments.savings_plans.len(), 1);
+        std::fs::write(&commitments, "savingsPlans:\n  - hourlyCommitment: 1.5\n    discount: 1.28\n").unwrap();
+        assert_eq!(
+            read_config(&config).unwrap_err().to_string(),
+            format!("{}: savingsPlans[0].discount: 1.28 is not a discount from 0 (none) to below 1 (everything)", commitments.display())
+        );
+        std::fs::write(&commitments, "capacityReservations:\n  - instanceType: m5.xlarge\n    zone: us-east-1a\n    count: 1\n    hourlyRate: 0.19\n").unwrap();
+        let err = read_config(&config).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: capacityReservations: not supported by `nodewright run` yet", commitments.display())), "{err}");
+        std::fs::remove_file(&commitments).unwrap();
+        let err = format!("{:#}", read_config(&config).unwrap_err());
+        assert!(err.starts_with(&format!("{}: commitments: ", config.display())), "{err}");
     }
 }

@@ -1,0 +1,96 @@
+//! `spot-diversified` (contract 0.3.0): no interruption wave takes most of
+//! a NodePool, because no spot pool holds much of it.
+//!
+//! Each feasible offering starts from what one more node of it adds to the
+//! bill ([`economics::marginal_price`]: commitments are filled first). A
+//! spot offering is then weighed by its pool:
+//! - its depth, read from its Spot Instance Advisor bucket (pools that are
+//!   interrupted less are deeper): × (1 + `risk_weight` × the bucket's
+//!   rate), as price-capacity-optimized prefers deep pools;
+//! - what happened to it in the last hour: × (1 + `recent_weight`) per
+//!   launch refused for capacity or interruption warning;
+//! - its share of the NodePool: once the pool holds `max_pool_share` of the
+//!   NodePool's nodes (and at least `min_nodes` nodes run), × `over_share`.
+//!
+//! Nothing feasible is left out, so a launch always has somewhere to go.
+//!
+//! Config: `{"max_pool_share": 0.2, "min_nodes": 5, "over_share": 4.0,
+//! "risk_weight": 2.0, "recent_weight": 1.0}`.
+
+use std::sync::OnceLock;
+
+use nodewright_plugin::{CapacityType, Catalog, InterruptionRate, Ranking, SelectionRequest, Selector, economics, fleet, score_each};
+
+#[derive(Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    max_pool_share: f64,
+    min_nodes: u32,
+    over_share: f64,
+    risk_weight: f64,
+    recent_weight: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { max_pool_share: 0.2, min_nodes: 5, over_share: 4.0, risk_weight: 2.0, recent_weight: 1.0 }
+    }
+}
+
+fn config() -> Result<Config, String> {
+    static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let c: Config = nodewright_plugin::config()?;
+            if !(c.max_pool_share > 0.0 && c.max_pool_share <= 1.0) {
+                return Err(format!("invalid plugin config: max_pool_share {} must be above 0 and at most 1", c.max_pool_share));
+            }
+            for (name, v) in [("over_share", c.over_share), ("risk_weight", c.risk_weight), ("recent_weight", c.recent_weight)] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(format!("invalid plugin config: {name} {v} must be a finite number >= 0"));
+                }
+            }
+            Ok(c)
+        })
+        .clone()
+}
+
+/// The middle of the Advisor bucket, as a monthly fraction.
+fn rate(r: InterruptionRate) -> f64 {
+    match r {
+        InterruptionRate::VeryLow => 0.025,
+        InterruptionRate::Low => 0.075,
+        InterruptionRate::Medium => 0.125,
+        InterruptionRate::High => 0.175,
+        InterruptionRate::VeryHigh => 0.25,
+    }
+}
+
+struct SpotDiversified;
+
+impl Selector for SpotDiversified {
+    fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {
+        let config = config()?;
+        let fleet = fleet();
+        let pool_nodes = fleet.running.iter().filter(|c| c.node_pool == request.node_pool).fold(0u32, |n, c| n.saturating_add(c.count));
+        let mut index = 0usize;
+        Ok(score_each(request, catalog, |o| {
+            let i = request.feasible[index];
+            index += 1;
+            let mut score = economics::marginal_price(o, &fleet);
+            if o.capacity_type == CapacityType::Spot {
+                score *= 1.0 + config.risk_weight * rate(o.interruption);
+                if let Some(h) = fleet.recent.iter().find(|h| h.offering == i) {
+                    score *= 1.0 + config.recent_weight * f64::from(h.launch_failures.saturating_add(h.interruptions));
+                }
+                let (of_pool, _) = economics::pool_share(&fleet, &request.node_pool, i);
+                if pool_nodes >= config.min_nodes && f64::from(of_pool) >= config.max_pool_share * f64::from(pool_nodes) {
+                    score *= config.over_share;
+                }
+            }
+            Some(score)
+        }))
+    }
+}
+
+nodewright_plugin::export!(SpotDiversified);
