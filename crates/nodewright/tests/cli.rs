@@ -308,7 +308,7 @@ fn a_scenario_directory_supplies_the_trace_and_commitments_and_flags_override_it
     assert!(text(&out.stderr).starts_with(&format!("error: {}: reservedInstances[0].count", bad.display())), "{}", text(&out.stderr));
     // Neither bundled nor a directory; a directory without a trace.
     let out = nodewright(&["compare", "--scenario", "no-such-scenario"], cache.path());
-    assert_eq!(text(&out.stderr), "error: --scenario no-such-scenario: neither a bundled scenario (saas-week) nor a directory\n");
+    assert_eq!(text(&out.stderr), "error: --scenario no-such-scenario: neither a bundled scenario (saas-week, batch-week) nor a directory\n");
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let out = nodewright(&["compare", "--scenario", empty.to_str().unwrap()], cache.path());
@@ -320,7 +320,7 @@ fn trace_generate_names_the_kinds_it_knows() {
     let cache = tempfile::tempdir().unwrap();
     let out = nodewright(&["trace", "generate", "stock-market", "--out", "/dev/null"], cache.path());
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr), "error: unknown trace kind `stock-market` (one of diurnal-web, batch-burst, ml-gpu, mixed, saas-week)\n");
+    assert_eq!(text(&out.stderr), "error: unknown trace kind `stock-market` (one of diurnal-web, batch-burst, ml-gpu, mixed, saas-week, batch-week)\n");
 }
 
 #[test]

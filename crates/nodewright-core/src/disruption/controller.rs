@@ -701,7 +701,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                         report.launched.push(launched);
                     }
                     Err((claim, e)) => {
-                        tracing::warn!(claim, "replacement launch failed, disruption abandoned: {e}");
+                        tracing::info!(claim, "replacement launch failed, disruption abandoned: {e}");
                         self.abandon(&command, report).await?;
                         return Ok(());
                     }

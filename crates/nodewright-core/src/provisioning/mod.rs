@@ -183,7 +183,13 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                 Ok(Ok(launched))
             }
             Err(e) => {
-                tracing::warn!(claim = %name, "launch failed, pods stay pending: {e}");
+                // No capacity is routine (the offerings are benched for a
+                // while and the next pass tries others); anything else is not.
+                if matches!(e, crate::cloud::LaunchError::InsufficientCapacity { .. }) {
+                    tracing::info!(claim = %name, "launch failed, pods stay pending: {e}");
+                } else {
+                    tracing::warn!(claim = %name, "launch failed, pods stay pending: {e}");
+                }
                 self.cluster.delete_node_claim(&name).await?;
                 Ok(Err((name, e.to_string())))
             }

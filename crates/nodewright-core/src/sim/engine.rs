@@ -243,6 +243,9 @@ enum Event {
     Disrupt,
     Reprice,
     Sample,
+    /// A job's pod may have done its work: it ends if it has run its
+    /// work uninterrupted by now.
+    JobDone(String),
     /// The top of an hour: spot pools move, and those that shrank below
     /// what runs in them reclaim the excess.
     PoolCheck,
@@ -254,6 +257,11 @@ struct PodLife {
     bound_at: Option<Duration>,
     ever_bound: bool,
     job: bool,
+    /// A job's work: the time from its `add` to its `del` in the trace.
+    work: Duration,
+    /// The trace ended this job while its work was not done: it ends once
+    /// it has run `work` uninterrupted.
+    overdue: bool,
     /// Its CPU request, millicores.
     cpu_millis: u32,
     /// Its share of its node's price while bound, $ per hour: the node's
@@ -287,6 +295,8 @@ struct Sim<'a> {
     /// Instances warned of their reclaim (each is warned once).
     warned: std::collections::HashSet<String>,
     pods: HashMap<String, PodLife>,
+    /// The work of each job's `add` event (by event index): the time to its `del`.
+    work: Vec<Option<Duration>>,
     first_waits: Vec<f64>,
     re_waits: Vec<f64>,
     metrics: Metrics,
@@ -361,6 +371,7 @@ pub fn simulate(
         reprice_step: 0,
         warned: Default::default(),
         pods: HashMap::new(),
+        work: job_work(trace),
         first_waits: Vec::new(),
         re_waits: Vec::new(),
         metrics: Metrics::default(),
@@ -449,6 +460,12 @@ impl Sim<'_> {
                     self.sample();
                     self.at(when + self.config.sample_every, Event::Sample);
                 }
+                Event::JobDone(name) => {
+                    let done = self.pods.get(&name).is_some_and(|l| l.bound_at.is_some_and(|b| self.last.saturating_sub(b) >= l.work));
+                    if done {
+                        self.delete_pod(&name);
+                    }
+                }
                 Event::PoolCheck => {
                     step = Step::Interruption;
                     for instance in self.world.cloud.pool_shortfalls() {
@@ -536,6 +553,10 @@ impl Sim<'_> {
                     }
                     life.ever_bound = true;
                     life.bound_at = Some(self.last);
+                    if life.overdue {
+                        let done = self.last + life.work;
+                        self.at(done, Event::JobDone(pod.clone()));
+                    }
                 }
                 PodEvent::Stopped { pod, restart_at, .. } => {
                     match step {
@@ -569,7 +590,7 @@ impl Sim<'_> {
     fn trace_events(&mut self, first: usize) {
         let t = self.trace.events[first].t;
         let mut added = Vec::new();
-        for event in self.trace.events[first..].iter().take_while(|e| e.t == t) {
+        for (index, event) in self.trace.events.iter().enumerate().skip(first).take_while(|(_, e)| e.t == t) {
             match &event.kind {
                 TraceEventKind::Add(pod) => {
                     self.metrics.pods += 1;
@@ -580,6 +601,8 @@ impl Sim<'_> {
                             bound_at: None,
                             ever_bound: false,
                             job: event.job,
+                            work: self.work.get(index).copied().flatten().unwrap_or_default(),
+                            overdue: false,
                             cpu_millis: pod.spec.requests.cpu_millis,
                             node_share_per_hour: 0.0,
                         },
@@ -589,6 +612,19 @@ impl Sim<'_> {
                 TraceEventKind::Delete(name) => {
                     // Pods added at this instant first, as the trace orders them.
                     self.world.cluster.add_pods(std::mem::take(&mut added));
+                    // A job ends when its work is done: one that was
+                    // evicted, or started late, runs on.
+                    if let Some(life) = self.pods.get_mut(name.as_str())
+                        && life.job
+                        && life.bound_at.is_none_or(|b| self.last.saturating_sub(b) < life.work)
+                    {
+                        life.overdue = true;
+                        if let Some(b) = life.bound_at {
+                            let done = b + life.work;
+                            self.at(done, Event::JobDone(name.clone()));
+                        }
+                        continue;
+                    }
                     self.delete_pod(name);
                 }
             }
@@ -831,4 +867,25 @@ fn percentiles(values: &mut [f64]) -> [f64; 3] {
 fn round(value: f64, places: i32) -> f64 {
     let scale = 10f64.powi(places);
     (value * scale).round() / scale
+}
+
+/// The work of every job in `trace`, by the index of its `add` event: the
+/// time from its `add` to its `del`.
+fn job_work(trace: &Trace) -> Vec<Option<Duration>> {
+    let mut work = vec![None; trace.events.len()];
+    let mut added: HashMap<&str, usize> = HashMap::new();
+    for (i, event) in trace.events.iter().enumerate() {
+        match &event.kind {
+            TraceEventKind::Add(pod) if event.job => {
+                added.insert(pod.name.as_str(), i);
+            }
+            TraceEventKind::Add(_) => {}
+            TraceEventKind::Delete(name) => {
+                if let Some(a) = added.remove(name.as_str()) {
+                    work[a] = Some(Duration::from_secs_f64((event.t - trace.events[a].t).max(0.0)));
+                }
+            }
+        }
+    }
+    work
 }

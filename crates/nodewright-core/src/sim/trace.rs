@@ -14,8 +14,11 @@
 //! An `add` line also takes `spread` (`"zone"` or `"hostname"`: a hard
 //! topology spread of maxSkew 1 over the workload), `anti_affinity` (one pod
 //! of the workload per node), `priority`, `do_not_disrupt` and `job` (a pod
-//! that runs to completion: evicted, it loses the work done since it
-//! started). Pods of one workload with the same fields share one spec.
+//! that runs to completion: its work is the time from its `add` to its
+//! `del`, and it ends once it has run that long uninterrupted — evicted or
+//! interrupted, it loses the work done since it started and starts over;
+//! started late, it ends late). Pods of one workload with the same fields
+//! share one spec.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -256,7 +259,7 @@ fn spec_of(line: &TraceLine) -> Result<PodSpec, (&'static str, String)> {
 }
 
 /// Kinds of generated traces.
-pub const KINDS: [&str; 5] = ["diurnal-web", "batch-burst", "ml-gpu", "mixed", "saas-week"];
+pub const KINDS: [&str; 6] = ["diurnal-web", "batch-burst", "ml-gpu", "mixed", "saas-week", "batch-week"];
 
 const DAY: f64 = 86_400.0;
 
@@ -277,6 +280,7 @@ pub fn generate(kind: &str, seed: u64, scale: f64) -> Result<String, String> {
         "ml-gpu" => (1.0, &["ml"]),
         "mixed" => (7.0, &["web", "batch", "ml"]),
         "saas-week" => (7.0, &["web", "stateful"]),
+        "batch-week" => (7.0, &["long-jobs"]),
         other => return Err(format!("unknown trace kind `{other}` (one of {})", KINDS.join(", "))),
     };
     let duration = days * DAY;
@@ -286,6 +290,7 @@ pub fn generate(kind: &str, seed: u64, scale: f64) -> Result<String, String> {
             "web" => web(&mut rng, duration, scale, &mut lines),
             "batch" => batch(&mut rng, duration, scale, &mut lines),
             "stateful" => stateful(duration, scale, &mut lines),
+            "long-jobs" => long_jobs(&mut rng, duration, scale, &mut lines),
             _ => ml(&mut rng, duration, scale, &mut lines),
         }
     }
@@ -355,6 +360,27 @@ fn stateful(duration: f64, scale: f64, lines: &mut Vec<TraceLine>) {
         line.anti_affinity = true;
         lines.push(line);
         lines.push(del(duration, name));
+    }
+}
+
+/// Waves of long jobs (two to eight hours, 4 to 16 CPU) every two to five
+/// hours, as a data or rendering pipeline submits them: each a Job's pod
+/// that loses its work when evicted.
+fn long_jobs(rng: &mut StdRng, duration: f64, scale: f64, lines: &mut Vec<TraceLine>) {
+    let mut t = rng.random_range(0.0..1800.0);
+    let mut n = 0usize;
+    while t < duration {
+        let jobs = (rng.random_range(10.0..30.0) * scale).round() as usize;
+        for _ in 0..jobs {
+            let name = format!("job-{n}");
+            n += 1;
+            let cpu = [4000, 8000, 16_000][rng.random_range(0..3)];
+            let start = t + rng.random_range(0.0..300.0);
+            let end = (start + rng.random_range(7200.0..28_800.0)).min(duration);
+            lines.push(TraceLine { job: true, ..add(start, name.clone(), "pipeline", cpu, cpu as u64 * 4) });
+            lines.push(del(end, name));
+        }
+        t += rng.random_range(7200.0..18_000.0);
     }
 }
 

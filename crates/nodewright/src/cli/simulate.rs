@@ -31,12 +31,20 @@ const DEFAULT_POLICIES: [&str; 9] = [
 ];
 
 /// Scenarios bundled with the binary: (name, trace, NodePools, commitments).
-const SCENARIOS: [(&str, &str, &str, &str); 1] = [(
-    "saas-week",
-    include_str!("../../../../examples/scenarios/saas-week/trace.jsonl"),
-    include_str!("../../../../examples/scenarios/saas-week/nodepools.yaml"),
-    include_str!("../../../../examples/scenarios/saas-week/commitments.yaml"),
-)];
+const SCENARIOS: [(&str, &str, &str, Option<&str>); 2] = [
+    (
+        "saas-week",
+        include_str!("../../../../examples/scenarios/saas-week/trace.jsonl"),
+        include_str!("../../../../examples/scenarios/saas-week/nodepools.yaml"),
+        Some(include_str!("../../../../examples/scenarios/saas-week/commitments.yaml")),
+    ),
+    (
+        "batch-week",
+        include_str!("../../../../examples/scenarios/batch-week/trace.jsonl"),
+        include_str!("../../../../examples/scenarios/batch-week/nodepools.yaml"),
+        None,
+    ),
+];
 
 /// The inputs of a scenario, each as (name shown in errors, text).
 #[derive(Debug, Default)]
@@ -55,7 +63,7 @@ fn scenario(name: &str) -> anyhow::Result<Scenario> {
         return Ok(Scenario {
             trace: Some((shown("trace.jsonl"), trace.to_string())),
             nodepools: Some((shown("nodepools.yaml"), pools.to_string())),
-            commitments: Some((shown("commitments.yaml"), commitments.to_string())),
+            commitments: commitments.map(|c| (shown("commitments.yaml"), c.to_string())),
             prices: None,
         });
     }
@@ -77,7 +85,7 @@ fn scenario(name: &str) -> anyhow::Result<Scenario> {
 
 #[derive(Debug, Args)]
 pub(crate) struct SimulationArgs {
-    /// A scenario: `saas-week` (bundled) or a directory with `trace.jsonl`
+    /// A scenario: `saas-week` or `batch-week` (bundled) or a directory with `trace.jsonl`
     /// and optionally `nodepools.yaml`, `commitments.yaml`, `prices.yaml`;
     /// `--trace`, `--nodepools`, `--commitments` and `--prices` override its files.
     #[arg(long)]
@@ -156,7 +164,7 @@ pub(crate) struct CompareArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TraceCommand {
-    /// Generate a trace: diurnal-web, batch-burst, ml-gpu, mixed or saas-week.
+    /// Generate a trace: diurnal-web, batch-burst, ml-gpu, mixed, saas-week or batch-week.
     Generate {
         /// Kind of trace.
         kind: String,
