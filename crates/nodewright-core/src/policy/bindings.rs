@@ -54,6 +54,7 @@ macro_rules! contract_glue {
 
             use crate::model::{Arch, CapacityType, Catalog, InterruptionRate, Resources};
             use crate::policy::bindings::$version as b;
+            use crate::policy::request::{ConsolidationAction, ConsolidationSnapshot, SelectionRequest};
             use crate::policy::sandbox::PluginState;
 
             /// Export indices, looked up once per component.
@@ -107,6 +108,14 @@ macro_rules! contract_glue {
             }
 
             impl Exports {
+                fn selection(&self) -> wasmtime::Result<&b::instance_selection::Guest> {
+                    self.selection.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export instance-selection"))
+                }
+
+                fn consolidation(&self) -> wasmtime::Result<&b::consolidation::Guest> {
+                    self.consolidation.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export consolidation"))
+                }
+
                 pub(crate) async fn set_catalog(
                     &self,
                     store: &mut Store<PluginState>,
@@ -117,6 +126,17 @@ macro_rules! contract_glue {
             }
 
             $calls!();
+
+            /// A plan in host form (the action shape is the same in every version).
+            fn to_actions(actions: Vec<b::consolidation::Action>) -> Vec<ConsolidationAction> {
+                actions
+                    .into_iter()
+                    .map(|a| match a {
+                        b::consolidation::Action::Delete(nodes) => ConsolidationAction::Delete { nodes },
+                        b::consolidation::Action::Replace(r) => ConsolidationAction::Replace { nodes: r.nodes, offering: r.offering },
+                    })
+                    .collect()
+            }
 
             pub(crate) fn to_resources(r: &Resources) -> b::types::Resources {
                 b::types::Resources { cpu_millis: r.cpu_millis, memory_bytes: r.memory_bytes, pods: r.pods, gpus: r.gpus }
@@ -179,8 +199,6 @@ macro_rules! contract_glue {
 /// `rank` and `plan` of the versions whose pods are their requests (0.1.0, 0.2.0).
 macro_rules! classic_calls {
     () => {
-        use crate::policy::request::{ConsolidationAction, ConsolidationSnapshot, SelectionRequest};
-
         /// No fleet crosses the boundary in this version.
         pub(crate) type FleetForm = ();
 
@@ -191,7 +209,7 @@ macro_rules! classic_calls {
                 catalog_version: u64,
                 request: &SelectionRequest,
             ) -> wasmtime::Result<Result<(Vec<u32>, Vec<f64>), String>> {
-                let selection = self.selection.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export instance-selection"))?;
+                let selection = self.selection()?;
                 let wit = b::instance_selection::SelectionRequest {
                     node_pool: request.node_pool.clone(),
                     catalog_version,
@@ -208,7 +226,7 @@ macro_rules! classic_calls {
                 catalog_version: u64,
                 snapshot: &ConsolidationSnapshot,
             ) -> wasmtime::Result<Result<Vec<ConsolidationAction>, String>> {
-                let consolidation = self.consolidation.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export consolidation"))?;
+                let consolidation = self.consolidation()?;
                 let wit = b::consolidation::Snapshot {
                     node_pool: snapshot.node_pool.clone(),
                     catalog_version,
@@ -225,17 +243,7 @@ macro_rules! classic_calls {
                         .collect(),
                     replacements: snapshot.replacements.clone(),
                 };
-                Ok(consolidation.call_plan(store, &wit).await?.map(|actions| {
-                    actions
-                        .into_iter()
-                        .map(|a| match a {
-                            b::consolidation::Action::Delete(nodes) => ConsolidationAction::Delete { nodes },
-                            b::consolidation::Action::Replace(r) => {
-                                ConsolidationAction::Replace { nodes: r.nodes, offering: r.offering }
-                            }
-                        })
-                        .collect()
-                }))
+                Ok(consolidation.call_plan(store, &wit).await?.map(to_actions))
             }
         }
     };
@@ -245,7 +253,6 @@ macro_rules! classic_calls {
 macro_rules! fleet_calls {
     () => {
         use crate::policy::fleet::{Fleet, PodFacts, ReservationUse};
-        use crate::policy::request::{ConsolidationAction, ConsolidationSnapshot, SelectionRequest};
 
         /// The fleet in contract form.
         pub(crate) type FleetForm = b::types::Fleet;
@@ -330,7 +337,7 @@ macro_rules! fleet_calls {
                 catalog_version: u64,
                 request: &SelectionRequest,
             ) -> wasmtime::Result<Result<(Vec<u32>, Vec<f64>), String>> {
-                let selection = self.selection.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export instance-selection"))?;
+                let selection = self.selection()?;
                 let wit = b::instance_selection::SelectionRequest {
                     node_pool: request.node_pool.clone(),
                     catalog_version,
@@ -349,7 +356,7 @@ macro_rules! fleet_calls {
                 catalog_version: u64,
                 snapshot: &ConsolidationSnapshot,
             ) -> wasmtime::Result<Result<Vec<ConsolidationAction>, String>> {
-                let consolidation = self.consolidation.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export consolidation"))?;
+                let consolidation = self.consolidation()?;
                 let wit = b::consolidation::Snapshot {
                     node_pool: snapshot.node_pool.clone(),
                     catalog_version,
@@ -369,15 +376,7 @@ macro_rules! fleet_calls {
                     budget_left: snapshot.budget_left,
                     pending_pods: snapshot.pending_pods,
                 };
-                Ok(consolidation.call_plan(store, &wit).await?.map(|actions| {
-                    actions
-                        .into_iter()
-                        .map(|a| match a {
-                            b::consolidation::Action::Delete(nodes) => ConsolidationAction::Delete { nodes },
-                            b::consolidation::Action::Replace(r) => ConsolidationAction::Replace { nodes: r.nodes, offering: r.offering },
-                        })
-                        .collect()
-                }))
+                Ok(consolidation.call_plan(store, &wit).await?.map(to_actions))
             }
         }
     };
