@@ -14,7 +14,7 @@
 
 use std::sync::OnceLock;
 
-use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, economics, fleet, score_each};
+use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, economics, fleet, score_each_indexed};
 
 #[derive(serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,7 +47,9 @@ impl Selector for CommitmentAware {
     fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {
         let weight = weight()?;
         let fleet = fleet();
-        Ok(score_each(request, catalog, |o| Some(economics::marginal_price(o, &fleet) + weight * o.price_per_hour)))
+        Ok(score_each_indexed(request, catalog, |i, o| {
+            Some(economics::marginal_price_at(i, o, catalog.version, &fleet) + weight * o.price_per_hour)
+        }))
     }
 }
 

@@ -212,6 +212,32 @@ pub mod economics {
         best
     }
 
+    std::thread_local! {
+        /// Marginal prices already computed, by catalog index: (catalog
+        /// version, fleet version, price).
+        static MEMO: std::cell::RefCell<Vec<(u64, u64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// [`marginal_price`] of catalog offering `index`, computed once per
+    /// (catalog version, fleet version): a fleet that has not changed
+    /// since the last call costs a lookup per offering.
+    pub fn marginal_price_at(index: u32, offering: &Offering, catalog_version: u64, fleet: &Fleet) -> f64 {
+        MEMO.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            let i = index as usize;
+            if memo.len() <= i {
+                memo.resize(i + 1, (u64::MAX, u64::MAX, 0.0));
+            }
+            let (c, f, price) = memo[i];
+            if c == catalog_version && f == fleet.version {
+                return price;
+            }
+            let price = marginal_price(offering, fleet);
+            memo[i] = (catalog_version, fleet.version, price);
+            price
+        })
+    }
+
     /// The fraction `plan` takes off `family`, if it covers it.
     pub fn plan_discount(plan: &super::SavingsPlan, family: &str) -> Option<f64> {
         if plan.family_discounts.is_empty() {
@@ -243,11 +269,21 @@ pub fn score_each(
     catalog: &Catalog,
     mut score: impl FnMut(&Offering) -> Option<f64>,
 ) -> Ranking {
+    score_each_indexed(request, catalog, |_, offering| score(offering))
+}
+
+/// [`score_each`], with each offering's catalog index.
+#[cfg(feature = "selector")]
+pub fn score_each_indexed(
+    request: &SelectionRequest,
+    catalog: &Catalog,
+    mut score: impl FnMut(u32, &Offering) -> Option<f64>,
+) -> Ranking {
     let mut offerings = Vec::with_capacity(request.feasible.len());
     let mut scores = Vec::with_capacity(request.feasible.len());
     for &index in &request.feasible {
         if let Some(offering) = catalog.offerings.get(index as usize)
-            && let Some(s) = score(offering)
+            && let Some(s) = score(index, offering)
         {
             offerings.push(index);
             scores.push(s);

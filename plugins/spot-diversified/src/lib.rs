@@ -19,7 +19,7 @@
 
 use std::sync::OnceLock;
 
-use nodewright_plugin::{CapacityType, Catalog, InterruptionRate, Ranking, SelectionRequest, Selector, economics, fleet, score_each};
+use nodewright_plugin::{CapacityType, Catalog, InterruptionRate, Ranking, SelectionRequest, Selector, economics, fleet, score_each_indexed};
 
 #[derive(Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -73,11 +73,8 @@ impl Selector for SpotDiversified {
         let config = config()?;
         let fleet = fleet();
         let pool_nodes = fleet.running.iter().filter(|c| c.node_pool == request.node_pool).fold(0u32, |n, c| n.saturating_add(c.count));
-        let mut index = 0usize;
-        Ok(score_each(request, catalog, |o| {
-            let i = request.feasible[index];
-            index += 1;
-            let mut score = economics::marginal_price(o, &fleet);
+        Ok(score_each_indexed(request, catalog, |i, o| {
+            let mut score = economics::marginal_price_at(i, o, catalog.version, &fleet);
             if o.capacity_type == CapacityType::Spot {
                 score *= 1.0 + config.risk_weight * rate(o.interruption);
                 if let Some(h) = fleet.recent.iter().find(|h| h.offering == i) {

@@ -545,6 +545,12 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let room = |reason: Reason| {
             budget::allowed(pool, reason, pool_nodes, view.now).map_or(usize::MAX, |a| (a as usize).saturating_sub(busy))
         };
+        let (slot, error) = self.registry.configure(&consolidation_slot(&pool.name), Role::Consolidation, &pool.consolidation);
+        if let Some(e) = error {
+            tracing::error!(node_pool = %pool.name, "consolidation plugin not loaded, the slot keeps its previous policy: {e}");
+        }
+        // Pod facts and the fleet only for a plugin that reads them (0.3.0).
+        let rich = slot.reads_fleet();
         let snapshot = ConsolidationSnapshot {
             node_pool: pool.name.clone(),
             nodes: members
@@ -557,7 +563,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                         offering: m.offering,
                         age_seconds: view.now.saturating_sub(m.claim.created_at).as_secs(),
                         pods: m.pods.iter().map(|p| p.spec.requests).collect(),
-                        facts: m.pods.iter().map(|p| view.facts(p)).collect(),
+                        facts: if rich { m.pods.iter().map(|p| view.facts(p)).collect() } else { Vec::new() },
                         disruptable,
                     }
                 })
@@ -565,12 +571,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             replacements: replacements.to_vec(),
             budget_left: u32::try_from(room(Reason::Underutilized).min(pool_nodes)).unwrap_or(u32::MAX),
             pending_pods: view.pending,
-            fleet: view.fleet.clone(),
+            fleet: if rich { view.fleet.clone() } else { Arc::default() },
         };
-        let (slot, error) = self.registry.configure(&consolidation_slot(&pool.name), Role::Consolidation, &pool.consolidation);
-        if let Some(e) = error {
-            tracing::error!(node_pool = %pool.name, "consolidation plugin not loaded, the slot keeps its previous policy: {e}");
-        }
         slot.prepare(&view.catalog);
         let choice = Choice {
             allowed: &replacements,
@@ -660,10 +662,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// selection policy.
     fn choose(&self, view: &View, pool: &NodePool, pods: &[Pod], total: Resources, feasible: Vec<u32>) -> Option<u32> {
         let (slot, _) = self.registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection);
+        let rich = slot.reads_fleet();
         let request = SelectionRequest {
             node_pool: pool.name.clone(),
             pods: pods.iter().map(|p| p.spec.requests).collect(),
-            facts: pods.iter().map(|p| view.facts(p)).collect(),
+            facts: if rich { pods.iter().map(|p| view.facts(p)).collect() } else { Vec::new() },
             total,
             feasible,
             pending_pods: view.pending,

@@ -26,7 +26,9 @@ mod sandbox;
 mod watch;
 
 pub use builtin::{cheapest_ranking, no_consolidation};
-pub use conformance::{ConformanceCheck, ConformanceReport, full_catalog, large_snapshot, sample_snapshot, selection_request};
+pub use conformance::{
+    ConformanceCheck, ConformanceReport, full_catalog, large_snapshot, sample_fleet, sample_snapshot, selection_request,
+};
 pub use error::{CallFailure, PluginError};
 pub use executor::panic_message;
 pub use fleet::{Fleet, FleetCount, PodFacts, PoolHistory, ReservationUse, SavingsPlanUse, tolerates_spot};

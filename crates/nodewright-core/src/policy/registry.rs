@@ -248,6 +248,14 @@ impl PolicySlot {
         }
     }
 
+    /// Whether a version it runs (active or shadow) reads the fleet
+    /// (contract 0.3.0): callers compute the fleet only then.
+    pub fn reads_fleet(&self) -> bool {
+        let state = self.state.load();
+        let reads = |p: &Plugin| p.info().contract == super::ContractVersion::V0_3_0;
+        matches!(&state.active, Version::Plugin(p) if reads(p)) || state.shadow.as_deref().is_some_and(reads)
+    }
+
     /// Check `candidate` and, if it passes, make it the slot's active or
     /// shadow version. A rejected candidate leaves the slot as it was.
     pub fn propose(&self, candidate: Arc<Plugin>, mode: SlotMode) -> Result<SwapOutcome, PluginError> {

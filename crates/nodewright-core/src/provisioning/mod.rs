@@ -245,17 +245,9 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
         report.pods_on_existing = result.bindings.len();
         report.bindings = result.bindings.iter().map(|&(p, n)| (pods[p].name.clone(), nodes[n].name.clone())).collect();
         let unavailable = self.cloud.unavailable();
-        // The fleet policies see, updated as this pass launches.
-        let mut running: Vec<(String, u32)> = Vec::new();
-        if !result.claims.is_empty() {
-            running = self
-                .cluster
-                .node_claims()
-                .await?
-                .into_iter()
-                .filter_map(|c| c.instance.map(|i| (c.node_pool, i.offering)))
-                .collect();
-        }
+        // The fleet 0.3.0 policies see, read once a pass needs it and
+        // updated as the pass launches.
+        let mut running: Option<Vec<(String, u32)>> = None;
         let pending = u32::try_from(pods.len()).unwrap_or(u32::MAX);
         for (pod, reason) in &result.unschedulable {
             self.cluster.pod_unschedulable(&pods[*pod].name, reason).await?;
@@ -272,6 +264,16 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                 feasible.retain(|o| !unavailable.contains(o));
             }
             let now = self.now();
+            let fleet = if slot.reads_fleet() {
+                if running.is_none() {
+                    let claims = self.cluster.node_claims().await?;
+                    running = Some(claims.into_iter().filter_map(|c| c.instance.map(|i| (c.node_pool, i.offering))).collect());
+                }
+                let nodes = running.iter().flatten().map(|(p, o)| (p.as_str(), *o));
+                self.fleet.observe(&catalog, nodes, now)
+            } else {
+                Arc::default()
+            };
             let request = SelectionRequest {
                 node_pool: pool.name.clone(),
                 pods: planned.pods.iter().map(|&p| pods[p].spec.requests).collect(),
@@ -279,7 +281,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                 total: planned.requests,
                 feasible,
                 pending_pods: pending,
-                fleet: self.fleet.observe(&catalog, running.iter().map(|(p, o)| (p.as_str(), *o)), now),
+                fleet,
             };
             slot.prepare(&catalog);
             let decision = slot.rank(&catalog, &request);
@@ -317,7 +319,9 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             }
             match outcome {
                 Ok(launched) => {
-                    running.push((launched.node_pool.clone(), launched.offering));
+                    if let Some(running) = running.as_mut() {
+                        running.push((launched.node_pool.clone(), launched.offering));
+                    }
                     report.launched.push(launched);
                 }
                 Err(failure) => report.launch_failures.push(failure),

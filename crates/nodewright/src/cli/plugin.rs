@@ -206,6 +206,9 @@ fn bench(args: BenchArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCo
         pods: vec![Resources::pod(250, 512 << 20)],
         total: Resources::pod(250, 512 << 20),
         feasible: (0..catalog.offerings.len() as u32).collect(),
+        // A 0.3.0 plugin reads the conformance suite's fleet (commitments
+        // half used, reservations, recent failures); older ones ignore it.
+        fleet: nodewright_core::policy::sample_fleet(&catalog),
         ..SelectionRequest::default()
     };
     let first = plugin.rank(&catalog, &request).map_err(|f| anyhow::anyhow!("{}: rank {f}", args.file.display()))?;
