@@ -37,6 +37,7 @@ fn build_and_check(build: &str, output: &Path, env: &[(&str, String)]) {
     let check = nodewright(&["plugin", "check", output.to_str().unwrap(), "--consolidation-timeout-ms", "10000", "--selection-timeout-ms", "5000"]);
     assert!(check.status.success(), "plugin check {}:\n{}{}", output.display(), text(&check.stdout), text(&check.stderr));
     assert!(text(&check.stdout).contains("result     ok"), "{}", text(&check.stdout));
+    assert!(text(&check.stdout).contains("contract   nodewright:policy@0.3.0\n"), "a new plugin speaks 0.3.0: {}", text(&check.stdout));
 }
 
 fn tools() {

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 /// The contract the scaffolds target, embedded so a project outside this
 /// repository has it.
-const WIT: &str = include_str!("../../../../wit/v0.1.0/policy.wit");
+const WIT: &str = include_str!("../../../../wit/v0.3.0/policy.wit");
 /// The Rust SDK in this checkout (the default `--sdk`).
 const SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugins/sdk");
 /// Versions the Rust plugins of this checkout build with.
@@ -112,7 +112,7 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-nodewright-plugin = {{ path = "{sdk}", default-features = false, features = ["{feature}"] }}
+nodewright-plugin = {{ path = "{sdk}", default-features = false, features = ["{feature}", "fleet"] }}
 serde = {{ version = "1", features = ["derive"] }}
 
 [profile.release]
@@ -126,17 +126,22 @@ panic = "abort"
     );
     let lib = match role {
         RoleArg::Selection => format!(
-            r#"//! `{name}`: which offering to buy. Lower scores are preferred; an
-//! offering left out is never bought. Start from the price and add what
-//! matters to you.
+            r#"//! `{name}`: which offering to buy (contract 0.3.0). Lower scores are
+//! preferred; an offering left out is never bought. It starts from what one
+//! more node adds to the bill given your commitments (`fleet()` holds them,
+//! with the running nodes and recent failures per pool); add what matters
+//! to you.
 
-use nodewright_plugin::{{Catalog, Ranking, SelectionRequest, Selector, score_each}};
+use nodewright_plugin::{{Catalog, Ranking, SelectionRequest, Selector, economics, fleet, score_each_indexed}};
 
 struct Policy;
 
 impl Selector for Policy {{
     fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {{
-        Ok(score_each(request, catalog, |offering| Some(offering.price_per_hour)))
+        let fleet = fleet();
+        Ok(score_each_indexed(request, catalog, |index, offering| {{
+            Some(economics::marginal_price_at(index, offering, catalog.version, &fleet))
+        }}))
     }}
 }}
 
@@ -179,7 +184,7 @@ nodewright_plugin::export!(Policy);
 fn python(name: &str, role: RoleArg, world: &str) -> Vec<(PathBuf, String)> {
     let app = match role {
         // The repository's example, which the tests hold to the Rust plugin.
-        RoleArg::Selection => include_str!("../../../../plugins/python/cheapest/app.py").to_string(),
+        RoleArg::Selection => include_str!("../../../../plugins/python/commitment-aware/app.py").to_string(),
         RoleArg::Consolidation => format!(
             r#""""`{name}`: which nodes to remove. The host re-checks every action
 (pods must fit elsewhere, budgets, PDBs, do-not-disrupt) before acting."""
@@ -189,12 +194,18 @@ from wit_world import exports
 from wit_world.exports import consolidation
 
 _catalog = None
+# The fleet (contract 0.3.0): running nodes, commitments, recent failures.
+_fleet = None
 
 
 class Catalog(exports.Catalog):
     def set_catalog(self, catalog) -> None:
         global _catalog
         _catalog = catalog
+
+    def set_fleet(self, fleet) -> None:
+        global _fleet
+        _fleet = fleet
 
 
 class Consolidation(exports.Consolidation):
@@ -221,15 +232,20 @@ class Consolidation(exports.Consolidation):
 
 fn js(name: &str, role: RoleArg, world: &str) -> Vec<(PathBuf, String)> {
     let source = match role {
-        RoleArg::Selection => include_str!("../../../../plugins/js/cheapest/cheapest.js").to_string(),
+        RoleArg::Selection => include_str!("../../../../plugins/js/commitment-aware/commitment-aware.js").to_string(),
         RoleArg::Consolidation => r#"// Which nodes to remove. The host re-checks every action (pods must fit
 // elsewhere, budgets, PDBs, do-not-disrupt) before acting.
 
 let held = null;
+// The fleet (contract 0.3.0): running nodes, commitments, recent failures.
+let fleet = null;
 
 export const catalog = {
   setCatalog(c) {
     held = c;
+  },
+  setFleet(f) {
+    fleet = f;
   },
 };
 
