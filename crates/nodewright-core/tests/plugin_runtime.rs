@@ -473,8 +473,8 @@ mod what_if {
     use super::*;
     use nodewright_core::model::{CapacityType, Resources};
     use nodewright_core::policy::{
-        ConsolidationAction, ConsolidationSnapshot, ContractVersion, Fleet, ReservationUse, SavingsPlanUse, SelectionRequest, SnapshotNode,
-        cheapest_ranking,
+        ConsolidationAction, ConsolidationSnapshot, ContractVersion, Fleet, PriceHistory, ReservationUse, SavingsPlanUse, SelectionRequest,
+        SnapshotNode, cheapest_ranking,
     };
 
     fn offering_index(catalog: &Catalog, instance_type: &str) -> u32 {
@@ -577,6 +577,43 @@ mod what_if {
         // Savings Plan headroom that covers a whole on-demand node: on-demand first.
         let ranking = plugin.rank(catalog, &request(fleet(catalog, 3, 2, 2, 0.5))).unwrap();
         assert_eq!(catalog.offerings[ranking.top().unwrap() as usize].capacity_type, CapacityType::OnDemand);
+    }
+
+    #[test]
+    fn a_0_3_0_plugin_reads_the_price_history_through_the_host() {
+        let (runtime, _cache) = runtime();
+        let plugin = load(&runtime, "spot-diversified", "{}");
+        let catalog = full_catalog();
+        let total = Resources::pod(500, 1 << 30);
+        let feasible: Vec<u32> =
+            catalog.feasible_for(&total).into_iter().filter(|&i| catalog.offerings[i as usize].capacity_type == CapacityType::Spot).take(50).collect();
+        let risen = feasible[7];
+        let request = |version: u64, points: std::collections::HashMap<u32, Vec<(u64, f64)>>| SelectionRequest {
+            node_pool: "default".into(),
+            pods: vec![total],
+            total,
+            feasible: feasible.clone(),
+            fleet: Arc::new(Fleet {
+                version,
+                catalog_version: catalog.version,
+                prices: Arc::new(PriceHistory { catalog_version: catalog.version, points }),
+                ..Fleet::default()
+            }),
+            ..SelectionRequest::default()
+        };
+        let flat = plugin.rank(catalog, &request(1, Default::default())).unwrap();
+        // The same offering, its price up 50 % since a day ago.
+        let now = catalog.offerings[risen as usize].price_per_hour;
+        let history = std::collections::HashMap::from([(risen, vec![(1_000_000, now / 1.5), (1_000_000 + 86_400, now)])]);
+        // The plugin remembers each trend per catalog version: a fresh load
+        // reads the new history.
+        let fresh = load(&runtime, "spot-diversified", "{}");
+        let trended = fresh.rank(catalog, &request(2, history)).unwrap();
+        let score = |r: &nodewright_core::policy::Ranking, o: u32| r.entries().find(|e| e.0 == o).unwrap().1;
+        // × (1 + trend_weight 2 × the 50 % rise) = × 2.
+        assert!((score(&trended, risen) / score(&flat, risen) - 2.0).abs() < 1e-9);
+        let other = feasible[3];
+        assert_eq!(score(&trended, other), score(&flat, other), "the others did not move");
     }
 
     #[test]

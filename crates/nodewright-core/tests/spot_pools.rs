@@ -136,3 +136,28 @@ fn a_job_runs_its_whole_work_however_late_it_starts() {
     assert!((extra - 600.0).abs() <= 120.0, "{extra} s: job {job:?} plain {plain:?}");
     assert_eq!((job.pods, job.pods_pending_at_end, plain.pods_pending_at_end), (1, 0, 0));
 }
+
+#[test]
+fn a_pool_whose_price_rose_is_reclaimed_more_often() {
+    let catalog = Arc::new(Catalog::bundled());
+    let now = Arc::new(Mutex::new(Duration::ZERO));
+    let config = SimulatedCloudConfig { seed: 3, interruption_scale: 50.0, ..SimulatedCloudConfig::default() };
+    let cloud = SimulatedCloud::new(catalog.clone(), config, Arc::new(move || *now.lock().unwrap()));
+    let pool = spot(&catalog, "m5.large");
+    let reclaims = |cloud: &SimulatedCloud| {
+        let (mut n, mut after) = (0, Duration::ZERO);
+        let until = Duration::from_secs(20_000 * 3600);
+        while let Some(at) = cloud.next_reclaim(pool, after, until) {
+            n += 1;
+            after = at + Duration::from_secs(1);
+        }
+        n
+    };
+    let before = reclaims(&cloud);
+    // The pool's price doubles: its hazard is × 4 (the square, within bounds).
+    let mut offerings = catalog.offerings.clone();
+    offerings[pool as usize].price_per_hour *= 2.0;
+    cloud.set_catalog(Arc::new(Catalog::new(offerings)));
+    let after = reclaims(&cloud);
+    assert!(before > 0 && after > 3 * before && after < 5 * before, "{before} reclaims at the opening price, {after} at twice it");
+}

@@ -176,6 +176,18 @@ pub fn fleet() -> Rc<Fleet> {
     })
 }
 
+#[cfg(feature = "fleet")]
+pub use nodewright::policy::host::PricePoint;
+
+/// How the price of catalog offering `offering` moved: its price each time
+/// it changed, oldest first, the current one last (at most 64). It changes
+/// only with the catalog version: keep an answer until the next catalog.
+/// Only inside `rank` and `plan`. Contract 0.3.0 (`fleet` feature).
+#[cfg(feature = "fleet")]
+pub fn price_history(offering: u32) -> Result<Vec<PricePoint>, String> {
+    nodewright::policy::host::price_history(offering)
+}
+
 /// What an offering costs given the commitments (contract 0.3.0).
 #[cfg(feature = "fleet")]
 pub mod economics {

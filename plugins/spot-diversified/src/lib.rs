@@ -10,12 +10,14 @@
 //! - what happened to it in the last hour: × (1 + `recent_weight`) per
 //!   launch refused for capacity or interruption warning;
 //! - its share of the NodePool: once the pool holds `max_pool_share` of the
-//!   NodePool's nodes (and at least `min_nodes` nodes run), × `over_share`.
+//!   NodePool's nodes (and at least `min_nodes` nodes run), × `over_share`;
+//! - its price trend (the host's `price-history`): a pool whose price rose
+//!   over the last day is under pressure, × (1 + `trend_weight` × the rise).
 //!
 //! Nothing feasible is left out, so a launch always has somewhere to go.
 //!
 //! Config: `{"max_pool_share": 0.2, "min_nodes": 5, "over_share": 4.0,
-//! "risk_weight": 2.0, "recent_weight": 1.0}`.
+//! "risk_weight": 2.0, "recent_weight": 1.0, "trend_weight": 2.0}`.
 
 use std::sync::OnceLock;
 
@@ -29,11 +31,12 @@ struct Config {
     over_share: f64,
     risk_weight: f64,
     recent_weight: f64,
+    trend_weight: f64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_pool_share: 0.2, min_nodes: 5, over_share: 4.0, risk_weight: 2.0, recent_weight: 1.0 }
+        Config { max_pool_share: 0.2, min_nodes: 5, over_share: 4.0, risk_weight: 2.0, recent_weight: 1.0, trend_weight: 2.0 }
     }
 }
 
@@ -45,7 +48,9 @@ fn config() -> Result<Config, String> {
             if !(c.max_pool_share > 0.0 && c.max_pool_share <= 1.0) {
                 return Err(format!("invalid plugin config: max_pool_share {} must be above 0 and at most 1", c.max_pool_share));
             }
-            for (name, v) in [("over_share", c.over_share), ("risk_weight", c.risk_weight), ("recent_weight", c.recent_weight)] {
+            for (name, v) in
+                [("over_share", c.over_share), ("risk_weight", c.risk_weight), ("recent_weight", c.recent_weight), ("trend_weight", c.trend_weight)]
+            {
                 if !(v.is_finite() && v >= 0.0) {
                     return Err(format!("invalid plugin config: {name} {v} must be a finite number >= 0"));
                 }
@@ -66,6 +71,41 @@ fn rate(r: InterruptionRate) -> f64 {
     }
 }
 
+std::thread_local! {
+    /// Each offering's price rise over the last day, per catalog version
+    /// (the history changes only with the catalog).
+    static TRENDS: std::cell::RefCell<(u64, std::collections::HashMap<u32, f64>)> =
+        std::cell::RefCell::new((u64::MAX, std::collections::HashMap::new()));
+}
+
+/// How much the price of `offering` rose over the day before its latest
+/// change (0 when it fell or did not move).
+fn rise(offering: u32, catalog_version: u64) -> Result<f64, String> {
+    if let Some(r) = TRENDS.with(|t| {
+        let t = t.borrow();
+        if t.0 == catalog_version { t.1.get(&offering).copied() } else { None }
+    }) {
+        return Ok(r);
+    }
+    let points = nodewright_plugin::price_history(offering)?;
+    let r = match points.last() {
+        Some(now) => {
+            let day_ago = now.at_seconds.saturating_sub(86_400);
+            let then = points.iter().rev().find(|p| p.at_seconds <= day_ago).or(points.first()).map_or(now.price_per_hour, |p| p.price_per_hour);
+            if then > 0.0 { (now.price_per_hour / then - 1.0).max(0.0) } else { 0.0 }
+        }
+        None => 0.0,
+    };
+    TRENDS.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.0 != catalog_version {
+            *t = (catalog_version, std::collections::HashMap::new());
+        }
+        t.1.insert(offering, r);
+    });
+    Ok(r)
+}
+
 struct SpotDiversified;
 
 impl Selector for SpotDiversified {
@@ -73,9 +113,14 @@ impl Selector for SpotDiversified {
         let config = config()?;
         let fleet = fleet();
         let pool_nodes = fleet.running.iter().filter(|c| c.node_pool == request.node_pool).fold(0u32, |n, c| n.saturating_add(c.count));
-        Ok(score_each_indexed(request, catalog, |i, o| {
+        let mut failure = None;
+        let ranking = score_each_indexed(request, catalog, |i, o| {
             let mut score = economics::marginal_price_at(i, o, catalog.version, &fleet);
             if o.capacity_type == CapacityType::Spot {
+                match rise(i, catalog.version) {
+                    Ok(r) => score *= 1.0 + config.trend_weight * r,
+                    Err(e) => failure = Some(e),
+                }
                 score *= 1.0 + config.risk_weight * rate(o.interruption);
                 if let Some(h) = fleet.recent.iter().find(|h| h.offering == i) {
                     score *= 1.0 + config.recent_weight * f64::from(h.launch_failures.saturating_add(h.interruptions));
@@ -86,7 +131,11 @@ impl Selector for SpotDiversified {
                 }
             }
             Some(score)
-        }))
+        });
+        match failure {
+            Some(e) => Err(format!("price-history: {e}")),
+            None => Ok(ranking),
+        }
     }
 }
 

@@ -67,6 +67,9 @@ pub const POOL_DEPTH: [f64; 5] = [48.0, 32.0, 20.0, 12.0, 6.0];
 /// How much a pool's level moves in an hour (standard deviation of its
 /// logarithm), by bucket: pools that are interrupted more move more.
 pub const POOL_VOLATILITY: [f64; 5] = [0.05, 0.08, 0.12, 0.16, 0.22];
+/// The range of the factor a spot price's move puts on its pool's reclaim
+/// rate: (price now / opening price)², within these bounds.
+pub const PRICE_HAZARD: (f64, f64) = (0.25, 4.0);
 /// The range a pool's level stays in, as a multiple of its depth.
 pub const POOL_LEVEL: (f64, f64) = (0.2, 1.5);
 
@@ -216,6 +219,9 @@ impl State {
 /// An in-memory [`CloudProvider`].
 pub struct SimulatedCloud {
     catalog: Mutex<Arc<Catalog>>,
+    /// Each offering's price when the cloud opened: a spot pool whose price
+    /// rose is reclaimed more often.
+    opening_prices: Vec<f64>,
     config: SimulatedCloudConfig,
     now: Clock,
     state: Mutex<State>,
@@ -241,7 +247,8 @@ impl SimulatedCloud {
             rates: Rates::default(),
             levels: HashMap::new(),
         };
-        SimulatedCloud { catalog: Mutex::new(catalog), config, now, state: Mutex::new(state) }
+        let opening_prices = catalog.offerings.iter().map(|o| o.price_per_hour).collect();
+        SimulatedCloud { catalog: Mutex::new(catalog), opening_prices, config, now, state: Mutex::new(state) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -385,15 +392,19 @@ impl SimulatedCloud {
     /// When the spot pool of `offering` is next reclaimed at or after
     /// `after` and before `until`, if it is. Each (pool, hour) is reclaimed
     /// with the probability its Spot Instance Advisor bucket gives an
-    /// instance per hour (times the configured scale), at a moment within
-    /// the hour; every instance of the pool running then is reclaimed.
+    /// instance per hour (times the configured scale), times the square of
+    /// its price now over its opening price (a pool whose price rose is
+    /// under pressure: [`PRICE_HAZARD`] bounds the factor), at a moment
+    /// within the hour; every instance of the pool running then is reclaimed.
     pub fn next_reclaim(&self, offering: u32, after: Duration, until: Duration) -> Option<Duration> {
         let catalog = self.catalog();
         let o = catalog.offerings.get(offering as usize)?;
         if o.capacity_type != CapacityType::Spot || self.config.interruption_scale <= 0.0 {
             return None;
         }
-        let per_hour = -(1.0 - o.interruption.monthly_fraction()).ln() / (30.0 * 24.0) * self.config.interruption_scale;
+        let opening = self.opening_prices.get(offering as usize).copied().filter(|p| *p > 0.0).unwrap_or(o.price_per_hour);
+        let pressure = if opening > 0.0 { (o.price_per_hour / opening).powi(2).clamp(PRICE_HAZARD.0, PRICE_HAZARD.1) } else { 1.0 };
+        let per_hour = -(1.0 - o.interruption.monthly_fraction()).ln() / (30.0 * 24.0) * self.config.interruption_scale * pressure;
         let p = 1.0 - (-per_hour).exp();
         let seed = self.config.seed;
         let first = after.as_secs() / 3600;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::error::CallFailure;
 use super::plugin::Plugin;
-use super::fleet::{Fleet, FleetCount, PodFacts, PoolHistory, ReservationUse, SavingsPlanUse};
+use super::fleet::{Fleet, FleetCount, PodFacts, PoolHistory, PriceHistory, ReservationUse, SavingsPlanUse};
 use super::request::{ConsolidationSnapshot, SelectionRequest, SnapshotNode};
 use crate::model::{Catalog, Resources};
 
@@ -104,7 +104,28 @@ pub fn sample_fleet(catalog: &Catalog) -> Arc<Fleet> {
         reserved_instances: vec![ReservationUse { instance_type: type_of(0), zone: String::new(), count: 3, used: 1, hourly_rate: 0.12 }],
         capacity_reservations: vec![ReservationUse { instance_type: type_of(1), zone: zone_of(1), count: 2, used: 2, hourly_rate: 0.2 }],
         recent: (0..offerings.min(4)).map(|i| PoolHistory { offering: i * 2, launch_failures: i % 2, interruptions: i / 2 }).collect(),
+        prices: Arc::new(sample_prices(catalog)),
     })
+}
+
+/// The suite's price history: every offering at its catalog price a day
+/// ago, and the first ten, then, six hours ago, 10 % dearer.
+fn sample_prices(catalog: &Catalog) -> PriceHistory {
+    const DAY_AGO: u64 = 1_767_225_600;
+    let points = catalog
+        .offerings
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| {
+            let i = u32::try_from(i).ok()?;
+            let mut points = vec![(DAY_AGO, o.price_per_hour)];
+            if i < 10 {
+                points.push((DAY_AGO + 18 * 3600, o.price_per_hour * 1.1));
+            }
+            Some((i, points))
+        })
+        .collect();
+    PriceHistory { catalog_version: catalog.version, points }
 }
 
 /// The suite's consolidation snapshot: an empty node, a busy one, a pinned

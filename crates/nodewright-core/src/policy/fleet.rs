@@ -104,6 +104,43 @@ pub struct PoolHistory {
     pub interruptions: u32,
 }
 
+/// Most price points kept per offering.
+pub const MAX_PRICE_POINTS: usize = 64;
+
+/// How each offering's price moved: (seconds since the Unix epoch, $ per
+/// hour) each time it changed, oldest first, at most [`MAX_PRICE_POINTS`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PriceHistory {
+    /// Catalog version the indices refer to.
+    pub catalog_version: u64,
+    /// By catalog index; offerings never seen have no entry.
+    pub points: std::collections::HashMap<u32, Vec<(u64, f64)>>,
+}
+
+impl PriceHistory {
+    /// Record `catalog`'s prices at `at_seconds`: a point for each offering
+    /// whose price differs from its last one. Returns whether anything changed.
+    pub fn record(&mut self, catalog: &crate::model::Catalog, at_seconds: u64) -> bool {
+        if self.catalog_version == catalog.version && !self.points.is_empty() {
+            return false;
+        }
+        self.catalog_version = catalog.version;
+        let mut changed = false;
+        for (i, o) in catalog.offerings.iter().enumerate() {
+            let Ok(i) = u32::try_from(i) else { break };
+            let points = self.points.entry(i).or_default();
+            if points.last().is_none_or(|&(_, p)| p != o.price_per_hour) {
+                if points.len() >= MAX_PRICE_POINTS {
+                    points.remove(0);
+                }
+                points.push((at_seconds, o.price_per_hour));
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
 /// The fleet and the commitments, under a version that changes whenever
 /// any of it does.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -122,6 +159,9 @@ pub struct Fleet {
     pub capacity_reservations: Vec<ReservationUse>,
     /// Pools with something to report over the last hour.
     pub recent: Vec<PoolHistory>,
+    /// How prices moved (read by the `price-history` import, not copied
+    /// into the contract's fleet record).
+    pub prices: Arc<PriceHistory>,
 }
 
 impl Fleet {
@@ -133,6 +173,7 @@ impl Fleet {
             && self.reserved_instances == other.reserved_instances
             && self.capacity_reservations == other.capacity_reservations
             && self.recent == other.recent
+            && Arc::ptr_eq(&self.prices, &other.prices)
     }
 
     /// Dollars per hour one more node of `offering` adds to the bill now:

@@ -31,7 +31,9 @@ pub use conformance::{
 };
 pub use error::{CallFailure, PluginError};
 pub use executor::panic_message;
-pub use fleet::{Fleet, FleetCount, PodFacts, PoolHistory, ReservationUse, SavingsPlanUse, tolerates_spot};
+pub use fleet::{
+    Fleet, FleetCount, MAX_PRICE_POINTS, PodFacts, PoolHistory, PriceHistory, ReservationUse, SavingsPlanUse, tolerates_spot,
+};
 pub use plugin::{ContractVersion, Plugin, PluginInfo, World, observe_calls};
 pub use registry::{
     BUILTIN_SELECTION, DecidedBy, Decision, PolicyRegistry, PolicySlot, Role, SlotMode, SlotStats, SwapOutcome,

@@ -737,6 +737,7 @@ impl Core {
     ) -> Result<Answer, CallFailure> {
         instance.store.data().log_budget().reset();
         instance.store.data_mut().what_if.queries = 0;
+        instance.store.data_mut().what_if.prices = None;
         self.hand_over(instance, version, catalog).await?;
         let limits = self.runtime.limits();
         let answer =
@@ -744,6 +745,7 @@ impl Core {
                 Ask::Catalog => return Ok(Answer::Catalog),
                 Ask::Rank(request) => {
                     self.hand_over_fleet(instance, &request.fleet).await?;
+                    instance.store.data_mut().what_if.prices = Some(request.fleet.prices.clone());
                     bounded(
                     instance,
                     limits.selection_timeout,
@@ -758,6 +760,7 @@ impl Core {
                 }
                 Ask::Plan(snapshot) => {
                     self.hand_over_fleet(instance, &snapshot.fleet).await?;
+                    instance.store.data_mut().what_if.prices = Some(snapshot.fleet.prices.clone());
                     let plan = bounded(instance, limits.consolidation_timeout, async |instance| {
                         match &instance.exports {
                             Exports::V0_1_0(e) => {
@@ -778,6 +781,7 @@ impl Core {
                     plan?.map(Answer::Planned)
                 }
             };
+        instance.store.data_mut().what_if.prices = None;
         answer.map_err(|message| CallFailure::PluginError(cut(message)))
     }
 }

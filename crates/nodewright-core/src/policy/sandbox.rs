@@ -47,6 +47,8 @@ pub(crate) struct WhatIfContext {
     pub(crate) catalog: Option<WhatIfCatalog>,
     /// The snapshot being planned, during a `plan` call.
     pub(crate) snapshot: Option<Arc<ConsolidationSnapshot>>,
+    /// Price history of the call's fleet (contract 0.3.0), during a call.
+    pub(crate) prices: Option<Arc<crate::policy::PriceHistory>>,
     /// Queries made in this call.
     pub(crate) queries: u32,
 }
@@ -238,6 +240,20 @@ impl v0_3_0::host::Host for PluginState {
             v0_3_0::host::FitTarget::Nodes(n) => FitTarget::Nodes(n),
         };
         self.fit(pods, target)
+    }
+
+    fn price_history(&mut self, offering: u32) -> Result<Vec<v0_3_0::host::PricePoint>, String> {
+        self.check_deadline("price-history")?;
+        let prices = self.what_if.prices.as_ref().ok_or("price-history is answered only during rank and plan")?;
+        let catalog = self.what_if.catalog.as_ref().ok_or("no catalog has been handed over")?;
+        if offering as usize >= catalog.len() {
+            return Err(format!("offering index {offering} is out of range (the catalog has {} offerings)", catalog.len()));
+        }
+        Ok(prices
+            .points
+            .get(&offering)
+            .map(|points| points.iter().map(|&(at, price)| v0_3_0::host::PricePoint { at_seconds: at, price_per_hour: price }).collect())
+            .unwrap_or_default())
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::cloud::billing::commitment_use;
 use crate::model::{CapacityType, Catalog, Commitments, Discount};
-use crate::policy::{Fleet, FleetCount, PoolHistory, ReservationUse, SavingsPlanUse};
+use crate::policy::{Fleet, FleetCount, PoolHistory, PriceHistory, ReservationUse, SavingsPlanUse};
 
 /// How far back launch failures and interruptions are reported.
 pub const HISTORY_WINDOW: Duration = Duration::from_secs(3600);
@@ -29,6 +29,9 @@ enum Happened {
 struct State {
     last: Arc<Fleet>,
     events: VecDeque<(Duration, u32, Happened)>,
+    /// Prices as recorded so far, and the snapshot handed out.
+    prices: PriceHistory,
+    published: Arc<PriceHistory>,
 }
 
 /// Keeps the fleet state policies are told about.
@@ -91,6 +94,9 @@ impl FleetTracker {
         let running_od: Vec<(u32, u32, f64)> = on_demand.iter().map(|(&o, &(n, p))| (o, n, p)).collect();
         let (reserved_used, plan_used) = commitment_use(&running_od, catalog, &self.commitments);
         let mut state = self.state();
+        if state.prices.record(catalog, now.as_secs()) || state.published.catalog_version != catalog.version {
+            state.published = Arc::new(state.prices.clone());
+        }
         let since = now.saturating_sub(HISTORY_WINDOW);
         while state.events.front().is_some_and(|e| e.0 < since) {
             state.events.pop_front();
@@ -151,6 +157,7 @@ impl FleetTracker {
                 })
                 .collect(),
             recent: recent.into_values().collect(),
+            prices: state.published.clone(),
         };
         if state.last.version > 0 && state.last.same_as(&fleet) {
             return state.last.clone();
