@@ -428,3 +428,16 @@ fn a_spot_node_is_replaced_by_a_cheaper_spot_node_only_when_spot_to_spot_is_on()
         assert_eq!(w.executor.block_on(w.cluster.bound_pods()).unwrap().len(), 2);
     }
 }
+
+#[test]
+fn bound_pods_say_how_long_they_have_run() {
+    let mut w = world(vec![pool()]);
+    let a = w.node("m5.xlarge");
+    w.put(&a, "a", pod(800, 3), 1);
+    let ran = |w: &World| w.executor.block_on(w.cluster.bound_pods()).unwrap()[0].1.running_for;
+    let first = ran(&w).expect("a bound pod has run for some time");
+    // Less than the NodePool's consolidateAfter: nothing moves the pod.
+    w.run(30, 10);
+    let later = ran(&w).expect("still bound");
+    assert_eq!(later - first, Duration::from_secs(30));
+}

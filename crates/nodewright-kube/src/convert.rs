@@ -180,7 +180,13 @@ pub fn full_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMe
 pub fn pod(p: &core::Pod, specs: &mut std::collections::HashMap<PodSpec, Arc<PodSpec>>) -> nodewright_core::model::Pod {
     let spec = pod_spec(&p.metadata, p.spec.as_ref().unwrap_or(&core::PodSpec::default()));
     let spec = specs.entry(spec.clone()).or_insert_with(|| Arc::new(spec)).clone();
-    nodewright_core::model::Pod::new(full_name(&p.metadata), spec)
+    let mut pod = nodewright_core::model::Pod::new(full_name(&p.metadata), spec);
+    // How long it has run: since `status.startTime`, by the system clock.
+    pod.running_for = p.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        std::time::Duration::from_secs(now.saturating_sub(t.0.as_second()).max(0) as u64)
+    });
+    pod
 }
 
 /// Is this pod waiting because the scheduler found no node

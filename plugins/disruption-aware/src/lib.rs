@@ -15,7 +15,7 @@
 //! - `dollars_per_deletion_cost` times each pod's positive
 //!   `pod-deletion-cost`;
 //! - for a job's pod, the work it loses: its share of the node's price for
-//!   as long as the node has run (the most it can have run there).
+//!   as long as it has run (the node's age when the host does not know).
 //!
 //! A node with a pod whose PodDisruptionBudget allows no eviction is left
 //! alone. Empty nodes are always deleted. Deletes come first (their pods
@@ -132,6 +132,7 @@ fn eviction_cost(node: &Node, catalog: &Catalog, config: &Config) -> Option<f64>
         cost += config.dollars_per_pod * (1.0 + f64::from(pod.priority.max(0)) / 1000.0);
         cost += config.dollars_per_deletion_cost * f64::from(pod.deletion_cost.max(0));
         if pod.job {
+            let hours = if pod.running_seconds > 0 { pod.running_seconds as f64 / 3600.0 } else { hours };
             let share = if offering.allocatable.cpu_millis == 0 {
                 1.0
             } else {

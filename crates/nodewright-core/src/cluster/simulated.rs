@@ -82,6 +82,8 @@ struct State {
     claims: BTreeMap<String, NodeClaim>,
     /// Bound pods: name → (node, pod).
     bound: BTreeMap<String, (String, Pod)>,
+    /// When each bound pod was bound (the cluster's clock).
+    bound_at: HashMap<String, Duration>,
     /// (CPU millicores, memory bytes) requested by every bound pod
     /// (daemonsets excluded); 64 bits, as a cluster's total outgrows a pod's.
     bound_requests: (u64, u64),
@@ -153,9 +155,15 @@ impl State {
         }
     }
 
+    /// Bound pod `p` with how long it has run by `now`.
+    fn running(&self, p: &Pod, now: Duration) -> Pod {
+        Pod { running_for: self.bound_at.get(&p.name).map(|&at| now.saturating_sub(at)), ..p.clone() }
+    }
+
     /// Take bound pod `pod` off its node; returns (node, pod).
     fn unbind(&mut self, pod: &str) -> Option<(String, Pod)> {
         let (node, p) = self.bound.remove(pod)?;
+        self.bound_at.remove(pod);
         self.touch();
         let r = p.spec.requests;
         self.bound_requests = (self.bound_requests.0.saturating_sub(r.cpu_millis.into()), self.bound_requests.1.saturating_sub(r.memory_bytes));
@@ -167,7 +175,7 @@ impl State {
         Some((node, p))
     }
 
-    fn bind(&mut self, pod: &str, node: &str) -> Result<(), ClusterError> {
+    fn bind(&mut self, pod: &str, node: &str, now: Duration) -> Result<(), ClusterError> {
         let spec = self.pending.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not pending")))?.spec.clone();
         let target = self.node_mut(node).ok_or_else(|| ClusterError(format!("node {node} does not exist")))?;
         target.pods.push(spec);
@@ -178,6 +186,7 @@ impl State {
             let r = p.spec.requests;
             self.bound_requests = (self.bound_requests.0.saturating_add(r.cpu_millis.into()), self.bound_requests.1.saturating_add(r.memory_bytes));
             self.bound.insert(pod.into(), (node.into(), p));
+            self.bound_at.insert(pod.into(), now);
         }
         if let Some(journal) = &mut self.journal {
             journal.push(PodEvent::Bound { pod: pod.into(), node: node.into() });
@@ -266,7 +275,8 @@ impl SimulatedCluster {
     /// Bind pending pod `pod` to node `node` (no fit check: a test's
     /// setup; the kube-scheduler stand-in is [`SimulatedCluster::schedule_pending`]).
     pub fn bind(&self, pod: &str, node: &str) -> Result<(), ClusterError> {
-        self.state().bind(pod, node)
+        let now = (self.now)();
+        self.state().bind(pod, node, now)
     }
 
     /// The kube-scheduler: bind the pending pods that fit on a registered,
@@ -276,6 +286,7 @@ impl SimulatedCluster {
     /// pod (a node registered, room was freed); otherwise only those that
     /// became pending since the last call.
     pub fn schedule_pending(&self, all: bool) -> Scheduled {
+        let now = (self.now)();
         let mut state = self.state();
         let fresh = std::mem::take(&mut state.fresh);
         let mut pods: Vec<Pod> = if all {
@@ -292,7 +303,7 @@ impl SimulatedCluster {
             result.bindings.iter().map(|&(p, n)| (pods[p].name.clone(), state.nodes[n].name.clone())).collect();
         for (pod, node) in &bindings {
             // Both exist: the pod is pending and the node registered, under this lock.
-            let _ = state.bind(pod, node);
+            let _ = state.bind(pod, node, now);
         }
         Scheduled { unplaced: pods.len() - bindings.len(), bound: bindings }
     }
@@ -466,7 +477,9 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, ClusterError> {
-        Ok(self.state().bound.values().filter(|(n, _)| n == node).map(|(_, p)| p.clone()).collect())
+        let now = (self.now)();
+        let state = self.state();
+        Ok(state.bound.values().filter(|(n, _)| n == node).map(|(_, p)| state.running(p, now)).collect())
     }
 
     async fn cordon(&self, node: &str) -> Result<(), ClusterError> {
@@ -489,7 +502,9 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
-        Ok(self.state().bound.values().cloned().collect())
+        let now = (self.now)();
+        let state = self.state();
+        Ok(state.bound.values().map(|(n, p)| (n.clone(), state.running(p, now))).collect())
     }
 
     async fn pod_disruption_budgets(&self) -> Result<Vec<PdbStatus>, ClusterError> {

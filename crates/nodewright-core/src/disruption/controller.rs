@@ -563,7 +563,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                         offering: m.offering,
                         age_seconds: view.now.saturating_sub(m.claim.created_at).as_secs(),
                         pods: m.pods.iter().map(|p| p.spec.requests).collect(),
-                        facts: if rich { m.pods.iter().map(|p| view.facts(p)).collect() } else { Vec::new() },
+                        facts: if rich { m.pods.iter().map(|p| view.facts(p, pool)).collect() } else { Vec::new() },
                         disruptable,
                     }
                 })
@@ -666,7 +666,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let request = SelectionRequest {
             node_pool: pool.name.clone(),
             pods: pods.iter().map(|p| p.spec.requests).collect(),
-            facts: if rich { pods.iter().map(|p| view.facts(p)).collect() } else { Vec::new() },
+            facts: if rich { pods.iter().map(|p| view.facts(p, pool)).collect() } else { Vec::new() },
             total,
             feasible,
             pending_pods: view.pending,

@@ -96,6 +96,8 @@ pub struct NodePool {
     pub selection: PolicyRef,
     /// Consolidation policy plugin.
     pub consolidation: PolicyRef,
+    /// Pod label keys its policies are told (`spec.policy.podLabels`).
+    pub policy_labels: Vec<String>,
 }
 
 impl NodePool {
@@ -117,6 +119,7 @@ impl NodePool {
             budgets: vec![Budget { nodes: BudgetNodes::Percent(10), reasons: vec![], schedule: None, duration: None }],
             selection: PolicyRef { plugin: "cheapest".into(), config: "{}".into() },
             consolidation: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
+            policy_labels: Vec::new(),
         }
     }
 
@@ -347,6 +350,8 @@ struct RawBudget {
 struct RawPolicy {
     #[serde(default)]
     selection: Option<RawPolicyRef>,
+    #[serde(default, rename = "podLabels")]
+    pod_labels: Option<Vec<String>>,
     #[serde(default)]
     consolidation: Option<RawPolicyRef>,
 }
@@ -358,6 +363,9 @@ struct RawPolicyRef {
     #[serde(default)]
     config: Option<serde_json::Value>,
 }
+
+/// The most pod label keys `spec.policy.podLabels` may name.
+pub const MAX_POLICY_LABELS: usize = 32;
 
 /// Parse every NodePool in `text` (YAML, one or more documents) read from `file`.
 pub fn parse_node_pools(file: &str, text: &str) -> Result<Vec<NodePool>, NodePoolError> {
@@ -524,6 +532,15 @@ fn convert(raw: RawNodePool) -> Result<NodePool, Failure> {
             }
             pool.consolidation = convert(consolidation);
         }
+        if let Some(keys) = policy.pod_labels {
+            if keys.len() > MAX_POLICY_LABELS {
+                return Err(fail("spec.policy.podLabels", format!("names {} keys, at most {MAX_POLICY_LABELS}", keys.len())));
+            }
+            if let Some(i) = keys.iter().position(|k| k.trim().is_empty()) {
+                return Err(fail(&format!("spec.policy.podLabels[{i}]"), "is empty".into()));
+            }
+            pool.policy_labels = keys;
+        }
     }
     Ok(pool)
 }
@@ -626,6 +643,16 @@ spec:
 
     fn error(text: &str) -> String {
         parse_node_pools("pools.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn pod_labels_name_the_keys_policies_are_told_and_bad_ones_are_refused() {
+        let with = |keys: &str| KARPENTER.replace("  limits:\n", &format!("  policy:\n    podLabels: {keys}\n  limits:\n"));
+        let pool = &parse_node_pools("p.yaml", &with("[team, tier]")).unwrap()[0];
+        assert_eq!(pool.policy_labels, vec!["team".to_string(), "tier".to_string()]);
+        assert_eq!(error(&with("[team, \"\"]")), "pools.yaml: NodePool default: spec.policy.podLabels[1]: is empty");
+        let many = format!("[{}]", (0..33).map(|i| format!("k{i}")).collect::<Vec<_>>().join(", "));
+        assert_eq!(error(&with(&many)), "pools.yaml: NodePool default: spec.policy.podLabels: names 33 keys, at most 32");
     }
 
     #[test]

@@ -109,12 +109,15 @@ pub struct Pod {
     pub name: String,
     /// Its spec, shared with identical pods.
     pub spec: Arc<PodSpec>,
+    /// How long it has run on its node, when the cluster knows (bound pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_for: Option<std::time::Duration>,
 }
 
 impl Pod {
     /// A pod named `name` with `spec`.
     pub fn new(name: impl Into<String>, spec: Arc<PodSpec>) -> Self {
-        Pod { name: name.into(), spec }
+        Pod { name: name.into(), spec, running_for: None }
     }
 }
 

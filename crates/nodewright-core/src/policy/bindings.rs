@@ -318,6 +318,8 @@ macro_rules! fleet_calls {
                 do_not_disrupt: f.do_not_disrupt,
                 tolerates_spot: f.tolerates_spot,
                 job: f.job,
+                running_seconds: f.running_seconds,
+                labels: f.labels.clone(),
                 pdb_headroom: f.pdb_headroom,
             }
         }

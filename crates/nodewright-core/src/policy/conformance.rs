@@ -75,6 +75,8 @@ fn sample_facts(i: usize) -> PodFacts {
         do_not_disrupt: false,
         tolerates_spot: i % 3 != 2,
         job: i % 3 == 1,
+        running_seconds: [0, 5400, 86_400][i % 3],
+        labels: vec![("team".into(), ["web", "data", "ml"][i % 3].into())],
         pdb_headroom: [None, Some(0), Some(1)][i % 3],
     }
 }

@@ -23,13 +23,18 @@ pub struct PodFacts {
     pub tolerates_spot: bool,
     /// Runs to completion.
     pub job: bool,
+    /// Seconds it has run on its node (0 while pending or unknown).
+    pub running_seconds: u64,
+    /// Its labels whose keys the NodePool names (`spec.policy.podLabels`).
+    pub labels: Vec<(String, String)>,
     /// Evictions its PodDisruptionBudgets allow now (`None`: no budget).
     pub pdb_headroom: Option<u32>,
 }
 
 impl PodFacts {
-    /// The facts `spec` gives (no PDB headroom: the caller knows the budgets).
-    pub fn of(spec: &PodSpec) -> Self {
+    /// The facts `spec` gives, with its labels under the keys `labels`
+    /// (no PDB headroom: the caller knows the budgets).
+    pub fn of(spec: &PodSpec, labels: &[String]) -> Self {
         PodFacts {
             workload: spec.labels.get("app").map_or_else(|| Arc::from(""), |w| Arc::from(w.as_str())),
             priority: spec.priority,
@@ -37,6 +42,8 @@ impl PodFacts {
             do_not_disrupt: spec.do_not_disrupt,
             tolerates_spot: tolerates_spot(spec),
             job: spec.job,
+            running_seconds: 0,
+            labels: labels.iter().filter_map(|k| spec.labels.get(k).map(|v| (k.clone(), v.clone()))).collect(),
             pdb_headroom: None,
         }
     }
@@ -239,6 +246,15 @@ mod tests {
         let full = Fleet { reserved_instances: vec![ri(2)], savings_plans: vec![plan(0.05)], ..Fleet::default() };
         assert_eq!(full.marginal_price(m5), m5.price_per_hour);
         assert_eq!(Fleet::default().marginal_price(c6g), c6g.price_per_hour);
+    }
+
+    #[test]
+    fn pod_facts_carry_only_the_labels_the_node_pool_names() {
+        let spec = PodSpec::requesting(500, 1 << 30).label("app", "web").label("team", "growth").label("secret", "x");
+        let facts = PodFacts::of(&spec, &["team".to_string(), "tier".to_string()]);
+        assert_eq!(facts.labels, vec![("team".to_string(), "growth".to_string())]);
+        assert_eq!(&*facts.workload, "web");
+        assert!(PodFacts::of(&spec, &[]).labels.is_empty());
     }
 
     #[test]
