@@ -148,6 +148,11 @@ struct State {
 }
 
 impl State {
+    /// Instances of `offering` running now (a reservation's or a spot pool's load).
+    fn held(&self, offering: u32) -> usize {
+        self.instances.values().filter(|r| r.instance.offering == offering).count()
+    }
+
     /// Bill everything running up to `now`.
     fn accrue(&mut self, now: Duration) {
         let dt = now.saturating_sub(self.billed_until).as_secs_f64();
@@ -496,12 +501,10 @@ impl SimulatedCloud {
             state.attempts += 1;
             let full = match o.capacity_type {
                 CapacityType::Reserved => {
-                    let held = state.instances.values().filter(|r| r.instance.offering == offering).count();
-                    held >= self.config.reserved_capacity.get(&offering).copied().unwrap_or(0) as usize
+                    state.held(offering) >= self.config.reserved_capacity.get(&offering).copied().unwrap_or(0) as usize
                 }
                 CapacityType::Spot if self.config.spot_pools => {
-                    let held = state.instances.values().filter(|r| r.instance.offering == offering).count();
-                    held >= self.capacity_in(&mut state, o, offering, now.as_secs() / 3600) as usize
+                    state.held(offering) >= self.capacity_in(&mut state, o, offering, now.as_secs() / 3600) as usize
                 }
                 _ => false,
             };
@@ -545,8 +548,7 @@ impl SimulatedCloud {
         for &o in &request.offerings {
             let Some(offering) = catalog.offerings.get(o as usize).filter(|x| x.capacity_type == CapacityType::Spot) else { continue };
             let spare = if self.config.spot_pools {
-                let held = state.instances.values().filter(|r| r.instance.offering == o).count() as i64;
-                i64::from(self.capacity_in(state, offering, o, hour)) - held
+                i64::from(self.capacity_in(state, offering, o, hour)) - state.held(o) as i64
             } else {
                 0
             };

@@ -47,11 +47,6 @@ impl FleetTracker {
         FleetTracker { commitments, state: Mutex::new(State::default()) }
     }
 
-    /// The commitments it reports.
-    pub fn commitments(&self) -> &Commitments {
-        &self.commitments
-    }
-
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
