@@ -325,6 +325,7 @@ async fn a_crash_between_create_fleet_and_recording_the_node_claim_is_recovered_
                 created_at: std::time::Duration::ZERO,
                 pool_hash: String::new(),
                 initialized: false,
+                deleting: false,
             })
             .await
             .unwrap();

@@ -149,6 +149,11 @@ impl World {
     }
 }
 
+/// A PodDisruptionBudget `default/APP` over the pods labelled `app: APP`.
+fn pdb(app: &str, limit: PdbLimit) -> PodDisruptionBudget {
+    PodDisruptionBudget { name: format!("default/{app}"), selector: LabelSelector::label("app", app), limit }
+}
+
 fn pod(cpu_millis: u32, memory_gib: u64) -> PodSpec {
     PodSpec::requesting(cpu_millis, memory_gib * GIB)
 }
@@ -274,11 +279,7 @@ fn a_blocking_pdb_stops_an_action() {
     let mut w = world(vec![pool()]);
     let big = w.node("m5.4xlarge");
     w.put(&big, "api", pod(500, 1).label("app", "api"), 2);
-    w.cluster.add_pdb(PodDisruptionBudget {
-        name: "default/api".into(),
-        selector: LabelSelector::label("app", "api"),
-        limit: PdbLimit::MinAvailable(IntOrPercent::Count(2)),
-    });
+    w.cluster.add_pdb(pdb("api", PdbLimit::MinAvailable(IntOrPercent::Count(2))));
     w.run(120, 10);
     assert!(w.terminated().is_empty());
     let rejections = w.rejections();
@@ -386,11 +387,7 @@ fn an_expired_nodes_drain_waits_on_a_pdb_then_is_forced_after_the_grace_period()
     let mut w = world(vec![p]);
     let old = w.node("m5.large");
     w.put(&old, "db", pod(1000, 2).label("app", "db"), 1);
-    w.cluster.add_pdb(PodDisruptionBudget {
-        name: "default/db".into(),
-        selector: LabelSelector::label("app", "db"),
-        limit: PdbLimit::MaxUnavailable(IntOrPercent::Count(0)),
-    });
+    w.cluster.add_pdb(pdb("db", PdbLimit::MaxUnavailable(IntOrPercent::Count(0))));
     w.run(700, 10);
     assert!(w.terminated().is_empty(), "the PDB holds the drain");
     assert!(w.nodes().iter().any(|(n, _)| *n == old));
@@ -440,4 +437,90 @@ fn bound_pods_say_how_long_they_have_run() {
     w.run(30, 10);
     let later = ran(&w).expect("still bound");
     assert_eq!(later - first, Duration::from_secs(30));
+}
+
+/// When passes decided on an action naming `node` (staged or rejected).
+fn decided_at(w: &World, node: &str) -> Vec<u64> {
+    let names = |c: &nodewright_core::disruption::Command| c.nodes.iter().any(|n| n == node);
+    w.reports
+        .iter()
+        .filter(|(_, r)| r.staged.iter().any(names) || r.rejected.iter().any(|x| names(&x.command)))
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+#[test]
+fn between_two_polls_a_pass_only_moves_running_disruptions_on() {
+    // An expired node whose drain a PDB holds keeps a disruption running,
+    // so the controller is woken every few seconds; it decides new actions
+    // once per poll interval only.
+    let run = |poll: u64| {
+        let mut p = pool();
+        p.expire_after = Some(Duration::from_secs(600));
+        p.consolidate_after = Some(Duration::ZERO);
+        let mut w = world_with(vec![p], DisruptionSettings { poll_interval: Duration::from_secs(poll), ..DisruptionSettings::default() });
+        let old = w.node("m5.large");
+        w.put(&old, "db", pod(1000, 2).label("app", "db"), 1);
+        w.cluster.add_pdb(pdb("db", PdbLimit::MaxUnavailable(IntOrPercent::Count(0))));
+        w.run(300, 5);
+        // A second node, younger: it expires after the run.
+        let spare = w.node("m5.large");
+        let job = w.put(&spare, "job", pod(1000, 2).do_not_disrupt(), 1);
+        w.run(310, 5);
+        assert_eq!(w.disruption.in_progress(), vec![old.clone()], "the expired node's drain is held by the PDB");
+        // The job ends: the spare node is empty. (Deleting it would strand
+        // the db pod, which the provisioner expects to move there: the
+        // action is rejected, but it is decided on.)
+        assert!(w.cluster.delete_pod(&job[0]));
+        w.run(120, 5);
+        (decided_at(&w, &spare), w.disruption.counts().clone())
+    };
+    // The expiry is found at 600 s (the node's deadline ends the idle
+    // skip); the next decision is due at 660 s.
+    let (decided, polled) = run(60);
+    assert_eq!(decided.first(), Some(&660), "decided at the next poll, not as soon as the node was empty: {decided:?}");
+    // Deciding at every pass, the same node is decided on at the first pass after it emptied.
+    let (decided, every) = run(0);
+    assert_eq!(decided.first(), Some(&615), "{decided:?}");
+    assert_eq!(every.drain_passes, 0, "{every:?}");
+    // The passes in between read only the running disruption's nodes.
+    assert!(polled.drain_passes >= 20, "{polled:?}");
+    assert!(polled.passes + 20 <= every.passes, "{polled:?} against {every:?}");
+}
+
+#[test]
+fn a_node_claim_deleted_by_hand_is_drained_through_its_pdb_then_terminated_and_released() {
+    let mut p = pool().consolidation("empty-only", "{}");
+    p.consolidate_after = None; // nothing but the deletion moves a pod
+    let mut w = world(vec![p]);
+    let node = w.node("m5.xlarge");
+    let instance = w.cluster.node_claims().iter().find(|c| c.name == node).and_then(|c| c.instance.clone()).unwrap().id;
+    let pods = w.put(&node, "web", pod(500, 1).label("app", "web"), 3);
+    w.cluster.add_pdb(pdb("web", PdbLimit::MaxUnavailable(IntOrPercent::Count(1))));
+    w.run(30, 10);
+    assert!(w.terminated().is_empty());
+    // `kubectl delete nodeclaim`: a deletion timestamp, the finalizer holds it.
+    assert!(w.cluster.request_deletion(&node));
+    assert!(!w.cluster.request_deletion("no-such-claim"));
+    w.run(10, 10);
+    let started: Vec<_> = w.reports.iter().flat_map(|(_, r)| r.started.clone()).collect();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!((started[0].reason, started[0].nodes.clone()), (Reason::Deleted, vec![node.clone()]));
+    let launched: usize = w.reports.iter().map(|(_, r)| r.launched.len()).sum();
+    assert_eq!(launched, 1, "a replacement for the pods is launched first");
+    w.run(120, 10);
+    // One eviction at a time: the PDB allows one pod down, and an evicted
+    // pod is back (on the replacement) before the next goes.
+    let evictions: Vec<(u64, usize)> = w.reports.iter().filter(|(_, r)| !r.evicted.is_empty()).map(|(t, r)| (*t, r.evicted.len())).collect();
+    assert!(evictions.iter().all(|(_, n)| *n == 1), "{evictions:?}");
+    assert_eq!(evictions.len(), 3, "{evictions:?}");
+    assert_eq!(w.terminated().into_iter().map(|(_, n, r)| (n, r)).collect::<Vec<_>>(), vec![(node.clone(), Reason::Deleted)]);
+    let running = w.executor.block_on(nodewright_core::cloud::CloudProvider::instances(&*w.cloud)).unwrap();
+    assert!(!running.iter().any(|i| i.id == instance), "the instance is terminated");
+    assert!(w.cluster.node_claims().iter().all(|c| c.name != node), "the claim is released");
+    let bound = w.executor.block_on(w.cluster.bound_pods()).unwrap();
+    for name in pods {
+        assert!(bound.iter().any(|(n, p)| p.name == name && *n != node), "{name} runs elsewhere");
+    }
+    assert_eq!(w.disruption.counts().nodes.get(&Reason::Deleted), Some(&1));
 }

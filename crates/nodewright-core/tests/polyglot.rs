@@ -73,22 +73,24 @@ fn python_and_javascript_cheapest_rank_exactly_like_the_rust_plugin() {
 }
 
 #[test]
-fn a_python_plugin_on_contract_0_3_0_passes_the_suite_and_ranks_like_the_rust_one() {
+fn python_and_javascript_plugins_on_contract_0_3_0_pass_the_suite_and_rank_like_the_rust_one() {
     let (rust_runtime, _cache) = common::runtime();
     let rust = common::load(&rust_runtime, "commitment-aware", "{}");
     let runtime = runtime();
-    let python = load(&runtime, "commitment-aware-py", "{}");
-    assert_eq!(python.info().contract, ContractVersion::V0_3_0);
-    python.check_conformance().unwrap();
-    // The suite's fleet holds a Savings Plan half used, Reserved
-    // Instances with one free and a full capacity reservation.
-    let catalog = full_catalog();
-    for pods in [vec![Resources::pod(1000, 2 << 30); 3], vec![Resources::pod(250, 512 << 20)]] {
-        let request = nodewright_core::policy::selection_request(catalog, pods);
-        let expected = rust.rank(catalog, &request).unwrap();
-        let got = python.rank(catalog, &request).unwrap();
-        assert_eq!(got.best(20), expected.best(20));
-        assert_eq!(got.len(), expected.len());
+    for name in ["commitment-aware-py", "commitment-aware-js"] {
+        let guest = load(&runtime, name, "{}");
+        assert_eq!(guest.info().contract, ContractVersion::V0_3_0, "{name}");
+        guest.check_conformance().unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The suite's fleet holds a Savings Plan half used, Reserved
+        // Instances with one free and a full capacity reservation.
+        let catalog = full_catalog();
+        for pods in [vec![Resources::pod(1000, 2 << 30); 3], vec![Resources::pod(250, 512 << 20)]] {
+            let request = nodewright_core::policy::selection_request(catalog, pods);
+            let expected = rust.rank(catalog, &request).unwrap();
+            let got = guest.rank(catalog, &request).unwrap();
+            assert_eq!(got.best(20), expected.best(20), "{name}");
+            assert_eq!(got.len(), expected.len(), "{name}");
+        }
     }
 }
 

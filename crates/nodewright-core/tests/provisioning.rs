@@ -176,3 +176,45 @@ fn a_launched_instance_is_ready_after_a_boot_latency_drawn_from_the_configured_r
     assert!(ready.iter().all(|r| *r >= Duration::from_secs(140) && *r <= Duration::from_secs(150)), "{ready:?}");
     assert!(ready.windows(2).any(|w| w[0] != w[1]), "drawn, not fixed: {ready:?}");
 }
+
+#[test]
+fn a_second_process_never_reuses_the_name_of_an_existing_node_claim() {
+    use nodewright_core::provisioning::{ClaimSpec, Provisioner};
+    let pool = NodePool::new("default");
+    let w = world(vec![pool.clone()], HashMap::new());
+    let executor = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let offering = catalog().offerings.iter().position(|o| o.capacity_type == nodewright_core::model::CapacityType::OnDemand).unwrap() as u32;
+    let launch = |p: &Provisioner<_, _>| {
+        let spec = ClaimSpec { pool: &pool, offerings: vec![offering], pods: vec![], requests: Default::default() };
+        executor.block_on(p.launch_claim(spec)).unwrap().unwrap().claim
+    };
+    let first: Vec<String> = (0..3).map(|_| launch(&w.provisioner)).collect();
+    for name in &first {
+        let suffix = name.strip_prefix("default-").unwrap();
+        assert_eq!(suffix.len(), 5, "{name}");
+        assert!(suffix.bytes().all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)), "{name}");
+    }
+    // The worst case of a restart: a new process drawing the very same
+    // names. The three taken ones are drawn again; nothing fails, nothing
+    // launches twice.
+    let restarted = Provisioner::new(w.cloud.clone(), w.cluster.clone(), w.registry.clone()).with_name_seed(3);
+    let fourth = launch(&restarted);
+    assert!(!first.contains(&fourth), "{fourth} reuses one of {first:?}");
+    assert_eq!(w.cluster.node_claims().len(), 4);
+    assert_eq!(w.cloud.launch_requests().len(), 4);
+    // Two processes with seeds of their own draw different names.
+    let other = Provisioner::new(w.cloud.clone(), w.cluster.clone(), w.registry.clone());
+    let fifth = launch(&other);
+    assert!(!first.contains(&fifth) && fifth != fourth);
+    // Every name taken: the launch fails with a named error and launches nothing.
+    let stuck = Provisioner::new(w.cloud.clone(), w.cluster.clone(), w.registry.clone()).with_name_seed(3);
+    for _ in 0..4 {
+        launch(&stuck); // draws past the four names seed 3 gave
+    }
+    let again = Provisioner::new(w.cloud.clone(), w.cluster.clone(), w.registry.clone()).with_name_seed(3);
+    let spec = ClaimSpec { pool: &pool, offerings: vec![offering], pods: vec![], requests: Default::default() };
+    let before = w.cloud.launch_requests().len();
+    let err = executor.block_on(again.launch_claim(spec)).unwrap_err();
+    assert_eq!(err.to_string(), "NodePool default: 8 NodeClaim names drawn were all taken");
+    assert_eq!(w.cloud.launch_requests().len(), before);
+}

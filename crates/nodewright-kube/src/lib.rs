@@ -28,7 +28,7 @@ use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, 
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use nodewright_core::cluster::{Cluster, ClusterError, Eviction, NodeClaim};
+use nodewright_core::cluster::{Cluster, ClusterError, Created, Eviction, NodeClaim};
 use nodewright_core::cloud::Instance;
 use nodewright_core::model::{Catalog, CapacityType, IntOrPercent, NodePool, PdbLimit, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
 use nodewright_core::scheduling::ExistingNode;
@@ -237,6 +237,7 @@ impl KubeCluster {
             created_at,
             pool_hash: c.spec.node_pool_hash.clone(),
             initialized: status.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True"),
+            deleting: c.metadata.deletion_timestamp.is_some(),
         }
     }
 
@@ -437,7 +438,7 @@ impl Cluster for KubeCluster {
         Ok(nodes)
     }
 
-    async fn create_node_claim(&self, claim: NodeClaim) -> Result<(), ClusterError> {
+    async fn create_node_claim(&self, claim: NodeClaim) -> Result<Created, ClusterError> {
         let catalog = (self.catalog)();
         let mut object = crd::NodeClaim::new(
             &claim.name,
@@ -454,9 +455,15 @@ impl Cluster for KubeCluster {
         );
         object.metadata.finalizers = Some(vec![TERMINATION_FINALIZER.into()]);
         object.metadata.labels = Some(BTreeMap::from([(nodewright_core::model::well_known::NODE_POOL.to_string(), claim.node_pool.clone())]));
-        let created = self.claims_api().create(&PostParams::default(), &object).await.map_err(err("create nodeclaim"))?;
-        self.wrote_claim(created);
-        Ok(())
+        match self.claims_api().create(&PostParams::default(), &object).await {
+            Ok(created) => {
+                self.wrote_claim(created);
+                Ok(Created::Created)
+            }
+            // AlreadyExists: another replica, or a process before a restart, used the name.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Created::NameTaken),
+            Err(e) => Err(err("create nodeclaim")(e)),
+        }
     }
 
     async fn claim_launched(&self, claim: &str, instance: Instance) -> Result<(), ClusterError> {

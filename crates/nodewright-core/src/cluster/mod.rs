@@ -25,6 +25,16 @@ pub enum Eviction {
     },
 }
 
+/// What creating a NodeClaim did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The claim is recorded.
+    Created,
+    /// A claim of that name exists already (another process or replica made
+    /// it, or a name was drawn twice): nothing was written; try another name.
+    NameTaken,
+}
+
 /// Errors of cluster calls.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
@@ -41,12 +51,18 @@ pub trait Cluster: Send + Sync + 'static {
     /// Pods the kube-scheduler could not place.
     fn pending_pods(&self) -> impl Future<Output = Result<Vec<Pod>, ClusterError>> + Send;
 
+    /// How many pods the kube-scheduler could not place.
+    fn pending_count(&self) -> impl Future<Output = Result<usize, ClusterError>> + Send {
+        async { Ok(self.pending_pods().await?.len()) }
+    }
+
     /// Nodes, and launched NodeClaims not yet registered as nodes (with the
     /// pods already bound to them; pending nominated pods are not counted).
     fn nodes(&self) -> impl Future<Output = Result<Vec<ExistingNode>, ClusterError>> + Send;
 
-    /// Record a new NodeClaim (before its launch).
-    fn create_node_claim(&self, claim: NodeClaim) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Record a new NodeClaim (before its launch); a name already taken is
+    /// [`Created::NameTaken`], not an error.
+    fn create_node_claim(&self, claim: NodeClaim) -> impl Future<Output = Result<Created, ClusterError>> + Send;
 
     /// Record that `claim` is backed by `instance`.
     fn claim_launched(&self, claim: &str, instance: Instance) -> impl Future<Output = Result<(), ClusterError>> + Send;
@@ -56,6 +72,11 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// NodeClaims, with their instances.
     fn node_claims(&self) -> impl Future<Output = Result<Vec<NodeClaim>, ClusterError>> + Send;
+
+    /// NodeClaim `name`, if it exists.
+    fn node_claim(&self, name: &str) -> impl Future<Output = Result<Option<NodeClaim>, ClusterError>> + Send {
+        async move { Ok(self.node_claims().await?.into_iter().find(|c| c.name == name)) }
+    }
 
     /// The pods bound to node `node`.
     fn pods_on(&self, node: &str) -> impl Future<Output = Result<Vec<Pod>, ClusterError>> + Send;

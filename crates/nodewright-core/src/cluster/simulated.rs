@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Cluster, ClusterError, Eviction, NodeClaim};
+use super::{Cluster, ClusterError, Created, Eviction, NodeClaim};
 use crate::cloud::Instance;
 use crate::model::{Catalog, Clock, NodePool, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
 use crate::scheduling::{ExistingNode, SchedulingInput, schedule_in_order};
@@ -80,10 +80,10 @@ struct State {
     nodes: Vec<ExistingNode>,
     node_index: HashMap<String, usize>,
     claims: BTreeMap<String, NodeClaim>,
-    /// Bound pods: name → (node, pod).
-    bound: BTreeMap<String, (String, Pod)>,
-    /// When each bound pod was bound (the cluster's clock).
-    bound_at: HashMap<String, Duration>,
+    /// Bound pods: name → (node, pod, when it was bound by the cluster's clock).
+    bound: BTreeMap<String, (String, Pod, Duration)>,
+    /// Node → the names of the pods bound to it.
+    on_node: HashMap<String, BTreeSet<String>>,
     /// (CPU millicores, memory bytes) requested by every bound pod
     /// (daemonsets excluded); 64 bits, as a cluster's total outgrows a pod's.
     bound_requests: (u64, u64),
@@ -119,7 +119,7 @@ impl State {
 
     /// Remove node `name`; its bound pods stop (their controllers recreate them).
     fn remove_node(&mut self, name: &str, now: Duration) -> Option<ExistingNode> {
-        let on_it: Vec<String> = self.bound.iter().filter(|(_, (n, _))| n == name).map(|(p, _)| p.clone()).collect();
+        let on_it: Vec<String> = self.on_node.get(name).map(|pods| pods.iter().cloned().collect()).unwrap_or_default();
         for pod in on_it {
             self.stop(&pod, StopCause::NodeGone, now);
         }
@@ -155,15 +155,26 @@ impl State {
         }
     }
 
-    /// Bound pod `p` with how long it has run by `now`.
-    fn running(&self, p: &Pod, now: Duration) -> Pod {
-        Pod { running_for: self.bound_at.get(&p.name).map(|&at| now.saturating_sub(at)), ..p.clone() }
+    /// Bound pod `p`, bound at `at`, with how long it has run by `now`.
+    fn running(p: &Pod, at: Duration, now: Duration) -> Pod {
+        Pod { running_for: Some(now.saturating_sub(at)), ..p.clone() }
+    }
+
+    /// The pods bound to `node`, with how long each has run by `now`, by name.
+    fn pods_on(&self, node: &str, now: Duration) -> Vec<Pod> {
+        let Some(names) = self.on_node.get(node) else { return Vec::new() };
+        names.iter().filter_map(|name| self.bound.get(name)).map(|(_, p, at)| Self::running(p, *at, now)).collect()
     }
 
     /// Take bound pod `pod` off its node; returns (node, pod).
     fn unbind(&mut self, pod: &str) -> Option<(String, Pod)> {
-        let (node, p) = self.bound.remove(pod)?;
-        self.bound_at.remove(pod);
+        let (node, p, _) = self.bound.remove(pod)?;
+        if let Some(names) = self.on_node.get_mut(&node) {
+            names.remove(pod);
+            if names.is_empty() {
+                self.on_node.remove(&node);
+            }
+        }
         self.touch();
         let r = p.spec.requests;
         self.bound_requests = (self.bound_requests.0.saturating_sub(r.cpu_millis.into()), self.bound_requests.1.saturating_sub(r.memory_bytes));
@@ -185,8 +196,8 @@ impl State {
             self.queued.remove(pod);
             let r = p.spec.requests;
             self.bound_requests = (self.bound_requests.0.saturating_add(r.cpu_millis.into()), self.bound_requests.1.saturating_add(r.memory_bytes));
-            self.bound.insert(pod.into(), (node.into(), p));
-            self.bound_at.insert(pod.into(), now);
+            self.bound.insert(pod.into(), (node.into(), p, now));
+            self.on_node.entry(node.into()).or_default().insert(pod.into());
         }
         if let Some(journal) = &mut self.journal {
             journal.push(PodEvent::Bound { pod: pod.into(), node: node.into() });
@@ -197,7 +208,7 @@ impl State {
     /// `status.disruptionsAllowed` of `pdb`: bound pods are healthy, pending
     /// and restarting ones (evicted and not yet back) are expected but down.
     fn allowed(&self, pdb: &PodDisruptionBudget) -> u32 {
-        let healthy = self.bound.values().filter(|(_, p)| pdb.selector.matches(&p.spec.labels)).count() as u32;
+        let healthy = self.bound.values().filter(|(_, p, _)| pdb.selector.matches(&p.spec.labels)).count() as u32;
         let down = self.pending.values().chain(self.restarting.values().map(|(p, _)| p)).filter(|p| pdb.selector.matches(&p.spec.labels)).count()
             as u32;
         pdb.disruptions_allowed(healthy, healthy + down)
@@ -374,6 +385,18 @@ impl SimulatedCluster {
         }
     }
 
+    /// `kubectl delete nodeclaim CLAIM` (or of its Node): the claim gets a
+    /// deletion timestamp; its finalizer keeps it until the controller has
+    /// drained the node and terminated the instance. Returns whether the
+    /// claim exists.
+    pub fn request_deletion(&self, claim: &str) -> bool {
+        let mut state = self.state();
+        let Some(c) = state.claims.get_mut(claim) else { return false };
+        c.deleting = true;
+        state.touch();
+        true
+    }
+
     /// The catalog offering NodeClaim `claim` was launched as.
     pub fn claim_offering(&self, claim: &str) -> Option<u32> {
         self.state().claims.get(claim).and_then(|c| c.instance.as_ref()).map(|i| i.offering)
@@ -430,6 +453,10 @@ impl Cluster for SimulatedCluster {
         Ok(self.state().pending.values().cloned().collect())
     }
 
+    async fn pending_count(&self) -> Result<usize, ClusterError> {
+        Ok(self.state().pending.len())
+    }
+
     async fn nodes(&self) -> Result<Vec<ExistingNode>, ClusterError> {
         let state = self.state();
         let mut nodes = state.nodes.clone();
@@ -445,14 +472,14 @@ impl Cluster for SimulatedCluster {
         Ok(nodes)
     }
 
-    async fn create_node_claim(&self, claim: NodeClaim) -> Result<(), ClusterError> {
+    async fn create_node_claim(&self, claim: NodeClaim) -> Result<Created, ClusterError> {
         let mut state = self.state();
         if state.claims.contains_key(&claim.name) {
-            return Err(ClusterError(format!("NodeClaim {} already exists", claim.name)));
+            return Ok(Created::NameTaken);
         }
         state.claims.insert(claim.name.clone(), claim);
         state.touch();
-        Ok(())
+        Ok(Created::Created)
     }
 
     async fn claim_launched(&self, claim: &str, instance: Instance) -> Result<(), ClusterError> {
@@ -476,10 +503,14 @@ impl Cluster for SimulatedCluster {
         Ok(self.state().claims.values().cloned().collect())
     }
 
+    async fn node_claim(&self, name: &str) -> Result<Option<NodeClaim>, ClusterError> {
+        Ok(self.state().claims.get(name).cloned())
+    }
+
     async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, ClusterError> {
         let now = (self.now)();
         let state = self.state();
-        Ok(state.bound.values().filter(|(n, _)| n == node).map(|(_, p)| state.running(p, now)).collect())
+        Ok(state.pods_on(node, now))
     }
 
     async fn cordon(&self, node: &str) -> Result<(), ClusterError> {
@@ -494,7 +525,7 @@ impl Cluster for SimulatedCluster {
     async fn drain(&self, node: &str) -> Result<Vec<String>, ClusterError> {
         let now = (self.now)();
         let mut state = self.state();
-        let evicted: Vec<String> = state.bound.iter().filter(|(_, (n, _))| n == node).map(|(p, _)| p.clone()).collect();
+        let evicted: Vec<String> = state.on_node.get(node).map(|pods| pods.iter().cloned().collect()).unwrap_or_default();
         for pod in &evicted {
             state.stop(pod, StopCause::Drained, now);
         }
@@ -504,7 +535,7 @@ impl Cluster for SimulatedCluster {
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
         let now = (self.now)();
         let state = self.state();
-        Ok(state.bound.values().map(|(n, p)| (n.clone(), state.running(p, now))).collect())
+        Ok(state.bound.values().map(|(n, p, at)| (n.clone(), State::running(p, *at, now))).collect())
     }
 
     async fn pod_disruption_budgets(&self) -> Result<Vec<PdbStatus>, ClusterError> {
@@ -515,7 +546,7 @@ impl Cluster for SimulatedCluster {
     async fn evict(&self, pod: &str) -> Result<Eviction, ClusterError> {
         let now = (self.now)();
         let mut state = self.state();
-        let (_, p) = state.bound.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not bound to a node")))?;
+        let (_, p, _) = state.bound.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not bound to a node")))?;
         let labels = p.spec.labels.clone();
         if let Some(pdb) = state.pdbs.iter().find(|b| b.selector.matches(&labels) && state.allowed(b) == 0) {
             return Ok(Eviction::Blocked { pdb: pdb.name.clone() });

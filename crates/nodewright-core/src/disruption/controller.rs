@@ -67,6 +67,9 @@ pub struct DisruptionCounts {
     pub passes: u64,
     /// Passes skipped: nothing had changed since a pass that found nothing.
     pub passes_skipped: u64,
+    /// Passes that only moved running disruptions on (woken between two
+    /// [`DisruptionSettings::poll_interval`]s, with no staged action due).
+    pub drain_passes: u64,
 }
 
 /// What a pass that found nothing to do saw: while the same key holds and
@@ -129,6 +132,8 @@ pub struct DisruptionController<C, K> {
     /// accepts: ascending, and cheapest first).
     replacements: std::sync::Mutex<HashMap<String, (u64, Replacements)>>,
     idle: Option<Idle>,
+    /// When the last pass decided new actions.
+    last_plan: Option<Duration>,
     counts: DisruptionCounts,
 }
 
@@ -149,6 +154,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             quiet: HashMap::new(),
             replacements: std::sync::Mutex::new(HashMap::new()),
             idle: None,
+            last_plan: None,
             counts: DisruptionCounts::default(),
         }
     }
@@ -169,8 +175,23 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// the catalog, the benched offerings, the policies in the NodePools'
     /// slots, which disruption budgets are in force, and no node has
     /// reached its `consolidateAfter` or `expireAfter` since.
+    ///
+    /// New actions are decided at most once per
+    /// [`DisruptionSettings::poll_interval`], and when staged actions come
+    /// due; a pass in between only moves the running disruptions on (waits
+    /// for replacements, drains, terminates) and reads only their nodes.
     pub async fn reconcile(&mut self) -> Result<DisruptionReport, ClusterError> {
         let now = (self.clock)();
+        let due_any = self.staged.iter().any(|(_, at)| at.saturating_add(self.settings.validation_delay) <= now);
+        let plan_due = self.last_plan.is_none_or(|at| now >= at.saturating_add(self.settings.poll_interval));
+        if !due_any && !(self.staged.is_empty() && plan_due) {
+            self.counts.drain_passes += 1;
+            let mut report = DisruptionReport::default();
+            let pools = if self.running.is_empty() { Vec::new() } else { self.cluster.node_pools().await? };
+            self.advance(now, &pools, &mut report).await?;
+            report.next_wakeup = self.next_wakeup(now);
+            return Ok(report);
+        }
         let revision = self.cluster.revision();
         if self.staged.is_empty()
             && self.running.is_empty()
@@ -202,19 +223,33 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 }
             }
         }
+        self.terminate_deleted(&view, &mut pass, &mut report).await?;
         if self.staged.is_empty() {
+            self.last_plan = Some(now);
             self.plan(&view, &mut pass, &mut report).await?;
         }
-        self.advance(&view, &mut report).await?;
+        self.advance(now, &view.pools, &mut report).await?;
         if self.staged.is_empty() && self.running.is_empty() && report.started.is_empty() && report.terminated.is_empty()
             && let Some(key) = self.idle_key(revision, &view.pools, now)
         {
             self.idle = Some(Idle { key, until: Self::next_deadline(&view), pools: view.pools.clone() });
         }
-        let staged_due = self.staged.iter().map(|(_, at)| *at + self.settings.validation_delay);
-        let retries = self.running.iter().map(|r| if r.drain_since.is_some() { r.next_attempt.max(now + Duration::from_secs(1)) } else { now + self.settings.eviction_backoff });
-        report.next_wakeup = staged_due.chain(retries).min();
+        report.next_wakeup = self.next_wakeup(now);
         Ok(report)
+    }
+
+    /// When the next pass has something to do: a staged action comes due,
+    /// a drain is retried, a replacement may be ready.
+    fn next_wakeup(&self, now: Duration) -> Option<Duration> {
+        let staged_due = self.staged.iter().map(|(_, at)| at.saturating_add(self.settings.validation_delay));
+        let retries = self.running.iter().map(|r| {
+            if r.drain_since.is_some() {
+                r.next_attempt.max(now.saturating_add(Duration::from_secs(1)))
+            } else {
+                now.saturating_add(self.settings.eviction_backoff)
+            }
+        });
+        staged_due.chain(retries).min()
     }
 
     /// Everything besides the cluster's contents that a pass's answer
@@ -259,7 +294,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let nodes = self.cluster.nodes().await?;
         let claims = self.cluster.node_claims().await?;
         let pdbs = self.cluster.pod_disruption_budgets().await?;
-        let pending = u32::try_from(self.cluster.pending_pods().await?.len()).unwrap_or(u32::MAX);
+        let pending = u32::try_from(self.cluster.pending_count().await?).unwrap_or(u32::MAX);
         let fleet = self.provisioner.fleet().observe(
             &catalog,
             claims.iter().filter_map(|c| c.instance.as_ref().map(|i| (c.node_pool.as_str(), i.offering))),
@@ -272,7 +307,12 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
         let mut members = Vec::new();
         let mut alive = HashMap::new();
+        let mut deleting = Vec::new();
         for claim in claims {
+            if claim.deleting && claim.instance.is_none() {
+                deleting.push(claim.name);
+                continue;
+            }
             let (Some(instance), true) = (&claim.instance, index.contains_key(&claim.name)) else { continue };
             let mut pods = bound.remove(&claim.name).unwrap_or_default();
             pods.sort_by(|a, b| a.name.cmp(&b.name));
@@ -299,6 +339,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             free,
             free_total,
             members,
+            deleting,
             pdbs,
             unavailable: self.cloud.unavailable(),
             now,
@@ -351,7 +392,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             }
             members.push(member);
         }
-        let forceful = command.reason == Reason::Expired;
+        let forceful = matches!(command.reason, Reason::Expired | Reason::Deleted);
         let consolidating = matches!(command.reason, Reason::Empty | Reason::Underutilized);
         if !forceful {
             for member in &members {
@@ -463,13 +504,70 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         report.rejected.push(Rejection { command, kind, message });
     }
 
+    /// NodeClaims whose deletion was asked for (by a person, or by another
+    /// controller) go the way every disruption goes, at once and whatever
+    /// the budgets: cordon, a replacement for their pods, a drain through
+    /// the PDBs (forced after `terminationGracePeriod`), the instance
+    /// terminated, then the claim released. One never launched is released
+    /// at once.
+    async fn terminate_deleted(&mut self, view: &View, pass: &mut Pass, report: &mut DisruptionReport) -> Result<(), ClusterError> {
+        for name in &view.deleting {
+            self.cluster.delete_node_claim(name).await?;
+            tracing::info!(node = %name, "deleted NodeClaim released: it had no instance");
+            *self.counts.nodes.entry(Reason::Deleted).or_default() += 1;
+            report.terminated.push((name.clone(), Reason::Deleted));
+        }
+        for member in &view.members {
+            if !member.claim.deleting || pass.taken.contains(member.name()) {
+                continue;
+            }
+            // Rejected, it is tried again next pass (its pods may fit nowhere yet).
+            self.replace_node(view, member, Reason::Deleted, pass, report).await?;
+        }
+        Ok(())
+    }
+
+    /// Replace `member` for `reason` (its pods provisioned for): if valid
+    /// on top of `pass`, accepted and, for expiry and deletion, started at
+    /// once (returns `None`), otherwise returned to be staged; if not, rejected.
+    async fn replace_node(
+        &mut self,
+        view: &View,
+        member: &Member,
+        reason: Reason,
+        pass: &mut Pass,
+        report: &mut DisruptionReport,
+    ) -> Result<Option<Command>, ClusterError> {
+        let command = Command {
+            reason,
+            node_pool: member.pool().to_string(),
+            nodes: vec![member.name().into()],
+            replacement: Replacement::Provision,
+            savings_per_hour: 0.0,
+        };
+        match self.validate(view, &command, pass) {
+            Ok(()) => {
+                pass.accept(view, &command);
+                if matches!(reason, Reason::Expired | Reason::Deleted) {
+                    self.start(view, command, report).await?;
+                    return Ok(None);
+                }
+                Ok(Some(command))
+            }
+            Err((kind, message)) => {
+                self.reject(command, kind, message, report);
+                Ok(None)
+            }
+        }
+    }
+
     /// Decide new actions: expiry (started at once), drift, consolidation.
     async fn plan(&mut self, view: &View, pass: &mut Pass, report: &mut DisruptionReport) -> Result<(), ClusterError> {
         let mut staged = Vec::new();
         let hashes: HashMap<&str, String> = view.pools.iter().map(|p| (p.name.as_str(), p.drift_hash())).collect();
         for member in &view.members {
             let Some(pool) = view.pool(member.pool()) else { continue };
-            if pass.taken.contains(member.name()) {
+            if pass.taken.contains(member.name()) || member.claim.deleting {
                 continue;
             }
             let expired = pool.expire_after.and_then(|e| member.claim.created_at.checked_add(e)).is_some_and(|at| view.now >= at);
@@ -479,25 +577,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 (false, true) => Reason::Drifted,
                 _ => continue,
             };
-            let command = Command {
-                reason,
-                node_pool: pool.name.clone(),
-                nodes: vec![member.name().into()],
-                replacement: Replacement::Provision,
-                savings_per_hour: 0.0,
-            };
-            match self.validate(view, &command, pass) {
-                Ok(()) => {
-                    pass.accept(view, &command);
-                    if reason == Reason::Expired {
-                        self.start(view, command, report).await?;
-                    } else {
-                        staged.push(command);
-                    }
-                }
-                // A drifted node the budget holds back is tried again next pass.
-                Err((kind, message)) => self.reject(command, kind, message, report),
-            }
+            // A drifted node the budget holds back is tried again next pass.
+            staged.extend(self.replace_node(view, member, reason, pass, report).await?);
         }
         for pool in &view.pools {
             if pool.consolidate_after.is_none() {
@@ -745,14 +826,20 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     }
 
     /// Move running disruptions on: wait for replacements, evict, terminate.
-    async fn advance(&mut self, view: &View, report: &mut DisruptionReport) -> Result<(), ClusterError> {
-        let now = view.now;
-        let waiting = self.running.iter().any(|r| r.drain_since.is_none());
-        let claims: HashMap<String, bool> = if waiting {
-            self.cluster.node_claims().await?.into_iter().map(|c| (c.name, c.initialized)).collect()
-        } else {
-            HashMap::new()
-        };
+    /// It reads the NodeClaims and the pods of the nodes being drained,
+    /// nothing else.
+    async fn advance(&mut self, now: Duration, pools: &[NodePool], report: &mut DisruptionReport) -> Result<(), ClusterError> {
+        if self.running.is_empty() {
+            return Ok(());
+        }
+        // The claims of the nodes being disrupted and of their replacements.
+        let mut claims: HashMap<String, crate::model::NodeClaim> = HashMap::new();
+        let names: BTreeSet<String> = self.running.iter().flat_map(|r| r.command.nodes.iter().chain(&r.replacements)).cloned().collect();
+        for name in names {
+            if let Some(claim) = self.cluster.node_claim(&name).await? {
+                claims.insert(name, claim);
+            }
+        }
         let mut still = Vec::new();
         for mut run in std::mem::take(&mut self.running) {
             if run.drain_since.is_none() {
@@ -763,7 +850,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                     self.abandon(&run.command, report).await?;
                     continue;
                 }
-                if !run.replacements.iter().all(|c| claims.get(c) == Some(&true)) {
+                if !run.replacements.iter().all(|c| claims.get(c).is_some_and(|c| c.initialized)) {
                     still.push(run);
                     continue;
                 }
@@ -774,13 +861,13 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 continue;
             }
             let since = run.drain_since.unwrap_or(now);
-            let pool = view.pool(&run.command.node_pool);
-            let force = run.command.reason == Reason::Expired
+            let pool = pools.iter().find(|p| p.name == run.command.node_pool);
+            let force = matches!(run.command.reason, Reason::Expired | Reason::Deleted)
                 && pool.and_then(|p| p.termination_grace_period).is_some_and(|g| now.saturating_sub(since) >= g);
             let mut blocked = false;
             let mut remaining = Vec::new();
             for node in std::mem::take(&mut run.command.nodes) {
-                match self.drain_node(view, &node, run.command.reason, force, report).await? {
+                match self.drain_node(claims.get(&node), &node, run.command.reason, force, report).await? {
                     Drained::Gone => {}
                     Drained::Waiting => remaining.push(node),
                     Drained::Blocked => {
@@ -807,12 +894,19 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
 
     /// Evict what is left on `node`; once nothing is, terminate its
     /// instance and then delete its NodeClaim.
-    async fn drain_node(&mut self, view: &View, node: &str, reason: Reason, force: bool, report: &mut DisruptionReport) -> Result<Drained, ClusterError> {
-        let Some(member) = view.member(node) else { return Ok(Drained::Gone) };
-        if member.pods.is_empty() {
-            // Members are launched claims (see `read`); one without an
-            // instance has nothing to terminate.
-            let terminated = match &member.claim.instance {
+    async fn drain_node(
+        &mut self,
+        claim: Option<&crate::model::NodeClaim>,
+        node: &str,
+        reason: Reason,
+        force: bool,
+        report: &mut DisruptionReport,
+    ) -> Result<Drained, ClusterError> {
+        let Some(claim) = claim else { return Ok(Drained::Gone) };
+        let pods = self.cluster.pods_on(node).await?;
+        if pods.is_empty() {
+            // A claim without an instance has nothing to terminate.
+            let terminated = match &claim.instance {
                 Some(instance) => self.cloud.terminate(&instance.id).await,
                 None => Ok(()),
             };
@@ -834,7 +928,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             return Ok(Drained::Waiting);
         }
         let mut blocked = false;
-        for pod in &member.pods {
+        for pod in &pods {
             match self.cluster.evict(&pod.name).await {
                 Ok(Eviction::Evicted) => {
                     self.counts.pods_evicted += 1;
@@ -862,3 +956,4 @@ enum Drained {
     /// Some evictions were refused.
     Blocked,
 }
+

@@ -69,6 +69,8 @@ pub(crate) struct View {
     pub free_total: (u64, u64),
     /// The managed ones, by name.
     pub members: Vec<Member>,
+    /// NodeClaims whose deletion was asked for and that have no instance.
+    pub deleting: Vec<String>,
     pub pdbs: Vec<PdbStatus>,
     pub unavailable: HashSet<u32>,
     /// Now, by the controllers' clock (since the Unix epoch).

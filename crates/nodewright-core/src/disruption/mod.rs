@@ -44,6 +44,11 @@ pub enum Reason {
     Drifted,
     /// It is older than its NodePool's `expireAfter`.
     Expired,
+    /// Its NodeClaim (or Node) was deleted: by a person (`kubectl delete
+    /// nodeclaim`) or another controller. Not held by budgets; pods are
+    /// evicted through their PDBs until `terminationGracePeriod`, as for
+    /// expiry.
+    Deleted,
 }
 
 impl Reason {
@@ -54,6 +59,7 @@ impl Reason {
             Reason::Underutilized => "Underutilized",
             Reason::Drifted => "Drifted",
             Reason::Expired => "Expired",
+            Reason::Deleted => "Deleted",
         }
     }
 }
@@ -141,6 +147,9 @@ pub struct DisruptionSettings {
     /// `SpotToSpotConsolidation`, off by default): a single node only when
     /// at least [`MIN_SPOT_TO_SPOT_TYPES`] cheaper spot instance types remain.
     pub spot_to_spot: bool,
+    /// How often the controller decides new actions (Karpenter polls every
+    /// 10 s); passes in between only move running disruptions on.
+    pub poll_interval: Duration,
 }
 
 /// Cheaper spot instance types single-node spot-to-spot consolidation
@@ -158,6 +167,7 @@ impl Default for DisruptionSettings {
             max_eviction_backoff: Duration::from_secs(60),
             replacement_timeout: Duration::from_secs(600),
             spot_to_spot: false,
+            poll_interval: Duration::from_secs(10),
         }
     }
 }

@@ -47,6 +47,10 @@ pub struct NodeClaim {
     pub pool_hash: String,
     /// Its node has registered and is ready for pods.
     pub initialized: bool,
+    /// Its deletion was asked for (a `deletionTimestamp`: `kubectl delete
+    /// nodeclaim`, or its Node deleted by hand); the finalizer holds it
+    /// until the node is drained and the instance terminated.
+    pub deleting: bool,
 }
 
 /// A node that exists (or has been launched and is on its way).

@@ -24,17 +24,24 @@ pub enum Stream {
     RebalanceLead = 7,
     /// The hourly move of a spot pool's capacity, keyed by (offering, hour).
     SpotCapacity = 8,
+    /// The random part of a NodeClaim's name, keyed by (claim index, 0).
+    ClaimName = 9,
 }
 
 /// A uniform draw in [0, 1) for `stream` under `seed`, keyed by (`a`, `b`).
 /// The same arguments always give the same value.
 pub fn unit(seed: u64, stream: Stream, a: u64, b: u64) -> f64 {
+    // 53 random bits → [0, 1).
+    (bits(seed, stream, a, b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// 64 uniform random bits for `stream` under `seed`, keyed by (`a`, `b`).
+pub fn bits(seed: u64, stream: Stream, a: u64, b: u64) -> u64 {
     let mut x = seed;
     for word in [stream as u64, a, b] {
         x = splitmix(x ^ splitmix(word));
     }
-    // 53 random bits → [0, 1).
-    (x >> 11) as f64 / (1u64 << 53) as f64
+    x
 }
 
 /// A key for a name (a family, a pool), stable across runs and platforms (FNV-1a).

@@ -23,6 +23,9 @@ use crate::scheduling::{SchedulingInput, schedule};
 /// per request in the shape nodewright uses).
 pub const MAX_LAUNCH_OFFERINGS: usize = 60;
 
+/// NodeClaim names drawn before a launch gives up (each taken name is one).
+const MAX_NAME_DRAWS: usize = 8;
+
 /// What one provisioning pass did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProvisioningReport {
@@ -67,6 +70,8 @@ pub struct Provisioner<C, K> {
     cluster: Arc<K>,
     registry: Arc<PolicyRegistry>,
     next_claim: AtomicU64,
+    /// Seed of the random part of NodeClaim names.
+    name_seed: u64,
     clock: Clock,
     fleet: Arc<FleetTracker>,
 }
@@ -94,7 +99,38 @@ pub fn selection_slot(node_pool: &str) -> String {
 impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
     /// A provisioner over `cloud` and `cluster`, ranking with `registry`.
     pub fn new(cloud: Arc<C>, cluster: Arc<K>, registry: Arc<PolicyRegistry>) -> Self {
-        Provisioner { cloud, cluster, registry, next_claim: AtomicU64::new(1), clock: system_clock(), fleet: Arc::default() }
+        Provisioner {
+            cloud,
+            cluster,
+            registry,
+            next_claim: AtomicU64::new(0),
+            name_seed: rand::random(),
+            clock: system_clock(),
+            fleet: Arc::default(),
+        }
+    }
+
+    /// Draw NodeClaim names from `seed` (the simulator's, so that a run is
+    /// reproducible); by default every process draws its own.
+    pub fn with_name_seed(mut self, seed: u64) -> Self {
+        self.name_seed = seed;
+        self
+    }
+
+    /// A fresh NodeClaim name for `pool`: `POOL-` and five random
+    /// characters, as Karpenter's names (the API server's `generateName`
+    /// alphabet), so that a restarted process or another replica does not
+    /// reuse the names of claims that exist.
+    fn claim_name(&self, pool: &str) -> String {
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let n = self.next_claim.fetch_add(1, Ordering::Relaxed);
+        let mut x = crate::model::stream::bits(self.name_seed, crate::model::stream::Stream::ClaimName, n, 0);
+        let mut name = format!("{pool}-");
+        for _ in 0..5 {
+            name.push(ALPHABET[(x % ALPHABET.len() as u64) as usize] as char);
+            x /= ALPHABET.len() as u64;
+        }
+        name
     }
 
     /// Tell policies about `commitments` (and how much of them the fleet uses).
@@ -138,9 +174,35 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
     /// claim is deleted again and (claim, error) returned.
     pub async fn launch_claim(&self, spec: ClaimSpec<'_>) -> Result<Result<LaunchedClaim, (String, String)>, ClusterError> {
         let pool = spec.pool;
-        let name = format!("{}-{}", pool.name, self.next_claim.fetch_add(1, Ordering::Relaxed));
         let mut taints = pool.taints.clone();
         taints.extend(pool.startup_taints.iter().cloned());
+        let claim = |name: String| NodeClaim {
+            name,
+            node_pool: pool.name.clone(),
+            pods: spec.pods.clone(),
+            requests: spec.requests,
+            offerings: spec.offerings.clone(),
+            taints: taints.clone(),
+            instance: None,
+            created_at: self.now(),
+            pool_hash: pool.drift_hash(),
+            initialized: false,
+            deleting: false,
+        };
+        // A name another process took is drawn again; the claim is recorded
+        // before anything is launched, so a taken name never launches twice.
+        let mut name = None;
+        for _ in 0..MAX_NAME_DRAWS {
+            let drawn = self.claim_name(&pool.name);
+            if self.cluster.create_node_claim(claim(drawn.clone())).await? == crate::cluster::Created::Created {
+                name = Some(drawn);
+                break;
+            }
+            tracing::info!(claim = %drawn, "NodeClaim name taken, drawing another");
+        }
+        let Some(name) = name else {
+            return Err(ClusterError(format!("NodePool {}: {MAX_NAME_DRAWS} NodeClaim names drawn were all taken", pool.name)));
+        };
         let launch = LaunchRequest {
             claim: name.clone(),
             node_pool: pool.name.clone(),
@@ -155,20 +217,6 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                 SpotStrategy::Prioritized
             },
         };
-        self.cluster
-            .create_node_claim(NodeClaim {
-                name: name.clone(),
-                node_pool: pool.name.clone(),
-                pods: spec.pods.clone(),
-                requests: spec.requests,
-                offerings: spec.offerings,
-                taints,
-                instance: None,
-                created_at: self.now(),
-                pool_hash: pool.drift_hash(),
-                initialized: false,
-            })
-            .await?;
         match self.cloud.launch(&launch).await {
             Ok(instance) => {
                 let launched = LaunchedClaim {

@@ -76,7 +76,8 @@ impl Default for SimulationConfig {
             sample_every: Duration::from_secs(300),
             cache_dir: crate::policy::RuntimeConfig::default().cache_dir,
             limits: crate::policy::Limits::default(),
-            disruption: DisruptionSettings::default(),
+            // A pass a simulated minute (the controller in a cluster polls every 10 s).
+            disruption: DisruptionSettings { poll_interval: Duration::from_secs(60), ..DisruptionSettings::default() },
             rebalance_actionable: false,
             commitments: crate::model::Commitments::default(),
         }
@@ -361,7 +362,7 @@ pub fn simulate(
         world,
         queue: BinaryHeap::new(),
         seq: 0,
-        disrupt_at: DISRUPT_EVERY,
+        disrupt_at: config.disruption.poll_interval.max(Duration::from_secs(1)),
         batcher: Batcher::new(config.batcher),
         provision_queued: false,
         restart_queued: None,
@@ -386,8 +387,6 @@ pub fn simulate(
     Ok(sim.finish())
 }
 
-/// Disruption passes run this often, and sooner when the controller asks.
-const DISRUPT_EVERY: Duration = Duration::from_secs(60);
 const REPRICE_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// Spot pools move at the top of every hour.
 const POOL_CHECK_EVERY: Duration = Duration::from_secs(3600);
@@ -405,7 +404,7 @@ impl Sim<'_> {
             }
         }
         self.at(Duration::ZERO, Event::Sample);
-        self.at(DISRUPT_EVERY, Event::Disrupt);
+        self.at(self.disrupt_at, Event::Disrupt);
         if self.config.spot_drift {
             self.at(REPRICE_EVERY, Event::Reprice);
         }
@@ -447,7 +446,9 @@ impl Sim<'_> {
                 }
                 Event::Disrupt if when == self.disrupt_at => {
                     step = Step::Disruption;
-                    let next = self.disrupt()?.map_or(when + DISRUPT_EVERY, |w| w.min(when + DISRUPT_EVERY));
+                    // Disruption passes run every poll interval, and sooner when the controller asks.
+                    let every = self.config.disruption.poll_interval.max(Duration::from_secs(1));
+                    let next = self.disrupt()?.map_or(when + every, |w| w.min(when + every));
                     self.disrupt_at = next.max(when + Duration::from_secs(1));
                     self.at(self.disrupt_at, Event::Disrupt);
                 }
@@ -716,7 +717,8 @@ impl Sim<'_> {
                 Reason::Empty => &mut self.metrics.disrupted_empty,
                 Reason::Underutilized => &mut self.metrics.disrupted_underutilized,
                 Reason::Drifted => &mut self.metrics.disrupted_drifted,
-                Reason::Expired => &mut self.metrics.disrupted_expired,
+                // (The simulator deletes no NodeClaim by hand.)
+                Reason::Expired | Reason::Deleted => &mut self.metrics.disrupted_expired,
             };
             *counter += 1;
             if matches!(reason, Reason::Empty | Reason::Underutilized) {
@@ -889,3 +891,4 @@ fn job_work(trace: &Trace) -> Vec<Option<Duration>> {
     }
     work
 }
+

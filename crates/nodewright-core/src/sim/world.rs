@@ -91,6 +91,7 @@ impl World {
     /// `runtime` (whose clock should be `clock`), at time zero.
     pub fn new(runtime: &PolicyRuntime, clock: SimClock, catalog: Arc<Catalog>, pools: Vec<NodePool>, settings: WorldSettings) -> Self {
         let registry = Arc::new(PolicyRegistry::new(runtime.clone()));
+        let name_seed = settings.cloud.seed;
         let run_clock = clock.clone();
         let now: crate::model::Clock = Arc::new(move || run_clock.now());
         let cloud = Arc::new(SimulatedCloud::new(catalog.clone(), settings.cloud, now.clone()));
@@ -100,7 +101,8 @@ impl World {
             Arc::new(
                 Provisioner::new(cloud.clone(), cluster.clone(), registry.clone())
                     .with_clock(Arc::new(move || wall.wall()))
-                    .with_commitments(settings.commitments),
+                    .with_commitments(settings.commitments)
+                    .with_name_seed(name_seed),
             );
         let disruption = DisruptionController::new(provisioner.clone(), cluster.clone(), settings.disruption);
         let interruption = InterruptionHandler::new(cloud.clone(), cluster.clone(), provisioner.clone(), settings.rebalance_actionable);

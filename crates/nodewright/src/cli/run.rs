@@ -234,12 +234,28 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
                 false
             }
         };
-        if is_leader != leader.swap(is_leader, Ordering::Relaxed) {
-            tracing::info!(identity, leader = is_leader, "leadership changed");
+        let became_leader = is_leader && !leader.swap(is_leader, Ordering::Relaxed);
+        if !is_leader && leader.swap(false, Ordering::Relaxed) {
+            tracing::info!(identity, leader = false, "leadership changed");
         }
         metrics.set_leader(is_leader);
         if !is_leader {
             continue;
+        }
+        if became_leader {
+            tracing::info!(identity, leader = true, "leadership changed");
+            // What a leader that stopped mid-launch left: a NodeClaim
+            // recorded without its instance adopts the instance tagged with
+            // its name, or is deleted so its pods are provisioned again.
+            // Until this has run once, nothing is launched.
+            match supervised("crash recovery", provisioner.reconcile()).await {
+                Ok((adopted, deleted)) => tracing::info!(?adopted, ?deleted, "crash recovery"),
+                Err(f) => {
+                    metrics.step_failed(f.step(), f.kind());
+                    leader.store(false, Ordering::Relaxed); // tried again next pass
+                    continue;
+                }
+            }
         }
         passes += 1;
         pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud).await;
