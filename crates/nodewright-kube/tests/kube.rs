@@ -155,6 +155,56 @@ async fn a_pending_pod_makes_the_provisioner_create_a_nodeclaim_and_record_its_l
 }
 
 #[tokio::test]
+async fn a_claim_name_another_replica_took_is_drawn_again_and_one_instance_is_launched() {
+    let posts = Arc::new(Mutex::new(0));
+    let counter = posts.clone();
+    let (client, seen) = api_server(move |method, uri, body| match (method.as_str(), uri) {
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodepools") => list("NodePool", "nodewright.io/v1alpha1", vec![node_pool_object()]),
+        ("GET", u) if u.starts_with("/apis/apps/v1/daemonsets") => list("DaemonSet", "apps/v1", vec![]),
+        ("GET", u) if u.starts_with("/api/v1/pods") && u.contains("fieldSelector=spec.nodeName=,status.phase=Pending") => {
+            list("Pod", "v1", vec![pending_pod()])
+        }
+        ("GET", u) if u.starts_with("/api/v1/pods") => list("Pod", "v1", vec![]),
+        ("GET", u) if u.starts_with("/api/v1/nodes") => list("Node", "v1", vec![]),
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", vec![]),
+        ("POST", "/apis/nodewright.io/v1alpha1/nodeclaims?") => {
+            let mut n = counter.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                status(409, "AlreadyExists", "nodeclaims.nodewright.io already exists")
+            } else {
+                (201, body.clone())
+            }
+        }
+        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => {
+            let name = u.trim_start_matches("/apis/nodewright.io/v1alpha1/nodeclaims/").split('/').next().unwrap().to_string();
+            let mut claim = json!({ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodeClaim", "metadata": { "name": name },
+                "spec": { "nodePool": "default", "offerings": [], "cpuMillis": 0, "memoryBytes": 0 } });
+            claim["status"] = body["status"].clone();
+            (200, claim)
+        }
+        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+    });
+    let catalog = catalog();
+    let cluster = kube_cluster(client, catalog.clone());
+    let cloud = Arc::new(SimulatedCloud::new(catalog, SimulatedCloudConfig::default(), Arc::new(|| Duration::ZERO)));
+    let (runtime, _cache) = common::runtime();
+    let provisioner = Provisioner::new(cloud.clone(), cluster.clone(), Arc::new(PolicyRegistry::new(runtime)));
+    let report = provisioner.provision().await.unwrap();
+    assert_eq!(report.launched.len(), 1, "{report:?}");
+    assert_eq!(cloud.launch_requests().len(), 1, "one instance");
+    let seen = seen.lock().unwrap().clone();
+    let creates: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::POST).collect();
+    assert_eq!(creates.len(), 2, "{seen:#?}");
+    let names: Vec<&str> = creates.iter().map(|c| c.body["metadata"]["name"].as_str().unwrap()).collect();
+    assert_ne!(names[0], names[1]);
+    assert!(names.iter().all(|n| n.starts_with("default-") && n.len() == "default-".len() + 5), "{names:?}");
+    assert_eq!(report.launched[0].claim, names[1]);
+    let patched = seen.iter().find(|s| s.method == Method::PATCH).unwrap();
+    assert!(patched.uri.contains(&format!("nodeclaims/{}/status", names[1])), "{}", patched.uri);
+}
+
+#[tokio::test]
 async fn a_registered_ready_node_loses_its_startup_taint_and_its_claim_is_initialised() {
     let (client, seen) = api_server(|method, uri, body| match (method.as_str(), uri) {
         ("GET", u) if u.starts_with("/api/v1/nodes") => list("Node", "v1", vec![json!({
