@@ -678,3 +678,25 @@ async fn leadership_passes_to_the_standby_when_the_leader_stops_renewing_and_bac
     assert!(a.try_acquire_or_renew().await.unwrap(), "after b's release a takes it at once");
     let _ = HashMap::<(), ()>::new();
 }
+
+#[tokio::test]
+async fn a_nodeclaim_with_a_deletion_timestamp_reads_as_being_deleted() {
+    let claim = |name: &str, deleting: bool| {
+        let mut claim = json!({ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodeClaim",
+            "metadata": { "name": name, "finalizers": ["nodewright.io/termination"] },
+            "spec": { "nodePool": "default", "offerings": [], "cpuMillis": 0, "memoryBytes": 0 } });
+        if deleting {
+            claim["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+        }
+        claim
+    };
+    let items = vec![claim("default-bcdfg", true), claim("default-hjklm", false)];
+    let (client, _seen) = api_server(move |method, uri, _| match (method.as_str(), uri) {
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", items.clone()),
+        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+    });
+    let cluster = kube_cluster(client, catalog());
+    let claims = cluster.node_claims().await.unwrap();
+    let deleting: Vec<(&str, bool)> = claims.iter().map(|c| (c.name.as_str(), c.deleting)).collect();
+    assert_eq!(deleting, vec![("default-bcdfg", true), ("default-hjklm", false)]);
+}
