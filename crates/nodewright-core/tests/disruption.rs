@@ -524,3 +524,20 @@ fn a_node_claim_deleted_by_hand_is_drained_through_its_pdb_then_terminated_and_r
     }
     assert_eq!(w.disruption.counts().nodes.get(&Reason::Deleted), Some(&1));
 }
+
+#[test]
+fn a_node_claim_deleted_with_its_node_pool_is_still_terminated() {
+    let mut w = world(vec![pool()]);
+    let node = w.node("m5.large");
+    let pods = w.put(&node, "web", pod(500, 1), 1);
+    w.run(10, 10);
+    // The NodePool is deleted, and its NodeClaims with it.
+    w.cluster.set_node_pools(vec![]);
+    assert!(w.cluster.request_deletion(&node));
+    w.run(30, 10);
+    assert_eq!(w.terminated().into_iter().map(|(_, n, r)| (n, r)).collect::<Vec<_>>(), vec![(node.clone(), Reason::Deleted)]);
+    assert!(w.cluster.node_claims().is_empty());
+    // Its pod waits for a NodePool that can hold it.
+    assert_eq!(w.cluster.pending_names(), pods);
+    assert!(w.rejections().is_empty(), "{:?}", w.rejections());
+}

@@ -545,7 +545,10 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             replacement: Replacement::Provision,
             savings_per_hour: 0.0,
         };
-        match self.validate(view, &command, pass) {
+        // A deleted claim whose NodePool is gone (deleted with its claims)
+        // has nothing to be checked against: it goes.
+        let checked = if reason == Reason::Deleted && view.pool(member.pool()).is_none() { Ok(()) } else { self.validate(view, &command, pass) };
+        match checked {
             Ok(()) => {
                 pass.accept(view, &command);
                 if matches!(reason, Reason::Expired | Reason::Deleted) {
