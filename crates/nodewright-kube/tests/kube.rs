@@ -110,32 +110,50 @@ fn pending_pod() -> Value {
     })
 }
 
-#[tokio::test]
-async fn a_pending_pod_makes_the_provisioner_create_a_nodeclaim_and_record_its_launch() {
-    let (client, seen) = api_server(|method, uri, body| match (method.as_str(), uri) {
-        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodepools") => list("NodePool", "nodewright.io/v1alpha1", vec![node_pool_object()]),
-        ("GET", u) if u.starts_with("/apis/apps/v1/daemonsets") => list("DaemonSet", "apps/v1", vec![]),
-        ("GET", u) if u.starts_with("/api/v1/pods") && u.contains("fieldSelector=spec.nodeName=,status.phase=Pending") => {
+/// What a provisioning pass reads: one NodePool, one pending pod, nothing else.
+fn provisioning_reads(uri: &str) -> (u16, Value) {
+    match uri {
+        u if u.starts_with("/apis/nodewright.io/v1alpha1/nodepools") => list("NodePool", "nodewright.io/v1alpha1", vec![node_pool_object()]),
+        u if u.starts_with("/apis/apps/v1/daemonsets") => list("DaemonSet", "apps/v1", vec![]),
+        u if u.starts_with("/api/v1/pods") && u.contains("fieldSelector=spec.nodeName=,status.phase=Pending") => {
             list("Pod", "v1", vec![pending_pod()])
         }
-        ("GET", u) if u.starts_with("/api/v1/pods") => list("Pod", "v1", vec![]),
-        ("GET", u) if u.starts_with("/api/v1/nodes") => list("Node", "v1", vec![]),
-        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", vec![]),
-        ("POST", "/apis/nodewright.io/v1alpha1/nodeclaims?") => (201, body.clone()),
-        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => {
-            let mut claim = json!({ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodeClaim", "metadata": { "name": "default-1" },
-                "spec": { "nodePool": "default", "offerings": [], "cpuMillis": 0, "memoryBytes": 0 } });
-            claim["status"] = body["status"].clone();
-            (200, claim)
-        }
-        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
-    });
+        u if u.starts_with("/api/v1/pods") => list("Pod", "v1", vec![]),
+        u if u.starts_with("/api/v1/nodes") => list("Node", "v1", vec![]),
+        u if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", vec![]),
+        _ => status(404, "NotFound", &format!("unexpected GET {uri}")),
+    }
+}
+
+/// The API server's answer to a status patch of the NodeClaim in `uri`.
+fn launch_recorded(uri: &str, body: &Value) -> (u16, Value) {
+    let name = uri.trim_start_matches("/apis/nodewright.io/v1alpha1/nodeclaims/").split('/').next().unwrap_or_default();
+    let mut claim = json!({ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodeClaim", "metadata": { "name": name },
+        "spec": { "nodePool": "default", "offerings": [], "cpuMillis": 0, "memoryBytes": 0 } });
+    claim["status"] = body["status"].clone();
+    (200, claim)
+}
+
+/// One provisioning pass over the API server behind `client`, launching
+/// into a simulated cloud.
+async fn provision_once(client: Client) -> (Arc<SimulatedCloud>, nodewright_core::provisioning::ProvisioningReport) {
     let catalog = catalog();
     let cluster = kube_cluster(client, catalog.clone());
     let cloud = Arc::new(SimulatedCloud::new(catalog, SimulatedCloudConfig::default(), Arc::new(|| Duration::ZERO)));
     let (runtime, _cache) = common::runtime();
-    let provisioner = Provisioner::new(cloud, cluster.clone(), Arc::new(PolicyRegistry::new(runtime)));
-    let report = provisioner.provision().await.unwrap();
+    let provisioner = Provisioner::new(cloud.clone(), cluster, Arc::new(PolicyRegistry::new(runtime)));
+    (cloud, provisioner.provision().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_pending_pod_makes_the_provisioner_create_a_nodeclaim_and_record_its_launch() {
+    let (client, seen) = api_server(|method, uri, body| match (method.as_str(), uri) {
+        ("GET", _) => provisioning_reads(uri),
+        ("POST", "/apis/nodewright.io/v1alpha1/nodeclaims?") => (201, body.clone()),
+        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => launch_recorded(u, body),
+        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+    });
+    let (_, report) = provision_once(client).await;
     assert_eq!(report.launched.len(), 1, "{report:?}");
     let seen = seen.lock().unwrap().clone();
     let create = seen.iter().find(|s| s.method == Method::POST).expect("a NodeClaim was created");
@@ -159,14 +177,7 @@ async fn a_claim_name_another_replica_took_is_drawn_again_and_one_instance_is_la
     let posts = Arc::new(Mutex::new(0));
     let counter = posts.clone();
     let (client, seen) = api_server(move |method, uri, body| match (method.as_str(), uri) {
-        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodepools") => list("NodePool", "nodewright.io/v1alpha1", vec![node_pool_object()]),
-        ("GET", u) if u.starts_with("/apis/apps/v1/daemonsets") => list("DaemonSet", "apps/v1", vec![]),
-        ("GET", u) if u.starts_with("/api/v1/pods") && u.contains("fieldSelector=spec.nodeName=,status.phase=Pending") => {
-            list("Pod", "v1", vec![pending_pod()])
-        }
-        ("GET", u) if u.starts_with("/api/v1/pods") => list("Pod", "v1", vec![]),
-        ("GET", u) if u.starts_with("/api/v1/nodes") => list("Node", "v1", vec![]),
-        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", vec![]),
+        ("GET", _) => provisioning_reads(uri),
         ("POST", "/apis/nodewright.io/v1alpha1/nodeclaims?") => {
             let mut n = counter.lock().unwrap();
             *n += 1;
@@ -176,21 +187,10 @@ async fn a_claim_name_another_replica_took_is_drawn_again_and_one_instance_is_la
                 (201, body.clone())
             }
         }
-        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => {
-            let name = u.trim_start_matches("/apis/nodewright.io/v1alpha1/nodeclaims/").split('/').next().unwrap().to_string();
-            let mut claim = json!({ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodeClaim", "metadata": { "name": name },
-                "spec": { "nodePool": "default", "offerings": [], "cpuMillis": 0, "memoryBytes": 0 } });
-            claim["status"] = body["status"].clone();
-            (200, claim)
-        }
+        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => launch_recorded(u, body),
         _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
     });
-    let catalog = catalog();
-    let cluster = kube_cluster(client, catalog.clone());
-    let cloud = Arc::new(SimulatedCloud::new(catalog, SimulatedCloudConfig::default(), Arc::new(|| Duration::ZERO)));
-    let (runtime, _cache) = common::runtime();
-    let provisioner = Provisioner::new(cloud.clone(), cluster.clone(), Arc::new(PolicyRegistry::new(runtime)));
-    let report = provisioner.provision().await.unwrap();
+    let (cloud, report) = provision_once(client).await;
     assert_eq!(report.launched.len(), 1, "{report:?}");
     assert_eq!(cloud.launch_requests().len(), 1, "one instance");
     let seen = seen.lock().unwrap().clone();
