@@ -527,6 +527,11 @@ impl Cluster for KubeCluster {
         Ok(self.read_claims().await?.iter().map(|c| self.claim_to_model(c)).collect())
     }
 
+    async fn node_claim(&self, name: &str) -> Result<Option<NodeClaim>, ClusterError> {
+        // Only the claim asked for is converted (a drain asks for each of its nodes).
+        Ok(self.read_claims().await?.iter().find(|c| c.name_any() == name).map(|c| self.claim_to_model(c)))
+    }
+
     async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, ClusterError> {
         let mut specs = HashMap::new();
         Ok(self

@@ -959,4 +959,3 @@ enum Drained {
     /// Some evictions were refused.
     Blocked,
 }
-

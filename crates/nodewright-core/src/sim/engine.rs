@@ -362,7 +362,7 @@ pub fn simulate(
         world,
         queue: BinaryHeap::new(),
         seq: 0,
-        disrupt_at: config.disruption.poll_interval.max(Duration::from_secs(1)),
+        disrupt_at: Duration::ZERO, // the first is set by `run`
         batcher: Batcher::new(config.batcher),
         provision_queued: false,
         restart_queued: None,
@@ -392,6 +392,12 @@ const REPRICE_EVERY: Duration = Duration::from_secs(6 * 3600);
 const POOL_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
 impl Sim<'_> {
+    /// Disruption passes run every poll interval (at least a second apart),
+    /// and sooner when the controller asks.
+    fn disrupt_every(&self) -> Duration {
+        self.config.disruption.poll_interval.max(Duration::from_secs(1))
+    }
+
     fn at(&mut self, when: Duration, event: Event) {
         self.seq += 1;
         self.queue.push(Reverse((when, self.seq, event)));
@@ -404,6 +410,7 @@ impl Sim<'_> {
             }
         }
         self.at(Duration::ZERO, Event::Sample);
+        self.disrupt_at = self.disrupt_every();
         self.at(self.disrupt_at, Event::Disrupt);
         if self.config.spot_drift {
             self.at(REPRICE_EVERY, Event::Reprice);
@@ -446,8 +453,7 @@ impl Sim<'_> {
                 }
                 Event::Disrupt if when == self.disrupt_at => {
                     step = Step::Disruption;
-                    // Disruption passes run every poll interval, and sooner when the controller asks.
-                    let every = self.config.disruption.poll_interval.max(Duration::from_secs(1));
+                    let every = self.disrupt_every();
                     let next = self.disrupt()?.map_or(when + every, |w| w.min(when + every));
                     self.disrupt_at = next.max(when + Duration::from_secs(1));
                     self.at(self.disrupt_at, Event::Disrupt);
@@ -891,4 +897,3 @@ fn job_work(trace: &Trace) -> Vec<Option<Duration>> {
     }
     work
 }
-

@@ -234,16 +234,15 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
                 false
             }
         };
-        let became_leader = is_leader && !leader.swap(is_leader, Ordering::Relaxed);
-        if !is_leader && leader.swap(false, Ordering::Relaxed) {
-            tracing::info!(identity, leader = false, "leadership changed");
+        let was_leader = leader.swap(is_leader, Ordering::Relaxed);
+        if is_leader != was_leader {
+            tracing::info!(identity, leader = is_leader, "leadership changed");
         }
         metrics.set_leader(is_leader);
         if !is_leader {
             continue;
         }
-        if became_leader {
-            tracing::info!(identity, leader = true, "leadership changed");
+        if !was_leader {
             // What a leader that stopped mid-launch left: a NodeClaim
             // recorded without its instance adopts the instance tagged with
             // its name, or is deleted so its pods are provisioned again.
