@@ -7,7 +7,7 @@ use nodewright_core::model::{
     Arch, CapacityType, Catalog, LabelSelector, NodePool, Operator, Pod, PodSpec, PoolLimits, Requirement, Taint,
     TaintEffect, Toleration, TopologyKey, well_known,
 };
-use nodewright_core::scheduling::{ExistingNode, SchedulingInput, SchedulingResult, node_labels, schedule};
+use nodewright_core::scheduling::{ExistingNode, SchedulingInput, SchedulingResult, node_labels, schedule, schedule_within};
 
 const GIB: u64 = 1 << 30;
 
@@ -78,6 +78,40 @@ fn pods_fill_existing_nodes_before_any_new_node_claim() {
     assert!(result.bindings.iter().all(|&(_, n)| n == 0));
     assert_eq!(result.claims.len(), 1);
     assert_eq!(result.claims[0].pods.len(), 1);
+}
+
+#[test]
+fn a_bounded_simulation_accepts_at_most_its_claims_bought_among_the_offerings_given() {
+    let pool = NodePool::new("default");
+    let pools = std::slice::from_ref(&pool);
+    let nodes = vec![node("n1", &pool, "m5.xlarge", "us-east-1a", vec![])];
+    let pods = PodSpec::requesting(1000, 2 * GIB).pods("web", 4);
+    let within = |max: usize, buy: Option<&[u32]>| {
+        schedule_within(SchedulingInput { catalog: catalog(), pools, daemonsets: &[], nodes: &nodes, pods: &pods }, max, buy)
+    };
+    assert!(within(0, None).is_none(), "the fourth pod needs a new node");
+    let one = within(1, None).expect("one new node holds the fourth pod");
+    assert_eq!((one.bindings.len(), one.claims.len()), (3, 1));
+    assert_eq!(one, run(pools, &nodes, &pods), "as the unbounded simulation places them");
+    let of_type = |t: &str| -> Vec<u32> {
+        catalog().largest_first.iter().copied().filter(|&o| catalog().offerings[o as usize].instance_type == t).collect()
+    };
+    assert!(within(1, Some(&of_type("t3.nano"))).is_none(), "a t3.nano cannot hold a 2 GiB pod");
+    let large = of_type("m5.large");
+    let bought = within(1, Some(&large)).expect("an m5.large holds it");
+    assert!(!bought.claims[0].offerings.is_empty());
+    assert!(bought.claims[0].offerings.iter().all(|o| large.contains(o)), "{:?}", bought.claims[0].offerings);
+}
+
+#[test]
+fn a_bounded_simulation_still_relaxes_a_preference_no_offering_meets_before_giving_up() {
+    let pool = NodePool::new("default");
+    let nodes = vec![node("n1", &pool, "m5.xlarge", "us-east-1a", vec![])];
+    let pods = PodSpec::requesting(1000, GIB).prefer(10, vec![Requirement::is_in(well_known::INSTANCE_TYPE, &["no-such-type"])]).pods("web", 1);
+    let input = SchedulingInput { catalog: catalog(), pools: std::slice::from_ref(&pool), daemonsets: &[], nodes: &nodes, pods: &pods };
+    let result = schedule_within(input, 0, None).expect("the preference is dropped and the pod fits on n1");
+    assert_eq!(result.bindings, vec![(0, 0)]);
+    assert_eq!(result.relaxed, vec![(0, 1)]);
 }
 
 #[test]

@@ -112,7 +112,7 @@ struct Running {
 }
 
 /// Offerings a replacement may be: ascending, and cheapest first.
-type Replacements = (Arc<Vec<u32>>, Arc<Vec<u32>>);
+type Replacements = (Arc<Vec<u32>>, Arc<Vec<u32>>, Arc<Vec<u32>>);
 
 /// Decides and carries out disruptions: expiry, drift, consolidation.
 pub struct DisruptionController<C, K> {
@@ -623,7 +623,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         if self.quiet.get(&pool.name) == Some(&fingerprint) {
             return Vec::new();
         }
-        let (replacements, by_price) = self.replacement_lists(view, pool);
+        let (replacements, by_price, largest_first) = self.replacement_lists(view, pool);
         let pool_nodes = members.len();
         let busy = self.busy(&pool.name, pass);
         let room = |reason: Reason| {
@@ -661,6 +661,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let choice = Choice {
             allowed: &replacements,
             by_price: &by_price,
+            largest_first: &largest_first,
             choose: &|pods: &[Pod], total: Resources, feasible: Vec<u32>| self.choose(view, pool, pods, total, feasible),
         };
         let decision = slot.plan_with(&view.catalog, &snapshot, || karpenter_like(view, pool, &members, &candidate, &self.settings, room, &choice));
@@ -707,7 +708,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         self.replacement_lists(view, pool).0
     }
 
-    /// [`Self::replacements`], and the same offerings cheapest first.
+    /// [`Self::replacements`], and the same offerings cheapest first and
+    /// largest first (the catalog's order for new NodeClaims).
     fn replacement_lists(&self, view: &View, pool: &NodePool) -> Replacements {
         let mut benched: Vec<u32> = view.unavailable.iter().copied().collect();
         benched.sort_unstable();
@@ -737,7 +739,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         list.retain(|o| accepted.contains(o));
         let mut by_price = list.clone();
         by_price.sort_by(|&a, &b| view.price(a).total_cmp(&view.price(b)).then(a.cmp(&b)));
-        let lists = (Arc::new(list), Arc::new(by_price));
+        let largest_first = view.catalog.largest_first.iter().copied().filter(|o| list.binary_search(o).is_ok()).collect();
+        let lists = (Arc::new(list), Arc::new(by_price), Arc::new(largest_first));
         cache.insert(pool.name.clone(), (key, lists.clone()));
         lists
     }

@@ -124,10 +124,11 @@ impl View {
     }
 
     /// As [`View::simulate`] with no extra nodes, if every pod fits with at
-    /// most `max_claims` new nodes; `None`, as soon as that is certain, if not.
-    pub fn simulate_within(&self, pods: &[Pod], gone: &BTreeSet<&str>, new_nodes_in: &[NodePool], max_claims: usize) -> Option<SchedulingResult> {
+    /// most `max_claims` new nodes, bought as one of `buy` (largest first;
+    /// `None`: any offering); `None`, as soon as that is certain, if not.
+    pub fn simulate_within(&self, pods: &[Pod], gone: &BTreeSet<&str>, new_nodes_in: &[NodePool], max_claims: usize, buy: Option<&[u32]>) -> Option<SchedulingResult> {
         self.with_nodes(gone, Vec::new(), |nodes| {
-            schedule_within(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods }, max_claims)
+            schedule_within(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods }, max_claims, buy)
         })
     }
 

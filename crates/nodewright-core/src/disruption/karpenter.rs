@@ -90,6 +90,8 @@ pub(crate) struct Choice<'a> {
     pub allowed: &'a [u32],
     /// The same, cheapest first.
     pub by_price: &'a [u32],
+    /// The same, largest first.
+    pub largest_first: &'a [u32],
     /// The pool's selection policy: the best of the offerings (the last
     /// argument) for the pods, requesting the total.
     pub choose: &'a dyn Fn(&[Pod], Resources, Vec<u32>) -> Option<u32>,
@@ -110,11 +112,6 @@ fn consolidate(
 ) -> Option<Option<u32>> {
     let gone: BTreeSet<&str> = nodes.iter().map(|m| m.name()).collect();
     let pods: Vec<Pod> = nodes.iter().flat_map(|m| m.pods.iter().cloned()).collect();
-    // Delete: the pods fit on the nodes that stay (simulated only when
-    // their free CPU and memory could hold them).
-    if view.might_fit_without(&pods, &gone) && view.simulate_within(&pods, &gone, &[], 0).is_some() {
-        return Some(None);
-    }
     // Replace: only worth simulating when some offering big enough for the
     // pods' total requests is cheap enough.
     let current: f64 = nodes.iter().map(|m| view.price(m.offering)).sum();
@@ -126,10 +123,20 @@ fn consolidate(
         .map(|&o| &view.catalog.offerings[o as usize])
         .take_while(|o| o.price_per_hour < ceiling)
         .any(|o| o.allocatable.covers(&need));
+    // Delete: the pods fit on the nodes that stay (simulated only when
+    // their free CPU and memory could hold them). A simulation that may
+    // open one new node answers both questions: it places pods on the nodes
+    // that stay exactly as one that may not, and opens a node only for the
+    // first pod that fits on none of them.
     if !possible {
-        return None;
+        let delete = view.might_fit_without(&pods, &gone) && view.simulate_within(&pods, &gone, &[], 0, None).is_some();
+        return delete.then_some(None);
     }
-    let result = view.simulate_within(&pods, &gone, std::slice::from_ref(pool), 1)?;
+    // The new node is simulated among the offerings that could be chosen
+    // (allowed, cheap enough) only: it takes every pod it would take among
+    // all of them whenever one of those could hold the result.
+    let buy: Vec<u32> = choice.largest_first.iter().copied().filter(|&o| view.price(o) < ceiling).collect();
+    let result = view.simulate_within(&pods, &gone, std::slice::from_ref(pool), 1, Some(&buy))?;
     let claim = match result.claims.as_slice() {
         [] => return Some(None),
         [claim] => claim,

@@ -18,9 +18,13 @@ pub fn schedule(input: SchedulingInput<'_>) -> SchedulingResult {
 
 /// Place `input.pods` as [`schedule`] does, if every pod fits on the nodes
 /// plus at most `max_claims` new NodeClaims; `None` (found as soon as it is
-/// certain) otherwise. What a consolidation check asks.
-pub fn schedule_within(input: SchedulingInput<'_>, max_claims: usize) -> Option<SchedulingResult> {
-    Solver::new(input).run(false, Some(max_claims))
+/// certain) otherwise. What a consolidation check asks. With `buy`, new
+/// NodeClaims consider those offerings only (largest first, as
+/// `Catalog::largest_first` orders them).
+pub fn schedule_within(input: SchedulingInput<'_>, max_claims: usize, buy: Option<&[u32]>) -> Option<SchedulingResult> {
+    let mut solver = Solver::new(input);
+    solver.buy = buy;
+    solver.run(false, Some(max_claims))
 }
 
 /// Place `input.pods` as the kube-scheduler's queue takes them: highest
@@ -156,6 +160,12 @@ struct Solver<'a> {
     compat: HashMap<(usize, usize, usize), Bitset>,
     node_fits_labels: HashMap<(usize, usize, usize), bool>,
     cursors: HashMap<(usize, usize, u64, bool), usize>,
+    /// The most NodeClaims the caller accepts, and whether a pod needed one
+    /// more: the run is over without looking at the catalog for it.
+    max_claims: Option<usize>,
+    over: bool,
+    /// Offerings new NodeClaims may be bought as, largest first (`None`: any).
+    buy: Option<&'a [u32]>,
 }
 
 impl<'a> Solver<'a> {
@@ -299,12 +309,16 @@ impl<'a> Solver<'a> {
             compat: HashMap::default(),
             node_fits_labels: HashMap::default(),
             cursors: HashMap::default(),
+            max_claims: None,
+            over: false,
+            buy: None,
         }
     }
 
     /// Place every pod. With `max_claims`, give up (`None`) at the first
     /// pod that fits nowhere or that needs more than that many NodeClaims.
     fn run(mut self, queued: bool, max_claims: Option<usize>) -> Option<SchedulingResult> {
+        self.max_claims = max_claims;
         let pods = self.input.pods;
         let mut order: Vec<usize> = (0..pods.len()).collect();
         order.sort_by(|&a, &b| {
@@ -324,7 +338,11 @@ impl<'a> Solver<'a> {
             let spec = self.spec_of_pod[pod];
             let mut placed = None;
             for level in 0..=self.specs[spec].max_level {
-                if let Some(target) = self.place(pod, spec, level) {
+                let target = self.place(pod, spec, level);
+                if self.over {
+                    return None;
+                }
+                if let Some(target) = target {
                     placed = Some(target);
                     if level > 0 {
                         result.relaxed.push((pod, level));
@@ -334,7 +352,6 @@ impl<'a> Solver<'a> {
             }
             match placed {
                 Some(Target::Node(n)) => result.bindings.push((pod, n)),
-                Some(Target::Claim(_)) if max_claims.is_some_and(|max| self.claims.len() > max) => return None,
                 Some(Target::Claim(_)) => {}
                 None if max_claims.is_some() => return None,
                 None => {
@@ -448,7 +465,9 @@ impl<'a> Solver<'a> {
             }
         }
 
-        // 3. A new NodeClaim, NodePools by weight.
+        // 3. A new NodeClaim, NodePools by weight. When the caller accepts
+        // no more, knowing that one would open is enough.
+        let at_most = self.max_claims.is_some_and(|max| self.claims.len() >= max);
         let counts = vec![0u32; self.selectors.len()];
         if !self.host_allows(spec, level, &counts) {
             return None;
@@ -463,21 +482,23 @@ impl<'a> Solver<'a> {
             let limits = self.input.pools[pool].limits;
             let usage = self.usage[pool];
             let offering_zone = self.offering_zone;
+            let buy = self.buy;
             // Largest first: the order a claim keeps its offerings in.
             let fitting: Vec<u32> = self.with_compat(pool, spec, level, |_, compat| {
-                catalog
-                    .largest_first
-                    .iter()
-                    .copied()
-                    .filter(|&o| {
-                        let offering = &catalog.offerings[o as usize];
-                        compat.contains(o)
-                            && zones & (1 << offering_zone[o as usize]) != 0
-                            && offering.allocatable.covers(&total)
-                            && within_limits(usage.saturating_add(offering.capacity), limits)
-                    })
-                    .collect()
+                let fits = |&o: &u32| {
+                    let offering = &catalog.offerings[o as usize];
+                    compat.contains(o)
+                        && zones & (1 << offering_zone[o as usize]) != 0
+                        && offering.allocatable.covers(&total)
+                        && within_limits(usage.saturating_add(offering.capacity), limits)
+                };
+                let mut all = buy.unwrap_or(&catalog.largest_first).iter().copied().filter(fits);
+                if at_most { all.next().into_iter().collect() } else { all.collect() }
             });
+            if at_most && !fitting.is_empty() {
+                self.over = true;
+                return None;
+            }
             if fitting.is_empty() {
                 continue;
             }
