@@ -1,6 +1,7 @@
 //! The EC2 [`CloudProvider`] on aws-sdk-ec2: discovery of what can be
 //! bought, launch with CreateFleet `instant` (the policy's ranking as
-//! override priorities), ownership tags, guarded termination, and the
+//! override priorities; into a capacity reservation through a launch
+//! template that targets it), ownership tags, guarded termination, and the
 //! unavailable-offerings cache fed by capacity errors.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -24,10 +25,18 @@ pub const CLUSTER_TAG: &str = "nodewright.io/cluster";
 pub const NODE_POOL_TAG: &str = "nodewright.io/nodepool";
 /// Tag with the NodeClaim's name.
 pub const NODE_CLAIM_TAG: &str = "nodewright.io/nodeclaim";
+/// Tag with the id of the capacity reservation an instance was launched into.
+pub const CAPACITY_RESERVATION_TAG: &str = "nodewright.io/capacity-reservation";
 
 /// Fleet error codes that mean "no capacity for this offering right now".
-const CAPACITY_ERRORS: [&str; 4] =
-    ["InsufficientInstanceCapacity", "MaxSpotInstanceCountExceeded", "UnfulfillableCapacity", "SpotMaxPriceTooLow"];
+/// `ReservationCapacityExceeded`: a targeted capacity reservation is full.
+const CAPACITY_ERRORS: [&str; 5] = [
+    "InsufficientInstanceCapacity",
+    "MaxSpotInstanceCountExceeded",
+    "UnfulfillableCapacity",
+    "SpotMaxPriceTooLow",
+    "ReservationCapacityExceeded",
+];
 
 /// How nodes are launched (the essentials of an `EC2NodeClass`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +76,18 @@ pub struct Ec2Cloud {
     node_class: Ec2NodeClass,
     catalog: Mutex<Arc<Catalog>>,
     unavailable: Mutex<HashMap<u32, Instant>>,
-    launch_template: Mutex<Option<(u64, String)>>,
+    /// Launch templates made, by content hash.
+    launch_templates: Mutex<HashMap<u64, String>>,
+    reservations: Vec<Reservation>,
+}
+
+/// A capacity reservation instances are launched into.
+#[derive(Debug, Clone)]
+struct Reservation {
+    /// Its `reserved` offering in the catalog.
+    offering: u32,
+    id: String,
+    count: u32,
 }
 
 fn error(operation: &str, e: impl std::error::Error) -> CloudError {
@@ -138,7 +158,8 @@ impl Ec2Cloud {
             node_class,
             catalog: Mutex::new(Arc::new(Catalog::new(offerings))),
             unavailable: Mutex::new(HashMap::new()),
-            launch_template: Mutex::new(None),
+            launch_templates: Mutex::new(HashMap::new()),
+            reservations: Vec::new(),
         })
     }
 
@@ -147,6 +168,26 @@ impl Ec2Cloud {
         let catalog = self.catalog().with_overrides(overrides);
         *self.catalog.lock().expect("catalog lock") = Arc::new(catalog);
         self
+    }
+
+    /// Launch into these capacity reservations (targeted, by id, as
+    /// Karpenter does): each becomes a `reserved` offering; a launch into it
+    /// names it in its launch template and stops at its count. A reservation
+    /// without an id, or of a type not sold in its zone: `capacityReservations[i]…: why`.
+    pub fn with_capacity_reservations(mut self, reservations: &[nodewright_core::model::CapacityReservation]) -> Result<Self, String> {
+        if let Some(i) = reservations.iter().position(|r| r.id.is_none()) {
+            return Err(format!("capacityReservations[{i}].id: is required to launch into the reservation"));
+        }
+        let catalog = self.catalog().with_reservations(reservations).map_err(|(i, why)| format!("capacityReservations[{i}]: {why}"))?;
+        self.reservations = reservations
+            .iter()
+            .filter_map(|r| {
+                let offering = catalog.reserved_offering(&r.instance_type, &r.zone)?;
+                Some(Reservation { offering, id: r.id.clone()?, count: r.count })
+            })
+            .collect();
+        *self.catalog.lock().expect("catalog lock") = Arc::new(catalog);
+        Ok(self)
     }
 
     /// Read AMIs named by SSM parameter through `ssm`.
@@ -202,18 +243,18 @@ impl Ec2Cloud {
         Ok(output.security_groups().iter().filter_map(|g| g.group_id().map(String::from)).collect())
     }
 
-    /// The launch template for the node class, created once per content hash.
-    async fn launch_template(&self) -> Result<String, CloudError> {
+    /// The launch template for the node class (targeting capacity
+    /// reservation `reservation`, if any), created once per content hash.
+    async fn launch_template(&self, reservation: Option<&str>) -> Result<String, CloudError> {
         use std::hash::{Hash, Hasher};
         let groups = self.security_groups().await?;
         let ami = self.ami_id().await?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (&ami, &self.node_class.user_data, &self.node_class.instance_profile, self.node_class.root_volume_gib, &groups).hash(&mut hasher);
+        (&ami, &self.node_class.user_data, &self.node_class.instance_profile, self.node_class.root_volume_gib, &groups, reservation)
+            .hash(&mut hasher);
         let hash = hasher.finish();
-        if let Some((h, name)) = self.launch_template.lock().expect("template lock").clone()
-            && h == hash
-        {
-            return Ok(name);
+        if let Some(name) = self.launch_templates.lock().expect("template lock").get(&hash) {
+            return Ok(name.clone());
         }
         let name = format!("nodewright-{}-{hash:016x}", self.cluster);
         let existing = self.client.describe_launch_templates().launch_template_names(&name).send().await;
@@ -238,6 +279,13 @@ impl Ec2Cloud {
             if let Some(profile) = &self.node_class.instance_profile {
                 data = data.iam_instance_profile(aws_sdk_ec2::types::LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(profile).build());
             }
+            if let Some(id) = reservation {
+                data = data.capacity_reservation_specification(
+                    aws_sdk_ec2::types::LaunchTemplateCapacityReservationSpecificationRequest::builder()
+                        .capacity_reservation_target(aws_sdk_ec2::types::CapacityReservationTarget::builder().capacity_reservation_id(id).build())
+                        .build(),
+                );
+            }
             self.client
                 .create_launch_template()
                 .launch_template_name(&name)
@@ -247,7 +295,7 @@ impl Ec2Cloud {
                 .await
                 .map_err(|e| error("CreateLaunchTemplate", e))?;
         }
-        *self.launch_template.lock().expect("template lock") = Some((hash, name.clone()));
+        self.launch_templates.lock().expect("template lock").insert(hash, name.clone());
         Ok(name)
     }
 
@@ -327,19 +375,32 @@ impl CloudProvider for Ec2Cloud {
         // Idempotent per NodeClaim even where a client token is not honoured
         // (expired, or an emulator): an instance tagged with the claim is it.
         let existing = self.instances().await.map_err(|e| LaunchError::Provider(e.0))?;
-        if let Some(instance) = existing.into_iter().find(|i| i.claim == request.claim) {
-            return Ok(instance);
+        if let Some(instance) = existing.iter().find(|i| i.claim == request.claim) {
+            return Ok(instance.clone());
         }
         let catalog = self.catalog();
-        let template = self.launch_template().await.map_err(|e| LaunchError::Provider(e.0))?;
+        let template = self.launch_template(None).await.map_err(|e| LaunchError::Provider(e.0))?;
         let subnets = self.subnets().await.map_err(|e| LaunchError::Provider(e.0))?;
         let mut remaining: Vec<u32> = request.offerings.clone();
         let mut tried = 0;
-        // One fleet per capacity type, in the order the policy ranked them.
+        // One fleet per capacity type, in the order the policy ranked them;
+        // one per capacity reservation (its own launch template targets it).
         while let Some(&first) = remaining.first() {
             let capacity = catalog.offerings[first as usize].capacity_type;
-            let batch: Vec<u32> = remaining.iter().copied().filter(|&o| catalog.offerings[o as usize].capacity_type == capacity).collect();
-            remaining.retain(|o| !batch.contains(o));
+            let (batch, template, token, reservation) = if capacity == CapacityType::Reserved {
+                remaining.remove(0);
+                let Some(reservation) = self.reservations.iter().find(|r| r.offering == first) else { continue };
+                if existing.iter().filter(|i| i.offering == first).count() >= reservation.count as usize {
+                    self.mark_unavailable(first);
+                    continue;
+                }
+                let template = self.launch_template(Some(&reservation.id)).await.map_err(|e| LaunchError::Provider(e.0))?;
+                (vec![first], template, reservation.id.as_str(), Some(reservation.id.as_str()))
+            } else {
+                let batch: Vec<u32> = remaining.iter().copied().filter(|&o| catalog.offerings[o as usize].capacity_type == capacity).collect();
+                remaining.retain(|o| !batch.contains(o));
+                (batch, template.clone(), if capacity == CapacityType::Spot { "spot" } else { "od" }, None)
+            };
             let mut config = FleetLaunchTemplateConfigRequest::builder()
                 .launch_template_specification(FleetLaunchTemplateSpecificationRequest::builder().launch_template_name(&template).version("$Latest").build());
             let mut overrides = 0;
@@ -369,7 +430,7 @@ impl CloudProvider for Ec2Cloud {
                 .client
                 .create_fleet()
                 .r#type(FleetType::Instant)
-                .client_token(format!("{}-{}", request.claim, if spot { "spot" } else { "od" }))
+                .client_token(format!("{}-{token}", request.claim))
                 .launch_template_configs(config.build())
                 .target_capacity_specification(
                     TargetCapacitySpecificationRequest::builder().total_target_capacity(1).default_target_capacity_type(target).build(),
@@ -378,6 +439,9 @@ impl CloudProvider for Ec2Cloud {
                     ResourceType::Instance,
                     &[(CLUSTER_TAG, &self.cluster), (NODE_POOL_TAG, &request.node_pool), (NODE_CLAIM_TAG, &request.claim)],
                 ));
+            if let Some(id) = reservation {
+                fleet = fleet.tag_specifications(tags(ResourceType::Instance, &[(CAPACITY_RESERVATION_TAG, id)]));
+            }
             for (k, v) in &self.node_class.tags {
                 fleet = fleet.tag_specifications(tags(ResourceType::Instance, &[(k, v)]));
             }
@@ -453,10 +517,12 @@ impl CloudProvider for Ec2Cloud {
                 let tag = |key: &str| i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(String::from);
                 let instance_type = i.instance_type()?.as_str();
                 let zone = i.placement().and_then(|p| p.availability_zone()).unwrap_or_default();
-                let offering = catalog
-                    .offerings
-                    .iter()
-                    .position(|o| o.instance_type == instance_type && o.zone == zone && o.capacity_type == if i.instance_lifecycle().is_some() { CapacityType::Spot } else { CapacityType::OnDemand })? as u32;
+                let reserved = tag(CAPACITY_RESERVATION_TAG).and_then(|id| self.reservations.iter().find(|r| r.id == id)).map(|r| r.offering);
+                let capacity = if i.instance_lifecycle().is_some() { CapacityType::Spot } else { CapacityType::OnDemand };
+                let offering = match reserved {
+                    Some(offering) => offering,
+                    None => catalog.offerings.iter().position(|o| o.instance_type == instance_type && o.zone == zone && o.capacity_type == capacity)? as u32,
+                };
                 Some(Instance { id: i.instance_id()?.to_string(), claim: tag(NODE_CLAIM_TAG)?, node_pool: tag(NODE_POOL_TAG).unwrap_or_default(), offering })
             })
             .collect())

@@ -16,7 +16,7 @@ use aws_sdk_ec2::types::{CreateFleetError, FleetLaunchTemplateOverrides, LaunchT
 use moto::Moto;
 use nodewright_aws::ec2::{AmiSource, CLUSTER_TAG, Ec2Cloud, Ec2NodeClass, NODE_CLAIM_TAG, capacity_errors};
 use nodewright_core::cloud::{CloudProvider, LaunchRequest};
-use nodewright_core::model::{CapacityType, Resources, bundled_instance_types};
+use nodewright_core::model::{CapacityReservation, CapacityType, Resources, bundled_instance_types};
 
 /// The tag the test node class selects subnets and security groups by.
 fn discovery_tag(resource: aws_sdk_ec2::types::ResourceType) -> TagSpecification {
@@ -376,4 +376,58 @@ async fn the_launch_template_takes_its_ami_from_ssm_and_sizes_the_root_volume() 
     let missing = setup_ami(&moto, moto.ec2(), Some(AmiSource::SsmParameter("/no/such".into()))).await.with_ssm(moto.ssm());
     let err = missing.launch(&request(&missing, "default-3", &["m5.large"])).await.unwrap_err().to_string();
     assert!(err.starts_with("launch failed: SSM GetParameter /no/such: "), "{err}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_launch_into_a_capacity_reservation_targets_it_by_id_and_stops_at_its_count() {
+    let moto = Moto::start();
+    let tap = FleetTap::default();
+    let client = aws_sdk_ec2::Client::from_conf(moto.ec2_config().interceptor(tap.clone()).build());
+    let id = "cr-0a1b2c3d4e5f60718";
+    let reservation = CapacityReservation {
+        instance_type: "m5.xlarge".into(),
+        zone: "us-east-1a".into(),
+        count: 1,
+        hourly_rate: 0.192,
+        id: Some(id.into()),
+    };
+    let without_id = CapacityReservation { id: None, ..reservation.clone() };
+    let cloud = setup_with(&moto, client).await.with_capacity_reservations(std::slice::from_ref(&reservation)).unwrap();
+    let ranked = [("m5.xlarge", CapacityType::Reserved), ("m5.xlarge", CapacityType::OnDemand)];
+
+    // The first launch goes into the reservation: an on-demand fleet whose
+    // launch template targets it, the instance tagged with it.
+    let first = request_of(&cloud, "default-r1", &ranked);
+    let instance = cloud.launch(&first).await.unwrap();
+    assert_eq!(instance.offering, first.offerings[0], "the reserved offering");
+    assert_eq!(cloud.catalog().offerings[instance.offering as usize].capacity_type, CapacityType::Reserved);
+    let requests = tap.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(form_value(&requests[0], "TargetCapacitySpecification.DefaultTargetCapacityType"), Some("on-demand"));
+    assert_eq!(form_value(&requests[0], "ClientToken"), Some(format!("default-r1-{id}").as_str()));
+    assert_eq!(form_value(&requests[0], "LaunchTemplateConfigs.1.Overrides.1.InstanceType"), Some("m5.xlarge"));
+    assert_eq!(form_value(&requests[0], "LaunchTemplateConfigs.1.Overrides.1.AvailabilityZone"), Some("us-east-1a"));
+    assert!(form_value(&requests[0], "LaunchTemplateConfigs.1.Overrides.2.InstanceType").is_none(), "one override: the reservation's");
+    let template = form_value(&requests[0], "LaunchTemplateConfigs.1.LaunchTemplateSpecification.LaunchTemplateName").unwrap().to_string();
+    let versions = moto.ec2().describe_launch_template_versions().launch_template_name(&template).send().await.unwrap();
+    let data = versions.launch_template_versions()[0].launch_template_data().unwrap();
+    let target = data.capacity_reservation_specification().and_then(|c| c.capacity_reservation_target());
+    assert_eq!(target.and_then(|t| t.capacity_reservation_id()), Some(id));
+    let running = cloud.instances().await.unwrap();
+    assert_eq!(running.iter().map(|i| (i.claim.as_str(), i.offering)).collect::<Vec<_>>(), vec![("default-r1", first.offerings[0])]);
+
+    // The reservation is full: the next launch skips it (benched, no
+    // request) and buys the next offering on demand, with the plain template.
+    let second = request_of(&cloud, "default-r2", &ranked);
+    let instance = cloud.launch(&second).await.unwrap();
+    assert_eq!(instance.offering, second.offerings[1]);
+    assert!(cloud.unavailable().contains(&second.offerings[0]));
+    let requests = tap.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(form_value(&requests[1], "ClientToken"), Some("default-r2-od"));
+    assert_ne!(form_value(&requests[1], "LaunchTemplateConfigs.1.LaunchTemplateSpecification.LaunchTemplateName"), Some(template.as_str()));
+    assert_eq!(cloud.instances().await.unwrap().len(), 2);
+
+    let refused = setup(&moto).await.with_capacity_reservations(&[reservation, without_id]).err().unwrap();
+    assert_eq!(refused, "capacityReservations[1].id: is required to launch into the reservation");
 }

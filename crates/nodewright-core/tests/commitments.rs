@@ -128,4 +128,20 @@ mod capacity_reservations {
             .to_string();
         assert_eq!(empty, "c.yaml: capacityReservations[0].zone: is empty");
     }
+
+    #[test]
+    fn a_reservation_id_is_read_checked_and_unique() {
+        let entry = |zone: &str, id: &str| format!("  - instanceType: m5.xlarge\n    zone: {zone}\n    count: 1\n    hourlyRate: 0.192\n    id: {id}\n");
+        let read = parse_commitments("c.yaml", &format!("capacityReservations:\n{}", entry("us-east-1a", "cr-0a1b2c3d4e5f60718"))).unwrap();
+        assert_eq!(read.capacity_reservations[0].id.as_deref(), Some("cr-0a1b2c3d4e5f60718"));
+        let error = |text: String| parse_commitments("c.yaml", &text).unwrap_err().to_string();
+        assert_eq!(
+            error(format!("capacityReservations:\n{}", entry("us-east-1a", "odcr-1"))),
+            "c.yaml: capacityReservations[0].id: \"odcr-1\" is not a capacity reservation id (cr- and 8 to 17 hexadecimal digits)"
+        );
+        assert_eq!(
+            error(format!("capacityReservations:\n{}{}", entry("us-east-1a", "cr-0a1b2c3d"), entry("us-east-1b", "cr-0a1b2c3d"))),
+            "c.yaml: capacityReservations[1].id: cr-0a1b2c3d is already capacityReservations[0]"
+        );
+    }
 }

@@ -19,6 +19,7 @@
 //!     zone: us-east-1a
 //!     count: 2
 //!     hourlyRate: 0.192        # $ per instance-hour (the on-demand price), paid whether used or not
+//!     id: cr-0a1b2c3d4e5f60718  # its EC2 id: required by `nodewright run`, which launches into it
 //! ```
 
 use std::collections::BTreeMap;
@@ -76,6 +77,15 @@ pub struct CapacityReservation {
     pub count: u32,
     /// Dollars per instance-hour, paid whether used or not.
     pub hourly_rate: f64,
+    /// Its EC2 id (`cr-…`): what `nodewright run` launches into (targeted,
+    /// as Karpenter does); the simulator needs none.
+    pub id: Option<String>,
+}
+
+/// Is `id` shaped like an EC2 capacity reservation id (`cr-` and 8 to 17
+/// lowercase hexadecimal digits)?
+fn is_reservation_id(id: &str) -> bool {
+    id.strip_prefix("cr-").is_some_and(|hex| (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// Every commitment.
@@ -131,6 +141,7 @@ struct RawCapacityReservation {
     zone: String,
     count: u32,
     hourly_rate: f64,
+    id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,7 +225,15 @@ pub fn parse_commitments(file: &str, text: &str) -> Result<Commitments, Commitme
             ));
         }
         let hourly_rate = dollars(format!("capacityReservations[{i}].hourlyRate"), r.hourly_rate)?;
-        capacity_reservations.push(CapacityReservation { instance_type: r.instance_type, zone: r.zone, count: r.count, hourly_rate });
+        if let Some(id) = &r.id {
+            if !is_reservation_id(id) {
+                return Err(fail(format!("capacityReservations[{i}].id"), format!("{id:?} is not a capacity reservation id (cr- and 8 to 17 hexadecimal digits)")));
+            }
+            if let Some(j) = capacity_reservations.iter().position(|c| c.id.as_deref() == Some(id.as_str())) {
+                return Err(fail(format!("capacityReservations[{i}].id"), format!("{id} is already capacityReservations[{j}]")));
+            }
+        }
+        capacity_reservations.push(CapacityReservation { instance_type: r.instance_type, zone: r.zone, count: r.count, hourly_rate, id: r.id });
     }
     Ok(Commitments { savings_plans, reserved_instances, capacity_reservations })
 }

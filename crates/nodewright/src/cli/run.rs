@@ -58,13 +58,16 @@ pub(crate) struct RunConfig {
     /// Price overrides file (YAML).
     #[serde(default)]
     prices: Option<PathBuf>,
-    /// Commitments file (YAML: Savings Plans, Reserved Instances), told to
-    /// contract 0.3.0 policies with how much of them the fleet uses.
+    /// Commitments file (YAML: Savings Plans, Reserved Instances, capacity
+    /// reservations), told to contract 0.3.0 policies with how much of them
+    /// the fleet uses; capacity reservations are launched into.
     #[serde(default)]
     commitments: Option<PathBuf>,
-    /// The commitments file, read and checked at start.
+    /// The commitments file, read and checked at start, and its name.
     #[serde(skip)]
     loaded_commitments: nodewright_core::model::Commitments,
+    #[serde(skip)]
+    commitments_file: String,
     /// Seconds between controller passes.
     #[serde(default = "default_interval")]
     interval_seconds: u64,
@@ -110,12 +113,11 @@ pub(crate) fn read_config(path: &Path) -> anyhow::Result<RunConfig> {
     if let Some(file) = &config.commitments {
         let (name, text) = super::read_named(file).with_context(|| format!("{}: commitments", path.display()))?;
         let commitments = nodewright_core::model::parse_commitments(&name, &text)?;
-        // Launching into a capacity reservation needs CreateFleet's
-        // capacity-reservation options, which the EC2 provider does not send yet.
-        anyhow::ensure!(
-            commitments.capacity_reservations.is_empty(),
-            "{name}: capacityReservations: not supported by `nodewright run` yet (the simulator models them); Savings Plans and Reserved Instances are"
-        );
+        // Launching into a capacity reservation targets it by id.
+        if let Some(i) = commitments.capacity_reservations.iter().position(|r| r.id.is_none()) {
+            anyhow::bail!("{name}: capacityReservations[{i}].id: is required by `nodewright run`, which launches into the reservation by its id");
+        }
+        config.commitments_file = name;
         config.loaded_commitments = commitments;
     }
     Ok(config)
@@ -170,6 +172,9 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
         let (name, text) = super::read_named(path)?;
         cloud = cloud.with_price_overrides(&nodewright_core::model::parse_price_overrides(&name, &text)?);
     }
+    let cloud = cloud
+        .with_capacity_reservations(&config.loaded_commitments.capacity_reservations)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.commitments_file))?;
     let cloud = Arc::new(cloud);
     let catalog_cloud = cloud.clone();
     let cache = nodewright_kube::cache::KubeCache::start(&client);
@@ -396,7 +401,14 @@ mod tests {
         );
         std::fs::write(&commitments, "capacityReservations:\n  - instanceType: m5.xlarge\n    zone: us-east-1a\n    count: 1\n    hourlyRate: 0.19\n").unwrap();
         let err = read_config(&config).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("{}: capacityReservations: not supported by `nodewright run` yet", commitments.display())), "{err}");
+        assert_eq!(
+            err,
+            format!("{}: capacityReservations[0].id: is required by `nodewright run`, which launches into the reservation by its id", commitments.display())
+        );
+        std::fs::write(&commitments, "capacityReservations:\n  - instanceType: m5.xlarge\n    zone: us-east-1a\n    count: 1\n    hourlyRate: 0.19\n    id: cr-0a1b2c3d4e5f60718\n").unwrap();
+        let read = read_config(&config).unwrap();
+        assert_eq!(read.loaded_commitments.capacity_reservations[0].id.as_deref(), Some("cr-0a1b2c3d4e5f60718"));
+        assert_eq!(read.commitments_file, commitments.display().to_string());
         std::fs::remove_file(&commitments).unwrap();
         let err = format!("{:#}", read_config(&config).unwrap_err());
         assert!(err.starts_with(&format!("{}: commitments: ", config.display())), "{err}");
