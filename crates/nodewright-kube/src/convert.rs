@@ -92,7 +92,13 @@ pub fn taint(t: &core::Taint) -> Option<Taint> {
 }
 
 /// What the scheduler needs of a pod spec (or a daemonset's template).
-pub fn pod_spec(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, spec: &core::PodSpec) -> PodSpec {
+/// Its annotations are kept when `keep` names them (the others, often one
+/// value per pod, would keep a workload's pods from sharing a spec).
+pub fn pod_spec(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: &core::PodSpec,
+    keep: &std::collections::BTreeSet<String>,
+) -> PodSpec {
     let mut requests = spec.containers.iter().map(|c| container_requests(c.resources.as_ref())).sum::<Resources>();
     // Init containers run one at a time before the others.
     for init in spec.init_containers.iter().flatten() {
@@ -168,6 +174,7 @@ pub fn pod_spec(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
             .any(|k| annotations.get(*k).is_some_and(|v| v == "true")),
         deletion_cost: annotations.get(POD_DELETION_COST).and_then(|v| v.trim().parse().ok()).unwrap_or(0),
         job: meta.owner_references.iter().flatten().any(|o| o.kind == "Job"),
+        annotations: annotations.into_iter().filter(|(k, _)| keep.contains(k)).collect(),
     }
 }
 
@@ -177,8 +184,12 @@ pub fn full_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMe
 }
 
 /// A pod → the model's pod (its spec shared by identical pods via `specs`).
-pub fn pod(p: &core::Pod, specs: &mut std::collections::HashMap<PodSpec, Arc<PodSpec>>) -> nodewright_core::model::Pod {
-    let spec = pod_spec(&p.metadata, p.spec.as_ref().unwrap_or(&core::PodSpec::default()));
+pub fn pod(
+    p: &core::Pod,
+    specs: &mut std::collections::HashMap<PodSpec, Arc<PodSpec>>,
+    keep: &std::collections::BTreeSet<String>,
+) -> nodewright_core::model::Pod {
+    let spec = pod_spec(&p.metadata, p.spec.as_ref().unwrap_or(&core::PodSpec::default()), keep);
     let spec = specs.entry(spec.clone()).or_insert_with(|| Arc::new(spec)).clone();
     let mut pod = nodewright_core::model::Pod::new(full_name(&p.metadata), spec);
     // How long it has run: since `status.startTime`, by the system clock.
@@ -222,7 +233,8 @@ mod tests {
     fn a_pod_spec_keeps_requests_selectors_tolerations_spreads_and_do_not_disrupt() {
         let pod: core::Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web-1", "namespace": "shop", "labels": {"app": "web"},
-                         "annotations": {"karpenter.sh/do-not-disrupt": "true"}},
+                         "annotations": {"karpenter.sh/do-not-disrupt": "true", "example.com/cost-centre": "cc-7",
+                                         "cni.projectcalico.org/podIP": "10.0.3.7/32"}},
             "spec": {
                 "containers": [
                     {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
@@ -239,7 +251,8 @@ mod tests {
         }))
         .unwrap();
         let mut specs = std::collections::HashMap::new();
-        let p = super::pod(&pod, &mut specs);
+        let keep = std::collections::BTreeSet::from(["example.com/cost-centre".to_string()]);
+        let p = super::pod(&pod, &mut specs, &keep);
         assert_eq!(p.name, "shop/web-1");
         assert_eq!(p.spec.requests, Resources { cpu_millis: 2000, memory_bytes: (1 << 30) + (512 << 20), pods: 1, gpus: 0, ephemeral_bytes: 0 });
         assert_eq!(p.spec.node_selector["kubernetes.io/arch"], "arm64");
@@ -248,6 +261,9 @@ mod tests {
         assert!(p.spec.spread[0].hard);
         assert_eq!(p.spec.required_terms[0][0], Requirement::is_in("karpenter.sh/capacity-type", &["on-demand"]));
         assert!(p.spec.do_not_disrupt);
+        // Only the annotations a NodePool names are kept.
+        assert_eq!(p.spec.annotations, BTreeMap::from([("example.com/cost-centre".to_string(), "cc-7".to_string())]));
+        assert!(super::pod(&pod, &mut specs, &Default::default()).spec.annotations.is_empty());
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub struct KubeCluster {
     index: std::sync::Mutex<Option<(u64, OfferingIndex)>>,
     /// Watch caches; `None`: every read lists.
     cache: Option<cache::KubeCache>,
+    /// Pod annotation keys the NodePools last read name
+    /// (`spec.policy.podAnnotations`): the only annotations pods keep.
+    annotation_keys: std::sync::RwLock<Arc<std::collections::BTreeSet<String>>>,
 }
 
 /// Which pods a read wants: a field selector when listing, the same
@@ -109,13 +112,25 @@ impl KubeCluster {
     /// A cluster reached through `client`; offerings are resolved against
     /// `catalog()` (the cloud's current catalog).
     pub fn new(client: Client, namespace: &str, catalog: Arc<dyn Fn() -> Arc<Catalog> + Send + Sync>) -> Self {
-        KubeCluster { client, catalog, namespace: namespace.into(), index: std::sync::Mutex::new(None), cache: None }
+        KubeCluster {
+            client,
+            catalog,
+            namespace: namespace.into(),
+            index: std::sync::Mutex::new(None),
+            cache: None,
+            annotation_keys: Default::default(),
+        }
     }
 
     /// Reads from `cache` instead of listing.
     pub fn with_cache(mut self, cache: cache::KubeCache) -> Self {
         self.cache = Some(cache);
         self
+    }
+
+    /// Pod annotation keys the NodePools last read name.
+    fn annotation_keys(&self) -> Arc<std::collections::BTreeSet<String>> {
+        self.annotation_keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The watch caches, if reads use them.
@@ -363,6 +378,8 @@ impl Cluster for KubeCluster {
                 Err(e) => tracing::debug!("{e}"),
             }
         }
+        let keys = pools.iter().flat_map(|p| p.policy_annotations.iter().cloned()).collect();
+        *self.annotation_keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
         Ok(pools)
     }
 
@@ -373,29 +390,31 @@ impl Cluster for KubeCluster {
             .iter()
             .filter_map(|d| {
                 let template = &d.spec.template;
-                Some(convert::pod_spec(template.metadata.as_ref().unwrap_or(&Default::default()), template.spec.as_ref()?))
+                Some(convert::pod_spec(template.metadata.as_ref().unwrap_or(&Default::default()), template.spec.as_ref()?, &Default::default()))
             })
             .collect())
     }
 
     async fn pending_pods(&self) -> Result<Vec<Pod>, ClusterError> {
         let mut specs = HashMap::new();
+        let keys = self.annotation_keys();
         Ok(self
             .pods(Pods::Pending)
             .await?
             .iter()
             .filter(|p| convert::is_unschedulable(p))
-            .map(|p| convert::pod(p, &mut specs))
+            .map(|p| convert::pod(p, &mut specs, &keys))
             .collect())
     }
 
     async fn nodes(&self) -> Result<Vec<ExistingNode>, ClusterError> {
         let list = self.read_nodes().await?;
         let mut specs = HashMap::new();
+        let keys = self.annotation_keys();
         let mut on_node: HashMap<String, Vec<Arc<PodSpec>>> = HashMap::new();
         for p in self.pods(Pods::Bound).await? {
             if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                on_node.entry(node).or_default().push(convert::pod(&p, &mut specs).spec);
+                on_node.entry(node).or_default().push(convert::pod(&p, &mut specs, &keys).spec);
             }
         }
         let mut nodes: Vec<ExistingNode> = list
@@ -534,23 +553,25 @@ impl Cluster for KubeCluster {
 
     async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, ClusterError> {
         let mut specs = HashMap::new();
+        let keys = self.annotation_keys();
         Ok(self
             .pods(Pods::On(node))
             .await?
             .iter()
             .filter(|p| !convert::is_daemon_pod(p))
-            .map(|p| convert::pod(p, &mut specs))
+            .map(|p| convert::pod(p, &mut specs, &keys))
             .collect())
     }
 
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
         let mut specs = HashMap::new();
+        let keys = self.annotation_keys();
         Ok(self
             .pods(Pods::Bound)
             .await?
             .iter()
             .filter(|p| !convert::is_daemon_pod(p))
-            .filter_map(|p| Some((p.spec.as_ref()?.node_name.clone()?, convert::pod(p, &mut specs))))
+            .filter_map(|p| Some((p.spec.as_ref()?.node_name.clone()?, convert::pod(p, &mut specs, &keys))))
             .collect())
     }
 

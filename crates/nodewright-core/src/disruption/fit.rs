@@ -85,7 +85,7 @@ impl View {
     /// What a 0.3.0 policy learns about `pod`, its PDB headroom included:
     /// the fewest evictions any budget selecting it allows.
     pub fn facts(&self, pod: &Pod, pool: &crate::model::NodePool) -> crate::policy::PodFacts {
-        let mut facts = crate::policy::PodFacts::of(&pod.spec, &pool.policy_labels);
+        let mut facts = crate::policy::PodFacts::of(&pod.spec, pool);
         facts.running_seconds = pod.running_for.map_or(0, |d| d.as_secs());
         facts.pdb_headroom =
             self.pdbs.iter().filter(|p| p.budget.selector.matches(&pod.spec.labels)).map(|p| p.disruptions_allowed).min();

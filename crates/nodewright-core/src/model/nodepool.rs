@@ -98,6 +98,8 @@ pub struct NodePool {
     pub consolidation: PolicyRef,
     /// Pod label keys its policies are told (`spec.policy.podLabels`).
     pub policy_labels: Vec<String>,
+    /// Pod annotation keys its policies are told (`spec.policy.podAnnotations`).
+    pub policy_annotations: Vec<String>,
 }
 
 impl NodePool {
@@ -120,6 +122,7 @@ impl NodePool {
             selection: PolicyRef { plugin: "cheapest".into(), config: "{}".into() },
             consolidation: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
             policy_labels: Vec::new(),
+            policy_annotations: Vec::new(),
         }
     }
 
@@ -352,6 +355,8 @@ struct RawPolicy {
     selection: Option<RawPolicyRef>,
     #[serde(default, rename = "podLabels")]
     pod_labels: Option<Vec<String>>,
+    #[serde(default, rename = "podAnnotations")]
+    pod_annotations: Option<Vec<String>>,
     #[serde(default)]
     consolidation: Option<RawPolicyRef>,
 }
@@ -364,8 +369,21 @@ struct RawPolicyRef {
     config: Option<serde_json::Value>,
 }
 
-/// The most pod label keys `spec.policy.podLabels` may name.
+/// The most pod label keys `spec.policy.podLabels` may name, and the most
+/// annotation keys `spec.policy.podAnnotations` may.
 pub const MAX_POLICY_LABELS: usize = 32;
+
+/// Keys `spec.policy.FIELD` names: at most [`MAX_POLICY_LABELS`], none
+/// empty; else (field, why).
+fn policy_keys(field: &str, keys: Vec<String>) -> Result<Vec<String>, (String, String)> {
+    if keys.len() > MAX_POLICY_LABELS {
+        return Err((format!("spec.policy.{field}"), format!("names {} keys, at most {MAX_POLICY_LABELS}", keys.len())));
+    }
+    if let Some(i) = keys.iter().position(|k| k.trim().is_empty()) {
+        return Err((format!("spec.policy.{field}[{i}]"), "is empty".into()));
+    }
+    Ok(keys)
+}
 
 /// Parse every NodePool in `text` (YAML, one or more documents) read from `file`.
 pub fn parse_node_pools(file: &str, text: &str) -> Result<Vec<NodePool>, NodePoolError> {
@@ -533,13 +551,10 @@ fn convert(raw: RawNodePool) -> Result<NodePool, Failure> {
             pool.consolidation = convert(consolidation);
         }
         if let Some(keys) = policy.pod_labels {
-            if keys.len() > MAX_POLICY_LABELS {
-                return Err(fail("spec.policy.podLabels", format!("names {} keys, at most {MAX_POLICY_LABELS}", keys.len())));
-            }
-            if let Some(i) = keys.iter().position(|k| k.trim().is_empty()) {
-                return Err(fail(&format!("spec.policy.podLabels[{i}]"), "is empty".into()));
-            }
-            pool.policy_labels = keys;
+            pool.policy_labels = policy_keys("podLabels", keys).map_err(|(field, why)| fail(&field, why))?;
+        }
+        if let Some(keys) = policy.pod_annotations {
+            pool.policy_annotations = policy_keys("podAnnotations", keys).map_err(|(field, why)| fail(&field, why))?;
         }
     }
     Ok(pool)
@@ -653,6 +668,17 @@ spec:
         assert_eq!(error(&with("[team, \"\"]")), "pools.yaml: NodePool default: spec.policy.podLabels[1]: is empty");
         let many = format!("[{}]", (0..33).map(|i| format!("k{i}")).collect::<Vec<_>>().join(", "));
         assert_eq!(error(&with(&many)), "pools.yaml: NodePool default: spec.policy.podLabels: names 33 keys, at most 32");
+    }
+
+    #[test]
+    fn pod_annotations_name_the_keys_policies_are_told_and_bad_ones_are_refused() {
+        let with = |keys: &str| KARPENTER.replace("  limits:\n", &format!("  policy:\n    podAnnotations: {keys}\n  limits:\n"));
+        let pool = &parse_node_pools("p.yaml", &with("[example.com/cost-centre]")).unwrap()[0];
+        assert_eq!(pool.policy_annotations, vec!["example.com/cost-centre".to_string()]);
+        assert!(pool.policy_labels.is_empty());
+        assert_eq!(error(&with("[\" \"]")), "pools.yaml: NodePool default: spec.policy.podAnnotations[0]: is empty");
+        let many = format!("[{}]", (0..33).map(|i| format!("k{i}")).collect::<Vec<_>>().join(", "));
+        assert_eq!(error(&with(&many)), "pools.yaml: NodePool default: spec.policy.podAnnotations: names 33 keys, at most 32");
     }
 
     #[test]

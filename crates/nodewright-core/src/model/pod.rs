@@ -100,6 +100,11 @@ pub struct PodSpec {
     /// It runs to completion (a Job's pod): evicted, it loses its work.
     #[serde(default)]
     pub job: bool,
+    /// Annotations a policy may be told of (those whose keys a NodePool
+    /// names in `spec.policy.podAnnotations`; the others are not kept, so
+    /// the pods of a workload keep sharing one spec).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A pod.
@@ -148,6 +153,12 @@ impl PodSpec {
     /// With label `key=value`.
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// With annotation `key=value`.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.insert(key.into(), value.into());
         self
     }
 

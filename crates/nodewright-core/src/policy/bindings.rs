@@ -320,6 +320,7 @@ macro_rules! fleet_calls {
                 job: f.job,
                 running_seconds: f.running_seconds,
                 labels: f.labels.clone(),
+                annotations: f.annotations.clone(),
                 pdb_headroom: f.pdb_headroom,
             }
         }

@@ -77,6 +77,7 @@ fn sample_facts(i: usize) -> PodFacts {
         job: i % 3 == 1,
         running_seconds: [0, 5400, 86_400][i % 3],
         labels: vec![("team".into(), ["web", "data", "ml"][i % 3].into())],
+        annotations: vec![("example.com/cost-centre".into(), ["cc-1", "cc-2", "cc-3"][i % 3].into())],
         pdb_headroom: [None, Some(0), Some(1)][i % 3],
     }
 }

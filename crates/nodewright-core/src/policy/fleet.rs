@@ -27,14 +27,19 @@ pub struct PodFacts {
     pub running_seconds: u64,
     /// Its labels whose keys the NodePool names (`spec.policy.podLabels`).
     pub labels: Vec<(String, String)>,
+    /// Its annotations whose keys the NodePool names (`spec.policy.podAnnotations`).
+    pub annotations: Vec<(String, String)>,
     /// Evictions its PodDisruptionBudgets allow now (`None`: no budget).
     pub pdb_headroom: Option<u32>,
 }
 
 impl PodFacts {
-    /// The facts `spec` gives, with its labels under the keys `labels`
-    /// (no PDB headroom: the caller knows the budgets).
-    pub fn of(spec: &PodSpec, labels: &[String]) -> Self {
+    /// The facts `spec` gives, with its labels and annotations under the
+    /// keys `pool` names (no PDB headroom: the caller knows the budgets).
+    pub fn of(spec: &PodSpec, pool: &crate::model::NodePool) -> Self {
+        let named = |keys: &[String], values: &std::collections::BTreeMap<String, String>| -> Vec<(String, String)> {
+            keys.iter().filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone()))).collect()
+        };
         PodFacts {
             workload: spec.labels.get("app").map_or_else(|| Arc::from(""), |w| Arc::from(w.as_str())),
             priority: spec.priority,
@@ -43,7 +48,8 @@ impl PodFacts {
             tolerates_spot: tolerates_spot(spec),
             job: spec.job,
             running_seconds: 0,
-            labels: labels.iter().filter_map(|k| spec.labels.get(k).map(|v| (k.clone(), v.clone()))).collect(),
+            labels: named(&pool.policy_labels, &spec.labels),
+            annotations: named(&pool.policy_annotations, &spec.annotations),
             pdb_headroom: None,
         }
     }
@@ -249,12 +255,18 @@ mod tests {
     }
 
     #[test]
-    fn pod_facts_carry_only_the_labels_the_node_pool_names() {
+    fn pod_facts_carry_only_the_labels_and_annotations_the_node_pool_names() {
         let spec = PodSpec::requesting(500, 1 << 30).label("app", "web").label("team", "growth").label("secret", "x");
-        let facts = PodFacts::of(&spec, &["team".to_string(), "tier".to_string()]);
+        let spec = spec.annotation("example.com/cost-centre", "cc-7").annotation("example.com/other", "y");
+        let mut pool = crate::model::NodePool::new("default");
+        pool.policy_labels = vec!["team".to_string(), "tier".to_string()];
+        pool.policy_annotations = vec!["example.com/cost-centre".to_string()];
+        let facts = PodFacts::of(&spec, &pool);
         assert_eq!(facts.labels, vec![("team".to_string(), "growth".to_string())]);
+        assert_eq!(facts.annotations, vec![("example.com/cost-centre".to_string(), "cc-7".to_string())]);
         assert_eq!(&*facts.workload, "web");
-        assert!(PodFacts::of(&spec, &[]).labels.is_empty());
+        let bare = PodFacts::of(&spec, &crate::model::NodePool::new("default"));
+        assert!(bare.labels.is_empty() && bare.annotations.is_empty());
     }
 
     #[test]

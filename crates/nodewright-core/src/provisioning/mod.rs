@@ -325,7 +325,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             let request = SelectionRequest {
                 node_pool: pool.name.clone(),
                 pods: planned.pods.iter().map(|&p| pods[p].spec.requests).collect(),
-                facts: planned.pods.iter().map(|&p| PodFacts::of(&pods[p].spec, &pool.policy_labels)).collect(),
+                facts: planned.pods.iter().map(|&p| PodFacts::of(&pods[p].spec, pool)).collect(),
                 total: planned.requests,
                 feasible,
                 pending_pods: pending,

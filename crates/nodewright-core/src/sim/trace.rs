@@ -17,8 +17,9 @@
 //! that runs to completion: its work is the time from its `add` to its
 //! `del`, and it ends once it has run that long uninterrupted — evicted or
 //! interrupted, it loses the work done since it started and starts over;
-//! started late, it ends late). Pods of one workload with the same fields
-//! share one spec.
+//! started late, it ends late), and `annotations` (an object of strings:
+//! those a NodePool's `spec.policy.podAnnotations` names reach its 0.3.0
+//! policies). Pods of one workload with the same fields share one spec.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -132,6 +133,10 @@ pub struct TraceLine {
     /// Runs to completion (a Job's pod).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub job: bool,
+    /// Annotations (those a NodePool's `spec.policy.podAnnotations` names
+    /// reach its 0.3.0 policies).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -242,6 +247,7 @@ fn spec_of(line: &TraceLine) -> Result<PodSpec, (&'static str, String)> {
         node_selector: line.selector.clone(),
         do_not_disrupt: line.do_not_disrupt,
         job: line.job,
+        annotations: line.annotations.clone(),
         ..PodSpec::default()
     }
     .label("app", &workload);
@@ -438,6 +444,18 @@ mod tests {
         }
         assert_eq!(generate("mixed", 7, 0.2).unwrap(), generate("mixed", 7, 0.2).unwrap());
         assert_ne!(generate("mixed", 7, 0.2).unwrap(), generate("mixed", 8, 0.2).unwrap());
+    }
+
+    #[test]
+    fn an_add_carries_its_annotations_and_a_bad_one_is_named() {
+        let header = r#"{"format":"nodewright-trace","version":1,"name":"x","duration_s":100}"#;
+        let line = r#"{"t":1,"add":"a","workload":"w","cpu_m":1,"mem_mib":1,"annotations":{"example.com/cost-centre":"cc-7"}}"#;
+        let trace = parse_trace("w.jsonl", &format!("{header}\n{line}")).unwrap();
+        let TraceEventKind::Add(pod) = &trace.events[0].kind else { panic!("an add") };
+        assert_eq!(pod.spec.annotations.get("example.com/cost-centre").map(String::as_str), Some("cc-7"));
+        let bad = r#"{"t":1,"add":"a","workload":"w","cpu_m":1,"mem_mib":1,"annotations":{"k":7}}"#;
+        let err = parse_trace("w.jsonl", &format!("{header}\n{bad}")).unwrap_err().to_string();
+        assert!(err.starts_with("w.jsonl:2: annotations.k: invalid type: integer `7`, expected a string"), "{err}");
     }
 
     #[test]
