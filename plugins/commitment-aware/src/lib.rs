@@ -47,9 +47,8 @@ impl Selector for CommitmentAware {
     fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {
         let weight = weight()?;
         let fleet = fleet();
-        Ok(score_each_indexed(request, catalog, |i, o| {
-            Some(economics::marginal_price_at(i, o, catalog.version, &fleet) + weight * o.price_per_hour)
-        }))
+        let mut prices = economics::prices(catalog.version, &fleet);
+        Ok(score_each_indexed(request, catalog, |i, o| Some(prices.of(i, o) + weight * o.price_per_hour)))
     }
 }
 

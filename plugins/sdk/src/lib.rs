@@ -226,28 +226,87 @@ pub mod economics {
 
     std::thread_local! {
         /// Marginal prices already computed, by catalog index: (catalog
-        /// version, fleet version, price).
+        /// version, commitments key, price).
         static MEMO: std::cell::RefCell<Vec<(u64, u64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
+        /// The commitments key of the last fleet version seen.
+        static KEY: std::cell::Cell<Option<(u64, u64)>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// What a marginal price depends on in `fleet` (its commitments and how
+    /// much of them is used), as a hash: the running counts, which change
+    /// at every launch, are left out.
+    fn commitments_key(fleet: &Fleet) -> u64 {
+        use std::hash::{Hash, Hasher};
+        if let Some((version, key)) = KEY.get()
+            && version == fleet.version
+        {
+            return key;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for plan in &fleet.savings_plans {
+            (plan.hourly_commitment.to_bits(), plan.used_per_hour.to_bits(), plan.discount.to_bits()).hash(&mut h);
+            plan.family_discounts.iter().for_each(|(f, d)| (f, d.to_bits()).hash(&mut h));
+        }
+        for (kind, list) in [(0u8, &fleet.reserved_instances), (1, &fleet.capacity_reservations)] {
+            kind.hash(&mut h);
+            list.iter().for_each(|r| (&r.instance_type, &r.zone, r.count, r.used).hash(&mut h));
+        }
+        let key = h.finish();
+        KEY.set(Some((fleet.version, key)));
+        key
     }
 
     /// [`marginal_price`] of catalog offering `index`, computed once per
-    /// (catalog version, fleet version): a fleet that has not changed
-    /// since the last call costs a lookup per offering.
+    /// catalog version and state of the commitments: a launch that uses no
+    /// commitment (spot, or past them) costs a lookup per offering. To
+    /// price many offerings, [`prices`] takes the memo once.
     pub fn marginal_price_at(index: u32, offering: &Offering, catalog_version: u64, fleet: &Fleet) -> f64 {
-        MEMO.with(|memo| {
-            let mut memo = memo.borrow_mut();
-            let i = index as usize;
-            if memo.len() <= i {
-                memo.resize(i + 1, (u64::MAX, u64::MAX, 0.0));
+        prices(catalog_version, fleet).of(index, offering)
+    }
+
+    /// Marginal prices of catalog offerings under `fleet` for catalog
+    /// `catalog_version`, remembered as [`marginal_price_at`] remembers
+    /// them; the memo is held until this is dropped.
+    pub fn prices(catalog_version: u64, fleet: &Fleet) -> Prices<'_> {
+        let plain = fleet.savings_plans.is_empty() && fleet.reserved_instances.is_empty() && fleet.capacity_reservations.is_empty();
+        let key = if plain { 0 } else { commitments_key(fleet) };
+        Prices { memo: MEMO.with(|m| std::mem::take(&mut *m.borrow_mut())), catalog_version, key, plain, fleet }
+    }
+
+    /// See [`prices`].
+    pub struct Prices<'f> {
+        memo: Vec<(u64, u64, f64)>,
+        catalog_version: u64,
+        key: u64,
+        /// No commitments: every offering costs its price.
+        plain: bool,
+        fleet: &'f Fleet,
+    }
+
+    impl Prices<'_> {
+        /// [`marginal_price`] of catalog offering `index`.
+        pub fn of(&mut self, index: u32, offering: &Offering) -> f64 {
+            if self.plain {
+                return offering.price_per_hour;
             }
-            let (c, f, price) = memo[i];
-            if c == catalog_version && f == fleet.version {
+            let i = index as usize;
+            if self.memo.len() <= i {
+                self.memo.resize(i + 1, (u64::MAX, u64::MAX, 0.0));
+            }
+            let (c, k, price) = self.memo[i];
+            if c == self.catalog_version && k == self.key {
                 return price;
             }
-            let price = marginal_price(offering, fleet);
-            memo[i] = (catalog_version, fleet.version, price);
+            let price = marginal_price(offering, self.fleet);
+            self.memo[i] = (self.catalog_version, self.key, price);
             price
-        })
+        }
+    }
+
+    impl Drop for Prices<'_> {
+        fn drop(&mut self) {
+            MEMO.with(|m| *m.borrow_mut() = std::mem::take(&mut self.memo));
+        }
     }
 
     /// The fraction `plan` takes off `family`, if it covers it.

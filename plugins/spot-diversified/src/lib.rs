@@ -72,38 +72,72 @@ fn rate(r: InterruptionRate) -> f64 {
 }
 
 std::thread_local! {
-    /// Each offering's price rise over the last day, per catalog version
-    /// (the history changes only with the catalog).
-    static TRENDS: std::cell::RefCell<(u64, std::collections::HashMap<u32, f64>)> =
-        std::cell::RefCell::new((u64::MAX, std::collections::HashMap::new()));
+    /// Each offering's price rise over the last day, by catalog index (NaN:
+    /// not read yet), for one catalog version (the history changes only
+    /// with the catalog).
+    static TRENDS: std::cell::RefCell<(u64, Vec<f64>)> = const { std::cell::RefCell::new((u64::MAX, Vec::new())) };
 }
 
-/// How much the price of `offering` rose over the day before its latest
-/// change (0 when it fell or did not move).
-fn rise(offering: u32, catalog_version: u64) -> Result<f64, String> {
-    if let Some(r) = TRENDS.with(|t| {
-        let t = t.borrow();
-        if t.0 == catalog_version { t.1.get(&offering).copied() } else { None }
-    }) {
-        return Ok(r);
+/// The rises of one catalog version read so far, taken out of `TRENDS`
+/// for one call and put back when dropped.
+struct Trends {
+    version: u64,
+    rises: Vec<f64>,
+}
+
+impl Trends {
+    fn take(catalog_version: u64) -> Self {
+        let (version, rises) = TRENDS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+        Trends { version: catalog_version, rises: if version == catalog_version { rises } else { Vec::new() } }
     }
-    let points = nodewright_plugin::price_history(offering)?;
-    let r = match points.last() {
-        Some(now) => {
-            let day_ago = now.at_seconds.saturating_sub(86_400);
-            let then = points.iter().rev().find(|p| p.at_seconds <= day_ago).or(points.first()).map_or(now.price_per_hour, |p| p.price_per_hour);
-            if then > 0.0 { (now.price_per_hour / then - 1.0).max(0.0) } else { 0.0 }
+
+    /// How much the price of `offering` rose over the day before its
+    /// latest change (0 when it fell or did not move).
+    fn rise(&mut self, offering: u32) -> Result<f64, String> {
+        let i = offering as usize;
+        if let Some(&r) = self.rises.get(i).filter(|r| !r.is_nan()) {
+            return Ok(r);
         }
-        None => 0.0,
-    };
-    TRENDS.with(|t| {
-        let mut t = t.borrow_mut();
-        if t.0 != catalog_version {
-            *t = (catalog_version, std::collections::HashMap::new());
+        let points = nodewright_plugin::price_history(offering)?;
+        let r = match points.last() {
+            Some(now) => {
+                let day_ago = now.at_seconds.saturating_sub(86_400);
+                let then = points.iter().rev().find(|p| p.at_seconds <= day_ago).or(points.first()).map_or(now.price_per_hour, |p| p.price_per_hour);
+                if then > 0.0 { (now.price_per_hour / then - 1.0).max(0.0) } else { 0.0 }
+            }
+            None => 0.0,
+        };
+        if self.rises.len() <= i {
+            self.rises.resize(i + 1, f64::NAN);
         }
-        t.1.insert(offering, r);
+        self.rises[i] = r;
+        Ok(r)
+    }
+}
+
+impl Drop for Trends {
+    fn drop(&mut self) {
+        TRENDS.with(|t| *t.borrow_mut() = (self.version, std::mem::take(&mut self.rises)));
+    }
+}
+
+/// (offering, count) pairs summed per offering, sorted by offering: looked
+/// up by binary search.
+fn tally(pairs: impl Iterator<Item = (u32, u32)>) -> Vec<(u32, u32)> {
+    let mut all: Vec<(u32, u32)> = pairs.collect();
+    all.sort_unstable_by_key(|p| p.0);
+    all.dedup_by(|b, a| {
+        let same = a.0 == b.0;
+        if same {
+            a.1 = a.1.saturating_add(b.1);
+        }
+        same
     });
-    Ok(r)
+    all
+}
+
+fn count_of(tally: &[(u32, u32)], offering: u32) -> u32 {
+    tally.binary_search_by_key(&offering, |p| p.0).map_or(0, |i| tally[i].1)
 }
 
 struct SpotDiversified;
@@ -112,21 +146,28 @@ impl Selector for SpotDiversified {
     fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {
         let config = config()?;
         let fleet = fleet();
-        let pool_nodes = fleet.running.iter().filter(|c| c.node_pool == request.node_pool).fold(0u32, |n, c| n.saturating_add(c.count));
+        // Nodes of this NodePool per offering, and what happened to each
+        // pool lately: looked up once per spot offering below.
+        let of_pool = tally(fleet.running.iter().filter(|c| c.node_pool == request.node_pool).map(|c| (c.offering, c.count)));
+        let pool_nodes = of_pool.iter().fold(0u32, |n, c| n.saturating_add(c.1));
+        let recent = tally(fleet.recent.iter().map(|h| (h.offering, h.launch_failures.saturating_add(h.interruptions))));
         let mut failure = None;
+        let mut prices = economics::prices(catalog.version, &fleet);
+        let mut trends = Trends::take(catalog.version);
         let ranking = score_each_indexed(request, catalog, |i, o| {
-            let mut score = economics::marginal_price_at(i, o, catalog.version, &fleet);
+            let mut score = prices.of(i, o);
             if o.capacity_type == CapacityType::Spot {
-                match rise(i, catalog.version) {
+                match trends.rise(i) {
                     Ok(r) => score *= 1.0 + config.trend_weight * r,
                     Err(e) => failure = Some(e),
                 }
                 score *= 1.0 + config.risk_weight * rate(o.interruption);
-                if let Some(h) = fleet.recent.iter().find(|h| h.offering == i) {
-                    score *= 1.0 + config.recent_weight * f64::from(h.launch_failures.saturating_add(h.interruptions));
+                let events = count_of(&recent, i);
+                if events > 0 {
+                    score *= 1.0 + config.recent_weight * f64::from(events);
                 }
-                let (of_pool, _) = economics::pool_share(&fleet, &request.node_pool, i);
-                if pool_nodes >= config.min_nodes && f64::from(of_pool) >= config.max_pool_share * f64::from(pool_nodes) {
+                let held = count_of(&of_pool, i);
+                if pool_nodes >= config.min_nodes && f64::from(held) >= config.max_pool_share * f64::from(pool_nodes) {
                     score *= config.over_share;
                 }
             }

@@ -73,13 +73,15 @@ impl FleetTracker {
     /// running or launching node. Same content as last time: the same
     /// `Arc` and version.
     pub fn observe<'a>(&self, catalog: &Catalog, nodes: impl IntoIterator<Item = (&'a str, u32)>, now: Duration) -> Arc<Fleet> {
-        let mut counts: BTreeMap<(&str, u32), u32> = BTreeMap::new();
-        for (pool, offering) in nodes {
-            let c = counts.entry((pool, offering)).or_default();
-            *c = c.saturating_add(1);
-        }
+        self.observe_counts(catalog, &NodeCounts::of(nodes), now)
+    }
+
+    /// [`FleetTracker::observe`], from the nodes counted per (NodePool,
+    /// offering): what a provisioning pass keeps up to date as it launches.
+    pub fn observe_counts(&self, catalog: &Catalog, counts: &NodeCounts, now: Duration) -> Arc<Fleet> {
+        let counts = &counts.0;
         let mut on_demand: BTreeMap<u32, (u32, f64)> = BTreeMap::new();
-        for (&(_, offering), &count) in &counts {
+        for (&(_, offering), &count) in counts {
             if let Some(o) = catalog.offerings.get(offering as usize).filter(|o| o.capacity_type == CapacityType::OnDemand) {
                 let e = on_demand.entry(offering).or_default();
                 e.0 = e.0.saturating_add(count);
@@ -107,7 +109,7 @@ impl FleetTracker {
         let fleet = Fleet {
             version: 0,
             catalog_version: catalog.version,
-            running: counts.iter().map(|(&(pool, offering), &count)| FleetCount { node_pool: pool.to_string(), offering, count }).collect(),
+            running: counts.iter().map(|((pool, offering), &count)| FleetCount { node_pool: pool.clone(), offering: *offering, count }).collect(),
             savings_plans: self
                 .commitments
                 .savings_plans
@@ -160,6 +162,27 @@ impl FleetTracker {
         let fleet = Arc::new(Fleet { version: state.last.version.saturating_add(1), ..fleet });
         state.last = fleet.clone();
         fleet
+    }
+}
+
+/// Running or launching nodes per (NodePool, catalog offering).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeCounts(BTreeMap<(String, u32), u32>);
+
+impl NodeCounts {
+    /// Count `nodes`, each a (NodePool, offering).
+    pub fn of<'a>(nodes: impl IntoIterator<Item = (&'a str, u32)>) -> Self {
+        let mut counts = NodeCounts::default();
+        for (pool, offering) in nodes {
+            counts.add(pool, offering);
+        }
+        counts
+    }
+
+    /// One more node of `pool` bought as `offering`.
+    pub fn add(&mut self, pool: &str, offering: u32) {
+        let c = self.0.entry((pool.to_string(), offering)).or_default();
+        *c = c.saturating_add(1);
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 pub use batcher::{Batcher, BatcherSettings};
-pub use fleet::{FleetTracker, HISTORY_WINDOW};
+pub use fleet::{FleetTracker, HISTORY_WINDOW, NodeCounts};
 
 use crate::cloud::{CloudProvider, LaunchRequest, SpotStrategy};
 use crate::cluster::{Cluster, ClusterError, NodeClaim};
@@ -295,7 +295,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
         let unavailable = self.cloud.unavailable();
         // The fleet 0.3.0 policies see, read once a pass needs it and
         // updated as the pass launches.
-        let mut running: Option<Vec<(String, u32)>> = None;
+        let mut running: Option<fleet::NodeCounts> = None;
         let pending = u32::try_from(pods.len()).unwrap_or(u32::MAX);
         for (pod, reason) in &result.unschedulable {
             self.cluster.pod_unschedulable(&pods[*pod].name, reason).await?;
@@ -315,10 +315,10 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             let fleet = if slot.reads_fleet() {
                 if running.is_none() {
                     let claims = self.cluster.node_claims().await?;
-                    running = Some(claims.into_iter().filter_map(|c| c.instance.map(|i| (c.node_pool, i.offering))).collect());
+                    let nodes = claims.iter().filter_map(|c| c.instance.as_ref().map(|i| (c.node_pool.as_str(), i.offering)));
+                    running = Some(fleet::NodeCounts::of(nodes));
                 }
-                let nodes = running.iter().flatten().map(|(p, o)| (p.as_str(), *o));
-                self.fleet.observe(&catalog, nodes, now)
+                self.fleet.observe_counts(&catalog, running.as_ref().unwrap_or(&fleet::NodeCounts::default()), now)
             } else {
                 Arc::default()
             };
@@ -368,7 +368,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             match outcome {
                 Ok(launched) => {
                     if let Some(running) = running.as_mut() {
-                        running.push((launched.node_pool.clone(), launched.offering));
+                        running.add(&launched.node_pool, launched.offering);
                     }
                     report.launched.push(launched);
                 }

@@ -139,9 +139,8 @@ struct Policy;
 impl Selector for Policy {{
     fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {{
         let fleet = fleet();
-        Ok(score_each_indexed(request, catalog, |index, offering| {{
-            Some(economics::marginal_price_at(index, offering, catalog.version, &fleet))
-        }}))
+        let mut prices = economics::prices(catalog.version, &fleet);
+        Ok(score_each_indexed(request, catalog, |index, offering| Some(prices.of(index, offering))))
     }}
 }}
 
