@@ -1,0 +1,205 @@
+//! The controllers against a stateful in-memory API server
+//! (`support::apiserver`): the NodeClaim lifecycle as a cluster lives it,
+//! with this test standing in for the kubelet (Nodes register and become
+//! Ready), the kube-scheduler (pending pods are bound) and the workload
+//! controllers (an evicted pod comes back pending; a PodDisruptionBudget's
+//! status follows its running pods).
+
+#[path = "../../nodewright-core/tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nodewright_core::cloud::{CloudProvider, SimulatedCloud, SimulatedCloudConfig};
+use nodewright_core::cluster::Cluster;
+use nodewright_core::disruption::{DisruptionController, DisruptionSettings};
+use nodewright_core::model::{Catalog, well_known};
+use nodewright_core::policy::PolicyRegistry;
+use nodewright_core::provisioning::Provisioner;
+use nodewright_kube::KubeCluster;
+use serde_json::{Value, json};
+use support::apiserver::ApiServer;
+
+const FINALIZER: &str = "nodewright.io/termination";
+
+fn node_pool() -> Value {
+    json!({
+        "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool",
+        "metadata": { "name": "default" },
+        "spec": {
+            "template": { "spec": {
+                "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }],
+                "startupTaints": [{ "key": "nodewright.io/starting", "effect": "NoSchedule" }]
+            }},
+            "disruption": { "consolidationPolicy": "WhenEmpty", "consolidateAfter": "Never" },
+            "policy": { "selection": { "plugin": "karpenter-like" } }
+        }
+    })
+}
+
+fn pod(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "namespace": "shop", "labels": { "app": "web" } },
+        "spec": { "containers": [{ "name": "web", "resources": { "requests": { "cpu": "500m", "memory": "1Gi" } } }] },
+        "status": { "phase": "Pending", "conditions": [{ "type": "PodScheduled", "status": "False", "reason": "Unschedulable" }] }
+    })
+}
+
+/// A cluster: the API server, the simulated cloud, the controllers on one
+/// test clock.
+struct Harness {
+    server: ApiServer,
+    cloud: Arc<SimulatedCloud>,
+    cluster: Arc<KubeCluster>,
+    provisioner: Arc<Provisioner<SimulatedCloud, KubeCluster>>,
+    disruption: DisruptionController<SimulatedCloud, KubeCluster>,
+    clock: Arc<AtomicU64>,
+    catalog: Arc<Catalog>,
+    _cache: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let (client, server) = ApiServer::start();
+        let catalog = Arc::new(Catalog::bundled_types(60));
+        let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let clock = Arc::new(AtomicU64::new(start));
+        let now = {
+            let clock = clock.clone();
+            Arc::new(move || Duration::from_secs(clock.load(Ordering::Relaxed)))
+        };
+        let cloud = Arc::new(SimulatedCloud::new(catalog.clone(), SimulatedCloudConfig::default(), now.clone()));
+        let for_cluster = catalog.clone();
+        let cluster = Arc::new(KubeCluster::new(client, "nodewright", Arc::new(move || for_cluster.clone())));
+        let (runtime, cache) = common::runtime();
+        let provisioner =
+            Arc::new(Provisioner::new(cloud.clone(), cluster.clone(), Arc::new(PolicyRegistry::new(runtime))).with_clock(now));
+        let disruption = DisruptionController::new(provisioner.clone(), cluster.clone(), DisruptionSettings::default());
+        Harness { server, cloud, cluster, provisioner, disruption, clock, catalog, _cache: cache }
+    }
+
+    /// The kubelet, the scheduler and the workload controllers, once.
+    fn stand_in(&self) {
+        // A launched claim's node registers, Ready, named after the claim
+        // and carrying its startup taints.
+        for claim in self.server.list("NodeClaim") {
+            let name = claim["metadata"]["name"].as_str().unwrap().to_string();
+            let Some(provider) = claim["status"]["providerID"].as_str() else { continue };
+            if claim["metadata"].get("deletionTimestamp").is_some() || self.server.get("Node", "", &name).is_some() {
+                continue;
+            }
+            let instance = self.cloud_instance(&name).expect("a launched claim has an instance");
+            let offering = &self.catalog.offerings[instance as usize];
+            let resources = json!({ "cpu": format!("{}m", offering.allocatable.cpu_millis), "memory": format!("{}", offering.allocatable.memory_bytes), "pods": "58" });
+            self.server.put(json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": { "name": name, "labels": {
+                    well_known::NODE_POOL: claim["spec"]["nodePool"], well_known::ZONE: offering.zone,
+                    well_known::INSTANCE_TYPE: offering.instance_type, well_known::HOSTNAME: name } },
+                "spec": { "providerID": provider, "taints": [{ "key": "nodewright.io/starting", "effect": "NoSchedule" }] },
+                "status": { "allocatable": resources, "capacity": resources, "conditions": [{ "type": "Ready", "status": "True" }] }
+            }));
+        }
+        // Pending pods are bound to the first node that takes pods.
+        let usable: Vec<String> = self
+            .server
+            .list("Node")
+            .into_iter()
+            .filter(|n| n["spec"]["unschedulable"] != json!(true) && n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()))
+            .filter(|n| n["metadata"].get("deletionTimestamp").is_none())
+            .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        for p in self.server.list("Pod") {
+            let name = p["metadata"]["name"].as_str().unwrap();
+            if p["spec"].get("nodeName").is_none()
+                && let Some(node) = usable.first()
+            {
+                let bind = json!({ "spec": { "nodeName": node }, "status": { "phase": "Running", "conditions": [{ "type": "PodScheduled", "status": "True" }] } });
+                self.server.patch("Pod", "shop", name, &bind);
+            }
+        }
+        // An evicted pod's controller makes it again.
+        for name in ["web-1", "web-2"] {
+            if self.server.get("Pod", "shop", name).is_none() {
+                self.server.put(pod(name));
+            }
+        }
+        // The budget allows what its running pods leave above minAvailable.
+        let running = self.running();
+        let allowed = running.saturating_sub(1);
+        self.server.patch("PodDisruptionBudget", "shop", "web", &json!({ "status": { "disruptionsAllowed": allowed, "currentHealthy": running } }));
+    }
+
+    fn running(&self) -> u64 {
+        self.server.list("Pod").iter().filter(|p| p["status"]["phase"] == "Running").count() as u64
+    }
+
+    fn cloud_instance(&self, claim: &str) -> Option<u32> {
+        futures::executor::block_on(self.cloud.instances()).unwrap().into_iter().find(|i| i.claim == claim).map(|i| i.offering)
+    }
+
+    /// One pass of the controllers, as `nodewright run` orders them, then
+    /// the rest of the cluster; 20 s pass.
+    async fn pass(&mut self) {
+        let pools = self.cluster.node_pools().await.unwrap();
+        self.cluster.sync_registrations(&pools).await.unwrap();
+        self.provisioner.provision().await.unwrap();
+        self.disruption.reconcile().await.unwrap();
+        self.stand_in();
+        self.clock.fetch_add(20, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn a_nodeclaim_deleted_by_hand_is_drained_through_its_pdb_terminated_and_its_finalizer_removed() {
+    let mut h = Harness::new();
+    h.server.put(node_pool());
+    h.server.put(pod("web-1"));
+    h.server.put(pod("web-2"));
+    h.server.put(json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": { "name": "web", "namespace": "shop" },
+        "spec": { "minAvailable": 1, "selector": { "matchLabels": { "app": "web" } } },
+        "status": { "disruptionsAllowed": 0 }
+    }));
+    for _ in 0..6 {
+        h.pass().await;
+    }
+    let claims = h.server.list("NodeClaim");
+    assert_eq!(claims.len(), 1, "{claims:#?}");
+    let first = claims[0]["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(claims[0]["metadata"]["finalizers"], json!([FINALIZER]));
+    assert_eq!(h.running(), 2, "both pods run on {first}");
+    let instance = h.cloud_instance(&first).expect("its instance runs");
+
+    // kubectl delete nodeclaim: the finalizer holds it.
+    assert_eq!(h.server.delete("NodeClaim", "", &first), 200);
+    assert!(h.server.get("NodeClaim", "", &first).unwrap()["metadata"]["deletionTimestamp"].is_string());
+    let mut passes = 0;
+    while h.server.get("NodeClaim", "", &first).is_some() {
+        h.pass().await;
+        passes += 1;
+        assert!(h.running() >= 1, "the budget keeps one pod running at every step (pass {passes})");
+        assert!(passes < 40, "the claim is still there after {passes} passes: {:#?}", h.server.get("NodeClaim", "", &first));
+    }
+    // The instance is terminated, the node is gone, both pods run on the
+    // replacement, and each left through the Eviction API.
+    assert!(h.cloud_instance(&first).is_none(), "the instance of {first} ({instance}) is terminated");
+    assert!(h.server.get("Node", "", &first).is_none());
+    let claims = h.server.list("NodeClaim");
+    assert_eq!(claims.len(), 1, "one replacement: {claims:#?}");
+    let second = claims[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let pods = h.server.list("Pod");
+    assert!(pods.iter().all(|p| p["spec"]["nodeName"] == json!(second) && p["status"]["phase"] == "Running"), "{pods:#?}");
+    let evictions = h.server.evictions();
+    let mut accepted: Vec<&str> = evictions.iter().filter(|e| e.1).map(|e| e.0.as_str()).collect();
+    accepted.sort_unstable();
+    assert_eq!(accepted, vec!["shop/web-1", "shop/web-2"], "each pod left once, through the Eviction API: {evictions:?}");
+    assert!(evictions.iter().any(|e| !e.1), "the budget refused the second eviction until the first pod ran again: {evictions:?}");
+    assert_eq!(h.cloud.instances().await.unwrap().len(), 1, "no instance leaked");
+    assert_eq!(h.server.unexpected(), Vec::<String>::new());
+}

@@ -1,0 +1,3 @@
+//! Test support shared by the kube-rs tests.
+
+pub mod apiserver;
