@@ -218,6 +218,34 @@ impl KubeCluster {
         &self.namespace
     }
 
+    /// Node name → the NodeClaim it belongs to: by the claim's
+    /// `status.nodeName` (kept after the node is gone), or by providerID
+    /// for a node registration has not linked yet. In the model a managed
+    /// node is named after its NodeClaim, as EC2 names the Node itself
+    /// (`ip-10-0-1-23.ec2.internal`).
+    async fn claims_by_node(&self) -> Result<HashMap<String, String>, ClusterError> {
+        let nodes = self.read_nodes().await?;
+        let by_provider: HashMap<&str, &str> =
+            nodes.iter().filter_map(|n| Some((n.spec.as_ref()?.provider_id.as_deref()?, n.metadata.name.as_deref()?))).collect();
+        let mut map = HashMap::new();
+        for c in self.read_claims().await? {
+            let status = c.status.as_ref();
+            let node = status
+                .and_then(|s| s.node_name.clone())
+                .or_else(|| status.and_then(|s| s.provider_id.as_deref()).and_then(|p| by_provider.get(p)).map(|n| n.to_string()));
+            if let Some(node) = node {
+                map.insert(node, c.name_any());
+            }
+        }
+        Ok(map)
+    }
+
+    /// The Node behind model node `name`: a NodeClaim's node, or `name`.
+    async fn node_named(&self, name: &str) -> Result<String, ClusterError> {
+        let map = self.claims_by_node().await?;
+        Ok(map.into_iter().find(|(_, claim)| claim == name).map_or_else(|| name.to_string(), |(node, _)| node))
+    }
+
     fn claims_api(&self) -> Api<crd::NodeClaim> {
         Api::all(self.client.clone())
     }
@@ -258,16 +286,33 @@ impl KubeCluster {
 
     /// Link registered nodes to their NodeClaims by providerID (status
     /// `nodeName`, condition `Registered`), and once a node is Ready remove
-    /// its startup taints and mark the claim `Initialized`. Returns the
-    /// claims newly initialised.
+    /// its startup taints and mark the claim `Initialized`; delete the
+    /// NodeClaim of a node deleted by hand. Returns the claims newly
+    /// initialised.
     pub async fn sync_registrations(&self, pools: &[NodePool]) -> Result<Vec<String>, ClusterError> {
         let nodes: Api<core::Node> = Api::all(self.client.clone());
         let node_list = self.read_nodes().await?;
         let by_provider: HashMap<&str, &core::Node> =
             node_list.iter().filter_map(|n| Some((n.spec.as_ref()?.provider_id.as_deref()?, n.as_ref()))).collect();
         let mut initialised = Vec::new();
+        let node_names: std::collections::HashSet<String> =
+            node_list.iter().filter(|n| n.metadata.deletion_timestamp.is_none()).map(|n| n.name_any()).collect();
         for claim in self.read_claims().await? {
             let status = claim.status.clone().unwrap_or_default();
+            // A Node deleted by hand (`kubectl delete node`) deletes its
+            // NodeClaim: the claim is drained and terminated like any other.
+            if let Some(node) = status.node_name.as_deref()
+                && claim.metadata.deletion_timestamp.is_none()
+                && !node_names.contains(node)
+            {
+                tracing::info!(node_claim = %claim.name_any(), node, "the node was deleted: deleting its NodeClaim");
+                match self.claims_api().delete(&claim.name_any(), &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(ClusterError(format!("delete nodeclaim {} of deleted node {node}: {e}", claim.name_any()))),
+                }
+                continue;
+            }
             if status.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True") {
                 continue;
             }
@@ -417,13 +462,14 @@ impl Cluster for KubeCluster {
                 on_node.entry(node).or_default().push(convert::pod(&p, &mut specs, &keys).spec);
             }
         }
+        let claims_by_node = self.claims_by_node().await?;
         let mut nodes: Vec<ExistingNode> = list
             .iter()
             .map(|n| {
                 let labels = n.labels().clone();
                 let status = n.status.as_ref();
                 ExistingNode {
-                    name: n.name_any(),
+                    name: claims_by_node.get(&n.name_any()).cloned().unwrap_or_else(|| n.name_any()),
                     node_pool: labels.get(nodewright_core::model::well_known::NODE_POOL).cloned(),
                     taints: n.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().filter_map(convert::taint).collect(),
                     allocatable: convert::node_resources(status.and_then(|s| s.allocatable.as_ref())),
@@ -452,7 +498,14 @@ impl Cluster for KubeCluster {
             ) else {
                 continue;
             };
-            nodes.push(ExistingNode::launched(&claim.name_any(), pool, &catalog.offerings[offering as usize], &daemonsets));
+            let mut node = ExistingNode::launched(&claim.name_any(), pool, &catalog.offerings[offering as usize], &daemonsets);
+            // Being deleted, or its node was (it registered once): it holds
+            // its pods until they are drained, but takes no new ones.
+            node.schedulable = claim.metadata.deletion_timestamp.is_none() && status.node_name.is_none();
+            if let Some(gone) = &status.node_name {
+                node.pods.extend(on_node.remove(gone).unwrap_or_default());
+            }
+            nodes.push(node);
         }
         Ok(nodes)
     }
@@ -554,8 +607,9 @@ impl Cluster for KubeCluster {
     async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, ClusterError> {
         let mut specs = HashMap::new();
         let keys = self.annotation_keys();
+        let node = self.node_named(node).await?;
         Ok(self
-            .pods(Pods::On(node))
+            .pods(Pods::On(&node))
             .await?
             .iter()
             .filter(|p| !convert::is_daemon_pod(p))
@@ -566,12 +620,16 @@ impl Cluster for KubeCluster {
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
         let mut specs = HashMap::new();
         let keys = self.annotation_keys();
+        let claims_by_node = self.claims_by_node().await?;
         Ok(self
             .pods(Pods::Bound)
             .await?
             .iter()
             .filter(|p| !convert::is_daemon_pod(p))
-            .filter_map(|p| Some((p.spec.as_ref()?.node_name.clone()?, convert::pod(p, &mut specs, &keys))))
+            .filter_map(|p| {
+                let node = p.spec.as_ref()?.node_name.clone()?;
+                Some((claims_by_node.get(&node).cloned().unwrap_or(node), convert::pod(p, &mut specs, &keys)))
+            })
             .collect())
     }
 
@@ -628,7 +686,8 @@ impl Cluster for KubeCluster {
 
     async fn drain(&self, node: &str) -> Result<Vec<String>, ClusterError> {
         let mut removed = Vec::new();
-        for p in self.pods(Pods::On(node)).await? {
+        let node = self.node_named(node).await?;
+        for p in self.pods(Pods::On(&node)).await? {
             if convert::is_daemon_pod(&p) {
                 continue;
             }
@@ -665,6 +724,7 @@ impl Cluster for KubeCluster {
 
 impl KubeCluster {
     async fn set_unschedulable(&self, node: &str, value: bool) -> Result<(), ClusterError> {
+        let node = &self.node_named(node).await?;
         let api: Api<core::Node> = Api::all(self.client.clone());
         let patch = serde_json::json!({ "spec": { "unschedulable": value } });
         match api.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {

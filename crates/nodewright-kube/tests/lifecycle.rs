@@ -87,12 +87,15 @@ impl Harness {
         // A launched claim's node registers, Ready, named after the claim
         // and carrying its startup taints.
         for claim in self.server.list("NodeClaim") {
-            let name = claim["metadata"]["name"].as_str().unwrap().to_string();
+            let claim_name = claim["metadata"]["name"].as_str().unwrap().to_string();
             let Some(provider) = claim["status"]["providerID"].as_str() else { continue };
-            if claim["metadata"].get("deletionTimestamp").is_some() || self.server.get("Node", "", &name).is_some() {
+            let registered = self.server.list("Node").iter().any(|n| n["spec"]["providerID"] == json!(provider));
+            if claim["metadata"].get("deletionTimestamp").is_some() || registered {
                 continue;
             }
-            let instance = self.cloud_instance(&name).expect("a launched claim has an instance");
+            let instance = self.cloud_instance(&claim_name).expect("a launched claim has an instance");
+            // Named as EC2 names it, not after the claim.
+            let name = format!("ip-10-0-{}.ec2.internal", provider.rsplit('-').next().unwrap_or_default().trim_start_matches('0'));
             let offering = &self.catalog.offerings[instance as usize];
             let resources = json!({ "cpu": format!("{}m", offering.allocatable.cpu_millis), "memory": format!("{}", offering.allocatable.memory_bytes), "pods": "58" });
             self.server.put(json!({
@@ -154,9 +157,10 @@ impl Harness {
     }
 }
 
-#[tokio::test]
-async fn a_nodeclaim_deleted_by_hand_is_drained_through_its_pdb_terminated_and_its_finalizer_removed() {
-    let mut h = Harness::new();
+/// A NodePool, two pods of one workload behind a PodDisruptionBudget of
+/// minAvailable 1, and passes until both run on one node: its claim's
+/// name, and the node's.
+async fn two_pods_running(h: &mut Harness) -> (String, String) {
     h.server.put(node_pool());
     h.server.put(pod("web-1"));
     h.server.put(pod("web-2"));
@@ -171,28 +175,31 @@ async fn a_nodeclaim_deleted_by_hand_is_drained_through_its_pdb_terminated_and_i
     }
     let claims = h.server.list("NodeClaim");
     assert_eq!(claims.len(), 1, "{claims:#?}");
-    let first = claims[0]["metadata"]["name"].as_str().unwrap().to_string();
     assert_eq!(claims[0]["metadata"]["finalizers"], json!([FINALIZER]));
-    assert_eq!(h.running(), 2, "both pods run on {first}");
-    let instance = h.cloud_instance(&first).expect("its instance runs");
+    let first = claims[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let node = claims[0]["status"]["nodeName"].as_str().expect("the claim knows its node").to_string();
+    assert!(node.starts_with("ip-10-0-"), "{node}");
+    assert_eq!(h.running(), 2, "both pods run on {node}");
+    (first, node)
+}
 
-    // kubectl delete nodeclaim: the finalizer holds it.
-    assert_eq!(h.server.delete("NodeClaim", "", &first), 200);
-    assert!(h.server.get("NodeClaim", "", &first).unwrap()["metadata"]["deletionTimestamp"].is_string());
+/// Passes until NodeClaim `first` is gone; then its instance is
+/// terminated, its node gone, both pods run on the one replacement, each
+/// having left through the Eviction API while the budget held.
+async fn drained_onto_a_replacement(h: &mut Harness, first: &str, node: &str) {
+    let instance = h.cloud_instance(first).expect("its instance runs");
     let mut passes = 0;
-    while h.server.get("NodeClaim", "", &first).is_some() {
+    while h.server.get("NodeClaim", "", first).is_some() {
         h.pass().await;
         passes += 1;
         assert!(h.running() >= 1, "the budget keeps one pod running at every step (pass {passes})");
-        assert!(passes < 40, "the claim is still there after {passes} passes: {:#?}", h.server.get("NodeClaim", "", &first));
+        assert!(passes < 40, "the claim is still there after {passes} passes: {:#?} evictions {:?} pods {:#?} claims {:?}", h.server.get("NodeClaim", "", first).map(|c| c["status"].clone()), h.server.evictions(), h.server.list("Pod").iter().map(|p| (p["metadata"]["name"].clone(), p["spec"]["nodeName"].clone(), p["status"]["phase"].clone())).collect::<Vec<_>>(), h.server.list("NodeClaim").iter().map(|c| c["metadata"]["name"].clone()).collect::<Vec<_>>());
     }
-    // The instance is terminated, the node is gone, both pods run on the
-    // replacement, and each left through the Eviction API.
-    assert!(h.cloud_instance(&first).is_none(), "the instance of {first} ({instance}) is terminated");
-    assert!(h.server.get("Node", "", &first).is_none());
+    assert!(h.cloud_instance(first).is_none(), "the instance of {first} ({instance}) is terminated");
+    assert!(h.server.get("Node", "", node).is_none());
     let claims = h.server.list("NodeClaim");
     assert_eq!(claims.len(), 1, "one replacement: {claims:#?}");
-    let second = claims[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let second = claims[0]["status"]["nodeName"].as_str().expect("the replacement registered").to_string();
     let pods = h.server.list("Pod");
     assert!(pods.iter().all(|p| p["spec"]["nodeName"] == json!(second) && p["status"]["phase"] == "Running"), "{pods:#?}");
     let evictions = h.server.evictions();
@@ -202,4 +209,24 @@ async fn a_nodeclaim_deleted_by_hand_is_drained_through_its_pdb_terminated_and_i
     assert!(evictions.iter().any(|e| !e.1), "the budget refused the second eviction until the first pod ran again: {evictions:?}");
     assert_eq!(h.cloud.instances().await.unwrap().len(), 1, "no instance leaked");
     assert_eq!(h.server.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_nodeclaim_deleted_by_hand_is_drained_through_its_pdb_terminated_and_its_finalizer_removed() {
+    let mut h = Harness::new();
+    let (first, node) = two_pods_running(&mut h).await;
+    // kubectl delete nodeclaim: the finalizer holds it.
+    assert_eq!(h.server.delete("NodeClaim", "", &first), 200);
+    assert!(h.server.get("NodeClaim", "", &first).unwrap()["metadata"]["deletionTimestamp"].is_string());
+    drained_onto_a_replacement(&mut h, &first, &node).await;
+}
+
+#[tokio::test]
+async fn a_node_deleted_by_hand_deletes_its_nodeclaim_which_is_drained_and_terminated_the_same_way() {
+    let mut h = Harness::new();
+    let (first, node) = two_pods_running(&mut h).await;
+    // kubectl delete node: the node goes at once; its claim follows.
+    assert_eq!(h.server.delete("Node", "", &node), 200);
+    assert!(h.server.get("Node", "", &node).is_none());
+    drained_onto_a_replacement(&mut h, &first, &node).await;
 }
