@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use nodewright_core::cloud::{CloudProvider, SimulatedCloud, SimulatedCloudConfig};
+use nodewright_core::cloud::{CloudError, CloudProvider, Instance, LaunchError, LaunchRequest, SimulatedCloud, SimulatedCloudConfig};
 use nodewright_core::cluster::Cluster;
 use nodewright_core::disruption::{DisruptionController, DisruptionSettings};
 use nodewright_core::model::{Catalog, well_known};
@@ -24,6 +24,9 @@ use serde_json::{Value, json};
 use support::apiserver::ApiServer;
 
 const FINALIZER: &str = "nodewright.io/termination";
+/// Every controller process of a test draws NodeClaim names from this
+/// seed: a restarted one first draws the names its predecessor took.
+const NAME_SEED: u64 = 11;
 
 fn node_pool() -> Value {
     json!({
@@ -49,14 +52,84 @@ fn pod(name: &str) -> Value {
     })
 }
 
+/// Where the controller process is killed: the step the cloud is asked
+/// to do completes (`After…`) or does not start (`Before…`), and the
+/// process stops there (a panic, caught by the test), leaving the API
+/// server and the cloud as a kill would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrashPoint {
+    /// The NodeClaim is created; CreateFleet is not sent.
+    BeforeLaunch,
+    /// CreateFleet succeeded; the launch is not recorded on the claim.
+    AfterLaunch,
+    /// The node is drained; the instance is not terminated.
+    BeforeTerminate,
+    /// The instance is terminated; the finalizer is not removed.
+    AfterTerminate,
+}
+
+/// The simulated cloud, with a crash point armed at most once.
+struct CrashingCloud {
+    inner: SimulatedCloud,
+    armed: std::sync::Mutex<Option<CrashPoint>>,
+}
+
+impl CrashingCloud {
+    fn crash_if(&self, point: CrashPoint) {
+        let hit = {
+            let mut armed = self.armed.lock().unwrap();
+            let hit = *armed == Some(point);
+            if hit {
+                *armed = None;
+            }
+            hit
+        };
+        if hit {
+            panic!("killed at {point:?}");
+        }
+    }
+}
+
+impl CloudProvider for CrashingCloud {
+    fn catalog(&self) -> Arc<Catalog> {
+        self.inner.catalog()
+    }
+
+    fn unavailable(&self) -> std::collections::HashSet<u32> {
+        self.inner.unavailable()
+    }
+
+    fn mark_unavailable(&self, index: u32) {
+        self.inner.mark_unavailable(index)
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<Instance, LaunchError> {
+        self.crash_if(CrashPoint::BeforeLaunch);
+        let launched = self.inner.launch(request).await;
+        self.crash_if(CrashPoint::AfterLaunch);
+        launched
+    }
+
+    async fn terminate(&self, instance_id: &str) -> Result<(), CloudError> {
+        self.crash_if(CrashPoint::BeforeTerminate);
+        let done = self.inner.terminate(instance_id).await;
+        self.crash_if(CrashPoint::AfterTerminate);
+        done
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>, CloudError> {
+        self.inner.instances().await
+    }
+}
+
 /// A cluster: the API server, the simulated cloud, the controllers on one
 /// test clock.
 struct Harness {
     server: ApiServer,
-    cloud: Arc<SimulatedCloud>,
+    cloud: Arc<CrashingCloud>,
     cluster: Arc<KubeCluster>,
-    provisioner: Arc<Provisioner<SimulatedCloud, KubeCluster>>,
-    disruption: DisruptionController<SimulatedCloud, KubeCluster>,
+    provisioner: Arc<Provisioner<CrashingCloud, KubeCluster>>,
+    disruption: DisruptionController<CrashingCloud, KubeCluster>,
     clock: Arc<AtomicU64>,
     catalog: Arc<Catalog>,
     _cache: tempfile::TempDir,
@@ -72,20 +145,47 @@ impl Harness {
             let clock = clock.clone();
             Arc::new(move || Duration::from_secs(clock.load(Ordering::Relaxed)))
         };
-        let cloud = Arc::new(SimulatedCloud::new(catalog.clone(), SimulatedCloudConfig::default(), now.clone()));
+        let inner = SimulatedCloud::new(catalog.clone(), SimulatedCloudConfig::default(), now.clone());
+        let cloud = Arc::new(CrashingCloud { inner, armed: std::sync::Mutex::new(None) });
         let for_cluster = catalog.clone();
         let cluster = Arc::new(KubeCluster::new(client, "nodewright", Arc::new(move || for_cluster.clone())));
         let (runtime, cache) = common::runtime();
-        let provisioner =
-            Arc::new(Provisioner::new(cloud.clone(), cluster.clone(), Arc::new(PolicyRegistry::new(runtime))).with_clock(now));
+        let provisioner = Arc::new(
+            Provisioner::new(cloud.clone(), cluster.clone(), Arc::new(PolicyRegistry::new(runtime))).with_clock(now).with_name_seed(NAME_SEED),
+        );
         let disruption = DisruptionController::new(provisioner.clone(), cluster.clone(), DisruptionSettings::default());
         Harness { server, cloud, cluster, provisioner, disruption, clock, catalog, _cache: cache }
     }
 
+    /// A new controller process against the same API server and cloud
+    /// (the previous one was killed, or lost the lease): fresh controllers
+    /// whose NodeClaim names come from the same seed, so the first it draws
+    /// are taken; crash recovery runs first, as `nodewright run` does on
+    /// becoming leader.
+    async fn restart(&mut self) -> (Vec<String>, Vec<String>) {
+        let (runtime, cache) = common::runtime();
+        let now = self.provisioner.clock();
+        self.provisioner = Arc::new(
+            Provisioner::new(self.cloud.clone(), self.cluster.clone(), Arc::new(PolicyRegistry::new(runtime)))
+                .with_clock(now)
+                .with_name_seed(NAME_SEED),
+        );
+        self.disruption = DisruptionController::new(self.provisioner.clone(), self.cluster.clone(), DisruptionSettings::default());
+        self._cache = cache;
+        self.provisioner.reconcile().await.unwrap()
+    }
+
+    /// A pass in which the process is killed at `point`.
+    async fn pass_killed_at(&mut self, point: CrashPoint) {
+        *self.cloud.armed.lock().unwrap() = Some(point);
+        let killed = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(self.controllers())).await;
+        assert!(killed.is_err(), "the pass reached {point:?}");
+        assert_eq!(*self.cloud.armed.lock().unwrap(), None);
+    }
+
     /// The kubelet, the scheduler and the workload controllers, once.
     fn stand_in(&self) {
-        // A launched claim's node registers, Ready, named after the claim
-        // and carrying its startup taints.
+        // A launched claim's node registers, Ready, with its startup taints.
         for claim in self.server.list("NodeClaim") {
             let claim_name = claim["metadata"]["name"].as_str().unwrap().to_string();
             let Some(provider) = claim["status"]["providerID"].as_str() else { continue };
@@ -142,18 +242,39 @@ impl Harness {
     }
 
     fn cloud_instance(&self, claim: &str) -> Option<u32> {
-        futures::executor::block_on(self.cloud.instances()).unwrap().into_iter().find(|i| i.claim == claim).map(|i| i.offering)
+        futures::executor::block_on(self.cloud.inner.instances()).unwrap().into_iter().find(|i| i.claim == claim).map(|i| i.offering)
     }
 
     /// One pass of the controllers, as `nodewright run` orders them, then
     /// the rest of the cluster; 20 s pass.
     async fn pass(&mut self) {
+        self.controllers().await;
+        self.stand_in();
+        self.clock.fetch_add(20, Ordering::Relaxed);
+    }
+
+    async fn controllers(&mut self) {
         let pools = self.cluster.node_pools().await.unwrap();
         self.cluster.sync_registrations(&pools).await.unwrap();
         self.provisioner.provision().await.unwrap();
         self.disruption.reconcile().await.unwrap();
-        self.stand_in();
-        self.clock.fetch_add(20, Ordering::Relaxed);
+    }
+
+    /// Nothing leaked, nothing twice, nothing stuck, every pod placed:
+    /// one instance per NodeClaim and the reverse, no claim being deleted,
+    /// every pod running.
+    async fn settled(&self) {
+        let claims: Vec<String> = self.server.list("NodeClaim").iter().map(|c| c["metadata"]["name"].as_str().unwrap().to_string()).collect();
+        let mut backed: Vec<String> = self.cloud.instances().await.unwrap().into_iter().map(|i| i.claim).collect();
+        backed.sort();
+        let mut sorted = claims.clone();
+        sorted.sort();
+        assert_eq!(backed, sorted, "one instance per NodeClaim");
+        let stuck: Vec<Value> = self.server.list("NodeClaim").into_iter().filter(|c| c["metadata"].get("deletionTimestamp").is_some()).collect();
+        assert!(stuck.is_empty(), "{stuck:#?}");
+        let pods = self.server.list("Pod");
+        assert!(pods.iter().all(|p| p["status"]["phase"] == "Running"), "{pods:#?}");
+        assert_eq!(self.server.unexpected(), Vec::<String>::new());
     }
 }
 
@@ -229,4 +350,78 @@ async fn a_node_deleted_by_hand_deletes_its_nodeclaim_which_is_drained_and_termi
     assert_eq!(h.server.delete("Node", "", &node), 200);
     assert!(h.server.get("Node", "", &node).is_none());
     drained_onto_a_replacement(&mut h, &first, &node).await;
+}
+
+#[tokio::test]
+async fn a_crash_in_launch_or_termination_leaves_nothing_leaked_duplicated_or_stuck_after_a_restart() {
+    for point in [CrashPoint::BeforeLaunch, CrashPoint::AfterLaunch] {
+        let mut h = Harness::new();
+        h.server.put(node_pool());
+        h.server.put(pod("web-1"));
+        h.server.put(pod("web-2"));
+        h.pass_killed_at(point).await;
+        let claims = h.server.list("NodeClaim");
+        assert_eq!(claims.len(), 1, "{point:?}: the claim was created");
+        assert!(claims[0]["status"].get("instanceID").is_none(), "{point:?}: the launch was not recorded");
+        let (adopted, deleted) = h.restart().await;
+        let name = claims[0]["metadata"]["name"].as_str().unwrap().to_string();
+        match point {
+            CrashPoint::BeforeLaunch => assert_eq!((adopted, deleted), (vec![], vec![name]), "nothing to adopt: the claim goes"),
+            _ => assert_eq!((adopted, deleted), (vec![name], vec![]), "the instance is adopted"),
+        }
+        for _ in 0..6 {
+            h.pass().await;
+        }
+        h.settled().await;
+        assert_eq!(h.server.list("NodeClaim").len(), 1, "{point:?}");
+    }
+    for point in [CrashPoint::BeforeTerminate, CrashPoint::AfterTerminate] {
+        let mut h = Harness::new();
+        let (first, _) = two_pods_running(&mut h).await;
+        assert_eq!(h.server.delete("NodeClaim", "", &first), 200);
+        // Passes until the one that is killed.
+        *h.cloud.armed.lock().unwrap() = Some(point);
+        let mut passes = 0;
+        loop {
+            let killed = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(h.controllers())).await.is_err();
+            h.stand_in();
+            h.clock.fetch_add(20, Ordering::Relaxed);
+            if killed {
+                break;
+            }
+            passes += 1;
+            assert!(passes < 40, "{point:?} was never reached");
+        }
+        assert!(h.server.get("NodeClaim", "", &first).is_some(), "{point:?}: the finalizer still holds the claim");
+        h.restart().await;
+        let mut passes = 0;
+        while h.server.get("NodeClaim", "", &first).is_some() {
+            h.pass().await;
+            passes += 1;
+            assert!(passes < 40, "{point:?}: the claim is stuck after the restart");
+        }
+        h.settled().await;
+        assert!(h.cloud_instance(&first).is_none(), "{point:?}");
+    }
+}
+
+#[tokio::test]
+async fn after_failover_the_new_leader_draws_fresh_names_launches_nothing_twice_and_places_every_pod() {
+    let mut h = Harness::new();
+    let (first, _) = two_pods_running(&mut h).await;
+    // More pods arrive; the leader stops; the standby takes over with the
+    // same name seed, so the first name it draws is taken.
+    for name in ["web-3", "web-4"] {
+        let mut p = pod(name);
+        p["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("1500m");
+        h.server.put(p);
+    }
+    let (adopted, deleted) = h.restart().await;
+    assert!(adopted.is_empty() && deleted.is_empty());
+    for _ in 0..6 {
+        h.pass().await;
+    }
+    let claims: Vec<String> = h.server.list("NodeClaim").iter().map(|c| c["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    assert!(claims.len() >= 2 && claims.contains(&first), "{claims:?}");
+    h.settled().await;
 }

@@ -917,8 +917,18 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 None => Ok(()),
             };
             if let Err(e) = terminated {
-                tracing::warn!(node, "terminate failed, retried next pass: {e}");
-                return Ok(Drained::Waiting);
+                // Already terminated (by a process that stopped before it
+                // could remove the finalizer): nothing runs it any more.
+                let id = claim.instance.as_ref().map(|i| i.id.as_str());
+                let running = match self.cloud.instances().await {
+                    Ok(instances) => instances.iter().any(|i| Some(i.id.as_str()) == id),
+                    Err(_) => true,
+                };
+                if running {
+                    tracing::warn!(node, "terminate failed, retried next pass: {e}");
+                    return Ok(Drained::Waiting);
+                }
+                tracing::info!(node, "its instance is already gone: {e}");
             }
             self.cluster.delete_node_claim(node).await?;
             tracing::info!(node, ?reason, "node disrupted");
