@@ -16,6 +16,9 @@
 //!
 //! A request it does not understand is answered 400 and recorded in
 //! `unexpected`, which tests assert empty.
+//!
+//! Shared by several test crates, each using part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +49,9 @@ struct State {
     unexpected: Vec<String>,
     /// Evictions: (`namespace/name`, accepted).
     evictions: Vec<(String, bool)>,
+    /// Requests answered with an error instead: (method, path fragment,
+    /// status code, times left).
+    faults: Vec<(Method, String, u16, usize)>,
 }
 
 /// The server; clones share it.
@@ -192,8 +198,21 @@ fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
     (code, json!({ "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "code": code, "reason": reason, "message": message }))
 }
 
+/// Now as RFC 3339 (UTC, seconds).
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
 impl ApiServer {
@@ -257,6 +276,12 @@ impl ApiServer {
             return self.update(collection, ns, name, &rest, false, true).0;
         }
         code
+    }
+
+    /// Answer the next `times` requests of `method` whose path contains
+    /// `fragment` with `code` (an Internal error, say), changing nothing.
+    pub fn fail(&self, method: Method, fragment: &str, code: u16, times: usize) {
+        self.state().faults.push((method, fragment.to_string(), code, times));
     }
 
     /// Evictions asked for: (`namespace/name`, accepted), in order.
@@ -433,6 +458,18 @@ impl ApiServer {
         let params = query(&uri);
         let bytes = axum::body::to_bytes(request.into_body(), 64 << 20).await.unwrap_or_default();
         let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        let fault = {
+            let mut state = self.state();
+            let hit = state.faults.iter_mut().find(|f| f.0 == method && uri.path().contains(&f.1) && f.3 > 0);
+            hit.map(|f| {
+                f.3 -= 1;
+                f.2
+            })
+        };
+        if let Some(code) = fault {
+            let (code, reply) = status(code, "InternalError", &format!("injected failure of {method} {}", uri.path()));
+            return Response::builder().status(code).body(AxumBody::from(serde_json::to_vec(&reply).unwrap_or_default())).expect("a response");
+        }
         let Some(target) = parse_path(uri.path()) else {
             return self.refuse(&method, &uri);
         };

@@ -284,13 +284,13 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
 /// One pass of every controller, as the leader. Each step is supervised:
 /// its error or panic is logged and counted, and the steps after it run
 /// (a failed NodePool status patch must not stop provisioning).
-async fn pass(
+async fn pass<C: CloudProvider>(
     cluster: &Arc<KubeCluster>,
-    provisioner: &Arc<nodewright_core::provisioning::Provisioner<nodewright_aws::ec2::Ec2Cloud, KubeCluster>>,
-    disruption: &mut nodewright_core::disruption::DisruptionController<nodewright_aws::ec2::Ec2Cloud, KubeCluster>,
+    provisioner: &Arc<nodewright_core::provisioning::Provisioner<C, KubeCluster>>,
+    disruption: &mut nodewright_core::disruption::DisruptionController<C, KubeCluster>,
     plugins: &PluginReconciler,
     metrics: &Metrics,
-    cloud: &Arc<nodewright_aws::ec2::Ec2Cloud>,
+    cloud: &Arc<C>,
 ) {
     let failed = |f: StepFailure| metrics.step_failed(f.step(), f.kind());
     let pools = match supervised("read NodePools", cluster.node_pools()).await {
@@ -366,9 +366,63 @@ async fn http_server(listen: SocketAddr, metrics: Arc<Metrics>, ready: Arc<Atomi
     Ok(())
 }
 
+/// The stateful API server the kube-rs tests use.
+#[cfg(test)]
+#[path = "../../../nodewright-kube/tests/support/apiserver.rs"]
+mod test_apiserver;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use super::test_apiserver as apiserver;
+
+    /// One pass against a stateful API server whose NodePool status patch
+    /// fails: the failure is counted, and provisioning and the steps after
+    /// it run all the same.
+    #[tokio::test]
+    async fn a_failing_nodepool_status_patch_does_not_stop_provisioning_that_pass() {
+        let (client, server) = apiserver::ApiServer::start();
+        server.put(serde_json::json!({
+            "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool", "metadata": { "name": "default" },
+            "spec": { "template": { "spec": { "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }] } },
+                      "policy": { "selection": { "plugin": "karpenter-like" } } }
+        }));
+        server.put(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "web-1", "namespace": "shop" },
+            "spec": { "containers": [{ "name": "web", "resources": { "requests": { "cpu": "500m", "memory": "1Gi" } } }] },
+            "status": { "phase": "Pending", "conditions": [{ "type": "PodScheduled", "status": "False", "reason": "Unschedulable" }] }
+        }));
+        server.fail(http::Method::PATCH, "/nodepools/default/status", 500, 1);
+        let catalog = Arc::new(nodewright_core::model::Catalog::bundled_types(60));
+        let cloud = Arc::new(nodewright_core::cloud::SimulatedCloud::new(
+            catalog.clone(),
+            Default::default(),
+            Arc::new(|| Duration::ZERO),
+        ));
+        let cluster = Arc::new(KubeCluster::new(client.clone(), "nodewright", Arc::new(move || catalog.clone())));
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = nodewright_core::policy::PolicyRuntime::new(nodewright_core::policy::RuntimeConfig {
+            cache_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+        let registry = Arc::new(nodewright_core::policy::PolicyRegistry::new(runtime));
+        let provisioner = Arc::new(nodewright_core::provisioning::Provisioner::new(cloud.clone(), cluster.clone(), registry.clone()));
+        let mut disruption = nodewright_core::disruption::DisruptionController::new(provisioner.clone(), cluster.clone(), Default::default());
+        let plugins = PluginReconciler::new(client, "nodewright", registry);
+        let metrics = Metrics::new();
+        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud).await;
+        let text = metrics.encode();
+        assert!(text.contains("step=\"NodePool status\""), "the failure is counted: {text}");
+        assert_eq!(server.list("NodeClaim").len(), 1, "provisioning ran: a NodeClaim for the pending pod");
+        assert_eq!(cloud.instances().await.unwrap().len(), 1, "and its instance was launched");
+        // The next pass writes the status.
+        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud).await;
+        let pool = server.get("NodePool", "", "default").unwrap();
+        assert_eq!(pool["status"]["conditions"][0]["type"], "Ready", "{pool:#}");
+        assert_eq!(server.unexpected(), Vec::<String>::new());
+    }
 
     #[test]
     fn the_example_config_loads_and_a_bad_field_is_named() {
