@@ -12,3 +12,4 @@ pub mod provisioning;
 pub mod scheduling;
 pub mod sim;
 pub mod supervise;
+pub mod termination;

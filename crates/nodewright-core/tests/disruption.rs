@@ -7,13 +7,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::component;
-use nodewright_core::cloud::SimulatedCloudConfig;
+use nodewright_core::cloud::{CloudProvider, SimulatedCloudConfig};
 use nodewright_core::cluster::Cluster;
 use nodewright_core::disruption::{DisruptionReport, DisruptionSettings, Reason, RejectKind};
 use nodewright_core::model::{
     Budget, BudgetNodes, CapacityType, Catalog, IntOrPercent, LabelSelector, NodePool, PdbLimit, PodDisruptionBudget, PodSpec,
     Requirement, well_known,
 };
+use nodewright_core::interruption::InterruptionKind;
 use nodewright_core::provisioning::ClaimSpec;
 use nodewright_core::sim::{SimClock, WorldSettings};
 
@@ -540,4 +541,45 @@ fn a_node_claim_deleted_with_its_node_pool_is_still_terminated() {
     // Its pod waits for a NodePool that can hold it.
     assert_eq!(w.cluster.pending_names(), pods);
     assert!(w.rejections().is_empty(), "{:?}", w.rejections());
+}
+
+#[test]
+fn an_interruption_an_expiry_and_a_hand_deletion_each_end_through_the_one_termination_path() {
+    let mut expiring = pool();
+    expiring.consolidate_after = None;
+    expiring.expire_after = Some(Duration::from_secs(3600));
+    let mut w = world(vec![expiring]);
+    let (a, b, c) = (w.node("m5.xlarge"), w.node("m5.xlarge"), w.node("m5.xlarge"));
+    for (node, app) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        w.put(node, app, pod(500, 1), 1);
+    }
+    w.cloud.take_launched(); // registered already
+    let instance = |w: &World, claim: &str| w.cluster.node_claims().into_iter().find(|x| x.name == claim).unwrap().instance.unwrap().id;
+    // A spot interruption warning for a's instance (on-demand here: what
+    // matters is the path it takes).
+    let warned = instance(&w, &a);
+    let outcome = w.executor.block_on(w.interruption.handle_event("m1", InterruptionKind::SpotInterruption { instance: warned })).unwrap();
+    assert!(matches!(outcome, nodewright_core::interruption::Outcome::Replaced { .. }), "{outcome:?}");
+    w.settle();
+    // kubectl delete nodeclaim b.
+    assert!(w.cluster.request_deletion(&b));
+    w.run(120, 10);
+    // c (and the replacements, younger) expire after an hour.
+    w.run(3600, 60);
+    let counts = w.provisioner.terminator().counts();
+    assert_eq!(counts.get("interrupted"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("deleted"), Some(&1), "{counts:?}");
+    assert!(counts.get("expired").is_some_and(|&n| n >= 1), "{counts:?}");
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), vec!["deleted", "expired", "interrupted"]);
+    // Each NodeClaim released there had its instance terminated first.
+    let claims: Vec<String> = w.cluster.node_claims().into_iter().map(|x| x.name).collect();
+    for gone in [&a, &b, &c] {
+        assert!(!claims.contains(gone), "{gone} is released: {claims:?}");
+    }
+    let running: Vec<String> = w.executor.block_on(w.cloud.instances()).unwrap().into_iter().map(|i| i.claim).collect();
+    let mut sorted = claims.clone();
+    sorted.sort();
+    let mut backed = running.clone();
+    backed.sort();
+    assert_eq!(backed, sorted, "one instance per NodeClaim left, none leaked");
 }

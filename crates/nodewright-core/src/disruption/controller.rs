@@ -912,25 +912,9 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let pods = self.cluster.pods_on(node).await?;
         if pods.is_empty() {
             // A claim without an instance has nothing to terminate.
-            let terminated = match &claim.instance {
-                Some(instance) => self.cloud.terminate(&instance.id).await,
-                None => Ok(()),
-            };
-            if let Err(e) = terminated {
-                // Already terminated (by a process that stopped before it
-                // could remove the finalizer): nothing runs it any more.
-                let id = claim.instance.as_ref().map(|i| i.id.as_str());
-                let running = match self.cloud.instances().await {
-                    Ok(instances) => instances.iter().any(|i| Some(i.id.as_str()) == id),
-                    Err(_) => true,
-                };
-                if running {
-                    tracing::warn!(node, "terminate failed, retried next pass: {e}");
-                    return Ok(Drained::Waiting);
-                }
-                tracing::info!(node, "its instance is already gone: {e}");
+            if !self.provisioner.terminator().terminate(claim, reason.label()).await? {
+                return Ok(Drained::Waiting);
             }
-            self.cluster.delete_node_claim(node).await?;
             tracing::info!(node, ?reason, "node disrupted");
             *self.counts.nodes.entry(reason).or_default() += 1;
             report.terminated.push((node.into(), reason));

@@ -52,6 +52,17 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Its name in counts and metrics (`expired`, `deleted`, …).
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Empty => "empty",
+            Reason::Underutilized => "underutilized",
+            Reason::Drifted => "drifted",
+            Reason::Expired => "expired",
+            Reason::Deleted => "deleted",
+        }
+    }
+
     /// The name disruption budgets use (`reasons:`).
     pub fn budget_name(self) -> &'static str {
         match self {

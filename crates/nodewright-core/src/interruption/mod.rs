@@ -2,7 +2,8 @@
 //! interruption queue (spot interruption warnings, rebalance
 //! recommendations, instance state changes, scheduled maintenance), turned
 //! into actions on the cluster: cordon, launch the replacement first, drain,
-//! then delete the NodeClaim and terminate the instance.
+//! then terminate the instance and release the NodeClaim through the one
+//! termination path ([`crate::termination`]).
 //!
 //! A message is deleted once its action has started (or when it is
 //! malformed, foreign or about an instance this cluster does not own);
@@ -137,12 +138,12 @@ impl<C: CloudProvider, K: Cluster> InterruptionHandler<C, K> {
         let mut evicted = 0;
         for claim in &claims {
             evicted += self.cluster.drain(&claim.name).await?.len();
-            if let Some(instance) = &claim.instance
-                && let Err(e) = self.cloud.terminate(&instance.id).await
-            {
-                tracing::warn!(claim = %claim.name, "terminate: {e}");
+            // Through the one termination path; an instance that still runs
+            // after a failed terminate keeps its claim, and the message
+            // stays on the queue to be handled again.
+            if !self.provisioner.terminator().terminate(claim, "interrupted").await? {
+                return Err(ClusterError(format!("terminate the instance of {} failed; retried with the message", claim.name)));
             }
-            self.cluster.delete_node_claim(&claim.name).await?;
         }
         tracing::info!(message = id, kind = name, replacements = report.launched.len(), evicted, "node replaced");
         self.count(name, "replaced");

@@ -74,6 +74,7 @@ pub struct Provisioner<C, K> {
     name_seed: u64,
     clock: Clock,
     fleet: Arc<FleetTracker>,
+    terminator: Arc<crate::termination::Terminator<C, K>>,
 }
 
 pub use crate::model::{Clock, system_clock};
@@ -100,6 +101,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
     /// A provisioner over `cloud` and `cluster`, ranking with `registry`.
     pub fn new(cloud: Arc<C>, cluster: Arc<K>, registry: Arc<PolicyRegistry>) -> Self {
         Provisioner {
+            terminator: Arc::new(crate::termination::Terminator::new(cloud.clone(), cluster.clone())),
             cloud,
             cluster,
             registry,
@@ -137,6 +139,11 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
     pub fn with_commitments(mut self, commitments: crate::model::Commitments) -> Self {
         self.fleet = Arc::new(FleetTracker::new(commitments));
         self
+    }
+
+    /// The one place instances are terminated and NodeClaims released.
+    pub fn terminator(&self) -> &Arc<crate::termination::Terminator<C, K>> {
+        &self.terminator
     }
 
     /// The fleet state policies are told about.
