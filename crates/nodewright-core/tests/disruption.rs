@@ -148,6 +148,12 @@ impl World {
     fn rejections(&self) -> Vec<(RejectKind, String)> {
         self.reports.iter().flat_map(|(_, r)| r.rejected.iter().map(|x| (x.kind, x.message.clone()))).collect()
     }
+
+    /// The validation rule of each rejection, and the controller's count by rule.
+    fn rules(&self) -> (Vec<&'static str>, Vec<(&'static str, u64)>) {
+        let rules = self.reports.iter().flat_map(|(_, r)| r.rejected.iter().map(|x| x.rule)).collect();
+        (rules, self.world.disruption.counts().rejected_by_rule.iter().map(|(k, v)| (*k, *v)).collect())
+    }
 }
 
 /// A PodDisruptionBudget `default/APP` over the pods labelled `app: APP`.
@@ -287,6 +293,7 @@ fn a_blocking_pdb_stops_an_action() {
     assert!(!rejections.is_empty());
     assert_eq!(rejections[0].0, RejectKind::Pdb);
     assert_eq!(rejections[0].1, "PodDisruptionBudget default/api allows 0 evictions and the action evicts 2 of its pods");
+    assert_eq!(w.rules(), (vec!["pdb"], vec![("pdb", 1)]));
     // The state does not change, so the plan is not asked again every pass.
     assert_eq!(rejections.len(), 1, "{rejections:?}");
 }
@@ -313,6 +320,7 @@ fn an_exhausted_budget_stops_an_action() {
         rejections[0].1,
         "NodePool default's disruption budget allows 0 of its 2 nodes for Empty now; 0 are being disrupted and the action needs 1"
     );
+    assert_eq!(w.rules(), (vec!["budget"], vec![("budget", 1)]));
     let _ = idle;
 }
 
@@ -331,6 +339,7 @@ fn a_plugin_proposing_an_action_that_strands_pods_is_rejected() {
     assert_eq!(rejections[0].0, RejectKind::Strands);
     assert!(rejections[0].1.starts_with("pod a-0 would fit nowhere: "), "{}", rejections[0].1);
     assert!(rejections[0].1.ends_with("(and 1 more pods)"), "{}", rejections[0].1);
+    assert_eq!(w.rules(), (vec!["strands"], vec![("strands", 1)]));
 }
 
 #[test]

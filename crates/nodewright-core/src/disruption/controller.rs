@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::fit::{Member, View, describe_stranded, free_capacity};
+mod validation;
+
+use super::fit::{Member, View, free_capacity};
 use super::karpenter::{Choice, karpenter_like};
 use super::{Command, DisruptionSettings, Reason, RejectKind, Rejection, Replacement, budget};
 use crate::cloud::CloudProvider;
 use crate::cluster::{Cluster, ClusterError, Eviction};
-use crate::model::{CapacityType, ConsolidationPolicy, NodePool, Pod, Resources};
+use crate::model::{NodePool, Pod, Resources};
 use crate::policy::{ConsolidationAction, ConsolidationSnapshot, DecidedBy, PolicyRegistry, Role, SelectionRequest, SnapshotNode};
 use crate::provisioning::{ClaimSpec, Clock, LaunchedClaim, Provisioner, selection_slot};
 
@@ -59,6 +61,8 @@ pub struct DisruptionCounts {
     pub actions: BTreeMap<Reason, u64>,
     /// Actions rejected, by kind.
     pub rejected: BTreeMap<RejectKind, u64>,
+    /// Actions rejected, by the validation rule that rejected them.
+    pub rejected_by_rule: BTreeMap<&'static str, u64>,
     /// Pods evicted.
     pub pods_evicted: u64,
     /// Disruptions abandoned (the replacement failed or never became ready).
@@ -217,9 +221,9 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                     pass.accept(&view, &command);
                     self.start(&view, command, &mut report).await?;
                 }
-                Err((kind, message)) => {
+                Err((rule, kind, message)) => {
                     let message = format!("no longer valid after the {:?} wait: {message}", self.settings.validation_delay);
-                    self.reject(command, kind, message, &mut report);
+                    self.reject(command, rule, kind, message, &mut report);
                 }
             }
         }
@@ -372,136 +376,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         Ok(())
     }
 
-    /// Check `command` against the cluster as it is now, on top of `pass`.
-    fn validate(&self, view: &View, command: &Command, pass: &Pass) -> Result<(), (RejectKind, String)> {
-        let taken = &pass.taken;
-        let pool = view
-            .pool(&command.node_pool)
-            .ok_or_else(|| (RejectKind::UnknownNode, format!("NodePool {} does not exist", command.node_pool)))?;
-        if command.nodes.is_empty() {
-            return Err((RejectKind::UnknownNode, "the action names no node".into()));
-        }
-        let mut members = Vec::new();
-        for name in &command.nodes {
-            let member = view.member(name).ok_or_else(|| (RejectKind::UnknownNode, format!("node {name} is gone")))?;
-            if member.pool() != pool.name {
-                return Err((RejectKind::UnknownNode, format!("node {name} belongs to NodePool {}", member.pool())));
-            }
-            if taken.contains(name) {
-                return Err((RejectKind::UnknownNode, format!("node {name} is already being disrupted")));
-            }
-            members.push(member);
-        }
-        let forceful = matches!(command.reason, Reason::Expired | Reason::Deleted);
-        let consolidating = matches!(command.reason, Reason::Empty | Reason::Underutilized);
-        if !forceful {
-            for member in &members {
-                if let Some(pod) = member.pods.iter().find(|p| p.spec.do_not_disrupt) {
-                    return Err((
-                        RejectKind::NotDisruptable,
-                        format!("pod {} on node {} has karpenter.sh/do-not-disrupt", pod.name, member.name()),
-                    ));
-                }
-                if consolidating {
-                    self.candidate(pool, member)?;
-                }
-            }
-        }
-        if consolidating && pool.consolidation_policy == ConsolidationPolicy::WhenEmpty
-            && let Some(busy) = members.iter().find(|m| !m.pods.is_empty()) {
-                return Err((
-                    RejectKind::Policy,
-                    format!("NodePool {} consolidates WhenEmpty and node {} runs {} pods", pool.name, busy.name(), busy.pods.len()),
-                ));
-            }
-        if !forceful {
-            let pool_nodes = view.members.iter().filter(|m| m.pool() == pool.name).count();
-            let busy = self.busy(&pool.name, pass);
-            if let Some(allowed) = budget::allowed(pool, command.reason, pool_nodes, view.now)
-                && busy + command.nodes.len() > allowed as usize
-            {
-                return Err((
-                    RejectKind::Budget,
-                    format!(
-                        "NodePool {}'s disruption budget allows {allowed} of its {pool_nodes} nodes for {} now; {busy} are being disrupted and the action needs {}",
-                        pool.name,
-                        command.reason.budget_name(),
-                        command.nodes.len()
-                    ),
-                ));
-            }
-        }
-        let pods: Vec<Pod> = view.pods_of(&command.nodes).cloned().collect();
-        if !forceful {
-            for pdb in &view.pdbs {
-                let evicted = pods.iter().filter(|p| pdb.budget.selector.matches(&p.spec.labels)).count();
-                if evicted > pdb.disruptions_allowed as usize {
-                    return Err((
-                        RejectKind::Pdb,
-                        format!(
-                            "PodDisruptionBudget {} allows {} evictions and the action evicts {evicted} of its pods",
-                            pdb.budget.name, pdb.disruptions_allowed
-                        ),
-                    ));
-                }
-            }
-        }
-        // Everything on the move at once: the pods of this action, of those
-        // accepted before it and of the disruptions under way, onto the
-        // nodes that stay plus every replacement.
-        let mut gone: BTreeSet<&str> = taken.iter().map(String::as_str).collect();
-        gone.extend(command.nodes.iter().map(String::as_str));
-        let moving: Vec<String> = gone.iter().map(|n| n.to_string()).collect();
-        let all_pods: Vec<Pod> = view.pods_of(&moving).cloned().collect();
-        let mut extras = pass.extras.clone();
-        let (extra, new_nodes_in) = match command.replacement {
-            Replacement::None => (None, &[][..]),
-            Replacement::Offering(o) => {
-                let what = view.catalog.offerings.get(o as usize).map_or_else(|| format!("#{o}"), |o| o.instance_type.clone());
-                if self.replacements(view, pool).binary_search(&o).is_err() {
-                    return Err((
-                        RejectKind::Policy,
-                        format!("replacement {what} is not an offering NodePool {} may launch now and its selection policy accepts", pool.name),
-                    ));
-                }
-                let spot = |offering: u32| view.catalog.offerings.get(offering as usize).is_some_and(|x| x.capacity_type == CapacityType::Spot);
-                if !self.settings.spot_to_spot && spot(o) && members.iter().all(|m| spot(m.offering)) {
-                    return Err((RejectKind::Policy, format!("replacement {what} is spot for spot nodes, and spot-to-spot consolidation is off")));
-                }
-                (view.new_node(pool, o, "replacement"), &[][..])
-            }
-            Replacement::Provision => (None, view.pools.as_slice()),
-        };
-        extras.extend(extra);
-        if !all_pods.is_empty() {
-            let result = view.simulate(&all_pods, &gone, extras, new_nodes_in);
-            if let Some(stranded) = describe_stranded(&all_pods, &result) {
-                return Err((RejectKind::Strands, stranded));
-            }
-        }
-        if consolidating && let Replacement::Offering(o) = command.replacement {
-            let current: f64 = members.iter().map(|m| view.price(m.offering)).sum();
-            // What the replacement adds to the bill: with commitments, an
-            // on-demand node their free headroom covers adds less than its
-            // list price (without commitments, the list price).
-            let price = view.catalog.offerings.get(o as usize).map_or_else(|| view.price(o), |x| view.fleet.marginal_price(x));
-            if price >= current * (1.0 - self.settings.min_savings_fraction) {
-                return Err((
-                    RejectKind::Savings,
-                    format!(
-                        "the replacement costs ${price:.4}/h against ${current:.4}/h for the nodes it replaces; at least {:.0}% less is required",
-                        self.settings.min_savings_fraction * 100.0
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn reject(&mut self, command: Command, kind: RejectKind, message: String, report: &mut DisruptionReport) {
-        tracing::info!(node_pool = %command.node_pool, nodes = ?command.nodes, reason = ?command.reason, ?kind, "disruption rejected: {message}");
+    fn reject(&mut self, command: Command, rule: &'static str, kind: RejectKind, message: String, report: &mut DisruptionReport) {
+        tracing::info!(node_pool = %command.node_pool, nodes = ?command.nodes, reason = ?command.reason, ?kind, rule, "disruption rejected: {message}");
         *self.counts.rejected.entry(kind).or_default() += 1;
-        report.rejected.push(Rejection { command, kind, message });
+        *self.counts.rejected_by_rule.entry(rule).or_default() += 1;
+        report.rejected.push(Rejection { command, kind, rule, message });
     }
 
     /// NodeClaims whose deletion was asked for (by a person, or by another
@@ -557,8 +436,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 }
                 Ok(Some(command))
             }
-            Err((kind, message)) => {
-                self.reject(command, kind, message, report);
+            Err((rule, kind, message)) => {
+                self.reject(command, rule, kind, message, report);
                 Ok(None)
             }
         }
@@ -691,7 +570,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                     pass.accept(view, &command);
                     accepted.push(command);
                 }
-                Err((kind, message)) => self.reject(command, kind, message, report),
+                Err((rule, kind, message)) => self.reject(command, rule, kind, message, report),
             }
         }
         if accepted.is_empty() {

@@ -129,6 +129,8 @@ pub struct Rejection {
     pub command: Command,
     /// Category.
     pub kind: RejectKind,
+    /// The validation rule that rejected it (`budget`, `pdb`, `strands`, …).
+    pub rule: &'static str,
     /// Why.
     pub message: String,
 }

@@ -43,6 +43,7 @@ pub(crate) struct Metrics {
     launches: Counter,
     launch_failures: Counter,
     terminations: Family<KindLabels, Counter>,
+    rejections: Family<KindLabels, Counter>,
     interruptions: Family<KindLabels, Counter>,
     step_failures: Family<StepLabels, Counter>,
     pending_pods: Gauge,
@@ -66,6 +67,7 @@ impl Metrics {
         let launches = Counter::default();
         let launch_failures = Counter::default();
         let terminations = Family::<KindLabels, Counter>::default();
+        let rejections = Family::<KindLabels, Counter>::default();
         let interruptions = Family::<KindLabels, Counter>::default();
         let step_failures = Family::<StepLabels, Counter>::default();
         let pending_pods = Gauge::default();
@@ -80,6 +82,7 @@ impl Metrics {
         registry.register("launches", "Instances launched", launches.clone());
         registry.register("launch_failures", "Launches that failed", launch_failures.clone());
         registry.register("terminations", "Nodes terminated, by reason", terminations.clone());
+        registry.register("disruptions_rejected", "Disruption actions rejected, by the validation rule that rejected them", rejections.clone());
         registry.register("interruptions", "Interruption messages handled, by kind and outcome", interruptions.clone());
         registry.register(
             "controller_step_failures",
@@ -100,6 +103,7 @@ impl Metrics {
             launches,
             launch_failures,
             terminations,
+            rejections,
             interruptions,
             step_failures,
             pending_pods,
@@ -150,6 +154,10 @@ impl Metrics {
             let kind = reason.budget_name().to_string();
             self.advance("terminations", &kind, &self.terminations.get_or_create(&KindLabels { kind: kind.clone() }), *total);
         }
+        for (rule, total) in &counts.rejected_by_rule {
+            let rule = rule.to_string();
+            self.advance("disruptions_rejected", &rule, &self.rejections.get_or_create(&KindLabels { kind: rule.clone() }), *total);
+        }
     }
 
     pub(crate) fn interruptions(&self, counts: &BTreeMap<(String, String), u64>) {
@@ -190,12 +198,14 @@ mod tests {
         m.terminations(&counts);
         m.terminations(&counts);
         counts.nodes.insert(nodewright_core::disruption::Reason::Empty, 5);
+        counts.rejected_by_rule.insert("pdb", 2);
         m.terminations(&counts);
         m.observe_call("cheapest", 0.000_02);
         m.cluster(4, 10, 1.5);
         let text = m.encode();
         assert!(text.contains("nodewright_launches_total 2"), "{text}");
         assert!(text.contains("nodewright_terminations_total{kind=\"Empty\"} 5"), "{text}");
+        assert!(text.contains("nodewright_disruptions_rejected_total{kind=\"pdb\"} 2"), "{text}");
         assert!(text.contains("nodewright_plugin_call_seconds_count{plugin=\"cheapest\"} 1"), "{text}");
         assert!(text.contains("nodewright_pending_pods 4"), "{text}");
         assert!(text.contains("nodewright_cluster_cost_per_hour_dollars 1.5"), "{text}");
