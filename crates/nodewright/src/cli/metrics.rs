@@ -32,6 +32,11 @@ pub(crate) struct StepLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StepNameLabels {
+    step: String,
+}
+
 /// Every metric the controller exports.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -46,6 +51,7 @@ pub(crate) struct Metrics {
     rejections: Family<KindLabels, Counter>,
     interruptions: Family<KindLabels, Counter>,
     step_failures: Family<StepLabels, Counter>,
+    step_success: Family<StepNameLabels, Gauge>,
     pending_pods: Gauge,
     nodes: Gauge,
     cost_per_hour: Gauge<f64, AtomicU64>,
@@ -70,6 +76,7 @@ impl Metrics {
         let rejections = Family::<KindLabels, Counter>::default();
         let interruptions = Family::<KindLabels, Counter>::default();
         let step_failures = Family::<StepLabels, Counter>::default();
+        let step_success = Family::<StepNameLabels, Gauge>::default();
         let pending_pods = Gauge::default();
         let nodes = Gauge::default();
         let cost_per_hour = Gauge::<f64, AtomicU64>::default();
@@ -89,6 +96,11 @@ impl Metrics {
             "Controller steps that returned an error or panicked (caught; the controller kept running)",
             step_failures.clone(),
         );
+        registry.register(
+            "controller_last_success_timestamp_seconds",
+            "When each controller step last succeeded (Unix seconds)",
+            step_success.clone(),
+        );
         registry.register("pending_pods", "Pods the scheduler could not place", pending_pods.clone());
         registry.register("nodes", "Nodes nodewright manages", nodes.clone());
         registry.register("cluster_cost_per_hour_dollars", "Price of the managed nodes, dollars per hour", cost_per_hour.clone());
@@ -106,6 +118,7 @@ impl Metrics {
             rejections,
             interruptions,
             step_failures,
+            step_success,
             pending_pods,
             nodes,
             cost_per_hour,
@@ -140,6 +153,11 @@ impl Metrics {
     }
 
     /// Count a supervised step that failed (`kind`: error or panic).
+    pub(crate) fn step_succeeded(&self, step: &str) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.step_success.get_or_create(&StepNameLabels { step: step.into() }).set(i64::try_from(now).unwrap_or(i64::MAX));
+    }
+
     pub(crate) fn step_failed(&self, step: &str, kind: &str) {
         self.step_failures.get_or_create(&StepLabels { step: step.into(), kind: kind.into() }).inc();
     }

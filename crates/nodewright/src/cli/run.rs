@@ -16,7 +16,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::metrics::Metrics;
-use nodewright_core::supervise::{StepFailure, supervised};
+use nodewright_core::supervise::{Ran, Steps, supervised};
 use nodewright_core::cloud::CloudProvider;
 use nodewright_core::cluster::Cluster;
 use nodewright_kube::crd::EC2NodeClass;
@@ -222,6 +222,9 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     tracing::info!(identity, "nodewright running");
     let mut tick = tokio::time::interval(Duration::from_secs(config.interval_seconds));
     let mut passes: u64 = 0;
+    // Each controller step's backoff and last success.
+    let mut steps = Steps::new(Duration::from_secs(60));
+    let started = std::time::Instant::now();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -262,7 +265,7 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
             }
         }
         passes += 1;
-        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud).await;
+        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud, &mut steps, started.elapsed()).await;
         metrics.slots(&registry);
         metrics.interruptions(&handler.counts());
         if passes.is_multiple_of(30) {
@@ -281,9 +284,12 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     Ok(ExitCode::SUCCESS)
 }
 
-/// One pass of every controller, as the leader. Each step is supervised:
-/// its error or panic is logged and counted, and the steps after it run
-/// (a failed NodePool status patch must not stop provisioning).
+/// One pass of every controller, as the leader. Each step runs under
+/// `steps`, its own supervision: an error or a panic is logged and counted,
+/// the step backs off (1 s doubling to 60 s, by `now`) while the steps after
+/// it run every pass (a failed NodePool status patch must not stop
+/// provisioning), and each success is recorded as the step's last success.
+#[allow(clippy::too_many_arguments)]
 async fn pass<C: CloudProvider>(
     cluster: &Arc<KubeCluster>,
     provisioner: &Arc<nodewright_core::provisioning::Provisioner<C, KubeCluster>>,
@@ -291,34 +297,44 @@ async fn pass<C: CloudProvider>(
     plugins: &PluginReconciler,
     metrics: &Metrics,
     cloud: &Arc<C>,
+    steps: &mut Steps,
+    now: Duration,
 ) {
-    let failed = |f: StepFailure| metrics.step_failed(f.step(), f.kind());
-    let pools = match supervised("read NodePools", cluster.node_pools()).await {
-        Ok(pools) => pools,
-        Err(f) => return failed(f),
-    };
-    let _ = supervised("NodePool status", cluster.sync_node_pool_status()).await.map_err(failed);
-    let _ = supervised("PolicyPlugins", plugins.reconcile(&pools)).await.map_err(failed);
-    let _ = supervised("registration", cluster.sync_registrations(&pools)).await.map_err(failed);
-    match supervised("provisioning", provisioner.provision()).await {
-        Ok(report) => metrics.launched(report.launched.len(), report.launch_failures.len()),
-        Err(f) => failed(f),
+    let Some(pools) = outcome(metrics, "read NodePools", steps.run("read NodePools", now, cluster.node_pools()).await) else { return };
+    outcome(metrics, "NodePool status", steps.run("NodePool status", now, cluster.sync_node_pool_status()).await);
+    outcome(metrics, "PolicyPlugins", steps.run("PolicyPlugins", now, plugins.reconcile(&pools)).await);
+    outcome(metrics, "registration", steps.run("registration", now, cluster.sync_registrations(&pools)).await);
+    if let Some(report) = outcome(metrics, "provisioning", steps.run("provisioning", now, provisioner.provision()).await) {
+        metrics.launched(report.launched.len(), report.launch_failures.len());
     }
-    let _ = supervised("disruption", disruption.reconcile()).await.map_err(failed);
+    outcome(metrics, "disruption", steps.run("disruption", now, disruption.reconcile()).await);
     metrics.terminations(disruption.counts());
     let catalog = cloud.catalog();
-    let observed = supervised("cluster metrics", async {
-        let claims = cluster.node_claims().await?;
-        let pending = cluster.pending_pods().await?.len();
-        Ok::<_, nodewright_core::cluster::ClusterError>((claims, pending))
-    })
-    .await;
-    match observed {
-        Ok((claims, pending)) => {
-            let cost: f64 = claims.iter().filter_map(|c| c.instance.as_ref()).filter_map(|i| catalog.offerings.get(i.offering as usize)).map(|o| o.price_per_hour).sum();
-            metrics.cluster(pending, claims.len(), cost);
+    let observed = steps
+        .run("cluster metrics", now, async {
+            let claims = cluster.node_claims().await?;
+            let pending = cluster.pending_pods().await?.len();
+            Ok::<_, nodewright_core::cluster::ClusterError>((claims, pending))
+        })
+        .await;
+    if let Some((claims, pending)) = outcome(metrics, "cluster metrics", observed) {
+        let cost: f64 = claims.iter().filter_map(|c| c.instance.as_ref()).filter_map(|i| catalog.offerings.get(i.offering as usize)).map(|o| o.price_per_hour).sum();
+        metrics.cluster(pending, claims.len(), cost);
+    }
+}
+
+/// A step's value if it ran and succeeded; its failure or success counted.
+fn outcome<T>(metrics: &Metrics, step: &'static str, ran: Ran<T>) -> Option<T> {
+    match ran {
+        Ran::Done(value) => {
+            metrics.step_succeeded(step);
+            Some(value)
         }
-        Err(f) => failed(f),
+        Ran::Failed(failure) => {
+            metrics.step_failed(failure.step(), failure.kind());
+            None
+        }
+        Ran::Waiting => None,
     }
 }
 
@@ -412,13 +428,18 @@ mod tests {
         let mut disruption = nodewright_core::disruption::DisruptionController::new(provisioner.clone(), cluster.clone(), Default::default());
         let plugins = PluginReconciler::new(client, "nodewright", registry);
         let metrics = Metrics::new();
-        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud).await;
+        let mut steps = Steps::new(Duration::from_secs(60));
+        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud, &mut steps, Duration::ZERO).await;
         let text = metrics.encode();
         assert!(text.contains("step=\"NodePool status\""), "the failure is counted: {text}");
         assert_eq!(server.list("NodeClaim").len(), 1, "provisioning ran: a NodeClaim for the pending pod");
         assert_eq!(cloud.instances().await.unwrap().len(), 1, "and its instance was launched");
-        // The next pass writes the status.
-        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud).await;
+        assert!(text.contains("nodewright_controller_last_success_timestamp_seconds{step=\"provisioning\"}"), "{text}");
+        // Backing off, the status step waits a second; the next pass after
+        // that writes the status.
+        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud, &mut steps, Duration::from_millis(500)).await;
+        assert!(server.get("NodePool", "", "default").unwrap().get("status").is_none_or(|s| s.is_null()), "still backing off");
+        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud, &mut steps, Duration::from_secs(2)).await;
         let pool = server.get("NodePool", "", "default").unwrap();
         assert_eq!(pool["status"]["conditions"][0]["type"], "Ready", "{pool:#}");
         assert_eq!(server.unexpected(), Vec::<String>::new());
