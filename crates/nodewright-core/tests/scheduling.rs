@@ -7,7 +7,7 @@ use nodewright_core::model::{
     Arch, CapacityType, Catalog, LabelSelector, NodePool, Operator, Pod, PodSpec, PoolLimits, Requirement, Taint,
     TaintEffect, Toleration, TopologyKey, well_known,
 };
-use nodewright_core::scheduling::{ExistingNode, SchedulingInput, SchedulingResult, node_labels, schedule, schedule_within};
+use nodewright_core::scheduling::{ExistingNode, Hints, SchedulingInput, SchedulingResult, node_labels, schedule, schedule_within};
 
 const GIB: u64 = 1 << 30;
 
@@ -87,7 +87,7 @@ fn a_bounded_simulation_accepts_at_most_its_claims_bought_among_the_offerings_gi
     let nodes = vec![node("n1", &pool, "m5.xlarge", "us-east-1a", vec![])];
     let pods = PodSpec::requesting(1000, 2 * GIB).pods("web", 4);
     let within = |max: usize, buy: Option<&[u32]>| {
-        schedule_within(SchedulingInput { catalog: catalog(), pools, daemonsets: &[], nodes: &nodes, pods: &pods }, max, buy)
+        schedule_within(SchedulingInput { catalog: catalog(), pools, daemonsets: &[], nodes: &nodes, pods: &pods }, max, Hints { buy, node_used: None })
     };
     assert!(within(0, None).is_none(), "the fourth pod needs a new node");
     let one = within(1, None).expect("one new node holds the fourth pod");
@@ -104,12 +104,32 @@ fn a_bounded_simulation_accepts_at_most_its_claims_bought_among_the_offerings_gi
 }
 
 #[test]
+fn a_hint_of_what_nodes_hold_places_pods_as_summing_their_pods_would() {
+    let pool = NodePool::new("default");
+    let held = PodSpec::requesting(2500, GIB).pods("held", 1).into_iter().map(|p| p.spec).collect();
+    let nodes = vec![node("n1", &pool, "m5.xlarge", "us-east-1a", held), node("n2", &pool, "m5.xlarge", "us-east-1a", vec![])];
+    let pods = PodSpec::requesting(1000, GIB).pods("web", 4);
+    let pools = std::slice::from_ref(&pool);
+    let input = || SchedulingInput { catalog: catalog(), pools, daemonsets: &[], nodes: &nodes, pods: &pods };
+    let summed = schedule(input());
+    // The hint covers n1 only; n2's pods are summed.
+    let used = [nodes[0].used()];
+    let hinted = nodewright_core::scheduling::schedule_hinted(input(), Hints { buy: None, node_used: Some(&used) });
+    assert_eq!(hinted, summed);
+    assert_eq!(summed.bindings.iter().filter(|b| b.1 == 0).count(), 1, "n1 has room for one more: {summed:?}");
+    // A hint that says n1 is full keeps pods off it.
+    let full = [nodes[0].allocatable];
+    let hinted = nodewright_core::scheduling::schedule_hinted(input(), Hints { buy: None, node_used: Some(&full) });
+    assert!(hinted.bindings.iter().all(|b| b.1 == 1), "{hinted:?}");
+}
+
+#[test]
 fn a_bounded_simulation_still_relaxes_a_preference_no_offering_meets_before_giving_up() {
     let pool = NodePool::new("default");
     let nodes = vec![node("n1", &pool, "m5.xlarge", "us-east-1a", vec![])];
     let pods = PodSpec::requesting(1000, GIB).prefer(10, vec![Requirement::is_in(well_known::INSTANCE_TYPE, &["no-such-type"])]).pods("web", 1);
     let input = SchedulingInput { catalog: catalog(), pools: std::slice::from_ref(&pool), daemonsets: &[], nodes: &nodes, pods: &pods };
-    let result = schedule_within(input, 0, None).expect("the preference is dropped and the pod fits on n1");
+    let result = schedule_within(input, 0, Hints::default()).expect("the preference is dropped and the pod fits on n1");
     assert_eq!(result.bindings, vec![(0, 0)]);
     assert_eq!(result.relaxed, vec![(0, 1)]);
 }

@@ -333,13 +333,14 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             members.push(Member { offering: instance.offering, claim, pods, idle_for: now.saturating_sub(since) });
         }
         self.seen = alive;
-        let (free, free_total) = free_capacity(&nodes);
+        let (used, free, free_total) = free_capacity(&nodes);
         Ok(View {
             catalog,
             pools,
             daemonsets,
             nodes: std::sync::Mutex::new(nodes),
             index,
+            used,
             free,
             free_total,
             members,

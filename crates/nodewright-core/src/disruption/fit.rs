@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::NodeClaim;
-use crate::model::{Catalog, NodePool, PdbStatus, Pod, PodSpec};
-use crate::scheduling::{ExistingNode, SchedulingInput, SchedulingResult, schedule, schedule_within};
+use crate::model::{Catalog, NodePool, PdbStatus, Pod, PodSpec, Resources};
+use crate::scheduling::{ExistingNode, Hints, SchedulingInput, SchedulingResult, schedule_hinted, schedule_within};
 
 /// A node nodewright manages: a launched NodeClaim.
 #[derive(Debug, Clone)]
@@ -33,16 +33,17 @@ impl Member {
     }
 }
 
-/// (CPU millicores, memory bytes) free on each of `nodes` that takes pods
-/// (0 on the others), and their sum.
-pub(crate) fn free_capacity(nodes: &[ExistingNode]) -> (Vec<(u64, u64)>, (u64, u64)) {
+/// What `nodes` hold: the requests on each, and (CPU millicores, memory
+/// bytes) free on each that takes pods (0 on the others), with their sum.
+pub(crate) fn free_capacity(nodes: &[ExistingNode]) -> (Vec<Resources>, Vec<(u64, u64)>, (u64, u64)) {
+    let used: Vec<Resources> = nodes.iter().map(ExistingNode::used).collect();
     let free: Vec<(u64, u64)> = nodes
         .iter()
-        .map(|n| {
+        .zip(&used)
+        .map(|(n, used)| {
             if !n.schedulable {
                 return (0, 0);
             }
-            let used = n.used();
             (
                 u64::from(n.allocatable.cpu_millis.saturating_sub(used.cpu_millis)),
                 n.allocatable.memory_bytes.saturating_sub(used.memory_bytes),
@@ -50,7 +51,7 @@ pub(crate) fn free_capacity(nodes: &[ExistingNode]) -> (Vec<(u64, u64)>, (u64, u
         })
         .collect();
     let total = free.iter().fold((0u64, 0u64), |(c, m), (fc, fm)| (c.saturating_add(*fc), m.saturating_add(*fm)));
-    (free, total)
+    (used, free, total)
 }
 
 /// One consistent read of the cluster.
@@ -63,6 +64,9 @@ pub(crate) struct View {
     pub nodes: std::sync::Mutex<Vec<ExistingNode>>,
     /// Node name → index in `nodes`.
     pub index: std::collections::HashMap<String, usize>,
+    /// Requests on each of `nodes`, by index: every simulation starts from
+    /// them instead of summing the pods again.
+    pub used: Vec<Resources>,
     /// (CPU millicores, memory bytes) free on each schedulable node (0 on
     /// the others), by index in `nodes`, and their sum.
     pub free: Vec<(u64, u64)>,
@@ -119,7 +123,8 @@ impl View {
     /// nodes may be opened in `new_nodes_in` only.
     pub fn simulate(&self, pods: &[Pod], gone: &BTreeSet<&str>, extra: Vec<ExistingNode>, new_nodes_in: &[NodePool]) -> SchedulingResult {
         self.with_nodes(gone, extra, |nodes| {
-            schedule(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods })
+            let hints = Hints { buy: None, node_used: Some(&self.used) };
+            schedule_hinted(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods }, hints)
         })
     }
 
@@ -128,7 +133,8 @@ impl View {
     /// `None`: any offering); `None`, as soon as that is certain, if not.
     pub fn simulate_within(&self, pods: &[Pod], gone: &BTreeSet<&str>, new_nodes_in: &[NodePool], max_claims: usize, buy: Option<&[u32]>) -> Option<SchedulingResult> {
         self.with_nodes(gone, Vec::new(), |nodes| {
-            schedule_within(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods }, max_claims, buy)
+            let hints = Hints { buy, node_used: Some(&self.used) };
+            schedule_within(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods }, max_claims, hints)
         })
     }
 

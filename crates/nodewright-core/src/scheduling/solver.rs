@@ -16,15 +16,29 @@ pub fn schedule(input: SchedulingInput<'_>) -> SchedulingResult {
     Solver::new(input).run(false, None).unwrap_or_default()
 }
 
+/// What a caller that simulates many times over the same nodes already
+/// knows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hints<'a> {
+    /// New NodeClaims consider these offerings only (largest first, as
+    /// `Catalog::largest_first` orders them); `None`: every offering.
+    pub buy: Option<&'a [u32]>,
+    /// The requests already on the first nodes of the input, in order (the
+    /// nodes after them are summed here). A node the caller emptied for
+    /// the simulation must be unschedulable: what it holds is not read.
+    pub node_used: Option<&'a [Resources]>,
+}
+
+/// Place `input.pods` as [`schedule`] does, using `hints`.
+pub fn schedule_hinted(input: SchedulingInput<'_>, hints: Hints<'_>) -> SchedulingResult {
+    Solver::with_hints(input, hints).run(false, None).unwrap_or_default()
+}
+
 /// Place `input.pods` as [`schedule`] does, if every pod fits on the nodes
 /// plus at most `max_claims` new NodeClaims; `None` (found as soon as it is
-/// certain) otherwise. What a consolidation check asks. With `buy`, new
-/// NodeClaims consider those offerings only (largest first, as
-/// `Catalog::largest_first` orders them).
-pub fn schedule_within(input: SchedulingInput<'_>, max_claims: usize, buy: Option<&[u32]>) -> Option<SchedulingResult> {
-    let mut solver = Solver::new(input);
-    solver.buy = buy;
-    solver.run(false, Some(max_claims))
+/// certain) otherwise. What a consolidation check asks.
+pub fn schedule_within(input: SchedulingInput<'_>, max_claims: usize, hints: Hints<'_>) -> Option<SchedulingResult> {
+    Solver::with_hints(input, hints).run(false, Some(max_claims))
 }
 
 /// Place `input.pods` as the kube-scheduler's queue takes them: highest
@@ -169,7 +183,18 @@ struct Solver<'a> {
 }
 
 impl<'a> Solver<'a> {
+    fn with_hints(input: SchedulingInput<'a>, hints: Hints<'a>) -> Self {
+        let known = hints.node_used.filter(|u| u.len() <= input.nodes.len());
+        let mut solver = Solver::new_with(input, known);
+        solver.buy = hints.buy;
+        solver
+    }
+
     fn new(input: SchedulingInput<'a>) -> Self {
+        Self::new_with(input, None)
+    }
+
+    fn new_with(input: SchedulingInput<'a>, known_used: Option<&[Resources]>) -> Self {
         let catalog = input.catalog;
         let mut pool_order: Vec<usize> = (0..input.pools.len()).collect();
         pool_order.sort_by(|&a, &b| {
@@ -289,7 +314,10 @@ impl<'a> Solver<'a> {
             })
             .collect();
         Solver {
-            node_used: input.nodes.iter().map(ExistingNode::used).collect(),
+            node_used: match known_used {
+                Some(known) => known.iter().copied().chain(input.nodes[known.len()..].iter().map(ExistingNode::used)).collect(),
+                None => input.nodes.iter().map(ExistingNode::used).collect(),
+            },
             input,
             pool_order,
             pool_base,
