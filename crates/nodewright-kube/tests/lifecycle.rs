@@ -137,6 +137,19 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// With watch caches: the controllers read what the server's watches
+    /// delivered (and their own writes laid over them).
+    async fn with_watch_caches() -> Self {
+        let h = Self::build(true);
+        let cache = h.cluster.cache().expect("caches");
+        tokio::time::timeout(Duration::from_secs(5), cache.wait_until_ready()).await.expect("every kind listed");
+        h
+    }
+
+    fn build(cached: bool) -> Self {
         let (client, server) = ApiServer::start();
         let catalog = Arc::new(Catalog::bundled_types(60));
         let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -148,7 +161,11 @@ impl Harness {
         let inner = SimulatedCloud::new(catalog.clone(), SimulatedCloudConfig::default(), now.clone());
         let cloud = Arc::new(CrashingCloud { inner, armed: std::sync::Mutex::new(None) });
         let for_cluster = catalog.clone();
-        let cluster = Arc::new(KubeCluster::new(client, "nodewright", Arc::new(move || for_cluster.clone())));
+        let mut cluster = KubeCluster::new(client.clone(), "nodewright", Arc::new(move || for_cluster.clone()));
+        if cached {
+            cluster = cluster.with_cache(nodewright_kube::cache::KubeCache::start(&client));
+        }
+        let cluster = Arc::new(cluster);
         let (runtime, cache) = common::runtime();
         let provisioner = Arc::new(
             Provisioner::new(cloud.clone(), cluster.clone(), Arc::new(PolicyRegistry::new(runtime))).with_clock(now).with_name_seed(NAME_SEED),
@@ -251,6 +268,10 @@ impl Harness {
         self.controllers().await;
         self.stand_in();
         self.clock.fetch_add(20, Ordering::Relaxed);
+        if self.cluster.cache().is_some() {
+            // Let the watches deliver what the stand-ins wrote.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
     }
 
     async fn controllers(&mut self) {
@@ -424,4 +445,15 @@ async fn after_failover_the_new_leader_draws_fresh_names_launches_nothing_twice_
     let claims: Vec<String> = h.server.list("NodeClaim").iter().map(|c| c["metadata"]["name"].as_str().unwrap().to_string()).collect();
     assert!(claims.len() >= 2 && claims.contains(&first), "{claims:?}");
     h.settled().await;
+}
+
+#[tokio::test]
+async fn with_watch_caches_a_nodeclaim_deleted_by_hand_is_drained_and_released_from_what_the_watches_deliver() {
+    let mut h = Harness::with_watch_caches().await;
+    let (first, node) = two_pods_running(&mut h).await;
+    assert_eq!(h.server.delete("NodeClaim", "", &first), 200);
+    drained_onto_a_replacement(&mut h, &first, &node).await;
+    let cache = h.cluster.cache().unwrap();
+    assert_eq!(cache.node_claims.state().len(), 1, "the watch delivered the release");
+    assert_eq!(cache.pods.state().len(), 2);
 }
