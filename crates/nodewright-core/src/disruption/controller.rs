@@ -362,19 +362,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
 
     /// Is `member` a consolidation candidate of `pool` now?
     fn candidate(&self, pool: &NodePool, member: &Member) -> Result<(), (RejectKind, String)> {
-        let Some(after) = pool.consolidate_after else {
-            return Err((RejectKind::Policy, format!("NodePool {} has consolidateAfter: Never", pool.name)));
-        };
-        if !member.claim.initialized {
-            return Err((RejectKind::NotDisruptable, format!("node {} is not ready yet", member.name())));
-        }
-        if member.idle_for < after {
-            return Err((
-                RejectKind::NotDisruptable,
-                format!("node {}'s pods changed {}s ago; consolidateAfter is {}s", member.name(), member.idle_for.as_secs(), after.as_secs()),
-            ));
-        }
-        Ok(())
+        super::methods::consolidatable(pool, member)
     }
 
     fn reject(&mut self, command: Command, rule: &'static str, kind: RejectKind, message: String, report: &mut DisruptionReport) {
@@ -397,8 +385,9 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             *self.counts.nodes.entry(Reason::Deleted).or_default() += 1;
             report.terminated.push((name.clone(), Reason::Deleted));
         }
+        use super::methods::{Deletion, Method};
         for member in &view.members {
-            if !member.claim.deleting || pass.taken.contains(member.name()) {
+            if Deletion.candidate(view.pool(member.pool()), member, view.now, "").is_err() || pass.taken.contains(member.name()) {
                 continue;
             }
             // Rejected, it is tried again next pass (its pods may fit nowhere yet).
@@ -453,15 +442,10 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             if pass.taken.contains(member.name()) || member.claim.deleting {
                 continue;
             }
-            let expired = pool.expire_after.and_then(|e| member.claim.created_at.checked_add(e)).is_some_and(|at| view.now >= at);
-            let drifted = !member.claim.pool_hash.is_empty() && hashes.get(pool.name.as_str()) != Some(&member.claim.pool_hash);
-            let reason = match (expired, drifted) {
-                (true, _) => Reason::Expired,
-                (false, true) => Reason::Drifted,
-                _ => continue,
-            };
+            let hash = hashes.get(pool.name.as_str()).map_or("", String::as_str);
+            let Some(method) = super::methods::REPLACING.iter().find(|m| m.candidate(Some(pool), member, view.now, hash).is_ok()) else { continue };
             // A drifted node the budget holds back is tried again next pass.
-            staged.extend(self.replace_node(view, member, reason, pass, report).await?);
+            staged.extend(self.replace_node(view, member, method.reason(), pass, report).await?);
         }
         for pool in &view.pools {
             if pool.consolidate_after.is_none() {
@@ -480,13 +464,14 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
 
     /// Ask `pool`'s consolidation policy for a plan and keep the valid actions.
     fn consolidate(&mut self, view: &View, pool: &NodePool, pass: &mut Pass, report: &mut DisruptionReport) -> Vec<Command> {
+        use super::methods::{Consolidation, Method};
         let taken = pass.taken.clone();
         let members: Vec<usize> = (0..view.members.len()).filter(|&i| view.members[i].pool() == pool.name).collect();
         let candidate: Vec<bool> = members
             .iter()
             .map(|&i| {
                 let m = &view.members[i];
-                !taken.contains(m.name()) && !m.pods.iter().any(|p| p.spec.do_not_disrupt) && self.candidate(pool, m).is_ok()
+                !taken.contains(m.name()) && !m.pods.iter().any(|p| p.spec.do_not_disrupt) && Consolidation.candidate(Some(pool), m, view.now, "").is_ok()
             })
             .collect();
         if !candidate.contains(&true) {

@@ -24,6 +24,7 @@ mod budget;
 mod controller;
 mod fit;
 mod karpenter;
+mod methods;
 
 use std::time::Duration;
 

@@ -1,0 +1,165 @@
+//! Disruption methods, in the order a pass asks them: each says which
+//! nodes are its candidates and the reason its actions carry (the budget
+//! reason, the count and the metric label).
+//!
+//! - [`Deletion`]: the NodeClaim (or its Node) was deleted; replaced at once,
+//!   whatever the budgets.
+//! - [`Expiration`]: older than the NodePool's `expireAfter`; replaced at once.
+//! - [`Drift`]: launched from another version of its NodePool; replaced
+//!   within the budgets.
+//! - [`Consolidation`]: initialised, its pods unchanged for
+//!   `consolidateAfter`, no do-not-disrupt pod; what to do with the
+//!   candidates (delete the empty ones, delete or replace the others) is the
+//!   NodePool's consolidation policy's plan (a plugin, or `karpenter-like`).
+//!
+//! Every action of every method is then checked by the same validation
+//! rules (`controller/validation.rs`) and ends through the same
+//! termination path.
+
+use super::Reason;
+use super::fit::Member;
+use crate::model::NodePool;
+
+/// A way a node comes to be disrupted.
+pub(crate) trait Method: Sync {
+    /// The reason its actions carry.
+    fn reason(&self) -> Reason;
+
+    /// Is `member`, of `pool` (`None`: its NodePool is gone), a candidate
+    /// of this method now (`Ok`), or why not? `drift_hash` is the
+    /// NodePool's current hash.
+    fn candidate(&self, pool: Option<&NodePool>, member: &Member, now: std::time::Duration, drift_hash: &str) -> Result<(), String>;
+}
+
+/// Its NodeClaim was deleted.
+pub(crate) struct Deletion;
+
+impl Method for Deletion {
+    fn reason(&self) -> Reason {
+        Reason::Deleted
+    }
+
+    fn candidate(&self, _: Option<&NodePool>, member: &Member, _: std::time::Duration, _: &str) -> Result<(), String> {
+        if member.claim.deleting { Ok(()) } else { Err(format!("node {} is not being deleted", member.name())) }
+    }
+}
+
+/// Older than `expireAfter`.
+pub(crate) struct Expiration;
+
+impl Method for Expiration {
+    fn reason(&self) -> Reason {
+        Reason::Expired
+    }
+
+    fn candidate(&self, pool: Option<&NodePool>, member: &Member, now: std::time::Duration, _: &str) -> Result<(), String> {
+        let pool = pool.ok_or_else(|| format!("node {}'s NodePool is gone", member.name()))?;
+        let Some(after) = pool.expire_after else { return Err(format!("NodePool {} has expireAfter: Never", pool.name)) };
+        match member.claim.created_at.checked_add(after) {
+            Some(at) if now >= at => Ok(()),
+            _ => Err(format!("node {} expires after {}s", member.name(), after.as_secs())),
+        }
+    }
+}
+
+/// Launched from another version of its NodePool.
+pub(crate) struct Drift;
+
+impl Method for Drift {
+    fn reason(&self) -> Reason {
+        Reason::Drifted
+    }
+
+    fn candidate(&self, pool: Option<&NodePool>, member: &Member, _: std::time::Duration, drift_hash: &str) -> Result<(), String> {
+        if pool.is_some() && !member.claim.pool_hash.is_empty() && member.claim.pool_hash != drift_hash {
+            Ok(())
+        } else {
+            Err(format!("node {} matches its NodePool", member.name()))
+        }
+    }
+}
+
+/// Empty or under-used nodes, by the NodePool's consolidation policy.
+pub(crate) struct Consolidation;
+
+impl Method for Consolidation {
+    fn reason(&self) -> Reason {
+        Reason::Underutilized
+    }
+
+    fn candidate(&self, pool: Option<&NodePool>, member: &Member, _: std::time::Duration, _: &str) -> Result<(), String> {
+        let pool = pool.ok_or_else(|| format!("node {}'s NodePool is gone", member.name()))?;
+        consolidatable(pool, member).map_err(|(_, why)| why)
+    }
+}
+
+/// Is `member` a consolidation candidate of `pool` now: the NodePool
+/// consolidates, the node is initialised and its pods have not changed for
+/// `consolidateAfter`? (The do-not-disrupt check is the validation's.)
+pub(crate) fn consolidatable(pool: &NodePool, member: &Member) -> Result<(), (super::RejectKind, String)> {
+    let Some(after) = pool.consolidate_after else {
+        return Err((super::RejectKind::Policy, format!("NodePool {} has consolidateAfter: Never", pool.name)));
+    };
+    if !member.claim.initialized {
+        return Err((super::RejectKind::NotDisruptable, format!("node {} is not ready yet", member.name())));
+    }
+    if member.idle_for < after {
+        return Err((
+            super::RejectKind::NotDisruptable,
+            format!("node {}'s pods changed {}s ago; consolidateAfter is {}s", member.name(), member.idle_for.as_secs(), after.as_secs()),
+        ));
+    }
+    Ok(())
+}
+
+/// The methods that replace a node one by one, in the order they are
+/// asked: the first whose candidate a node is decides its reason.
+pub(crate) const REPLACING: [&dyn Method; 2] = [&Expiration, &Drift];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NodeClaim;
+    use std::time::Duration;
+
+    fn member(created_at: u64, pool_hash: &str, initialized: bool, deleting: bool, idle_for: u64) -> Member {
+        let claim = NodeClaim {
+            name: "default-bcdfg".into(),
+            node_pool: "default".into(),
+            pods: vec![],
+            requests: Default::default(),
+            offerings: vec![],
+            taints: vec![],
+            instance: None,
+            created_at: Duration::from_secs(created_at),
+            pool_hash: pool_hash.into(),
+            initialized,
+            deleting,
+        };
+        Member { claim, offering: 0, pods: vec![], idle_for: Duration::from_secs(idle_for) }
+    }
+
+    #[test]
+    fn each_method_names_its_candidates_and_the_first_replacing_one_decides_the_reason() {
+        let mut pool = NodePool::new("default");
+        pool.expire_after = Some(Duration::from_secs(3600));
+        pool.consolidate_after = Some(Duration::from_secs(60));
+        let now = Duration::from_secs(4000);
+        let reason = |m: &Member, hash: &str| REPLACING.iter().find(|x| x.candidate(Some(&pool), m, now, hash).is_ok()).map(|x| x.reason());
+        // Old and drifted: expiry comes first.
+        assert_eq!(reason(&member(0, "old", true, false, 0), "new"), Some(Reason::Expired));
+        assert_eq!(reason(&member(1000, "old", true, false, 0), "new"), Some(Reason::Drifted));
+        assert_eq!(reason(&member(1000, "new", true, false, 0), "new"), None);
+        // A claim without a hash (adopted) never drifts.
+        assert_eq!(reason(&member(1000, "", true, false, 0), "new"), None);
+        assert_eq!(Expiration.candidate(Some(&pool), &member(1000, "", true, false, 0), now, "").unwrap_err(), "node default-bcdfg expires after 3600s");
+        assert!(Deletion.candidate(None, &member(1000, "", true, true, 0), now, "").is_ok(), "a deleted claim goes even without its NodePool");
+        assert!(Consolidation.candidate(Some(&pool), &member(1000, "", true, false, 60), now, "").is_ok());
+        assert_eq!(
+            Consolidation.candidate(Some(&pool), &member(1000, "", true, false, 59), now, "").unwrap_err(),
+            "node default-bcdfg's pods changed 59s ago; consolidateAfter is 60s"
+        );
+        assert_eq!(Consolidation.candidate(Some(&pool), &member(1000, "", false, false, 600), now, "").unwrap_err(), "node default-bcdfg is not ready yet");
+        assert_eq!(Consolidation.reason(), Reason::Underutilized);
+    }
+}
