@@ -3,6 +3,7 @@
 
 #[path = "../../nodewright-core/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -88,26 +89,11 @@ fn kube_cluster(client: Client, catalog: Arc<Catalog>) -> Arc<KubeCluster> {
 }
 
 fn node_pool_object() -> Value {
-    json!({
-        "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool",
-        "metadata": { "name": "default" },
-        "spec": {
-            "template": { "spec": {
-                "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }],
-                "startupTaints": [{ "key": "nodewright.io/starting", "effect": "NoSchedule" }]
-            }},
-            "policy": { "selection": { "plugin": "karpenter-like" } }
-        }
-    })
+    support::objects::node_pool()
 }
 
 fn pending_pod() -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": { "name": "web-1", "namespace": "shop", "labels": { "app": "web" } },
-        "spec": { "containers": [{ "name": "web", "resources": { "requests": { "cpu": "500m", "memory": "1Gi" } } }] },
-        "status": { "phase": "Pending", "conditions": [{ "type": "PodScheduled", "status": "False", "reason": "Unschedulable" }] }
-    })
+    support::objects::pending_pod("web-1")
 }
 
 /// What a provisioning pass reads: one NodePool, one pending pod, nothing else.

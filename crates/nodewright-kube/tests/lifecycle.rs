@@ -22,34 +22,23 @@ use nodewright_core::provisioning::Provisioner;
 use nodewright_kube::KubeCluster;
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
+use support::objects;
 
 const FINALIZER: &str = "nodewright.io/termination";
 /// Every controller process of a test draws NodeClaim names from this
 /// seed: a restarted one first draws the names its predecessor took.
 const NAME_SEED: u64 = 11;
 
+/// The NodePool the tests use: it neither consolidates nor expires, so
+/// every node that goes is one a test deleted.
 fn node_pool() -> Value {
-    json!({
-        "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool",
-        "metadata": { "name": "default" },
-        "spec": {
-            "template": { "spec": {
-                "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }],
-                "startupTaints": [{ "key": "nodewright.io/starting", "effect": "NoSchedule" }]
-            }},
-            "disruption": { "consolidationPolicy": "WhenEmpty", "consolidateAfter": "Never" },
-            "policy": { "selection": { "plugin": "karpenter-like" } }
-        }
-    })
+    let mut pool = objects::node_pool();
+    pool["spec"]["disruption"] = json!({ "consolidationPolicy": "WhenEmpty", "consolidateAfter": "Never" });
+    pool
 }
 
 fn pod(name: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": { "name": name, "namespace": "shop", "labels": { "app": "web" } },
-        "spec": { "containers": [{ "name": "web", "resources": { "requests": { "cpu": "500m", "memory": "1Gi" } } }] },
-        "status": { "phase": "Pending", "conditions": [{ "type": "PodScheduled", "status": "False", "reason": "Unschedulable" }] }
-    })
+    objects::pending_pod(name)
 }
 
 /// Where the controller process is killed: the step the cloud is asked

@@ -53,7 +53,7 @@ impl Method for Expiration {
     }
 
     fn candidate(&self, pool: Option<&NodePool>, member: &Member, now: std::time::Duration, _: &str) -> Result<(), String> {
-        let pool = pool.ok_or_else(|| format!("node {}'s NodePool is gone", member.name()))?;
+        let pool = existing(pool, member)?;
         let Some(after) = pool.expire_after else { return Err(format!("NodePool {} has expireAfter: Never", pool.name)) };
         match member.claim.created_at.checked_add(after) {
             Some(at) if now >= at => Ok(()),
@@ -88,9 +88,13 @@ impl Method for Consolidation {
     }
 
     fn candidate(&self, pool: Option<&NodePool>, member: &Member, _: std::time::Duration, _: &str) -> Result<(), String> {
-        let pool = pool.ok_or_else(|| format!("node {}'s NodePool is gone", member.name()))?;
-        consolidatable(pool, member).map_err(|(_, why)| why)
+        consolidatable(existing(pool, member)?, member).map_err(|(_, why)| why)
     }
+}
+
+/// `member`'s NodePool, or why there is none.
+fn existing<'a>(pool: Option<&'a NodePool>, member: &Member) -> Result<&'a NodePool, String> {
+    pool.ok_or_else(|| format!("node {}'s NodePool is gone", member.name()))
 }
 
 /// Is `member` a consolidation candidate of `pool` now: the NodePool

@@ -1,3 +1,4 @@
 //! Test support shared by the kube-rs tests.
 
 pub mod apiserver;
+pub mod objects;
