@@ -161,6 +161,8 @@ fn each_node_affinity_operator_filters_offerings() {
         (Requirement::not_in(well_known::CAPACITY_TYPE, &["spot"]), Box::new(|o| o.capacity_type == CapacityType::OnDemand)),
         (Requirement::with(well_known::GENERATION, Operator::Gt, Some(6)), Box::new(|o| o.generation > 6)),
         (Requirement::with(well_known::CPU, Operator::Lt, Some(8)), Box::new(|o| o.capacity.cpu_millis < 8000)),
+        (Requirement::with(well_known::GENERATION, Operator::Gte, Some(6)), Box::new(|o| o.generation >= 6)),
+        (Requirement::with(well_known::CPU, Operator::Lte, Some(8)), Box::new(|o| o.capacity.cpu_millis <= 8000)),
         (Requirement::with("team", Operator::Exists, None), Box::new(|_| true)),
         (Requirement::is_in(well_known::ZONE, &["us-east-1b"]), Box::new(|o| o.zone == "us-east-1b")),
     ];

@@ -1,5 +1,5 @@
 //! Labels, node requirements (`In`, `NotIn`, `Exists`, `DoesNotExist`,
-//! `Gt`, `Lt`), taints and tolerations, as Kubernetes and Karpenter define them.
+//! `Gt`, `Lt`, `Gte`, `Lte`), taints and tolerations, as Kubernetes and Karpenter define them.
 
 use std::collections::BTreeMap;
 
@@ -57,6 +57,10 @@ pub enum Operator {
     Gt,
     /// The label is an integer less than the value.
     Lt,
+    /// The label is an integer greater than or equal to the value.
+    Gte,
+    /// The label is an integer less than or equal to the value.
+    Lte,
 }
 
 impl Operator {
@@ -69,7 +73,9 @@ impl Operator {
             "DoesNotExist" => Operator::DoesNotExist,
             "Gt" => Operator::Gt,
             "Lt" => Operator::Lt,
-            other => return Err(format!("`{other}` is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt")),
+            "Gte" => Operator::Gte,
+            "Lte" => Operator::Lte,
+            other => return Err(format!("`{other}` is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt, Gte, Lte")),
         })
     }
 }
@@ -96,7 +102,7 @@ impl Requirement {
             Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
                 return Err(format!("operator {operator:?} takes no values"));
             }
-            Operator::Gt | Operator::Lt if values.len() != 1 || values[0].parse::<i64>().is_err() => {
+            Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte if values.len() != 1 || values[0].parse::<i64>().is_err() => {
                 return Err(format!("operator {operator:?} needs exactly one integer value, got {values:?}"));
             }
             _ => {}
@@ -131,9 +137,14 @@ impl Requirement {
             (Operator::NotIn, None) => true,
             (Operator::Exists, v) => v.is_some(),
             (Operator::DoesNotExist, v) => v.is_none(),
-            (Operator::Gt | Operator::Lt, None) => false,
+            (Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte, None) => false,
             (op, Some(v)) => match (v.parse::<i64>(), self.values.first().and_then(|b| b.parse::<i64>().ok())) {
-                (Ok(v), Some(bound)) => if op == Operator::Gt { v > bound } else { v < bound },
+                (Ok(v), Some(bound)) => match op {
+                    Operator::Gt => v > bound,
+                    Operator::Gte => v >= bound,
+                    Operator::Lt => v < bound,
+                    _ => v <= bound,
+                },
                 _ => false,
             },
         }
@@ -226,6 +237,16 @@ pub fn tolerates_all(tolerations: &[Toleration], taints: &[Taint]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn gte_and_lte_include_their_bound_gt_and_lt_do_not() {
+        let check = |op: &str, value: &str| Requirement::new("karpenter.k8s.aws/instance-cpu", Operator::parse(op).unwrap(), vec!["8".into()]).unwrap().matches(Some(value));
+        assert_eq!([check("Gt", "8"), check("Gte", "8"), check("Gte", "7"), check("Gte", "9")], [false, true, false, true]);
+        assert_eq!([check("Lt", "8"), check("Lte", "8"), check("Lte", "9"), check("Lte", "7")], [false, true, false, true]);
+        assert!(Requirement::new("k", Operator::Gte, vec!["x".into()]).is_err());
+        assert_eq!(Operator::parse("Ge").unwrap_err(), "`Ge` is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt, Gte, Lte");
+    }
+
     use super::*;
 
     #[test]
@@ -250,7 +271,7 @@ mod tests {
             Requirement::new("k", Operator::Gt, vec!["x".into()]).unwrap_err(),
             "operator Gt needs exactly one integer value, got [\"x\"]"
         );
-        assert_eq!(Operator::parse("Inn").unwrap_err(), "`Inn` is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt");
+        assert_eq!(Operator::parse("Inn").unwrap_err(), "`Inn` is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt, Gte, Lte");
     }
 
     #[test]

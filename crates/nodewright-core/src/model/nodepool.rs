@@ -387,9 +387,34 @@ fn policy_keys(field: &str, keys: Vec<String>) -> Result<Vec<String>, (String, S
 
 /// Parse every NodePool in `text` (YAML, one or more documents) read from `file`.
 pub fn parse_node_pools(file: &str, text: &str) -> Result<Vec<NodePool>, NodePoolError> {
+    parse_node_pools_noting(file, text).map(|(pools, _)| pools)
+}
+
+/// A document's kind, read before the document is parsed as a NodePool.
+#[derive(Deserialize)]
+struct Kind {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default, rename = "apiVersion")]
+    api_version: Option<String>,
+}
+
+/// [`parse_node_pools`], and a note for each document of another kind (an
+/// `EC2NodeClass` beside its NodePool, as Karpenter's examples ship them),
+/// which is skipped.
+pub fn parse_node_pools_noting(file: &str, text: &str) -> Result<(Vec<NodePool>, Vec<String>), NodePoolError> {
+    let kinds: Vec<Option<Kind>> = serde_yaml_ng::Deserializer::from_str(text).map(|d| Kind::deserialize(d).ok()).collect();
+    let mut notes = Vec::new();
     let mut pools: Vec<NodePool> = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let resource = format!("document {}", index + 1);
+        if let Some(Some(Kind { kind: Some(kind), api_version })) = kinds.get(index)
+            && kind != "NodePool"
+        {
+            let api = api_version.as_deref().unwrap_or("no apiVersion");
+            notes.push(format!("{file}: {resource}: {kind} ({api}) skipped: only NodePools are read here"));
+            continue;
+        }
         let raw: RawNodePool = serde_path_to_error::deserialize(document).map_err(|e| {
             let (field, message) = yaml_error(e);
             NodePoolError { file: file.into(), resource: resource.clone(), field, message }
@@ -410,7 +435,7 @@ pub fn parse_node_pools(file: &str, text: &str) -> Result<Vec<NodePool>, NodePoo
         }
         pools.push(pool);
     }
-    Ok(pools)
+    Ok((pools, notes))
 }
 
 /// The field path and message of a YAML error, without the parser
@@ -671,6 +696,18 @@ spec:
     }
 
     #[test]
+    fn other_kinds_in_a_file_are_skipped_with_a_note_as_karpenter_ships_a_node_pool_with_its_node_class() {
+        let node_class = "---\napiVersion: karpenter.k8s.aws/v1\nkind: EC2NodeClass\nmetadata:\n  name: default\nspec:\n  role: KarpenterNodeRole-my-cluster\n  amiSelectorTerms:\n    - alias: al2023@latest\n";
+        let (pools, notes) = parse_node_pools_noting("example.yaml", &format!("{KARPENTER}{node_class}")).unwrap();
+        assert_eq!(pools.len(), 1);
+        assert_eq!(pools[0].name, "default");
+        assert_eq!(notes, vec!["example.yaml: document 2: EC2NodeClass (karpenter.k8s.aws/v1) skipped: only NodePools are read here".to_string()]);
+        // A NodePool document with a mistake is still refused by its field.
+        let bad = KARPENTER.replace("  limits:\n", "  limitz:\n");
+        assert!(parse_node_pools_noting("example.yaml", &format!("{bad}{node_class}")).is_err());
+    }
+
+    #[test]
     fn pod_annotations_name_the_keys_policies_are_told_and_bad_ones_are_refused() {
         let with = |keys: &str| KARPENTER.replace("  limits:\n", &format!("  policy:\n    podAnnotations: {keys}\n  limits:\n"));
         let pool = &parse_node_pools("p.yaml", &with("[example.com/cost-centre]")).unwrap()[0];
@@ -685,7 +722,7 @@ spec:
     fn bad_node_pools_name_file_resource_field_and_value() {
         assert_eq!(
             error(&KARPENTER.replace("operator: Gt", "operator: Greater")),
-            "pools.yaml: NodePool default: spec.template.spec.requirements[2].operator: `Greater` is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt"
+            "pools.yaml: NodePool default: spec.template.spec.requirements[2].operator: `Greater` is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt, Gte, Lte"
         );
         assert_eq!(
             error(&KARPENTER.replace("values: [\"2\"]", "values: [\"two\"]")),

@@ -239,7 +239,14 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
         input(&args.trace, scenario.trace)?.unwrap_or_else(|| (BUNDLED_TRACE_NAME.to_string(), BUNDLED_TRACE.to_string()));
     let trace = parse_trace(&trace_name, &text)?;
     let pools = match input(&args.nodepools, scenario.nodepools)? {
-        Some((name, text)) => parse_node_pools(&name, &text)?,
+        Some((name, text)) => {
+            let (pools, notes) = nodewright_core::model::parse_node_pools_noting(&name, &text)?;
+            for note in notes {
+                eprintln!("note: {note}");
+            }
+            anyhow::ensure!(!pools.is_empty(), "{name}: no NodePool in it");
+            pools
+        }
         None => {
             let mut pool = NodePool::new("default");
             pool.consolidate_after = Some(Duration::from_secs(60));
