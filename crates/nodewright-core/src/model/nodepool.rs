@@ -403,7 +403,16 @@ struct Kind {
 /// `EC2NodeClass` beside its NodePool, as Karpenter's examples ship them),
 /// which is skipped.
 pub fn parse_node_pools_noting(file: &str, text: &str) -> Result<(Vec<NodePool>, Vec<String>), NodePoolError> {
-    let kinds: Vec<Option<Kind>> = serde_yaml_ng::Deserializer::from_str(text).map(|d| Kind::deserialize(d).ok()).collect();
+    // The kinds up to the first document that does not read (the parse
+    // below stops there with its error; the document iterator would yield
+    // that error again and again).
+    let mut kinds: Vec<Option<Kind>> = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        match Kind::deserialize(document) {
+            Ok(kind) => kinds.push(Some(kind)),
+            Err(_) => break,
+        }
+    }
     let mut notes = Vec::new();
     let mut pools: Vec<NodePool> = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
@@ -702,6 +711,11 @@ spec:
         assert_eq!(pools.len(), 1);
         assert_eq!(pools[0].name, "default");
         assert_eq!(notes, vec!["example.yaml: document 2: EC2NodeClass (karpenter.k8s.aws/v1) skipped: only NodePools are read here".to_string()]);
+        // Skipped in the middle: the documents after it are read.
+        let second = KARPENTER.replace("name: default", "name: second");
+        let (pools, notes) = parse_node_pools_noting("example.yaml", &format!("{KARPENTER}{node_class}---\n{second}")).unwrap();
+        assert_eq!(pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["default", "second"]);
+        assert_eq!(notes.len(), 1);
         // A NodePool document with a mistake is still refused by its field.
         let bad = KARPENTER.replace("  limits:\n", "  limitz:\n");
         assert!(parse_node_pools_noting("example.yaml", &format!("{bad}{node_class}")).is_err());
