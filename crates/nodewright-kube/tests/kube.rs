@@ -76,6 +76,13 @@ fn list(kind: &str, api_version: &str, items: Vec<Value>) -> (u16, Value) {
     (200, json!({ "apiVersion": api_version, "kind": format!("{kind}List"), "metadata": { "resourceVersion": "1" }, "items": items }))
 }
 
+/// The answer to a request a scenario did not expect: 400, which the
+/// adapter never takes for success (a 404 could pass for "already gone").
+fn unexpected(method: &str, uri: &str) -> (u16, Value) {
+    eprintln!("unexpected request: {method} {uri}");
+    status(400, "BadRequest", &format!("unexpected {method} {uri}"))
+}
+
 fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
     (code, json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "reason": reason, "message": message, "metadata": {} }))
 }
@@ -107,7 +114,7 @@ fn provisioning_reads(uri: &str) -> (u16, Value) {
         u if u.starts_with("/api/v1/pods") => list("Pod", "v1", vec![]),
         u if u.starts_with("/api/v1/nodes") => list("Node", "v1", vec![]),
         u if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", vec![]),
-        _ => status(404, "NotFound", &format!("unexpected GET {uri}")),
+        _ => unexpected("GET", uri),
     }
 }
 
@@ -137,7 +144,7 @@ async fn a_pending_pod_makes_the_provisioner_create_a_nodeclaim_and_record_its_l
         ("GET", _) => provisioning_reads(uri),
         ("POST", "/apis/nodewright.io/v1alpha1/nodeclaims?") => (201, body.clone()),
         ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => launch_recorded(u, body),
-        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+        _ => unexpected(method.as_str(), uri),
     });
     let (_, report) = provision_once(client).await;
     assert_eq!(report.launched.len(), 1, "{report:?}");
@@ -174,7 +181,7 @@ async fn a_claim_name_another_replica_took_is_drawn_again_and_one_instance_is_la
             }
         }
         ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => launch_recorded(u, body),
-        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+        _ => unexpected(method.as_str(), uri),
     });
     let (cloud, report) = provision_once(client).await;
     assert_eq!(report.launched.len(), 1, "{report:?}");
@@ -215,7 +222,7 @@ async fn a_registered_ready_node_loses_its_startup_taint_and_its_claim_is_initia
             "apiVersion": "nodewright.io/v1alpha1", "kind": "NodeClaim", "metadata": { "name": "default-1" },
             "spec": { "nodePool": "default", "offerings": [], "cpuMillis": 500, "memoryBytes": 1073741824 },
             "status": body["status"].clone() })),
-        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+        _ => unexpected(method.as_str(), uri),
     });
     let cluster = kube_cluster(client, catalog());
     let mut pool = NodePool::new("default");
@@ -288,7 +295,7 @@ async fn a_nodepool_with_a_bad_field_is_reported_in_its_status_and_left_out_whil
             kept.lock().unwrap().insert(name, body["status"].clone());
             (200, node_pool_object())
         }
-        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+        _ => unexpected(method.as_str(), uri),
     });
     let cluster = kube_cluster(client, catalog());
     let pools = cluster.node_pools().await.unwrap();
@@ -359,7 +366,7 @@ fn plugin_server_with(plugin: Value, bytes: Vec<u8>) -> (Client, Arc<Mutex<Vec<S
             object["status"] = body["status"].clone();
             (200, object)
         }
-        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+        _ => unexpected(method.as_str(), uri),
     })
 }
 
@@ -487,7 +494,7 @@ async fn with_watch_caches_a_pass_lists_nothing_and_a_claim_it_created_is_not_cr
             *record.lock().unwrap() = Some(claim.clone());
             (200, claim)
         }
-        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+        _ => unexpected(method.as_str(), uri),
     });
     let catalog = catalog();
     let cache = nodewright_kube::cache::KubeCache::start(&client);
@@ -631,7 +638,7 @@ fn lease_server() -> Client {
                 *lease = Some(l.clone());
                 (200, l)
             }
-            _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+            _ => unexpected(method.as_str(), uri),
         }
     });
     client
@@ -679,7 +686,7 @@ async fn a_nodeclaim_with_a_deletion_timestamp_reads_as_being_deleted() {
     let items = vec![claim("default-bcdfg", true), claim("default-hjklm", false)];
     let (client, _seen) = api_server(move |method, uri, _| match (method.as_str(), uri) {
         ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", items.clone()),
-        _ => status(404, "NotFound", &format!("unexpected {method} {uri}")),
+        _ => unexpected(method.as_str(), uri),
     });
     let cluster = kube_cluster(client, catalog());
     let claims = cluster.node_claims().await.unwrap();
