@@ -224,22 +224,8 @@ impl KubeCluster {
     /// node is named after its NodeClaim, as EC2 names the Node itself
     /// (`ip-10-0-1-23.ec2.internal`).
     async fn claims_by_node(&self) -> Result<HashMap<String, String>, ClusterError> {
-        let nodes = self.read_nodes().await?;
-        let by_provider: HashMap<&str, &str> =
-            nodes.iter().filter_map(|n| Some((n.spec.as_ref()?.provider_id.as_deref()?, n.metadata.name.as_deref()?))).collect();
-        let mut map = HashMap::new();
-        for c in self.read_claims().await? {
-            let status = c.status.as_ref();
-            let node = status
-                .and_then(|s| s.node_name.clone())
-                .or_else(|| status.and_then(|s| s.provider_id.as_deref()).and_then(|p| by_provider.get(p)).map(|n| n.to_string()));
-            if let Some(node) = node {
-                map.insert(node, c.name_any());
-            }
-        }
-        Ok(map)
+        Ok(claims_by_node(&self.read_nodes().await?, &self.read_claims().await?))
     }
-
     /// The Node behind model node `name`: a NodeClaim's node, or `name`.
     async fn node_named(&self, name: &str) -> Result<String, ClusterError> {
         let map = self.claims_by_node().await?;
@@ -352,6 +338,23 @@ impl KubeCluster {
     }
 }
 
+/// [`KubeCluster::claims_by_node`] of `nodes` and `claims` already read.
+fn claims_by_node(nodes: &[Arc<core::Node>], claims: &[Arc<crd::NodeClaim>]) -> HashMap<String, String> {
+    let by_provider: HashMap<&str, &str> =
+        nodes.iter().filter_map(|n| Some((n.spec.as_ref()?.provider_id.as_deref()?, n.metadata.name.as_deref()?))).collect();
+    let mut map = HashMap::new();
+    for c in claims {
+        let status = c.status.as_ref();
+        let node = status
+            .and_then(|s| s.node_name.clone())
+            .or_else(|| status.and_then(|s| s.provider_id.as_deref()).and_then(|p| by_provider.get(p)).map(|n| n.to_string()));
+        if let Some(node) = node {
+            map.insert(node, c.name_any());
+        }
+    }
+    map
+}
+
 /// A NodePool object as the model's NodePool, checked by the same parser as
 /// NodePool files (so errors name the field the same way).
 fn parse_pool(np: &crd::NodePool) -> Result<NodePool, nodewright_core::model::NodePoolError> {
@@ -462,7 +465,8 @@ impl Cluster for KubeCluster {
                 on_node.entry(node).or_default().push(convert::pod(&p, &mut specs, &keys).spec);
             }
         }
-        let claims_by_node = self.claims_by_node().await?;
+        let claims = self.read_claims().await?;
+        let claims_by_node = claims_by_node(&list, &claims);
         let mut nodes: Vec<ExistingNode> = list
             .iter()
             .map(|n| {
@@ -487,7 +491,7 @@ impl Cluster for KubeCluster {
         let daemonsets = self.daemonsets().await?;
         let registered: std::collections::HashSet<String> =
             list.iter().filter_map(|n| n.spec.as_ref()?.provider_id.clone()).collect();
-        for claim in self.read_claims().await? {
+        for claim in &claims {
             let status = claim.status.clone().unwrap_or_default();
             if status.provider_id.as_ref().is_some_and(|p| registered.contains(p)) {
                 continue;

@@ -360,10 +360,6 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             + pass.used.get(pool).copied().unwrap_or(0)
     }
 
-    /// Is `member` a consolidation candidate of `pool` now?
-    fn candidate(&self, pool: &NodePool, member: &Member) -> Result<(), (RejectKind, String)> {
-        super::methods::consolidatable(pool, member)
-    }
 
     fn reject(&mut self, command: Command, rule: &'static str, kind: RejectKind, message: String, report: &mut DisruptionReport) {
         tracing::info!(node_pool = %command.node_pool, nodes = ?command.nodes, reason = ?command.reason, ?kind, rule, "disruption rejected: {message}");

@@ -111,7 +111,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 return Err((RejectKind::NotDisruptable, format!("pod {} on node {} has karpenter.sh/do-not-disrupt", pod.name, member.name())));
             }
             if c.consolidating() {
-                self.candidate(c.pool, member)?;
+                crate::disruption::methods::consolidatable(c.pool, member)?;
             }
         }
         Ok(())
