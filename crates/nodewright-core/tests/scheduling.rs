@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use nodewright_core::model::{
-    Arch, CapacityType, Catalog, LabelSelector, NodePool, Operator, Pod, PodSpec, PoolLimits, Requirement, Taint,
+    Arch, CapacityType, Catalog, LabelSelector, MinValues, NodePool, Operator, Pod, PodSpec, PoolLimits, Requirement, Taint,
     TaintEffect, Toleration, TopologyKey, well_known,
 };
 use nodewright_core::scheduling::{ExistingNode, Hints, SchedulingInput, SchedulingResult, node_labels, schedule, schedule_within};
@@ -309,7 +309,7 @@ fn a_self_affine_group_starts_anywhere_then_stays_together() {
 
 #[test]
 fn node_pool_limits_stop_new_claims_and_say_so() {
-    let pool = NodePool::new("default").limits(PoolLimits { cpu_millis: Some(8000), memory_bytes: None, gpus: None });
+    let pool = NodePool::new("default").limits(PoolLimits { cpu_millis: Some(8000), ..PoolLimits::default() });
     let pods = PodSpec::requesting(3000, 4 * GIB).anti_affinity(TopologyKey::Hostname, LabelSelector::label("app", "big")).label("app", "big").pods("big", 3);
     let result = run(&[pool], &[], &pods);
     assert_eq!(result.claims.len(), 2, "two 4-vCPU nodes fit in 8 vCPU");
@@ -318,8 +318,79 @@ fn node_pool_limits_stop_new_claims_and_say_so() {
 }
 
 #[test]
+fn a_node_count_limit_counts_existing_nodes_and_new_claims() {
+    let pool = NodePool::new("default").limits(PoolLimits { nodes: Some(3), ..PoolLimits::default() });
+    let existing = node("old-1", &pool, "m5.xlarge", "us-east-1a", vec![]);
+    let pods = PodSpec::requesting(3000, 4 * GIB).anti_affinity(TopologyKey::Hostname, LabelSelector::label("app", "big")).label("app", "big").pods("big", 4);
+    let result = run(&[pool], &[existing], &pods);
+    // One pod goes to the existing node, two to new claims (3 nodes), the last waits.
+    assert_eq!(result.claims.len(), 2);
+    assert_eq!(result.unschedulable.len(), 1);
+    assert_eq!(result.unschedulable[0].1, "NodePool default would exceed its limits (nodes 3)");
+}
+
+#[test]
+fn a_pods_limit_counts_the_instance_types_max_pods() {
+    let max_pods = catalog().offerings.iter().find(|o| o.instance_type == "m5.xlarge").unwrap().capacity.pods;
+    let limit = u64::from(max_pods) * 5 / 2;
+    let pool = NodePool::new("default")
+        .require(Requirement::is_in(well_known::INSTANCE_TYPE, &["m5.xlarge"]))
+        .limits(PoolLimits { pods: Some(limit), ..PoolLimits::default() });
+    let spread = PodSpec::requesting(100, GIB / 4).anti_affinity(TopologyKey::Hostname, LabelSelector::label("app", "s")).label("app", "s");
+    let result = run(&[pool], &[], &spread.pods("s", 3));
+    assert_eq!(result.claims.len(), 2, "two m5.xlarge of {max_pods} pods each fit in {limit}");
+    assert_eq!(result.unschedulable.len(), 1);
+    assert_eq!(result.unschedulable[0].1, format!("NodePool default would exceed its limits (pods {limit})"));
+}
+
+/// Distinct values of `key` among the offerings of claim `c`.
+fn distinct(result: &SchedulingResult, c: usize, key: &str) -> usize {
+    let label = |o: &nodewright_core::model::Offering| match key {
+        well_known::FAMILY => o.family.clone(),
+        well_known::INSTANCE_TYPE => o.instance_type.clone(),
+        _ => unreachable!("a key this test uses"),
+    };
+    result.claims[c].offerings.iter().map(|&o| label(&catalog().offerings[o as usize])).collect::<std::collections::BTreeSet<_>>().len()
+}
+
+#[test]
+fn min_values_keep_that_many_families_in_every_claim_or_the_pod_waits_saying_so() {
+    let families = ["m5", "c5", "r5", "m6i", "c6i", "r6i"];
+    let base = || {
+        NodePool::new("default")
+            .require(Requirement::is_in(well_known::CAPACITY_TYPE, &["on-demand"]))
+            .require(Requirement::is_in(well_known::FAMILY, &families))
+    };
+    let mut pool = base();
+    pool.min_values = vec![MinValues { key: well_known::FAMILY.into(), count: 5 }];
+    // Pods of 16 CPU: a claim fills up until fewer than five of the six
+    // families have a type that holds it, then a new claim opens.
+    let pods = PodSpec::requesting(16_000, 32 * GIB).pods("big", 12);
+    let strict = run(std::slice::from_ref(&pool), &[], &pods);
+    assert!(strict.unschedulable.is_empty(), "{:?}", strict.unschedulable);
+    for c in 0..strict.claims.len() {
+        assert!(distinct(&strict, c, well_known::FAMILY) >= 5, "claim {c} keeps {} families", distinct(&strict, c, well_known::FAMILY));
+    }
+    // Without minValues the same pods pack onto fewer claims, some of them
+    // open to fewer families.
+    let loose = run(&[base()], &[], &pods);
+    assert!(loose.claims.len() < strict.claims.len(), "{} claims against {}", loose.claims.len(), strict.claims.len());
+    assert!((0..loose.claims.len()).any(|c| distinct(&loose, c, well_known::FAMILY) < 5));
+    // More instance types than the catalog has: the pod waits, and says why.
+    pool.min_values = vec![MinValues { key: well_known::INSTANCE_TYPE.into(), count: 100_000 }];
+    let result = run(&[pool], &[], &PodSpec::requesting(500, GIB).pods("web", 1));
+    assert!(result.claims.is_empty());
+    let reason = &result.unschedulable[0].1;
+    assert!(
+        reason.starts_with("NodePool default requires at least 100000 distinct node.kubernetes.io/instance-type values (")
+            && reason.ends_with(" here) (minValues) among the offerings that hold the pod"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn higher_priority_pods_are_placed_first_when_room_is_short() {
-    let pool = NodePool::new("default").limits(PoolLimits { cpu_millis: Some(4000), memory_bytes: None, gpus: None });
+    let pool = NodePool::new("default").limits(PoolLimits { cpu_millis: Some(4000), ..PoolLimits::default() });
     let mut pods = PodSpec::requesting(3000, 4 * GIB).label("tier", "low").pods("low", 1);
     pods.extend(PodSpec::requesting(3000, 4 * GIB).label("tier", "high").priority(1000).pods("high", 1));
     let result = run(&[pool], &[], &pods);

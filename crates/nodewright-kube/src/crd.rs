@@ -47,7 +47,11 @@ fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(CustomResource, Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[kube(group = "nodewright.io", version = "v1alpha1", kind = "NodePool", plural = "nodepools", shortname = "np")]
 #[kube(status = "NodePoolStatus")]
+#[kube(printcolumn = r#"{"name":"NodeClass","type":"string","jsonPath":".spec.template.spec.nodeClassRef.name"}"#)]
+#[kube(printcolumn = r#"{"name":"Nodes","type":"integer","jsonPath":".status.nodes"}"#)]
 #[kube(printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#)]
+#[kube(printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#)]
+#[kube(printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".spec.weight","priority":1}"#)]
 pub struct NodePoolSpec {
     /// The Karpenter-shaped spec; see `examples/nodepools/default.yaml`.
     #[serde(flatten)]
@@ -124,7 +128,13 @@ pub struct EC2NodeClassStatus {
 #[kube(group = "nodewright.io", version = "v1alpha1", kind = "NodeClaim", plural = "nodeclaims", shortname = "nc")]
 #[kube(status = "NodeClaimStatus")]
 #[kube(printcolumn = r#"{"name":"Type","type":"string","jsonPath":".status.instanceType"}"#)]
+#[kube(printcolumn = r#"{"name":"Capacity","type":"string","jsonPath":".status.capacityType"}"#)]
+#[kube(printcolumn = r#"{"name":"Zone","type":"string","jsonPath":".status.zone"}"#)]
 #[kube(printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.nodeName"}"#)]
+#[kube(printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#)]
+#[kube(printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#)]
+#[kube(printcolumn = r#"{"name":"ID","type":"string","jsonPath":".status.providerID","priority":1}"#)]
+#[kube(printcolumn = r#"{"name":"NodePool","type":"string","jsonPath":".spec.nodePool","priority":1}"#)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeClaimSpec {
     /// Its NodePool.
@@ -166,10 +176,17 @@ pub struct NodeClaimStatus {
     /// Instance type bought.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// How it was bought: `on-demand`, `spot` or `reserved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_type: Option<String>,
+    /// Its availability zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// The node that registered for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// `Launched`, `Registered`, `Initialized`.
+    /// `Launched`, `Registered`, `Initialized`, and `Ready` (Unknown until
+    /// the node is initialised, then True), as Karpenter's.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

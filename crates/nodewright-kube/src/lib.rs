@@ -323,7 +323,8 @@ impl KubeCluster {
                         .map_err(err("remove startup taints"))?;
                     self.wrote_node(patched);
                 }
-                crd::set_condition(&mut conditions, crd::Condition { type_: "Initialized".into(), status: "True".into(), reason: "NodeReady".into(), message: String::new(), last_transition_time: now });
+                crd::set_condition(&mut conditions, crd::Condition { type_: "Initialized".into(), status: "True".into(), reason: "NodeReady".into(), message: String::new(), last_transition_time: now.clone() });
+                crd::set_condition(&mut conditions, crd::Condition { type_: "Ready".into(), status: "True".into(), reason: "Ready".into(), message: String::new(), last_transition_time: now });
                 initialised.push(claim.name_any());
             }
             let patch = serde_json::json!({ "status": { "nodeName": node.name_any(), "conditions": conditions } });
@@ -545,12 +546,18 @@ impl Cluster for KubeCluster {
     async fn claim_launched(&self, claim: &str, instance: Instance) -> Result<(), ClusterError> {
         let catalog = (self.catalog)();
         let offering = catalog.offerings.get(instance.offering as usize);
+        let now = chrono::Utc::now().to_rfc3339();
         let patch = serde_json::json!({ "status": {
             "providerID": offering.map(|o| format!("aws:///{}/{}", o.zone, instance.id)),
             "instanceID": instance.id,
             "offering": offering_key(&catalog, instance.offering),
             "instanceType": offering.map(|o| o.instance_type.clone()),
-            "conditions": [{ "type": "Launched", "status": "True", "reason": "Launched", "message": "", "lastTransitionTime": chrono::Utc::now().to_rfc3339() }],
+            "capacityType": offering.and_then(|o| nodewright_core::scheduling::offering_label(o, nodewright_core::model::well_known::CAPACITY_TYPE)),
+            "zone": offering.map(|o| o.zone.clone()),
+            "conditions": [
+                { "type": "Launched", "status": "True", "reason": "Launched", "message": "", "lastTransitionTime": now },
+                { "type": "Ready", "status": "Unknown", "reason": "AwaitingInitialization", "message": "the node has not registered and become ready yet", "lastTransitionTime": now },
+            ],
         }});
         let patched = self
             .claims_api()

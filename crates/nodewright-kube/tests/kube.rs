@@ -236,7 +236,7 @@ async fn a_registered_ready_node_loses_its_startup_taint_and_its_claim_is_initia
     let claim = seen.iter().find(|s| s.uri.contains("nodeclaims/default-1/status")).expect("the claim status was patched");
     assert_eq!(claim.body["status"]["nodeName"], "ip-10-0-0-1");
     let types: Vec<&str> = claim.body["status"]["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["Launched", "Registered", "Initialized"]);
+    assert_eq!(types, ["Launched", "Registered", "Initialized", "Ready"]);
 }
 
 #[tokio::test]

@@ -9,9 +9,15 @@ use nodewright_core::model::parse_node_pools;
 #[test]
 fn the_committed_crds_are_what_nodewright_crds_prints() {
     let (file, text) = read("examples/deploy/crds/crds.yaml");
+    let printed = nodewright_kube::crd::crds_yaml();
+    // `NODEWRIGHT_BLESS=1` rewrites the file (then review the diff).
+    if std::env::var_os("NODEWRIGHT_BLESS").is_some() {
+        std::fs::write(&file, &printed).unwrap();
+        return;
+    }
     assert!(
-        text == nodewright_kube::crd::crds_yaml(),
-        "{file} is stale: regenerate it with `cargo run -p nodewright --features controller -- crds > examples/deploy/crds/crds.yaml`"
+        text == printed,
+        "{file} is stale: regenerate it with `cargo run -p nodewright --features controller -- crds > examples/deploy/crds/crds.yaml` (or NODEWRIGHT_BLESS=1 scripts/test)"
     );
 }
 

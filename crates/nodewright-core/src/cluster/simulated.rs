@@ -337,9 +337,14 @@ impl SimulatedCluster {
         self.state().journal.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    /// The kubelet of launched claim `claim` registers its node: ready for pods.
+    /// The kubelet of launched claim `claim` registers its node: ready for
+    /// pods. Registering again (a kubelet restart) keeps the node as it is,
+    /// with the pods bound to it.
     pub fn register(&self, claim: &str) -> Result<(), ClusterError> {
         let mut state = self.state();
+        if state.node_index.contains_key(claim) {
+            return Ok(());
+        }
         let c = state.claims.get(claim).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))?;
         let instance = c.instance.clone().ok_or_else(|| ClusterError(format!("NodeClaim {claim} is not launched")))?;
         let pool = state

@@ -24,7 +24,7 @@ pub use labels::{Operator, Requirement, Taint, TaintEffect, Toleration, well_kno
 pub use nodepool::yaml_error;
 pub use node::{ExistingNode, Instance, NodeClaim};
 pub use nodepool::{
-    Budget, BudgetNodes, ConsolidationPolicy, NodePool, NodePoolError, PolicyRef, PoolLimits, parse_node_pools, parse_node_pools_noting,
+    Budget, BudgetNodes, ConsolidationPolicy, MinValues, NodePool, NodePoolError, PolicyRef, PoolLimits, parse_node_pools, parse_node_pools_noting,
 };
 pub use offering::{Arch, CapacityType, InterruptionRate, Offering};
 pub use overrides::{OverrideTarget, PriceChange, PriceOverride, PriceOverrideError, parse_price_overrides};

@@ -20,6 +20,12 @@ pub struct PoolLimits {
     pub memory_bytes: Option<u64>,
     /// GPUs.
     pub gpus: Option<u64>,
+    /// Pod slots (the instance types' max pods).
+    pub pods: Option<u64>,
+    /// Ephemeral storage in bytes.
+    pub ephemeral_bytes: Option<u64>,
+    /// Nodes (NodeClaims, launched or not).
+    pub nodes: Option<u64>,
 }
 
 /// A policy a NodePool uses, with that policy's configuration.
@@ -39,6 +45,25 @@ pub enum ConsolidationPolicy {
     WhenEmpty,
     /// Empty and under-used nodes.
     WhenEmptyOrUnderutilized,
+    /// As `WhenEmptyOrUnderutilized`, but a move goes ahead only if it
+    /// saves enough for what it disrupts (Karpenter's `Balanced`): its
+    /// savings as a fraction of the NodePool's $/hour, times `threshold`
+    /// (`consolidationThreshold`, 1 to 3, default 2), must reach its
+    /// disruption cost as a fraction of the NodePool's.
+    Balanced {
+        /// `consolidationThreshold`: 1 (cautious) to 3 (eager).
+        threshold: u8,
+    },
+}
+
+/// At least `count` distinct values of `key` among a NodeClaim's
+/// offerings (a requirement's `minValues`), so that a launch keeps choices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinValues {
+    /// A well-known offering label (instance type, family, category, zone, …).
+    pub key: String,
+    /// Distinct values required.
+    pub count: u32,
 }
 
 /// How many nodes may be disrupted at once.
@@ -80,6 +105,8 @@ pub struct NodePool {
     pub startup_taints: Vec<Taint>,
     /// Limits.
     pub limits: PoolLimits,
+    /// `minValues` of its requirements on offering labels.
+    pub min_values: Vec<MinValues>,
     /// Node class name.
     pub node_class: Option<String>,
     /// Forceful expiry (default 720h; `None` for `Never`).
@@ -113,6 +140,7 @@ impl NodePool {
             taints: Vec::new(),
             startup_taints: Vec::new(),
             limits: PoolLimits::default(),
+            min_values: Vec::new(),
             node_class: None,
             expire_after: Some(Duration::from_secs(720 * 3600)),
             termination_grace_period: None,
@@ -331,6 +359,8 @@ struct RawDisruption {
     #[serde(default)]
     consolidation_policy: Option<String>,
     #[serde(default)]
+    consolidation_threshold: Option<u8>,
+    #[serde(default)]
     consolidate_after: Option<String>,
     #[serde(default)]
     budgets: Option<Vec<RawBudget>>,
@@ -494,6 +524,17 @@ fn convert(raw: RawNodePool) -> Result<NodePool, Failure> {
         if r.key == well_known::HOSTNAME {
             return Err(fail(&format!("{field}.key"), format!("`{}` cannot be required of a new node", r.key)));
         }
+        // On an offering label, kept by every NodeClaim; on another key the
+        // node carries one of the values given, checked above.
+        if let Some(count) = r.min_values {
+            if count == 0 {
+                return Err(fail(&format!("{field}.minValues"), "must be at least 1".into()));
+            }
+            if well_known::OFFERING_KEYS.contains(&r.key.as_str()) {
+                pool.min_values.retain(|m| m.key != r.key);
+                pool.min_values.push(MinValues { key: r.key.clone(), count });
+            }
+        }
         pool.requirements.push(requirement);
     }
     if let Some(metadata) = spec.template.metadata {
@@ -537,11 +578,20 @@ fn convert(raw: RawNodePool) -> Result<NodePool, Failure> {
             serde_yaml_ng::Value::Number(n) => n.to_string(),
             other => return Err(fail(&field, format!("{other:?} is not a quantity"))),
         };
+        let quantity = |text: &str| parse_bytes(text).map_err(|m| fail(&field, m));
         match key.as_str() {
             "cpu" => pool.limits.cpu_millis = Some(parse_cpu_millis(&text).map_err(|m| fail(&field, m))?),
-            "memory" => pool.limits.memory_bytes = Some(parse_bytes(&text).map_err(|m| fail(&field, m))?),
-            "nvidia.com/gpu" | "gpu" => pool.limits.gpus = Some(parse_bytes(&text).map_err(|m| fail(&field, m))?),
-            other => return Err(fail(&field, format!("`{other}` is not a supported limit (cpu, memory, nvidia.com/gpu)"))),
+            "memory" => pool.limits.memory_bytes = Some(quantity(&text)?),
+            "nvidia.com/gpu" | "gpu" => pool.limits.gpus = Some(quantity(&text)?),
+            "pods" => pool.limits.pods = Some(quantity(&text)?),
+            "ephemeral-storage" => pool.limits.ephemeral_bytes = Some(quantity(&text)?),
+            "nodes" => pool.limits.nodes = Some(quantity(&text)?),
+            // Any other resource (`aws.amazon.com/neuron`, …): no modelled
+            // instance type has it, so the NodePool's use of it stays 0,
+            // within any limit; the quantity is still checked.
+            _ => {
+                quantity(&text)?;
+            }
         }
     }
     if let Some(disruption) = spec.disruption {
@@ -549,13 +599,24 @@ fn convert(raw: RawNodePool) -> Result<NodePool, Failure> {
             pool.consolidation_policy = match policy.as_str() {
                 "WhenEmpty" => ConsolidationPolicy::WhenEmpty,
                 "WhenEmptyOrUnderutilized" => ConsolidationPolicy::WhenEmptyOrUnderutilized,
+                "Balanced" => ConsolidationPolicy::Balanced { threshold: 2 },
                 other => {
                     return Err(fail(
                         "spec.disruption.consolidationPolicy",
-                        format!("`{other}` is not WhenEmpty or WhenEmptyOrUnderutilized"),
+                        format!("`{other}` is not WhenEmpty, WhenEmptyOrUnderutilized or Balanced"),
                     ));
                 }
             };
+        }
+        if let Some(threshold) = disruption.consolidation_threshold {
+            let field = "spec.disruption.consolidationThreshold";
+            if !(1..=3).contains(&threshold) {
+                return Err(fail(field, format!("{threshold} is not 1, 2 or 3")));
+            }
+            match &mut pool.consolidation_policy {
+                ConsolidationPolicy::Balanced { threshold: t } => *t = threshold,
+                _ => return Err(fail(field, "applies to consolidationPolicy: Balanced only".into())),
+            }
         }
         pool.consolidate_after =
             never_or(&disruption.consolidate_after, "spec.disruption.consolidateAfter", pool.consolidate_after)?;
@@ -675,12 +736,45 @@ spec:
         assert_eq!(pool.name, "default");
         assert_eq!(pool.requirements.len(), 3);
         assert_eq!(pool.labels.get("team").map(String::as_str), Some("web"));
-        assert_eq!(pool.limits, PoolLimits { cpu_millis: Some(1_000_000), memory_bytes: Some(1000 << 30), gpus: None });
+        assert_eq!(pool.limits, PoolLimits { cpu_millis: Some(1_000_000), memory_bytes: Some(1000 << 30), ..PoolLimits::default() });
         assert_eq!(pool.consolidate_after, Some(Duration::from_secs(60)));
         assert_eq!(pool.budgets.len(), 2);
         assert_eq!(pool.budgets[1].nodes, BudgetNodes::Count(0));
         assert_eq!(pool.selection.plugin, "cheapest");
         assert_eq!(pool.node_class.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn limits_on_nodes_pods_and_any_resource_and_min_values_and_balanced_load() {
+        let text = KARPENTER
+            .replace("    memory: 1000Gi\n", "    memory: 1000Gi\n    nodes: 20\n    pods: 500\n    ephemeral-storage: 2Ti\n    aws.amazon.com/neuron: 4\n")
+            .replace("          values: [\"2\"]\n", "          values: [\"2\"]\n        - key: karpenter.k8s.aws/instance-family\n          operator: Exists\n          minValues: 5\n        - key: team\n          operator: In\n          values: [a, b]\n          minValues: 2\n")
+            .replace("consolidationPolicy: WhenEmptyOrUnderutilized", "consolidationPolicy: Balanced");
+        let pool = &parse_node_pools("p.yaml", &text).unwrap()[0];
+        assert_eq!(pool.limits.nodes, Some(20));
+        assert_eq!(pool.limits.pods, Some(500));
+        assert_eq!(pool.limits.ephemeral_bytes, Some(2 << 40));
+        // Offering labels only: a custom key's node gets one of its values.
+        assert_eq!(pool.min_values, vec![MinValues { key: "karpenter.k8s.aws/instance-family".into(), count: 5 }]);
+        assert_eq!(pool.consolidation_policy, ConsolidationPolicy::Balanced { threshold: 2 });
+        let with_threshold = text.replace("consolidationPolicy: Balanced\n", "consolidationPolicy: Balanced\n    consolidationThreshold: 3\n");
+        assert_eq!(parse_node_pools("p.yaml", &with_threshold).unwrap()[0].consolidation_policy, ConsolidationPolicy::Balanced { threshold: 3 });
+        assert_eq!(
+            error(&text.replace("consolidationPolicy: Balanced\n", "consolidationPolicy: Balanced\n    consolidationThreshold: 4\n")),
+            "pools.yaml: NodePool default: spec.disruption.consolidationThreshold: 4 is not 1, 2 or 3"
+        );
+        assert_eq!(
+            error(&KARPENTER.replace("consolidationPolicy: WhenEmptyOrUnderutilized\n", "consolidationPolicy: WhenEmpty\n    consolidationThreshold: 2\n")),
+            "pools.yaml: NodePool default: spec.disruption.consolidationThreshold: applies to consolidationPolicy: Balanced only"
+        );
+        assert_eq!(
+            error(&KARPENTER.replace("    memory: 1000Gi\n", "    memory: 1000Gi\n    nodes: lots\n")),
+            "pools.yaml: NodePool default: spec.limits.nodes: `lots` is not a quantity"
+        );
+        assert_eq!(
+            error(&text.replace("minValues: 5", "minValues: 0")),
+            "pools.yaml: NodePool default: spec.template.spec.requirements[3].minValues: must be at least 1"
+        );
     }
 
     #[test]

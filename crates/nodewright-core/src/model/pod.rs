@@ -127,6 +127,14 @@ impl Pod {
 }
 
 impl PodSpec {
+    /// What evicting the pod costs, as Karpenter counts it: 1, plus its
+    /// `controller.kubernetes.io/pod-deletion-cost` over 2^27, plus its
+    /// priority over 2^25, clamped to [-10, 10].
+    pub fn eviction_cost(&self) -> f64 {
+        let cost = 1.0 + f64::from(self.deletion_cost) / f64::from(1u32 << 27) + f64::from(self.priority) / f64::from(1u32 << 25);
+        cost.clamp(-10.0, 10.0)
+    }
+
     /// As a daemonset's pod template: does it run on a node with `labels`
     /// and `taints`? Its node selector and required node affinity must
     /// hold and it must tolerate the taints. [`daemonsets_on`] is the one

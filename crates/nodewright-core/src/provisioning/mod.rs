@@ -345,8 +345,25 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                 DecidedBy::Fallback { .. } => report.fallbacks += 1,
                 DecidedBy::Builtin => {}
             }
-            let offerings: Vec<u32> = decision.value.into_best(MAX_LAUNCH_OFFERINGS).into_iter().map(|(o, _)| o).collect();
+            // The best 60, widened to keep the pool's minValues (which then
+            // need the whole ranking).
+            let keep = if pool.min_values.is_empty() { MAX_LAUNCH_OFFERINGS } else { usize::MAX };
+            let ranked: Vec<u32> = decision.value.into_best(keep).into_iter().map(|(o, _)| o).collect();
             let pod_names: Vec<String> = planned.pods.iter().map(|&p| pods[p].name.clone()).collect();
+            let offerings = match crate::scheduling::launch_offerings(&catalog, &ranked, &pool.min_values, MAX_LAUNCH_OFFERINGS) {
+                Ok(offerings) => offerings,
+                Err(short) => {
+                    let reason = format!(
+                        "NodePool {} requires {short} (minValues) among the offerings its selection policy ranked that are available now",
+                        pool.name
+                    );
+                    for name in &pod_names {
+                        self.cluster.pod_unschedulable(name, &reason).await?;
+                        report.unschedulable.push((name.clone(), reason.clone()));
+                    }
+                    continue;
+                }
+            };
             if offerings.is_empty() {
                 let reason = if request.feasible.is_empty() {
                     format!("every offering that fits in NodePool {} is temporarily unavailable", pool.name)

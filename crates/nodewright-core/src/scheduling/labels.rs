@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::bitset::Bitset;
-use crate::model::{Catalog, NodePool, Offering, Operator, Requirement, well_known};
+use crate::model::{Catalog, MinValues, NodePool, Offering, Operator, Requirement, well_known};
 
 /// The value of well-known label `key` on a node bought as `offering`.
-pub(crate) fn offering_label(offering: &Offering, key: &str) -> Option<String> {
+pub fn offering_label(offering: &Offering, key: &str) -> Option<String> {
     Some(match key {
         well_known::INSTANCE_TYPE => offering.instance_type.clone(),
         well_known::ARCH => serde_plain(offering.arch),
@@ -22,6 +22,60 @@ pub(crate) fn offering_label(offering: &Offering, key: &str) -> Option<String> {
         well_known::GPU_COUNT => offering.capacity.gpus.to_string(),
         _ => return None,
     })
+}
+
+/// The first `minValues` that `offerings` fall short of, said as
+/// "at least N distinct KEY values (M here)"; `None` if they keep them all.
+pub(crate) fn min_values_short(catalog: &Catalog, min_values: &[MinValues], offerings: &[u32]) -> Option<String> {
+    min_values.iter().find_map(|m| {
+        let distinct: std::collections::HashSet<String> =
+            offerings.iter().filter_map(|&o| offering_label(&catalog.offerings[o as usize], &m.key)).collect();
+        (distinct.len() < m.count as usize).then(|| format!("at least {} distinct {} values ({} here)", m.count, m.key, distinct.len()))
+    })
+}
+
+/// The offerings one launch is given: at most `max` of `ranked` (best
+/// first), in rank order, keeping `min_values`: for each, the best-ranked
+/// offering of each value until there are enough distinct values, then the
+/// best of the rest. `Err` says which `minValues` cannot be kept, by all of
+/// `ranked` or within `max`.
+pub fn launch_offerings(catalog: &Catalog, ranked: &[u32], min_values: &[MinValues], max: usize) -> Result<Vec<u32>, String> {
+    // Nothing ranked: the caller says why.
+    if min_values.is_empty() || ranked.is_empty() {
+        return Ok(ranked.iter().copied().take(max).collect());
+    }
+    if let Some(short) = min_values_short(catalog, min_values, ranked) {
+        return Err(short);
+    }
+    let label = |o: u32, key: &str| offering_label(&catalog.offerings[o as usize], key);
+    let mut chosen = vec![false; ranked.len()];
+    let mut count = 0usize;
+    for m in min_values {
+        let mut seen: std::collections::HashSet<String> =
+            ranked.iter().zip(&chosen).filter(|(_, c)| **c).filter_map(|(&o, _)| label(o, &m.key)).collect();
+        for (i, &o) in ranked.iter().enumerate() {
+            if seen.len() >= m.count as usize {
+                break;
+            }
+            if !chosen[i] && label(o, &m.key).is_some_and(|v| seen.insert(v)) {
+                chosen[i] = true;
+                count += 1;
+            }
+        }
+    }
+    if count > max {
+        return Err(format!("more than the {max} offerings a launch takes to keep every minValues"));
+    }
+    for c in chosen.iter_mut() {
+        if count >= max {
+            break;
+        }
+        if !*c {
+            *c = true;
+            count += 1;
+        }
+    }
+    Ok(ranked.iter().zip(&chosen).filter(|(_, c)| **c).map(|(&o, _)| o).collect())
 }
 
 fn serde_plain<T: serde::Serialize>(value: T) -> String {

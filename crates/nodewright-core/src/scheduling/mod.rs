@@ -23,7 +23,7 @@ pub mod workload;
 use std::sync::Arc;
 
 pub use crate::model::ExistingNode;
-pub use labels::node_labels;
+pub use labels::{launch_offerings, node_labels, offering_label};
 pub use solver::{Hints, schedule, schedule_hinted, schedule_in_order, schedule_within};
 
 /// Catalog indices of the offerings a node of `pool` may be bought as

@@ -156,6 +156,8 @@ struct Solver<'a> {
     pool_base: Vec<Bitset>,
     overhead: Vec<Resources>,
     usage: Vec<Resources>,
+    /// Nodes and NodeClaims per pool, for `limits.nodes`.
+    pool_nodes: Vec<u64>,
     zones: Vec<String>,
     offering_zone: &'a [usize],
     node_zone: Vec<Option<usize>>,
@@ -203,9 +205,11 @@ impl<'a> Solver<'a> {
         let pool_base = input.pools.iter().map(|p| pool_offerings(catalog, p)).collect();
         let overhead = input.pools.iter().map(|p| daemon_overhead(p, input.daemonsets)).collect();
         let mut usage = vec![Resources::default(); input.pools.len()];
+        let mut pool_nodes = vec![0u64; input.pools.len()];
         for node in input.nodes {
             if let Some(p) = node.node_pool.as_ref().and_then(|n| input.pools.iter().position(|p| &p.name == n)) {
                 usage[p] = usage[p].saturating_add(node.capacity);
+                pool_nodes[p] = pool_nodes[p].saturating_add(1);
             }
         }
         let mut zones = catalog.zones.0.clone();
@@ -323,6 +327,7 @@ impl<'a> Solver<'a> {
             pool_base,
             overhead,
             usage,
+            pool_nodes,
             zones,
             offering_zone,
             node_zone,
@@ -509,8 +514,12 @@ impl<'a> Solver<'a> {
             let catalog = self.input.catalog;
             let limits = self.input.pools[pool].limits;
             let usage = self.usage[pool];
+            let nodes = self.pool_nodes[pool].saturating_add(1);
             let offering_zone = self.offering_zone;
             let buy = self.buy;
+            // Knowing a claim would open takes its whole list when the pool
+            // keeps minValues (the list must have them).
+            let at_most = at_most && self.input.pools[pool].min_values.is_empty();
             // Largest first: the order a claim keeps its offerings in.
             let fitting: Vec<u32> = self.with_compat(pool, spec, level, |_, compat| {
                 let fits = |&o: &u32| {
@@ -518,7 +527,7 @@ impl<'a> Solver<'a> {
                     compat.contains(o)
                         && zones & (1 << offering_zone[o as usize]) != 0
                         && offering.allocatable.covers(&total)
-                        && within_limits(usage.saturating_add(offering.capacity), limits)
+                        && within_limits(usage.saturating_add(offering.capacity), nodes, limits)
                 };
                 let mut all = buy.unwrap_or(&catalog.largest_first).iter().copied().filter(fits);
                 if at_most { all.next().into_iter().collect() } else { all.collect() }
@@ -527,8 +536,12 @@ impl<'a> Solver<'a> {
                 self.over = true;
                 return None;
             }
-            if fitting.is_empty() {
+            if fitting.is_empty() || !self.keeps_min_values(pool, &fitting) {
                 continue;
+            }
+            if self.max_claims.is_some_and(|max| self.claims.len() >= max) {
+                self.over = true;
+                return None;
             }
             let (offerings, zone) = if self.specs[spec].zonal {
                 let zone = zone_order
@@ -541,6 +554,7 @@ impl<'a> Solver<'a> {
             };
             let (bounds, (reserved, reserved_by)) = Bounds::of(catalog, self.offering_zone, &offerings);
             self.usage[pool] = self.usage[pool].saturating_add(reserved);
+            self.pool_nodes[pool] = nodes;
             let filtered_for = vec![(spec, level)];
             let requests = self.overhead[pool];
             self.claims.push(Claim { pool, pods: Vec::new(), requests, offerings, zone, reserved, reserved_by, bounds, filtered_for });
@@ -550,6 +564,12 @@ impl<'a> Solver<'a> {
             return Some(Target::Claim(c));
         }
         None
+    }
+
+    /// Do `offerings` keep the `minValues` of `pool`?
+    fn keeps_min_values(&self, pool: usize, offerings: &[u32]) -> bool {
+        let min_values = &self.input.pools[pool].min_values;
+        min_values.is_empty() || super::labels::min_values_short(self.input.catalog, min_values, offerings).is_none()
     }
 
     /// The first node (or, with `claims`, NodeClaim) that accepts a pod of
@@ -645,10 +665,10 @@ impl<'a> Solver<'a> {
         let zonal = self.specs[spec].zonal && claim.zone.is_none();
         let holds = |o: u32| catalog.offerings[o as usize].allocatable.covers(&total);
         if !zonal && claim.bounds.zones & !zones == 0 && claim.filtered_for.contains(&(spec, level)) {
-            if claim.reserved_by.is_some_and(holds) {
+            if claim.reserved_by.is_some_and(holds) && self.input.pools[pool].min_values.is_empty() {
                 return true;
             }
-            if limits == PoolLimits::default() {
+            if limits == PoolLimits::default() && self.input.pools[pool].min_values.is_empty() {
                 return claim.offerings.iter().any(|&o| holds(o));
             }
         }
@@ -678,10 +698,13 @@ impl<'a> Solver<'a> {
             kept.retain(|&o| self.offering_zone[o as usize] == chosen);
             zone = Some(chosen);
         }
+        if !self.keeps_min_values(pool, &kept) {
+            return false;
+        }
         let (bounds, (smallest, reserved_by)) = Bounds::of(catalog, self.offering_zone, &kept);
         let reserved = if limits == PoolLimits::default() { self.claims[c].reserved } else { smallest };
         let usage = self.usage[pool].saturating_sub(self.claims[c].reserved).saturating_add(reserved);
-        if !within_limits(usage, limits) {
+        if !within_limits(usage, self.pool_nodes[pool], limits) {
             return false;
         }
         self.usage[pool] = usage;
@@ -745,6 +768,7 @@ impl<'a> Solver<'a> {
             let total = self.overhead[pool].saturating_add(requests);
             let limits = p.limits;
             let usage = self.usage[pool];
+            let nodes = self.pool_nodes[pool].saturating_add(1);
             let terms = self.specs[spec].terms(level);
             let compat = self.compat(pool, spec, level).clone();
             let catalog = self.input.catalog;
@@ -762,8 +786,12 @@ impl<'a> Solver<'a> {
                 reasons.push(format!("no offering in NodePool {pool_name} has {}{}", describe_request(&total), with(&constraint)));
                 continue;
             }
-            if !fitting.iter().any(|&o| within_limits(usage.saturating_add(catalog.offerings[o as usize].capacity), limits)) {
+            if !fitting.iter().any(|&o| within_limits(usage.saturating_add(catalog.offerings[o as usize].capacity), nodes, limits)) {
                 reasons.push(format!("NodePool {name} would exceed its limits ({})", describe_limits(&limits)));
+                continue;
+            }
+            if let Some(short) = super::labels::min_values_short(catalog, &p.min_values, &fitting) {
+                reasons.push(format!("NodePool {name} requires {short} (minValues) among the offerings that hold the pod"));
                 continue;
             }
             reasons.push(format!("NodePool {name}: its topology constraints (spread, affinity, anti-affinity) cannot be met"));
@@ -777,10 +805,14 @@ fn node_zone_of(input: &SchedulingInput<'_>, n: usize, zones: &[String]) -> Opti
     zones.iter().position(|z| z == zone)
 }
 
-fn within_limits(usage: Resources, limits: PoolLimits) -> bool {
+/// Is a pool using `usage` with `nodes` nodes within `limits`?
+fn within_limits(usage: Resources, nodes: u64, limits: PoolLimits) -> bool {
     limits.cpu_millis.is_none_or(|l| u64::from(usage.cpu_millis) <= l)
         && limits.memory_bytes.is_none_or(|l| usage.memory_bytes <= l)
         && limits.gpus.is_none_or(|l| u64::from(usage.gpus) <= l)
+        && limits.pods.is_none_or(|l| u64::from(usage.pods) <= l)
+        && limits.ephemeral_bytes.is_none_or(|l| usage.ephemeral_bytes <= l)
+        && limits.nodes.is_none_or(|l| nodes <= l)
 }
 
 /// Requests of the daemonsets that would run on a node of `pool`.
@@ -819,6 +851,15 @@ fn describe_limits(l: &PoolLimits) -> String {
     }
     if let Some(g) = l.gpus {
         parts.push(format!("gpus {g}"));
+    }
+    if let Some(p) = l.pods {
+        parts.push(format!("pods {p}"));
+    }
+    if let Some(e) = l.ephemeral_bytes {
+        parts.push(format!("ephemeral-storage {} GiB", e >> 30));
+    }
+    if let Some(n) = l.nodes {
+        parts.push(format!("nodes {n}"));
     }
     parts.join(", ")
 }

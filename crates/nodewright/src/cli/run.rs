@@ -1,7 +1,8 @@
 //! `nodewright run`: the autoscaler in a cluster. One replica holds the
-//! leader Lease and runs the controllers (PolicyPlugin reconciler, node
-//! registration, provisioning, disruption, interruption queue, garbage
-//! collection); the others stand by. `/healthz`, `/readyz` and `/metrics`
+//! leader Lease and runs the controllers (NodePool status, PolicyPlugin
+//! reconciler, node registration, provisioning, disruption, cluster
+//! metrics, interruption queue, garbage collection), each on its own task,
+//! trigger and error backoff; the others stand by. `/healthz`, `/readyz` and `/metrics`
 //! are served on every replica.
 
 use std::net::SocketAddr;
@@ -152,7 +153,6 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     let observer = metrics.clone();
     nodewright_core::policy::observe_calls(move |plugin, elapsed| observer.observe_call(plugin, elapsed.as_secs_f64()));
     let ready = Arc::new(AtomicBool::new(false));
-    let leader = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(http_server(args.listen, metrics.clone(), ready.clone()));
 
     let client = kube::Client::try_default().await.context("Kubernetes client (in-cluster or KUBECONFIG)")?;
@@ -185,32 +185,48 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
         nodewright_core::provisioning::Provisioner::new(cloud.clone(), cluster.clone(), registry.clone())
             .with_commitments(config.loaded_commitments.clone()),
     );
-    let mut disruption = nodewright_core::disruption::DisruptionController::new(provisioner.clone(), cluster.clone(), Default::default());
+    let disruption = nodewright_core::disruption::DisruptionController::new(provisioner.clone(), cluster.clone(), Default::default());
     let handler = Arc::new(nodewright_core::interruption::InterruptionHandler::new(
         cloud.clone(),
         cluster.clone(),
         provisioner.clone(),
         config.rebalance_actionable,
     ));
-    let plugins = PluginReconciler::new(client.clone(), &args.namespace, registry.clone());
+    let plugins = Arc::new(PluginReconciler::new(client.clone(), &args.namespace, registry.clone()));
     let identity = args.identity.clone().unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "nodewright".into()));
     let elector = LeaderElector::new(client.clone(), &args.namespace, &config.lease_name, &identity, Duration::from_secs(config.lease_duration_seconds));
 
+    let every = Duration::from_secs(config.interval_seconds);
+    let mut controllers = controllers(&Parts {
+        cluster: cluster.clone(),
+        cloud: cloud.clone(),
+        provisioner: provisioner.clone(),
+        disruption: Arc::new(tokio::sync::Mutex::new(disruption)),
+        plugins,
+        metrics: metrics.clone(),
+        every,
+    });
+    let (gc_cluster, gc_cloud, grace) = (cluster.clone(), cloud.clone(), Duration::from_secs(config.garbage_collection_grace_seconds));
+    // Instances the cluster does not know, older than the grace: every 5 minutes.
+    controllers.push(Controller::new("garbage collection", Duration::from_secs(300), false, move || {
+        let (cluster, cloud) = (gc_cluster.clone(), gc_cloud.clone());
+        Box::pin(async move {
+            let claims = cluster.node_claims().await.map_err(|e| e.to_string())?.into_iter().map(|c| c.name).collect();
+            cloud.collect_garbage(&claims, grace).await.map(drop).map_err(|e| e.to_string())
+        })
+    }));
     if let Some(url) = config.interruption_queue_url.clone() {
-        let queue = nodewright_aws::sqs::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &url);
-        let (handler, leader, metrics) = (handler.clone(), leader.clone(), metrics.clone());
-        tokio::spawn(async move {
-            loop {
-                if !leader.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                if let Err(f) = supervised("interruption queue", queue.poll_once(&handler, nodewright_aws::sqs::LONG_POLL)).await {
-                    metrics.step_failed(f.step(), f.kind());
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-            }
-        });
+        let queue = Arc::new(nodewright_aws::sqs::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &url));
+        let (handler, metrics) = (handler.clone(), metrics.clone());
+        // A long poll of its own: the next poll starts as this one ends.
+        controllers.push(Controller::new("interruption queue", Duration::ZERO, false, move || {
+            let (queue, handler, metrics) = (queue.clone(), handler.clone(), metrics.clone());
+            Box::pin(async move {
+                queue.poll_once(&handler, nodewright_aws::sqs::LONG_POLL).await.map_err(|e| e.to_string())?;
+                metrics.interruptions(&handler.counts());
+                Ok(())
+            })
+        }));
     }
 
     // Decisions on a half-listed cluster would launch what exists already.
@@ -220,20 +236,42 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     }
     ready.store(true, Ordering::Relaxed);
     tracing::info!(identity, "nodewright running");
-    let mut tick = tokio::time::interval(Duration::from_secs(config.interval_seconds));
-    let mut passes: u64 = 0;
-    // Each controller step's backoff and last success.
-    let mut steps = Steps::new(Duration::from_secs(60));
+
+    // Each controller on its own task, trigger, backoff and last-success
+    // metric, running while this replica leads (and crash recovery has run).
+    let (leading_tx, leading) = tokio::sync::watch::channel(false);
     let started = std::time::Instant::now();
+    let mut triggers = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for controller in controllers {
+        let trigger = controller.on_change.then(|| Arc::new(tokio::sync::Notify::new()));
+        triggers.extend(trigger.clone());
+        tasks.spawn(controller.serve(metrics.clone(), leading.clone(), trigger, started));
+    }
+    // A pod, node or NodePool changed: every controller that reacts to
+    // changes is woken (once the burst has settled for a second).
+    tasks.spawn(async move {
+        loop {
+            changed.notified().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for trigger in &triggers {
+                trigger.notify_one();
+            }
+        }
+    });
+
+    // The lease, renewed well within its duration; becoming leader first
+    // runs crash recovery: a NodeClaim recorded without its instance adopts
+    // the instance tagged with its name, or is deleted so its pods are
+    // provisioned again. Until it has run once, nothing is launched.
+    let renew = (Duration::from_secs(config.lease_duration_seconds) / 3).clamp(Duration::from_secs(1), every);
+    let mut tick = tokio::time::interval(renew);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {}
-            // A pod, node or NodePool changed: a pass soon, once the burst
-            // has settled for a second (at most one pass a second).
-            _ = changed.notified() => tokio::time::sleep(Duration::from_secs(1)).await,
         }
         let is_leader = match elector.try_acquire_or_renew().await {
             Ok(l) => l,
@@ -242,40 +280,26 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
                 false
             }
         };
-        let was_leader = leader.swap(is_leader, Ordering::Relaxed);
-        if is_leader != was_leader {
-            tracing::info!(identity, leader = is_leader, "leadership changed");
-        }
-        metrics.set_leader(is_leader);
-        if !is_leader {
-            continue;
-        }
-        if !was_leader {
-            // What a leader that stopped mid-launch left: a NodeClaim
-            // recorded without its instance adopts the instance tagged with
-            // its name, or is deleted so its pods are provisioned again.
-            // Until this has run once, nothing is launched.
+        let was_leading = *leading_tx.borrow();
+        if is_leader && !was_leading {
             match supervised("crash recovery", provisioner.reconcile()).await {
                 Ok((adopted, deleted)) => tracing::info!(?adopted, ?deleted, "crash recovery"),
                 Err(f) => {
                     metrics.step_failed(f.step(), f.kind());
-                    leader.store(false, Ordering::Relaxed); // tried again next pass
-                    continue;
+                    continue; // tried again at the next renewal
                 }
             }
         }
-        passes += 1;
-        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud, &mut steps, started.elapsed()).await;
-        metrics.slots(&registry);
-        metrics.interruptions(&handler.counts());
-        if passes.is_multiple_of(30) {
-            let claims = cluster.node_claims().await.map(|c| c.into_iter().map(|c| c.name).collect()).unwrap_or_default();
-            if let Err(e) = cloud.collect_garbage(&claims, Duration::from_secs(config.garbage_collection_grace_seconds)).await {
-                tracing::warn!("garbage collection: {e}");
-            }
+        if is_leader != was_leading {
+            tracing::info!(identity, leader = is_leader, "leadership changed");
+            leading_tx.send_replace(is_leader);
         }
+        metrics.set_leader(is_leader);
+        metrics.slots(&registry);
     }
     tracing::info!("shutting down: releasing the lease");
+    leading_tx.send_replace(false);
+    tasks.abort_all();
     ready.store(false, Ordering::Relaxed);
     if let Err(e) = elector.release().await {
         tracing::warn!("{e}");
@@ -284,43 +308,125 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     Ok(ExitCode::SUCCESS)
 }
 
-/// One pass of every controller, as the leader. Each step runs under
-/// `steps`, its own supervision: an error or a panic is logged and counted,
-/// the step backs off (1 s doubling to 60 s, by `now`) while the steps after
-/// it run every pass (a failed NodePool status patch must not stop
-/// provisioning), and each success is recorded as the step's last success.
-#[allow(clippy::too_many_arguments)]
-async fn pass<C: CloudProvider>(
-    cluster: &Arc<KubeCluster>,
-    provisioner: &Arc<nodewright_core::provisioning::Provisioner<C, KubeCluster>>,
-    disruption: &mut nodewright_core::disruption::DisruptionController<C, KubeCluster>,
-    plugins: &PluginReconciler,
-    metrics: &Metrics,
-    cloud: &Arc<C>,
-    steps: &mut Steps,
-    now: Duration,
-) {
-    let Some(pools) = outcome(metrics, "read NodePools", steps.run("read NodePools", now, cluster.node_pools()).await) else { return };
-    outcome(metrics, "NodePool status", steps.run("NodePool status", now, cluster.sync_node_pool_status()).await);
-    outcome(metrics, "PolicyPlugins", steps.run("PolicyPlugins", now, plugins.reconcile(&pools)).await);
-    outcome(metrics, "registration", steps.run("registration", now, cluster.sync_registrations(&pools)).await);
-    if let Some(report) = outcome(metrics, "provisioning", steps.run("provisioning", now, provisioner.provision()).await) {
-        metrics.launched(report.launched.len(), report.launch_failures.len());
+/// What the controllers share.
+struct Parts<C> {
+    cluster: Arc<KubeCluster>,
+    cloud: Arc<C>,
+    provisioner: Arc<nodewright_core::provisioning::Provisioner<C, KubeCluster>>,
+    disruption: Arc<tokio::sync::Mutex<nodewright_core::disruption::DisruptionController<C, KubeCluster>>>,
+    plugins: Arc<PluginReconciler>,
+    metrics: Arc<Metrics>,
+    /// The configured interval between passes.
+    every: Duration,
+}
+
+type StepFuture = futures::future::BoxFuture<'static, Result<(), String>>;
+
+/// One controller: a step run on its own period (and, if `on_change`, when
+/// the cluster changed), under its own error backoff (1 s doubling to 60 s),
+/// with its failures and last success in the metrics.
+struct Controller {
+    name: &'static str,
+    every: Duration,
+    on_change: bool,
+    step: Box<dyn FnMut() -> StepFuture + Send>,
+    steps: Steps,
+}
+
+impl Controller {
+    fn new(name: &'static str, every: Duration, on_change: bool, step: impl FnMut() -> StepFuture + Send + 'static) -> Self {
+        Controller { name, every, on_change, step: Box::new(step), steps: Steps::new(Duration::from_secs(60)) }
     }
-    outcome(metrics, "disruption", steps.run("disruption", now, disruption.reconcile()).await);
-    metrics.terminations(disruption.counts());
-    let catalog = cloud.catalog();
-    let observed = steps
-        .run("cluster metrics", now, async {
-            let claims = cluster.node_claims().await?;
-            let pending = cluster.pending_pods().await?.len();
-            Ok::<_, nodewright_core::cluster::ClusterError>((claims, pending))
+
+    /// Run the step once at `now` (unless it is backing off); whether it
+    /// ran and succeeded.
+    async fn run_once(&mut self, metrics: &Metrics, now: Duration) -> bool {
+        let step = (self.step)();
+        outcome(metrics, self.name, self.steps.run(self.name, now, step).await).is_some()
+    }
+
+    /// Run the step while `leading`, then after `every` or a `trigger`.
+    async fn serve(mut self, metrics: Arc<Metrics>, mut leading: tokio::sync::watch::Receiver<bool>, trigger: Option<Arc<tokio::sync::Notify>>, started: std::time::Instant) {
+        loop {
+            if leading.wait_for(|l| *l).await.is_err() {
+                return;
+            }
+            let ok = self.run_once(&metrics, started.elapsed()).await;
+            // After a failure, or while backing off, at least a second.
+            let wait = if ok { self.every } else { self.every.max(Duration::from_secs(1)) };
+            let wake = async {
+                match &trigger {
+                    Some(t) => t.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = wake => {}
+            }
+        }
+    }
+}
+
+/// The controllers of `run` that every cloud has (garbage collection and the
+/// interruption queue are added for EC2): NodePool status, PolicyPlugins,
+/// registration and provisioning react to changes; disruption and the
+/// cluster metrics run on their period.
+fn controllers<C: CloudProvider>(parts: &Parts<C>) -> Vec<Controller> {
+    let mut list = Vec::new();
+    let cluster = parts.cluster.clone();
+    list.push(Controller::new("NodePool status", parts.every, true, move || {
+        let cluster = cluster.clone();
+        Box::pin(async move { cluster.sync_node_pool_status().await.map(drop).map_err(|e| e.to_string()) })
+    }));
+    let (cluster, plugins) = (parts.cluster.clone(), parts.plugins.clone());
+    list.push(Controller::new("PolicyPlugins", parts.every, true, move || {
+        let (cluster, plugins) = (cluster.clone(), plugins.clone());
+        Box::pin(async move {
+            let pools = cluster.node_pools().await.map_err(|e| e.to_string())?;
+            plugins.reconcile(&pools).await.map(drop).map_err(|e| e.to_string())
         })
-        .await;
-    if let Some((claims, pending)) = outcome(metrics, "cluster metrics", observed) {
-        let cost: f64 = claims.iter().filter_map(|c| c.instance.as_ref()).filter_map(|i| catalog.offerings.get(i.offering as usize)).map(|o| o.price_per_hour).sum();
-        metrics.cluster(pending, claims.len(), cost);
-    }
+    }));
+    let cluster = parts.cluster.clone();
+    list.push(Controller::new("registration", parts.every, true, move || {
+        let cluster = cluster.clone();
+        Box::pin(async move {
+            let pools = cluster.node_pools().await.map_err(|e| e.to_string())?;
+            cluster.sync_registrations(&pools).await.map(drop).map_err(|e| e.to_string())
+        })
+    }));
+    let (provisioner, metrics) = (parts.provisioner.clone(), parts.metrics.clone());
+    list.push(Controller::new("provisioning", parts.every, true, move || {
+        let (provisioner, metrics) = (provisioner.clone(), metrics.clone());
+        Box::pin(async move {
+            let report = provisioner.provision().await.map_err(|e| e.to_string())?;
+            metrics.launched(report.launched.len(), report.launch_failures.len());
+            Ok(())
+        })
+    }));
+    let (disruption, metrics) = (parts.disruption.clone(), parts.metrics.clone());
+    list.push(Controller::new("disruption", parts.every, false, move || {
+        let (disruption, metrics) = (disruption.clone(), metrics.clone());
+        Box::pin(async move {
+            let mut disruption = disruption.lock().await;
+            let result = disruption.reconcile().await.map(drop).map_err(|e| e.to_string());
+            metrics.terminations(disruption.counts());
+            result
+        })
+    }));
+    let (cluster, cloud, metrics) = (parts.cluster.clone(), parts.cloud.clone(), parts.metrics.clone());
+    list.push(Controller::new("cluster metrics", parts.every, false, move || {
+        let (cluster, cloud, metrics) = (cluster.clone(), cloud.clone(), metrics.clone());
+        Box::pin(async move {
+            let catalog = cloud.catalog();
+            let claims = cluster.node_claims().await.map_err(|e| e.to_string())?;
+            let pending = cluster.pending_pods().await.map_err(|e| e.to_string())?.len();
+            let cost: f64 = claims.iter().filter_map(|c| c.instance.as_ref()).filter_map(|i| catalog.offerings.get(i.offering as usize)).map(|o| o.price_per_hour).sum();
+            metrics.cluster(pending, claims.len(), cost);
+            Ok(())
+        })
+    }));
+    list
 }
 
 /// A step's value if it ran and succeeded; its failure or success counted.
@@ -393,11 +499,10 @@ mod tests {
 
     use super::test_apiserver as apiserver;
 
-    /// One pass against a stateful API server whose NodePool status patch
-    /// fails: the failure is counted, and provisioning and the steps after
-    /// it run all the same.
-    #[tokio::test]
-    async fn a_failing_nodepool_status_patch_does_not_stop_provisioning_that_pass() {
+    /// A stateful API server holding one NodePool and one pending pod,
+    /// whose NodePool status patch fails `failures` times, and the
+    /// controllers of `run` against it on a simulated cloud.
+    fn world(failures: usize, every: Duration) -> (apiserver::ApiServer, Arc<nodewright_core::cloud::SimulatedCloud>, Arc<Metrics>, Vec<Controller>) {
         let (client, server) = apiserver::ApiServer::start();
         server.put(serde_json::json!({
             "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool", "metadata": { "name": "default" },
@@ -409,7 +514,7 @@ mod tests {
             "spec": { "containers": [{ "name": "web", "resources": { "requests": { "cpu": "500m", "memory": "1Gi" } } }] },
             "status": { "phase": "Pending", "conditions": [{ "type": "PodScheduled", "status": "False", "reason": "Unschedulable" }] }
         }));
-        server.fail(http::Method::PATCH, "/nodepools/default/status", 500, 1);
+        server.fail(http::Method::PATCH, "/nodepools/default/status", 500, failures);
         let catalog = Arc::new(nodewright_core::model::Catalog::bundled_types(60));
         let cloud = Arc::new(nodewright_core::cloud::SimulatedCloud::new(
             catalog.clone(),
@@ -417,32 +522,85 @@ mod tests {
             Arc::new(|| Duration::ZERO),
         ));
         let cluster = Arc::new(KubeCluster::new(client.clone(), "nodewright", Arc::new(move || catalog.clone())));
-        let dir = tempfile::tempdir().unwrap();
         let runtime = nodewright_core::policy::PolicyRuntime::new(nodewright_core::policy::RuntimeConfig {
-            cache_dir: Some(dir.path().to_path_buf()),
+            cache_dir: Some(tempfile::tempdir().unwrap().keep()),
             ..Default::default()
         })
         .unwrap();
         let registry = Arc::new(nodewright_core::policy::PolicyRegistry::new(runtime));
         let provisioner = Arc::new(nodewright_core::provisioning::Provisioner::new(cloud.clone(), cluster.clone(), registry.clone()));
-        let mut disruption = nodewright_core::disruption::DisruptionController::new(provisioner.clone(), cluster.clone(), Default::default());
-        let plugins = PluginReconciler::new(client, "nodewright", registry);
-        let metrics = Metrics::new();
-        let mut steps = Steps::new(Duration::from_secs(60));
-        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud, &mut steps, Duration::ZERO).await;
+        let disruption = nodewright_core::disruption::DisruptionController::new(provisioner.clone(), cluster.clone(), Default::default());
+        let metrics = Arc::new(Metrics::new());
+        let controllers = controllers(&Parts {
+            cluster,
+            cloud: cloud.clone(),
+            provisioner,
+            disruption: Arc::new(tokio::sync::Mutex::new(disruption)),
+            plugins: Arc::new(PluginReconciler::new(client, "nodewright", registry)),
+            metrics: metrics.clone(),
+            every,
+        });
+        (server, cloud, metrics, controllers)
+    }
+
+    /// Each controller once, in order, against a stateful API server whose
+    /// NodePool status patch fails once: the failure is counted, provisioning
+    /// and the controllers after it run all the same, and the status step
+    /// backs off on its own.
+    #[tokio::test]
+    async fn a_failing_nodepool_status_patch_does_not_stop_provisioning() {
+        let (server, cloud, metrics, mut controllers) = world(1, Duration::from_secs(10));
+        let names: Vec<_> = controllers.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["NodePool status", "PolicyPlugins", "registration", "provisioning", "disruption", "cluster metrics"]);
+        let mut ran = Vec::new();
+        for controller in &mut controllers {
+            ran.push(controller.run_once(&metrics, Duration::ZERO).await);
+        }
+        assert_eq!(ran, [false, true, true, true, true, true]);
         let text = metrics.encode();
         assert!(text.contains("step=\"NodePool status\""), "the failure is counted: {text}");
         assert_eq!(server.list("NodeClaim").len(), 1, "provisioning ran: a NodeClaim for the pending pod");
         assert_eq!(cloud.instances().await.unwrap().len(), 1, "and its instance was launched");
         assert!(text.contains("nodewright_controller_last_success_timestamp_seconds{step=\"provisioning\"}"), "{text}");
-        // Backing off, the status step waits a second; the next pass after
-        // that writes the status.
-        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud, &mut steps, Duration::from_millis(500)).await;
+        // Backing off, the status controller waits a second; run after
+        // that, it writes the status.
+        assert!(!controllers[0].run_once(&metrics, Duration::from_millis(500)).await);
         assert!(server.get("NodePool", "", "default").unwrap().get("status").is_none_or(|s| s.is_null()), "still backing off");
-        pass(&cluster, &provisioner, &mut disruption, &plugins, &metrics, &cloud, &mut steps, Duration::from_secs(2)).await;
+        assert!(controllers[0].run_once(&metrics, Duration::from_secs(2)).await);
         let pool = server.get("NodePool", "", "default").unwrap();
         assert_eq!(pool["status"]["conditions"][0]["type"], "Ready", "{pool:#}");
         assert_eq!(server.unexpected(), Vec::<String>::new());
+    }
+
+    /// The controllers served on their own tasks: nothing runs before this
+    /// replica leads; then provisioning launches for the pending pod while
+    /// the NodePool status controller fails every time, and stopping the
+    /// lead stops them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn controllers_run_on_their_own_tasks_only_while_leading() {
+        let (server, cloud, metrics, controllers) = world(usize::MAX, Duration::from_millis(50));
+        let (leading_tx, leading) = tokio::sync::watch::channel(false);
+        let started = std::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for controller in controllers {
+            tasks.spawn(controller.serve(metrics.clone(), leading.clone(), None, started));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(server.list("NodeClaim").len(), 0, "not leading: nothing runs");
+        assert!(!metrics.encode().contains("step=\"provisioning\""));
+        leading_tx.send_replace(true);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while cloud.instances().await.unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "provisioning never ran: {}", metrics.encode());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(server.list("NodeClaim").len(), 1);
+        let text = metrics.encode();
+        assert!(text.contains("nodewright_controller_step_failures_total{step=\"NodePool status\",kind=\"error\"}"), "{text}");
+        assert!(text.contains("nodewright_controller_last_success_timestamp_seconds{step=\"provisioning\"}"), "{text}");
+        assert!(!text.contains("nodewright_controller_last_success_timestamp_seconds{step=\"NodePool status\"}"), "{text}");
+        leading_tx.send_replace(false);
+        tasks.abort_all();
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use nodewright_core::model::{Catalog, NodePool, PolicyRef, parse_commitments, parse_node_pools, parse_price_overrides};
+use nodewright_core::model::{Catalog, NodePool, PolicyRef, parse_commitments, parse_price_overrides};
 use nodewright_core::policy::BUILTIN_SELECTION;
 use nodewright_core::sim::{PolicyUnderTest, Report, SeedReport, SimulationConfig, generate, parse_trace, write_charts};
 

@@ -8,6 +8,7 @@
 //! | `nodes` | UnknownNode | the NodePool exists; every node is one of its, and not already being disrupted |
 //! | `disruptable` | NotDisruptable / Policy | no do-not-disrupt pod; for consolidation, a candidate (initialised, idle for `consolidateAfter`) |
 //! | `when-empty` | Policy | a `WhenEmpty` NodePool consolidates only empty nodes |
+//! | `balanced` | Policy | in a `Balanced` NodePool, a consolidation saves enough for what it disrupts |
 //! | `budget` | Budget | the NodePool's disruption budget for the reason |
 //! | `pdb` | Pdb | every PodDisruptionBudget allows the evictions |
 //! | `replacement-allowed` | Policy | a replacement is one the NodePool may launch and its selection policy accepts |
@@ -57,10 +58,11 @@ pub(super) struct Rule<C, K> {
 
 impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// The rules, in the order they are checked.
-    pub(super) fn rules() -> [Rule<C, K>; 8] {
+    pub(super) fn rules() -> [Rule<C, K>; 9] {
         [
             Rule { label: "disruptable", check: Self::disruptable },
             Rule { label: "when-empty", check: Self::when_empty },
+            Rule { label: "balanced", check: Self::balanced },
             Rule { label: "budget", check: Self::within_budget },
             Rule { label: "pdb", check: Self::within_pdbs },
             Rule { label: "replacement-allowed", check: Self::replacement_allowed },
@@ -128,6 +130,41 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             ));
         }
         Ok(())
+    }
+
+    /// Karpenter's `Balanced`: the move's savings as a fraction of the
+    /// NodePool's $/hour, times the threshold, must reach its disruption
+    /// cost as a fraction of the NodePool's. A node's disruption cost is 1
+    /// plus its pods' eviction costs ([`Pod`]'s `eviction_cost`).
+    fn balanced(&self, c: &Check<'_>) -> Verdict {
+        let ConsolidationPolicy::Balanced { threshold } = c.pool.consolidation_policy else { return Ok(()) };
+        if !c.consolidating() {
+            return Ok(());
+        }
+        let disruption = |m: &Member| 1.0 + m.pods.iter().map(|p| p.spec.eviction_cost()).sum::<f64>();
+        let (mut pool_cost, mut pool_disruption) = (0.0, 0.0);
+        for member in c.view.members.iter().filter(|m| m.pool() == c.pool.name) {
+            pool_cost += c.view.price(member.offering);
+            pool_disruption += disruption(member);
+        }
+        let moved: f64 = c.members.iter().map(|m| disruption(m)).sum();
+        if pool_cost <= 0.0 || pool_disruption <= 0.0 {
+            return Ok(());
+        }
+        let saved = c.command.savings_per_hour.max(0.0) / pool_cost;
+        let disrupted = moved / pool_disruption;
+        if saved * f64::from(threshold) >= disrupted {
+            return Ok(());
+        }
+        Err((
+            RejectKind::Policy,
+            format!(
+                "NodePool {} consolidates Balanced (threshold {threshold}): the action saves {:.1} % of its cost and disrupts {:.1} % of its pods' disruption cost",
+                c.pool.name,
+                saved * 100.0,
+                disrupted * 100.0
+            ),
+        ))
     }
 
     fn within_budget(&self, c: &Check<'_>) -> Verdict {
