@@ -1,4 +1,5 @@
-//! The manifests under `examples/deploy/` are what the CRD types say.
+//! The CRDs the chart installs (`charts/nodewright/crds/`) and the samples
+//! under `examples/deploy/` are what the CRD types say.
 
 #[path = "../../nodewright-core/tests/common/mod.rs"]
 mod common;
@@ -8,7 +9,7 @@ use nodewright_core::model::parse_node_pools;
 
 #[test]
 fn the_committed_crds_are_what_nodewright_crds_prints() {
-    let (file, text) = read("examples/deploy/crds/crds.yaml");
+    let (file, text) = read("charts/nodewright/crds/crds.yaml");
     let printed = nodewright_kube::crd::crds_yaml();
     // `NODEWRIGHT_BLESS=1` rewrites the file (then review the diff).
     if std::env::var_os("NODEWRIGHT_BLESS").is_some() {
@@ -17,7 +18,7 @@ fn the_committed_crds_are_what_nodewright_crds_prints() {
     }
     assert!(
         text == printed,
-        "{file} is stale: regenerate it with `cargo run -p nodewright --features controller -- crds > examples/deploy/crds/crds.yaml` (or NODEWRIGHT_BLESS=1 scripts/test)"
+        "{file} is stale: regenerate it with `cargo run -p nodewright --features controller -- crds > charts/nodewright/crds/crds.yaml` (or NODEWRIGHT_BLESS=1 scripts/test)"
     );
 }
 
