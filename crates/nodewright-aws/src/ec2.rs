@@ -4,7 +4,7 @@
 //! template that targets it), ownership tags, guarded termination, and the
 //! unavailable-offerings cache fed by capacity errors.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use aws_sdk_ec2::types::{
 };
 
 use nodewright_core::cloud::{CloudError, CloudProvider, Instance, LaunchError, LaunchRequest, SpotStrategy, UNAVAILABLE_FOR};
-use nodewright_core::model::{CapacityType, Catalog, InstanceType as TypeFacts, Offering};
+use nodewright_core::model::{Arch, CapacityType, Catalog, InstanceType as TypeFacts, Offering};
 
 /// Tag every instance carries with the cluster's name; nothing without it is touched.
 pub const CLUSTER_TAG: &str = "nodewright.io/cluster";
@@ -38,35 +38,7 @@ const CAPACITY_ERRORS: [&str; 5] = [
     "ReservationCapacityExceeded",
 ];
 
-/// How nodes are launched (the essentials of an `EC2NodeClass`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ec2NodeClass {
-    /// Subnets: every subnet carrying all these tags.
-    pub subnet_tags: BTreeMap<String, String>,
-    /// Security groups: every group carrying all these tags.
-    pub security_group_tags: BTreeMap<String, String>,
-    /// The AMI.
-    pub ami: AmiSource,
-    /// Root volume size in GiB (gp3, encrypted).
-    pub root_volume_gib: i32,
-    /// Instance profile name.
-    pub instance_profile: Option<String>,
-    /// User data (base64 is applied here).
-    pub user_data: String,
-    /// Extra tags on instances.
-    pub tags: BTreeMap<String, String>,
-}
-
-/// Where the AMI comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum AmiSource {
-    /// This AMI id.
-    Id(String),
-    /// The AMI id stored in this SSM parameter (e.g. the EKS-optimised AMI
-    /// `/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/x86_64/standard/recommended/image_id`),
-    /// read when the launch template is built.
-    SsmParameter(String),
-}
+pub use crate::nodeclass::{AmiSource, Ec2NodeClass};
 
 /// The EC2 provider.
 pub struct Ec2Cloud {
@@ -96,6 +68,81 @@ fn error(operation: &str, e: impl std::error::Error) -> CloudError {
 
 fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
+}
+
+/// A tag selector's filter: `"*"` matches any value of the key.
+fn tag_filter(key: &str, value: &str) -> Filter {
+    if value == "*" { filter("tag-key", key) } else { filter(&format!("tag:{key}"), value) }
+}
+
+/// What a launch template of `class` holds: the AMI, security groups,
+/// instance profile, user data for the AMI family, volumes, instance
+/// metadata options, monitoring, the public-IP choice, tags, and the
+/// capacity reservation it targets.
+pub fn launch_template_data(
+    class: &Ec2NodeClass,
+    cluster: &str,
+    ami: &str,
+    security_groups: Vec<String>,
+    reservation: Option<&str>,
+) -> aws_sdk_ec2::types::RequestLaunchTemplateData {
+    use aws_sdk_ec2::types as t;
+    use base64::Engine;
+    let mut data = t::RequestLaunchTemplateData::builder()
+        .image_id(ami)
+        .user_data(base64::engine::general_purpose::STANDARD.encode(class.rendered_user_data(cluster)))
+        .metadata_options(
+            t::LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                .http_endpoint(t::LaunchTemplateInstanceMetadataEndpointState::from(class.metadata.http_endpoint.as_str()))
+                .http_protocol_ipv6(t::LaunchTemplateInstanceMetadataProtocolIpv6::from(class.metadata.http_protocol_ipv6.as_str()))
+                .http_put_response_hop_limit(class.metadata.http_put_response_hop_limit)
+                .http_tokens(t::LaunchTemplateHttpTokensState::from(class.metadata.http_tokens.as_str()))
+                .build(),
+        )
+        .monitoring(t::LaunchTemplatesMonitoringRequest::builder().enabled(class.detailed_monitoring).build());
+    for (device, size, kind, encrypted, delete) in class.volumes() {
+        data = data.block_device_mappings(
+            t::LaunchTemplateBlockDeviceMappingRequest::builder()
+                .device_name(device)
+                .ebs(
+                    t::LaunchTemplateEbsBlockDeviceRequest::builder()
+                        .volume_size(size)
+                        .volume_type(t::VolumeType::from(kind.as_str()))
+                        .encrypted(encrypted)
+                        .delete_on_termination(delete)
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    // A public-IP choice needs the interface spelled out, with the groups on it.
+    data = match class.associate_public_ip {
+        Some(public) => data.network_interfaces(
+            t::LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                .device_index(0)
+                .associate_public_ip_address(public)
+                .set_groups(Some(security_groups))
+                .build(),
+        ),
+        None => data.set_security_group_ids(Some(security_groups)),
+    };
+    if let Some(profile) = &class.instance_profile {
+        data = data.iam_instance_profile(t::LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(profile).build());
+    }
+    if !class.tags.is_empty() {
+        for resource in [t::ResourceType::Instance, t::ResourceType::Volume] {
+            let tags: Vec<Tag> = class.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+            data = data.tag_specifications(t::LaunchTemplateTagSpecificationRequest::builder().resource_type(resource).set_tags(Some(tags)).build());
+        }
+    }
+    if let Some(id) = reservation {
+        data = data.capacity_reservation_specification(
+            t::LaunchTemplateCapacityReservationSpecificationRequest::builder()
+                .capacity_reservation_target(t::CapacityReservationTarget::builder().capacity_reservation_id(id).build())
+                .build(),
+        );
+    }
+    data.build()
 }
 
 impl Ec2Cloud {
@@ -196,62 +243,123 @@ impl Ec2Cloud {
         self
     }
 
-    async fn ami_id(&self) -> Result<String, CloudError> {
+    /// The value of SSM parameter `name`, an AMI id.
+    async fn ami_parameter(&self, name: &str) -> Result<String, CloudError> {
+        let ssm = self.ssm.as_ref().ok_or_else(|| CloudError(format!("AMI from SSM parameter {name}: no SSM client")))?;
+        let output = ssm
+            .get_parameter()
+            .name(name)
+            .send()
+            .await
+            .map_err(|e| CloudError(format!("SSM GetParameter {name}: {}", aws_sdk_ssm::error::DisplayErrorContext(e))))?;
+        output
+            .parameter()
+            .and_then(|p| p.value())
+            .filter(|v| v.starts_with("ami-"))
+            .map(String::from)
+            .ok_or_else(|| CloudError(format!("SSM parameter {name} does not hold an AMI id")))
+    }
+
+    /// The node class's AMI for instances of `arch`: by id, from an SSM
+    /// parameter, or by its selector terms (the first term that finds one:
+    /// an alias through the public SSM parameters for the cluster's
+    /// Kubernetes version; an id, name, owner or tags: the newest image of
+    /// that architecture).
+    async fn ami_id(&self, arch: Arch) -> Result<String, CloudError> {
+        let ec2_arch = if arch == Arch::Arm64 { "arm64" } else { "x86_64" };
         match &self.node_class.ami {
-            AmiSource::Id(id) => Ok(id.clone()),
-            AmiSource::SsmParameter(name) => {
-                let ssm = self.ssm.as_ref().ok_or_else(|| CloudError(format!("AMI from SSM parameter {name}: no SSM client")))?;
-                let output = ssm
-                    .get_parameter()
-                    .name(name)
-                    .send()
-                    .await
-                    .map_err(|e| CloudError(format!("SSM GetParameter {name}: {}", aws_sdk_ssm::error::DisplayErrorContext(e))))?;
-                output
-                    .parameter()
-                    .and_then(|p| p.value())
-                    .filter(|v| v.starts_with("ami-"))
-                    .map(String::from)
-                    .ok_or_else(|| CloudError(format!("SSM parameter {name} does not hold an AMI id")))
+            None => Err(CloudError("the node class names no AMI".into())),
+            Some(AmiSource::Id(id)) => Ok(id.clone()),
+            Some(AmiSource::SsmParameter(name)) => self.ami_parameter(name).await,
+            Some(AmiSource::Terms(terms)) => {
+                for term in terms {
+                    if let Some(alias) = &term.alias {
+                        let name = crate::nodeclass::alias_parameter(alias, &self.node_class.kubernetes_version, ec2_arch).map_err(CloudError)?;
+                        return self.ami_parameter(&name).await;
+                    }
+                    if let Some(name) = &term.ssm_parameter {
+                        return self.ami_parameter(name).await;
+                    }
+                    let mut request = self.client.describe_images().filters(filter("architecture", ec2_arch));
+                    if let Some(id) = &term.id {
+                        request = request.image_ids(id);
+                    }
+                    if let Some(name) = &term.name {
+                        request = request.filters(filter("name", name));
+                    }
+                    if let Some(owner) = &term.owner {
+                        request = request.owners(owner);
+                    }
+                    for (k, v) in &term.tags {
+                        request = request.filters(tag_filter(k, v));
+                    }
+                    let output = request.send().await.map_err(|e| error("DescribeImages", e))?;
+                    let newest = output.images().iter().filter(|i| i.image_id().is_some()).max_by(|a, b| a.creation_date().cmp(&b.creation_date()));
+                    if let Some(id) = newest.and_then(|i| i.image_id()) {
+                        return Ok(id.to_string());
+                    }
+                }
+                Err(CloudError(format!("no AMI of {ec2_arch} matches the node class's amiSelectorTerms")))
             }
         }
     }
 
+    /// Every subnet matching any of the node class's terms: (id, zone).
     async fn subnets(&self) -> Result<Vec<(String, String)>, CloudError> {
-        let mut request = self.client.describe_subnets();
-        for (k, v) in &self.node_class.subnet_tags {
-            request = request.filters(filter(&format!("tag:{k}"), v));
+        let mut subnets: Vec<(String, String)> = Vec::new();
+        for term in &self.node_class.subnets {
+            let mut request = self.client.describe_subnets();
+            if let Some(id) = &term.id {
+                request = request.filters(filter("subnet-id", id));
+            }
+            for (k, v) in &term.tags {
+                request = request.filters(tag_filter(k, v));
+            }
+            let output = request.send().await.map_err(|e| error("DescribeSubnets", e))?;
+            subnets.extend(output.subnets().iter().filter_map(|s| Some((s.subnet_id()?.to_string(), s.availability_zone()?.to_string()))));
         }
-        let output = request.send().await.map_err(|e| error("DescribeSubnets", e))?;
-        let subnets: Vec<(String, String)> = output
-            .subnets()
-            .iter()
-            .filter_map(|s| Some((s.subnet_id()?.to_string(), s.availability_zone()?.to_string())))
-            .collect();
+        subnets.sort();
+        subnets.dedup();
         if subnets.is_empty() {
-            return Err(CloudError(format!("no subnet carries the tags {:?}", self.node_class.subnet_tags)));
+            return Err(CloudError(format!("no subnet matches the node class's subnetSelectorTerms {:?}", self.node_class.subnets)));
         }
         Ok(subnets)
     }
 
+    /// Every security group matching any of the node class's terms.
     async fn security_groups(&self) -> Result<Vec<String>, CloudError> {
-        let mut request = self.client.describe_security_groups();
-        for (k, v) in &self.node_class.security_group_tags {
-            request = request.filters(filter(&format!("tag:{k}"), v));
+        let mut groups: Vec<String> = Vec::new();
+        for term in &self.node_class.security_groups {
+            let mut request = self.client.describe_security_groups();
+            if let Some(id) = &term.id {
+                request = request.filters(filter("group-id", id));
+            }
+            if let Some(name) = &term.name {
+                request = request.filters(filter("group-name", name));
+            }
+            for (k, v) in &term.tags {
+                request = request.filters(tag_filter(k, v));
+            }
+            let output = request.send().await.map_err(|e| error("DescribeSecurityGroups", e))?;
+            groups.extend(output.security_groups().iter().filter_map(|g| g.group_id().map(String::from)));
         }
-        let output = request.send().await.map_err(|e| error("DescribeSecurityGroups", e))?;
-        Ok(output.security_groups().iter().filter_map(|g| g.group_id().map(String::from)).collect())
+        groups.sort();
+        groups.dedup();
+        if groups.is_empty() {
+            return Err(CloudError(format!("no security group matches the node class's securityGroupSelectorTerms {:?}", self.node_class.security_groups)));
+        }
+        Ok(groups)
     }
 
-    /// The launch template for the node class (targeting capacity
-    /// reservation `reservation`, if any), created once per content hash.
-    async fn launch_template(&self, reservation: Option<&str>) -> Result<String, CloudError> {
+    /// The launch template for the node class and instances of `arch`
+    /// (targeting capacity reservation `reservation`, if any), created once
+    /// per content hash.
+    async fn launch_template(&self, reservation: Option<&str>, arch: Arch) -> Result<String, CloudError> {
         use std::hash::{Hash, Hasher};
         let groups = self.security_groups().await?;
-        let ami = self.ami_id().await?;
+        let ami = self.ami_id(arch).await?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (&ami, &self.node_class.user_data, &self.node_class.instance_profile, self.node_class.root_volume_gib, &groups, reservation)
-            .hash(&mut hasher);
+        (&ami, &self.node_class, &groups, reservation).hash(&mut hasher);
         let hash = hasher.finish();
         if let Some(name) = self.launch_templates.lock().expect("template lock").get(&hash) {
             return Ok(name.clone());
@@ -259,37 +367,11 @@ impl Ec2Cloud {
         let name = format!("nodewright-{}-{hash:016x}", self.cluster);
         let existing = self.client.describe_launch_templates().launch_template_names(&name).send().await;
         if existing.map(|o| o.launch_templates().is_empty()).unwrap_or(true) {
-            use base64::Engine;
-            let root = aws_sdk_ec2::types::LaunchTemplateBlockDeviceMappingRequest::builder()
-                .device_name("/dev/xvda")
-                .ebs(
-                    aws_sdk_ec2::types::LaunchTemplateEbsBlockDeviceRequest::builder()
-                        .volume_size(self.node_class.root_volume_gib)
-                        .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
-                        .encrypted(true)
-                        .delete_on_termination(true)
-                        .build(),
-                )
-                .build();
-            let mut data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id(&ami)
-                .block_device_mappings(root)
-                .user_data(base64::engine::general_purpose::STANDARD.encode(&self.node_class.user_data))
-                .set_security_group_ids(Some(groups));
-            if let Some(profile) = &self.node_class.instance_profile {
-                data = data.iam_instance_profile(aws_sdk_ec2::types::LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(profile).build());
-            }
-            if let Some(id) = reservation {
-                data = data.capacity_reservation_specification(
-                    aws_sdk_ec2::types::LaunchTemplateCapacityReservationSpecificationRequest::builder()
-                        .capacity_reservation_target(aws_sdk_ec2::types::CapacityReservationTarget::builder().capacity_reservation_id(id).build())
-                        .build(),
-                );
-            }
+            let data = launch_template_data(&self.node_class, &self.cluster, &ami, groups, reservation);
             self.client
                 .create_launch_template()
                 .launch_template_name(&name)
-                .launch_template_data(data.build())
+                .launch_template_data(data)
                 .tag_specifications(tags(ResourceType::LaunchTemplate, &[(CLUSTER_TAG, &self.cluster)]))
                 .send()
                 .await
@@ -299,7 +381,6 @@ impl Ec2Cloud {
         Ok(name)
     }
 
-    /// Pending and running instances carrying this cluster's tag.
     async fn owned_instances(&self) -> Result<Vec<aws_sdk_ec2::types::Instance>, CloudError> {
         let output = self
             .client
@@ -379,14 +460,16 @@ impl CloudProvider for Ec2Cloud {
             return Ok(instance.clone());
         }
         let catalog = self.catalog();
-        let template = self.launch_template(None).await.map_err(|e| LaunchError::Provider(e.0))?;
         let subnets = self.subnets().await.map_err(|e| LaunchError::Provider(e.0))?;
         let mut remaining: Vec<u32> = request.offerings.clone();
         let mut tried = 0;
-        // One fleet per capacity type, in the order the policy ranked them;
-        // one per capacity reservation (its own launch template targets it).
+        // One fleet per capacity type and architecture (each architecture
+        // has its AMI, so its launch template), in the order the policy
+        // ranked them; one per capacity reservation (its own launch
+        // template targets it).
         while let Some(&first) = remaining.first() {
             let capacity = catalog.offerings[first as usize].capacity_type;
+            let arch = catalog.offerings[first as usize].arch;
             let (batch, template, token, reservation) = if capacity == CapacityType::Reserved {
                 remaining.remove(0);
                 let Some(reservation) = self.reservations.iter().find(|r| r.offering == first) else { continue };
@@ -394,12 +477,18 @@ impl CloudProvider for Ec2Cloud {
                     self.mark_unavailable(first);
                     continue;
                 }
-                let template = self.launch_template(Some(&reservation.id)).await.map_err(|e| LaunchError::Provider(e.0))?;
-                (vec![first], template, reservation.id.as_str(), Some(reservation.id.as_str()))
+                let template = self.launch_template(Some(&reservation.id), arch).await.map_err(|e| LaunchError::Provider(e.0))?;
+                (vec![first], template, reservation.id.clone(), Some(reservation.id.as_str()))
             } else {
-                let batch: Vec<u32> = remaining.iter().copied().filter(|&o| catalog.offerings[o as usize].capacity_type == capacity).collect();
+                let batch: Vec<u32> = remaining
+                    .iter()
+                    .copied()
+                    .filter(|&o| catalog.offerings[o as usize].capacity_type == capacity && catalog.offerings[o as usize].arch == arch)
+                    .collect();
                 remaining.retain(|o| !batch.contains(o));
-                (batch, template.clone(), if capacity == CapacityType::Spot { "spot" } else { "od" }, None)
+                let template = self.launch_template(None, arch).await.map_err(|e| LaunchError::Provider(e.0))?;
+                let kind = if capacity == CapacityType::Spot { "spot" } else { "od" };
+                (batch, template, if arch == Arch::Arm64 { format!("{kind}-arm64") } else { kind.to_string() }, None)
             };
             let mut config = FleetLaunchTemplateConfigRequest::builder()
                 .launch_template_specification(FleetLaunchTemplateSpecificationRequest::builder().launch_template_name(&template).version("$Latest").build());
@@ -505,6 +594,53 @@ impl CloudProvider for Ec2Cloud {
         }
         self.client.terminate_instances().instance_ids(instance_id).send().await.map_err(|e| error("TerminateInstances", e))?;
         Ok(())
+    }
+
+    /// Re-resolved for drift at least every five minutes (SSM parameters,
+    /// images and tags change outside the cluster's view).
+    fn drift_generation(&self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 300)
+    }
+
+    async fn drifted(&self, instances: &[Instance]) -> Result<HashMap<String, String>, CloudError> {
+        let mut drifted = HashMap::new();
+        if instances.is_empty() {
+            return Ok(drifted);
+        }
+        let catalog = self.catalog();
+        let subnets: HashSet<String> = self.subnets().await?.into_iter().map(|(id, _)| id).collect();
+        let groups: BTreeSet<String> = self.security_groups().await?.into_iter().collect();
+        let mut amis: HashMap<Arch, String> = HashMap::new();
+        let arch_of: HashMap<&str, Arch> =
+            instances.iter().filter_map(|i| Some((i.id.as_str(), catalog.offerings.get(i.offering as usize)?.arch))).collect();
+        for chunk in instances.chunks(200) {
+            let ids: Vec<String> = chunk.iter().map(|i| i.id.clone()).collect();
+            let output = self.client.describe_instances().set_instance_ids(Some(ids)).send().await.map_err(|e| error("DescribeInstances", e))?;
+            for ec2 in output.reservations().iter().flat_map(|r| r.instances()) {
+                let Some(id) = ec2.instance_id() else { continue };
+                let Some(&arch) = arch_of.get(id) else { continue };
+                let ami = match amis.get(&arch) {
+                    Some(ami) => ami.clone(),
+                    None => {
+                        let ami = self.ami_id(arch).await?;
+                        amis.insert(arch, ami.clone());
+                        ami
+                    }
+                };
+                let own_groups: BTreeSet<String> = ec2.security_groups().iter().filter_map(|g| g.group_id().map(String::from)).collect();
+                let reason = if ec2.image_id().is_some_and(|i| i != ami) {
+                    "AMIDrift"
+                } else if ec2.subnet_id().is_some_and(|s| !subnets.contains(s)) {
+                    "SubnetDrift"
+                } else if !own_groups.is_empty() && own_groups != groups {
+                    "SecurityGroupDrift"
+                } else {
+                    continue;
+                };
+                drifted.insert(id.to_string(), reason.to_string());
+            }
+        }
+        Ok(drifted)
     }
 
     async fn instances(&self) -> Result<Vec<Instance>, CloudError> {

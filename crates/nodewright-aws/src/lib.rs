@@ -6,4 +6,5 @@
 //! the AWS SDK, which is most of a full build.
 
 pub mod ec2;
+pub mod nodeclass;
 pub mod sqs;

@@ -66,14 +66,15 @@ async fn setup_ami(moto: &Moto, cloud_client: aws_sdk_ec2::Client, ami: Option<A
         .unwrap();
     let image = amazon_image(moto, 0).await;
     let selector = BTreeMap::from([("nodewright.io/discovery".to_string(), "test".to_string())]);
+    let term = vec![nodewright_aws::nodeclass::SelectorTerm { tags: selector, ..Default::default() }];
     let node_class = Ec2NodeClass {
-        subnet_tags: selector.clone(),
-        security_group_tags: selector,
-        ami: ami.unwrap_or(AmiSource::Id(image)),
+        subnets: term.clone(),
+        security_groups: term,
+        ami: Some(ami.unwrap_or(AmiSource::Id(image))),
+        family: nodewright_aws::nodeclass::AmiFamily::Custom,
         root_volume_gib: 20,
-        instance_profile: None,
         user_data: "#!/bin/bash\necho hello\n".into(),
-        tags: BTreeMap::new(),
+        ..Default::default()
     };
     Ec2Cloud::discover(cloud_client, "test-cluster", node_class, &bundled_instance_types()).await.unwrap()
 }

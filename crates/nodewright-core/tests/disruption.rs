@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -434,6 +435,34 @@ fn expiry_replaces_a_node_despite_the_plugin_saying_nothing() {
     for n in w.executor.block_on(w.cluster.nodes()).unwrap() { eprintln!("{} used {:?} alloc {:?} pods {}", n.name, n.used(), n.allocatable, n.pods.len()); }
     assert_eq!(bound.len(), 1);
     assert_eq!(bound[0].0, nodes[0].0, "the pod moved to the replacement");
+}
+
+#[test]
+fn a_new_image_drifts_the_nodes_which_are_replaced_one_at_a_time_through_the_budget() {
+    let mut pool = pool();
+    pool.consolidate_after = None;
+    pool.budgets = vec![Budget { nodes: BudgetNodes::Count(1), reasons: vec![], schedule: None, duration: None }];
+    let mut w = world(vec![pool]);
+    let old: Vec<String> = (0..2).map(|_| w.node("m5.large")).collect();
+    for (i, node) in old.iter().enumerate() {
+        w.put(node, &format!("app{i}"), pod(1000, 2), 1);
+    }
+    w.run(60, 10);
+    assert!(w.terminated().is_empty(), "nothing drifted yet");
+    // The node class's AMI alias now resolves to a newer AMI.
+    w.cloud.release_image();
+    w.run(400, 10);
+    let terminated = w.terminated();
+    assert_eq!(terminated.iter().map(|(_, n, r)| (n.clone(), *r)).collect::<BTreeSet<_>>(), old.iter().map(|n| (n.clone(), Reason::Drifted)).collect());
+    // Never both at once: the budget held one back while the other was replaced.
+    let (rules, _) = w.rules();
+    assert!(rules.contains(&"budget"), "{rules:?}");
+    assert!(terminated[0].0 < terminated[1].0, "{terminated:?}");
+    // The replacements run the new image: nothing further drifts.
+    w.run(200, 10);
+    assert_eq!(w.terminated().len(), 2);
+    assert_eq!(w.nodes().len(), 2);
+    assert_eq!(w.executor.block_on(w.cluster.bound_pods()).unwrap().len(), 2);
 }
 
 #[test]

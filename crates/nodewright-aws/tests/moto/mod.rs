@@ -16,6 +16,15 @@ pub struct Moto {
 impl Moto {
     /// Start moto on a free loopback port and wait until it answers.
     pub fn start() -> Moto {
+        Self::start_with_public_parameters(&[])
+    }
+
+    /// Start moto with public SSM parameters under `/aws/service/…` (where
+    /// the EKS-optimised AMI ids live, which moto does not carry and
+    /// refuses to let a client write): each `(name, value)` is put into its
+    /// SSM backend before it serves; the value `@amazon-x86_64` stands for
+    /// the id of the first x86_64 image owned by Amazon in moto's EC2.
+    pub fn start_with_public_parameters(parameters: &[(&str, &str)]) -> Moto {
         // Tests run in parallel: never hand the same free port out twice.
         static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
         let port = loop {
@@ -26,9 +35,19 @@ impl Moto {
                 break port;
             }
         };
-        // `python3 -m moto.server` works wherever pip put moto, on PATH or not.
+        // `python3 -m moto.server` (or moto.server's `main` after the
+        // parameters are in) works wherever pip put moto, on PATH or not.
+        let mut args: Vec<String> = if parameters.is_empty() {
+            vec!["-m".into(), "moto.server".into()]
+        } else {
+            let mut args = vec!["-c".into(), PUBLIC_PARAMETERS.into()];
+            args.extend(parameters.iter().map(|(name, value)| format!("{name}={value}")));
+            args.push("--".into());
+            args
+        };
+        args.extend(["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()]);
         let mut child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -85,6 +104,28 @@ impl Moto {
             .endpoint_url(&self.endpoint)
     }
 }
+
+/// Puts `NAME=VALUE` arguments (up to `--`) into moto's SSM backend, then
+/// runs moto's server with the rest of the arguments.
+const PUBLIC_PARAMETERS: &str = r#"
+import sys
+from moto.core import DEFAULT_ACCOUNT_ID as ACCOUNT
+from moto.core.utils import utcnow
+from moto.ec2.models import ec2_backends
+from moto.ssm.models import Parameter, ssm_backends
+from moto.server import main
+split = sys.argv.index("--")
+pairs, rest = sys.argv[1:split], sys.argv[split + 1:]
+ssm = ssm_backends[ACCOUNT]["us-east-1"]
+for pair in pairs:
+    name, value = pair.split("=", 1)
+    if value == "@amazon-x86_64":
+        images = ec2_backends[ACCOUNT]["us-east-1"].describe_images(owners=["amazon"])
+        value = sorted(i.id for i in images if i.architecture == "x86_64")[0]
+    ssm._parameters[name].append(Parameter(account_id=ACCOUNT, name=name, value=value, parameter_type="String",
+        description=None, allowed_pattern=None, keyid=None, last_modified_date=utcnow(), version=1, data_type="aws:ec2:image"))
+main(rest)
+"#;
 
 impl Drop for Moto {
     fn drop(&mut self) {

@@ -90,4 +90,20 @@ pub trait CloudProvider: Send + Sync + 'static {
 
     /// Instances this cluster owns.
     fn instances(&self) -> impl Future<Output = Result<Vec<Instance>, CloudError>> + Send;
+
+    /// Changes when what instances drift from may have changed (a pass that
+    /// found nothing to do is not skipped across a change).
+    fn drift_generation(&self) -> u64 {
+        0
+    }
+
+    /// Which of `instances` no longer match what their node class resolves
+    /// to now, by instance id, with Karpenter's reason (`AMIDrift`,
+    /// `SubnetDrift`, `SecurityGroupDrift`): the disruption controller's
+    /// Drift method replaces them through the budgets. A cloud without node
+    /// classes never drifts.
+    fn drifted(&self, instances: &[Instance]) -> impl Future<Output = Result<std::collections::HashMap<String, String>, CloudError>> + Send {
+        let _ = instances;
+        async { Ok(std::collections::HashMap::new()) }
+    }
 }

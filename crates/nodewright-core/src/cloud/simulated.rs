@@ -111,6 +111,8 @@ pub struct Bill {
 
 struct Running {
     instance: Instance,
+    /// The image release it was launched from.
+    image: u64,
     launched_at: Duration,
     price: f64,
     spot: bool,
@@ -145,6 +147,8 @@ struct State {
     usage: HourlyUsage,
     /// Each spot pool's level: (hour, multiple of its depth).
     levels: HashMap<u32, (u64, f64)>,
+    /// The current image release new instances get (see `release_image`).
+    image: u64,
 }
 
 impl State {
@@ -251,6 +255,7 @@ impl SimulatedCloud {
             usage: HourlyUsage::new(),
             rates: Rates::default(),
             levels: HashMap::new(),
+            image: 0,
         };
         let opening_prices = catalog.offerings.iter().map(|o| o.price_per_hour).collect();
         SimulatedCloud { catalog: Mutex::new(catalog), opening_prices, config, now, state: Mutex::new(state) }
@@ -293,6 +298,12 @@ impl SimulatedCloud {
     /// Instances launched since the last call, in launch order.
     pub fn take_launched(&self) -> Vec<Instance> {
         std::mem::take(&mut self.state().launched)
+    }
+
+    /// A new image release (the node class's AMI alias now resolves to a
+    /// newer AMI): instances launched before it report `AMIDrift`.
+    pub fn release_image(&self) {
+        self.state().image += 1;
     }
 
     /// Every launch request received, in order.
@@ -524,7 +535,8 @@ impl SimulatedCloud {
             let instance =
                 Instance { id: id.clone(), claim: request.claim.clone(), node_pool: request.node_pool.clone(), offering };
             state.accrue(now);
-            let running = Running { instance: instance.clone(), launched_at: now, price: o.price_per_hour, spot: o.capacity_type == CapacityType::Spot };
+            let running =
+                Running { instance: instance.clone(), image: state.image, launched_at: now, price: o.price_per_hour, spot: o.capacity_type == CapacityType::Spot };
             state.rate(&running, &catalog, 1.0);
             state.instances.insert(id, running);
             state.launched.push(instance.clone());
@@ -590,5 +602,18 @@ impl CloudProvider for SimulatedCloud {
 
     async fn instances(&self) -> Result<Vec<Instance>, CloudError> {
         Ok(self.state().instances.values().map(|r| r.instance.clone()).collect())
+    }
+
+    fn drift_generation(&self) -> u64 {
+        self.state().image
+    }
+
+    async fn drifted(&self, instances: &[Instance]) -> Result<HashMap<String, String>, CloudError> {
+        let state = self.state();
+        Ok(instances
+            .iter()
+            .filter(|i| state.instances.get(&i.id).is_some_and(|r| r.image < state.image))
+            .map(|i| (i.id.clone(), "AMIDrift".to_string()))
+            .collect())
     }
 }

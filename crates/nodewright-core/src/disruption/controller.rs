@@ -264,7 +264,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let mut benched: Vec<u32> = self.cloud.unavailable().into_iter().collect();
         benched.sort_unstable();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (revision, self.cloud.catalog().version, benched).hash(&mut hasher);
+        (revision, self.cloud.catalog().version, benched, self.cloud.drift_generation()).hash(&mut hasher);
         for pool in pools {
             let generation = |slot: String| self.registry.slot(&slot).map(|s| s.generation());
             (generation(consolidation_slot(&pool.name)), generation(selection_slot(&pool.name)), budget::in_force(pool, now)).hash(&mut hasher);
@@ -304,6 +304,12 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             claims.iter().filter_map(|c| c.instance.as_ref().map(|i| (c.node_pool.as_str(), i.offering))),
             now,
         );
+        // What the cloud says no longer matches its node class (a new AMI, …).
+        let launched: Vec<crate::model::Instance> = claims.iter().filter_map(|c| c.instance.clone()).collect();
+        let mut drifted = self.cloud.drifted(&launched).await.unwrap_or_else(|e| {
+            tracing::warn!("drift from the node class not checked this pass: {e}");
+            HashMap::new()
+        });
         let mut bound: HashMap<String, Vec<Pod>> = HashMap::new();
         for (node, pod) in self.cluster.bound_pods().await? {
             bound.entry(node).or_default().push(pod);
@@ -330,7 +336,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 _ => now,
             };
             alive.insert(claim.name.clone(), (fingerprint, since));
-            members.push(Member { offering: instance.offering, claim, pods, idle_for: now.saturating_sub(since) });
+            let drift = drifted.remove(&instance.id);
+            members.push(Member { offering: instance.offering, claim, pods, idle_for: now.saturating_sub(since), drift });
         }
         self.seen = alive;
         let (used, free, free_total) = free_capacity(&nodes);

@@ -21,6 +21,8 @@ pub(crate) struct Member {
     pub pods: Vec<Pod>,
     /// Time since its pods last changed.
     pub idle_for: Duration,
+    /// Why the cloud says it drifted from its node class (`AMIDrift`, …).
+    pub drift: Option<String>,
 }
 
 impl Member {

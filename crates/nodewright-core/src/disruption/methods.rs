@@ -62,7 +62,8 @@ impl Method for Expiration {
     }
 }
 
-/// Launched from another version of its NodePool.
+/// Launched from another version of its NodePool, or no longer matching
+/// what its node class resolves to (the cloud's drift: a new AMI, …).
 pub(crate) struct Drift;
 
 impl Method for Drift {
@@ -71,7 +72,7 @@ impl Method for Drift {
     }
 
     fn candidate(&self, pool: Option<&NodePool>, member: &Member, _: std::time::Duration, drift_hash: &str) -> Result<(), String> {
-        if pool.is_some() && !member.claim.pool_hash.is_empty() && member.claim.pool_hash != drift_hash {
+        if pool.is_some() && (member.drift.is_some() || (!member.claim.pool_hash.is_empty() && member.claim.pool_hash != drift_hash)) {
             Ok(())
         } else {
             Err(format!("node {} matches its NodePool", member.name()))
@@ -140,7 +141,7 @@ mod tests {
             initialized,
             deleting,
         };
-        Member { claim, offering: 0, pods: vec![], idle_for: Duration::from_secs(idle_for) }
+        Member { claim, offering: 0, pods: vec![], idle_for: Duration::from_secs(idle_for), drift: None }
     }
 
     #[test]

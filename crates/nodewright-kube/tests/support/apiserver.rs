@@ -235,7 +235,11 @@ impl ApiServer {
     /// Store `object` as a create would (its kind says where).
     pub fn put(&self, object: Value) -> Value {
         let kind = object["kind"].as_str().expect("an object with a kind").to_string();
-        let (collection, namespaced) = collection(&kind);
+        let (collection, namespaced) = match (object["apiVersion"].as_str(), kind.as_str()) {
+            // Karpenter's own node class, beside nodewright's.
+            (Some("karpenter.k8s.aws/v1"), "EC2NodeClass") => ("/apis/karpenter.k8s.aws/v1/ec2nodeclasses", false),
+            _ => collection(&kind),
+        };
         let namespace = if namespaced { object["metadata"]["namespace"].as_str().unwrap_or("default").to_string() } else { String::new() };
         let (code, reply) = self.create(collection, &namespace, object);
         assert_eq!(code, 201, "{reply}");

@@ -124,20 +124,56 @@ pub(crate) fn read_config(path: &Path) -> anyhow::Result<RunConfig> {
     Ok(config)
 }
 
+/// The node class `name`: nodewright's own `EC2NodeClass`
+/// (`nodewright.io/v1alpha1`), or Karpenter's (`karpenter.k8s.aws/v1`,
+/// read unchanged) when there is none of nodewright's by that name, for a
+/// cluster on Kubernetes `version` (an AMI alias picks its AMI by it).
+async fn load_node_class(client: &kube::Client, name: &str, version: &str) -> anyhow::Result<nodewright_aws::ec2::Ec2NodeClass> {
+    let own: kube::Api<EC2NodeClass> = kube::Api::all(client.clone());
+    match own.get_opt(name).await {
+        Ok(Some(class)) => return node_class(&class.spec, name),
+        Ok(None) => {}
+        // nodewright's CRD is not installed: Karpenter's may be.
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e).with_context(|| format!("EC2NodeClass {name} (nodewright.io/v1alpha1)")),
+    }
+    let resource = kube::api::ApiResource {
+        group: "karpenter.k8s.aws".into(),
+        version: "v1".into(),
+        api_version: "karpenter.k8s.aws/v1".into(),
+        kind: "EC2NodeClass".into(),
+        plural: "ec2nodeclasses".into(),
+    };
+    let karpenter: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &resource);
+    let object = karpenter
+        .get_opt(name)
+        .await
+        .with_context(|| format!("EC2NodeClass {name} (karpenter.k8s.aws/v1)"))?
+        .ok_or_else(|| anyhow::anyhow!("EC2NodeClass {name}: neither nodewright.io/v1alpha1 nor karpenter.k8s.aws/v1 has one by that name"))?;
+    let spec: nodewright_aws::nodeclass::NodeClassSpec = serde_path_to_error::deserialize(object.data["spec"].clone())
+        .map_err(|e| anyhow::anyhow!("EC2NodeClass {name} (karpenter.k8s.aws/v1): spec.{}: {}", e.path(), e.inner()))?;
+    nodewright_aws::ec2::Ec2NodeClass::from_karpenter(name, &spec, version).map_err(anyhow::Error::msg)
+}
+
 fn node_class(spec: &nodewright_kube::crd::EC2NodeClassSpec, name: &str) -> anyhow::Result<nodewright_aws::ec2::Ec2NodeClass> {
+    use nodewright_aws::nodeclass::{AmiFamily, AmiSource, SelectorTerm};
     let ami = match (&spec.ami.id, &spec.ami.ssm_parameter) {
-        (Some(id), _) => nodewright_aws::ec2::AmiSource::Id(id.clone()),
-        (None, Some(p)) => nodewright_aws::ec2::AmiSource::SsmParameter(p.clone()),
+        (Some(id), _) => AmiSource::Id(id.clone()),
+        (None, Some(p)) => AmiSource::SsmParameter(p.clone()),
         (None, None) => anyhow::bail!("EC2NodeClass {name}: spec.ami: set id or ssmParameter"),
     };
+    let term = |tags: &std::collections::BTreeMap<String, String>| vec![SelectorTerm { tags: tags.clone(), ..Default::default() }];
     Ok(nodewright_aws::ec2::Ec2NodeClass {
-        subnet_tags: spec.subnet_selector_tags.clone(),
-        security_group_tags: spec.security_group_selector_tags.clone(),
-        ami,
+        subnets: term(&spec.subnet_selector_tags),
+        security_groups: term(&spec.security_group_selector_tags),
+        ami: Some(ami),
+        // This node class's user data is used as given.
+        family: AmiFamily::Custom,
         root_volume_gib: spec.root_volume_gib,
         instance_profile: spec.instance_profile.clone(),
         user_data: spec.user_data.clone(),
         tags: spec.tags.clone(),
+        ..Default::default()
     })
 }
 
@@ -156,13 +192,14 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     let server = tokio::spawn(http_server(args.listen, metrics.clone(), ready.clone()));
 
     let client = kube::Client::try_default().await.context("Kubernetes client (in-cluster or KUBECONFIG)")?;
-    let classes: kube::Api<EC2NodeClass> = kube::Api::all(client.clone());
-    let class = classes.get(&config.node_class).await.with_context(|| format!("EC2NodeClass {}", config.node_class))?;
+    let version = client.apiserver_version().await.context("the API server's version")?;
+    let version = format!("{}.{}", version.major, version.minor.trim_end_matches(|c: char| !c.is_ascii_digit()));
+    let node_class = load_node_class(&client, &config.node_class, &version).await?;
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let mut cloud = nodewright_aws::ec2::Ec2Cloud::discover(
         aws_sdk_ec2::Client::new(&aws),
         &config.cluster_name,
-        node_class(&class.spec, &config.node_class)?,
+        node_class,
         &nodewright_core::model::bundled_instance_types(),
     )
     .await
@@ -601,6 +638,46 @@ mod tests {
         assert!(!text.contains("nodewright_controller_last_success_timestamp_seconds{step=\"NodePool status\"}"), "{text}");
         leading_tx.send_replace(false);
         tasks.abort_all();
+    }
+
+    /// Karpenter's EC2NodeClass, read unchanged from its own API group when
+    /// nodewright has none by that name; nodewright's own wins; what cannot
+    /// be launched yet, or is missing, is named.
+    #[tokio::test]
+    async fn the_node_class_is_nodewrights_or_karpenters_by_name() {
+        let (client, server) = apiserver::ApiServer::start();
+        let karpenter = |name: &str, access: serde_json::Value| {
+            let mut spec = serde_json::json!({
+                "amiSelectorTerms": [{ "alias": "al2023@latest" }],
+                "subnetSelectorTerms": [{ "tags": { "karpenter.sh/discovery": "my-cluster" } }],
+                "securityGroupSelectorTerms": [{ "tags": { "karpenter.sh/discovery": "my-cluster" } }],
+                "kubelet": { "maxPods": 42 },
+            });
+            spec.as_object_mut().unwrap().extend(access.as_object().unwrap().clone());
+            serde_json::json!({ "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": { "name": name }, "spec": spec })
+        };
+        server.put(karpenter("default", serde_json::json!({ "instanceProfile": "KarpenterNodeInstanceProfile" })));
+        server.put(karpenter("by-role", serde_json::json!({ "role": "KarpenterNodeRole-my-cluster" })));
+        server.put(serde_json::json!({
+            "apiVersion": "nodewright.io/v1alpha1", "kind": "EC2NodeClass", "metadata": { "name": "own" },
+            "spec": { "subnetSelectorTags": { "team": "a" }, "securityGroupSelectorTags": { "team": "a" }, "ami": { "id": "ami-0123" } }
+        }));
+        let class = load_node_class(&client, "default", "1.31").await.unwrap();
+        assert_eq!(class.family, nodewright_aws::nodeclass::AmiFamily::Al2023);
+        assert_eq!(class.kubelet.max_pods, Some(42));
+        assert_eq!(class.kubernetes_version, "1.31");
+        assert_eq!(class.instance_profile.as_deref(), Some("KarpenterNodeInstanceProfile"));
+        let own = load_node_class(&client, "own", "1.31").await.unwrap();
+        assert_eq!(own.ami, Some(nodewright_aws::nodeclass::AmiSource::Id("ami-0123".into())));
+        assert_eq!(
+            load_node_class(&client, "by-role", "1.31").await.unwrap_err().to_string(),
+            "EC2NodeClass by-role: spec.role: `KarpenterNodeRole-my-cluster`: nodewright does not create instance profiles for a role yet; name one with instanceProfile"
+        );
+        assert_eq!(
+            load_node_class(&client, "missing", "1.31").await.unwrap_err().to_string(),
+            "EC2NodeClass missing: neither nodewright.io/v1alpha1 nor karpenter.k8s.aws/v1 has one by that name"
+        );
+        assert_eq!(server.unexpected(), Vec::<String>::new());
     }
 
     #[test]
