@@ -187,7 +187,13 @@ impl Ec2Cloud {
             zones.sort();
             zones.dedup();
             let zone_refs: Vec<&str> = zones.iter().map(String::as_str).collect();
+            // The node class's kubelet settings (maxPods, reservations) decide what pods can use.
+            let kubelet = node_class.kubelet_config();
             for mut offering in facts.offerings(&zone_refs) {
+                if kubelet != Default::default() {
+                    offering.allocatable = facts.allocatable_with(&kubelet);
+                    offering.capacity.pods = facts.pods_with(&kubelet);
+                }
                 if offering.capacity_type == CapacityType::Spot
                     && let Some(&price) = spot.get(&(offering.instance_type.clone(), offering.zone.clone()))
                     && price > 0.0

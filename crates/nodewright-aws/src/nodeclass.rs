@@ -404,6 +404,10 @@ impl Ec2NodeClass {
         if kubelet.max_pods == Some(0) {
             return Err(fail("kubelet.maxPods", "must be at least 1".into()));
         }
+        if kubelet.pods_per_core == Some(0) {
+            return Err(fail("kubelet.podsPerCore", "must be at least 1".into()));
+        }
+        kubelet_config(&kubelet).map_err(|(field, m)| fail(&format!("kubelet.{field}"), m))?;
         Ok(Ec2NodeClass {
             subnets: spec.subnet_selector_terms.clone(),
             security_groups: spec.security_group_selector_terms.clone(),
@@ -420,6 +424,13 @@ impl Ec2NodeClass {
             associate_public_ip: spec.associate_public_ip_address,
             detailed_monitoring: spec.detailed_monitoring.unwrap_or(false),
         })
+    }
+
+    /// The kubelet settings that change what pods can use, parsed
+    /// (`from_karpenter` has checked them; a quantity that does not parse
+    /// is left at its default).
+    pub fn kubelet_config(&self) -> nodewright_core::model::KubeletConfig {
+        kubelet_config(&self.kubelet).unwrap_or_default()
     }
 
     /// The volumes a launch gets: those given, or the family's root volume.
@@ -507,6 +518,40 @@ impl Ec2NodeClass {
             }
         }
     }
+}
+
+/// `spec.kubelet`'s settings that change allocatable, parsed; `Err`:
+/// (field, why).
+fn kubelet_config(k: &KubeletSpec) -> Result<nodewright_core::model::KubeletConfig, (String, String)> {
+    use nodewright_core::model::quantity::{parse_bytes, parse_cpu_millis};
+    use nodewright_core::model::{KubeletConfig, Reserved};
+    let reserved = |name: &str, map: &BTreeMap<String, String>| -> Result<Reserved, (String, String)> {
+        let mut r = Reserved::default();
+        for (key, value) in map {
+            let field = || format!("{name}.{key}");
+            match key.as_str() {
+                "cpu" => r.cpu_millis = Some(parse_cpu_millis(value).map_err(|m| (field(), m))?),
+                "memory" => r.memory_bytes = Some(parse_bytes(value).map_err(|m| (field(), m))?),
+                "ephemeral-storage" => r.ephemeral_bytes = Some(parse_bytes(value).map_err(|m| (field(), m))?),
+                "pid" => {}
+                _ => return Err((field(), format!("`{key}` is not cpu, memory, ephemeral-storage or pid"))),
+            }
+        }
+        Ok(r)
+    };
+    let eviction_memory_bytes = match k.eviction_hard.get("memory.available") {
+        None => None,
+        // A percentage of capacity depends on the type: the default is kept.
+        Some(v) if v.ends_with('%') => None,
+        Some(v) => Some(parse_bytes(v).map_err(|m| ("evictionHard.memory.available".to_string(), m))?),
+    };
+    Ok(KubeletConfig {
+        max_pods: k.max_pods,
+        pods_per_core: k.pods_per_core,
+        kube_reserved: reserved("kubeReserved", &k.kube_reserved)?,
+        system_reserved: reserved("systemReserved", &k.system_reserved)?,
+        eviction_memory_bytes,
+    })
 }
 
 /// A MIME multi-part document of (content type, body) parts.
@@ -657,6 +702,10 @@ spec:
         assert_eq!(
             parse(&CLASS.replace("alias: al2023@latest", "alias: windows2022@latest")).unwrap_err(),
             "EC2NodeClass default: spec.amiSelectorTerms[0].alias: `windows2022` is not al2023, al2 or bottlerocket"
+        );
+        assert_eq!(
+            parse(&CLASS.replace("maxPods: 42", "maxPods: 42\n    kubeReserved:\n      memory: lots")).unwrap_err(),
+            "EC2NodeClass default: spec.kubelet.kubeReserved.memory: `lots` is not a quantity"
         );
         assert_eq!(
             parse(&CLASS.replace("  kubelet:\n", "  blockDeviceMappings:\n    - deviceName: /dev/xvda\n      ebs:\n        volumeSize: lots\n  kubelet:\n")).unwrap_err(),

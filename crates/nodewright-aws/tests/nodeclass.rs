@@ -139,6 +139,8 @@ async fn an_al2023_alias_class_resolves_and_launches_with_its_launch_template() 
     let class = Ec2NodeClass::from_karpenter(&classes[0].name, &classes[0].spec, "1.31").unwrap();
     let cloud = Ec2Cloud::discover(ec2.clone(), "my-cluster", class, &bundled_instance_types()).await.unwrap().with_ssm(moto.ssm());
     let request = m5_large(&cloud, "default-abcde");
+    // The kubelet's maxPods is what the scheduler counts on.
+    assert_eq!(cloud.catalog().offerings[request.offerings[0] as usize].allocatable.pods, 42);
     let instance = cloud.launch(&request).await.unwrap();
 
     // The launch template, field by field.

@@ -113,11 +113,57 @@ pub fn parse_instance_types(source_name: &str, text: &str) -> Result<Vec<Instanc
     Ok(types)
 }
 
+/// The kubelet settings of a node class that change what pods can use
+/// (Karpenter's `spec.kubelet`), quantities parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct KubeletConfig {
+    /// `maxPods`: replaces the instance type's ENI limit.
+    pub max_pods: Option<u32>,
+    /// `podsPerCore`: at most this many pods per vCPU.
+    pub pods_per_core: Option<u32>,
+    /// `kubeReserved`: replaces the computed reservation, per resource.
+    pub kube_reserved: Reserved,
+    /// `systemReserved`: reserved on top.
+    pub system_reserved: Reserved,
+    /// `evictionHard` `memory.available`: replaces the 100 MiB default.
+    pub eviction_memory_bytes: Option<u64>,
+}
+
+/// Reserved CPU (millicores), memory and ephemeral storage (bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Reserved {
+    /// CPU.
+    pub cpu_millis: Option<u64>,
+    /// Memory.
+    pub memory_bytes: Option<u64>,
+    /// Ephemeral storage.
+    pub ephemeral_bytes: Option<u64>,
+}
+
 impl InstanceType {
     /// What pods can use: capacity minus kubelet and system reservations,
     /// the eviction threshold and the hypervisor's share of memory, computed
     /// the way EKS AMIs size `kube-reserved`.
     pub fn allocatable(&self) -> Resources {
+        self.allocatable_with(&KubeletConfig::default())
+    }
+
+    /// Most pods on a node of this type under `kubelet`.
+    pub fn pods_with(&self, kubelet: &KubeletConfig) -> u32 {
+        let pods = kubelet.max_pods.unwrap_or(self.max_pods.min(110));
+        match kubelet.pods_per_core {
+            Some(per_core) => pods.min(per_core.saturating_mul(self.vcpu)),
+            None => pods,
+        }
+    }
+
+    /// [`InstanceType::allocatable`] under the node class's `kubelet`
+    /// settings, as Karpenter computes it: the pod count from `maxPods` and
+    /// `podsPerCore` (and the memory reservation sized by it), `kubeReserved`
+    /// in place of the computed reservation, `systemReserved` on top, and
+    /// the hard eviction threshold for memory.
+    pub fn allocatable_with(&self, kubelet: &KubeletConfig) -> Resources {
+        let pods = self.pods_with(kubelet);
         let cores = self.vcpu as u64;
         // kube-reserved CPU: 6 % of the first core, 1 % of the second,
         // 0.5 % of the third and fourth, 0.25 % of the rest (in millicores).
@@ -126,17 +172,31 @@ impl InstanceType {
             1 => 60,
             _ => 70 + 5 * cores.min(4).saturating_sub(2) + cores.saturating_sub(4) * 25 / 10,
         };
+        let reserved_cpu = kubelet.kube_reserved.cpu_millis.unwrap_or(reserved_cpu).saturating_add(kubelet.system_reserved.cpu_millis.unwrap_or(0));
         let capacity_mem = self.memory_mib * MIB;
         let vm_overhead = capacity_mem * 75 / 1000;
-        let reserved_mem = (11 * self.max_pods as u64 + 255) * MIB + 100 * MIB;
-        let root = ROOT_VOLUME_GIB << 30;
+        // kube-reserved memory: 11 MiB a pod plus 255 MiB, for the pods the
+        // kubelet will run; the eviction threshold, 100 MiB by default.
+        // (By default the instance type's ENI pod count sizes it, as the EKS AMIs do.)
+        let sizing = if kubelet.max_pods.is_some() || kubelet.pods_per_core.is_some() { pods } else { self.max_pods };
+        let kube_mem = kubelet.kube_reserved.memory_bytes.unwrap_or((11 * u64::from(sizing) + 255) * MIB);
+        let reserved_mem = kube_mem
+            .saturating_add(kubelet.system_reserved.memory_bytes.unwrap_or(0))
+            .saturating_add(kubelet.eviction_memory_bytes.unwrap_or(100 * MIB));
+        let root: u64 = ROOT_VOLUME_GIB << 30;
+        // 1 GiB kube-reserved and a 10 % eviction threshold off the root volume.
+        let reserved_disk = kubelet
+            .kube_reserved
+            .ephemeral_bytes
+            .unwrap_or(1 << 30)
+            .saturating_add(kubelet.system_reserved.ephemeral_bytes.unwrap_or(0))
+            .saturating_add(root / 10);
         Resources {
-            cpu_millis: (cores * 1000).saturating_sub(reserved_cpu) as u32,
+            cpu_millis: u32::try_from((cores * 1000).saturating_sub(reserved_cpu)).unwrap_or(u32::MAX),
             memory_bytes: capacity_mem.saturating_sub(vm_overhead).saturating_sub(reserved_mem),
-            pods: self.max_pods.min(110),
+            pods,
             gpus: self.gpus,
-            // 1 GiB kube-reserved and a 10 % eviction threshold off the root volume.
-            ephemeral_bytes: root - (1 << 30) - root / 10,
+            ephemeral_bytes: root.saturating_sub(reserved_disk),
         }
     }
 
@@ -296,6 +356,31 @@ impl Hasher for Fnv {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kubelet_settings_change_what_pods_can_use() {
+        let types = bundled_instance_types();
+        let m5 = types.iter().find(|t| t.name == "m5.xlarge").unwrap();
+        let base = m5.allocatable();
+        assert_eq!(m5.allocatable_with(&KubeletConfig::default()), base);
+        let max = KubeletConfig { max_pods: Some(20), ..KubeletConfig::default() };
+        let with = m5.allocatable_with(&max);
+        assert_eq!(with.pods, 20);
+        // 11 MiB less kube-reserved memory for each pod fewer.
+        assert_eq!(with.memory_bytes - base.memory_bytes, 11 * u64::from(m5.max_pods - 20) * MIB);
+        let per_core = KubeletConfig { pods_per_core: Some(2), ..KubeletConfig::default() };
+        assert_eq!(m5.allocatable_with(&per_core).pods, 8, "2 per vCPU on 4 vCPUs");
+        let reserved = KubeletConfig {
+            kube_reserved: Reserved { cpu_millis: Some(200), memory_bytes: Some(1 << 30), ephemeral_bytes: None },
+            system_reserved: Reserved { cpu_millis: Some(100), ..Reserved::default() },
+            eviction_memory_bytes: Some(500 * MIB),
+            ..KubeletConfig::default()
+        };
+        let with = m5.allocatable_with(&reserved);
+        assert_eq!(with.cpu_millis, 4000 - 300);
+        let capacity = m5.memory_mib * MIB;
+        assert_eq!(with.memory_bytes, capacity - capacity * 75 / 1000 - (1 << 30) - 500 * MIB);
+    }
+
     use super::*;
 
     #[test]
