@@ -25,6 +25,8 @@ pub const CLUSTER_TAG: &str = "nodewright.io/cluster";
 pub const NODE_POOL_TAG: &str = "nodewright.io/nodepool";
 /// Tag with the NodeClaim's name.
 pub const NODE_CLAIM_TAG: &str = "nodewright.io/nodeclaim";
+/// Tag with the name of the node class an instance was launched with (none: the default).
+pub const NODE_CLASS_TAG: &str = "nodewright.io/nodeclass";
 /// Tag with the id of the capacity reservation an instance was launched into.
 pub const CAPACITY_RESERVATION_TAG: &str = "nodewright.io/capacity-reservation";
 
@@ -45,7 +47,10 @@ pub struct Ec2Cloud {
     client: Client,
     ssm: Option<aws_sdk_ssm::Client>,
     cluster: String,
-    node_class: Ec2NodeClass,
+    /// The class of a launch whose NodePool names none.
+    node_class: Arc<Ec2NodeClass>,
+    /// Node classes by name, for NodePools' `nodeClassRef`.
+    classes: Mutex<BTreeMap<String, Arc<Ec2NodeClass>>>,
     catalog: Mutex<Arc<Catalog>>,
     unavailable: Mutex<HashMap<u32, Instant>>,
     /// Launch templates made, by content hash.
@@ -208,7 +213,8 @@ impl Ec2Cloud {
             client,
             ssm: None,
             cluster: cluster.into(),
-            node_class,
+            node_class: Arc::new(node_class),
+            classes: Mutex::new(BTreeMap::new()),
             catalog: Mutex::new(Arc::new(Catalog::new(offerings))),
             unavailable: Mutex::new(HashMap::new()),
             launch_templates: Mutex::new(HashMap::new()),
@@ -243,6 +249,27 @@ impl Ec2Cloud {
         Ok(self)
     }
 
+    /// The node classes NodePools may name (`nodeClassRef`), by name,
+    /// replacing those set before (a controller refreshes them as they
+    /// change). A NodePool naming none launches with the default class.
+    pub fn set_node_classes(&self, classes: BTreeMap<String, Ec2NodeClass>) {
+        *self.classes.lock().expect("classes lock") = classes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    }
+
+    /// The class a launch for a NodePool naming `name` uses.
+    fn class_for(&self, name: Option<&str>) -> Result<Arc<Ec2NodeClass>, CloudError> {
+        match name {
+            None => Ok(self.node_class.clone()),
+            Some(name) => self
+                .classes
+                .lock()
+                .expect("classes lock")
+                .get(name)
+                .cloned()
+                .ok_or_else(|| CloudError(format!("EC2NodeClass {name} (the NodePool's nodeClassRef) is not known"))),
+        }
+    }
+
     /// Read AMIs named by SSM parameter through `ssm`.
     pub fn with_ssm(mut self, ssm: aws_sdk_ssm::Client) -> Self {
         self.ssm = Some(ssm);
@@ -271,16 +298,16 @@ impl Ec2Cloud {
     /// an alias through the public SSM parameters for the cluster's
     /// Kubernetes version; an id, name, owner or tags: the newest image of
     /// that architecture).
-    async fn ami_id(&self, arch: Arch) -> Result<String, CloudError> {
+    async fn ami_id(&self, class: &Ec2NodeClass, arch: Arch) -> Result<String, CloudError> {
         let ec2_arch = if arch == Arch::Arm64 { "arm64" } else { "x86_64" };
-        match &self.node_class.ami {
+        match &class.ami {
             None => Err(CloudError("the node class names no AMI".into())),
             Some(AmiSource::Id(id)) => Ok(id.clone()),
             Some(AmiSource::SsmParameter(name)) => self.ami_parameter(name).await,
             Some(AmiSource::Terms(terms)) => {
                 for term in terms {
                     if let Some(alias) = &term.alias {
-                        let name = crate::nodeclass::alias_parameter(alias, &self.node_class.kubernetes_version, ec2_arch).map_err(CloudError)?;
+                        let name = crate::nodeclass::alias_parameter(alias, &class.kubernetes_version, ec2_arch).map_err(CloudError)?;
                         return self.ami_parameter(&name).await;
                     }
                     if let Some(name) = &term.ssm_parameter {
@@ -311,9 +338,9 @@ impl Ec2Cloud {
     }
 
     /// Every subnet matching any of the node class's terms: (id, zone).
-    async fn subnets(&self) -> Result<Vec<(String, String)>, CloudError> {
+    async fn subnets(&self, class: &Ec2NodeClass) -> Result<Vec<(String, String)>, CloudError> {
         let mut subnets: Vec<(String, String)> = Vec::new();
-        for term in &self.node_class.subnets {
+        for term in &class.subnets {
             let mut request = self.client.describe_subnets();
             if let Some(id) = &term.id {
                 request = request.filters(filter("subnet-id", id));
@@ -327,15 +354,15 @@ impl Ec2Cloud {
         subnets.sort();
         subnets.dedup();
         if subnets.is_empty() {
-            return Err(CloudError(format!("no subnet matches the node class's subnetSelectorTerms {:?}", self.node_class.subnets)));
+            return Err(CloudError(format!("no subnet matches the node class's subnetSelectorTerms {:?}", class.subnets)));
         }
         Ok(subnets)
     }
 
     /// Every security group matching any of the node class's terms.
-    async fn security_groups(&self) -> Result<Vec<String>, CloudError> {
+    async fn security_groups(&self, class: &Ec2NodeClass) -> Result<Vec<String>, CloudError> {
         let mut groups: Vec<String> = Vec::new();
-        for term in &self.node_class.security_groups {
+        for term in &class.security_groups {
             let mut request = self.client.describe_security_groups();
             if let Some(id) = &term.id {
                 request = request.filters(filter("group-id", id));
@@ -352,7 +379,7 @@ impl Ec2Cloud {
         groups.sort();
         groups.dedup();
         if groups.is_empty() {
-            return Err(CloudError(format!("no security group matches the node class's securityGroupSelectorTerms {:?}", self.node_class.security_groups)));
+            return Err(CloudError(format!("no security group matches the node class's securityGroupSelectorTerms {:?}", class.security_groups)));
         }
         Ok(groups)
     }
@@ -360,12 +387,12 @@ impl Ec2Cloud {
     /// The launch template for the node class and instances of `arch`
     /// (targeting capacity reservation `reservation`, if any), created once
     /// per content hash.
-    async fn launch_template(&self, reservation: Option<&str>, arch: Arch) -> Result<String, CloudError> {
+    async fn launch_template(&self, class: &Ec2NodeClass, reservation: Option<&str>, arch: Arch) -> Result<String, CloudError> {
         use std::hash::{Hash, Hasher};
-        let groups = self.security_groups().await?;
-        let ami = self.ami_id(arch).await?;
+        let groups = self.security_groups(class).await?;
+        let ami = self.ami_id(class, arch).await?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (&ami, &self.node_class, &groups, reservation).hash(&mut hasher);
+        (&ami, class, &groups, reservation).hash(&mut hasher);
         let hash = hasher.finish();
         if let Some(name) = self.launch_templates.lock().expect("template lock").get(&hash) {
             return Ok(name.clone());
@@ -373,7 +400,7 @@ impl Ec2Cloud {
         let name = format!("nodewright-{}-{hash:016x}", self.cluster);
         let existing = self.client.describe_launch_templates().launch_template_names(&name).send().await;
         if existing.map(|o| o.launch_templates().is_empty()).unwrap_or(true) {
-            let data = launch_template_data(&self.node_class, &self.cluster, &ami, groups, reservation);
+            let data = launch_template_data(class, &self.cluster, &ami, groups, reservation);
             self.client
                 .create_launch_template()
                 .launch_template_name(&name)
@@ -466,7 +493,8 @@ impl CloudProvider for Ec2Cloud {
             return Ok(instance.clone());
         }
         let catalog = self.catalog();
-        let subnets = self.subnets().await.map_err(|e| LaunchError::Provider(e.0))?;
+        let class = self.class_for(request.node_class.as_deref()).map_err(|e| LaunchError::Provider(e.0))?;
+        let subnets = self.subnets(&class).await.map_err(|e| LaunchError::Provider(e.0))?;
         let mut remaining: Vec<u32> = request.offerings.clone();
         let mut tried = 0;
         // One fleet per capacity type and architecture (each architecture
@@ -483,7 +511,7 @@ impl CloudProvider for Ec2Cloud {
                     self.mark_unavailable(first);
                     continue;
                 }
-                let template = self.launch_template(Some(&reservation.id), arch).await.map_err(|e| LaunchError::Provider(e.0))?;
+                let template = self.launch_template(&class, Some(&reservation.id), arch).await.map_err(|e| LaunchError::Provider(e.0))?;
                 (vec![first], template, reservation.id.clone(), Some(reservation.id.as_str()))
             } else {
                 let batch: Vec<u32> = remaining
@@ -492,7 +520,7 @@ impl CloudProvider for Ec2Cloud {
                     .filter(|&o| catalog.offerings[o as usize].capacity_type == capacity && catalog.offerings[o as usize].arch == arch)
                     .collect();
                 remaining.retain(|o| !batch.contains(o));
-                let template = self.launch_template(None, arch).await.map_err(|e| LaunchError::Provider(e.0))?;
+                let template = self.launch_template(&class, None, arch).await.map_err(|e| LaunchError::Provider(e.0))?;
                 let kind = if capacity == CapacityType::Spot { "spot" } else { "od" };
                 (batch, template, if arch == Arch::Arm64 { format!("{kind}-arm64") } else { kind.to_string() }, None)
             };
@@ -537,7 +565,10 @@ impl CloudProvider for Ec2Cloud {
             if let Some(id) = reservation {
                 fleet = fleet.tag_specifications(tags(ResourceType::Instance, &[(CAPACITY_RESERVATION_TAG, id)]));
             }
-            for (k, v) in &self.node_class.tags {
+            if let Some(name) = &request.node_class {
+                fleet = fleet.tag_specifications(tags(ResourceType::Instance, &[(NODE_CLASS_TAG, name)]));
+            }
+            for (k, v) in &class.tags {
                 fleet = fleet.tag_specifications(tags(ResourceType::Instance, &[(k, v)]));
             }
             fleet = if spot {
@@ -614,9 +645,9 @@ impl CloudProvider for Ec2Cloud {
             return Ok(drifted);
         }
         let catalog = self.catalog();
-        let subnets: HashSet<String> = self.subnets().await?.into_iter().map(|(id, _)| id).collect();
-        let groups: BTreeSet<String> = self.security_groups().await?.into_iter().collect();
-        let mut amis: HashMap<Arch, String> = HashMap::new();
+        // What each class resolves to now, looked up once per class (and architecture).
+        let mut resolved: HashMap<Option<String>, (Arc<Ec2NodeClass>, HashSet<String>, BTreeSet<String>)> = HashMap::new();
+        let mut amis: HashMap<(Option<String>, Arch), String> = HashMap::new();
         let arch_of: HashMap<&str, Arch> =
             instances.iter().filter_map(|i| Some((i.id.as_str(), catalog.offerings.get(i.offering as usize)?.arch))).collect();
         for chunk in instances.chunks(200) {
@@ -625,11 +656,20 @@ impl CloudProvider for Ec2Cloud {
             for ec2 in output.reservations().iter().flat_map(|r| r.instances()) {
                 let Some(id) = ec2.instance_id() else { continue };
                 let Some(&arch) = arch_of.get(id) else { continue };
-                let ami = match amis.get(&arch) {
+                let name = ec2.tags().iter().find(|t| t.key() == Some(NODE_CLASS_TAG)).and_then(|t| t.value()).map(String::from);
+                if !resolved.contains_key(&name) {
+                    // A class no longer known is not checked.
+                    let Ok(class) = self.class_for(name.as_deref()) else { continue };
+                    let subnets = self.subnets(&class).await?.into_iter().map(|(id, _)| id).collect();
+                    let groups = self.security_groups(&class).await?.into_iter().collect();
+                    resolved.insert(name.clone(), (class, subnets, groups));
+                }
+                let (class, subnets, groups) = &resolved[&name];
+                let ami = match amis.get(&(name.clone(), arch)) {
                     Some(ami) => ami.clone(),
                     None => {
-                        let ami = self.ami_id(arch).await?;
-                        amis.insert(arch, ami.clone());
+                        let ami = self.ami_id(class, arch).await?;
+                        amis.insert((name.clone(), arch), ami.clone());
                         ami
                     }
                 };
@@ -638,7 +678,7 @@ impl CloudProvider for Ec2Cloud {
                     "AMIDrift"
                 } else if ec2.subnet_id().is_some_and(|s| !subnets.contains(s)) {
                     "SubnetDrift"
-                } else if !own_groups.is_empty() && own_groups != groups {
+                } else if !own_groups.is_empty() && own_groups != *groups {
                     "SecurityGroupDrift"
                 } else {
                     continue;

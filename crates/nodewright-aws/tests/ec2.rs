@@ -103,6 +103,7 @@ fn request_of(cloud: &Ec2Cloud, claim: &str, types: &[(&str, CapacityType)]) -> 
         requests: Resources::default(),
         taints: vec![],
         spot_strategy: Default::default(),
+        node_class: None,
     }
 }
 

@@ -95,6 +95,7 @@ fn m5_large(cloud: &Ec2Cloud, claim: &str) -> LaunchRequest {
         requests: Resources::default(),
         taints: Vec::new(),
         spot_strategy: Default::default(),
+        node_class: None,
     }
 }
 
@@ -221,4 +222,56 @@ async fn a_new_ami_behind_the_class_drifts_the_instances_launched_before_it() {
     let drifted = cloud.drifted(&[instance.clone(), newer.clone()]).await.unwrap();
     assert_eq!(drifted.len(), 1);
     assert!(!drifted.contains_key(&newer.id));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_pool_launches_with_the_class_its_node_class_ref_names() {
+    let moto = Moto::start_with_public_parameters(&[(AL2023, "@amazon-x86_64")]);
+    let ec2 = moto.ec2();
+    let (_, nodes, extra) = network(&ec2).await;
+    let classes = parse_node_classes("class.yaml", CLASS).unwrap();
+    let default = Ec2NodeClass::from_karpenter(&classes[0].name, &classes[0].spec, "1.31").unwrap();
+    // A second class: only the group named `extra`, another instance profile.
+    let text = CLASS
+        .replace("    - tags:\n        karpenter.sh/discovery: my-cluster\n    - name: extra\n", "    - name: extra\n")
+        .replace("KarpenterNodeInstanceProfile-my-cluster", "GpuNodes");
+    let second = parse_node_classes("class.yaml", &text).unwrap();
+    let gpu = Ec2NodeClass::from_karpenter("gpu", &second[0].spec, "1.31").unwrap();
+    let cloud = Ec2Cloud::discover(ec2.clone(), "my-cluster", default.clone(), &bundled_instance_types()).await.unwrap().with_ssm(moto.ssm());
+    cloud.set_node_classes(std::collections::BTreeMap::from([("default".to_string(), default), ("gpu".to_string(), gpu)]));
+    // Each instance carries its class's name; each class has its template.
+    let class_of = |instance: String| {
+        let ec2 = ec2.clone();
+        async move {
+            let described = ec2.describe_instances().instance_ids(&instance).send().await.unwrap();
+            let running = described.reservations()[0].instances()[0].clone();
+            running.tags().iter().find(|t| t.key() == Some(nodewright_aws::ec2::NODE_CLASS_TAG)).and_then(|t| t.value()).map(String::from)
+        }
+    };
+    for (claim, class) in [("gpu-abcde", "gpu"), ("default-abcde", "default")] {
+        let mut request = m5_large(&cloud, claim);
+        request.node_class = Some(class.into());
+        let instance = cloud.launch(&request).await.unwrap();
+        assert_eq!(class_of(instance.id).await.as_deref(), Some(class));
+    }
+    let mut templates = BTreeSet::new();
+    for template in ec2.describe_launch_templates().send().await.unwrap().launch_templates() {
+        let name = template.launch_template_name().unwrap();
+        let versions = ec2.describe_launch_template_versions().launch_template_name(name).send().await.unwrap();
+        let data = versions.launch_template_versions()[0].launch_template_data().unwrap();
+        let groups: BTreeSet<String> = data.security_group_ids().iter().cloned().collect();
+        templates.insert((data.iam_instance_profile().and_then(|p| p.name()).unwrap().to_string(), groups));
+    }
+    assert_eq!(
+        templates,
+        BTreeSet::from([
+            ("GpuNodes".to_string(), BTreeSet::from([extra.clone()])),
+            ("KarpenterNodeInstanceProfile-my-cluster".to_string(), BTreeSet::from([nodes, extra])),
+        ])
+    );
+    // A NodePool naming a class that is not there: the launch says which.
+    let mut request = m5_large(&cloud, "other-abcde");
+    request.node_class = Some("nope".into());
+    let err = cloud.launch(&request).await.unwrap_err().to_string();
+    assert_eq!(err, "launch failed: EC2NodeClass nope (the NodePool's nodeClassRef) is not known");
 }

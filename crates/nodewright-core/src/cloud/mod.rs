@@ -34,6 +34,9 @@ pub struct LaunchRequest {
     pub taints: Vec<Taint>,
     /// How the cloud picks among the spot offerings.
     pub spot_strategy: SpotStrategy,
+    /// The node class its NodePool names (`nodeClassRef`); `None`: the
+    /// cloud's default.
+    pub node_class: Option<String>,
 }
 
 /// How a launch picks among its spot offerings.

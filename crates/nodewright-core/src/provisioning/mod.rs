@@ -216,6 +216,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             offerings: spec.offerings.clone(),
             requests: spec.requests,
             taints: taints.clone(),
+            node_class: pool.node_class.clone(),
             // The native baseline launches spot as Karpenter does; a
             // plugin's ranking is followed as given.
             spot_strategy: if pool.selection.plugin == crate::policy::BUILTIN_SELECTION {

@@ -137,14 +137,7 @@ async fn load_node_class(client: &kube::Client, name: &str, version: &str) -> an
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => return Err(e).with_context(|| format!("EC2NodeClass {name} (nodewright.io/v1alpha1)")),
     }
-    let resource = kube::api::ApiResource {
-        group: "karpenter.k8s.aws".into(),
-        version: "v1".into(),
-        api_version: "karpenter.k8s.aws/v1".into(),
-        kind: "EC2NodeClass".into(),
-        plural: "ec2nodeclasses".into(),
-    };
-    let karpenter: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &resource);
+    let karpenter: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &karpenter_node_class());
     let object = karpenter
         .get_opt(name)
         .await
@@ -153,6 +146,66 @@ async fn load_node_class(client: &kube::Client, name: &str, version: &str) -> an
     let spec: nodewright_aws::nodeclass::NodeClassSpec = serde_path_to_error::deserialize(object.data["spec"].clone())
         .map_err(|e| anyhow::anyhow!("EC2NodeClass {name} (karpenter.k8s.aws/v1): spec.{}: {}", e.path(), e.inner()))?;
     nodewright_aws::ec2::Ec2NodeClass::from_karpenter(name, &spec, version).map_err(anyhow::Error::msg)
+}
+
+/// Every node class NodePools may name, by name: Karpenter's
+/// (`karpenter.k8s.aws/v1`) and nodewright's own, which wins a name both
+/// have; with the mistakes of those that cannot be used, each naming its
+/// class and field. A kind whose CRD is not installed has none.
+async fn node_classes(
+    client: &kube::Client,
+    version: &str,
+) -> anyhow::Result<(std::collections::BTreeMap<String, nodewright_aws::ec2::Ec2NodeClass>, Vec<String>)> {
+    let mut classes = std::collections::BTreeMap::new();
+    let mut mistakes = Vec::new();
+    let absent = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
+    let karpenter: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &karpenter_node_class());
+    match karpenter.list(&Default::default()).await {
+        Ok(list) => {
+            for object in list {
+                let name = object.metadata.name.clone().unwrap_or_default();
+                let class = serde_path_to_error::deserialize(object.data["spec"].clone())
+                    .map_err(|e| format!("EC2NodeClass {name} (karpenter.k8s.aws/v1): spec.{}: {}", e.path(), e.inner()))
+                    .and_then(|spec: nodewright_aws::nodeclass::NodeClassSpec| nodewright_aws::ec2::Ec2NodeClass::from_karpenter(&name, &spec, version));
+                match class {
+                    Ok(class) => {
+                        classes.insert(name, class);
+                    }
+                    Err(e) => mistakes.push(e),
+                }
+            }
+        }
+        Err(e) if absent(&e) => {}
+        Err(e) => return Err(e).context("list EC2NodeClasses (karpenter.k8s.aws/v1)"),
+    }
+    let own: kube::Api<EC2NodeClass> = kube::Api::all(client.clone());
+    match own.list(&Default::default()).await {
+        Ok(list) => {
+            for object in list {
+                let name = object.metadata.name.clone().unwrap_or_default();
+                match node_class(&object.spec, &name) {
+                    Ok(class) => {
+                        classes.insert(name, class);
+                    }
+                    Err(e) => mistakes.push(e.to_string()),
+                }
+            }
+        }
+        Err(e) if absent(&e) => {}
+        Err(e) => return Err(e).context("list EC2NodeClasses (nodewright.io/v1alpha1)"),
+    }
+    Ok((classes, mistakes))
+}
+
+/// Karpenter's `EC2NodeClass` resource.
+fn karpenter_node_class() -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: "karpenter.k8s.aws".into(),
+        version: "v1".into(),
+        api_version: "karpenter.k8s.aws/v1".into(),
+        kind: "EC2NodeClass".into(),
+        plural: "ec2nodeclasses".into(),
+    }
 }
 
 fn node_class(spec: &nodewright_kube::crd::EC2NodeClassSpec, name: &str) -> anyhow::Result<nodewright_aws::ec2::Ec2NodeClass> {
@@ -243,6 +296,19 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
         metrics: metrics.clone(),
         every,
     });
+    // The node classes NodePools name (`nodeClassRef`), read now and kept current.
+    let (classes_client, classes_cloud, classes_version) = (client.clone(), cloud.clone(), version.clone());
+    let refresh = move || {
+        let (client, cloud, version) = (classes_client.clone(), classes_cloud.clone(), classes_version.clone());
+        Box::pin(async move {
+            let (classes, mistakes) = node_classes(&client, &version).await.map_err(|e| format!("{e:#}"))?;
+            cloud.set_node_classes(classes);
+            if mistakes.is_empty() { Ok(()) } else { Err(mistakes.join("; ")) }
+        }) as StepFuture
+    };
+    let mut classes_controller = Controller::new("node classes", every, false, refresh);
+    classes_controller.run_once(&metrics, Duration::ZERO).await;
+    controllers.push(classes_controller);
     let (gc_cluster, gc_cloud, grace) = (cluster.clone(), cloud.clone(), Duration::from_secs(config.garbage_collection_grace_seconds));
     // Instances the cluster does not know, older than the grace: every 5 minutes.
     controllers.push(Controller::new("garbage collection", Duration::from_secs(300), false, move || {
@@ -676,6 +742,36 @@ mod tests {
         assert_eq!(
             load_node_class(&client, "missing", "1.31").await.unwrap_err().to_string(),
             "EC2NodeClass missing: neither nodewright.io/v1alpha1 nor karpenter.k8s.aws/v1 has one by that name"
+        );
+        assert_eq!(server.unexpected(), Vec::<String>::new());
+    }
+
+    /// Every node class, of both kinds, by name; the unusable ones named.
+    #[tokio::test]
+    async fn node_classes_of_both_kinds_are_read_and_the_unusable_named() {
+        let (client, server) = apiserver::ApiServer::start();
+        let karpenter = |name: &str, access: serde_json::Value| {
+            let mut spec = serde_json::json!({
+                "amiSelectorTerms": [{ "alias": "bottlerocket@latest" }],
+                "subnetSelectorTerms": [{ "id": "subnet-1" }],
+                "securityGroupSelectorTerms": [{ "name": "nodes" }],
+            });
+            spec.as_object_mut().unwrap().extend(access.as_object().unwrap().clone());
+            serde_json::json!({ "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": { "name": name }, "spec": spec })
+        };
+        server.put(karpenter("gpu", serde_json::json!({ "instanceProfile": "GpuNodes" })));
+        server.put(karpenter("by-role", serde_json::json!({ "role": "KarpenterNodeRole" })));
+        server.put(serde_json::json!({
+            "apiVersion": "nodewright.io/v1alpha1", "kind": "EC2NodeClass", "metadata": { "name": "default" },
+            "spec": { "subnetSelectorTags": { "team": "a" }, "securityGroupSelectorTags": { "team": "a" }, "ami": { "id": "ami-0123" } }
+        }));
+        let (classes, mistakes) = node_classes(&client, "1.31").await.unwrap();
+        assert_eq!(classes.keys().collect::<Vec<_>>(), ["default", "gpu"]);
+        assert_eq!(classes["gpu"].family, nodewright_aws::nodeclass::AmiFamily::Bottlerocket);
+        assert_eq!(classes["gpu"].instance_profile.as_deref(), Some("GpuNodes"));
+        assert_eq!(
+            mistakes,
+            ["EC2NodeClass by-role: spec.role: `KarpenterNodeRole`: nodewright does not create instance profiles for a role yet; name one with instanceProfile"]
         );
         assert_eq!(server.unexpected(), Vec::<String>::new());
     }
