@@ -253,6 +253,12 @@ impl ApiServer {
         self.state().objects.get(&(collection.to_string(), ns.to_string(), name.to_string())).cloned()
     }
 
+    /// The cluster-scoped object named `name` in collection `collection`
+    /// (`/apis/GROUP/VERSION/PLURAL`), for kinds of another group than `get` knows.
+    pub fn get_in(&self, collection: &str, name: &str) -> Option<Value> {
+        self.state().objects.get(&(collection.to_string(), String::new(), name.to_string())).cloned()
+    }
+
     /// Every object of `kind`.
     pub fn list(&self, kind: &str) -> Vec<Value> {
         let (collection, _) = collection(kind);

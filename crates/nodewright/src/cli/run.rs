@@ -148,16 +148,31 @@ async fn load_node_class(client: &kube::Client, name: &str, version: &str) -> an
     nodewright_aws::ec2::Ec2NodeClass::from_karpenter(name, &spec, version).map_err(anyhow::Error::msg)
 }
 
+/// What became of one node class: which kind it is, its name, its current
+/// `Ready` condition, and whether it can be used (or why not).
+struct ClassReport {
+    karpenter: bool,
+    name: String,
+    ready: Option<(String, String)>,
+    result: Result<(), String>,
+}
+
+/// The `Ready` condition's (status, message) in an object's `status`.
+fn ready_of(status: &serde_json::Value) -> Option<(String, String)> {
+    let ready = status["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?;
+    Some((ready["status"].as_str()?.to_string(), ready["message"].as_str().unwrap_or_default().to_string()))
+}
+
 /// Every node class NodePools may name, by name: Karpenter's
 /// (`karpenter.k8s.aws/v1`) and nodewright's own, which wins a name both
-/// have; with the mistakes of those that cannot be used, each naming its
-/// class and field. A kind whose CRD is not installed has none.
+/// have; with a report on each (those that cannot be used name their
+/// class and field). A kind whose CRD is not installed has none.
 async fn node_classes(
     client: &kube::Client,
     version: &str,
-) -> anyhow::Result<(std::collections::BTreeMap<String, nodewright_aws::ec2::Ec2NodeClass>, Vec<String>)> {
+) -> anyhow::Result<(std::collections::BTreeMap<String, nodewright_aws::ec2::Ec2NodeClass>, Vec<ClassReport>)> {
     let mut classes = std::collections::BTreeMap::new();
-    let mut mistakes = Vec::new();
+    let mut reports = Vec::new();
     let absent = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
     let karpenter: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &karpenter_node_class());
     match karpenter.list(&Default::default()).await {
@@ -167,12 +182,11 @@ async fn node_classes(
                 let class = serde_path_to_error::deserialize(object.data["spec"].clone())
                     .map_err(|e| format!("EC2NodeClass {name} (karpenter.k8s.aws/v1): spec.{}: {}", e.path(), e.inner()))
                     .and_then(|spec: nodewright_aws::nodeclass::NodeClassSpec| nodewright_aws::ec2::Ec2NodeClass::from_karpenter(&name, &spec, version));
-                match class {
-                    Ok(class) => {
-                        classes.insert(name, class);
-                    }
-                    Err(e) => mistakes.push(e),
-                }
+                let ready = ready_of(&object.data["status"]);
+                let result = class.map(|class| {
+                    classes.insert(name.clone(), class);
+                });
+                reports.push(ClassReport { karpenter: true, name, ready, result });
             }
         }
         Err(e) if absent(&e) => {}
@@ -183,18 +197,50 @@ async fn node_classes(
         Ok(list) => {
             for object in list {
                 let name = object.metadata.name.clone().unwrap_or_default();
-                match node_class(&object.spec, &name) {
-                    Ok(class) => {
-                        classes.insert(name, class);
-                    }
-                    Err(e) => mistakes.push(e.to_string()),
-                }
+                let ready = object.status.as_ref().and_then(|s| serde_json::to_value(s).ok()).and_then(|s| ready_of(&s));
+                let result = node_class(&object.spec, &name).map(|class| {
+                    classes.insert(name.clone(), class);
+                });
+                reports.push(ClassReport { karpenter: false, name, ready, result: result.map_err(|e| e.to_string()) });
             }
         }
         Err(e) if absent(&e) => {}
         Err(e) => return Err(e).context("list EC2NodeClasses (nodewright.io/v1alpha1)"),
     }
-    Ok((classes, mistakes))
+    Ok((classes, reports))
+}
+
+/// Each node class's `Ready` condition, written where it changed: True
+/// (`Accepted`) when nodewright can launch with it, False (`Unsupported`)
+/// with the field and why when it cannot. Returns the mistakes.
+async fn write_class_status(client: &kube::Client, reports: &[ClassReport]) -> Result<Vec<String>, String> {
+    use kube::api::{Patch, PatchParams};
+    let mut mistakes = Vec::new();
+    for report in reports {
+        let (status, reason, message) = match &report.result {
+            Ok(()) => ("True", "Accepted", String::new()),
+            Err(e) => {
+                mistakes.push(e.clone());
+                ("False", "Unsupported", e.clone())
+            }
+        };
+        if report.ready.as_ref().is_some_and(|(s, m)| s == status && *m == message) {
+            continue;
+        }
+        let patch = serde_json::json!({ "status": { "conditions": [{
+            "type": "Ready", "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": chrono::Utc::now().to_rfc3339(),
+        }] } });
+        let written = if report.karpenter {
+            let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &karpenter_node_class());
+            api.patch_status(&report.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
+        } else {
+            let api: kube::Api<EC2NodeClass> = kube::Api::all(client.clone());
+            api.patch_status(&report.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
+        };
+        written.map_err(|e| format!("EC2NodeClass {} status: {e}", report.name))?;
+    }
+    Ok(mistakes)
 }
 
 /// Karpenter's `EC2NodeClass` resource.
@@ -301,8 +347,9 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     let refresh = move || {
         let (client, cloud, version) = (classes_client.clone(), classes_cloud.clone(), classes_version.clone());
         Box::pin(async move {
-            let (classes, mistakes) = node_classes(&client, &version).await.map_err(|e| format!("{e:#}"))?;
+            let (classes, reports) = node_classes(&client, &version).await.map_err(|e| format!("{e:#}"))?;
             cloud.set_node_classes(classes);
+            let mistakes = write_class_status(&client, &reports).await?;
             if mistakes.is_empty() { Ok(()) } else { Err(mistakes.join("; ")) }
         }) as StepFuture
     };
@@ -765,14 +812,28 @@ mod tests {
             "apiVersion": "nodewright.io/v1alpha1", "kind": "EC2NodeClass", "metadata": { "name": "default" },
             "spec": { "subnetSelectorTags": { "team": "a" }, "securityGroupSelectorTags": { "team": "a" }, "ami": { "id": "ami-0123" } }
         }));
-        let (classes, mistakes) = node_classes(&client, "1.31").await.unwrap();
+        let (classes, reports) = node_classes(&client, "1.31").await.unwrap();
+        let mistakes = write_class_status(&client, &reports).await.unwrap();
         assert_eq!(classes.keys().collect::<Vec<_>>(), ["default", "gpu"]);
         assert_eq!(classes["gpu"].family, nodewright_aws::nodeclass::AmiFamily::Bottlerocket);
         assert_eq!(classes["gpu"].instance_profile.as_deref(), Some("GpuNodes"));
-        assert_eq!(
-            mistakes,
-            ["EC2NodeClass by-role: spec.role: `KarpenterNodeRole`: nodewright does not create instance profiles for a role yet; name one with instanceProfile"]
-        );
+        let why = "EC2NodeClass by-role: spec.role: `KarpenterNodeRole`: nodewright does not create instance profiles for a role yet; name one with instanceProfile";
+        assert_eq!(mistakes, [why]);
+        // Each class says so in its Ready condition, of either kind.
+        let ready = |collection: &str, name: &str| {
+            let object = server.get_in(collection, name).unwrap();
+            (object["status"]["conditions"][0]["status"].as_str().unwrap().to_string(), object["status"]["conditions"][0]["message"].as_str().unwrap().to_string())
+        };
+        let karpenter = "/apis/karpenter.k8s.aws/v1/ec2nodeclasses";
+        assert_eq!(ready(karpenter, "by-role"), ("False".to_string(), why.to_string()));
+        assert_eq!(ready(karpenter, "gpu"), ("True".to_string(), String::new()));
+        assert_eq!(ready("/apis/nodewright.io/v1alpha1/ec2nodeclasses", "default"), ("True".to_string(), String::new()));
+        // Unchanged, nothing is written again.
+        let version = |name: &str| server.get_in(karpenter, name).unwrap()["metadata"]["resourceVersion"].clone();
+        let before = (version("by-role"), version("gpu"));
+        let (_, reports) = node_classes(&client, "1.31").await.unwrap();
+        write_class_status(&client, &reports).await.unwrap();
+        assert_eq!((version("by-role"), version("gpu")), before, "no status rewritten");
         assert_eq!(server.unexpected(), Vec::<String>::new());
     }
 
