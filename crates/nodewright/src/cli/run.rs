@@ -739,8 +739,12 @@ mod tests {
         assert_eq!(server.list("NodeClaim").len(), 0, "not leading: nothing runs");
         assert!(!metrics.encode().contains("step=\"provisioning\""));
         leading_tx.send_replace(true);
+        // The launch, the provisioning step's success and the status step's
+        // failure are recorded by tasks of their own: wait for all three.
+        let failed = "nodewright_controller_step_failures_total{step=\"NodePool status\",kind=\"error\"}";
+        let provisioned = "nodewright_controller_last_success_timestamp_seconds{step=\"provisioning\"}";
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while cloud.instances().await.unwrap().is_empty() {
+        while cloud.instances().await.unwrap().is_empty() || !metrics.encode().contains(failed) || !metrics.encode().contains(provisioned) {
             assert!(std::time::Instant::now() < deadline, "provisioning never ran: {}", metrics.encode());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
