@@ -129,23 +129,13 @@ pub(crate) fn read_config(path: &Path) -> anyhow::Result<RunConfig> {
 /// read unchanged) when there is none of nodewright's by that name, for a
 /// cluster on Kubernetes `version` (an AMI alias picks its AMI by it).
 async fn load_node_class(client: &kube::Client, name: &str, version: &str) -> anyhow::Result<nodewright_aws::ec2::Ec2NodeClass> {
-    let own: kube::Api<EC2NodeClass> = kube::Api::all(client.clone());
-    match own.get_opt(name).await {
-        Ok(Some(class)) => return node_class(&class.spec, name),
-        Ok(None) => {}
-        // nodewright's CRD is not installed: Karpenter's may be.
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e).with_context(|| format!("EC2NodeClass {name} (nodewright.io/v1alpha1)")),
+    let (mut classes, reports) = node_classes(client, version).await?;
+    // nodewright's own is reported last: its mistake wins over Karpenter's class.
+    match reports.iter().rev().find(|r| r.name == name).map(|r| &r.result) {
+        Some(Err(e)) => anyhow::bail!("{e}"),
+        Some(Ok(())) => classes.remove(name).ok_or_else(|| anyhow::anyhow!("EC2NodeClass {name}: accepted but not kept")),
+        None => anyhow::bail!("EC2NodeClass {name}: neither nodewright.io/v1alpha1 nor karpenter.k8s.aws/v1 has one by that name"),
     }
-    let karpenter: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &karpenter_node_class());
-    let object = karpenter
-        .get_opt(name)
-        .await
-        .with_context(|| format!("EC2NodeClass {name} (karpenter.k8s.aws/v1)"))?
-        .ok_or_else(|| anyhow::anyhow!("EC2NodeClass {name}: neither nodewright.io/v1alpha1 nor karpenter.k8s.aws/v1 has one by that name"))?;
-    let spec: nodewright_aws::nodeclass::NodeClassSpec = serde_path_to_error::deserialize(object.data["spec"].clone())
-        .map_err(|e| anyhow::anyhow!("EC2NodeClass {name} (karpenter.k8s.aws/v1): spec.{}: {}", e.path(), e.inner()))?;
-    nodewright_aws::ec2::Ec2NodeClass::from_karpenter(name, &spec, version).map_err(anyhow::Error::msg)
 }
 
 /// What became of one node class: which kind it is, its name, its current
