@@ -432,7 +432,6 @@ fn expiry_replaces_a_node_despite_the_plugin_saying_nothing() {
     assert_eq!(nodes.len(), 1);
     assert_ne!(nodes[0].0, old);
     let bound = w.executor.block_on(w.cluster.bound_pods()).unwrap();
-    for n in w.executor.block_on(w.cluster.nodes()).unwrap() { eprintln!("{} used {:?} alloc {:?} pods {}", n.name, n.used(), n.allocatable, n.pods.len()); }
     assert_eq!(bound.len(), 1);
     assert_eq!(bound[0].0, nodes[0].0, "the pod moved to the replacement");
 }
@@ -620,7 +619,6 @@ fn a_node_claim_deleted_by_hand_is_drained_through_its_pdb_then_terminated_and_r
     assert!(!running.iter().any(|i| i.id == instance), "the instance is terminated");
     assert!(w.cluster.node_claims().iter().all(|c| c.name != node), "the claim is released");
     let bound = w.executor.block_on(w.cluster.bound_pods()).unwrap();
-    for n in w.executor.block_on(w.cluster.nodes()).unwrap() { eprintln!("{} used {:?} alloc {:?} pods {}", n.name, n.used(), n.allocatable, n.pods.len()); }
     for name in pods {
         assert!(bound.iter().any(|(n, p)| p.name == name && *n != node), "{name} runs elsewhere");
     }
@@ -642,6 +640,44 @@ fn a_node_claim_deleted_with_its_node_pool_is_still_terminated() {
     // Its pod waits for a NodePool that can hold it.
     assert_eq!(w.cluster.pending_names(), pods);
     assert!(w.rejections().is_empty(), "{:?}", w.rejections());
+}
+
+#[test]
+fn an_interrupted_node_is_drained_through_its_pdb_and_a_node_it_holds_is_finished_by_the_termination_path() {
+    let mut p = pool();
+    p.consolidate_after = None; // nothing but the interruption moves a pod
+    let mut w = world(vec![p]);
+    let node = w.node("m5.xlarge");
+    let instance = w.cluster.node_claims().iter().find(|c| c.name == node).and_then(|c| c.instance.clone()).unwrap().id;
+    let pods = w.put(&node, "web", pod(500, 1).label("app", "web"), 3);
+    w.cluster.add_pdb(pdb("web", PdbLimit::MaxUnavailable(IntOrPercent::Count(1))));
+    w.cloud.take_launched();
+    let outcome = w.executor.block_on(w.interruption.handle_event("m1", InterruptionKind::SpotInterruption { instance: instance.clone() })).unwrap();
+    // The replacement first, then the Eviction API: the PDB lets one pod go.
+    assert_eq!(
+        outcome,
+        nodewright_core::interruption::Outcome::Replaced { kind: "spot-interruption", claims: vec![node.clone()], replacements: 1, evicted: 1 }
+    );
+    let claim = w.cluster.node_claims().into_iter().find(|c| c.name == node).expect("the PDB keeps the node");
+    assert!(claim.deleting, "marked for deletion: the termination path finishes it");
+    let running = |w: &World| w.executor.block_on(nodewright_core::cloud::CloudProvider::instances(&*w.cloud)).unwrap();
+    assert!(running(&w).iter().any(|i| i.id == instance), "not terminated while pods are on it");
+    assert_eq!(w.executor.block_on(w.cluster.pods_on(&node)).unwrap().len(), 2);
+    w.settle();
+    w.run(120, 10);
+    // The rest went one at a time, each back before the next, with no
+    // second replacement.
+    let evictions: Vec<usize> = w.reports.iter().filter(|(_, r)| !r.evicted.is_empty()).map(|(_, r)| r.evicted.len()).collect();
+    assert_eq!(evictions, vec![1, 1]);
+    let launched: usize = w.reports.iter().map(|(_, r)| r.launched.len()).sum();
+    assert_eq!((launched, w.cloud.launch_requests().len()), (0, 2), "the node itself and the interruption's replacement only");
+    assert_eq!(w.terminated().into_iter().map(|(_, n, r)| (n, r)).collect::<Vec<_>>(), vec![(node.clone(), Reason::Deleted)]);
+    assert!(!running(&w).iter().any(|i| i.id == instance), "the instance is terminated");
+    assert!(w.cluster.node_claims().iter().all(|c| c.name != node), "the claim is released");
+    let bound = w.executor.block_on(w.cluster.bound_pods()).unwrap();
+    for name in pods {
+        assert!(bound.iter().any(|(n, p)| p.name == name && *n != node), "{name} runs elsewhere");
+    }
 }
 
 #[test]

@@ -606,6 +606,21 @@ impl Cluster for KubeCluster {
         Ok(())
     }
 
+    async fn request_claim_deletion(&self, claim: &str) -> Result<bool, ClusterError> {
+        // The termination finalizer keeps the claim, with its
+        // deletionTimestamp, until the termination path releases it.
+        match self.claims_api().delete(claim, &DeleteParams::default()).await {
+            Ok(answer) => {
+                if let Some(marked) = answer.left() {
+                    self.wrote_claim(marked);
+                }
+                Ok(true)
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(ClusterError(format!("delete nodeclaim {claim}: {e}"))),
+        }
+    }
+
     async fn node_claims(&self) -> Result<Vec<NodeClaim>, ClusterError> {
         Ok(self.read_claims().await?.iter().map(|c| self.claim_to_model(c)).collect())
     }

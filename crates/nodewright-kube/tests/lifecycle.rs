@@ -446,3 +446,24 @@ async fn with_watch_caches_a_nodeclaim_deleted_by_hand_is_drained_and_released_f
     assert_eq!(cache.node_claims.state().len(), 1, "the watch delivered the release");
     assert_eq!(cache.pods.state().len(), 2);
 }
+
+#[tokio::test]
+async fn a_spot_interruption_drains_through_the_pdb_and_the_termination_path_finishes_what_the_budget_held() {
+    let mut h = Harness::new();
+    let (first, node) = two_pods_running(&mut h).await;
+    let instance = h.cloud.instances().await.unwrap().into_iter().find(|i| i.claim == first).expect("its instance").id;
+    let handler = nodewright_core::interruption::InterruptionHandler::new(h.cloud.clone(), h.cluster.clone(), h.provisioner.clone(), false);
+    let outcome = handler.handle_event("m1", nodewright_core::interruption::InterruptionKind::SpotInterruption { instance }).await.unwrap();
+    // The replacement first; then the budget lets one pod go, and holds the other.
+    assert_eq!(
+        outcome,
+        nodewright_core::interruption::Outcome::Replaced { kind: "spot-interruption", claims: vec![first.clone()], replacements: 1, evicted: 1 }
+    );
+    let evictions = h.server.evictions();
+    assert_eq!(evictions.iter().filter(|e| e.1).count(), 1, "{evictions:?}");
+    assert!(evictions.iter().any(|e| !e.1), "the budget refused the second: {evictions:?}");
+    // Marked for deletion, so the handed-over node survives the message
+    // being deleted (and a restart).
+    assert!(h.server.get("NodeClaim", "", &first).unwrap()["metadata"]["deletionTimestamp"].is_string());
+    drained_onto_a_replacement(&mut h, &first, &node).await;
+}

@@ -70,6 +70,13 @@ pub trait Cluster: Send + Sync + 'static {
     /// Remove a NodeClaim (whose launch failed, or whose instance is gone) and its node.
     fn delete_node_claim(&self, claim: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
+    /// Ask for NodeClaim `claim` to be deleted, as `kubectl delete
+    /// nodeclaim` does: its finalizer keeps it, marked as being deleted,
+    /// until the termination path has drained its node and terminated its
+    /// instance; a process that restarts meanwhile sees the mark and
+    /// finishes the work. `false`: no such claim.
+    fn request_claim_deletion(&self, claim: &str) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+
     /// NodeClaims, with their instances.
     fn node_claims(&self) -> impl Future<Output = Result<Vec<NodeClaim>, ClusterError>> + Send;
 

@@ -537,6 +537,10 @@ impl Cluster for SimulatedCluster {
         Ok(evicted)
     }
 
+    async fn request_claim_deletion(&self, claim: &str) -> Result<bool, ClusterError> {
+        Ok(self.request_deletion(claim))
+    }
+
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
         let now = (self.now)();
         let state = self.state();

@@ -14,7 +14,7 @@ use super::fit::{Member, View, free_capacity};
 use super::karpenter::{Choice, karpenter_like};
 use super::{Command, DisruptionSettings, Reason, RejectKind, Rejection, Replacement, budget};
 use crate::cloud::CloudProvider;
-use crate::cluster::{Cluster, ClusterError, Eviction};
+use crate::cluster::{Cluster, ClusterError};
 use crate::model::{NodePool, Pod, Resources};
 use crate::policy::{ConsolidationAction, ConsolidationSnapshot, DecidedBy, PolicyRegistry, Role, SelectionRequest, SnapshotNode};
 use crate::provisioning::{ClaimSpec, Clock, LaunchedClaim, Provisioner, selection_slot};
@@ -766,8 +766,9 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         Ok(())
     }
 
-    /// Evict what is left on `node`; once nothing is, terminate its
-    /// instance and then delete its NodeClaim.
+    /// One drain step of `node` through the termination path: evict what
+    /// is left on it; once nothing is, terminate its instance and then
+    /// delete its NodeClaim.
     async fn drain_node(
         &mut self,
         claim: Option<&crate::model::NodeClaim>,
@@ -777,42 +778,20 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         report: &mut DisruptionReport,
     ) -> Result<Drained, ClusterError> {
         let Some(claim) = claim else { return Ok(Drained::Gone) };
-        let pods = self.cluster.pods_on(node).await?;
-        if pods.is_empty() {
-            // A claim without an instance has nothing to terminate.
-            if !self.provisioner.terminator().terminate(claim, reason.label()).await? {
-                return Ok(Drained::Waiting);
+        match self.provisioner.terminator().drain(claim, reason.label(), force).await? {
+            crate::termination::Drained::Terminated => {
+                tracing::info!(node, ?reason, "node disrupted");
+                *self.counts.nodes.entry(reason).or_default() += 1;
+                report.terminated.push((node.into(), reason));
+                Ok(Drained::Gone)
             }
-            tracing::info!(node, ?reason, "node disrupted");
-            *self.counts.nodes.entry(reason).or_default() += 1;
-            report.terminated.push((node.into(), reason));
-            return Ok(Drained::Gone);
-        }
-        if force {
-            for pod in self.cluster.drain(node).await? {
-                self.counts.pods_evicted += 1;
-                report.evicted.push((pod, node.into()));
-            }
-            return Ok(Drained::Waiting);
-        }
-        let mut blocked = false;
-        for pod in &pods {
-            match self.cluster.evict(&pod.name).await {
-                Ok(Eviction::Evicted) => {
-                    self.counts.pods_evicted += 1;
-                    report.evicted.push((pod.name.clone(), node.into()));
-                }
-                Ok(Eviction::Blocked { pdb }) => {
-                    tracing::info!(node, pod = %pod.name, pdb, "eviction blocked by a PodDisruptionBudget, retried with backoff");
-                    blocked = true;
-                }
-                Err(e) => {
-                    tracing::warn!(node, pod = %pod.name, "eviction failed, retried: {e}");
-                    blocked = true;
-                }
+            crate::termination::Drained::TerminateFailed => Ok(Drained::Waiting),
+            crate::termination::Drained::Evicting { evicted, blocked } => {
+                self.counts.pods_evicted += evicted.len() as u64;
+                report.evicted.extend(evicted.into_iter().map(|pod| (pod, node.to_string())));
+                Ok(if blocked { Drained::Blocked } else { Drained::Waiting })
             }
         }
-        Ok(if blocked { Drained::Blocked } else { Drained::Waiting })
     }
 }
 

@@ -1,9 +1,12 @@
 //! Interruption handling: the EventBridge events AWS puts on the
 //! interruption queue (spot interruption warnings, rebalance
 //! recommendations, instance state changes, scheduled maintenance), turned
-//! into actions on the cluster: cordon, launch the replacement first, drain,
-//! then terminate the instance and release the NodeClaim through the one
-//! termination path ([`crate::termination`]).
+//! into actions on the cluster: cordon, launch the replacement first, then
+//! hand the node to the one termination path ([`crate::termination`]): its
+//! NodeClaim marked for deletion, its pods evicted through the Eviction API
+//! (PodDisruptionBudgets honoured), the instance terminated and the claim
+//! released once it is empty. A node a budget holds stays marked; the
+//! disruption controller's deletion method finishes it.
 //!
 //! A message is deleted once its action has started (or when it is
 //! malformed, foreign or about an instance this cluster does not own);
@@ -21,6 +24,7 @@ pub use message::{InterruptionKind, MessageError, parse_message};
 use crate::cloud::CloudProvider;
 use crate::cluster::{Cluster, ClusterError};
 use crate::provisioning::Provisioner;
+use crate::termination::Drained;
 
 /// What became of one message. Every outcome but an error deletes the message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -135,15 +139,37 @@ impl<C: CloudProvider, K: Cluster> InterruptionHandler<C, K> {
             moving.extend(self.cluster.pods_on(&claim.name).await?);
         }
         let report = self.provisioner.provision_with(moving).await?;
+        // Then hand each node to the termination path: its claim is marked
+        // for deletion first, so that what this pass cannot finish (a pod a
+        // PodDisruptionBudget holds, an eviction still under way) is
+        // finished by the termination path's next passes — here or after a
+        // restart — and never forgotten with the message.
         let mut evicted = 0;
+        let mut handed_over = Vec::new();
         for claim in &claims {
-            evicted += self.cluster.drain(&claim.name).await?.len();
-            // Through the one termination path; an instance that still runs
-            // after a failed terminate keeps its claim, and the message
-            // stays on the queue to be handled again.
-            if !self.provisioner.terminator().terminate(claim, "interrupted").await? {
-                return Err(ClusterError(format!("terminate the instance of {} failed; retried with the message", claim.name)));
+            self.cluster.request_claim_deletion(&claim.name).await?;
+            let terminator = self.provisioner.terminator();
+            let mut step = terminator.drain(claim, "interrupted", false).await?;
+            if let Drained::Evicting { evicted: pods, blocked } = &step {
+                evicted += pods.len();
+                if !blocked {
+                    // Evictions that ended at once leave the node empty.
+                    step = terminator.drain(claim, "interrupted", false).await?;
+                }
             }
+            match step {
+                Drained::Terminated => {}
+                // An instance that still runs after a failed terminate keeps
+                // its claim, and the message stays on the queue to be
+                // handled again.
+                Drained::TerminateFailed => {
+                    return Err(ClusterError(format!("terminate the instance of {} failed; retried with the message", claim.name)));
+                }
+                Drained::Evicting { .. } => handed_over.push(claim.name.clone()),
+            }
+        }
+        if !handed_over.is_empty() {
+            tracing::info!(message = id, kind = name, claims = ?handed_over, "pods still leaving: the termination path finishes these nodes");
         }
         tracing::info!(message = id, kind = name, replacements = report.launched.len(), evicted, "node replaced");
         self.count(name, "replaced");

@@ -1,15 +1,37 @@
 //! The last steps of every node's end, whoever decided it (a disruption
 //! method, a person deleting its NodeClaim or Node, a spot interruption):
-//! terminate the instance — one already gone counts as terminated — and
-//! only then delete the NodeClaim (its finalizer removed). Nothing else
+//! drain it through the Eviction API, which honours PodDisruptionBudgets
+//! (pods deleted outright only once a drain is forced, past the NodePool's
+//! `terminationGracePeriod`); once it is empty terminate the instance — one
+//! already gone counts as terminated — and only then delete the NodeClaim
+//! (its finalizer removed). Nothing else drains for a node's end or
 //! terminates instances; the termination counts by cause are kept here.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use crate::cloud::CloudProvider;
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{Cluster, ClusterError, Eviction};
 use crate::model::NodeClaim;
+
+/// What one drain step did to a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drained {
+    /// It was empty: its instance is terminated and its NodeClaim released.
+    Terminated,
+    /// It was empty, but its instance still runs after a failed terminate:
+    /// the claim is kept and the step is tried again later.
+    TerminateFailed,
+    /// Pods are leaving: those evicted (or deleted, when forced) this step.
+    /// The node goes at a later step, once it is empty.
+    Evicting {
+        /// Pods evicted this step.
+        evicted: Vec<String>,
+        /// A PodDisruptionBudget (or a failed call) held back some pod:
+        /// retry with backoff.
+        blocked: bool,
+    },
+}
 
 /// Terminates instances and releases their NodeClaims.
 pub struct Terminator<C, K> {
@@ -47,6 +69,37 @@ impl<C: CloudProvider, K: Cluster> Terminator<C, K> {
         self.cluster.delete_node_claim(&claim.name).await?;
         *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(cause).or_default() += 1;
         Ok(true)
+    }
+
+    /// One drain step for `claim`'s node, ending for `cause`: if no pod is
+    /// left, terminate and release it ([`Self::terminate`]); otherwise evict
+    /// what is left through the Eviction API, or, when `force`d, delete it
+    /// without asking the PodDisruptionBudgets.
+    pub async fn drain(&self, claim: &NodeClaim, cause: &'static str, force: bool) -> Result<Drained, ClusterError> {
+        let node = claim.name.as_str();
+        let pods = self.cluster.pods_on(node).await?;
+        if pods.is_empty() {
+            return Ok(if self.terminate(claim, cause).await? { Drained::Terminated } else { Drained::TerminateFailed });
+        }
+        if force {
+            return Ok(Drained::Evicting { evicted: self.cluster.drain(node).await?, blocked: false });
+        }
+        let mut evicted = Vec::new();
+        let mut blocked = false;
+        for pod in &pods {
+            match self.cluster.evict(&pod.name).await {
+                Ok(Eviction::Evicted) => evicted.push(pod.name.clone()),
+                Ok(Eviction::Blocked { pdb }) => {
+                    tracing::info!(node, pod = %pod.name, pdb, "eviction blocked by a PodDisruptionBudget, retried with backoff");
+                    blocked = true;
+                }
+                Err(e) => {
+                    tracing::warn!(node, pod = %pod.name, "eviction failed, retried: {e}");
+                    blocked = true;
+                }
+            }
+        }
+        Ok(Drained::Evicting { evicted, blocked })
     }
 
     /// NodeClaims released, by cause.
