@@ -23,7 +23,7 @@ impl World {
         self.cluster.add_pods(PodSpec::requesting(3500, GIB).label("app", name).pods(name, 1));
         let report = self.provisioner.provision().await.unwrap();
         let launched = report.launched.last().unwrap().clone();
-        self.cluster.register(&launched.claim).unwrap();
+        self.register(&launched.claim).unwrap();
         self.cluster.bind(&launched.pods[0], &launched.claim).unwrap();
         launched.instance
     }

@@ -4,6 +4,7 @@
 
 pub mod cloud;
 pub mod cluster;
+pub mod controllers;
 pub mod disruption;
 pub mod interruption;
 pub mod model;

@@ -96,7 +96,7 @@ impl World {
         let pool = &pools[0];
         let spec = ClaimSpec { pool, offerings: vec![offering], pods: vec![], requests: Default::default() };
         let launched = self.executor.block_on(self.provisioner.launch_claim(spec)).unwrap().unwrap();
-        self.cluster.register(&launched.claim).unwrap();
+        self.register(&launched.claim).unwrap();
         launched.claim
     }
 
@@ -129,7 +129,7 @@ impl World {
     /// Launched instances boot at once; the scheduler binds what fits.
     fn settle(&self) {
         for instance in self.cloud.take_launched() {
-            self.cluster.register(&instance.claim).unwrap();
+            self.register(&instance.claim).unwrap();
         }
         self.cluster.schedule_pending(true);
     }
@@ -269,7 +269,7 @@ fn a_node_registered_again_keeps_the_pods_bound_to_it() {
     w.put(&node, "web", pod(1000, 2), 1);
     // The harness registers every launched instance again as it settles.
     w.run(10, 10);
-    w.cluster.register(&node).unwrap();
+    w.register(&node).unwrap();
     let nodes = w.executor.block_on(w.cluster.nodes()).unwrap();
     assert_eq!(nodes.iter().find(|n| n.name == node).map(|n| n.used().cpu_millis), Some(1000));
 }

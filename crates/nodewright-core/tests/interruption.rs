@@ -22,7 +22,7 @@ impl World {
         self.cluster.add_pods(PodSpec::requesting(cpu, GIB).label("app", prefix).pods(prefix, pods));
         let report = block_on(self.provisioner.provision()).unwrap();
         let launched = report.launched.last().unwrap().clone();
-        self.cluster.register(&launched.claim).unwrap();
+        self.register(&launched.claim).unwrap();
         for pod in &launched.pods {
             self.cluster.bind(pod, &launched.claim).unwrap();
         }

@@ -69,6 +69,11 @@ pub struct NodePoolStatus {
     /// NodeClaims it has now (launched or in flight).
     #[serde(default)]
     pub nodes: u32,
+    /// The capacity of its launched nodes, summed, and their count
+    /// (Karpenter's `status.resources`): `cpu`, `memory`, `pods`,
+    /// `ephemeral-storage`, `nodes`, and `nvidia.com/gpu` when it has any.
+    #[serde(default)]
+    pub resources: BTreeMap<String, String>,
 }
 
 /// How an `EC2NodeClass` finds an AMI.

@@ -7,14 +7,16 @@
 //! request that does the job: a NodeClaim created with a finalizer, its
 //! status patched once launched, nodes cordoned by a merge patch, pods
 //! evicted through the Eviction API (which honours PodDisruptionBudgets: a
-//! 429 is "blocked, try later"), Events for pods nothing can hold.
-//! [`KubeCluster::sync_registrations`] links nodes to NodeClaims by
-//! providerID and removes the startup taints once a node is Ready.
+//! 429 is "blocked, try later"), Events for pods nothing can hold. The
+//! lifecycle controllers' reads and writes (registrations, startup taints,
+//! NodePool statuses: `lifecycle`; PolicyPlugins: `plugins`) are the
+//! same kind of plain translation: no decision is made here.
 
 pub mod cache;
 pub mod crd;
 pub mod convert;
 pub mod lease;
+mod lifecycle;
 pub mod plugins;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,7 +30,9 @@ use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, 
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use nodewright_core::cluster::{Cluster, ClusterError, Created, Eviction, NodeClaim};
+use nodewright_core::cluster::{
+    Cluster, ClusterError, Created, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, Registration,
+};
 use nodewright_core::cloud::Instance;
 use nodewright_core::model::{Catalog, CapacityType, IntOrPercent, NodePool, PdbLimit, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
 use nodewright_core::scheduling::ExistingNode;
@@ -38,7 +42,7 @@ pub const TERMINATION_FINALIZER: &str = "nodewright.io/termination";
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "nodewright";
 
-fn err(what: &str) -> impl Fn(kube::Error) -> ClusterError + '_ {
+pub(crate) fn err(what: &str) -> impl Fn(kube::Error) -> ClusterError + '_ {
     move |e| ClusterError(format!("{what}: {e}"))
 }
 
@@ -74,6 +78,10 @@ pub struct KubeCluster {
     /// Pod annotation keys the NodePools last read name
     /// (`spec.policy.podAnnotations`): the only annotations pods keep.
     annotation_keys: std::sync::RwLock<Arc<std::collections::BTreeSet<String>>>,
+    /// How long fetching a PolicyPlugin's component by URL may take.
+    fetch_timeout: Duration,
+    /// The PolicyPlugins last listed, by name: their sources and statuses.
+    plugins: std::sync::Mutex<HashMap<String, crd::PolicyPlugin>>,
 }
 
 /// Which pods a read wants: a field selector when listing, the same
@@ -119,7 +127,16 @@ impl KubeCluster {
             index: std::sync::Mutex::new(None),
             cache: None,
             annotation_keys: Default::default(),
+            fetch_timeout: plugins::DEFAULT_FETCH_TIMEOUT,
+            plugins: Default::default(),
         }
+    }
+
+    /// How long fetching one PolicyPlugin component by URL may take, from
+    /// the first byte sent to the last received (60 s by default).
+    pub fn with_fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.fetch_timeout = timeout;
+        self
     }
 
     /// Reads from `cache` instead of listing.
@@ -269,74 +286,6 @@ impl KubeCluster {
             deleting: c.metadata.deletion_timestamp.is_some(),
         }
     }
-
-    /// Link registered nodes to their NodeClaims by providerID (status
-    /// `nodeName`, condition `Registered`), and once a node is Ready remove
-    /// its startup taints and mark the claim `Initialized`; delete the
-    /// NodeClaim of a node deleted by hand. Returns the claims newly
-    /// initialised.
-    pub async fn sync_registrations(&self, pools: &[NodePool]) -> Result<Vec<String>, ClusterError> {
-        let nodes: Api<core::Node> = Api::all(self.client.clone());
-        let node_list = self.read_nodes().await?;
-        let by_provider: HashMap<&str, &core::Node> =
-            node_list.iter().filter_map(|n| Some((n.spec.as_ref()?.provider_id.as_deref()?, n.as_ref()))).collect();
-        let mut initialised = Vec::new();
-        let node_names: std::collections::HashSet<String> =
-            node_list.iter().filter(|n| n.metadata.deletion_timestamp.is_none()).map(|n| n.name_any()).collect();
-        for claim in self.read_claims().await? {
-            let status = claim.status.clone().unwrap_or_default();
-            // A Node deleted by hand (`kubectl delete node`) deletes its
-            // NodeClaim: the claim is drained and terminated like any other.
-            if let Some(node) = status.node_name.as_deref()
-                && claim.metadata.deletion_timestamp.is_none()
-                && !node_names.contains(node)
-            {
-                tracing::info!(node_claim = %claim.name_any(), node, "the node was deleted: deleting its NodeClaim");
-                match self.claims_api().delete(&claim.name_any(), &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(ClusterError(format!("delete nodeclaim {} of deleted node {node}: {e}", claim.name_any()))),
-                }
-                continue;
-            }
-            if status.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True") {
-                continue;
-            }
-            let Some(node) = status.provider_id.as_deref().and_then(|p| by_provider.get(p)) else { continue };
-            let ready = node.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True");
-            let mut conditions = status.conditions.clone();
-            let now = chrono::Utc::now().to_rfc3339();
-            crd::set_condition(&mut conditions, crd::Condition { type_: "Registered".into(), status: "True".into(), reason: "NodeRegistered".into(), message: String::new(), last_transition_time: now.clone() });
-            if ready {
-                let startup: Vec<String> = pools
-                    .iter()
-                    .find(|p| p.name == claim.spec.node_pool)
-                    .map(|p| p.startup_taints.iter().map(|t| t.key.clone()).collect())
-                    .unwrap_or_default();
-                let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-                if taints.iter().any(|t| startup.contains(&t.key)) {
-                    let kept: Vec<&core::Taint> = taints.iter().filter(|t| !startup.contains(&t.key)).collect();
-                    let patch = serde_json::json!({ "spec": { "taints": kept } });
-                    let patched = nodes
-                        .patch(&node.name_any(), &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
-                        .await
-                        .map_err(err("remove startup taints"))?;
-                    self.wrote_node(patched);
-                }
-                crd::set_condition(&mut conditions, crd::Condition { type_: "Initialized".into(), status: "True".into(), reason: "NodeReady".into(), message: String::new(), last_transition_time: now.clone() });
-                crd::set_condition(&mut conditions, crd::Condition { type_: "Ready".into(), status: "True".into(), reason: "Ready".into(), message: String::new(), last_transition_time: now });
-                initialised.push(claim.name_any());
-            }
-            let patch = serde_json::json!({ "status": { "nodeName": node.name_any(), "conditions": conditions } });
-            let patched = self
-                .claims_api()
-                .patch_status(&claim.name_any(), &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
-                .await
-                .map_err(err("patch nodeclaim status"))?;
-            self.wrote_claim(patched);
-        }
-        Ok(initialised)
-    }
 }
 
 /// [`KubeCluster::claims_by_node`] of `nodes` and `claims` already read.
@@ -358,7 +307,7 @@ fn claims_by_node(nodes: &[Arc<core::Node>], claims: &[Arc<crd::NodeClaim>]) -> 
 
 /// A NodePool object as the model's NodePool, checked by the same parser as
 /// NodePool files (so errors name the field the same way).
-fn parse_pool(np: &crd::NodePool) -> Result<NodePool, nodewright_core::model::NodePoolError> {
+pub(crate) fn parse_pool(np: &crd::NodePool) -> Result<NodePool, nodewright_core::model::NodePoolError> {
     let doc = serde_json::json!({
         "apiVersion": "nodewright.io/v1alpha1",
         "kind": "NodePool",
@@ -368,48 +317,6 @@ fn parse_pool(np: &crd::NodePool) -> Result<NodePool, nodewright_core::model::No
     let text = serde_yaml_ng::to_string(&doc).expect("a JSON value serialises as YAML");
     let mut parsed = nodewright_core::model::parse_node_pools(&format!("NodePool/{}", np.name_any()), &text)?;
     Ok(parsed.remove(0))
-}
-
-impl KubeCluster {
-    /// Write each NodePool's `status`: the `Ready` condition (`Valid`, or
-    /// `InvalidSpec` with the field and the error, while the NodePool is left
-    /// out of every decision) and how many NodeClaims it has. Only a status
-    /// that changed is patched; returns the NodePools patched.
-    pub async fn sync_node_pool_status(&self) -> Result<Vec<String>, ClusterError> {
-        let claims = self.read_claims().await?;
-        let api: Api<crd::NodePool> = Api::all(self.client.clone());
-        let mut patched = Vec::new();
-        for np in self.read::<crd::NodePool>(|c| c.node_pools.state(), "list nodepools").await? {
-            let name = np.name_any();
-            let current = np.status.clone().unwrap_or_default();
-            let (status, reason, message) = match parse_pool(&np) {
-                Ok(_) => ("True", "Valid", String::new()),
-                Err(e) => ("False", "InvalidSpec", format!("{}: {}", e.field, e.message)),
-            };
-            let mut conditions = current.conditions.clone();
-            let same = conditions.iter().any(|c| c.type_ == "Ready" && c.status == status && c.reason == reason && c.message == message);
-            if !same {
-                if status == "False" {
-                    tracing::error!(node_pool = %name, "NodePool {name} is left out until it is fixed: {message}");
-                }
-                let now = chrono::Utc::now().to_rfc3339();
-                crd::set_condition(
-                    &mut conditions,
-                    crd::Condition { type_: "Ready".into(), status: status.into(), reason: reason.into(), message, last_transition_time: now },
-                );
-            }
-            let next = crd::NodePoolStatus { conditions, nodes: claims.iter().filter(|c| c.spec.node_pool == name).count() as u32 };
-            if next == current {
-                continue;
-            }
-            let patch = serde_json::json!({ "status": next });
-            api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| ClusterError(format!("patch nodepool {name} status: {e}")))?;
-            patched.push(name);
-        }
-        Ok(patched)
-    }
 }
 
 impl Cluster for KubeCluster {
@@ -619,6 +526,38 @@ impl Cluster for KubeCluster {
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
             Err(e) => Err(ClusterError(format!("delete nodeclaim {claim}: {e}"))),
         }
+    }
+
+    async fn registrations(&self) -> Result<Vec<Registration>, ClusterError> {
+        self.read_registrations().await
+    }
+
+    async fn mark_registration(&self, claim: &str, node: &str, initialized: bool) -> Result<(), ClusterError> {
+        self.write_registration(claim, node, initialized).await
+    }
+
+    async fn remove_node_taints(&self, node: &str, keys: &[String]) -> Result<(), ClusterError> {
+        self.untaint(node, keys).await
+    }
+
+    async fn node_pool_objects(&self) -> Result<Vec<NodePoolObject>, ClusterError> {
+        self.read_node_pool_objects().await
+    }
+
+    async fn write_node_pool_status(&self, name: &str, status: &NodePoolStatus) -> Result<(), ClusterError> {
+        self.patch_node_pool_status(name, status).await
+    }
+
+    async fn policy_plugins(&self) -> Result<Vec<PolicyPluginObject>, ClusterError> {
+        self.list_policy_plugins().await
+    }
+
+    async fn policy_plugin_component(&self, name: &str) -> Result<Vec<u8>, String> {
+        self.fetch_component(name).await
+    }
+
+    async fn write_policy_plugin_status(&self, name: &str, status: &PluginStatus) -> Result<(), ClusterError> {
+        self.patch_plugin_status(name, status).await
     }
 
     async fn node_claims(&self) -> Result<Vec<NodeClaim>, ClusterError> {

@@ -1,150 +1,48 @@
-//! `PolicyPlugin` resources → registry slots. On a change: fetch the
-//! component, verify its sha256, compile and conformance-check it off the
-//! decision path, and swap it into the slot of every NodePool that names it;
-//! then report in `status` (loaded digest, swap time, or a `Rejected`
-//! condition with the reason while the previous version keeps serving).
+//! `PolicyPlugin` objects for the reconciler
+//! (`nodewright_core::controllers::policy_plugins`): listed in the model's
+//! terms, their component fetched from the ConfigMap or URL the spec names,
+//! and what became of them written to `status` (loaded digest and swap
+//! time, or a `Rejected` condition with the reason).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
-use sha2::Digest;
 
-use crate::crd::{Condition, PluginMode, PluginRole, PolicyPlugin, PolicyPluginStatus, set_condition};
-use nodewright_core::cluster::ClusterError;
-use nodewright_core::disruption::consolidation_slot;
-use nodewright_core::model::NodePool;
-use nodewright_core::policy::{PolicyRegistry, Role, SlotMode};
-use nodewright_core::provisioning::selection_slot;
+use crate::KubeCluster;
+use crate::crd::{Condition, PluginMode, PluginRole, PolicyPlugin, set_condition};
+use nodewright_core::cluster::{ClusterError, PluginMode as SlotMode, PluginRole as Role, PluginStatus, PolicyPluginObject};
 
-/// What happened to one `PolicyPlugin`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PluginOutcome {
-    /// Swapped into these slots at this digest.
-    Loaded {
-        /// Resource name.
-        plugin: String,
-        /// sha256.
-        digest: String,
-        /// Slots it serves.
-        slots: Vec<String>,
-    },
-    /// Already serving this digest.
-    Unchanged {
-        /// Resource name.
-        plugin: String,
-    },
-    /// Not loaded; the reason is in its status.
-    Rejected {
-        /// Resource name.
-        plugin: String,
-        /// `DigestMismatch`, `FetchFailed`, `LoadFailed`.
-        reason: String,
-        /// Why.
-        message: String,
-    },
-}
-
-/// Keeps registry slots in step with `PolicyPlugin` resources.
-pub struct PluginReconciler {
-    client: Client,
-    namespace: String,
-    registry: Arc<PolicyRegistry>,
-    fetch_timeout: Duration,
-}
-
-impl PluginReconciler {
-    /// Components from ConfigMaps in `namespace`, loaded into `registry`.
-    pub fn new(client: Client, namespace: &str, registry: Arc<PolicyRegistry>) -> Self {
-        PluginReconciler { client, namespace: namespace.into(), registry, fetch_timeout: Duration::from_secs(60) }
-    }
-
-    /// How long fetching one component by URL may take, from the first
-    /// byte sent to the last received (60 s by default).
-    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
-        self.fetch_timeout = timeout;
-        self
-    }
-
-    /// One pass over every `PolicyPlugin`, for `pools`.
-    pub async fn reconcile(&self, pools: &[NodePool]) -> Result<Vec<PluginOutcome>, ClusterError> {
+impl KubeCluster {
+    pub(crate) async fn list_policy_plugins(&self) -> Result<Vec<PolicyPluginObject>, ClusterError> {
         let api: Api<PolicyPlugin> = Api::all(self.client.clone());
         let plugins = api.list(&ListParams::default()).await.map_err(|e| ClusterError(format!("list policyplugins: {e}")))?.items;
-        self.registry.set_external(plugins.iter().map(|p| p.name_any()));
-        let mut outcomes = Vec::new();
-        for plugin in plugins {
-            outcomes.push(self.reconcile_one(&api, &plugin, pools).await?);
-        }
-        Ok(outcomes)
-    }
-
-    async fn reconcile_one(&self, api: &Api<PolicyPlugin>, plugin: &PolicyPlugin, pools: &[NodePool]) -> Result<PluginOutcome, ClusterError> {
-        let name = plugin.name_any();
-        let status = plugin.status.clone().unwrap_or_default();
-        let wanted = plugin.spec.source.sha256.to_ascii_lowercase();
-        let role = match plugin.spec.role {
-            PluginRole::Selection => Role::Selection,
-            PluginRole::Consolidation => Role::Consolidation,
-        };
-        let slots: Vec<String> = pools
+        let objects = plugins
             .iter()
-            .filter(|p| match role {
-                Role::Selection => p.selection.plugin == name,
-                Role::Consolidation => p.consolidation.plugin == name,
-            })
-            .map(|p| match role {
-                Role::Selection => selection_slot(&p.name),
-                Role::Consolidation => consolidation_slot(&p.name),
+            .map(|p| PolicyPluginObject {
+                name: p.name_any(),
+                role: match p.spec.role {
+                    PluginRole::Selection => Role::Selection,
+                    PluginRole::Consolidation => Role::Consolidation,
+                },
+                mode: match p.spec.mode {
+                    PluginMode::Active => SlotMode::Active,
+                    PluginMode::Shadow => SlotMode::Shadow,
+                },
+                sha256: p.spec.source.sha256.clone(),
+                config: p.spec.config.to_string(),
+                loaded_digest: p.status.as_ref().and_then(|s| s.loaded_digest.clone()),
             })
             .collect();
-        let serving = slots.iter().all(|s| {
-            self.registry.slots().iter().find(|x| x.name() == s).and_then(|x| x.active_plugin()).is_some_and(|p| p.info().digest == format!("sha256:{wanted}"))
-        });
-        if status.loaded_digest.as_deref() == Some(wanted.as_str()) && serving {
-            return Ok(PluginOutcome::Unchanged { plugin: name });
-        }
-        let bytes = match self.fetch(plugin).await {
-            Ok(bytes) => bytes,
-            Err(message) => return self.reject(api, &name, status, "FetchFailed", message).await,
-        };
-        let digest = hex::encode(sha2::Sha256::digest(&bytes));
-        if digest != wanted {
-            let message = format!("spec.source.sha256 is {wanted} but the component's sha256 is {digest}; the previous version keeps serving");
-            return self.reject(api, &name, status, "DigestMismatch", message).await;
-        }
-        let config = plugin.spec.config.to_string();
-        let config = if config == "null" { "{}".to_string() } else { config };
-        let mode = match plugin.spec.mode {
-            PluginMode::Active => SlotMode::Active,
-            PluginMode::Shadow => SlotMode::Shadow,
-        };
-        // Compiling a large component takes seconds: off the async executor.
-        let registry = self.registry.clone();
-        let (load_slots, load_bytes) = (slots.clone(), bytes.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
-            for slot in &load_slots {
-                registry.load(slot, role, &load_bytes, &config, mode)?;
-            }
-            Ok::<_, nodewright_core::policy::PluginError>(())
-        })
-        .await
-        .map_err(|e| ClusterError(format!("plugin load task: {e}")))?;
-        if let Err(e) = loaded {
-            return self.reject(api, &name, status, "LoadFailed", format!("{e}; the previous version keeps serving")).await;
-        }
-        let now = chrono::Utc::now().to_rfc3339();
-        let mut conditions = status.conditions.clone();
-        set_condition(&mut conditions, Condition { type_: "Ready".into(), status: "True".into(), reason: "Loaded".into(), message: format!("serving {} NodePool slot(s)", slots.len()), last_transition_time: now.clone() });
-        set_condition(&mut conditions, Condition { type_: "Rejected".into(), status: "False".into(), reason: "Loaded".into(), message: String::new(), last_transition_time: now.clone() });
-        let status = PolicyPluginStatus { loaded_digest: Some(digest.clone()), last_swap_time: Some(now), conditions };
-        self.patch_status(api, &name, &status).await?;
-        tracing::info!(plugin = %name, %digest, ?slots, "policy plugin loaded");
-        Ok(PluginOutcome::Loaded { plugin: name, digest, slots })
+        // The sources and statuses the fetch and the status write below need.
+        *self.plugins.lock().unwrap_or_else(|e| e.into_inner()) = plugins.into_iter().map(|p| (p.name_any(), p)).collect();
+        Ok(objects)
     }
 
-    async fn fetch(&self, plugin: &PolicyPlugin) -> Result<Vec<u8>, String> {
+    pub(crate) async fn fetch_component(&self, name: &str) -> Result<Vec<u8>, String> {
+        let plugin = self.plugins.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
+        let plugin = plugin.ok_or_else(|| format!("PolicyPlugin {name} does not exist"))?;
         let source = &plugin.spec.source;
         match (&source.config_map, &source.url) {
             (Some(_), Some(_)) => Err("spec.source: configMap and url are both set; set one".into()),
@@ -165,25 +63,47 @@ impl PluginReconciler {
         }
     }
 
-    async fn reject(&self, api: &Api<PolicyPlugin>, name: &str, status: PolicyPluginStatus, reason: &str, message: String) -> Result<PluginOutcome, ClusterError> {
-        tracing::warn!(plugin = name, reason, "policy plugin rejected: {message}");
-        let mut status = status;
-        set_condition(
-            &mut status.conditions,
-            Condition { type_: "Rejected".into(), status: "True".into(), reason: reason.into(), message: message.clone(), last_transition_time: chrono::Utc::now().to_rfc3339() },
-        );
-        self.patch_status(api, name, &status).await?;
-        Ok(PluginOutcome::Rejected { plugin: name.into(), reason: reason.into(), message })
-    }
-
-    async fn patch_status(&self, api: &Api<PolicyPlugin>, name: &str, status: &PolicyPluginStatus) -> Result<(), ClusterError> {
+    /// Loaded: the digest, the swap time, Ready and not Rejected. Rejected:
+    /// the Rejected condition with the reason; the rest (the version that
+    /// keeps serving) unchanged.
+    pub(crate) async fn patch_plugin_status(&self, name: &str, report: &PluginStatus) -> Result<(), ClusterError> {
+        let current = self.plugins.lock().unwrap_or_else(|e| e.into_inner()).get(name).and_then(|p| p.status.clone()).unwrap_or_default();
+        let now = chrono::Utc::now().to_rfc3339();
+        let condition = |type_: &str, status: &str, reason: &str, message: String| Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            last_transition_time: now.clone(),
+        };
+        let mut status = current;
+        match report {
+            PluginStatus::Loaded { digest, slots } => {
+                set_condition(&mut status.conditions, condition("Ready", "True", "Loaded", format!("serving {slots} NodePool slot(s)")));
+                set_condition(&mut status.conditions, condition("Rejected", "False", "Loaded", String::new()));
+                status.loaded_digest = Some(digest.clone());
+                status.last_swap_time = Some(now.clone());
+            }
+            PluginStatus::Rejected { reason, message } => {
+                set_condition(&mut status.conditions, condition("Rejected", "True", reason, message.clone()));
+            }
+        }
         let patch = serde_json::json!({ "status": status });
+        let api: Api<PolicyPlugin> = Api::all(self.client.clone());
         api.patch_status(name, &PatchParams::apply(crate::FIELD_MANAGER), &Patch::Merge(&patch))
             .await
             .map_err(|e| ClusterError(format!("patch policyplugin {name} status: {e}")))?;
+        if let Some(p) = self.plugins.lock().unwrap_or_else(|e| e.into_inner()).get_mut(name) {
+            p.status = Some(status);
+        }
         Ok(())
     }
 }
+
+/// How long fetching one component by URL may take, from the first byte
+/// sent to the last received, unless [`KubeCluster::with_fetch_timeout`]
+/// says otherwise.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Largest component `spec.source.url` may serve (a Python component is
 /// ~18 MB; a JavaScript one ~12 MB).

@@ -17,9 +17,11 @@ use kube::Client;
 use nodewright_core::cloud::{SimulatedCloud, SimulatedCloudConfig};
 use nodewright_kube::KubeCluster;
 use nodewright_kube::lease::LeaderElector;
-use nodewright_kube::plugins::{PluginOutcome, PluginReconciler};
+use nodewright_core::controllers::node_pool_status::NodePoolStatusController;
+use nodewright_core::controllers::policy_plugins::{PluginOutcome, PolicyPluginController};
+use nodewright_core::controllers::registration::RegistrationController;
 use nodewright_core::cluster::{Cluster, Eviction};
-use nodewright_core::model::{Catalog, NodePool, Taint, TaintEffect};
+use nodewright_core::model::{Catalog, NodePool};
 use nodewright_core::policy::{PolicyRegistry, Role, SlotMode};
 use nodewright_core::provisioning::{Provisioner, selection_slot};
 use serde_json::{Value, json};
@@ -215,6 +217,7 @@ async fn a_registered_ready_node_loses_its_startup_taint_and_its_claim_is_initia
             "status": { "providerID": "aws:///us-east-1a/i-0abc", "instanceID": "i-0abc",
                         "conditions": [{ "type": "Launched", "status": "True" }] }
         })]),
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodepools") => list("NodePool", "nodewright.io/v1alpha1", vec![node_pool_object()]),
         ("PATCH", "/api/v1/nodes/ip-10-0-0-1?&fieldManager=nodewright") => {
             (200, json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "ip-10-0-0-1" }, "spec": body["spec"].clone() }))
         }
@@ -225,10 +228,10 @@ async fn a_registered_ready_node_loses_its_startup_taint_and_its_claim_is_initia
         _ => unexpected(method.as_str(), uri),
     });
     let cluster = kube_cluster(client, catalog());
-    let mut pool = NodePool::new("default");
-    pool.startup_taints = vec![Taint { key: "nodewright.io/starting".into(), value: String::new(), effect: TaintEffect::NoSchedule }];
-    let initialised = cluster.sync_registrations(&[pool]).await.unwrap();
-    assert_eq!(initialised, vec!["default-1".to_string()]);
+    // The NodePool's startup taint is `nodewright.io/starting`.
+    let report = RegistrationController::new(cluster.clone()).reconcile().await.unwrap();
+    assert_eq!(report.initialized, vec!["default-1".to_string()]);
+    assert!(report.registered.is_empty() && report.node_deleted.is_empty(), "{report:?}");
     let seen = seen.lock().unwrap().clone();
     let taints = seen.iter().find(|s| s.uri.starts_with("/api/v1/nodes/ip-10-0-0-1")).expect("the node was patched");
     assert_eq!(taints.method, Method::PATCH);
@@ -300,7 +303,8 @@ async fn a_nodepool_with_a_bad_field_is_reported_in_its_status_and_left_out_whil
     let cluster = kube_cluster(client, catalog());
     let pools = cluster.node_pools().await.unwrap();
     assert_eq!(pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["default"], "the broken one is left out");
-    assert_eq!(cluster.sync_node_pool_status().await.unwrap(), ["default", "broken"]);
+    let status = NodePoolStatusController::new(Arc::new(SimulatedCloud::new(catalog(), SimulatedCloudConfig::default(), Arc::new(|| Duration::ZERO))), cluster.clone());
+    assert_eq!(status.reconcile().await.unwrap(), ["default", "broken"]);
     let statuses = statuses.lock().unwrap().clone();
     let ready = |name: &str| {
         let c = &statuses[name]["conditions"][0];
@@ -308,6 +312,11 @@ async fn a_nodepool_with_a_bad_field_is_reported_in_its_status_and_left_out_whil
     };
     assert_eq!(ready("default"), ("Ready".into(), "True".into(), "Valid".into(), String::new()));
     assert_eq!(statuses["default"]["nodes"], 1);
+    // Its claim has no instance yet: it holds no capacity.
+    assert_eq!(
+        statuses["default"]["resources"],
+        json!({ "cpu": "0", "memory": "0", "pods": "0", "ephemeral-storage": "0", "nodes": "1" })
+    );
     let (kind, state, reason, message) = ready("broken");
     assert_eq!((kind.as_str(), state.as_str(), reason.as_str()), ("Ready", "False", "InvalidSpec"));
     assert!(message.starts_with("spec.template.spec.requirements[0].operator: "), "{message}");
@@ -316,7 +325,7 @@ async fn a_nodepool_with_a_bad_field_is_reported_in_its_status_and_left_out_whil
 
     // Nothing changed: nothing is written again.
     let writes = seen.lock().unwrap().iter().filter(|s| s.method == Method::PATCH).count();
-    assert!(cluster.sync_node_pool_status().await.unwrap().is_empty());
+    assert!(status.reconcile().await.unwrap().is_empty());
     assert_eq!(seen.lock().unwrap().iter().filter(|s| s.method == Method::PATCH).count(), writes);
 }
 
@@ -380,7 +389,7 @@ async fn a_policy_plugin_with_a_bad_digest_is_rejected_in_its_status_and_the_old
 
     let wrong = "0".repeat(64);
     let (client, seen) = plugin_server(wrong.clone(), bytes.clone());
-    let outcomes = PluginReconciler::new(client, "nodewright", registry.clone()).reconcile(std::slice::from_ref(&pool)).await.unwrap();
+    let outcomes = PolicyPluginController::new(kube_cluster(client, catalog()), registry.clone()).reconcile_for(std::slice::from_ref(&pool)).await.unwrap();
     let actual = sha256(&bytes);
     let message = format!("spec.source.sha256 is {wrong} but the component's sha256 is {actual}; the previous version keeps serving");
     assert_eq!(outcomes, vec![PluginOutcome::Rejected { plugin: "team-cheapest".into(), reason: "DigestMismatch".into(), message: message.clone() }]);
@@ -394,7 +403,7 @@ async fn a_policy_plugin_with_a_bad_digest_is_rejected_in_its_status_and_the_old
 
     // The right digest swaps it in and says so.
     let (client, seen) = plugin_server(actual.clone(), bytes);
-    let outcomes = PluginReconciler::new(client, "nodewright", registry.clone()).reconcile(&[pool]).await.unwrap();
+    let outcomes = PolicyPluginController::new(kube_cluster(client, catalog()), registry.clone()).reconcile_for(&[pool]).await.unwrap();
     assert_eq!(outcomes, vec![PluginOutcome::Loaded { plugin: "team-cheapest".into(), digest: actual.clone(), slots: vec!["default/selection".into()] }]);
     assert_eq!(serving(), format!("sha256:{actual}"));
     let seen = seen.lock().unwrap().clone();
@@ -576,8 +585,9 @@ async fn a_policy_plugin_fetched_by_url_is_verified_and_loaded_and_a_failed_fetc
         let pool = pool.clone();
         async move {
             let (client, seen) = plugin_server_with(policy_plugin_from(source), Vec::new());
-            let reconciler = PluginReconciler::new(client, "nodewright", registry).fetch_timeout(Duration::from_millis(500));
-            let outcomes = reconciler.reconcile(&[pool]).await.unwrap();
+            let catalog = catalog();
+            let cluster = KubeCluster::new(client, "nodewright", Arc::new(move || catalog.clone())).with_fetch_timeout(Duration::from_millis(500));
+            let outcomes = PolicyPluginController::new(Arc::new(cluster), registry).reconcile_for(&[pool]).await.unwrap();
             let patches: Vec<Value> = seen.lock().unwrap().iter().filter(|s| s.method == Method::PATCH).map(|s| s.body["status"].clone()).collect();
             (outcomes, patches)
         }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nodewright_core::cloud::{CloudError, CloudProvider, Instance, LaunchError, LaunchRequest, SimulatedCloud, SimulatedCloudConfig};
-use nodewright_core::cluster::Cluster;
+use nodewright_core::controllers::registration::RegistrationController;
 use nodewright_core::disruption::{DisruptionController, DisruptionSettings};
 use nodewright_core::model::{Catalog, well_known};
 use nodewright_core::policy::PolicyRegistry;
@@ -264,8 +264,7 @@ impl Harness {
     }
 
     async fn controllers(&mut self) {
-        let pools = self.cluster.node_pools().await.unwrap();
-        self.cluster.sync_registrations(&pools).await.unwrap();
+        RegistrationController::new(self.cluster.clone()).reconcile().await.unwrap();
         self.provisioner.provision().await.unwrap();
         self.disruption.reconcile().await.unwrap();
     }

@@ -2,10 +2,12 @@
 //! NodeClaims. Controllers see only the [`Cluster`] trait; `simulated` is
 //! the in-memory implementation the tests and the simulator use.
 
+mod objects;
 mod simulated;
 
 use std::future::Future;
 
+pub use objects::{NodePoolObject, NodePoolStatus, PluginMode, PluginRole, PluginStatus, PolicyPluginObject, RegisteredNode, Registration};
 pub use simulated::{PodEvent, Scheduled, SimulatedCluster, StopCause};
 
 use crate::cloud::Instance;
@@ -111,6 +113,41 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Tell the pod's owner why it cannot be scheduled (an Event in Kubernetes).
     fn pod_unschedulable(&self, pod: &str, reason: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Launched NodeClaims and the Nodes their instances registered as.
+    fn registrations(&self) -> impl Future<Output = Result<Vec<Registration>, ClusterError>> + Send;
+
+    /// Record on NodeClaim `claim` that it registered as Node `node`, and
+    /// whether it is now initialised (Ready, startup taints removed).
+    fn mark_registration(&self, claim: &str, node: &str, initialized: bool) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Remove the taints with these keys from Node `node` (the NodePool's
+    /// startup taints, once the node is Ready).
+    fn remove_node_taints(&self, node: &str, keys: &[String]) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// NodePool objects as written (the invalid ones too), with their status.
+    fn node_pool_objects(&self) -> impl Future<Output = Result<Vec<NodePoolObject>, ClusterError>> + Send;
+
+    /// Write NodePool `name`'s status.
+    fn write_node_pool_status(&self, name: &str, status: &NodePoolStatus) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// PolicyPlugin objects (none where the cluster has no such kind).
+    fn policy_plugins(&self) -> impl Future<Output = Result<Vec<PolicyPluginObject>, ClusterError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// The component PolicyPlugin `name` points at (a ConfigMap's key, a
+    /// URL); the error names the field and the source.
+    fn policy_plugin_component(&self, name: &str) -> impl Future<Output = Result<Vec<u8>, String>> + Send {
+        let name = name.to_string();
+        async move { Err(format!("PolicyPlugin {name} does not exist")) }
+    }
+
+    /// Report on PolicyPlugin `name`.
+    fn write_policy_plugin_status(&self, name: &str, status: &PluginStatus) -> impl Future<Output = Result<(), ClusterError>> + Send {
+        let _ = (name, status);
+        async { Ok(()) }
+    }
 
     /// A change counter: it differs between two calls whenever anything
     /// the reads above return may have changed in between (nodes,

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Cluster, ClusterError, Created, Eviction, NodeClaim};
+use super::{Cluster, ClusterError, Created, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, RegisteredNode, Registration};
 use crate::cloud::Instance;
 use crate::model::{Catalog, Clock, NodePool, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
 use crate::scheduling::{ExistingNode, SchedulingInput, schedule_in_order};
@@ -93,6 +93,14 @@ struct State {
     restart_delay: Duration,
     /// Bumped by every change ([`Cluster::revision`]).
     revision: u64,
+    /// NodeClaims linked to their registered node.
+    registered: std::collections::HashSet<String>,
+    /// NodePool statuses written.
+    pool_status: HashMap<String, NodePoolStatus>,
+    /// PolicyPlugin objects, with the component each points at.
+    plugins: BTreeMap<String, (PolicyPluginObject, Vec<u8>)>,
+    /// PolicyPlugin statuses written.
+    plugin_status: HashMap<String, PluginStatus>,
 }
 
 impl State {
@@ -337,8 +345,8 @@ impl SimulatedCluster {
         self.state().journal.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    /// The kubelet of launched claim `claim` registers its node: ready for
-    /// pods. Registering again (a kubelet restart) keeps the node as it is,
+    /// The kubelet of launched claim `claim` registers its node, Ready; the
+    /// registration controller then initialises it. Registering again (a kubelet restart) keeps the node as it is,
     /// with the pods bound to it.
     pub fn register(&self, claim: &str) -> Result<(), ClusterError> {
         let mut state = self.state();
@@ -357,13 +365,24 @@ impl SimulatedCluster {
             .offerings
             .get(instance.offering as usize)
             .ok_or_else(|| ClusterError(format!("NodeClaim {claim}: offering {} is not in the catalog", instance.offering)))?;
-        let node = ExistingNode::launched(claim, pool, offering, &state.daemonsets);
+        let mut node = ExistingNode::launched(claim, pool, offering, &state.daemonsets);
+        // The kubelet registers with the NodePool's startup taints too;
+        // registration removes them once the node is Ready.
+        node.taints.extend(pool.startup_taints.iter().cloned());
         state.insert_node(node);
-        if let Some(c) = state.claims.get_mut(claim) {
-            c.initialized = true;
-        }
         state.touch();
         Ok(())
+    }
+
+    /// Add PolicyPlugin `object`, pointing at `component`.
+    pub fn add_policy_plugin(&self, object: PolicyPluginObject, component: Vec<u8>) {
+        let mut state = self.state();
+        state.plugins.insert(object.name.clone(), (object, component));
+    }
+
+    /// The status written last on PolicyPlugin `name`.
+    pub fn policy_plugin_status(&self, name: &str) -> Option<PluginStatus> {
+        self.state().plugin_status.get(name).cloned()
     }
 
     /// End pod `pod` (its work is done): pending, restarting or bound.
@@ -539,6 +558,80 @@ impl Cluster for SimulatedCluster {
 
     async fn request_claim_deletion(&self, claim: &str) -> Result<bool, ClusterError> {
         Ok(self.request_deletion(claim))
+    }
+
+    async fn registrations(&self) -> Result<Vec<Registration>, ClusterError> {
+        let state = self.state();
+        Ok(state
+            .claims
+            .values()
+            .filter(|c| c.instance.is_some())
+            .map(|c| Registration {
+                claim: c.name.clone(),
+                node_pool: c.node_pool.clone(),
+                node: state.node_index.get(&c.name).map(|&i| RegisteredNode {
+                    name: c.name.clone(),
+                    ready: true,
+                    taints: state.nodes[i].taints.iter().map(|t| t.key.clone()).collect(),
+                }),
+                node_deleted: false,
+                registered: state.registered.contains(&c.name),
+                initialized: c.initialized,
+                deleting: c.deleting,
+            })
+            .collect())
+    }
+
+    async fn mark_registration(&self, claim: &str, node: &str, initialized: bool) -> Result<(), ClusterError> {
+        let mut state = self.state();
+        let c = state.claims.get_mut(claim).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))?;
+        c.initialized |= initialized;
+        let _ = node; // named after its claim here
+        state.registered.insert(claim.to_string());
+        state.touch();
+        Ok(())
+    }
+
+    async fn remove_node_taints(&self, node: &str, keys: &[String]) -> Result<(), ClusterError> {
+        let mut state = self.state();
+        let n = state.node_mut(node).ok_or_else(|| ClusterError(format!("Node {node} does not exist")))?;
+        n.taints.retain(|t| !keys.contains(&t.key));
+        state.touch();
+        // Room came open: the scheduler tries every pending pod.
+        let pending: Vec<String> = state.pending.keys().cloned().collect();
+        state.fresh.extend(pending);
+        Ok(())
+    }
+
+    async fn node_pool_objects(&self) -> Result<Vec<NodePoolObject>, ClusterError> {
+        let state = self.state();
+        Ok(state.pools.iter().map(|p| NodePoolObject { name: p.name.clone(), invalid: None, status: state.pool_status.get(&p.name).cloned() }).collect())
+    }
+
+    async fn write_node_pool_status(&self, name: &str, status: &NodePoolStatus) -> Result<(), ClusterError> {
+        let mut state = self.state();
+        if !state.pools.iter().any(|p| p.name == name) {
+            return Err(ClusterError(format!("NodePool {name} does not exist")));
+        }
+        state.pool_status.insert(name.to_string(), status.clone());
+        Ok(())
+    }
+
+    async fn policy_plugins(&self) -> Result<Vec<PolicyPluginObject>, ClusterError> {
+        Ok(self.state().plugins.values().map(|(o, _)| o.clone()).collect())
+    }
+
+    async fn policy_plugin_component(&self, name: &str) -> Result<Vec<u8>, String> {
+        self.state().plugins.get(name).map(|(_, bytes)| bytes.clone()).ok_or_else(|| format!("PolicyPlugin {name} does not exist"))
+    }
+
+    async fn write_policy_plugin_status(&self, name: &str, status: &PluginStatus) -> Result<(), ClusterError> {
+        let mut state = self.state();
+        if let (PluginStatus::Loaded { digest, .. }, Some((object, _))) = (status, state.plugins.get_mut(name)) {
+            object.loaded_digest = Some(digest.clone());
+        }
+        state.plugin_status.insert(name.to_string(), status.clone());
+        Ok(())
     }
 
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {

@@ -429,7 +429,7 @@ impl Sim<'_> {
                 Event::Trace(first) => self.trace_events(first),
                 Event::Provision => self.provision()?,
                 Event::NodeReady(claim) => {
-                    if self.world.cluster.register(&claim).is_ok() {
+                    if self.world.register(&claim).is_ok() {
                         self.retry_all = true;
                     }
                 }
@@ -464,6 +464,10 @@ impl Sim<'_> {
                     self.at(when + REPRICE_EVERY, Event::Reprice);
                 }
                 Event::Sample => {
+                    // The controllers `run` keeps on an interval: NodePool
+                    // statuses, PolicyPlugins (none unless a test adds them).
+                    drive(self.world.policy_plugins.reconcile())?;
+                    drive(self.world.node_pool_status.reconcile())?;
                     self.sample();
                     self.at(when + self.config.sample_every, Event::Sample);
                 }

@@ -1,7 +1,7 @@
 //! One simulated world: the simulated cloud and cluster on a virtual clock,
 //! and the production controllers on top — the provisioner, the
-//! disruption controller and the interruption handler, sharing one policy
-//! registry. The simulator, the benchmarks and the tests build it here.
+//! disruption controller, the interruption handler, registration, NodePool
+//! status and the PolicyPlugin reconciler, sharing one policy registry. The simulator, the benchmarks and the tests build it here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use crate::cloud::{CloudProvider, SimulatedCloud, SimulatedCloudConfig};
 use crate::cluster::{ClusterError, SimulatedCluster};
+use crate::controllers::node_pool_status::NodePoolStatusController;
+use crate::controllers::policy_plugins::PolicyPluginController;
+use crate::controllers::registration::RegistrationController;
 use crate::disruption::{DisruptionController, DisruptionReport, DisruptionSettings, consolidation_slot};
 use crate::interruption::InterruptionHandler;
 use crate::model::{Catalog, NodePool, Pod};
@@ -84,6 +87,12 @@ pub struct World {
     pub disruption: DisruptionController<SimulatedCloud, SimulatedCluster>,
     /// The interruption controller.
     pub interruption: InterruptionHandler<SimulatedCloud, SimulatedCluster>,
+    /// Node registration and initialisation.
+    pub registration: RegistrationController<SimulatedCluster>,
+    /// NodePool statuses.
+    pub node_pool_status: NodePoolStatusController<SimulatedCloud, SimulatedCluster>,
+    /// PolicyPlugin objects into the registry's slots.
+    pub policy_plugins: PolicyPluginController<SimulatedCluster>,
 }
 
 impl World {
@@ -106,7 +115,10 @@ impl World {
             );
         let disruption = DisruptionController::new(provisioner.clone(), cluster.clone(), settings.disruption);
         let interruption = InterruptionHandler::new(cloud.clone(), cluster.clone(), provisioner.clone(), settings.rebalance_actionable);
-        World { clock, registry, cloud, cluster, provisioner, disruption, interruption }
+        let registration = RegistrationController::new(cluster.clone());
+        let node_pool_status = NodePoolStatusController::new(cloud.clone(), cluster.clone());
+        let policy_plugins = PolicyPluginController::new(cluster.clone(), registry.clone());
+        World { clock, registry, cloud, cluster, provisioner, disruption, interruption, registration, node_pool_status, policy_plugins }
     }
 
     /// Configure the selection and consolidation slots of every NodePool:
@@ -147,8 +159,17 @@ impl World {
     pub fn add_ready_node(&self, pool: &NodePool, offering: u32) -> Result<String, ClusterError> {
         let spec = ClaimSpec { pool, offerings: vec![offering], pods: Vec::new(), requests: Default::default() };
         let claim = drive(self.provisioner.launch_claim(spec))?.map_err(|(c, e)| ClusterError(format!("{c}: {e}")))?.claim;
-        self.cluster.register(&claim)?;
+        self.register(&claim)?;
         Ok(claim)
+    }
+
+    /// The instance of launched claim `claim` has booted: its kubelet
+    /// registers the node, and the registration controller initialises it
+    /// (startup taints removed, the claim marked initialised).
+    pub fn register(&self, claim: &str) -> Result<(), ClusterError> {
+        self.cluster.register(claim)?;
+        drive(self.registration.reconcile())?;
+        Ok(())
     }
 
     /// Add `pods` pending and bind each to `node` (a setup: no fit check).

@@ -22,7 +22,9 @@ use nodewright_core::cloud::CloudProvider;
 use nodewright_core::cluster::Cluster;
 use nodewright_kube::crd::EC2NodeClass;
 use nodewright_kube::lease::LeaderElector;
-use nodewright_kube::plugins::PluginReconciler;
+use nodewright_core::controllers::node_pool_status::NodePoolStatusController;
+use nodewright_core::controllers::policy_plugins::PolicyPluginController;
+use nodewright_core::controllers::registration::RegistrationController;
 use nodewright_kube::KubeCluster;
 
 #[derive(Debug, Args)]
@@ -318,7 +320,7 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
         provisioner.clone(),
         config.rebalance_actionable,
     ));
-    let plugins = Arc::new(PluginReconciler::new(client.clone(), &args.namespace, registry.clone()));
+    let plugins = Arc::new(PolicyPluginController::new(cluster.clone(), registry.clone()));
     let identity = args.identity.clone().unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "nodewright".into()));
     let elector = LeaderElector::new(client.clone(), &args.namespace, &config.lease_name, &identity, Duration::from_secs(config.lease_duration_seconds));
 
@@ -454,7 +456,7 @@ struct Parts<C> {
     cloud: Arc<C>,
     provisioner: Arc<nodewright_core::provisioning::Provisioner<C, KubeCluster>>,
     disruption: Arc<tokio::sync::Mutex<nodewright_core::disruption::DisruptionController<C, KubeCluster>>>,
-    plugins: Arc<PluginReconciler>,
+    plugins: Arc<PolicyPluginController<KubeCluster>>,
     metrics: Arc<Metrics>,
     /// The configured interval between passes.
     every: Duration,
@@ -514,26 +516,20 @@ impl Controller {
 /// cluster metrics run on their period.
 fn controllers<C: CloudProvider>(parts: &Parts<C>) -> Vec<Controller> {
     let mut list = Vec::new();
-    let cluster = parts.cluster.clone();
+    let status = Arc::new(NodePoolStatusController::new(parts.cloud.clone(), parts.cluster.clone()));
     list.push(Controller::new("NodePool status", parts.every, true, move || {
-        let cluster = cluster.clone();
-        Box::pin(async move { cluster.sync_node_pool_status().await.map(drop).map_err(|e| e.to_string()) })
+        let status = status.clone();
+        Box::pin(async move { status.reconcile().await.map(drop).map_err(|e| e.to_string()) })
     }));
-    let (cluster, plugins) = (parts.cluster.clone(), parts.plugins.clone());
+    let plugins = parts.plugins.clone();
     list.push(Controller::new("PolicyPlugins", parts.every, true, move || {
-        let (cluster, plugins) = (cluster.clone(), plugins.clone());
-        Box::pin(async move {
-            let pools = cluster.node_pools().await.map_err(|e| e.to_string())?;
-            plugins.reconcile(&pools).await.map(drop).map_err(|e| e.to_string())
-        })
+        let plugins = plugins.clone();
+        Box::pin(async move { plugins.reconcile().await.map(drop).map_err(|e| e.to_string()) })
     }));
-    let cluster = parts.cluster.clone();
+    let registration = Arc::new(RegistrationController::new(parts.cluster.clone()));
     list.push(Controller::new("registration", parts.every, true, move || {
-        let cluster = cluster.clone();
-        Box::pin(async move {
-            let pools = cluster.node_pools().await.map_err(|e| e.to_string())?;
-            cluster.sync_registrations(&pools).await.map(drop).map_err(|e| e.to_string())
-        })
+        let registration = registration.clone();
+        Box::pin(async move { registration.reconcile().await.map(drop).map_err(|e| e.to_string()) })
     }));
     let (provisioner, metrics) = (parts.provisioner.clone(), parts.metrics.clone());
     list.push(Controller::new("provisioning", parts.every, true, move || {
@@ -671,12 +667,13 @@ mod tests {
         let provisioner = Arc::new(nodewright_core::provisioning::Provisioner::new(cloud.clone(), cluster.clone(), registry.clone()));
         let disruption = nodewright_core::disruption::DisruptionController::new(provisioner.clone(), cluster.clone(), Default::default());
         let metrics = Arc::new(Metrics::new());
+        let plugins = Arc::new(PolicyPluginController::new(cluster.clone(), registry));
         let controllers = controllers(&Parts {
             cluster,
             cloud: cloud.clone(),
             provisioner,
             disruption: Arc::new(tokio::sync::Mutex::new(disruption)),
-            plugins: Arc::new(PluginReconciler::new(client, "nodewright", registry)),
+            plugins,
             metrics: metrics.clone(),
             every,
         });
