@@ -423,7 +423,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         match checked {
             Ok(()) => {
                 pass.accept(view, &command);
-                if matches!(reason, Reason::Expired | Reason::Deleted) {
+                if super::methods::of(reason).forceful() {
                     self.start(view, command, report).await?;
                     return Ok(None);
                 }
@@ -436,8 +436,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         }
     }
 
-    /// Decide new actions: expiry (started at once), drift, consolidation.
+    /// Decide new actions, method by method ([`super::methods::METHODS`]):
+    /// those replacing nodes one at a time (expiry, started at once; drift),
+    /// then the NodePools' consolidation policies over what is left.
     async fn plan(&mut self, view: &View, pass: &mut Pass, report: &mut DisruptionReport) -> Result<(), ClusterError> {
+        use super::methods::{METHODS, Plan};
         let mut staged = Vec::new();
         let hashes: HashMap<&str, String> = view.pools.iter().map(|p| (p.name.as_str(), p.drift_hash())).collect();
         for member in &view.members {
@@ -446,15 +449,18 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 continue;
             }
             let hash = hashes.get(pool.name.as_str()).map_or("", String::as_str);
-            let Some(method) = super::methods::REPLACING.iter().find(|m| m.candidate(Some(pool), member, view.now, hash).is_ok()) else { continue };
+            let mut replacing = METHODS.iter().filter(|m| m.plan() == Plan::ReplaceEach);
+            let Some(method) = replacing.find(|m| m.candidate(Some(pool), member, view.now, hash).is_ok()) else { continue };
             // A drifted node the budget holds back is tried again next pass.
             staged.extend(self.replace_node(view, member, method.reason(), pass, report).await?);
         }
-        for pool in &view.pools {
-            if pool.consolidate_after.is_none() {
-                continue;
+        for method in METHODS.iter().filter(|m| m.plan() == Plan::Policy) {
+            for pool in &view.pools {
+                if pool.consolidate_after.is_none() {
+                    continue;
+                }
+                staged.extend(self.consolidate(*method, view, pool, pass, report));
             }
-            staged.extend(self.consolidate(view, pool, pass, report));
         }
         let now = view.now;
         for command in staged {
@@ -465,16 +471,16 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         Ok(())
     }
 
-    /// Ask `pool`'s consolidation policy for a plan and keep the valid actions.
-    fn consolidate(&mut self, view: &View, pool: &NodePool, pass: &mut Pass, report: &mut DisruptionReport) -> Vec<Command> {
-        use super::methods::{Consolidation, Method};
+    /// Ask `pool`'s consolidation policy for a plan over `method`'s
+    /// candidates and keep the valid actions.
+    fn consolidate(&mut self, method: &dyn super::methods::Method, view: &View, pool: &NodePool, pass: &mut Pass, report: &mut DisruptionReport) -> Vec<Command> {
         let taken = pass.taken.clone();
         let members: Vec<usize> = (0..view.members.len()).filter(|&i| view.members[i].pool() == pool.name).collect();
         let candidate: Vec<bool> = members
             .iter()
             .map(|&i| {
                 let m = &view.members[i];
-                !taken.contains(m.name()) && !m.pods.iter().any(|p| p.spec.do_not_disrupt) && Consolidation.candidate(Some(pool), m, view.now, "").is_ok()
+                !taken.contains(m.name()) && !m.pods.iter().any(|p| p.spec.do_not_disrupt) && method.candidate(Some(pool), m, view.now, "").is_ok()
             })
             .collect();
         if !candidate.contains(&true) {
@@ -736,7 +742,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             }
             let since = run.drain_since.unwrap_or(now);
             let pool = pools.iter().find(|p| p.name == run.command.node_pool);
-            let force = matches!(run.command.reason, Reason::Expired | Reason::Deleted)
+            let force = super::methods::of(run.command.reason).forceful()
                 && pool.and_then(|p| p.termination_grace_period).is_some_and(|g| now.saturating_sub(since) >= g);
             let mut blocked = false;
             let mut remaining = Vec::new();

@@ -20,15 +20,54 @@ use super::Reason;
 use super::fit::Member;
 use crate::model::NodePool;
 
+/// What a method does with its candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Each candidate alone: cordoned, its pods provisioned for (a
+    /// replacement launched where they need one), drained, terminated.
+    ReplaceEach,
+    /// The NodePool's consolidation policy plans over all its candidates
+    /// at once (a plugin, or `karpenter-like` natively or as its fallback):
+    /// which to delete, which to replace by what. Actions deleting only
+    /// empty nodes carry [`Reason::Empty`], the others
+    /// [`Reason::Underutilized`]. Deleting empty nodes is left to the
+    /// policy, not a method of the host's: a policy may keep empty nodes
+    /// as headroom.
+    Policy,
+}
+
 /// A way a node comes to be disrupted.
 pub(crate) trait Method: Sync {
-    /// The reason its actions carry.
+    /// The reason its actions carry (the budget reason, the count and the
+    /// metric label).
     fn reason(&self) -> Reason;
 
     /// Is `member`, of `pool` (`None`: its NodePool is gone), a candidate
     /// of this method now (`Ok`), or why not? `drift_hash` is the
     /// NodePool's current hash.
     fn candidate(&self, pool: Option<&NodePool>, member: &Member, now: std::time::Duration, drift_hash: &str) -> Result<(), String>;
+
+    /// What is done with its candidates.
+    fn plan(&self) -> Plan {
+        Plan::ReplaceEach
+    }
+
+    /// Forceful: its actions start at once (no validation delay), are not
+    /// held by disruption budgets, PDB checks or do-not-disrupt pods, and
+    /// their drain is forced past the NodePool's `terminationGracePeriod`.
+    fn forceful(&self) -> bool {
+        false
+    }
+}
+
+/// The method whose actions carry `reason`.
+pub(crate) fn of(reason: Reason) -> &'static dyn Method {
+    match reason {
+        Reason::Deleted => &Deletion,
+        Reason::Expired => &Expiration,
+        Reason::Drifted => &Drift,
+        Reason::Empty | Reason::Underutilized => &Consolidation,
+    }
 }
 
 /// Its NodeClaim was deleted.
@@ -41,6 +80,10 @@ impl Method for Deletion {
 
     fn candidate(&self, _: Option<&NodePool>, member: &Member, _: std::time::Duration, _: &str) -> Result<(), String> {
         if member.claim.deleting { Ok(()) } else { Err(format!("node {} is not being deleted", member.name())) }
+    }
+
+    fn forceful(&self) -> bool {
+        true
     }
 }
 
@@ -59,6 +102,10 @@ impl Method for Expiration {
             Some(at) if now >= at => Ok(()),
             _ => Err(format!("node {} expires after {}s", member.name(), after.as_secs())),
         }
+    }
+
+    fn forceful(&self) -> bool {
+        true
     }
 }
 
@@ -91,6 +138,10 @@ impl Method for Consolidation {
     fn candidate(&self, pool: Option<&NodePool>, member: &Member, _: std::time::Duration, _: &str) -> Result<(), String> {
         consolidatable(existing(pool, member)?, member).map_err(|(_, why)| why)
     }
+
+    fn plan(&self) -> Plan {
+        Plan::Policy
+    }
 }
 
 /// `member`'s NodePool, or why there is none.
@@ -117,9 +168,12 @@ pub(crate) fn consolidatable(pool: &NodePool, member: &Member) -> Result<(), (su
     Ok(())
 }
 
-/// The methods that replace a node one by one, in the order they are
-/// asked: the first whose candidate a node is decides its reason.
-pub(crate) const REPLACING: [&dyn Method; 2] = [&Expiration, &Drift];
+/// The methods a pass asks for new actions, in order. For a node, the
+/// first [`Plan::ReplaceEach`] method whose candidate it is decides its
+/// reason; what those leave, the [`Plan::Policy`] method plans over.
+/// ([`Deletion`] is asked first, every pass, even between two polls'
+/// decisions.)
+pub(crate) const METHODS: [&dyn Method; 3] = [&Expiration, &Drift, &Consolidation];
 
 #[cfg(test)]
 mod tests {
@@ -150,7 +204,8 @@ mod tests {
         pool.expire_after = Some(Duration::from_secs(3600));
         pool.consolidate_after = Some(Duration::from_secs(60));
         let now = Duration::from_secs(4000);
-        let reason = |m: &Member, hash: &str| REPLACING.iter().find(|x| x.candidate(Some(&pool), m, now, hash).is_ok()).map(|x| x.reason());
+        let replacing = || METHODS.iter().filter(|m| m.plan() == Plan::ReplaceEach);
+        let reason = |m: &Member, hash: &str| replacing().find(|x| x.candidate(Some(&pool), m, now, hash).is_ok()).map(|x| x.reason());
         // Old and drifted: expiry comes first.
         assert_eq!(reason(&member(0, "old", true, false, 0), "new"), Some(Reason::Expired));
         assert_eq!(reason(&member(1000, "old", true, false, 0), "new"), Some(Reason::Drifted));
@@ -166,5 +221,14 @@ mod tests {
         );
         assert_eq!(Consolidation.candidate(Some(&pool), &member(1000, "", false, false, 600), now, "").unwrap_err(), "node default-bcdfg is not ready yet");
         assert_eq!(Consolidation.reason(), Reason::Underutilized);
+        // Forceful: deletion and expiry, not drift or consolidation.
+        let forceful: Vec<Reason> = [Reason::Deleted, Reason::Expired, Reason::Drifted, Reason::Empty, Reason::Underutilized]
+            .into_iter()
+            .filter(|&r| of(r).forceful())
+            .collect();
+        assert_eq!(forceful, vec![Reason::Deleted, Reason::Expired]);
+        assert_eq!(of(Reason::Empty).plan(), Plan::Policy);
+        assert_eq!(of(Reason::Drifted).plan(), Plan::ReplaceEach);
+        assert_eq!(of(Reason::Deleted).reason(), Reason::Deleted);
     }
 }

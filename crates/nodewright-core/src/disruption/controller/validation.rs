@@ -25,7 +25,8 @@ use super::{DisruptionController, Pass};
 use crate::cloud::CloudProvider;
 use crate::cluster::Cluster;
 use crate::disruption::fit::{Member, View, describe_stranded};
-use crate::disruption::{Command, Reason, RejectKind, Replacement, budget};
+use crate::disruption::methods::{self, Plan};
+use crate::disruption::{Command, RejectKind, Replacement, budget};
 use crate::model::{CapacityType, ConsolidationPolicy, NodePool, Pod};
 
 /// What the rules look at: the action and the nodes it names.
@@ -40,11 +41,12 @@ pub(super) struct Check<'a> {
 impl Check<'_> {
     /// Expiry and deletion: not held by budgets, PDBs or do-not-disrupt.
     fn forceful(&self) -> bool {
-        matches!(self.command.reason, Reason::Expired | Reason::Deleted)
+        methods::of(self.command.reason).forceful()
     }
 
+    /// Planned by the NodePool's consolidation policy.
     fn consolidating(&self) -> bool {
-        matches!(self.command.reason, Reason::Empty | Reason::Underutilized)
+        methods::of(self.command.reason).plan() == Plan::Policy
     }
 }
 
