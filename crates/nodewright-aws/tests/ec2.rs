@@ -12,24 +12,11 @@ mod moto;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{CreateFleetError, FleetLaunchTemplateOverrides, LaunchTemplateAndOverridesResponse, Tag, TagSpecification};
+use aws_sdk_ec2::types::{CreateFleetError, FleetLaunchTemplateOverrides, LaunchTemplateAndOverridesResponse};
 use moto::Moto;
-use nodewright_aws::ec2::{AmiSource, CLUSTER_TAG, Ec2Cloud, Ec2NodeClass, NODE_CLAIM_TAG, capacity_errors};
+use nodewright_aws::ec2::{AmiSource, CLUSTER_TAG, Ec2Cloud, NODE_CLAIM_TAG, capacity_errors};
 use nodewright_core::cloud::{CloudProvider, LaunchRequest};
-use nodewright_core::model::{CapacityReservation, CapacityType, Resources, bundled_instance_types};
-
-/// The tag the test node class selects subnets and security groups by.
-fn discovery_tag(resource: aws_sdk_ec2::types::ResourceType) -> TagSpecification {
-    TagSpecification::builder()
-        .resource_type(resource)
-        .tags(Tag::builder().key("nodewright.io/discovery").value("test").build())
-        .build()
-}
-
-/// The `n`th Amazon image moto lists.
-async fn amazon_image(moto: &Moto, n: usize) -> String {
-    moto.ec2().describe_images().owners("amazon").send().await.unwrap().images()[n].image_id().unwrap().to_string()
-}
+use nodewright_core::model::{CapacityReservation, CapacityType, Resources};
 
 async fn setup(moto: &Moto) -> Ec2Cloud {
     setup_with(moto, moto.ec2()).await
@@ -39,44 +26,8 @@ async fn setup_with(moto: &Moto, cloud_client: aws_sdk_ec2::Client) -> Ec2Cloud 
     setup_ami(moto, cloud_client, None).await
 }
 
-/// A VPC with two tagged subnets and a tagged security group; the AMI is
-/// `ami` or the first Amazon image moto lists.
 async fn setup_ami(moto: &Moto, cloud_client: aws_sdk_ec2::Client, ami: Option<AmiSource>) -> Ec2Cloud {
-    let client = moto.ec2();
-    let vpc = client.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
-    for (i, zone) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
-        client
-            .create_subnet()
-            .vpc_id(&vpc)
-            .cidr_block(format!("10.0.{i}.0/24"))
-            .availability_zone(*zone)
-            .tag_specifications(discovery_tag(aws_sdk_ec2::types::ResourceType::Subnet))
-            .send()
-            .await
-            .unwrap();
-    }
-    client
-        .create_security_group()
-        .group_name("nodes")
-        .description("nodes")
-        .vpc_id(&vpc)
-        .tag_specifications(discovery_tag(aws_sdk_ec2::types::ResourceType::SecurityGroup))
-        .send()
-        .await
-        .unwrap();
-    let image = amazon_image(moto, 0).await;
-    let selector = BTreeMap::from([("nodewright.io/discovery".to_string(), "test".to_string())]);
-    let term = vec![nodewright_aws::nodeclass::SelectorTerm { tags: selector, ..Default::default() }];
-    let node_class = Ec2NodeClass {
-        subnets: term.clone(),
-        security_groups: term,
-        ami: Some(ami.unwrap_or(AmiSource::Id(image))),
-        family: nodewright_aws::nodeclass::AmiFamily::Custom,
-        root_volume_gib: 20,
-        user_data: "#!/bin/bash\necho hello\n".into(),
-        ..Default::default()
-    };
-    Ec2Cloud::discover(cloud_client, "test-cluster", node_class, &bundled_instance_types()).await.unwrap()
+    moto.ec2_cloud(cloud_client, ami).await
 }
 
 fn request(cloud: &Ec2Cloud, claim: &str, types: &[&str]) -> LaunchRequest {
@@ -152,7 +103,7 @@ async fn terminate_is_refused_for_an_instance_without_the_cluster_tag() {
     let moto = Moto::start();
     let cloud = setup(&moto).await;
     let client = moto.ec2();
-    let image = amazon_image(&moto, 0).await;
+    let image = moto.amazon_image(0).await;
     let foreign = client.run_instances().image_id(image).min_count(1).max_count(1).send().await.unwrap().instances()[0]
         .instance_id()
         .unwrap()
@@ -350,7 +301,7 @@ async fn a_crash_between_create_fleet_and_recording_the_node_claim_is_recovered_
 #[tokio::test(flavor = "current_thread")]
 async fn the_launch_template_takes_its_ami_from_ssm_and_sizes_the_root_volume() {
     let moto = Moto::start();
-    let image = amazon_image(&moto, 1).await;
+    let image = moto.amazon_image(1).await;
     // moto reserves /aws/…, where the EKS-optimised AMI parameters live; any name works the same.
     let parameter = "/nodewright/test/node-ami";
     moto.ssm()

@@ -133,3 +133,57 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+impl Moto {
+    /// The `n`th Amazon image moto lists.
+    pub async fn amazon_image(&self, n: usize) -> String {
+        self.ec2().describe_images().owners("amazon").send().await.unwrap().images()[n].image_id().unwrap().to_string()
+    }
+
+    /// The EC2 provider of cluster `test-cluster` on this moto, calling it
+    /// through `cloud_client`: a VPC with two subnets (us-east-1a and b)
+    /// and a security group, all tagged `nodewright.io/discovery: test`,
+    /// which its node class selects; the AMI is `ami` or the first Amazon
+    /// image moto lists; the catalog is the bundled instance types.
+    pub async fn ec2_cloud(&self, cloud_client: aws_sdk_ec2::Client, ami: Option<nodewright_aws::ec2::AmiSource>) -> nodewright_aws::ec2::Ec2Cloud {
+        use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+        let tagged = |resource: ResourceType| {
+            TagSpecification::builder().resource_type(resource).tags(Tag::builder().key("nodewright.io/discovery").value("test").build()).build()
+        };
+        let client = self.ec2();
+        let vpc = client.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+        for (i, zone) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+            client
+                .create_subnet()
+                .vpc_id(&vpc)
+                .cidr_block(format!("10.0.{i}.0/24"))
+                .availability_zone(*zone)
+                .tag_specifications(tagged(ResourceType::Subnet))
+                .send()
+                .await
+                .unwrap();
+        }
+        client
+            .create_security_group()
+            .group_name("nodes")
+            .description("nodes")
+            .vpc_id(&vpc)
+            .tag_specifications(tagged(ResourceType::SecurityGroup))
+            .send()
+            .await
+            .unwrap();
+        let image = self.amazon_image(0).await;
+        let selector = std::collections::BTreeMap::from([("nodewright.io/discovery".to_string(), "test".to_string())]);
+        let term = vec![nodewright_aws::nodeclass::SelectorTerm { tags: selector, ..Default::default() }];
+        let node_class = nodewright_aws::ec2::Ec2NodeClass {
+            subnets: term.clone(),
+            security_groups: term,
+            ami: Some(ami.unwrap_or(nodewright_aws::ec2::AmiSource::Id(image))),
+            family: nodewright_aws::nodeclass::AmiFamily::Custom,
+            root_volume_gib: 20,
+            user_data: "#!/bin/bash\necho hello\n".into(),
+            ..Default::default()
+        };
+        nodewright_aws::ec2::Ec2Cloud::discover(cloud_client, "test-cluster", node_class, &nodewright_core::model::bundled_instance_types()).await.unwrap()
+    }
+}
