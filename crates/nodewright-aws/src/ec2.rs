@@ -55,6 +55,8 @@ pub struct Ec2Cloud {
     unavailable: Mutex<HashMap<u32, Instant>>,
     /// Launch templates made, by content hash.
     launch_templates: Mutex<HashMap<u64, String>>,
+    /// Instance profiles made for node classes that name a role.
+    profiles: Option<crate::iam::InstanceProfiles>,
     reservations: Vec<Reservation>,
 }
 
@@ -81,7 +83,7 @@ fn tag_filter(key: &str, value: &str) -> Filter {
 }
 
 /// What a launch template of `class` holds: the AMI, security groups,
-/// instance profile, user data for the AMI family, volumes, instance
+/// instance profile (the class's, or the one made for its role), user data for the AMI family, volumes, instance
 /// metadata options, monitoring, the public-IP choice, tags, and the
 /// capacity reservation it targets.
 pub fn launch_template_data(
@@ -90,6 +92,7 @@ pub fn launch_template_data(
     ami: &str,
     security_groups: Vec<String>,
     reservation: Option<&str>,
+    instance_profile: Option<&str>,
 ) -> aws_sdk_ec2::types::RequestLaunchTemplateData {
     use aws_sdk_ec2::types as t;
     use base64::Engine;
@@ -131,7 +134,7 @@ pub fn launch_template_data(
         ),
         None => data.set_security_group_ids(Some(security_groups)),
     };
-    if let Some(profile) = &class.instance_profile {
+    if let Some(profile) = instance_profile {
         data = data.iam_instance_profile(t::LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(profile).build());
     }
     if !class.tags.is_empty() {
@@ -219,6 +222,7 @@ impl Ec2Cloud {
             unavailable: Mutex::new(HashMap::new()),
             launch_templates: Mutex::new(HashMap::new()),
             reservations: Vec::new(),
+            profiles: None,
         })
     }
 
@@ -267,6 +271,29 @@ impl Ec2Cloud {
                 .get(name)
                 .cloned()
                 .ok_or_else(|| CloudError(format!("EC2NodeClass {name} (the NodePool's nodeClassRef) is not known"))),
+        }
+    }
+
+    /// Make the instance profiles of node classes that name a `role`
+    /// through `iam`, in `region`.
+    pub fn with_iam(mut self, iam: aws_sdk_iam::Client, region: &str) -> Self {
+        self.profiles = Some(crate::iam::InstanceProfiles::new(iam, &self.cluster, region));
+        self
+    }
+
+    /// The instance profile `class` launches with: the one it names, or the
+    /// one made for its role.
+    async fn instance_profile(&self, class: &Ec2NodeClass) -> Result<Option<String>, CloudError> {
+        match (&class.instance_profile, &class.role) {
+            (Some(profile), _) => Ok(Some(profile.clone())),
+            (None, Some(role)) => {
+                let profiles = self
+                    .profiles
+                    .as_ref()
+                    .ok_or_else(|| CloudError(format!("EC2NodeClass {}: spec.role: no IAM client to make its instance profile", class.name)))?;
+                profiles.ensure(&class.name, role).await.map(Some)
+            }
+            (None, None) => Ok(None),
         }
     }
 
@@ -391,8 +418,9 @@ impl Ec2Cloud {
         use std::hash::{Hash, Hasher};
         let groups = self.security_groups(class).await?;
         let ami = self.ami_id(class, arch).await?;
+        let profile = self.instance_profile(class).await?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (&ami, class, &groups, reservation).hash(&mut hasher);
+        (&ami, class, &groups, reservation, &profile).hash(&mut hasher);
         let hash = hasher.finish();
         if let Some(name) = self.launch_templates.lock().expect("template lock").get(&hash) {
             return Ok(name.clone());
@@ -400,7 +428,7 @@ impl Ec2Cloud {
         let name = format!("nodewright-{}-{hash:016x}", self.cluster);
         let existing = self.client.describe_launch_templates().launch_template_names(&name).send().await;
         if existing.map(|o| o.launch_templates().is_empty()).unwrap_or(true) {
-            let data = launch_template_data(class, &self.cluster, &ami, groups, reservation);
+            let data = launch_template_data(class, &self.cluster, &ami, groups, reservation, profile.as_deref());
             self.client
                 .create_launch_template()
                 .launch_template_name(&name)

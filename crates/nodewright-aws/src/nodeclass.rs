@@ -336,6 +336,16 @@ pub struct Ec2NodeClass {
     pub block_devices: Vec<BlockDeviceMapping>,
     /// Instance profile name.
     pub instance_profile: Option<String>,
+    /// The nodes' IAM role, when no instance profile is named: a profile
+    /// is made for it (`iam::InstanceProfiles`), named after the class.
+    pub role: Option<String>,
+    /// The class's name (the instance profile made for its role is named
+    /// after it).
+    pub name: String,
+    /// `instanceStorePolicy: RAID0`: the instance store volumes are joined
+    /// in a RAID0 array for the node's ephemeral storage (containerd and
+    /// the kubelet), as the AMI family's bootstrap does it.
+    pub raid0: bool,
     /// The user's user data, merged with what the family needs.
     pub user_data: String,
     /// Kubelet settings.
@@ -353,9 +363,7 @@ pub struct Ec2NodeClass {
 impl Ec2NodeClass {
     /// The launch settings of Karpenter's `EC2NodeClass` `name` for a
     /// cluster running Kubernetes `kubernetes_version`. What nodewright
-    /// cannot honour yet is refused naming the field: `role` without
-    /// `instanceProfile` (the instance profile is not created for a role
-    /// yet), `instanceStorePolicy`, Windows families.
+    /// cannot honour yet is refused naming the field: Windows families.
     pub fn from_karpenter(name: &str, spec: &NodeClassSpec, kubernetes_version: &str) -> Result<Self, String> {
         let fail = |field: &str, message: String| format!("EC2NodeClass {name}: spec.{field}: {message}");
         if spec.subnet_selector_terms.is_empty() {
@@ -385,16 +393,18 @@ impl Ec2NodeClass {
             }
         }
         let family = family.ok_or_else(|| fail("amiFamily", "is required unless an alias names the family".into()))?;
-        let instance_profile = match (&spec.instance_profile, &spec.role) {
-            (Some(profile), _) => Some(profile.clone()),
-            (None, Some(role)) => {
-                return Err(fail("role", format!("`{role}`: nodewright does not create instance profiles for a role yet; name one with instanceProfile")));
-            }
+        // An instance profile named is used as is; a role gets one made for it.
+        let (instance_profile, role) = match (&spec.instance_profile, &spec.role) {
+            (Some(profile), _) => (Some(profile.clone()), None),
+            (None, Some(role)) if crate::iam::role_name(role).is_empty() => return Err(fail("role", format!("`{role}` names no role"))),
+            (None, Some(role)) => (None, Some(role.clone())),
             (None, None) => return Err(fail("role", "set role or instanceProfile".into())),
         };
-        if let Some(policy) = &spec.instance_store_policy {
-            return Err(fail("instanceStorePolicy", format!("`{policy}` is not supported yet")));
-        }
+        let raid0 = match spec.instance_store_policy.as_deref() {
+            None => false,
+            Some("RAID0") => true,
+            Some(other) => return Err(fail("instanceStorePolicy", format!("`{other}` is not RAID0"))),
+        };
         for (i, device) in spec.block_device_mappings.iter().enumerate() {
             if let Some(size) = &device.ebs.volume_size {
                 volume_gib(size).map_err(|m| fail(&format!("blockDeviceMappings[{i}].ebs.volumeSize"), m))?;
@@ -417,6 +427,9 @@ impl Ec2NodeClass {
             root_volume_gib: 20,
             block_devices: spec.block_device_mappings.clone(),
             instance_profile,
+            role,
+            name: name.into(),
+            raid0,
             user_data: spec.user_data.clone().unwrap_or_default(),
             kubelet,
             metadata: spec.metadata_options.clone().unwrap_or_default(),
@@ -476,11 +489,11 @@ impl Ec2NodeClass {
                 if !k.cluster_dns.is_empty() {
                     config.insert("clusterDNS".into(), serde_json::to_value(&k.cluster_dns).unwrap_or_default());
                 }
-                let node_config = serde_json::json!({
-                    "apiVersion": "node.eks.aws/v1alpha1",
-                    "kind": "NodeConfig",
-                    "spec": { "cluster": { "name": cluster }, "kubelet": { "config": config } },
-                });
+                let mut spec = serde_json::json!({ "cluster": { "name": cluster }, "kubelet": { "config": config } });
+                if self.raid0 {
+                    spec["instance"] = serde_json::json!({ "localStorage": { "strategy": "RAID0" } });
+                }
+                let node_config = serde_json::json!({ "apiVersion": "node.eks.aws/v1alpha1", "kind": "NodeConfig", "spec": spec });
                 let yaml = serde_yaml_ng::to_string(&node_config).unwrap_or_default();
                 let mut parts = vec![("application/node.eks.aws".to_string(), yaml)];
                 if !self.user_data.trim().is_empty() {
@@ -496,7 +509,10 @@ impl Ec2NodeClass {
                 if let Some(n) = k.pods_per_core {
                     args.push(format!("--pods-per-core={n}"));
                 }
-                let extra = if args.is_empty() { String::new() } else { format!(" --kubelet-extra-args '{}'", args.join(" ")) };
+                let mut extra = if args.is_empty() { String::new() } else { format!(" --kubelet-extra-args '{}'", args.join(" ")) };
+                if self.raid0 {
+                    extra.push_str(" --local-disks raid0");
+                }
                 let script = format!("#!/bin/bash\nset -ex\n/etc/eks/bootstrap.sh '{cluster}'{extra}\n");
                 let mut parts = Vec::new();
                 if !self.user_data.trim().is_empty() {
@@ -509,6 +525,16 @@ impl Ec2NodeClass {
                 let mut toml = format!("[settings.kubernetes]\ncluster-name = \"{cluster}\"\n");
                 if let Some(n) = k.max_pods {
                     toml.push_str(&format!("max-pods = {n}\n"));
+                }
+                if self.raid0 {
+                    // Bottlerocket's own tool makes the array and binds the
+                    // kubelet's and containerd's directories onto it.
+                    toml.push_str(concat!(
+                        "\n[settings.bootstrap-commands.000-mount-instance-storage]\n",
+                        "commands = [[\"apiclient\", \"ephemeral-storage\", \"init\"], [\"apiclient\", \"ephemeral-storage\", \"bind\", \"--dirs\", \"/var/lib/containerd\", \"/var/lib/kubelet\", \"/var/log/pods\"]]\n",
+                        "mode = \"always\"\n",
+                        "essential = true\n",
+                    ));
                 }
                 if !self.user_data.trim().is_empty() {
                     toml.push('\n');
@@ -689,15 +715,35 @@ spec:
     }
 
     #[test]
+    fn raid0_is_asked_of_each_familys_bootstrap() {
+        let mut class = Ec2NodeClass { family: AmiFamily::Al2023, raid0: true, ..Default::default() };
+        let al2023 = class.rendered_user_data("c");
+        assert!(al2023.contains("instance:\n    localStorage:\n      strategy: RAID0\n"), "{al2023}");
+        class.family = AmiFamily::Al2;
+        assert!(class.rendered_user_data("c").contains("/etc/eks/bootstrap.sh 'c' --local-disks raid0\n"));
+        class.family = AmiFamily::Bottlerocket;
+        let toml = class.rendered_user_data("c");
+        assert!(toml.contains("[settings.bootstrap-commands.000-mount-instance-storage]\n"), "{toml}");
+        assert!(toml.contains(r#"["apiclient", "ephemeral-storage", "init"]"#), "{toml}");
+        class.raid0 = false;
+        assert!(!class.rendered_user_data("c").contains("ephemeral-storage"));
+        // Read from Karpenter's spelling; anything else is refused by name.
+        let parse = |policy: &str| {
+            let classes = parse_node_classes("class.yaml", &format!("{CLASS}  instanceStorePolicy: {policy}\n")).unwrap();
+            Ec2NodeClass::from_karpenter(&classes[0].name, &classes[0].spec, "1.31").map(|c| c.raid0)
+        };
+        assert_eq!(parse("RAID0"), Ok(true));
+        assert_eq!(parse("RAID5"), Err("EC2NodeClass default: spec.instanceStorePolicy: `RAID5` is not RAID0".into()));
+    }
+
+    #[test]
     fn what_cannot_be_honoured_is_refused_by_field() {
         let parse = |text: &str| {
             let classes = parse_node_classes("class.yaml", text)?;
             Ec2NodeClass::from_karpenter(&classes[0].name, &classes[0].spec, "1.31").map(drop)
         };
-        assert_eq!(
-            parse(&CLASS.replace("instanceProfile: KarpenterNodeInstanceProfile", "role: KarpenterNodeRole")).unwrap_err(),
-            "EC2NodeClass default: spec.role: `KarpenterNodeRole`: nodewright does not create instance profiles for a role yet; name one with instanceProfile"
-        );
+        assert_eq!(parse(&CLASS.replace("instanceProfile: KarpenterNodeInstanceProfile", "role: \"arn:aws:iam::1:role/\"")).unwrap_err(), "EC2NodeClass default: spec.role: `arn:aws:iam::1:role/` names no role");
+        assert_eq!(parse(&CLASS.replace("instanceProfile: KarpenterNodeInstanceProfile", "")).unwrap_err(), "EC2NodeClass default: spec.role: set role or instanceProfile");
         assert_eq!(parse(&CLASS.replace("maxPods: 42", "maxPod: 42")).unwrap_err().split(": unknown field").next().unwrap(), "class.yaml: EC2NodeClass default: spec.kubelet.maxPod");
         assert_eq!(
             parse(&CLASS.replace("alias: al2023@latest", "alias: windows2022@latest")).unwrap_err(),

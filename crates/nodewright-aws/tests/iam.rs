@@ -46,6 +46,8 @@ fn the_iam_policy_allows_every_aws_call_the_code_makes() {
     }
     let mut called = called_actions("src/ec2.rs", "ec2");
     called.extend(called_actions("src/sqs.rs", "sqs"));
+    called.extend(called_actions("src/iam.rs", "iam"));
+    assert!(called.contains("iam:AddRoleToInstanceProfile"), "{called:?}");
     assert!(called.len() >= 10, "{called:?}");
     let missing: Vec<_> = called.difference(&allowed).collect();
     assert!(missing.is_empty(), "{file} does not allow {missing:?}");

@@ -40,9 +40,8 @@ fn every_karpenter_v1_example_node_class_reads_unchanged() {
         }
     }
     assert_eq!(read, 22);
-    // Every example names a role, and instance profiles are not created for
-    // one yet; the Windows ones are refused for their family or alias first.
-    let expected = ["spec.role", "spec.amiFamily", "spec.amiSelectorTerms[0].alias"];
+    // Only the Windows ones, for their family or alias.
+    let expected = ["spec.amiFamily", "spec.amiSelectorTerms[0].alias"];
     assert_eq!(refused, expected.iter().map(|f| f.to_string()).collect());
 }
 
@@ -274,4 +273,71 @@ async fn a_node_pool_launches_with_the_class_its_node_class_ref_names() {
     request.node_class = Some("nope".into());
     let err = cloud.launch(&request).await.unwrap_err().to_string();
     assert_eq!(err, "launch failed: EC2NodeClass nope (the NodePool's nodeClassRef) is not known");
+}
+
+/// A role in moto's IAM that EC2 may assume.
+async fn role(iam: &aws_sdk_iam::Client, name: &str) {
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    iam.create_role().role_name(name).assume_role_policy_document(trust).send().await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_class_naming_a_role_launches_with_an_instance_profile_made_for_it_which_follows_a_changed_role() {
+    let moto = Moto::start_with_public_parameters(&[(AL2023, "@amazon-x86_64")]);
+    let (ec2, iam) = (moto.ec2(), moto.iam());
+    network(&ec2).await;
+    role(&iam, "KarpenterNodeRole-my-cluster").await;
+    role(&iam, "NodesV2").await;
+    let class_with = |role: &str| {
+        let text = CLASS.replace("instanceProfile: KarpenterNodeInstanceProfile-my-cluster", &format!("role: {role}"));
+        let classes = parse_node_classes("class.yaml", &text).unwrap();
+        Ec2NodeClass::from_karpenter(&classes[0].name, &classes[0].spec, "1.31").unwrap()
+    };
+    let launch = |role: &'static str, claim: &'static str| {
+        let (ec2, iam, ssm) = (ec2.clone(), iam.clone(), moto.ssm());
+        let class = class_with(role);
+        async move {
+            let cloud = Ec2Cloud::discover(ec2, "my-cluster", class, &bundled_instance_types()).await.unwrap().with_ssm(ssm).with_iam(iam, "us-east-1");
+            let request = m5_large(&cloud, claim);
+            cloud.launch(&request).await.unwrap()
+        }
+    };
+    launch("KarpenterNodeRole-my-cluster", "default-abcde").await;
+    let profiles = iam.list_instance_profiles().send().await.unwrap();
+    assert_eq!(profiles.instance_profiles().len(), 1);
+    let profile = &profiles.instance_profiles()[0];
+    let name = profile.instance_profile_name().to_string();
+    assert!(name.starts_with("my-cluster_") && name.len() == "my-cluster_".len() + 16, "{name}");
+    assert_eq!(profile.path(), "/nodewright/us-east-1/my-cluster/");
+    let roles: Vec<&str> = profile.roles().iter().map(|r| r.role_name()).collect();
+    assert_eq!(roles, vec!["KarpenterNodeRole-my-cluster"]);
+    let got = iam.get_instance_profile().instance_profile_name(&name).send().await.unwrap();
+    let tags = got.instance_profile().unwrap().tags();
+    let tag = |key: &str| tags.iter().find(|t| t.key() == key).map(|t| t.value().to_string());
+    assert_eq!(tag("nodewright.io/ec2nodeclass").as_deref(), Some("default"));
+    assert_eq!(tag("kubernetes.io/cluster/my-cluster").as_deref(), Some("owned"));
+    // The launch template carries it.
+    let templates = ec2.describe_launch_templates().send().await.unwrap();
+    let template = templates.launch_templates()[0].launch_template_name().unwrap().to_string();
+    let versions = ec2.describe_launch_template_versions().launch_template_name(&template).send().await.unwrap();
+    let data = versions.launch_template_versions()[0].launch_template_data().unwrap();
+    assert_eq!(data.iam_instance_profile().and_then(|p| p.name()), Some(name.as_str()));
+
+    // The class's role changes (a new process reads it): the same profile
+    // now holds the new role only.
+    launch("NodesV2", "default-fghjk").await;
+    let profiles = iam.list_instance_profiles().send().await.unwrap();
+    assert_eq!(profiles.instance_profiles().len(), 1, "one profile per class");
+    let roles: Vec<&str> = profiles.instance_profiles()[0].roles().iter().map(|r| r.role_name()).collect();
+    assert_eq!(roles, vec!["NodesV2"]);
+
+    // A role IAM does not know fails the launch, naming the call.
+    let class = class_with("NoSuchRole");
+    let cloud = Ec2Cloud::discover(ec2.clone(), "my-cluster", class, &bundled_instance_types()).await.unwrap().with_ssm(moto.ssm()).with_iam(iam.clone(), "us-east-1");
+    let error = cloud.launch(&m5_large(&cloud, "default-klmnp")).await.unwrap_err();
+    assert!(error.to_string().contains("AddRoleToInstanceProfile"), "{error}");
+    // Without an IAM client, the class's role cannot be honoured: said so.
+    let cloud = Ec2Cloud::discover(ec2, "my-cluster", class_with("NodesV2"), &bundled_instance_types()).await.unwrap().with_ssm(moto.ssm());
+    let error = cloud.launch(&m5_large(&cloud, "default-qrstv")).await.unwrap_err();
+    assert!(error.to_string().contains("EC2NodeClass default: spec.role: no IAM client to make its instance profile"), "{error}");
 }

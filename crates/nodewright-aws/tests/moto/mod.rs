@@ -84,6 +84,17 @@ impl Moto {
         aws_sdk_ec2::Client::from_conf(self.ec2_config().build())
     }
 
+    /// An IAM client for this server (test credentials).
+    pub fn iam(&self) -> aws_sdk_iam::Client {
+        let config = aws_sdk_iam::Config::builder()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .region(aws_sdk_iam::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_iam::config::Credentials::new("test", "test", None, None, "moto"))
+            .endpoint_url(&self.endpoint)
+            .build();
+        aws_sdk_iam::Client::from_conf(config)
+    }
+
     /// An SSM client for this server (test credentials, us-east-1).
     pub fn ssm(&self) -> aws_sdk_ssm::Client {
         let config = aws_sdk_ssm::Config::builder()

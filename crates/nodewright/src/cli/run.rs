@@ -295,7 +295,9 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     )
     .await
     .context("EC2 discovery")?
-    .with_ssm(aws_sdk_ssm::Client::new(&aws));
+    .with_ssm(aws_sdk_ssm::Client::new(&aws))
+    // Node classes that name a `role` get an instance profile made for it.
+    .with_iam(aws_sdk_iam::Client::new(&aws), &aws.region().map(|r| r.to_string()).unwrap_or_default());
     if let Some(path) = &config.prices {
         let (name, text) = super::read_named(path)?;
         cloud = cloud.with_price_overrides(&nodewright_core::model::parse_price_overrides(&name, &text)?);
@@ -773,9 +775,13 @@ mod tests {
         assert_eq!(class.instance_profile.as_deref(), Some("KarpenterNodeInstanceProfile"));
         let own = load_node_class(&client, "own", "1.31").await.unwrap();
         assert_eq!(own.ami, Some(nodewright_aws::nodeclass::AmiSource::Id("ami-0123".into())));
+        // A role: an instance profile is made for it at launch.
+        let by_role = load_node_class(&client, "by-role", "1.31").await.unwrap();
+        assert_eq!((by_role.role.as_deref(), by_role.instance_profile.as_deref(), by_role.name.as_str()), (Some("KarpenterNodeRole-my-cluster"), None, "by-role"));
+        server.put(karpenter("windows", serde_json::json!({ "role": "Nodes", "amiSelectorTerms": [{ "alias": "windows2022@latest" }] })));
         assert_eq!(
-            load_node_class(&client, "by-role", "1.31").await.unwrap_err().to_string(),
-            "EC2NodeClass by-role: spec.role: `KarpenterNodeRole-my-cluster`: nodewright does not create instance profiles for a role yet; name one with instanceProfile"
+            load_node_class(&client, "windows", "1.31").await.unwrap_err().to_string(),
+            "EC2NodeClass windows: spec.amiSelectorTerms[0].alias: `windows2022` is not al2023, al2 or bottlerocket"
         );
         assert_eq!(
             load_node_class(&client, "missing", "1.31").await.unwrap_err().to_string(),
@@ -799,16 +805,18 @@ mod tests {
         };
         server.put(karpenter("gpu", serde_json::json!({ "instanceProfile": "GpuNodes" })));
         server.put(karpenter("by-role", serde_json::json!({ "role": "KarpenterNodeRole" })));
+        server.put(karpenter("windows", serde_json::json!({ "role": "KarpenterNodeRole", "amiFamily": "Windows2022", "amiSelectorTerms": [{ "id": "ami-0123" }] })));
         server.put(serde_json::json!({
             "apiVersion": "nodewright.io/v1alpha1", "kind": "EC2NodeClass", "metadata": { "name": "default" },
             "spec": { "subnetSelectorTags": { "team": "a" }, "securityGroupSelectorTags": { "team": "a" }, "ami": { "id": "ami-0123" } }
         }));
         let (classes, reports) = node_classes(&client, "1.31").await.unwrap();
         let mistakes = write_class_status(&client, &reports).await.unwrap();
-        assert_eq!(classes.keys().collect::<Vec<_>>(), ["default", "gpu"]);
+        assert_eq!(classes.keys().collect::<Vec<_>>(), ["by-role", "default", "gpu"]);
         assert_eq!(classes["gpu"].family, nodewright_aws::nodeclass::AmiFamily::Bottlerocket);
         assert_eq!(classes["gpu"].instance_profile.as_deref(), Some("GpuNodes"));
-        let why = "EC2NodeClass by-role: spec.role: `KarpenterNodeRole`: nodewright does not create instance profiles for a role yet; name one with instanceProfile";
+        assert_eq!(classes["by-role"].role.as_deref(), Some("KarpenterNodeRole"));
+        let why = "EC2NodeClass windows: spec.amiFamily: `Windows2022`: Windows nodes are not supported (the catalog and user data are Linux)";
         assert_eq!(mistakes, [why]);
         // Each class says so in its Ready condition, of either kind.
         let ready = |collection: &str, name: &str| {
@@ -816,15 +824,16 @@ mod tests {
             (object["status"]["conditions"][0]["status"].as_str().unwrap().to_string(), object["status"]["conditions"][0]["message"].as_str().unwrap().to_string())
         };
         let karpenter = "/apis/karpenter.k8s.aws/v1/ec2nodeclasses";
-        assert_eq!(ready(karpenter, "by-role"), ("False".to_string(), why.to_string()));
+        assert_eq!(ready(karpenter, "windows"), ("False".to_string(), why.to_string()));
+        assert_eq!(ready(karpenter, "by-role"), ("True".to_string(), String::new()));
         assert_eq!(ready(karpenter, "gpu"), ("True".to_string(), String::new()));
         assert_eq!(ready("/apis/nodewright.io/v1alpha1/ec2nodeclasses", "default"), ("True".to_string(), String::new()));
         // Unchanged, nothing is written again.
         let version = |name: &str| server.get_in(karpenter, name).unwrap()["metadata"]["resourceVersion"].clone();
-        let before = (version("by-role"), version("gpu"));
+        let before = (version("windows"), version("gpu"));
         let (_, reports) = node_classes(&client, "1.31").await.unwrap();
         write_class_status(&client, &reports).await.unwrap();
-        assert_eq!((version("by-role"), version("gpu")), before, "no status rewritten");
+        assert_eq!((version("windows"), version("gpu")), before, "no status rewritten");
         assert_eq!(server.unexpected(), Vec::<String>::new());
     }
 
