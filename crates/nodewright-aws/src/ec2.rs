@@ -27,6 +27,9 @@ pub const NODE_POOL_TAG: &str = "nodewright.io/nodepool";
 pub const NODE_CLAIM_TAG: &str = "nodewright.io/nodeclaim";
 /// Tag with the name of the node class an instance was launched with (none: the default).
 pub const NODE_CLASS_TAG: &str = "nodewright.io/nodeclass";
+/// Tag on instances: [`Ec2NodeClass::static_hash`] of the class they were
+/// launched with.
+pub const NODE_CLASS_HASH_TAG: &str = "nodewright.io/nodeclass-hash";
 /// Tag with the id of the capacity reservation an instance was launched into.
 pub const CAPACITY_RESERVATION_TAG: &str = "nodewright.io/capacity-reservation";
 
@@ -57,8 +60,16 @@ pub struct Ec2Cloud {
     launch_templates: Mutex<HashMap<u64, String>>,
     /// Instance profiles made for node classes that name a role.
     profiles: Option<crate::iam::InstanceProfiles>,
+    /// What node classes resolved to for drift, in one drift generation.
+    drift_cache: Mutex<(u64, Resolutions, AmiResolutions)>,
     reservations: Vec<Reservation>,
 }
+
+/// Node class (by name; `None`: the default) → (the class, its subnets,
+/// its security groups).
+type Resolutions = HashMap<Option<String>, (Arc<Ec2NodeClass>, HashSet<String>, BTreeSet<String>)>;
+/// (node class, architecture) → its AMI.
+type AmiResolutions = HashMap<(Option<String>, Arch), String>;
 
 /// A capacity reservation instances are launched into.
 #[derive(Debug, Clone)]
@@ -223,6 +234,7 @@ impl Ec2Cloud {
             launch_templates: Mutex::new(HashMap::new()),
             reservations: Vec::new(),
             profiles: None,
+            drift_cache: Mutex::new((u64::MAX, HashMap::new(), HashMap::new())),
         })
     }
 
@@ -295,6 +307,12 @@ impl Ec2Cloud {
             }
             (None, None) => Ok(None),
         }
+    }
+
+    /// Forget what node classes resolved to for drift, as the next drift
+    /// generation (five minutes on) does.
+    pub fn forget_drift_resolutions(&self) {
+        *self.drift_cache.lock().unwrap_or_else(|e| e.into_inner()) = (u64::MAX, HashMap::new(), HashMap::new());
     }
 
     /// Read AMIs named by SSM parameter through `ssm`.
@@ -596,6 +614,7 @@ impl CloudProvider for Ec2Cloud {
             if let Some(name) = &request.node_class {
                 fleet = fleet.tag_specifications(tags(ResourceType::Instance, &[(NODE_CLASS_TAG, name)]));
             }
+            fleet = fleet.tag_specifications(tags(ResourceType::Instance, &[(NODE_CLASS_HASH_TAG, &class.static_hash())]));
             for (k, v) in &class.tags {
                 fleet = fleet.tag_specifications(tags(ResourceType::Instance, &[(k, v)]));
             }
@@ -673,9 +692,17 @@ impl CloudProvider for Ec2Cloud {
             return Ok(drifted);
         }
         let catalog = self.catalog();
-        // What each class resolves to now, looked up once per class (and architecture).
-        let mut resolved: HashMap<Option<String>, (Arc<Ec2NodeClass>, HashSet<String>, BTreeSet<String>)> = HashMap::new();
-        let mut amis: HashMap<(Option<String>, Arch), String> = HashMap::new();
+        // What each class resolves to, looked up once per class (and
+        // architecture) and drift generation: the passes in between ask
+        // EC2 only for the instances.
+        let generation = self.drift_generation();
+        let (mut resolved, mut amis) = {
+            let cache = self.drift_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.0 == generation { (cache.1.clone(), cache.2.clone()) } else { Default::default() }
+        };
+        // A class changed since it was resolved is resolved again.
+        resolved.retain(|name, (class, _, _)| self.class_for(name.as_deref()).is_ok_and(|now| *now == **class));
+        amis.retain(|(name, _), _| resolved.contains_key(name));
         let arch_of: HashMap<&str, Arch> =
             instances.iter().filter_map(|i| Some((i.id.as_str(), catalog.offerings.get(i.offering as usize)?.arch))).collect();
         for chunk in instances.chunks(200) {
@@ -702,7 +729,10 @@ impl CloudProvider for Ec2Cloud {
                     }
                 };
                 let own_groups: BTreeSet<String> = ec2.security_groups().iter().filter_map(|g| g.group_id().map(String::from)).collect();
-                let reason = if ec2.image_id().is_some_and(|i| i != ami) {
+                let launched_hash = ec2.tags().iter().find(|t| t.key() == Some(NODE_CLASS_HASH_TAG)).and_then(|t| t.value());
+                let reason = if launched_hash.is_some_and(|h| h != class.static_hash()) {
+                    "NodeClassDrift"
+                } else if ec2.image_id().is_some_and(|i| i != ami) {
                     "AMIDrift"
                 } else if ec2.subnet_id().is_some_and(|s| !subnets.contains(s)) {
                     "SubnetDrift"
@@ -714,6 +744,7 @@ impl CloudProvider for Ec2Cloud {
                 drifted.insert(id.to_string(), reason.to_string());
             }
         }
+        *self.drift_cache.lock().unwrap_or_else(|e| e.into_inner()) = (generation, resolved, amis);
         Ok(drifted)
     }
 

@@ -361,6 +361,33 @@ pub struct Ec2NodeClass {
 }
 
 impl Ec2NodeClass {
+    /// A hash of what the class says directly about a launch — not what
+    /// its selector terms resolve to (those drift on their own) nor the
+    /// cluster's Kubernetes version: the family, volumes, instance profile
+    /// or role, user data, kubelet, metadata options, tags, public IP,
+    /// monitoring, RAID0. An instance launched under another hash has
+    /// drifted (`NodeClassDrift`), as Karpenter's node class hash does. 16
+    /// hex digits of a sha256, the same in every process.
+    pub fn static_hash(&self) -> String {
+        use sha2::Digest;
+        let fields = format!(
+            "{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}",
+            self.family,
+            self.root_volume_gib,
+            self.block_devices,
+            self.instance_profile,
+            self.role,
+            self.user_data,
+            self.kubelet,
+            self.metadata,
+            self.tags,
+            self.associate_public_ip,
+            self.detailed_monitoring,
+            self.raid0
+        );
+        hex::encode(&sha2::Sha256::digest(fields.as_bytes())[..8])
+    }
+
     /// The launch settings of Karpenter's `EC2NodeClass` `name` for a
     /// cluster running Kubernetes `kubernetes_version`. What nodewright
     /// cannot honour yet is refused naming the field: Windows families.

@@ -279,6 +279,7 @@ async fn a_crash_between_create_fleet_and_recording_the_node_claim_is_recovered_
                 pool_hash: String::new(),
                 initialized: false,
                 deleting: false,
+                conditions: Default::default(),
             })
             .await
             .unwrap();

@@ -214,6 +214,10 @@ async fn a_new_ami_behind_the_class_drifts_the_instances_launched_before_it() {
     let instance = cloud.launch(&m5_large(&cloud, "default-abcde")).await.unwrap();
     assert!(cloud.drifted(std::slice::from_ref(&instance)).await.unwrap().is_empty(), "launched from the current AMI");
     put(&images[1]).await.unwrap();
+    // Within one drift generation what the class resolved to is kept …
+    assert!(cloud.drifted(std::slice::from_ref(&instance)).await.unwrap().is_empty(), "resolved once per five minutes");
+    // … and resolved again in the next.
+    cloud.forget_drift_resolutions();
     let drifted = cloud.drifted(std::slice::from_ref(&instance)).await.unwrap();
     assert_eq!(drifted.get(&instance.id).map(String::as_str), Some("AMIDrift"));
     // A launch now takes the new AMI, and does not drift.
@@ -340,4 +344,31 @@ async fn a_class_naming_a_role_launches_with_an_instance_profile_made_for_it_whi
     let cloud = Ec2Cloud::discover(ec2, "my-cluster", class_with("NodesV2"), &bundled_instance_types()).await.unwrap().with_ssm(moto.ssm());
     let error = cloud.launch(&m5_large(&cloud, "default-qrstv")).await.unwrap_err();
     assert!(error.to_string().contains("EC2NodeClass default: spec.role: no IAM client to make its instance profile"), "{error}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_changed_node_class_drifts_the_instances_launched_under_the_old_one() {
+    let moto = Moto::start_with_public_parameters(&[(AL2023, "@amazon-x86_64")]);
+    let ec2 = moto.ec2();
+    network(&ec2).await;
+    let classes = parse_node_classes("class.yaml", CLASS).unwrap();
+    let class = Ec2NodeClass::from_karpenter(&classes[0].name, &classes[0].spec, "1.31").unwrap();
+    let cloud = Ec2Cloud::discover(ec2.clone(), "my-cluster", class.clone(), &bundled_instance_types()).await.unwrap().with_ssm(moto.ssm());
+    cloud.set_node_classes(std::collections::BTreeMap::from([("team".to_string(), class.clone())]));
+    let mut request = m5_large(&cloud, "default-abcde");
+    request.node_class = Some("team".into());
+    let instance = cloud.launch(&request).await.unwrap();
+    assert!(cloud.drifted(std::slice::from_ref(&instance)).await.unwrap().is_empty());
+    // Resolved the same (same AMI, subnets, groups), but a field the class
+    // sets directly changed: the hash it was launched under no longer matches.
+    let mut changed = class.clone();
+    changed.tags.insert("cost-center".into(), "42".into());
+    assert_ne!(changed.static_hash(), class.static_hash());
+    cloud.set_node_classes(std::collections::BTreeMap::from([("team".to_string(), changed)]));
+    let drifted = cloud.drifted(std::slice::from_ref(&instance)).await.unwrap();
+    assert_eq!(drifted.get(&instance.id).map(String::as_str), Some("NodeClassDrift"));
+    // What only resolution changes (the Kubernetes version an alias reads) is not the class's hash.
+    let mut newer = class.clone();
+    newer.kubernetes_version = "1.32".into();
+    assert_eq!(newer.static_hash(), class.static_hash());
 }

@@ -643,6 +643,35 @@ fn a_node_claim_deleted_with_its_node_pool_is_still_terminated() {
 }
 
 #[test]
+fn node_claims_say_whether_they_are_drifted_consolidatable_or_empty_and_why_they_are_disrupted() {
+    use nodewright_core::model::ClaimConditions;
+    let mut w = world(vec![pool()]);
+    let busy = w.node("m5.large");
+    w.put(&busy, "web", pod(1500, 4).label("app", "web").do_not_disrupt(), 1);
+    let idle = w.node("m5.large");
+    let of = |w: &World, name: &str| w.cluster.node_claims().into_iter().find(|c| c.name == name).map(|c| c.conditions);
+    w.run(10, 10);
+    assert_eq!(of(&w, &busy), Some(ClaimConditions::default()));
+    assert_eq!(of(&w, &idle), Some(ClaimConditions { empty: true, ..ClaimConditions::default() }));
+    // consolidateAfter (60 s) on: the busy node is consolidatable (its
+    // do-not-disrupt pod keeps it); the empty one is gone.
+    w.run(90, 10);
+    assert_eq!(of(&w, &busy), Some(ClaimConditions { consolidatable: true, ..ClaimConditions::default() }));
+    assert_eq!(of(&w, &idle), None);
+    // The NodePool changes: the node is drifted, and says why.
+    let mut changed = pool();
+    changed.labels.insert("team".into(), "payments".into());
+    w.cluster.set_node_pools(vec![changed]);
+    w.run(70, 10);
+    assert_eq!(of(&w, &busy).and_then(|c| c.drifted), Some("NodePoolDrifted".to_string()));
+    // Deleted by hand, its drain held by a PDB: it says it is being disrupted, and why.
+    w.cluster.add_pdb(pdb("web", PdbLimit::MaxUnavailable(IntOrPercent::Count(0))));
+    assert!(w.cluster.request_deletion(&busy));
+    w.run(20, 10);
+    assert_eq!(of(&w, &busy).and_then(|c| c.disruption), Some("deleted".to_string()));
+}
+
+#[test]
 fn an_interrupted_node_is_drained_through_its_pdb_and_a_node_it_holds_is_finished_by_the_termination_path() {
     let mut p = pool();
     p.consolidate_after = None; // nothing but the interruption moves a pod

@@ -140,6 +140,7 @@ pub struct EC2NodeClassStatus {
 #[kube(printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#)]
 #[kube(printcolumn = r#"{"name":"ID","type":"string","jsonPath":".status.providerID","priority":1}"#)]
 #[kube(printcolumn = r#"{"name":"NodePool","type":"string","jsonPath":".spec.nodePool","priority":1}"#)]
+#[kube(printcolumn = r#"{"name":"Drifted","type":"string","jsonPath":".status.conditions[?(@.type==\"Drifted\")].status","priority":1}"#)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeClaimSpec {
     /// Its NodePool.

@@ -284,6 +284,7 @@ impl KubeCluster {
             pool_hash: c.spec.node_pool_hash.clone(),
             initialized: status.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True"),
             deleting: c.metadata.deletion_timestamp.is_some(),
+            conditions: lifecycle::claim_conditions(&status.conditions),
         }
     }
 }
@@ -511,6 +512,10 @@ impl Cluster for KubeCluster {
         }
         self.deleted_claim(claim);
         Ok(())
+    }
+
+    async fn write_claim_conditions(&self, claim: &str, conditions: &nodewright_core::model::ClaimConditions) -> Result<(), ClusterError> {
+        self.patch_claim_conditions(claim, conditions).await
     }
 
     async fn request_claim_deletion(&self, claim: &str) -> Result<bool, ClusterError> {

@@ -11,11 +11,28 @@ use kube::api::{Api, Patch, PatchParams};
 
 use crate::{FIELD_MANAGER, KubeCluster, crd, err, parse_pool};
 use nodewright_core::cluster::{ClusterError, NodePoolObject, NodePoolStatus, RegisteredNode, Registration};
-use nodewright_core::model::Resources;
+use nodewright_core::model::{ClaimConditions, Resources};
 use nodewright_core::model::quantity::{parse_bytes, parse_cpu_millis};
 
 fn condition_true(conditions: &[crd::Condition], type_: &str) -> bool {
     conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// The disruption conditions of a NodeClaim's status, read back.
+pub(crate) fn claim_conditions(conditions: &[crd::Condition]) -> ClaimConditions {
+    let reason = |type_: &str| conditions.iter().find(|c| c.type_ == type_ && c.status == "True").map(|c| c.reason.clone());
+    ClaimConditions {
+        drifted: reason("Drifted"),
+        consolidatable: condition_true(conditions, "Consolidatable"),
+        empty: condition_true(conditions, "Empty"),
+        disruption: reason("DisruptionReason"),
+    }
+}
+
+/// The Karpenter spelling of a disruption reason's label.
+fn reason_name(label: &str) -> String {
+    let mut chars = label.chars();
+    chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
 }
 
 fn condition(type_: &str, status: &str, reason: &str, message: String) -> crd::Condition {
@@ -111,6 +128,38 @@ impl KubeCluster {
             .patch_status(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
             .await
             .map_err(err("patch nodeclaim status"))?;
+        self.wrote_claim(patched);
+        Ok(())
+    }
+
+    /// `Drifted`, `Consolidatable`, `Empty` and `DisruptionReason`, each
+    /// True (with its reason) or False, beside the lifecycle conditions, in
+    /// one status patch; a condition's transition time moves only when its
+    /// status or reason does.
+    pub(crate) async fn patch_claim_conditions(&self, claim: &str, next: &ClaimConditions) -> Result<(), ClusterError> {
+        let current = self.read_claims().await?.iter().find(|c| c.name_any() == claim).and_then(|c| c.status.clone()).unwrap_or_default();
+        let mut conditions = current.conditions;
+        let wanted = [
+            ("Drifted", next.drifted.clone()),
+            ("Consolidatable", next.consolidatable.then(|| "Consolidatable".to_string())),
+            ("Empty", next.empty.then(|| "Empty".to_string())),
+            ("DisruptionReason", next.disruption.as_deref().map(reason_name)),
+        ];
+        for (type_, reason) in wanted {
+            let (status, reason) = match reason {
+                Some(reason) => ("True", reason),
+                None => ("False", format!("Not{type_}")),
+            };
+            if !conditions.iter().any(|c| c.type_ == type_ && c.status == status && c.reason == reason) {
+                crd::set_condition(&mut conditions, condition(type_, status, &reason, String::new()));
+            }
+        }
+        let patch = serde_json::json!({ "status": { "conditions": conditions } });
+        let patched = self
+            .claims_api()
+            .patch_status(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
+            .await
+            .map_err(err("patch nodeclaim conditions"))?;
         self.wrote_claim(patched);
         Ok(())
     }

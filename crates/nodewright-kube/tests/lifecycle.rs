@@ -69,3 +69,37 @@ async fn a_spot_interruption_drains_through_the_pdb_and_the_termination_path_fin
     assert!(h.server.get("NodeClaim", "", &first).unwrap()["metadata"]["deletionTimestamp"].is_string());
     drained_onto_a_replacement(&mut h, &first, &node).await;
 }
+
+#[tokio::test]
+async fn a_drifted_nodeclaim_says_so_and_why_in_its_conditions_and_the_reason_it_is_disrupted_for() {
+    let mut h = Harness::new();
+    let (first, _) = two_pods_running(&mut h).await;
+    let conditions = |h: &Harness| -> Vec<(String, String, String)> {
+        let claim = h.server.get("NodeClaim", "", &first).expect("the claim");
+        let wanted = ["Drifted", "Consolidatable", "Empty", "DisruptionReason"];
+        claim["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| wanted.contains(&c["type"].as_str().unwrap()))
+            .map(|c| (c["type"].as_str().unwrap().into(), c["status"].as_str().unwrap().into(), c["reason"].as_str().unwrap().into()))
+            .collect()
+    };
+    // Running two pods, matching its NodePool: none holds.
+    let none = ["Drifted", "Consolidatable", "Empty", "DisruptionReason"].map(|t| (t.to_string(), "False".to_string(), format!("Not{t}")));
+    assert_eq!(conditions(&h), none.to_vec());
+    // The NodePool changes: the claim drifted, and says so.
+    let labels = serde_json::json!({ "spec": { "template": { "metadata": { "labels": { "team": "payments" } } } } });
+    assert_eq!(h.server.patch("NodePool", "", "default", &labels), 200);
+    h.pass().await;
+    let said = conditions(&h);
+    assert!(said.contains(&("Drifted".into(), "True".into(), "NodePoolDrifted".into())), "{said:?}");
+    assert!(said.contains(&("Consolidatable".into(), "False".into(), "NotConsolidatable".into())), "consolidateAfter: Never: {said:?}");
+    assert!(said.contains(&("Empty".into(), "False".into(), "NotEmpty".into())), "{said:?}");
+    // Its PDB (minAvailable 1 of two pods on it) holds the drift back;
+    // deleted by hand, it is disrupted, and says why.
+    assert_eq!(h.server.delete("NodeClaim", "", &first), 200);
+    h.pass().await;
+    let said = conditions(&h);
+    assert!(said.contains(&("DisruptionReason".into(), "True".into(), "Deleted".into())), "{said:?}");
+}

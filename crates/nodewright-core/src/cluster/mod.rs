@@ -79,6 +79,12 @@ pub trait Cluster: Send + Sync + 'static {
     /// finishes the work. `false`: no such claim.
     fn request_claim_deletion(&self, claim: &str) -> impl Future<Output = Result<bool, ClusterError>> + Send;
 
+    /// Write NodeClaim `claim`'s disruption conditions (`Drifted`,
+    /// `Consolidatable`, `Empty`, `DisruptionReason`). They inform; no
+    /// decision reads them back, so writing them is not a change
+    /// ([`Cluster::revision`]) that wakes a controller.
+    fn write_claim_conditions(&self, claim: &str, conditions: &crate::model::ClaimConditions) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
     /// NodeClaims, with their instances.
     fn node_claims(&self) -> impl Future<Output = Result<Vec<NodeClaim>, ClusterError>> + Send;
 

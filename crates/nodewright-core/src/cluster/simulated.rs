@@ -556,6 +556,13 @@ impl Cluster for SimulatedCluster {
         Ok(evicted)
     }
 
+    async fn write_claim_conditions(&self, claim: &str, conditions: &crate::model::ClaimConditions) -> Result<(), ClusterError> {
+        let mut state = self.state();
+        let c = state.claims.get_mut(claim).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))?;
+        c.conditions = conditions.clone();
+        Ok(())
+    }
+
     async fn request_claim_deletion(&self, claim: &str) -> Result<bool, ClusterError> {
         Ok(self.request_deletion(claim))
     }

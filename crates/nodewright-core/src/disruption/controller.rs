@@ -210,6 +210,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         self.counts.passes += 1;
         let mut report = DisruptionReport::default();
         let view = self.read(now).await?;
+        self.write_conditions(&view).await?;
         let mut pass = Pass { taken: self.in_progress().into_iter().collect(), ..Pass::default() };
         // Actions that have waited long enough: valid still → start.
         let (due, waiting): (Vec<_>, Vec<_>) =
@@ -358,6 +359,41 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             fleet,
             pending,
         })
+    }
+
+    /// What each node's NodeClaim says of its disruption — drifted (and
+    /// why), consolidatable, empty — written where it changed.
+    async fn write_conditions(&self, view: &View) -> Result<(), ClusterError> {
+        use super::methods::{Consolidation, Method};
+        let hashes: HashMap<&str, String> = view.pools.iter().map(|p| (p.name.as_str(), p.drift_hash())).collect();
+        for member in &view.members {
+            let pool = view.pool(member.pool());
+            let claim = &member.claim;
+            let pool_drifted = pool.is_some()
+                && !claim.pool_hash.is_empty()
+                && hashes.get(member.pool()).is_some_and(|h| *h != claim.pool_hash);
+            let next = crate::model::ClaimConditions {
+                drifted: member.drift.clone().or_else(|| pool_drifted.then(|| "NodePoolDrifted".to_string())),
+                consolidatable: Consolidation.candidate(pool, member, view.now, "").is_ok(),
+                empty: member.pods.is_empty(),
+                disruption: claim.conditions.disruption.clone(),
+            };
+            if next != claim.conditions {
+                self.cluster.write_claim_conditions(member.name(), &next).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Set (`Some`) or clear the reason NodeClaim `name` is being disrupted for.
+    async fn mark_disruption(&self, view: &View, name: &str, reason: Option<Reason>) -> Result<(), ClusterError> {
+        let Some(member) = view.members.iter().find(|m| m.name() == name) else { return Ok(()) };
+        let mut next = member.claim.conditions.clone();
+        next.disruption = reason.map(|r| r.label().to_string());
+        if next != member.claim.conditions {
+            self.cluster.write_claim_conditions(name, &next).await?;
+        }
+        Ok(())
     }
 
     /// Nodes of `pool` being disrupted: by running disruptions, and by the
@@ -641,6 +677,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let now = view.now;
         for node in &command.nodes {
             self.cluster.cordon(node).await?;
+            self.mark_disruption(view, node, Some(command.reason)).await?;
             report.cordoned.push(node.clone());
         }
         let pods: Vec<Pod> = view.pods_of(&command.nodes).cloned().collect();
@@ -699,6 +736,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     async fn abandon(&mut self, command: &Command, report: &mut DisruptionReport) -> Result<(), ClusterError> {
         for node in &command.nodes {
             self.cluster.uncordon(node).await?;
+            if let Some(claim) = self.cluster.node_claim(node).await?
+                && claim.conditions.disruption.is_some()
+            {
+                self.cluster.write_claim_conditions(node, &crate::model::ClaimConditions { disruption: None, ..claim.conditions }).await?;
+            }
             report.uncordoned.push(node.clone());
         }
         self.counts.abandoned += 1;

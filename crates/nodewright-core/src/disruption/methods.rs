@@ -194,6 +194,7 @@ mod tests {
             pool_hash: pool_hash.into(),
             initialized,
             deleting,
+            conditions: Default::default(),
         };
         Member { claim, offering: 0, pods: vec![], idle_for: Duration::from_secs(idle_for), drift: None }
     }

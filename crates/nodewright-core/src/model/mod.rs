@@ -22,7 +22,7 @@ pub use commitments::{
 pub use catalog::{Catalog, CatalogError, InstanceType, KubeletConfig, Reserved, ZONES, bundled_instance_types, parse_instance_types};
 pub use labels::{Operator, Requirement, Taint, TaintEffect, Toleration, well_known};
 pub use nodepool::yaml_error;
-pub use node::{ExistingNode, Instance, NodeClaim};
+pub use node::{ClaimConditions, ExistingNode, Instance, NodeClaim};
 pub use nodepool::{
     Budget, BudgetNodes, ConsolidationPolicy, MinValues, NodePool, NodePoolError, PolicyRef, PoolLimits, parse_node_pools, parse_node_pools_noting,
 };

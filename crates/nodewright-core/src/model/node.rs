@@ -51,6 +51,27 @@ pub struct NodeClaim {
     /// nodeclaim`, or its Node deleted by hand); the finalizer holds it
     /// until the node is drained and the instance terminated.
     pub deleting: bool,
+    /// What the disruption controller last said of it.
+    pub conditions: ClaimConditions,
+}
+
+/// The conditions a NodeClaim carries about its disruption, as
+/// Karpenter's: `Drifted` (with the drift reason), `Consolidatable`,
+/// `Empty` and `DisruptionReason`, as the disruption controller last wrote
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClaimConditions {
+    /// Drifted, and why: `NodePoolDrifted`, or the cloud's reason
+    /// (`AMIDrift`, `SubnetDrift`, `SecurityGroupDrift`, `NodeClassDrift`).
+    pub drifted: Option<String>,
+    /// Its pods have not changed for the NodePool's `consolidateAfter`:
+    /// consolidation may pick it.
+    pub consolidatable: bool,
+    /// It runs no pods (daemonsets aside).
+    pub empty: bool,
+    /// It is being disrupted, for this reason (`drifted`, `expired`,
+    /// `underutilized`, `empty`, `deleted`).
+    pub disruption: Option<String>,
 }
 
 /// A node that exists (or has been launched and is on its way).

@@ -195,6 +195,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             pool_hash: pool.drift_hash(),
             initialized: false,
             deleting: false,
+            conditions: Default::default(),
         };
         // A name another process took is drawn again; the claim is recorded
         // before anything is launched, so a taken name never launches twice.
