@@ -62,6 +62,9 @@ pub struct Ec2Cloud {
     profiles: Option<crate::iam::InstanceProfiles>,
     /// What node classes resolved to for drift, in one drift generation.
     drift_cache: Mutex<(u64, Resolutions, AmiResolutions)>,
+    /// What each node class resolved to for its status: class name →
+    /// (drift generation, the class, what it resolved to).
+    resolutions: Mutex<HashMap<String, (u64, Ec2NodeClass, Resolution)>>,
     reservations: Vec<Reservation>,
 }
 
@@ -70,6 +73,20 @@ pub struct Ec2Cloud {
 type Resolutions = HashMap<Option<String>, (Arc<Ec2NodeClass>, HashSet<String>, BTreeSet<String>)>;
 /// (node class, architecture) → its AMI.
 type AmiResolutions = HashMap<(Option<String>, Arch), String>;
+
+/// What a node class resolves to, each part or why it does not (the
+/// EC2NodeClass `status` Karpenter writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// (id, zone) of every subnet its terms select.
+    pub subnets: Result<Vec<(String, String)>, String>,
+    /// (id, name) of every security group its terms select.
+    pub security_groups: Result<Vec<(String, String)>, String>,
+    /// (id, architecture) of the AMI of each architecture that has one.
+    pub amis: Result<Vec<(String, Arch)>, String>,
+    /// The instance profile it launches with: named, or made for its role.
+    pub instance_profile: Result<Option<String>, String>,
+}
 
 /// A capacity reservation instances are launched into.
 #[derive(Debug, Clone)]
@@ -235,6 +252,7 @@ impl Ec2Cloud {
             reservations: Vec::new(),
             profiles: None,
             drift_cache: Mutex::new((u64::MAX, HashMap::new(), HashMap::new())),
+            resolutions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -309,10 +327,41 @@ impl Ec2Cloud {
         }
     }
 
-    /// Forget what node classes resolved to for drift, as the next drift
-    /// generation (five minutes on) does.
+    /// What node class `class` resolves to now, each part or why it does
+    /// not: its subnets, security groups, an AMI per architecture (at least
+    /// one), and its instance profile (for a `role`, made if missing).
+    /// Resolved again once per drift generation, or when the class changed.
+    pub async fn resolve(&self, class: &Ec2NodeClass) -> Resolution {
+        let generation = self.drift_generation();
+        if let Some((at, seen, resolution)) = self.resolutions.lock().unwrap_or_else(|e| e.into_inner()).get(&class.name)
+            && *at == generation
+            && seen == class
+        {
+            return resolution.clone();
+        }
+        let mut amis = Vec::new();
+        let mut failed = Vec::new();
+        for arch in [Arch::Amd64, Arch::Arm64] {
+            match self.ami_id(class, arch).await {
+                Ok(id) => amis.push((id, arch)),
+                Err(e) => failed.push(e.0),
+            }
+        }
+        let resolution = Resolution {
+            subnets: self.subnets(class).await.map_err(|e| e.0),
+            security_groups: self.security_group_details(class).await.map_err(|e| e.0),
+            amis: if amis.is_empty() { Err(failed.join("; ")) } else { Ok(amis) },
+            instance_profile: self.instance_profile(class).await.map_err(|e| e.0),
+        };
+        self.resolutions.lock().unwrap_or_else(|e| e.into_inner()).insert(class.name.clone(), (generation, class.clone(), resolution.clone()));
+        resolution
+    }
+
+    /// Forget what node classes resolved to (for drift and for their
+    /// status), as the next drift generation (five minutes on) does.
     pub fn forget_drift_resolutions(&self) {
         *self.drift_cache.lock().unwrap_or_else(|e| e.into_inner()) = (u64::MAX, HashMap::new(), HashMap::new());
+        self.resolutions.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Read AMIs named by SSM parameter through `ssm`.
@@ -406,7 +455,12 @@ impl Ec2Cloud {
 
     /// Every security group matching any of the node class's terms.
     async fn security_groups(&self, class: &Ec2NodeClass) -> Result<Vec<String>, CloudError> {
-        let mut groups: Vec<String> = Vec::new();
+        Ok(self.security_group_details(class).await?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Every security group matching any of the node class's terms: (id, name).
+    async fn security_group_details(&self, class: &Ec2NodeClass) -> Result<Vec<(String, String)>, CloudError> {
+        let mut groups: Vec<(String, String)> = Vec::new();
         for term in &class.security_groups {
             let mut request = self.client.describe_security_groups();
             if let Some(id) = &term.id {
@@ -419,7 +473,7 @@ impl Ec2Cloud {
                 request = request.filters(tag_filter(k, v));
             }
             let output = request.send().await.map_err(|e| error("DescribeSecurityGroups", e))?;
-            groups.extend(output.security_groups().iter().filter_map(|g| g.group_id().map(String::from)));
+            groups.extend(output.security_groups().iter().filter_map(|g| Some((g.group_id()?.to_string(), g.group_name().unwrap_or_default().to_string()))));
         }
         groups.sort();
         groups.dedup();

@@ -122,9 +122,64 @@ fn default_root_volume() -> i32 {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EC2NodeClassStatus {
-    /// `Ready` once subnets, security groups and the AMI resolve.
+    /// `SubnetsReady`, `SecurityGroupsReady`, `AMIsReady`,
+    /// `InstanceProfileReady`, and `Ready` once they all are.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The subnets its terms select, as Karpenter's status lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<ResolvedSubnet>,
+    /// The security groups its terms select.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<ResolvedSecurityGroup>,
+    /// The AMI of each architecture.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amis: Vec<ResolvedAmi>,
+    /// The instance profile nodes launch with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_profile: Option<String>,
+}
+
+/// A subnet a node class resolved to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResolvedSubnet {
+    /// `subnet-…`.
+    pub id: String,
+    /// Its availability zone.
+    pub zone: String,
+}
+
+/// A security group a node class resolved to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResolvedSecurityGroup {
+    /// `sg-…`.
+    pub id: String,
+    /// Its name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// An AMI a node class resolved to, with the requirement it serves
+/// (`kubernetes.io/arch In [amd64]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResolvedAmi {
+    /// `ami-…`.
+    pub id: String,
+    /// The node requirements it serves.
+    #[serde(default)]
+    pub requirements: Vec<NodeSelectorRequirement>,
+}
+
+/// A node selector requirement, as Kubernetes writes one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeSelectorRequirement {
+    /// The label.
+    pub key: String,
+    /// `In`, `NotIn`, …
+    pub operator: String,
+    /// The values.
+    #[serde(default)]
+    pub values: Vec<String>,
 }
 
 /// A node nodewright decided to launch, from the decision until the

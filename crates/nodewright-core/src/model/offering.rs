@@ -12,6 +12,16 @@ pub enum Arch {
     Arm64,
 }
 
+impl Arch {
+    /// Its `kubernetes.io/arch` value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
 /// How capacity is bought.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

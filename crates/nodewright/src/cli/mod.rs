@@ -3,6 +3,8 @@
 mod bench;
 #[cfg(feature = "controller")]
 mod metrics;
+#[cfg(feature = "controller")]
+mod nodeclasses;
 mod plugin;
 #[cfg(feature = "controller")]
 mod run;

@@ -20,7 +20,7 @@ use super::metrics::Metrics;
 use nodewright_core::supervise::{Ran, Steps, supervised};
 use nodewright_core::cloud::CloudProvider;
 use nodewright_core::cluster::Cluster;
-use nodewright_kube::crd::EC2NodeClass;
+use super::nodeclasses::{load_node_class, node_classes, resolve_classes, write_class_status};
 use nodewright_kube::lease::LeaderElector;
 use nodewright_core::controllers::node_pool_status::NodePoolStatusController;
 use nodewright_core::controllers::policy_plugins::PolicyPluginController;
@@ -126,148 +126,6 @@ pub(crate) fn read_config(path: &Path) -> anyhow::Result<RunConfig> {
     Ok(config)
 }
 
-/// The node class `name`: nodewright's own `EC2NodeClass`
-/// (`nodewright.io/v1alpha1`), or Karpenter's (`karpenter.k8s.aws/v1`,
-/// read unchanged) when there is none of nodewright's by that name, for a
-/// cluster on Kubernetes `version` (an AMI alias picks its AMI by it).
-async fn load_node_class(client: &kube::Client, name: &str, version: &str) -> anyhow::Result<nodewright_aws::ec2::Ec2NodeClass> {
-    let (mut classes, reports) = node_classes(client, version).await?;
-    // nodewright's own is reported last: its mistake wins over Karpenter's class.
-    match reports.iter().rev().find(|r| r.name == name).map(|r| &r.result) {
-        Some(Err(e)) => anyhow::bail!("{e}"),
-        Some(Ok(())) => classes.remove(name).ok_or_else(|| anyhow::anyhow!("EC2NodeClass {name}: accepted but not kept")),
-        None => anyhow::bail!("EC2NodeClass {name}: neither nodewright.io/v1alpha1 nor karpenter.k8s.aws/v1 has one by that name"),
-    }
-}
-
-/// What became of one node class: which kind it is, its name, its current
-/// `Ready` condition, and whether it can be used (or why not).
-struct ClassReport {
-    karpenter: bool,
-    name: String,
-    ready: Option<(String, String)>,
-    result: Result<(), String>,
-}
-
-/// The `Ready` condition's (status, message) in an object's `status`.
-fn ready_of(status: &serde_json::Value) -> Option<(String, String)> {
-    let ready = status["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?;
-    Some((ready["status"].as_str()?.to_string(), ready["message"].as_str().unwrap_or_default().to_string()))
-}
-
-/// Every node class NodePools may name, by name: Karpenter's
-/// (`karpenter.k8s.aws/v1`) and nodewright's own, which wins a name both
-/// have; with a report on each (those that cannot be used name their
-/// class and field). A kind whose CRD is not installed has none.
-async fn node_classes(
-    client: &kube::Client,
-    version: &str,
-) -> anyhow::Result<(std::collections::BTreeMap<String, nodewright_aws::ec2::Ec2NodeClass>, Vec<ClassReport>)> {
-    let mut classes = std::collections::BTreeMap::new();
-    let mut reports = Vec::new();
-    let absent = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
-    let karpenter: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &karpenter_node_class());
-    match karpenter.list(&Default::default()).await {
-        Ok(list) => {
-            for object in list {
-                let name = object.metadata.name.clone().unwrap_or_default();
-                let class = serde_path_to_error::deserialize(object.data["spec"].clone())
-                    .map_err(|e| format!("EC2NodeClass {name} (karpenter.k8s.aws/v1): spec.{}: {}", e.path(), e.inner()))
-                    .and_then(|spec: nodewright_aws::nodeclass::NodeClassSpec| nodewright_aws::ec2::Ec2NodeClass::from_karpenter(&name, &spec, version));
-                let ready = ready_of(&object.data["status"]);
-                let result = class.map(|class| {
-                    classes.insert(name.clone(), class);
-                });
-                reports.push(ClassReport { karpenter: true, name, ready, result });
-            }
-        }
-        Err(e) if absent(&e) => {}
-        Err(e) => return Err(e).context("list EC2NodeClasses (karpenter.k8s.aws/v1)"),
-    }
-    let own: kube::Api<EC2NodeClass> = kube::Api::all(client.clone());
-    match own.list(&Default::default()).await {
-        Ok(list) => {
-            for object in list {
-                let name = object.metadata.name.clone().unwrap_or_default();
-                let ready = object.status.as_ref().and_then(|s| serde_json::to_value(s).ok()).and_then(|s| ready_of(&s));
-                let result = node_class(&object.spec, &name).map(|class| {
-                    classes.insert(name.clone(), class);
-                });
-                reports.push(ClassReport { karpenter: false, name, ready, result: result.map_err(|e| e.to_string()) });
-            }
-        }
-        Err(e) if absent(&e) => {}
-        Err(e) => return Err(e).context("list EC2NodeClasses (nodewright.io/v1alpha1)"),
-    }
-    Ok((classes, reports))
-}
-
-/// Each node class's `Ready` condition, written where it changed: True
-/// (`Accepted`) when nodewright can launch with it, False (`Unsupported`)
-/// with the field and why when it cannot. Returns the mistakes.
-async fn write_class_status(client: &kube::Client, reports: &[ClassReport]) -> Result<Vec<String>, String> {
-    use kube::api::{Patch, PatchParams};
-    let mut mistakes = Vec::new();
-    for report in reports {
-        let (status, reason, message) = match &report.result {
-            Ok(()) => ("True", "Accepted", String::new()),
-            Err(e) => {
-                mistakes.push(e.clone());
-                ("False", "Unsupported", e.clone())
-            }
-        };
-        if report.ready.as_ref().is_some_and(|(s, m)| s == status && *m == message) {
-            continue;
-        }
-        let patch = serde_json::json!({ "status": { "conditions": [{
-            "type": "Ready", "status": status, "reason": reason, "message": message,
-            "lastTransitionTime": chrono::Utc::now().to_rfc3339(),
-        }] } });
-        let written = if report.karpenter {
-            let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &karpenter_node_class());
-            api.patch_status(&report.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
-        } else {
-            let api: kube::Api<EC2NodeClass> = kube::Api::all(client.clone());
-            api.patch_status(&report.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
-        };
-        written.map_err(|e| format!("EC2NodeClass {} status: {e}", report.name))?;
-    }
-    Ok(mistakes)
-}
-
-/// Karpenter's `EC2NodeClass` resource.
-fn karpenter_node_class() -> kube::api::ApiResource {
-    kube::api::ApiResource {
-        group: "karpenter.k8s.aws".into(),
-        version: "v1".into(),
-        api_version: "karpenter.k8s.aws/v1".into(),
-        kind: "EC2NodeClass".into(),
-        plural: "ec2nodeclasses".into(),
-    }
-}
-
-fn node_class(spec: &nodewright_kube::crd::EC2NodeClassSpec, name: &str) -> anyhow::Result<nodewright_aws::ec2::Ec2NodeClass> {
-    use nodewright_aws::nodeclass::{AmiFamily, AmiSource, SelectorTerm};
-    let ami = match (&spec.ami.id, &spec.ami.ssm_parameter) {
-        (Some(id), _) => AmiSource::Id(id.clone()),
-        (None, Some(p)) => AmiSource::SsmParameter(p.clone()),
-        (None, None) => anyhow::bail!("EC2NodeClass {name}: spec.ami: set id or ssmParameter"),
-    };
-    let term = |tags: &std::collections::BTreeMap<String, String>| vec![SelectorTerm { tags: tags.clone(), ..Default::default() }];
-    Ok(nodewright_aws::ec2::Ec2NodeClass {
-        subnets: term(&spec.subnet_selector_tags),
-        security_groups: term(&spec.security_group_selector_tags),
-        ami: Some(ami),
-        // This node class's user data is used as given.
-        family: AmiFamily::Custom,
-        root_volume_gib: spec.root_volume_gib,
-        instance_profile: spec.instance_profile.clone(),
-        user_data: spec.user_data.clone(),
-        tags: spec.tags.clone(),
-        ..Default::default()
-    })
-}
-
 pub(crate) fn run(args: RunArgs, runtime_args: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
     let config = read_config(&args.config)?;
     let runtime = runtime_args.runtime()?;
@@ -341,7 +199,8 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     let refresh = move || {
         let (client, cloud, version) = (classes_client.clone(), classes_cloud.clone(), classes_version.clone());
         Box::pin(async move {
-            let (classes, reports) = node_classes(&client, &version).await.map_err(|e| format!("{e:#}"))?;
+            let (classes, mut reports) = node_classes(&client, &version).await.map_err(|e| format!("{e:#}"))?;
+            resolve_classes(&*cloud, &classes, &mut reports).await;
             cloud.set_node_classes(classes);
             let mistakes = write_class_status(&client, &reports).await?;
             if mistakes.is_empty() { Ok(()) } else { Err(mistakes.join("; ")) }
@@ -744,97 +603,6 @@ mod tests {
         assert!(!text.contains("nodewright_controller_last_success_timestamp_seconds{step=\"NodePool status\"}"), "{text}");
         leading_tx.send_replace(false);
         tasks.abort_all();
-    }
-
-    /// Karpenter's EC2NodeClass, read unchanged from its own API group when
-    /// nodewright has none by that name; nodewright's own wins; what cannot
-    /// be launched yet, or is missing, is named.
-    #[tokio::test]
-    async fn the_node_class_is_nodewrights_or_karpenters_by_name() {
-        let (client, server) = apiserver::ApiServer::start();
-        let karpenter = |name: &str, access: serde_json::Value| {
-            let mut spec = serde_json::json!({
-                "amiSelectorTerms": [{ "alias": "al2023@latest" }],
-                "subnetSelectorTerms": [{ "tags": { "karpenter.sh/discovery": "my-cluster" } }],
-                "securityGroupSelectorTerms": [{ "tags": { "karpenter.sh/discovery": "my-cluster" } }],
-                "kubelet": { "maxPods": 42 },
-            });
-            spec.as_object_mut().unwrap().extend(access.as_object().unwrap().clone());
-            serde_json::json!({ "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": { "name": name }, "spec": spec })
-        };
-        server.put(karpenter("default", serde_json::json!({ "instanceProfile": "KarpenterNodeInstanceProfile" })));
-        server.put(karpenter("by-role", serde_json::json!({ "role": "KarpenterNodeRole-my-cluster" })));
-        server.put(serde_json::json!({
-            "apiVersion": "nodewright.io/v1alpha1", "kind": "EC2NodeClass", "metadata": { "name": "own" },
-            "spec": { "subnetSelectorTags": { "team": "a" }, "securityGroupSelectorTags": { "team": "a" }, "ami": { "id": "ami-0123" } }
-        }));
-        let class = load_node_class(&client, "default", "1.31").await.unwrap();
-        assert_eq!(class.family, nodewright_aws::nodeclass::AmiFamily::Al2023);
-        assert_eq!(class.kubelet.max_pods, Some(42));
-        assert_eq!(class.kubernetes_version, "1.31");
-        assert_eq!(class.instance_profile.as_deref(), Some("KarpenterNodeInstanceProfile"));
-        let own = load_node_class(&client, "own", "1.31").await.unwrap();
-        assert_eq!(own.ami, Some(nodewright_aws::nodeclass::AmiSource::Id("ami-0123".into())));
-        // A role: an instance profile is made for it at launch.
-        let by_role = load_node_class(&client, "by-role", "1.31").await.unwrap();
-        assert_eq!((by_role.role.as_deref(), by_role.instance_profile.as_deref(), by_role.name.as_str()), (Some("KarpenterNodeRole-my-cluster"), None, "by-role"));
-        server.put(karpenter("windows", serde_json::json!({ "role": "Nodes", "amiSelectorTerms": [{ "alias": "windows2022@latest" }] })));
-        assert_eq!(
-            load_node_class(&client, "windows", "1.31").await.unwrap_err().to_string(),
-            "EC2NodeClass windows: spec.amiSelectorTerms[0].alias: `windows2022` is not al2023, al2 or bottlerocket"
-        );
-        assert_eq!(
-            load_node_class(&client, "missing", "1.31").await.unwrap_err().to_string(),
-            "EC2NodeClass missing: neither nodewright.io/v1alpha1 nor karpenter.k8s.aws/v1 has one by that name"
-        );
-        assert_eq!(server.unexpected(), Vec::<String>::new());
-    }
-
-    /// Every node class, of both kinds, by name; the unusable ones named.
-    #[tokio::test]
-    async fn node_classes_of_both_kinds_are_read_and_the_unusable_named() {
-        let (client, server) = apiserver::ApiServer::start();
-        let karpenter = |name: &str, access: serde_json::Value| {
-            let mut spec = serde_json::json!({
-                "amiSelectorTerms": [{ "alias": "bottlerocket@latest" }],
-                "subnetSelectorTerms": [{ "id": "subnet-1" }],
-                "securityGroupSelectorTerms": [{ "name": "nodes" }],
-            });
-            spec.as_object_mut().unwrap().extend(access.as_object().unwrap().clone());
-            serde_json::json!({ "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": { "name": name }, "spec": spec })
-        };
-        server.put(karpenter("gpu", serde_json::json!({ "instanceProfile": "GpuNodes" })));
-        server.put(karpenter("by-role", serde_json::json!({ "role": "KarpenterNodeRole" })));
-        server.put(karpenter("windows", serde_json::json!({ "role": "KarpenterNodeRole", "amiFamily": "Windows2022", "amiSelectorTerms": [{ "id": "ami-0123" }] })));
-        server.put(serde_json::json!({
-            "apiVersion": "nodewright.io/v1alpha1", "kind": "EC2NodeClass", "metadata": { "name": "default" },
-            "spec": { "subnetSelectorTags": { "team": "a" }, "securityGroupSelectorTags": { "team": "a" }, "ami": { "id": "ami-0123" } }
-        }));
-        let (classes, reports) = node_classes(&client, "1.31").await.unwrap();
-        let mistakes = write_class_status(&client, &reports).await.unwrap();
-        assert_eq!(classes.keys().collect::<Vec<_>>(), ["by-role", "default", "gpu"]);
-        assert_eq!(classes["gpu"].family, nodewright_aws::nodeclass::AmiFamily::Bottlerocket);
-        assert_eq!(classes["gpu"].instance_profile.as_deref(), Some("GpuNodes"));
-        assert_eq!(classes["by-role"].role.as_deref(), Some("KarpenterNodeRole"));
-        let why = "EC2NodeClass windows: spec.amiFamily: `Windows2022`: Windows nodes are not supported (the catalog and user data are Linux)";
-        assert_eq!(mistakes, [why]);
-        // Each class says so in its Ready condition, of either kind.
-        let ready = |collection: &str, name: &str| {
-            let object = server.get_in(collection, name).unwrap();
-            (object["status"]["conditions"][0]["status"].as_str().unwrap().to_string(), object["status"]["conditions"][0]["message"].as_str().unwrap().to_string())
-        };
-        let karpenter = "/apis/karpenter.k8s.aws/v1/ec2nodeclasses";
-        assert_eq!(ready(karpenter, "windows"), ("False".to_string(), why.to_string()));
-        assert_eq!(ready(karpenter, "by-role"), ("True".to_string(), String::new()));
-        assert_eq!(ready(karpenter, "gpu"), ("True".to_string(), String::new()));
-        assert_eq!(ready("/apis/nodewright.io/v1alpha1/ec2nodeclasses", "default"), ("True".to_string(), String::new()));
-        // Unchanged, nothing is written again.
-        let version = |name: &str| server.get_in(karpenter, name).unwrap()["metadata"]["resourceVersion"].clone();
-        let before = (version("windows"), version("gpu"));
-        let (_, reports) = node_classes(&client, "1.31").await.unwrap();
-        write_class_status(&client, &reports).await.unwrap();
-        assert_eq!((version("windows"), version("gpu")), before, "no status rewritten");
-        assert_eq!(server.unexpected(), Vec::<String>::new());
     }
 
     #[test]
