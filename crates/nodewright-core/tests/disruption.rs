@@ -672,6 +672,44 @@ fn node_claims_say_whether_they_are_drifted_consolidatable_or_empty_and_why_they
 }
 
 #[test]
+fn events_say_what_was_launched_and_nominated_disrupted_held_back_and_terminated() {
+    use nodewright_core::cluster::{ClusterEvent, EventObject};
+    let mut w = world(vec![pool()]);
+    // A pending pod: a NodeClaim is launched for it, and it is nominated.
+    w.cluster.add_pods(pod(1500, 4).label("app", "web").do_not_disrupt().pods("web", 1));
+    w.run(10, 10);
+    let events = w.cluster.recorded_events();
+    let launched: Vec<&ClusterEvent> = events.iter().filter(|e| e.reason == "Launched").collect();
+    assert_eq!(launched.len(), 1, "{events:?}");
+    let EventObject::NodeClaim(claim) = &launched[0].object else { panic!("{launched:?}") };
+    assert!(launched[0].message.starts_with("launched ") && launched[0].message.ends_with(", for 1 pod(s)"), "{}", launched[0].message);
+    assert!(launched[0].message.contains("on-demand in us-east-1a ($"), "{}", launched[0].message);
+    let nominated = ClusterEvent { object: EventObject::Pod("web-0".into()), warning: false, reason: "Nominated", message: format!("pod should schedule on NodeClaim {claim}") };
+    assert!(events.contains(&nominated), "{events:?}");
+    // An empty node: disrupted (why, what it saves), then terminated.
+    let idle = w.node("m5.large");
+    w.run(120, 10);
+    let about = |w: &World, name: &str| -> Vec<(&'static str, String)> {
+        w.cluster.recorded_events().into_iter().filter(|e| e.object == EventObject::NodeClaim(name.into())).map(|e| (e.reason, e.message)).collect()
+    };
+    let idle_events = about(&w, &idle);
+    let reasons: Vec<&str> = idle_events.iter().map(|(r, _)| *r).collect();
+    assert_eq!(reasons, ["Launched", "Disrupting", "Terminated"], "{idle_events:?}");
+    assert!(idle_events[1].1.starts_with("empty; saves $0.0960/h"), "{idle_events:?}");
+    assert!(idle_events[2].1.ends_with(" terminated (empty)"), "{idle_events:?}");
+    // The NodePool changes: the busy node drifted, held back by its
+    // do-not-disrupt pod, says so.
+    let mut changed = pool();
+    changed.labels.insert("team".into(), "payments".into());
+    w.cluster.set_node_pools(vec![changed]);
+    w.run(60, 10);
+    let blocked: Vec<String> = about(&w, claim).into_iter().filter(|(r, _)| *r == "DisruptionBlocked").map(|(_, m)| m).collect();
+    assert!(!blocked.is_empty(), "{:?}", about(&w, claim));
+    assert!(blocked[0].starts_with("drifted not disrupted (disruptable): "), "{blocked:?}");
+    assert!(w.cluster.event_counts().get("DisruptionBlocked").is_some_and(|&n| n as usize >= blocked.len()));
+}
+
+#[test]
 fn an_interrupted_node_is_drained_through_its_pdb_and_a_node_it_holds_is_finished_by_the_termination_path() {
     let mut p = pool();
     p.consolidate_after = None; // nothing but the interruption moves a pod

@@ -31,10 +31,10 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use nodewright_core::cluster::{
-    Cluster, ClusterError, Created, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, Registration,
+    Cluster, ClusterError, ClusterEvent, Created, EventObject, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, Registration,
 };
 use nodewright_core::cloud::Instance;
-use nodewright_core::model::{Catalog, CapacityType, IntOrPercent, NodePool, PdbLimit, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
+use nodewright_core::model::{Catalog, IntOrPercent, NodePool, PdbLimit, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
 use nodewright_core::scheduling::ExistingNode;
 
 /// Finalizer on every NodeClaim: removed only once its instance is terminated.
@@ -50,14 +50,7 @@ pub(crate) fn err(what: &str) -> impl Fn(kube::Error) -> ClusterError + '_ {
 pub fn offering_key(catalog: &Catalog, index: u32) -> String {
     catalog.offerings.get(index as usize).map_or_else(
         || format!("#{index}"),
-        |o| {
-            let ct = match o.capacity_type {
-                CapacityType::OnDemand => "on-demand",
-                CapacityType::Spot => "spot",
-                CapacityType::Reserved => "reserved",
-            };
-            format!("{}/{}/{}", o.instance_type, o.zone, ct)
-        },
+        |o| format!("{}/{}/{}", o.instance_type, o.zone, o.capacity_type.label()),
     )
 }
 
@@ -82,6 +75,8 @@ pub struct KubeCluster {
     fetch_timeout: Duration,
     /// The PolicyPlugins last listed, by name: their sources and statuses.
     plugins: std::sync::Mutex<HashMap<String, crd::PolicyPlugin>>,
+    /// Events sent lately, and when: a repeat within ten minutes is dropped.
+    events_sent: std::sync::Mutex<HashMap<(EventObject, &'static str, String), std::time::Instant>>,
 }
 
 /// Which pods a read wants: a field selector when listing, the same
@@ -129,6 +124,7 @@ impl KubeCluster {
             annotation_keys: Default::default(),
             fetch_timeout: plugins::DEFAULT_FETCH_TIMEOUT,
             plugins: Default::default(),
+            events_sent: Default::default(),
         }
     }
 
@@ -671,16 +667,77 @@ impl Cluster for KubeCluster {
         Ok(removed)
     }
 
+    async fn record_event(&self, event: ClusterEvent) -> Result<(), ClusterError> {
+        let (kind, api_version, target) = match &event.object {
+            EventObject::Pod(pod) => ("Pod", "v1", pod.clone()),
+            EventObject::NodeClaim(claim) => ("NodeClaim", "nodewright.io/v1alpha1", format!("default/{claim}")),
+        };
+        if !self.event_is_new(&event) {
+            return Ok(());
+        }
+        // Events inform: one the API server refuses (RBAC, a quota) is
+        // logged, and the controller goes on.
+        if let Err(e) = self.create_event(kind, api_version, &target, event.reason, &event.message, event.warning).await {
+            tracing::warn!(reason = event.reason, "event not recorded: {e}");
+        }
+        Ok(())
+    }
+
     async fn pod_unschedulable(&self, pod: &str, reason: &str) -> Result<(), ClusterError> {
-        let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
+        self.create_event("Pod", "v1", pod, "FailedProvisioning", reason, true).await
+    }
+}
+
+/// How long the same event (object, reason, message) is not sent again.
+const EVENT_REPEAT_AFTER: Duration = Duration::from_secs(600);
+/// At most [`EVENTS_PER_WINDOW`] events are sent in any such window.
+const EVENT_WINDOW: Duration = Duration::from_secs(10);
+/// See [`EVENT_WINDOW`].
+const EVENTS_PER_WINDOW: usize = 200;
+
+impl KubeCluster {
+    /// Whether `event` is to be sent: not sent in the last
+    /// [`EVENT_REPEAT_AFTER`], and within [`EVENTS_PER_WINDOW`] events in
+    /// the last [`EVENT_WINDOW`] (a burst of launches nominates thousands of
+    /// pods; the API server is not flooded). Notes it as sent.
+    fn event_is_new(&self, event: &ClusterEvent) -> bool {
+        let now = std::time::Instant::now();
+        let key = (event.object.clone(), event.reason, event.message.clone());
+        let mut sent = self.events_sent.lock().unwrap_or_else(|e| e.into_inner());
+        if sent.get(&key).is_some_and(|at| now.duration_since(*at) < EVENT_REPEAT_AFTER) {
+            return false;
+        }
+        let recent = sent.values().filter(|at| now.duration_since(**at) < EVENT_WINDOW).count();
+        if recent >= EVENTS_PER_WINDOW {
+            tracing::debug!(reason = event.reason, "event dropped: {} in the last {:?}", recent, EVENT_WINDOW);
+            return false;
+        }
+        if sent.len() >= 10_000 {
+            sent.retain(|_, at| now.duration_since(*at) < EVENT_REPEAT_AFTER);
+        }
+        sent.insert(key, now);
+        true
+    }
+
+    /// An Event about `target` (`namespace/name`; the Event lives in that
+    /// namespace) of `kind`.
+    async fn create_event(&self, kind: &str, api_version: &str, target: &str, reason: &str, message: &str, warning: bool) -> Result<(), ClusterError> {
+        let (namespace, name) = target.split_once('/').unwrap_or(("default", target));
         let api: Api<core::Event> = Api::namespaced(self.client.clone(), namespace);
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+        let involved_namespace = (kind == "Pod").then(|| namespace.to_string());
         let event = core::Event {
             metadata: kube::api::ObjectMeta { generate_name: Some(format!("{name}.")), namespace: Some(namespace.into()), ..Default::default() },
-            involved_object: core::ObjectReference { kind: Some("Pod".into()), name: Some(name.into()), namespace: Some(namespace.into()), api_version: Some("v1".into()), ..Default::default() },
-            reason: Some("FailedProvisioning".into()),
-            message: Some(reason.into()),
-            type_: Some("Warning".into()),
+            involved_object: core::ObjectReference {
+                kind: Some(kind.into()),
+                name: Some(name.into()),
+                namespace: involved_namespace,
+                api_version: Some(api_version.into()),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
             source: Some(core::EventSource { component: Some("nodewright".into()), ..Default::default() }),
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),

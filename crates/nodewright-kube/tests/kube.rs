@@ -146,6 +146,7 @@ async fn a_pending_pod_makes_the_provisioner_create_a_nodeclaim_and_record_its_l
         ("GET", _) => provisioning_reads(uri),
         ("POST", "/apis/nodewright.io/v1alpha1/nodeclaims?") => (201, body.clone()),
         ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => launch_recorded(u, body),
+        ("POST", u) if u.ends_with("/events?") => (201, body.clone()),
         _ => unexpected(method.as_str(), uri),
     });
     let (_, report) = provision_once(client).await;
@@ -163,8 +164,16 @@ async fn a_pending_pod_makes_the_provisioner_create_a_nodeclaim_and_record_its_l
     let launched = seen.iter().find(|s| s.method == Method::PATCH).expect("the launch was recorded");
     assert!(launched.body["status"]["providerID"].as_str().unwrap().starts_with("aws:///us-east-1"), "{:?}", launched.body);
     assert_eq!(launched.body["status"]["conditions"][0]["type"], "Launched");
-    // Nothing but reads, one create and one status patch.
-    assert_eq!(seen.iter().filter(|s| s.method != Method::GET).count(), 2, "{seen:#?}");
+    // Events: the claim launched (in `default`, as for every cluster-scoped
+    // object), the pod nominated to it (in its namespace).
+    let events: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .filter(|s| s.uri.ends_with("/events?"))
+        .map(|s| (s.uri.as_str(), s.body["reason"].as_str().unwrap(), s.body["involvedObject"]["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(events, [("/api/v1/namespaces/default/events?", "Launched", "NodeClaim"), ("/api/v1/namespaces/shop/events?", "Nominated", "Pod")]);
+    // Nothing else but reads, one create and one status patch.
+    assert_eq!(seen.iter().filter(|s| s.method != Method::GET && !s.uri.ends_with("/events?")).count(), 2, "{seen:#?}");
 }
 
 #[tokio::test]
@@ -183,13 +192,14 @@ async fn a_claim_name_another_replica_took_is_drawn_again_and_one_instance_is_la
             }
         }
         ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => launch_recorded(u, body),
+        ("POST", u) if u.ends_with("/events?") => (201, body.clone()),
         _ => unexpected(method.as_str(), uri),
     });
     let (cloud, report) = provision_once(client).await;
     assert_eq!(report.launched.len(), 1, "{report:?}");
     assert_eq!(cloud.launch_requests().len(), 1, "one instance");
     let seen = seen.lock().unwrap().clone();
-    let creates: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::POST).collect();
+    let creates: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::POST && s.uri.contains("/nodeclaims")).collect();
     assert_eq!(creates.len(), 2, "{seen:#?}");
     let names: Vec<&str> = creates.iter().map(|c| c.body["metadata"]["name"].as_str().unwrap()).collect();
     assert_ne!(names[0], names[1]);
@@ -503,6 +513,7 @@ async fn with_watch_caches_a_pass_lists_nothing_and_a_claim_it_created_is_not_cr
             *record.lock().unwrap() = Some(claim.clone());
             (200, claim)
         }
+        ("POST", u) if u.ends_with("/events?") => (201, body.clone()),
         _ => unexpected(method.as_str(), uri),
     });
     let catalog = catalog();
@@ -527,7 +538,7 @@ async fn with_watch_caches_a_pass_lists_nothing_and_a_claim_it_created_is_not_cr
     let report = provisioner.provision().await.unwrap();
     assert_eq!(report.launched.len(), 1, "{report:?}");
     assert_eq!(cluster.revision(), None, "the controller's own writes are laid over the cache: no counter to trust");
-    let writes = |seen: &Arc<Mutex<Vec<Seen>>>| seen.lock().unwrap().iter().filter(|s| s.method != Method::GET).map(|s| s.method.to_string()).collect::<Vec<_>>();
+    let writes = |seen: &Arc<Mutex<Vec<Seen>>>| seen.lock().unwrap().iter().filter(|s| s.method != Method::GET && !s.uri.ends_with("/events?")).map(|s| s.method.to_string()).collect::<Vec<_>>();
     assert_eq!(writes(&seen), ["POST", "PATCH"]);
 
     // The watch has not delivered the claim: the pod still looks pending in

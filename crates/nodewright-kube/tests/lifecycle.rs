@@ -85,6 +85,19 @@ async fn a_drifted_nodeclaim_says_so_and_why_in_its_conditions_and_the_reason_it
             .map(|c| (c["type"].as_str().unwrap().into(), c["status"].as_str().unwrap().into(), c["reason"].as_str().unwrap().into()))
             .collect()
     };
+    // Its launch and the pods nominated to it are Events.
+    let events = h.server.list("Event");
+    let about = |kind: &str, reason: &str| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter(|e| e["involvedObject"]["kind"] == kind && e["reason"] == reason)
+            .map(|e| (e["metadata"]["namespace"].as_str().unwrap_or_default().to_string(), e["involvedObject"]["name"].as_str().unwrap_or_default().to_string()))
+            .collect()
+    };
+    assert_eq!(about("NodeClaim", "Launched"), vec![("default".to_string(), first.clone())]);
+    let mut nominated = about("Pod", "Nominated");
+    nominated.sort();
+    assert_eq!(nominated, vec![("shop".to_string(), "web-1".to_string()), ("shop".to_string(), "web-2".to_string())]);
     // Running two pods, matching its NodePool: none holds.
     let none = ["Drifted", "Consolidatable", "Empty", "DisruptionReason"].map(|t| (t.to_string(), "False".to_string(), format!("Not{t}")));
     assert_eq!(conditions(&h), none.to_vec());

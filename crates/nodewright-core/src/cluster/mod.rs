@@ -37,6 +37,30 @@ pub enum Created {
     NameTaken,
 }
 
+/// What an Event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventObject {
+    /// A pod (`namespace/name`).
+    Pod(String),
+    /// A NodeClaim.
+    NodeClaim(String),
+}
+
+/// An Event for people to read (`kubectl describe`, `kubectl get events`):
+/// what a controller did or could not do, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterEvent {
+    /// What it is about.
+    pub object: EventObject,
+    /// A Warning (something failed or is held back), or Normal.
+    pub warning: bool,
+    /// One CamelCase word: `Launched`, `LaunchFailed`, `Nominated`,
+    /// `DisruptionBlocked`, `Disrupting`, `Terminated`.
+    pub reason: &'static str,
+    /// What happened, in a sentence.
+    pub message: String,
+}
+
 /// Errors of cluster calls.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
@@ -116,6 +140,10 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Make node `node` schedulable again (an abandoned disruption).
     fn uncordon(&self, node: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Record `event`. The same event again soon after is a repeat the
+    /// cluster may drop.
+    fn record_event(&self, event: ClusterEvent) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
     /// Tell the pod's owner why it cannot be scheduled (an Event in Kubernetes).
     fn pod_unschedulable(&self, pod: &str, reason: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;

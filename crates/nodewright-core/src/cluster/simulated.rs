@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Cluster, ClusterError, Created, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, RegisteredNode, Registration};
+use super::{Cluster, ClusterError, ClusterEvent, Created, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, RegisteredNode, Registration};
 use crate::cloud::Instance;
 use crate::model::{Catalog, Clock, NodePool, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
 use crate::scheduling::{ExistingNode, SchedulingInput, schedule_in_order};
@@ -101,7 +101,15 @@ struct State {
     plugins: BTreeMap<String, (PolicyPluginObject, Vec<u8>)>,
     /// PolicyPlugin statuses written.
     plugin_status: HashMap<String, PluginStatus>,
+    /// The last [`RECENT_EVENTS`] events recorded.
+    recent_events: std::collections::VecDeque<ClusterEvent>,
+    /// Events recorded, by reason.
+    event_counts: BTreeMap<&'static str, u64>,
 }
+
+/// How many events the simulated cluster keeps (a week's run records
+/// tens of thousands).
+const RECENT_EVENTS: usize = 10_000;
 
 impl State {
     /// Something changed: a controller that read before must read again.
@@ -378,6 +386,16 @@ impl SimulatedCluster {
     pub fn add_policy_plugin(&self, object: PolicyPluginObject, component: Vec<u8>) {
         let mut state = self.state();
         state.plugins.insert(object.name.clone(), (object, component));
+    }
+
+    /// The events recorded last (at most the last ten thousand), oldest first.
+    pub fn recorded_events(&self) -> Vec<ClusterEvent> {
+        self.state().recent_events.iter().cloned().collect()
+    }
+
+    /// How many events were recorded, by reason.
+    pub fn event_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.state().event_counts.clone()
     }
 
     /// The status written last on PolicyPlugin `name`.
@@ -678,6 +696,16 @@ impl Cluster for SimulatedCluster {
 
     fn revision(&self) -> Option<u64> {
         Some(self.state().revision)
+    }
+
+    async fn record_event(&self, event: ClusterEvent) -> Result<(), ClusterError> {
+        let mut state = self.state();
+        *state.event_counts.entry(event.reason).or_default() += 1;
+        if state.recent_events.len() == RECENT_EVENTS {
+            state.recent_events.pop_front();
+        }
+        state.recent_events.push_back(event);
+        Ok(())
     }
 
     async fn pod_unschedulable(&self, pod: &str, reason: &str) -> Result<(), ClusterError> {

@@ -14,7 +14,7 @@ use super::fit::{Member, View, free_capacity};
 use super::karpenter::{Choice, karpenter_like};
 use super::{Command, DisruptionSettings, Reason, RejectKind, Rejection, Replacement, budget};
 use crate::cloud::CloudProvider;
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{Cluster, ClusterError, ClusterEvent, EventObject};
 use crate::model::{NodePool, Pod, Resources};
 use crate::policy::{ConsolidationAction, ConsolidationSnapshot, DecidedBy, PolicyRegistry, Role, SelectionRequest, SnapshotNode};
 use crate::provisioning::{ClaimSpec, Clock, LaunchedClaim, Provisioner, selection_slot};
@@ -138,6 +138,9 @@ pub struct DisruptionController<C, K> {
     idle: Option<Idle>,
     /// When the last pass decided new actions.
     last_plan: Option<Duration>,
+    /// Events of the pass not yet recorded (rejections are decided where
+    /// nothing is awaited).
+    events: Vec<ClusterEvent>,
     counts: DisruptionCounts,
 }
 
@@ -159,6 +162,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             replacements: std::sync::Mutex::new(HashMap::new()),
             idle: None,
             last_plan: None,
+            events: Vec::new(),
             counts: DisruptionCounts::default(),
         }
     }
@@ -240,6 +244,9 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             self.idle = Some(Idle { key, until: Self::next_deadline(&view), pools: view.pools.clone() });
         }
         report.next_wakeup = self.next_wakeup(now);
+        for event in std::mem::take(&mut self.events) {
+            self.cluster.record_event(event).await?;
+        }
         Ok(report)
     }
 
@@ -406,6 +413,14 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
 
     fn reject(&mut self, command: Command, rule: &'static str, kind: RejectKind, message: String, report: &mut DisruptionReport) {
         tracing::info!(node_pool = %command.node_pool, nodes = ?command.nodes, reason = ?command.reason, ?kind, rule, "disruption rejected: {message}");
+        for node in &command.nodes {
+            self.events.push(ClusterEvent {
+                object: EventObject::NodeClaim(node.clone()),
+                warning: false,
+                reason: "DisruptionBlocked",
+                message: format!("{} not disrupted ({rule}): {message}", command.reason.label()),
+            });
+        }
         *self.counts.rejected.entry(kind).or_default() += 1;
         *self.counts.rejected_by_rule.entry(rule).or_default() += 1;
         report.rejected.push(Rejection { command, kind, rule, message });
@@ -719,6 +734,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             }
         }
         tracing::info!(node_pool = %command.node_pool, nodes = ?command.nodes, reason = ?command.reason, ?replacements, "disruption started");
+        let replacing = if replacements.is_empty() { String::new() } else { format!(", replaced by {}", replacements.join(", ")) };
+        for node in &command.nodes {
+            let message = format!("{}{replacing}; saves ${:.4}/h", command.reason.label(), command.savings_per_hour);
+            self.cluster.record_event(ClusterEvent { object: EventObject::NodeClaim(node.clone()), warning: false, reason: "Disrupting", message }).await?;
+        }
         *self.counts.actions.entry(command.reason).or_default() += 1;
         report.started.push(command.clone());
         let drain_since = replacements.is_empty().then_some(now);

@@ -34,6 +34,17 @@ pub enum CapacityType {
     Reserved,
 }
 
+impl CapacityType {
+    /// Its `karpenter.sh/capacity-type` value.
+    pub fn label(self) -> &'static str {
+        match self {
+            CapacityType::OnDemand => "on-demand",
+            CapacityType::Spot => "spot",
+            CapacityType::Reserved => "reserved",
+        }
+    }
+}
+
 /// Spot interruption frequency, in the Spot Instance Advisor's buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -14,7 +14,7 @@ pub use batcher::{Batcher, BatcherSettings};
 pub use fleet::{FleetTracker, HISTORY_WINDOW, NodeCounts};
 
 use crate::cloud::{CloudProvider, LaunchRequest, SpotStrategy};
-use crate::cluster::{Cluster, ClusterError, NodeClaim};
+use crate::cluster::{Cluster, ClusterError, ClusterEvent, EventObject, NodeClaim};
 use crate::model::Catalog;
 use crate::policy::{DecidedBy, PodFacts, PolicyRegistry, Role, SelectionRequest};
 use crate::scheduling::{SchedulingInput, schedule};
@@ -236,7 +236,19 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                     offering: instance.offering,
                     candidates: launch.offerings.len(),
                 };
+                let catalog = self.cloud.catalog();
+                let what = catalog.offerings.get(instance.offering as usize).map_or_else(
+                    || format!("offering {}", instance.offering),
+                    |o| format!("{} {} in {} (${:.4}/h)", o.instance_type, o.capacity_type.label(), o.zone, o.price_per_hour),
+                );
                 self.cluster.claim_launched(&name, instance).await?;
+                let event = |object, reason, message| ClusterEvent { object, warning: false, reason, message };
+                self.cluster
+                    .record_event(event(EventObject::NodeClaim(name.clone()), "Launched", format!("launched {what} as {}, for {} pod(s)", launched.instance, launched.pods.len())))
+                    .await?;
+                for pod in &launched.pods {
+                    self.cluster.record_event(event(EventObject::Pod(pod.clone()), "Nominated", format!("pod should schedule on NodeClaim {name}"))).await?;
+                }
                 Ok(Ok(launched))
             }
             Err(e) => {
@@ -247,6 +259,9 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                 } else {
                     tracing::warn!(claim = %name, "launch failed, pods stay pending: {e}");
                 }
+                self.cluster
+                    .record_event(ClusterEvent { object: EventObject::NodeClaim(name.clone()), warning: true, reason: "LaunchFailed", message: e.to_string() })
+                    .await?;
                 self.cluster.delete_node_claim(&name).await?;
                 Ok(Err((name, e.to_string())))
             }

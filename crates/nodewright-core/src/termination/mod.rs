@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use crate::cloud::CloudProvider;
-use crate::cluster::{Cluster, ClusterError, Eviction};
+use crate::cluster::{Cluster, ClusterError, ClusterEvent, EventObject, Eviction};
 use crate::model::NodeClaim;
 
 /// What one drain step did to a node.
@@ -67,6 +67,10 @@ impl<C: CloudProvider, K: Cluster> Terminator<C, K> {
             tracing::info!(node_claim = %claim.name, "its instance is already gone: {e}");
         }
         self.cluster.delete_node_claim(&claim.name).await?;
+        let instance = claim.instance.as_ref().map_or_else(|| "no instance".to_string(), |i| format!("instance {}", i.id));
+        self.cluster
+            .record_event(ClusterEvent { object: EventObject::NodeClaim(claim.name.clone()), warning: false, reason: "Terminated", message: format!("{instance} terminated ({cause})") })
+            .await?;
         *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(cause).or_default() += 1;
         Ok(true)
     }
