@@ -249,6 +249,14 @@ impl KubeCluster {
         Api::all(self.client.clone())
     }
 
+    /// Merge `patch` into NodeClaim `claim`'s status; `what` names the
+    /// write in an error.
+    async fn patch_claim_status(&self, claim: &str, patch: &serde_json::Value, what: &str) -> Result<(), ClusterError> {
+        let patched = self.claims_api().patch_status(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(patch)).await.map_err(err(what))?;
+        self.wrote_claim(patched);
+        Ok(())
+    }
+
     fn claim_to_model(&self, c: &crd::NodeClaim) -> NodeClaim {
         let index = self.offering_index(&(self.catalog)());
         let status = c.status.clone().unwrap_or_default();
@@ -463,13 +471,7 @@ impl Cluster for KubeCluster {
                 { "type": "Ready", "status": "Unknown", "reason": "AwaitingInitialization", "message": "the node has not registered and become ready yet", "lastTransitionTime": now },
             ],
         }});
-        let patched = self
-            .claims_api()
-            .patch_status(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
-            .await
-            .map_err(err("patch nodeclaim status"))?;
-        self.wrote_claim(patched);
-        Ok(())
+        self.patch_claim_status(claim, &patch, "patch nodeclaim status").await
     }
 
     async fn delete_node_claim(&self, claim: &str) -> Result<(), ClusterError> {

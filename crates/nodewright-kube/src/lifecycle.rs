@@ -123,13 +123,7 @@ impl KubeCluster {
             crd::set_condition(&mut conditions, condition("Ready", "True", "Ready", String::new()));
         }
         let patch = serde_json::json!({ "status": { "nodeName": node, "conditions": conditions } });
-        let patched = self
-            .claims_api()
-            .patch_status(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
-            .await
-            .map_err(err("patch nodeclaim status"))?;
-        self.wrote_claim(patched);
-        Ok(())
+        self.patch_claim_status(claim, &patch, "patch nodeclaim status").await
     }
 
     /// `Drifted`, `Consolidatable`, `Empty` and `DisruptionReason`, each
@@ -155,13 +149,7 @@ impl KubeCluster {
             }
         }
         let patch = serde_json::json!({ "status": { "conditions": conditions } });
-        let patched = self
-            .claims_api()
-            .patch_status(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
-            .await
-            .map_err(err("patch nodeclaim conditions"))?;
-        self.wrote_claim(patched);
-        Ok(())
+        self.patch_claim_status(claim, &patch, "patch nodeclaim conditions").await
     }
 
     pub(crate) async fn untaint(&self, node: &str, keys: &[String]) -> Result<(), ClusterError> {

@@ -231,15 +231,20 @@ mod tests {
 
     use super::test_apiserver as apiserver;
 
+    /// Karpenter's EC2NodeClass `name`: the fields of `base`, and those of
+    /// `more` over them.
+    fn karpenter_class(name: &str, base: &serde_json::Value, more: serde_json::Value) -> serde_json::Value {
+        let mut spec = base.clone();
+        spec.as_object_mut().unwrap().extend(more.as_object().unwrap().clone());
+        serde_json::json!({ "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": { "name": name }, "spec": spec })
+    }
+
     /// A Karpenter EC2NodeClass selecting the subnets and groups
     /// `Moto::ec2_cloud` tags, on the AL2023 alias, made for role `Nodes`.
     fn tagged_class(name: &str) -> serde_json::Value {
-        serde_json::json!({ "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": { "name": name }, "spec": {
-            "role": "Nodes",
-            "amiSelectorTerms": [{ "alias": "al2023@latest" }],
-            "subnetSelectorTerms": [{ "tags": { "nodewright.io/discovery": "test" } }],
-            "securityGroupSelectorTerms": [{ "tags": { "nodewright.io/discovery": "test" } }],
-        } })
+        let tagged = serde_json::json!([{ "tags": { "nodewright.io/discovery": "test" } }]);
+        let base = serde_json::json!({ "amiSelectorTerms": [{ "alias": "al2023@latest" }], "subnetSelectorTerms": tagged, "securityGroupSelectorTerms": tagged });
+        karpenter_class(name, &base, serde_json::json!({ "role": "Nodes" }))
     }
 
     /// A class's status lists what it resolves to in EC2 (moto) as
@@ -299,16 +304,13 @@ mod tests {
     #[tokio::test]
     async fn the_node_class_is_nodewrights_or_karpenters_by_name() {
         let (client, server) = apiserver::ApiServer::start();
-        let karpenter = |name: &str, access: serde_json::Value| {
-            let mut spec = serde_json::json!({
-                "amiSelectorTerms": [{ "alias": "al2023@latest" }],
-                "subnetSelectorTerms": [{ "tags": { "karpenter.sh/discovery": "my-cluster" } }],
-                "securityGroupSelectorTerms": [{ "tags": { "karpenter.sh/discovery": "my-cluster" } }],
-                "kubelet": { "maxPods": 42 },
-            });
-            spec.as_object_mut().unwrap().extend(access.as_object().unwrap().clone());
-            serde_json::json!({ "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": { "name": name }, "spec": spec })
-        };
+        let base = serde_json::json!({
+            "amiSelectorTerms": [{ "alias": "al2023@latest" }],
+            "subnetSelectorTerms": [{ "tags": { "karpenter.sh/discovery": "my-cluster" } }],
+            "securityGroupSelectorTerms": [{ "tags": { "karpenter.sh/discovery": "my-cluster" } }],
+            "kubelet": { "maxPods": 42 },
+        });
+        let karpenter = |name: &str, access: serde_json::Value| karpenter_class(name, &base, access);
         server.put(karpenter("default", serde_json::json!({ "instanceProfile": "KarpenterNodeInstanceProfile" })));
         server.put(karpenter("by-role", serde_json::json!({ "role": "KarpenterNodeRole-my-cluster" })));
         server.put(serde_json::json!({
@@ -341,15 +343,12 @@ mod tests {
     #[tokio::test]
     async fn node_classes_of_both_kinds_are_read_and_the_unusable_named() {
         let (client, server) = apiserver::ApiServer::start();
-        let karpenter = |name: &str, access: serde_json::Value| {
-            let mut spec = serde_json::json!({
-                "amiSelectorTerms": [{ "alias": "bottlerocket@latest" }],
-                "subnetSelectorTerms": [{ "id": "subnet-1" }],
-                "securityGroupSelectorTerms": [{ "name": "nodes" }],
-            });
-            spec.as_object_mut().unwrap().extend(access.as_object().unwrap().clone());
-            serde_json::json!({ "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": { "name": name }, "spec": spec })
-        };
+        let base = serde_json::json!({
+            "amiSelectorTerms": [{ "alias": "bottlerocket@latest" }],
+            "subnetSelectorTerms": [{ "id": "subnet-1" }],
+            "securityGroupSelectorTerms": [{ "name": "nodes" }],
+        });
+        let karpenter = |name: &str, access: serde_json::Value| karpenter_class(name, &base, access);
         server.put(karpenter("gpu", serde_json::json!({ "instanceProfile": "GpuNodes" })));
         server.put(karpenter("by-role", serde_json::json!({ "role": "KarpenterNodeRole" })));
         server.put(karpenter("windows", serde_json::json!({ "role": "KarpenterNodeRole", "amiFamily": "Windows2022", "amiSelectorTerms": [{ "id": "ami-0123" }] })));
