@@ -26,12 +26,23 @@ impl Report {
         serde_json::to_string_pretty(self).expect("reports serialise") + "\n"
     }
 
-    /// The side-by-side table.
+    /// The side-by-side table, every policy in it.
     pub fn table(&self) -> comfy_table::Table {
+        self.table_of(0..self.policies.len())
+    }
+
+    /// The side-by-side tables, each at most `width` characters wide: the
+    /// policies split over as many tables as that takes, in order.
+    pub fn tables(&self, width: usize) -> Vec<comfy_table::Table> {
+        fit_to_width(self.policies.len(), width, |range| self.table_of(range))
+    }
+
+    fn table_of(&self, range: std::ops::Range<usize>) -> comfy_table::Table {
+        let policies = &self.policies[range];
         let mut table = comfy_table::Table::new();
         table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
         let mut header = vec!["metric".to_string()];
-        header.extend(self.policies.iter().map(|p| p.policy.name.clone()));
+        header.extend(policies.iter().map(|p| p.policy.name.clone()));
         table.set_header(header);
         type Row = (&'static str, fn(&SimulationResult) -> String);
         let rows: [Row; 22] = [
@@ -68,19 +79,47 @@ impl Report {
         let committed = self.policies.iter().any(|p| p.metrics.commitments.is_some());
         for (name, cell) in rows {
             let mut row = vec![name.to_string()];
-            row.extend(self.policies.iter().map(cell));
+            row.extend(policies.iter().map(cell));
             table.add_row(row);
             // After the list-price rows, the bill with commitments applied.
             if name == "  spot $" && committed {
                 for (name, cell) in COMMITTED_ROWS {
                     let mut row = vec![name.to_string()];
-                    row.extend(self.policies.iter().map(|p| p.metrics.commitments.as_ref().map_or_else(|| "-".into(), cell)));
+                    row.extend(policies.iter().map(|p| p.metrics.commitments.as_ref().map_or_else(|| "-".into(), cell)));
                     table.add_row(row);
                 }
             }
         }
         table
     }
+}
+
+/// The widest line of `table`, in characters.
+fn width_of(table: &comfy_table::Table) -> usize {
+    table.to_string().lines().map(|l| l.chars().count()).max().unwrap_or(0)
+}
+
+/// The tables `build` makes of consecutive runs of `columns` policies, each
+/// as many as fit in `width` characters (at least one a table, however
+/// wide it is).
+fn fit_to_width(columns: usize, width: usize, build: impl Fn(std::ops::Range<usize>) -> comfy_table::Table) -> Vec<comfy_table::Table> {
+    let mut tables = Vec::new();
+    let mut start = 0;
+    while start < columns {
+        let mut end = start + 1;
+        let mut table = build(start..end);
+        while end < columns {
+            let wider = build(start..end + 1);
+            if width_of(&wider) > width {
+                break;
+            }
+            table = wider;
+            end += 1;
+        }
+        tables.push(table);
+        start = end;
+    }
+    tables
 }
 
 type CommittedRow = (&'static str, fn(&crate::cloud::billing::CommittedBill) -> String);
@@ -180,10 +219,20 @@ impl SeedReport {
 
     /// The side-by-side table: mean ± standard deviation over the seeds.
     pub fn table(&self) -> comfy_table::Table {
+        self.table_of(0..self.summary.len())
+    }
+
+    /// [`Self::table`] as tables at most `width` characters wide.
+    pub fn tables(&self, width: usize) -> Vec<comfy_table::Table> {
+        fit_to_width(self.summary.len(), width, |range| self.table_of(range))
+    }
+
+    fn table_of(&self, range: std::ops::Range<usize>) -> comfy_table::Table {
+        let summary = &self.summary[range];
         let mut table = comfy_table::Table::new();
         table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
         let mut header = vec![format!("metric (mean ± sd, {} seeds)", self.seeds.len())];
-        header.extend(self.summary.iter().map(|p| p.policy.clone()));
+        header.extend(summary.iter().map(|p| p.policy.clone()));
         table.set_header(header);
         let rows: [(&str, &str, f64, usize); 15] = [
             ("total $", "cost_total", 1.0, 2),
@@ -206,7 +255,7 @@ impl SeedReport {
         let effective = committed.then_some(("effective $ (commitments applied)", "cost_effective", 1.0, 2));
         for (label, field, scale, places) in effective.into_iter().chain(rows) {
             let mut row = vec![label.to_string()];
-            row.extend(self.summary.iter().map(|p| match p.metrics.get(field) {
+            row.extend(summary.iter().map(|p| match p.metrics.get(field) {
                 Some(s) => format!("{:.places$} ± {:.places$}", s.mean * scale, s.sd * scale),
                 None => "-".into(),
             }));
@@ -295,4 +344,39 @@ fn chart(path: &Path, title: &str, unit: &str, report: &Report, series: &[Series
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     root.present().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_take_the_policies_in_order_as_many_as_fit_the_width() {
+        let names = ["karpenter-like", "cheapest", "spot-savvy", "graviton-first", "on-demand-only", "cheapest+empty-only", "cheapest+utilization-threshold"];
+        let build = |range: std::ops::Range<usize>| {
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+            let mut header = vec!["first scheduling wait p50 / p95 / p99 (s)".to_string()];
+            header.extend(names[range.clone()].iter().map(|n| n.to_string()));
+            table.set_header(header);
+            let mut row = vec!["total $".to_string()];
+            row.extend(range.map(|i| format!("{}.00", 100 * i)));
+            table.add_row(row);
+            table
+        };
+        let tables = fit_to_width(names.len(), 120, build);
+        assert!(tables.len() > 1);
+        assert!(tables.iter().all(|t| width_of(t) <= 120), "{:?}", tables.iter().map(width_of).collect::<Vec<_>>());
+        let shown: Vec<String> = tables.iter().flat_map(|t| t.header().unwrap().cell_iter().skip(1).map(|c| c.content()).collect::<Vec<_>>()).collect();
+        assert_eq!(shown, names);
+        // Each table as full as it can be: the next policy would not have fit.
+        for (t, next) in tables.iter().zip(tables.iter().skip(1)) {
+            let first_of_next = next.header().unwrap().cell_iter().nth(1).unwrap().content();
+            let start = names.iter().position(|n| *n == t.header().unwrap().cell_iter().nth(1).unwrap().content()).unwrap();
+            let end = names.iter().position(|n| *n == first_of_next).unwrap();
+            assert!(width_of(&build(start..end + 1)) > 120);
+        }
+        // One policy wider than the width still gets a table of its own.
+        assert_eq!(fit_to_width(2, 10, build).len(), 2);
+    }
 }

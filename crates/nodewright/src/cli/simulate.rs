@@ -334,11 +334,12 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
         .collect();
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
     let json_path = args.out.join("report.json");
-    let (json, table) = match runs.as_slice() {
-        [report] => (report.to_json(), report.table()),
+    // Tables a terminal of TABLE_WIDTH columns shows unwrapped.
+    let (json, tables) = match runs.as_slice() {
+        [report] => (report.to_json(), report.tables(TABLE_WIDTH)),
         _ => {
             let summary = SeedReport::new(&runs);
-            (summary.to_json(), summary.table())
+            (summary.to_json(), summary.tables(TABLE_WIDTH))
         }
     };
     std::fs::write(&json_path, &json).with_context(|| format!("{}: cannot write", json_path.display()))?;
@@ -363,7 +364,9 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
             trace.events.len(),
             elapsed.as_secs_f64()
         );
-        println!("{table}");
+        for table in tables {
+            println!("{table}");
+        }
         println!("wrote {}", json_path.display());
         for chart in charts {
             println!("wrote {}{}", chart.display(), if seeds.len() > 1 { format!(" (seed {})", seeds[0]) } else { String::new() });
@@ -371,6 +374,10 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The width the tables of `simulate` and `compare` keep within: the
+/// policies are split over as many tables as that takes.
+const TABLE_WIDTH: usize = 120;
 
 /// Most seeds one `--seeds` runs.
 const MAX_SEEDS: usize = 100;
