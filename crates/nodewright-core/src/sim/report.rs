@@ -265,14 +265,37 @@ impl SeedReport {
     }
 }
 
-const COLOURS: [RGBColor; 6] = [
+/// Tableau's ten categorical colours: distinct for ten policies.
+const COLOURS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
+
+/// The colour of the `i`th policy: one of [`COLOURS`], then hues a golden
+/// angle apart, so no two policies of a chart share one.
+fn colour(i: usize) -> RGBColor {
+    if let Some(&c) = COLOURS.get(i) {
+        return c;
+    }
+    let hue = ((i - COLOURS.len()) as f64 * 137.508 + 15.0) % 360.0 / 360.0;
+    let (r, g, b) = HSLColor(hue, 0.65, 0.42).rgb();
+    RGBColor(r, g, b)
+}
+
+/// Lines on one plot before a chart turns into small multiples (one plot
+/// per policy, on a shared scale).
+const MAX_LINES_ON_ONE_PLOT: usize = 10;
+
+/// Width of the legend beside a plot, in pixels.
+const LEGEND_WIDTH: u32 = 260;
 
 /// Write `cost.svg`, `nodes.svg` and `utilisation.svg` into `dir`.
 pub fn write_charts(report: &Report, dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
@@ -297,9 +320,20 @@ pub fn write_charts(report: &Report, dir: &Path) -> anyhow::Result<Vec<std::path
 
 type Series<'a> = (&'a str, fn(&super::engine::Sample) -> f64);
 
+/// One chart: every policy's series on one plot with the legend beside
+/// it, or, when that would be more than [`MAX_LINES_ON_ONE_PLOT`] lines,
+/// small multiples: a plot per policy on a shared scale, each titled with
+/// its policy.
 fn chart(path: &Path, title: &str, unit: &str, report: &Report, series: &[Series<'_>]) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (960, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", path.display());
+    let policies = report.policies.len();
+    let small_multiples = policies * series.len() > MAX_LINES_ON_ONE_PLOT;
+    let columns = if small_multiples { 3 } else { 1 };
+    let rows = if small_multiples { policies.div_ceil(columns) } else { 1 };
+    let height = if small_multiples { 60 + 240 * rows as u32 } else { 480 };
+    let root = SVGBackend::new(path, (960 + if small_multiples { 0 } else { LEGEND_WIDTH }, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let root = root.titled(title, ("sans-serif", 20)).map_err(|e| fail(&e))?;
     let max_y = report
         .policies
         .iter()
@@ -307,42 +341,53 @@ fn chart(path: &Path, title: &str, unit: &str, report: &Report, series: &[Series
         .fold(0.0f64, f64::max)
         .max(1e-9)
         * 1.05;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..report.hours.max(1e-9), 0f64..max_y)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    chart
-        .configure_mesh()
-        .x_desc("hours")
-        .y_desc(unit)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    for (i, policy) in report.policies.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        for (j, (label, value)) in series.iter().enumerate() {
-            let points: Vec<(f64, f64)> = policy.samples.iter().map(|s| (s.hour, value(s))).collect();
-            let name = if label.is_empty() { policy.policy.name.clone() } else { format!("{} {label}", policy.policy.name) };
-            let style = ShapeStyle::from(colour).stroke_width(2);
-            let drawn = if j == 0 {
-                chart.draw_series(LineSeries::new(points, style))
-            } else {
-                chart.draw_series(DashedLineSeries::new(points, 6, 4, style))
+    let x_range = 0f64..report.hours.max(1e-9);
+    let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>, shown: &[usize], caption: Option<&str>| -> anyhow::Result<()> {
+        let mut builder = ChartBuilder::on(area);
+        builder.margin(12).x_label_area_size(30).y_label_area_size(56);
+        if let Some(caption) = caption {
+            builder.caption(caption, ("sans-serif", 15));
+        }
+        let mut chart = builder.build_cartesian_2d(x_range.clone(), 0f64..max_y).map_err(|e| fail(&e))?;
+        chart.configure_mesh().x_desc("hours").y_desc(unit).draw().map_err(|e| fail(&e))?;
+        for &i in shown {
+            let policy = &report.policies[i];
+            let style = ShapeStyle::from(colour(i)).stroke_width(2);
+            for (j, (_, value)) in series.iter().enumerate() {
+                let points: Vec<(f64, f64)> = policy.samples.iter().map(|s| (s.hour, value(s))).collect();
+                if j == 0 {
+                    chart.draw_series(LineSeries::new(points, style)).map_err(|e| fail(&e))?;
+                } else {
+                    chart.draw_series(DashedLineSeries::new(points, 6, 4, style)).map_err(|e| fail(&e))?;
+                }
             }
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            drawn.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+        }
+        Ok(())
+    };
+    if small_multiples {
+        for (i, area) in root.split_evenly((rows, columns)).iter().enumerate().take(policies) {
+            draw(area, &[i], Some(&report.policies[i].policy.name))?;
+        }
+    } else {
+        let (plot, legend) = root.split_horizontally(960);
+        draw(&plot, &(0..policies).collect::<Vec<_>>(), None)?;
+        // The legend beside the data: a line in the policy's colour per series, then its name.
+        let mut y = 30;
+        for (i, policy) in report.policies.iter().enumerate() {
+            for (j, (label, _)) in series.iter().enumerate() {
+                let name = if label.is_empty() { policy.policy.name.clone() } else { format!("{} {label}", policy.policy.name) };
+                let style = ShapeStyle::from(colour(i)).stroke_width(2);
+                // Solid for the first series, dashed for the others, as on the plot.
+                let segments: &[(i32, i32)] = if j == 0 { &[(4, 28)] } else { &[(4, 10), (14, 20), (24, 28)] };
+                for &(from, to) in segments {
+                    legend.draw(&PathElement::new(vec![(from, y), (to, y)], style)).map_err(|e| fail(&e))?;
+                }
+                legend.draw(&Text::new(name, (34, y - 7), ("sans-serif", 13))).map_err(|e| fail(&e))?;
+                y += 20;
+            }
         }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    root.present().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    root.present().map_err(|e| fail(&e))?;
     Ok(())
 }
 
@@ -378,5 +423,70 @@ mod tests {
         }
         // One policy wider than the width still gets a table of its own.
         assert_eq!(fit_to_width(2, 10, build).len(), 2);
+    }
+
+    /// A report of `n` policies, each a day of hourly samples.
+    fn report_of(n: usize) -> Report {
+        let policies = (0..n)
+            .map(|i| SimulationResult {
+                policy: super::super::engine::PolicyUnderTest {
+                    name: format!("policy-{i}"),
+                    selection: crate::model::PolicyRef { plugin: "cheapest".into(), config: "{}".into() },
+                    consolidation: crate::model::PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
+                },
+                metrics: Default::default(),
+                samples: (0..=24)
+                    .map(|h| super::super::engine::Sample {
+                        hour: f64::from(h),
+                        cost: f64::from(h * (i as u32 + 1)),
+                        on_demand_nodes: 3,
+                        spot_nodes: i as u32,
+                        cpu_utilisation: 0.5,
+                        memory_utilisation: 0.5,
+                        pending: 0,
+                    })
+                    .collect(),
+                plugin_ms: 0.0,
+            })
+            .collect();
+        Report { trace: "t".into(), seed: 1, hours: 24.0, policies }
+    }
+
+    #[test]
+    fn a_chart_of_a_handful_of_lines_is_one_plot_with_its_legend_beside_and_more_are_small_multiples() {
+        let dir = tempfile::tempdir().unwrap();
+        let texts = |file: &str| -> (String, Vec<String>) {
+            let svg = std::fs::read_to_string(dir.path().join(file)).unwrap();
+            let texts = svg.split("<text").skip(1).filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim().to_string())).collect();
+            (svg, texts)
+        };
+        // Five policies: ten lines on the nodes chart, one plot, the legend
+        // (policy and series) beside it.
+        write_charts(&report_of(5), dir.path()).unwrap();
+        let (svg, shown) = texts("nodes.svg");
+        assert!(svg.starts_with(&format!("<svg width=\"{}\" height=\"480\"", 960 + LEGEND_WIDTH)), "{}", &svg[..80]);
+        for i in 0..5 {
+            assert!(shown.contains(&format!("policy-{i} on-demand")) && shown.contains(&format!("policy-{i} spot")), "{shown:?}");
+        }
+        // Six: twelve lines, so a plot per policy titled with its name, no legend.
+        write_charts(&report_of(6), dir.path()).unwrap();
+        let (svg, shown) = texts("nodes.svg");
+        assert!(svg.starts_with("<svg width=\"960\" height=\"540\""), "{}", &svg[..80]);
+        let titles: Vec<&String> = shown.iter().filter(|t| t.starts_with("policy-")).collect();
+        assert_eq!(titles, (0..6).map(|i| format!("policy-{i}")).collect::<Vec<_>>().iter().collect::<Vec<_>>());
+        // The cost chart of six (six lines) stays one plot, each policy its colour.
+        let (svg, _) = texts("cost.svg");
+        for i in 0..6 {
+            let (r, g, b) = colour(i).rgb();
+            assert!(svg.contains(&format!("stroke=\"#{r:02X}{g:02X}{b:02X}\"")), "policy {i}'s colour");
+        }
+    }
+
+    #[test]
+    fn every_policy_of_a_chart_has_a_colour_of_its_own() {
+        let colours: std::collections::HashSet<(u8, u8, u8)> = (0..24).map(|i| colour(i).rgb()).collect();
+        assert_eq!(colours.len(), 24);
+        // The tenth and the first differ (they were the same blue with six colours).
+        assert_ne!(colour(5).rgb(), colour(0).rgb());
     }
 }
