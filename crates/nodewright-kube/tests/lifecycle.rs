@@ -116,3 +116,25 @@ async fn a_drifted_nodeclaim_says_so_and_why_in_its_conditions_and_the_reason_it
     let said = conditions(&h);
     assert!(said.contains(&("DisruptionReason".into(), "True".into(), "Deleted".into())), "{said:?}");
 }
+
+#[tokio::test]
+async fn the_termination_pass_alone_drains_and_releases_a_nodeclaim_deleted_by_hand() {
+    let mut h = Harness::new();
+    let (first, _) = two_pods_running(&mut h).await;
+    let planned = h.disruption.counts().passes;
+    assert_eq!(h.server.delete("NodeClaim", "", &first), 200);
+    // Registration, provisioning and termination only: no disruption pass.
+    let mut passes = 0;
+    while h.server.get("NodeClaim", "", &first).is_some() {
+        nodewright_core::controllers::registration::RegistrationController::new(h.cluster.clone()).reconcile().await.unwrap();
+        h.provisioner.provision().await.unwrap();
+        h.disruption.terminate_pass().await.unwrap();
+        h.stand_in().await;
+        h.clock.fetch_add(20, std::sync::atomic::Ordering::Relaxed);
+        passes += 1;
+        assert!(passes < 40, "the claim is still there after {passes} passes");
+    }
+    assert_eq!(h.disruption.counts().passes, planned, "nothing was planned");
+    assert!(h.cloud_instance(&first).await.is_none(), "its instance is terminated");
+    h.settled().await;
+}

@@ -250,6 +250,33 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         Ok(report)
     }
 
+    /// The termination controller's pass, on its own trigger beside
+    /// [`Self::reconcile`]: NodeClaims being deleted (by a person, their
+    /// Node deleted, an interruption a PDB held) start their way out at
+    /// once, and running disruptions move on — replacement ready, evict,
+    /// terminate, release. No disruption is decided here; the whole cluster
+    /// is read only when some claim is being deleted.
+    pub async fn terminate_pass(&mut self) -> Result<DisruptionReport, ClusterError> {
+        let now = (self.clock)();
+        let mut report = DisruptionReport::default();
+        let claims = self.cluster.node_claims().await?;
+        let mut pools = Vec::new();
+        if claims.iter().any(|c| c.deleting && !self.in_progress().contains(&c.name)) {
+            let view = self.read(now).await?;
+            let mut pass = Pass { taken: self.in_progress().into_iter().collect(), ..Pass::default() };
+            self.terminate_deleted(&view, &mut pass, &mut report).await?;
+            pools = view.pools;
+        } else if !self.running.is_empty() {
+            pools = self.cluster.node_pools().await?;
+        }
+        self.advance(now, &pools, &mut report).await?;
+        for event in std::mem::take(&mut self.events) {
+            self.cluster.record_event(event).await?;
+        }
+        report.next_wakeup = self.next_wakeup(now);
+        Ok(report)
+    }
+
     /// When the next pass has something to do: a staged action comes due,
     /// a drain is retried, a replacement may be ready.
     fn next_wakeup(&self, now: Duration) -> Option<Duration> {

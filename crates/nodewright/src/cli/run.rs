@@ -373,8 +373,8 @@ impl Controller {
 
 /// The controllers of `run` that every cloud has (garbage collection and the
 /// interruption queue are added for EC2): NodePool status, PolicyPlugins,
-/// registration and provisioning react to changes; disruption and the
-/// cluster metrics run on their period.
+/// registration, provisioning and termination react to changes; disruption
+/// and the cluster metrics run on their period.
 fn controllers<C: CloudProvider>(parts: &Parts<C>) -> Vec<Controller> {
     let mut list = Vec::new();
     let status = Arc::new(NodePoolStatusController::new(parts.cloud.clone(), parts.cluster.clone()));
@@ -407,6 +407,18 @@ fn controllers<C: CloudProvider>(parts: &Parts<C>) -> Vec<Controller> {
         Box::pin(async move {
             let mut disruption = disruption.lock().await;
             let result = disruption.reconcile().await.map(drop).map_err(|e| e.to_string());
+            metrics.terminations(disruption.counts());
+            result
+        })
+    }));
+    // Termination on its own trigger: a claim deleted by hand starts its
+    // way out when the watch sees it, whatever disruption planning does.
+    let (disruption, metrics) = (parts.disruption.clone(), parts.metrics.clone());
+    list.push(Controller::new("termination", parts.every, true, move || {
+        let (disruption, metrics) = (disruption.clone(), metrics.clone());
+        Box::pin(async move {
+            let mut disruption = disruption.lock().await;
+            let result = disruption.terminate_pass().await.map(drop).map_err(|e| e.to_string());
             metrics.terminations(disruption.counts());
             result
         })
@@ -549,12 +561,12 @@ mod tests {
     async fn a_failing_nodepool_status_patch_does_not_stop_provisioning() {
         let (server, cloud, metrics, mut controllers) = world(1, Duration::from_secs(10));
         let names: Vec<_> = controllers.iter().map(|c| c.name).collect();
-        assert_eq!(names, ["NodePool status", "PolicyPlugins", "registration", "provisioning", "disruption", "cluster metrics"]);
+        assert_eq!(names, ["NodePool status", "PolicyPlugins", "registration", "provisioning", "disruption", "termination", "cluster metrics"]);
         let mut ran = Vec::new();
         for controller in &mut controllers {
             ran.push(controller.run_once(&metrics, Duration::ZERO).await);
         }
-        assert_eq!(ran, [false, true, true, true, true, true]);
+        assert_eq!(ran, [false, true, true, true, true, true, true]);
         let text = metrics.encode();
         assert!(text.contains("step=\"NodePool status\""), "the failure is counted: {text}");
         assert_eq!(server.list("NodeClaim").len(), 1, "provisioning ran: a NodeClaim for the pending pod");
