@@ -335,7 +335,7 @@ impl Cluster for KubeCluster {
             match parse_pool(&np) {
                 Ok(pool) => pools.push(pool),
                 // One bad NodePool must not stop the others; its status
-                // says why (`sync_node_pool_status`).
+                // says why (the NodePool status controller).
                 Err(e) => tracing::debug!("{e}"),
             }
         }
