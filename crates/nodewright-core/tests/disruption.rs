@@ -727,6 +727,7 @@ fn an_interrupted_node_is_drained_through_its_pdb_and_a_node_it_holds_is_finishe
     );
     let claim = w.cluster.node_claims().into_iter().find(|c| c.name == node).expect("the PDB keeps the node");
     assert!(claim.deleting, "marked for deletion: the termination path finishes it");
+    assert_eq!(claim.conditions.disruption.as_deref(), Some("interrupted"), "and why");
     let running = |w: &World| w.executor.block_on(nodewright_core::cloud::CloudProvider::instances(&*w.cloud)).unwrap();
     assert!(running(&w).iter().any(|i| i.id == instance), "not terminated while pods are on it");
     assert_eq!(w.executor.block_on(w.cluster.pods_on(&node)).unwrap().len(), 2);
@@ -739,6 +740,9 @@ fn an_interrupted_node_is_drained_through_its_pdb_and_a_node_it_holds_is_finishe
     let launched: usize = w.reports.iter().map(|(_, r)| r.launched.len()).sum();
     assert_eq!((launched, w.cloud.launch_requests().len()), (0, 2), "the node itself and the interruption's replacement only");
     assert_eq!(w.terminated().into_iter().map(|(_, n, r)| (n, r)).collect::<Vec<_>>(), vec![(node.clone(), Reason::Deleted)]);
+    // Finished by the deletion method, counted as what ended it.
+    let counts = w.provisioner.terminator().counts();
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), vec!["interrupted"], "{counts:?}");
     assert!(!running(&w).iter().any(|i| i.id == instance), "the instance is terminated");
     assert!(w.cluster.node_claims().iter().all(|c| c.name != node), "the claim is released");
     let bound = w.executor.block_on(w.cluster.bound_pods()).unwrap();

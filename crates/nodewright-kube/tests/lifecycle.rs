@@ -66,7 +66,10 @@ async fn a_spot_interruption_drains_through_the_pdb_and_the_termination_path_fin
     assert!(evictions.iter().any(|e| !e.1), "the budget refused the second: {evictions:?}");
     // Marked for deletion, so the handed-over node survives the message
     // being deleted (and a restart).
-    assert!(h.server.get("NodeClaim", "", &first).unwrap()["metadata"]["deletionTimestamp"].is_string());
+    let claim = h.server.get("NodeClaim", "", &first).unwrap();
+    assert!(claim["metadata"]["deletionTimestamp"].is_string());
+    let why = claim["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "DisruptionReason").cloned().unwrap();
+    assert_eq!((why["status"].as_str(), why["reason"].as_str()), (Some("True"), Some("Interrupted")));
     drained_onto_a_replacement(&mut h, &first, &node).await;
 }
 

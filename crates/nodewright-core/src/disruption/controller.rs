@@ -423,6 +423,10 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     async fn mark_disruption(&self, view: &View, name: &str, reason: Option<Reason>) -> Result<(), ClusterError> {
         let Some(member) = view.members.iter().find(|m| m.name() == name) else { return Ok(()) };
         let mut next = member.claim.conditions.clone();
+        // An interruption's deletion keeps saying it was interrupted.
+        if reason == Some(Reason::Deleted) && next.disruption.as_deref() == Some(crate::interruption::INTERRUPTED) {
+            return Ok(());
+        }
         next.disruption = reason.map(|r| r.label().to_string());
         if next != member.claim.conditions {
             self.cluster.write_claim_conditions(name, &next).await?;
@@ -873,7 +877,12 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         report: &mut DisruptionReport,
     ) -> Result<Drained, ClusterError> {
         let Some(claim) = claim else { return Ok(Drained::Gone) };
-        match self.provisioner.terminator().drain(claim, reason.label(), force).await? {
+        // A node an interruption handed over ends counted as interrupted.
+        let cause = match claim.conditions.disruption.as_deref() {
+            Some(crate::interruption::INTERRUPTED) if reason == Reason::Deleted => crate::interruption::INTERRUPTED,
+            _ => reason.label(),
+        };
+        match self.provisioner.terminator().drain(claim, cause, force).await? {
             crate::termination::Drained::Terminated => {
                 tracing::info!(node, ?reason, "node disrupted");
                 *self.counts.nodes.entry(reason).or_default() += 1;

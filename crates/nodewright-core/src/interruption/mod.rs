@@ -26,6 +26,10 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::provisioning::Provisioner;
 use crate::termination::Drained;
 
+/// The cause of an interrupted node's end: its termination count, and its
+/// NodeClaim's disruption reason while it is drained.
+pub const INTERRUPTED: &str = "interrupted";
+
 /// What became of one message. Every outcome but an error deletes the message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -147,14 +151,18 @@ impl<C: CloudProvider, K: Cluster> InterruptionHandler<C, K> {
         let mut evicted = 0;
         let mut handed_over = Vec::new();
         for claim in &claims {
+            // Why it goes, kept on the claim: the termination path that
+            // finishes a node this pass cannot counts it as interrupted.
+            let conditions = crate::model::ClaimConditions { disruption: Some(INTERRUPTED.into()), ..claim.conditions.clone() };
+            self.cluster.write_claim_conditions(&claim.name, &conditions).await?;
             self.cluster.request_claim_deletion(&claim.name).await?;
             let terminator = self.provisioner.terminator();
-            let mut step = terminator.drain(claim, "interrupted", false).await?;
+            let mut step = terminator.drain(claim, INTERRUPTED, false).await?;
             if let Drained::Evicting { evicted: pods, blocked } = &step {
                 evicted += pods.len();
                 if !blocked {
                     // Evictions that ended at once leave the node empty.
-                    step = terminator.drain(claim, "interrupted", false).await?;
+                    step = terminator.drain(claim, INTERRUPTED, false).await?;
                 }
             }
             match step {

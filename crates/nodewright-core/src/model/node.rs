@@ -70,7 +70,7 @@ pub struct ClaimConditions {
     /// It runs no pods (daemonsets aside).
     pub empty: bool,
     /// It is being disrupted, for this reason (`drifted`, `expired`,
-    /// `underutilized`, `empty`, `deleted`).
+    /// `underutilized`, `empty`, `deleted`, `interrupted`).
     pub disruption: Option<String>,
 }
 
