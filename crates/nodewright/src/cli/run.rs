@@ -401,28 +401,21 @@ fn controllers<C: CloudProvider>(parts: &Parts<C>) -> Vec<Controller> {
             Ok(())
         })
     }));
-    let (disruption, metrics) = (parts.disruption.clone(), parts.metrics.clone());
-    list.push(Controller::new("disruption", parts.every, false, move || {
-        let (disruption, metrics) = (disruption.clone(), metrics.clone());
-        Box::pin(async move {
-            let mut disruption = disruption.lock().await;
-            let result = disruption.reconcile().await.map(drop).map_err(|e| e.to_string());
-            metrics.terminations(disruption.counts());
-            result
-        })
-    }));
-    // Termination on its own trigger: a claim deleted by hand starts its
-    // way out when the watch sees it, whatever disruption planning does.
-    let (disruption, metrics) = (parts.disruption.clone(), parts.metrics.clone());
-    list.push(Controller::new("termination", parts.every, true, move || {
-        let (disruption, metrics) = (disruption.clone(), metrics.clone());
-        Box::pin(async move {
-            let mut disruption = disruption.lock().await;
-            let result = disruption.terminate_pass().await.map(drop).map_err(|e| e.to_string());
-            metrics.terminations(disruption.counts());
-            result
-        })
-    }));
+    // Disruption decides and carries out; termination, on its own trigger,
+    // only carries out (a claim deleted by hand starts its way out when the
+    // watch sees it, whatever planning does). They share one controller.
+    for (name, on_change, terminate_only) in [("disruption", false, false), ("termination", true, true)] {
+        let (disruption, metrics) = (parts.disruption.clone(), parts.metrics.clone());
+        list.push(Controller::new(name, parts.every, on_change, move || {
+            let (disruption, metrics) = (disruption.clone(), metrics.clone());
+            Box::pin(async move {
+                let mut disruption = disruption.lock().await;
+                let pass = if terminate_only { disruption.terminate_pass().await } else { disruption.reconcile().await };
+                metrics.terminations(disruption.counts());
+                pass.map(drop).map_err(|e| e.to_string())
+            })
+        }));
+    }
     let (cluster, cloud, metrics) = (parts.cluster.clone(), parts.cloud.clone(), parts.metrics.clone());
     list.push(Controller::new("cluster metrics", parts.every, false, move || {
         let (cluster, cloud, metrics) = (cluster.clone(), cloud.clone(), metrics.clone());
