@@ -76,7 +76,7 @@ pub struct KubeCluster {
     /// The PolicyPlugins last listed, by name: their sources and statuses.
     plugins: std::sync::Mutex<HashMap<String, crd::PolicyPlugin>>,
     /// Events sent lately, and when: a repeat within ten minutes is dropped.
-    events_sent: std::sync::Mutex<HashMap<(EventObject, &'static str, String), std::time::Instant>>,
+    events_sent: std::sync::Mutex<EventLog>,
 }
 
 /// Which pods a read wants: a field selector when listing, the same
@@ -690,6 +690,39 @@ impl Cluster for KubeCluster {
     }
 }
 
+/// An event's identity: what it is about, its reason, its message.
+type EventKey = (EventObject, &'static str, String);
+
+/// The events sent lately: each event's last send (a repeat within
+/// [`EVENT_REPEAT_AFTER`] is dropped), and the sends of the last
+/// [`EVENT_WINDOW`] (at most [`EVENTS_PER_WINDOW`]).
+#[derive(Default)]
+struct EventLog {
+    sent: HashMap<EventKey, std::time::Instant>,
+    window: std::collections::VecDeque<std::time::Instant>,
+}
+
+impl EventLog {
+    /// Whether the event `key` goes out at `now` (and note it if so).
+    fn admit(&mut self, key: EventKey, now: std::time::Instant) -> bool {
+        if self.sent.get(&key).is_some_and(|at| now.saturating_duration_since(*at) < EVENT_REPEAT_AFTER) {
+            return false;
+        }
+        while self.window.front().is_some_and(|at| now.saturating_duration_since(*at) >= EVENT_WINDOW) {
+            self.window.pop_front();
+        }
+        if self.window.len() >= EVENTS_PER_WINDOW {
+            return false;
+        }
+        if self.sent.len() >= 10_000 {
+            self.sent.retain(|_, at| now.saturating_duration_since(*at) < EVENT_REPEAT_AFTER);
+        }
+        self.sent.insert(key, now);
+        self.window.push_back(now);
+        true
+    }
+}
+
 /// How long the same event (object, reason, message) is not sent again.
 const EVENT_REPEAT_AFTER: Duration = Duration::from_secs(600);
 /// At most [`EVENTS_PER_WINDOW`] events are sent in any such window.
@@ -703,22 +736,12 @@ impl KubeCluster {
     /// the last [`EVENT_WINDOW`] (a burst of launches nominates thousands of
     /// pods; the API server is not flooded). Notes it as sent.
     fn event_is_new(&self, event: &ClusterEvent) -> bool {
-        let now = std::time::Instant::now();
         let key = (event.object.clone(), event.reason, event.message.clone());
-        let mut sent = self.events_sent.lock().unwrap_or_else(|e| e.into_inner());
-        if sent.get(&key).is_some_and(|at| now.duration_since(*at) < EVENT_REPEAT_AFTER) {
-            return false;
+        let admitted = self.events_sent.lock().unwrap_or_else(|e| e.into_inner()).admit(key, std::time::Instant::now());
+        if !admitted {
+            tracing::debug!(reason = event.reason, "event not sent: a repeat, or over {EVENTS_PER_WINDOW} in {EVENT_WINDOW:?}");
         }
-        let recent = sent.values().filter(|at| now.duration_since(**at) < EVENT_WINDOW).count();
-        if recent >= EVENTS_PER_WINDOW {
-            tracing::debug!(reason = event.reason, "event dropped: {} in the last {:?}", recent, EVENT_WINDOW);
-            return false;
-        }
-        if sent.len() >= 10_000 {
-            sent.retain(|_, at| now.duration_since(*at) < EVENT_REPEAT_AFTER);
-        }
-        sent.insert(key, now);
-        true
+        admitted
     }
 
     /// An Event about `target` (`namespace/name`; the Event lives in that
@@ -765,5 +788,28 @@ impl KubeCluster {
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(ClusterError(format!("patch node {node}: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_not_repeated_within_ten_minutes_and_at_most_two_hundred_go_out_in_ten_seconds() {
+        let start = std::time::Instant::now();
+        let key = |i: usize| (EventObject::NodeClaim(format!("default-{i}")), "Launched", "launched".to_string());
+        let mut log = EventLog::default();
+        assert!(log.admit(key(0), start));
+        assert!(!log.admit(key(0), start + Duration::from_secs(599)), "a repeat");
+        assert!(log.admit(key(0), start + EVENT_REPEAT_AFTER), "sent again ten minutes on");
+        // A burst: 200 in ten seconds, then none until the window moves.
+        let burst = start + Duration::from_secs(700);
+        let admitted = (1..=300).filter(|&i| log.admit(key(i), burst)).count();
+        assert_eq!(admitted, EVENTS_PER_WINDOW);
+        assert!(!log.admit(key(1000), burst + Duration::from_secs(9)));
+        assert!(log.admit(key(1000), burst + EVENT_WINDOW), "the window moved on");
+        // Dropped events were not noted: once the window allows, they go out.
+        assert!(log.admit(key(300), burst + EVENT_WINDOW));
     }
 }
