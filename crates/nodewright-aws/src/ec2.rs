@@ -60,19 +60,11 @@ pub struct Ec2Cloud {
     launch_templates: Mutex<HashMap<u64, String>>,
     /// Instance profiles made for node classes that name a role.
     profiles: Option<crate::iam::InstanceProfiles>,
-    /// What node classes resolved to for drift, in one drift generation.
-    drift_cache: Mutex<(u64, Resolutions, AmiResolutions)>,
-    /// What each node class resolved to for its status: class name →
-    /// (drift generation, the class, what it resolved to).
+    /// What each node class resolved to, for drift and for its status: class
+    /// name → (drift generation, the class, what it resolved to).
     resolutions: Mutex<HashMap<String, (u64, Ec2NodeClass, Resolution)>>,
     reservations: Vec<Reservation>,
 }
-
-/// Node class (by name; `None`: the default) → (the class, its subnets,
-/// its security groups).
-type Resolutions = HashMap<Option<String>, (Arc<Ec2NodeClass>, HashSet<String>, BTreeSet<String>)>;
-/// (node class, architecture) → its AMI.
-type AmiResolutions = HashMap<(Option<String>, Arch), String>;
 
 /// What a node class resolves to, each part or why it does not (the
 /// EC2NodeClass `status` Karpenter writes).
@@ -108,6 +100,20 @@ fn filter(name: &str, value: &str) -> Filter {
 /// A tag selector's filter: `"*"` matches any value of the key.
 fn tag_filter(key: &str, value: &str) -> Filter {
     if value == "*" { filter("tag-key", key) } else { filter(&format!("tag:{key}"), value) }
+}
+
+/// The filters of one selector term: its id (under `id_filter`), its
+/// name (under `name_filter`, where the resource has one) and its tags.
+fn term_filters(term: &crate::nodeclass::SelectorTerm, id_filter: &str, name_filter: Option<&str>) -> Vec<Filter> {
+    let mut filters = Vec::new();
+    if let Some(id) = &term.id {
+        filters.push(filter(id_filter, id));
+    }
+    if let (Some(name), Some(name_filter)) = (&term.name, name_filter) {
+        filters.push(filter(name_filter, name));
+    }
+    filters.extend(term.tags.iter().map(|(k, v)| tag_filter(k, v)));
+    filters
 }
 
 /// What a launch template of `class` holds: the AMI, security groups,
@@ -251,7 +257,6 @@ impl Ec2Cloud {
             launch_templates: Mutex::new(HashMap::new()),
             reservations: Vec::new(),
             profiles: None,
-            drift_cache: Mutex::new((u64::MAX, HashMap::new(), HashMap::new())),
             resolutions: Mutex::new(HashMap::new()),
         })
     }
@@ -360,7 +365,6 @@ impl Ec2Cloud {
     /// Forget what node classes resolved to (for drift and for their
     /// status), as the next drift generation (five minutes on) does.
     pub fn forget_drift_resolutions(&self) {
-        *self.drift_cache.lock().unwrap_or_else(|e| e.into_inner()) = (u64::MAX, HashMap::new(), HashMap::new());
         self.resolutions.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
@@ -435,13 +439,7 @@ impl Ec2Cloud {
     async fn subnets(&self, class: &Ec2NodeClass) -> Result<Vec<(String, String)>, CloudError> {
         let mut subnets: Vec<(String, String)> = Vec::new();
         for term in &class.subnets {
-            let mut request = self.client.describe_subnets();
-            if let Some(id) = &term.id {
-                request = request.filters(filter("subnet-id", id));
-            }
-            for (k, v) in &term.tags {
-                request = request.filters(tag_filter(k, v));
-            }
+            let request = self.client.describe_subnets().set_filters(Some(term_filters(term, "subnet-id", None)));
             let output = request.send().await.map_err(|e| error("DescribeSubnets", e))?;
             subnets.extend(output.subnets().iter().filter_map(|s| Some((s.subnet_id()?.to_string(), s.availability_zone()?.to_string()))));
         }
@@ -462,16 +460,7 @@ impl Ec2Cloud {
     async fn security_group_details(&self, class: &Ec2NodeClass) -> Result<Vec<(String, String)>, CloudError> {
         let mut groups: Vec<(String, String)> = Vec::new();
         for term in &class.security_groups {
-            let mut request = self.client.describe_security_groups();
-            if let Some(id) = &term.id {
-                request = request.filters(filter("group-id", id));
-            }
-            if let Some(name) = &term.name {
-                request = request.filters(filter("group-name", name));
-            }
-            for (k, v) in &term.tags {
-                request = request.filters(tag_filter(k, v));
-            }
+            let request = self.client.describe_security_groups().set_filters(Some(term_filters(term, "group-id", Some("group-name"))));
             let output = request.send().await.map_err(|e| error("DescribeSecurityGroups", e))?;
             groups.extend(output.security_groups().iter().filter_map(|g| Some((g.group_id()?.to_string(), g.group_name().unwrap_or_default().to_string()))));
         }
@@ -746,17 +735,10 @@ impl CloudProvider for Ec2Cloud {
             return Ok(drifted);
         }
         let catalog = self.catalog();
-        // What each class resolves to, looked up once per class (and
-        // architecture) and drift generation: the passes in between ask
-        // EC2 only for the instances.
-        let generation = self.drift_generation();
-        let (mut resolved, mut amis) = {
-            let cache = self.drift_cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.0 == generation { (cache.1.clone(), cache.2.clone()) } else { Default::default() }
-        };
-        // A class changed since it was resolved is resolved again.
-        resolved.retain(|name, (class, _, _)| self.class_for(name.as_deref()).is_ok_and(|now| *now == **class));
-        amis.retain(|(name, _), _| resolved.contains_key(name));
+        // What each class resolves to ([`Self::resolve`], kept for a drift
+        // generation and shared with the classes' status): the passes in
+        // between ask EC2 only for the instances.
+        let mut resolved: HashMap<Option<String>, (Arc<Ec2NodeClass>, Resolution)> = HashMap::new();
         let arch_of: HashMap<&str, Arch> =
             instances.iter().filter_map(|i| Some((i.id.as_str(), catalog.offerings.get(i.offering as usize)?.arch))).collect();
         for chunk in instances.chunks(200) {
@@ -769,28 +751,30 @@ impl CloudProvider for Ec2Cloud {
                 if !resolved.contains_key(&name) {
                     // A class no longer known is not checked.
                     let Ok(class) = self.class_for(name.as_deref()) else { continue };
-                    let subnets = self.subnets(&class).await?.into_iter().map(|(id, _)| id).collect();
-                    let groups = self.security_groups(&class).await?.into_iter().collect();
-                    resolved.insert(name.clone(), (class, subnets, groups));
+                    let resolution = self.resolve(&class).await;
+                    resolved.insert(name.clone(), (class, resolution));
                 }
-                let (class, subnets, groups) = &resolved[&name];
-                let ami = match amis.get(&(name.clone(), arch)) {
-                    Some(ami) => ami.clone(),
-                    None => {
-                        let ami = self.ami_id(class, arch).await?;
-                        amis.insert((name.clone(), arch), ami.clone());
-                        ami
-                    }
-                };
-                let own_groups: BTreeSet<String> = ec2.security_groups().iter().filter_map(|g| g.group_id().map(String::from)).collect();
+                let (class, resolution) = &resolved[&name];
+                let failed = |e: &String| CloudError(e.clone());
+                let subnets = resolution.subnets.as_ref().map_err(failed)?;
+                let groups: BTreeSet<&str> = resolution.security_groups.as_ref().map_err(failed)?.iter().map(|(id, _)| id.as_str()).collect();
+                let ami = resolution
+                    .amis
+                    .as_ref()
+                    .map_err(failed)?
+                    .iter()
+                    .find(|(_, a)| *a == arch)
+                    .map(|(id, _)| id)
+                    .ok_or_else(|| CloudError(format!("no AMI of {} matches the node class's amiSelectorTerms", arch.label())))?;
+                let own_groups: BTreeSet<&str> = ec2.security_groups().iter().filter_map(|g| g.group_id()).collect();
                 let launched_hash = ec2.tags().iter().find(|t| t.key() == Some(NODE_CLASS_HASH_TAG)).and_then(|t| t.value());
                 let reason = if launched_hash.is_some_and(|h| h != class.static_hash()) {
                     "NodeClassDrift"
                 } else if ec2.image_id().is_some_and(|i| i != ami) {
                     "AMIDrift"
-                } else if ec2.subnet_id().is_some_and(|s| !subnets.contains(s)) {
+                } else if ec2.subnet_id().is_some_and(|s| !subnets.iter().any(|(id, _)| id == s)) {
                     "SubnetDrift"
-                } else if !own_groups.is_empty() && own_groups != *groups {
+                } else if !own_groups.is_empty() && own_groups != groups {
                     "SecurityGroupDrift"
                 } else {
                     continue;
@@ -798,7 +782,6 @@ impl CloudProvider for Ec2Cloud {
                 drifted.insert(id.to_string(), reason.to_string());
             }
         }
-        *self.drift_cache.lock().unwrap_or_else(|e| e.into_inner()) = (generation, resolved, amis);
         Ok(drifted)
     }
 
