@@ -209,6 +209,7 @@ fn node_class(spec: &nodewright_kube::crd::EC2NodeClassSpec, name: &str) -> anyh
         family: AmiFamily::Custom,
         root_volume_gib: spec.root_volume_gib,
         instance_profile: spec.instance_profile.clone(),
+        name: name.into(),
         user_data: spec.user_data.clone(),
         tags: spec.tags.clone(),
         ..Default::default()
