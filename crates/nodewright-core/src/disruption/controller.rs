@@ -260,10 +260,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let now = (self.clock)();
         let mut report = DisruptionReport::default();
         let claims = self.cluster.node_claims().await?;
+        let in_progress = self.in_progress();
         let mut pools = Vec::new();
-        if claims.iter().any(|c| c.deleting && !self.in_progress().contains(&c.name)) {
+        if claims.iter().any(|c| c.deleting && !in_progress.contains(&c.name)) {
             let view = self.read(now).await?;
-            let mut pass = Pass { taken: self.in_progress().into_iter().collect(), ..Pass::default() };
+            let mut pass = Pass { taken: in_progress.into_iter().collect(), ..Pass::default() };
             self.terminate_deleted(&view, &mut pass, &mut report).await?;
             pools = view.pools;
         } else if !self.running.is_empty() {
@@ -376,9 +377,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         }
         self.seen = alive;
         let (used, free, free_total) = free_capacity(&nodes);
+        let drift_hashes = pools.iter().map(|p| (p.name.clone(), p.drift_hash())).collect();
         Ok(View {
             catalog,
             pools,
+            drift_hashes,
             daemonsets,
             nodes: std::sync::Mutex::new(nodes),
             index,
@@ -399,13 +402,12 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// why), consolidatable, empty — written where it changed.
     async fn write_conditions(&self, view: &View) -> Result<(), ClusterError> {
         use super::methods::{Consolidation, Method};
-        let hashes: HashMap<&str, String> = view.pools.iter().map(|p| (p.name.as_str(), p.drift_hash())).collect();
         for member in &view.members {
             let pool = view.pool(member.pool());
             let claim = &member.claim;
             let pool_drifted = pool.is_some()
                 && !claim.pool_hash.is_empty()
-                && hashes.get(member.pool()).is_some_and(|h| *h != claim.pool_hash);
+                && view.drift_hashes.get(member.pool()).is_some_and(|h| *h != claim.pool_hash);
             let next = crate::model::ClaimConditions {
                 drifted: member.drift.clone().or_else(|| pool_drifted.then(|| "NodePoolDrifted".to_string())),
                 consolidatable: Consolidation.candidate(pool, member, view.now, "").is_ok(),
@@ -524,13 +526,12 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     async fn plan(&mut self, view: &View, pass: &mut Pass, report: &mut DisruptionReport) -> Result<(), ClusterError> {
         use super::methods::{METHODS, Plan};
         let mut staged = Vec::new();
-        let hashes: HashMap<&str, String> = view.pools.iter().map(|p| (p.name.as_str(), p.drift_hash())).collect();
         for member in &view.members {
             let Some(pool) = view.pool(member.pool()) else { continue };
             if pass.taken.contains(member.name()) || member.claim.deleting {
                 continue;
             }
-            let hash = hashes.get(pool.name.as_str()).map_or("", String::as_str);
+            let hash = view.drift_hashes.get(&pool.name).map_or("", String::as_str);
             let mut replacing = METHODS.iter().filter(|m| m.plan() == Plan::ReplaceEach);
             let Some(method) = replacing.find(|m| m.candidate(Some(pool), member, view.now, hash).is_ok()) else { continue };
             // A drifted node the budget holds back is tried again next pass.

@@ -60,6 +60,8 @@ pub(crate) fn free_capacity(nodes: &[ExistingNode]) -> (Vec<Resources>, Vec<(u64
 pub(crate) struct View {
     pub catalog: Arc<Catalog>,
     pub pools: Vec<NodePool>,
+    /// Each NodePool's [`NodePool::drift_hash`] now, by name.
+    pub drift_hashes: std::collections::HashMap<String, String>,
     pub daemonsets: Vec<PodSpec>,
     /// Every node (managed or not), as the scheduler sees them; each
     /// simulation takes some out and puts them back, so no copy is made.
