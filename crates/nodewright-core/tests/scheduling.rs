@@ -457,3 +457,47 @@ fn an_unplaceable_pod_gets_a_reason_a_human_can_act_on() {
         "no offering in NodePool default (kubernetes.io/arch In [arm64]) has 4000m CPU, 16384 MiB memory, 4 GPUs and karpenter.sh/capacity-type In [spot]"
     );
 }
+
+#[test]
+fn a_spread_over_a_custom_node_label_counts_the_nodepools_label_values() {
+    let mut rack_a = NodePool::new("rack-a");
+    rack_a.weight = 20;
+    rack_a.labels.insert("example.com/rack".into(), "a".into());
+    let mut rack_b = NodePool::new("rack-b");
+    rack_b.labels.insert("example.com/rack".into(), "b".into());
+    let rack = TopologyKey::Label("example.com/rack".into());
+    let spec = PodSpec::requesting(500, GIB).label("app", "db").spread(rack.clone(), 1, true, LabelSelector::label("app", "db"));
+    let pods = spec.clone().pods("db", 4);
+    let pools = [rack_a.clone(), rack_b.clone()];
+    let result = run(&pools, &[], &pods);
+    assert!(result.unschedulable.is_empty(), "{:?}", result.unschedulable);
+    let per_pool = |pool: &str| result.claims.iter().filter(|c| c.node_pool == pool).map(|c| c.pods.len()).sum::<usize>();
+    // The heavier pool alone would take all four; the spread keeps them two and two.
+    assert_eq!((per_pool("rack-a"), per_pool("rack-b")), (2, 2));
+    // With a node of rack a holding two already, the next two go to rack b.
+    let spec = Arc::new(spec);
+    let full = node("a-1", &rack_a, "m5.xlarge", "us-east-1a", vec![spec.clone(), spec.clone()]);
+    let result = run(&pools, std::slice::from_ref(&full), &spec.as_ref().clone().pods("db-late", 2));
+    assert!(result.bindings.is_empty());
+    assert_eq!(result.claims.iter().map(|c| c.node_pool.as_str()).collect::<Vec<_>>(), ["rack-b"]);
+    // A pool without the label is in no domain: a hard spread never goes there.
+    let result = run(&[NodePool::new("plain")], &[], &pods);
+    assert_eq!(result.unschedulable.len(), 4);
+}
+
+#[test]
+fn anti_affinity_on_the_capacity_type_pins_each_claim_to_one_capacity_type() {
+    let anti = TopologyKey::Label(well_known::CAPACITY_TYPE.into());
+    let pods = PodSpec::requesting(500, GIB).label("app", "w").anti_affinity(anti, LabelSelector::label("app", "w")).pods("w", 3);
+    let result = run(&[NodePool::new("default")], &[], &pods);
+    // Two capacity types in the pool (spot, on-demand): two pods placed, one left.
+    assert_eq!(result.claims.len(), 2, "{:?}", result.claims.iter().map(|c| c.pods.clone()).collect::<Vec<_>>());
+    let types: Vec<std::collections::BTreeSet<&str>> = result
+        .claims
+        .iter()
+        .map(|c| c.offerings.iter().map(|&o| catalog().offerings[o as usize].capacity_type.label()).collect())
+        .collect();
+    assert!(types.iter().all(|t| t.len() == 1), "{types:?}");
+    assert_ne!(types[0], types[1]);
+    assert_eq!(result.unschedulable.len(), 1);
+}

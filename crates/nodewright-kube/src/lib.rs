@@ -34,7 +34,7 @@ use nodewright_core::cluster::{
     Cluster, ClusterError, ClusterEvent, Created, EventObject, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, Registration,
 };
 use nodewright_core::cloud::Instance;
-use nodewright_core::model::{Catalog, IntOrPercent, NodePool, PdbLimit, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
+use nodewright_core::model::{Catalog, NodePool, PdbStatus, Pod, PodSpec};
 use nodewright_core::scheduling::ExistingNode;
 
 /// Finalizer on every NodeClaim: removed only once its instance is terminated.
@@ -349,10 +349,7 @@ impl Cluster for KubeCluster {
             .read::<DaemonSet>(|c| c.daemonsets.state(), "list daemonsets")
             .await?
             .iter()
-            .filter_map(|d| {
-                let template = &d.spec.template;
-                Some(convert::pod_spec(template.metadata.as_ref().unwrap_or(&Default::default()), template.spec.as_ref()?, &Default::default()))
-            })
+            .filter_map(|d| nodewright_core::model::k8s::daemonset_spec(d, &mut Vec::new()))
             .collect())
     }
 
@@ -602,33 +599,16 @@ impl Cluster for KubeCluster {
     }
 
     async fn pod_disruption_budgets(&self) -> Result<Vec<PdbStatus>, ClusterError> {
-        let int_or_percent = |v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| match v {
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => IntOrPercent::Count((*i).max(0) as u32),
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => {
-                IntOrPercent::Percent(s.trim_end_matches('%').parse().unwrap_or(0))
-            }
-        };
         Ok(self
             .read::<K8sPdb>(|c| c.pdbs.state(), "list poddisruptionbudgets")
             .await?
             .iter()
             .filter_map(|p| {
-                let spec = p.spec.as_ref()?;
-                let limit = match (&spec.min_available, &spec.max_unavailable) {
-                    (Some(m), _) => PdbLimit::MinAvailable(int_or_percent(m)),
-                    (None, Some(m)) => PdbLimit::MaxUnavailable(int_or_percent(m)),
-                    (None, None) => return None,
-                };
-                let mut selector = nodewright_core::model::LabelSelector::default();
-                if let Some(s) = &spec.selector {
-                    for (k, v) in s.match_labels.iter().flatten() {
-                        selector.requirements.push(nodewright_core::model::Requirement::is_in(k, &[v.as_str()]));
-                    }
-                }
-                Some(PdbStatus {
-                    budget: PodDisruptionBudget { name: convert::full_name(&p.metadata), selector, limit },
-                    disruptions_allowed: p.status.as_ref().and_then(|s| s.disruptions_allowed).unwrap_or(0).max(0) as u32,
-                })
+                // A budget Kubernetes would refuse protects nothing here either.
+                let budget = nodewright_core::model::k8s::pdb(p, &mut Vec::new())
+                    .map_err(|e| tracing::warn!(pdb = %convert::full_name(&p.metadata), "ignored: {e}"))
+                    .ok()?;
+                Some(PdbStatus { budget, disruptions_allowed: p.status.as_ref().and_then(|s| s.disruptions_allowed).unwrap_or(0).max(0) as u32 })
             })
             .collect())
     }

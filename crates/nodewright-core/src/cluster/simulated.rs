@@ -67,6 +67,8 @@ pub struct Scheduled {
 struct State {
     pools: Vec<NodePool>,
     daemonsets: Vec<PodSpec>,
+    /// The name of each of `daemonsets` (empty when added unnamed).
+    daemonset_names: Vec<String>,
     pending: BTreeMap<String, Pod>,
     /// Pods stopped and not yet recreated: name → (pod, pending again at).
     restarting: BTreeMap<String, (Pod, Duration)>,
@@ -265,17 +267,54 @@ impl SimulatedCluster {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Add daemonsets.
+    /// Add a daemonset.
     pub fn add_daemonset(&self, spec: PodSpec) {
+        self.put_daemonset("", spec);
+    }
+
+    /// Add daemonset `name`, or replace the one of that name. Its pod runs
+    /// on the nodes launched from now on.
+    pub fn put_daemonset(&self, name: &str, spec: PodSpec) {
         let mut state = self.state();
-        state.daemonsets.push(spec);
+        match state.daemonset_names.iter().position(|n| !name.is_empty() && n == name) {
+            Some(i) => state.daemonsets[i] = spec,
+            None => {
+                state.daemonsets.push(spec);
+                state.daemonset_names.push(name.into());
+            }
+        }
         state.touch();
     }
 
-    /// Add a PodDisruptionBudget.
+    /// Remove daemonset `name` (nodes launched from now on run none of it).
+    pub fn remove_daemonset(&self, name: &str) {
+        let mut state = self.state();
+        if let Some(i) = state.daemonset_names.iter().position(|n| n == name) {
+            state.daemonsets.remove(i);
+            state.daemonset_names.remove(i);
+            state.touch();
+        }
+    }
+
+    /// Add a PodDisruptionBudget, or replace the one of its name.
     pub fn add_pdb(&self, pdb: PodDisruptionBudget) {
         let mut state = self.state();
-        state.pdbs.push(pdb);
+        match state.pdbs.iter().position(|b| b.name == pdb.name) {
+            Some(i) => state.pdbs[i] = pdb,
+            None => state.pdbs.push(pdb),
+        }
+        state.touch();
+    }
+
+    /// Every bound pod → the node it is bound to.
+    pub fn placements(&self) -> BTreeMap<String, String> {
+        self.state().bound.iter().map(|(pod, (node, _, _))| (pod.clone(), node.clone())).collect()
+    }
+
+    /// Remove PodDisruptionBudget `name`.
+    pub fn remove_pdb(&self, name: &str) {
+        let mut state = self.state();
+        state.pdbs.retain(|b| b.name != name);
         state.touch();
     }
 

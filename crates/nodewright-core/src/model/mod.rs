@@ -10,6 +10,7 @@ mod nodepool;
 mod offering;
 mod overrides;
 mod pdb;
+pub mod k8s;
 mod pod;
 pub mod quantity;
 mod resources;

@@ -10,13 +10,19 @@ use serde::{Deserialize, Serialize};
 use super::labels::{Requirement, Taint, Toleration, labels_match, tolerates_all};
 use super::Resources;
 
-/// Topology domains nodewright understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The node label whose values are a constraint's topology domains.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TopologyKey {
     /// `topology.kubernetes.io/zone`.
     Zone,
-    /// `kubernetes.io/hostname`.
+    /// `kubernetes.io/hostname`: each node is its own domain.
     Hostname,
+    /// Any other node label: a node's domain is its value of the label (a
+    /// node without it is in none). A new node's value comes from its
+    /// NodePool's labels, or, for a label that describes the offering
+    /// (`karpenter.sh/capacity-type`, the instance type…), from the
+    /// offering it is bought as.
+    Label(String),
 }
 
 /// Selects pods by their labels (`matchLabels` and `matchExpressions` together).

@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use super::bitset::Bitset;
-use super::labels::{offerings_for_terms, pool_offerings};
+use super::labels::{offering_label, offerings_for_terms, pool_offerings};
 use super::{ExistingNode, PlannedClaim, SchedulingInput, SchedulingResult};
 use crate::model::labels::{labels_match, tolerates_all};
 use crate::model::{LabelSelector, NodePool, PodSpec, PoolLimits, Requirement, Resources, TopologyKey, well_known};
@@ -55,15 +55,35 @@ enum Target {
     Claim(usize),
 }
 
+/// A topology key as the solver counts it: zones and hostnames by index,
+/// any other label by its index among the custom keys.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Key {
+    Zone,
+    Hostname,
+    Custom(usize),
+}
+
+/// A target's domain for a custom key.
+enum Domain {
+    /// The node does not (will not) carry the label.
+    Missing,
+    Value(String),
+    /// A NodeClaim whose offerings differ in the label: not decided yet.
+    Open,
+}
+
 /// The constraints of one distinct spec, resolved to selector ids.
 struct SpecInfo {
     spec: Arc<PodSpec>,
     /// Selector ids this spec's labels match.
     matches: Vec<usize>,
     /// (selector, key, max skew, hard).
-    spread: Vec<(usize, TopologyKey, u32, bool)>,
-    affinity: Vec<(usize, TopologyKey)>,
-    anti: Vec<(usize, TopologyKey)>,
+    spread: Vec<(usize, Key, u32, bool)>,
+    affinity: Vec<(usize, Key)>,
+    anti: Vec<(usize, Key)>,
+    /// The custom keys its constraints name.
+    custom: Vec<usize>,
     /// Preferred terms, heaviest first.
     preferred: Vec<Vec<Requirement>>,
     /// Relaxation levels: 0 = everything required, max = no preferences.
@@ -182,6 +202,16 @@ struct Solver<'a> {
     over: bool,
     /// Offerings new NodeClaims may be bought as, largest first (`None`: any).
     buy: Option<&'a [u32]>,
+    /// Topology keys other than zone and hostname, as named.
+    custom_keys: Vec<String>,
+    /// Per custom key: a label of the offering (its value comes with what is bought).
+    offering_key: Vec<bool>,
+    /// Per custom key: the domains known (values on nodes, NodePools, offerings).
+    custom_domains: Vec<Vec<String>>,
+    /// (selector, custom key, value) → matching pods in that domain.
+    custom_counts: HashMap<(usize, usize, String), u32>,
+    /// (selector, custom key) pairs some constraint counts.
+    custom_pairs: Vec<(usize, usize)>,
 }
 
 impl<'a> Solver<'a> {
@@ -202,7 +232,7 @@ impl<'a> Solver<'a> {
         pool_order.sort_by(|&a, &b| {
             input.pools[b].weight.cmp(&input.pools[a].weight).then(input.pools[a].name.cmp(&input.pools[b].name))
         });
-        let pool_base = input.pools.iter().map(|p| pool_offerings(catalog, p)).collect();
+        let pool_base: Vec<Bitset> = input.pools.iter().map(|p| pool_offerings(catalog, p)).collect();
         let overhead = input.pools.iter().map(|p| daemon_overhead(p, input.daemonsets)).collect();
         let mut usage = vec![Resources::default(); input.pools.len()];
         let mut pool_nodes = vec![0u64; input.pools.len()];
@@ -230,7 +260,19 @@ impl<'a> Solver<'a> {
         // Distinct specs, and the selectors their constraints use.
         let mut selectors: Vec<LabelSelector> = Vec::new();
         let mut zonal_selector: Vec<bool> = Vec::new();
-        let intern = |s: &LabelSelector, key: TopologyKey, selectors: &mut Vec<LabelSelector>, zonal: &mut Vec<bool>| {
+        let mut custom_keys: Vec<String> = Vec::new();
+        let mut key_of = |key: &TopologyKey| match key {
+            TopologyKey::Zone => Key::Zone,
+            TopologyKey::Hostname => Key::Hostname,
+            TopologyKey::Label(name) => Key::Custom(match custom_keys.iter().position(|k| k == name) {
+                Some(i) => i,
+                None => {
+                    custom_keys.push(name.clone());
+                    custom_keys.len() - 1
+                }
+            }),
+        };
+        let intern = |s: &LabelSelector, key: Key, selectors: &mut Vec<LabelSelector>, zonal: &mut Vec<bool>| {
             let id = match selectors.iter().position(|x| x == s) {
                 Some(i) => i,
                 None => {
@@ -239,7 +281,7 @@ impl<'a> Solver<'a> {
                     selectors.len() - 1
                 }
             };
-            zonal[id] |= key == TopologyKey::Zone;
+            zonal[id] |= key == Key::Zone;
             id
         };
         let mut spec_index: HashMap<*const PodSpec, usize> = HashMap::default();
@@ -260,33 +302,76 @@ impl<'a> Solver<'a> {
                 let spread = spec
                     .spread
                     .iter()
-                    .map(|s| (intern(&s.selector, s.key, &mut selectors, &mut zonal_selector), s.key, s.max_skew.max(1), s.hard))
+                    .map(|s| {
+                        let key = key_of(&s.key);
+                        (intern(&s.selector, key, &mut selectors, &mut zonal_selector), key, s.max_skew.max(1), s.hard)
+                    })
                     .collect::<Vec<_>>();
-                let affinity = spec
-                    .affinity
+                let mut terms = |terms: &[crate::model::PodAffinityTerm]| {
+                    terms
+                        .iter()
+                        .map(|a| {
+                            let key = key_of(&a.key);
+                            (intern(&a.selector, key, &mut selectors, &mut zonal_selector), key)
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let affinity = terms(&spec.affinity);
+                let anti = terms(&spec.anti_affinity);
+                let mut custom: Vec<usize> = spread
                     .iter()
-                    .map(|a| (intern(&a.selector, a.key, &mut selectors, &mut zonal_selector), a.key))
-                    .collect::<Vec<_>>();
-                let anti = spec
-                    .anti_affinity
-                    .iter()
-                    .map(|a| (intern(&a.selector, a.key, &mut selectors, &mut zonal_selector), a.key))
-                    .collect::<Vec<_>>();
+                    .map(|s| s.1)
+                    .chain(affinity.iter().chain(&anti).map(|a| a.1))
+                    .filter_map(|k| if let Key::Custom(i) = k { Some(i) } else { None })
+                    .collect();
+                custom.sort_unstable();
+                custom.dedup();
                 let mut preferred = spec.preferred_terms.clone();
                 preferred.sort_by_key(|p| std::cmp::Reverse(p.weight));
                 let preferred: Vec<Vec<Requirement>> = preferred.into_iter().map(|p| p.requirements).collect();
                 let soft = spread.iter().any(|s| !s.3);
                 let max_level = preferred.len() + usize::from(soft);
-                let monotone = affinity.is_empty() && !spread.iter().any(|s| s.1 == TopologyKey::Zone);
-                SpecInfo { spec, matches: Vec::new(), spread, affinity, anti, preferred, max_level, monotone, zonal: false }
+                // A spread over zones or a custom key may let a target in
+                // again once other domains fill up.
+                let monotone = affinity.is_empty() && !spread.iter().any(|s| matches!(s.1, Key::Zone | Key::Custom(_)));
+                SpecInfo { spec, matches: Vec::new(), spread, affinity, anti, custom, preferred, max_level, monotone, zonal: false }
             })
             .collect();
         for info in &mut specs {
             info.matches = (0..selectors.len()).filter(|&s| selectors[s].matches(&info.spec.labels)).collect();
             info.zonal = info.matches.iter().any(|&s| zonal_selector[s])
-                || info.spread.iter().any(|s| s.1 == TopologyKey::Zone)
-                || info.affinity.iter().chain(&info.anti).any(|a| a.1 == TopologyKey::Zone);
+                || info.spread.iter().any(|s| s.1 == Key::Zone)
+                || info.affinity.iter().chain(&info.anti).any(|a| a.1 == Key::Zone);
         }
+        let mut custom_pairs: Vec<(usize, usize)> = specs
+            .iter()
+            .flat_map(|i| i.spread.iter().map(|s| (s.0, s.1)).chain(i.affinity.iter().chain(&i.anti).copied()))
+            .filter_map(|(sel, k)| if let Key::Custom(k) = k { Some((sel, k)) } else { None })
+            .collect();
+        custom_pairs.sort_unstable();
+        custom_pairs.dedup();
+        let offering_key: Vec<bool> =
+            custom_keys.iter().map(|k| catalog.offerings.first().is_some_and(|o| offering_label(o, k).is_some())).collect();
+        let custom_domains: Vec<Vec<String>> = custom_keys
+            .iter()
+            .zip(&offering_key)
+            .map(|(key, &of_offering)| {
+                let mut values: Vec<String> = input.nodes.iter().filter_map(|n| n.labels.get(key).cloned()).collect();
+                values.extend(input.pools.iter().filter_map(|p| p.labels.get(key).cloned()));
+                if of_offering {
+                    for (p, pool) in input.pools.iter().enumerate() {
+                        if pool.labels.contains_key(key) {
+                            continue;
+                        }
+                        values.extend(pool_base[p].iter().filter_map(|o| offering_label(&catalog.offerings[o as usize], key)));
+                    }
+                }
+                values.sort_unstable();
+                values.dedup();
+                values
+            })
+            .collect();
+        let mut custom_counts: HashMap<(usize, usize, String), u32> = HashMap::default();
         let n_sel = selectors.len();
         let mut zone_counts = vec![vec![0u32; zones.len()]; n_sel];
         let mut total_counts = vec![0u32; n_sel];
@@ -311,6 +396,11 @@ impl<'a> Solver<'a> {
                         total_counts[s] += 1;
                         if let Some(z) = zone {
                             zone_counts[s][z] += 1;
+                        }
+                        for &(_, k) in custom_pairs.iter().filter(|p| p.0 == s) {
+                            if let Some(v) = node.labels.get(&custom_keys[k]) {
+                                *custom_counts.entry((s, k, v.clone())).or_default() += 1;
+                            }
                         }
                     }
                 }
@@ -345,6 +435,11 @@ impl<'a> Solver<'a> {
             max_claims: None,
             over: false,
             buy: None,
+            custom_keys,
+            offering_key,
+            custom_domains,
+            custom_counts,
+            custom_pairs,
         }
     }
 
@@ -437,7 +532,7 @@ impl<'a> Solver<'a> {
         let all: u64 = if self.zones.is_empty() || self.zones.len() >= 64 { u64::MAX } else { (1u64 << self.zones.len()) - 1 };
         let mut mask = all;
         for &(sel, key, max_skew, hard) in &info.spread {
-            if key != TopologyKey::Zone || (!hard && !info.soft_spread_active(level)) {
+            if key != Key::Zone || (!hard && !info.soft_spread_active(level)) {
                 continue;
             }
             let counts = &self.zone_counts[sel];
@@ -449,7 +544,7 @@ impl<'a> Solver<'a> {
             }
         }
         for &(sel, key) in &info.affinity {
-            if key != TopologyKey::Zone {
+            if key != Key::Zone {
                 continue;
             }
             if self.total_counts[sel] == 0 && info.matches.contains(&sel) {
@@ -459,7 +554,7 @@ impl<'a> Solver<'a> {
             mask &= with;
         }
         for &(sel, key) in &info.anti {
-            if key == TopologyKey::Zone {
+            if key == Key::Zone {
                 for (z, &count) in self.zone_counts[sel].iter().enumerate() {
                     if count > 0 {
                         mask &= !(1 << z);
@@ -474,13 +569,103 @@ impl<'a> Solver<'a> {
     fn host_allows(&self, spec: usize, level: usize, counts: &[u32]) -> bool {
         let info = &self.specs[spec];
         info.spread.iter().all(|&(sel, key, max_skew, hard)| {
-            key != TopologyKey::Hostname || (!hard && !info.soft_spread_active(level)) || counts[sel] < max_skew
-        }) && info.anti.iter().all(|&(sel, key)| key != TopologyKey::Hostname || counts[sel] == 0)
+            key != Key::Hostname || (!hard && !info.soft_spread_active(level)) || counts[sel] < max_skew
+        }) && info.anti.iter().all(|&(sel, key)| key != Key::Hostname || counts[sel] == 0)
             && info.affinity.iter().all(|&(sel, key)| {
-                key != TopologyKey::Hostname
+                key != Key::Hostname
                     || counts[sel] > 0
                     || (self.total_counts[sel] == 0 && info.matches.contains(&sel))
             })
+    }
+
+    /// Pods matching `sel` in domain `value` of custom key `k`.
+    fn custom_count(&self, sel: usize, k: usize, value: &str) -> u32 {
+        // A lookup with a borrowed value would need the key's parts apart;
+        // the maps are small (domains × selectors).
+        self.custom_counts.get(&(sel, k, value.to_string())).copied().unwrap_or(0)
+    }
+
+    /// May a pod of `spec` go to a target in domain `value` of custom key
+    /// `k` (`None`: the target does not carry the label)? As the
+    /// kube-scheduler filters: a hard spread needs the label and a skew
+    /// within bounds over the known domains, affinity a matching pod in the
+    /// domain (or none anywhere for the first of a self-affine group),
+    /// anti-affinity none.
+    fn custom_allows(&self, spec: usize, level: usize, k: usize, value: Option<&str>) -> bool {
+        let info = &self.specs[spec];
+        info.spread.iter().all(|&(sel, key, max_skew, hard)| {
+            key != Key::Custom(k)
+                || (!hard && !info.soft_spread_active(level))
+                || value.is_some_and(|v| {
+                    let min = self.custom_domains[k].iter().map(|d| self.custom_count(sel, k, d)).min().unwrap_or(0);
+                    self.custom_count(sel, k, v) < min.saturating_add(max_skew)
+                })
+        }) && info.anti.iter().all(|&(sel, key)| key != Key::Custom(k) || value.is_none_or(|v| self.custom_count(sel, k, v) == 0))
+            && info.affinity.iter().all(|&(sel, key)| {
+                key != Key::Custom(k)
+                    || (self.total_counts[sel] == 0 && info.matches.contains(&sel))
+                    || value.is_some_and(|v| self.custom_count(sel, k, v) > 0)
+            })
+    }
+
+    /// The domain of custom key `k` a NodeClaim of `pool` bought as one of
+    /// `offerings` is in.
+    fn claim_domain(&self, pool: usize, offerings: &[u32], k: usize) -> Domain {
+        let key = &self.custom_keys[k];
+        if let Some(v) = self.input.pools[pool].labels.get(key) {
+            return Domain::Value(v.clone());
+        }
+        if !self.offering_key[k] {
+            return Domain::Missing;
+        }
+        let catalog = self.input.catalog;
+        let mut values = offerings.iter().filter_map(|&o| offering_label(&catalog.offerings[o as usize], key));
+        match values.next() {
+            None => Domain::Missing,
+            Some(first) if values.all(|v| v == first) => Domain::Value(first),
+            Some(_) => Domain::Open,
+        }
+    }
+
+    /// Keep, of `offerings` (a NodeClaim's of `pool`), those whose domains
+    /// of the custom keys `spec` names allow its pod, and for a key the
+    /// offering decides, those of one domain: the emptiest for the spec's
+    /// spreads, then the first offered. `false` if none is left.
+    fn pin_custom(&self, spec: usize, level: usize, pool: usize, offerings: &mut Vec<u32>) -> bool {
+        let catalog = self.input.catalog;
+        for &k in &self.specs[spec].custom {
+            match self.claim_domain(pool, offerings, k) {
+                Domain::Missing => {
+                    if !self.custom_allows(spec, level, k, None) {
+                        return false;
+                    }
+                }
+                Domain::Value(v) => {
+                    if !self.custom_allows(spec, level, k, Some(&v)) {
+                        return false;
+                    }
+                }
+                Domain::Open => {
+                    let key = &self.custom_keys[k];
+                    let value = |o: u32| offering_label(&catalog.offerings[o as usize], key);
+                    let spreads: Vec<usize> = self.specs[spec].spread.iter().filter(|s| s.1 == Key::Custom(k)).map(|s| s.0).collect();
+                    let mut best: Option<(u32, String)> = None;
+                    for &o in offerings.iter() {
+                        let Some(v) = value(o) else { continue };
+                        if best.as_ref().is_some_and(|b| b.1 == v) || !self.custom_allows(spec, level, k, Some(&v)) {
+                            continue;
+                        }
+                        let load = spreads.iter().map(|&sel| self.custom_count(sel, k, &v)).sum::<u32>();
+                        if best.as_ref().is_none_or(|b| load < b.0) {
+                            best = Some((load, v));
+                        }
+                    }
+                    let Some((_, chosen)) = best else { return false };
+                    offerings.retain(|&o| value(o).as_deref() == Some(chosen.as_str()));
+                }
+            }
+        }
+        !offerings.is_empty()
     }
 
     fn place(&mut self, pod: usize, spec: usize, level: usize) -> Option<Target> {
@@ -535,6 +720,10 @@ impl<'a> Solver<'a> {
             if at_most && !fitting.is_empty() {
                 self.over = true;
                 return None;
+            }
+            let mut fitting = fitting;
+            if !self.specs[spec].custom.is_empty() && !self.pin_custom(spec, level, pool, &mut fitting) {
+                continue;
             }
             if fitting.is_empty() || !self.keeps_min_values(pool, &fitting) {
                 continue;
@@ -603,7 +792,7 @@ impl<'a> Solver<'a> {
     fn zone_preference(&self, spec: usize, zones: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.zones.len()).filter(|z| zones & (1 << z) != 0).collect();
         let spreads: Vec<usize> =
-            self.specs[spec].spread.iter().filter(|s| s.1 == TopologyKey::Zone).map(|s| s.0).collect();
+            self.specs[spec].spread.iter().filter(|s| s.1 == Key::Zone).map(|s| s.0).collect();
         order.sort_by_key(|&z| (spreads.iter().map(|&s| self.zone_counts[s][z]).sum::<u32>(), z));
         order
     }
@@ -622,6 +811,11 @@ impl<'a> Solver<'a> {
             return false;
         }
         if !self.host_allows(spec, level, &self.node_counts[n]) {
+            return false;
+        }
+        // Custom-key domains change as pods are placed: checked every time.
+        let custom = &self.specs[spec].custom;
+        if !custom.iter().all(|&k| self.custom_allows(spec, level, k, node.labels.get(&self.custom_keys[k]).map(String::as_str))) {
             return false;
         }
         let key = (n, spec, level);
@@ -664,7 +858,8 @@ impl<'a> Solver<'a> {
         }
         let zonal = self.specs[spec].zonal && claim.zone.is_none();
         let holds = |o: u32| catalog.offerings[o as usize].allocatable.covers(&total);
-        if !zonal && claim.bounds.zones & !zones == 0 && claim.filtered_for.contains(&(spec, level)) {
+        let custom = !self.specs[spec].custom.is_empty();
+        if !zonal && !custom && claim.bounds.zones & !zones == 0 && claim.filtered_for.contains(&(spec, level)) {
             if claim.reserved_by.is_some_and(holds) && self.input.pools[pool].min_values.is_empty() {
                 return true;
             }
@@ -685,6 +880,9 @@ impl<'a> Solver<'a> {
                 })
                 .collect()
         });
+        if custom && !self.pin_custom(spec, level, pool, &mut kept) {
+            return false;
+        }
         if kept.is_empty() {
             return false;
         }
@@ -723,6 +921,26 @@ impl<'a> Solver<'a> {
     /// Record pod `pod` on `target`.
     fn commit(&mut self, pod: usize, spec: usize, target: Target) {
         let requests = self.specs[spec].spec.requests;
+        // The target's domain of every custom key counted for a selector the pod matches.
+        let mut custom: Vec<(usize, usize, String)> = Vec::new();
+        for &(sel, k) in &self.custom_pairs {
+            if !self.specs[spec].matches.contains(&sel) {
+                continue;
+            }
+            let value = match target {
+                Target::Node(n) => self.input.nodes[n].labels.get(&self.custom_keys[k]).cloned(),
+                Target::Claim(c) => match self.claim_domain(self.claims[c].pool, &self.claims[c].offerings, k) {
+                    Domain::Value(v) => Some(v),
+                    Domain::Missing | Domain::Open => None,
+                },
+            };
+            if let Some(v) = value {
+                custom.push((sel, k, v));
+            }
+        }
+        for key in custom {
+            *self.custom_counts.entry(key).or_default() += 1;
+        }
         let (counts, zone) = match target {
             Target::Node(n) => {
                 self.node_used[n] = self.node_used[n].saturating_add(requests);

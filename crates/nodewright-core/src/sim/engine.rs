@@ -226,6 +226,20 @@ pub struct SimulationResult {
     /// out of `report.json`).
     #[serde(skip)]
     pub plugin_ms: f64,
+    /// The cluster when the trace ended: its nodes (with their labels,
+    /// taints and pods) and which node each running pod is bound to. Not
+    /// in `report.json`.
+    #[serde(skip)]
+    pub end: EndState,
+}
+
+/// The cluster when a simulation ended.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndState {
+    /// Registered nodes.
+    pub nodes: Vec<crate::model::ExistingNode>,
+    /// Running pod → its node.
+    pub placements: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -638,6 +652,10 @@ impl Sim<'_> {
                     }
                     self.delete_pod(name);
                 }
+                TraceEventKind::Pdb(pdb) => self.world.cluster.add_pdb(pdb.clone()),
+                TraceEventKind::DeletePdb(name) => self.world.cluster.remove_pdb(name),
+                TraceEventKind::DaemonSet(name, spec) => self.world.cluster.put_daemonset(name, spec.clone()),
+                TraceEventKind::DeleteDaemonSet(name) => self.world.cluster.remove_daemonset(name),
             }
         }
         self.world.cluster.add_pods(added);
@@ -788,6 +806,7 @@ impl Sim<'_> {
     }
 
     fn finish(mut self) -> SimulationResult {
+        let end = EndState { nodes: self.world.cluster.with_nodes(<[_]>::to_vec), placements: self.world.cluster.placements() };
         let mut plugin_ms = 0.0;
         for slot in self.world.registry.slots() {
             let stats = slot.stats();
@@ -863,7 +882,7 @@ impl Sim<'_> {
         ] {
             *value = round(*value, 4);
         }
-        SimulationResult { policy: self.policy.clone(), metrics: self.metrics, samples: self.samples, plugin_ms }
+        SimulationResult { policy: self.policy.clone(), metrics: self.metrics, samples: self.samples, plugin_ms, end }
     }
 }
 
@@ -891,12 +910,12 @@ fn job_work(trace: &Trace) -> Vec<Option<Duration>> {
             TraceEventKind::Add(pod) if event.job => {
                 added.insert(pod.name.as_str(), i);
             }
-            TraceEventKind::Add(_) => {}
             TraceEventKind::Delete(name) => {
                 if let Some(a) = added.remove(name.as_str()) {
                     work[a] = Some(Duration::from_secs_f64((event.t - trace.events[a].t).max(0.0)));
                 }
             }
+            _ => {}
         }
     }
     work

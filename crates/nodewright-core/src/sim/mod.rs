@@ -4,12 +4,14 @@
 //! policy and seed → byte-identical report.
 
 mod engine;
+pub mod import;
+pub mod kube_trace;
 mod passes;
 mod report;
 pub mod trace;
 mod world;
 
-pub use engine::{Metrics, PolicyUnderTest, Sample, SimulationConfig, SimulationResult, simulate};
+pub use engine::{EndState, Metrics, PolicyUnderTest, Sample, SimulationConfig, SimulationResult, simulate};
 pub use passes::{ConsolidationPass, SimulatedPass};
 pub use report::{PolicySummary, Report, SeedReport, Spread, write_charts};
 pub use trace::{Trace, TraceError, generate, parse_trace};

@@ -447,6 +447,7 @@ mod tests {
                     })
                     .collect(),
                 plugin_ms: 0.0,
+                end: Default::default(),
             })
             .collect();
         Report { trace: "t".into(), seed: 1, hours: 24.0, policies }

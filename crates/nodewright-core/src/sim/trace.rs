@@ -30,8 +30,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{LabelSelector, Pod, PodSpec, Resources, TopologyKey, well_known};
 
-/// The format version this build reads and writes.
+/// The format version of generated traces (the simulator also reads
+/// version 2, Kubernetes objects as events: [`super::kube_trace`]).
 pub const TRACE_VERSION: u32 = 1;
+/// The version `trace import` and `trace record` write.
+pub const KUBE_TRACE_VERSION: u32 = 2;
 
 /// A parsed trace.
 #[derive(Debug, Clone)]
@@ -44,6 +47,9 @@ pub struct Trace {
     pub duration_s: f64,
     /// Events by time.
     pub events: Vec<TraceEvent>,
+    /// What the reader could not keep (`file:line: field: note`); the
+    /// rest of the trace is read.
+    pub notes: Vec<String>,
 }
 
 /// One event.
@@ -64,6 +70,14 @@ pub enum TraceEventKind {
     Add(Pod),
     /// A pod ends (its name).
     Delete(String),
+    /// A PodDisruptionBudget is added (or replaces one of its name).
+    Pdb(crate::model::PodDisruptionBudget),
+    /// A PodDisruptionBudget is removed (its name).
+    DeletePdb(String),
+    /// A DaemonSet (its name, its pod) is added or replaced.
+    DaemonSet(String, PodSpec),
+    /// A DaemonSet is removed (its name).
+    DeleteDaemonSet(String),
 }
 
 /// A malformed trace.
@@ -80,15 +94,24 @@ pub struct TraceError {
     pub message: String,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The first line of a trace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Header {
-    format: String,
-    version: u32,
-    name: String,
+pub struct Header {
+    /// `nodewright-trace`.
+    pub format: String,
+    /// 1 or 2.
+    pub version: u32,
+    /// Its name.
+    pub name: String,
+    /// Seed it was generated with (informational).
     #[serde(default)]
-    seed: u64,
-    duration_s: f64,
+    pub seed: u64,
+    /// How long it runs, in seconds.
+    pub duration_s: f64,
+    /// Where it came from (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// One line of a trace, as written.
@@ -159,8 +182,12 @@ pub fn parse_trace(file: &str, text: &str) -> Result<Trace, TraceError> {
     if header.format != "nodewright-trace" {
         return Err(fail(1, "format", format!("`{}` is not nodewright-trace", header.format)));
     }
-    if header.version != TRACE_VERSION {
-        return Err(fail(1, "version", format!("{} is not supported (this build reads version {TRACE_VERSION})", header.version)));
+    if header.version != TRACE_VERSION && header.version != KUBE_TRACE_VERSION {
+        return Err(fail(
+            1,
+            "version",
+            format!("{} is not supported (this build reads versions {TRACE_VERSION} and {KUBE_TRACE_VERSION})", header.version),
+        ));
     }
     if !(header.duration_s.is_finite() && header.duration_s > 0.0) {
         return Err(fail(1, "duration_s", format!("{} must be a positive number of seconds", header.duration_s)));
@@ -176,15 +203,30 @@ pub fn parse_trace(file: &str, text: &str) -> Result<Trace, TraceError> {
     let mut live: HashSet<String> = HashSet::new();
     let mut specs: HashMap<TraceLine, Arc<PodSpec>> = HashMap::new();
     let mut last_t = 0.0;
+    let check_t = |n: usize, t: f64, last_t: f64| {
+        if !(t.is_finite() && t >= last_t) {
+            return Err(fail(n, "t", format!("{t} is before the previous event ({last_t})")));
+        }
+        if t > header.duration_s {
+            return Err(fail(n, "t", format!("{t} is after the end of the trace ({})", header.duration_s)));
+        }
+        Ok(())
+    };
+    if header.version == KUBE_TRACE_VERSION {
+        let mut reader = super::kube_trace::Reader::default();
+        for (index, text) in lines {
+            let n = index + 1;
+            let line: super::kube_trace::EventLine = from_json(text).map_err(|(f, m)| fail(n, &f, m))?;
+            check_t(n, line.t, last_t)?;
+            last_t = line.t;
+            events.push(reader.event(file, n, line)?);
+        }
+        return Ok(Trace { name: header.name, seed: header.seed, duration_s: header.duration_s, events, notes: reader.notes });
+    }
     for (index, text) in lines {
         let n = index + 1;
         let line: TraceLine = from_json(text).map_err(|(f, m)| fail(n, &f, m))?;
-        if !(line.t.is_finite() && line.t >= last_t) {
-            return Err(fail(n, "t", format!("{} is before the previous event ({last_t})", line.t)));
-        }
-        if line.t > header.duration_s {
-            return Err(fail(n, "t", format!("{} is after the end of the trace ({})", line.t, header.duration_s)));
-        }
+        check_t(n, line.t, last_t)?;
         last_t = line.t;
         let kind = match (&line.add, &line.del) {
             (Some(name), None) => {
@@ -206,7 +248,7 @@ pub fn parse_trace(file: &str, text: &str) -> Result<Trace, TraceError> {
         };
         events.push(TraceEvent { t: line.t, kind, job: line.job });
     }
-    Ok(Trace { name: header.name, seed: header.seed, duration_s: header.duration_s, events })
+    Ok(Trace { name: header.name, seed: header.seed, duration_s: header.duration_s, events, notes: Vec::new() })
 }
 
 impl Eq for TraceLine {}
@@ -301,7 +343,7 @@ pub fn generate(kind: &str, seed: u64, scale: f64) -> Result<String, String> {
         }
     }
     lines.sort_by(|a, b| a.t.total_cmp(&b.t).then_with(|| a.del.is_some().cmp(&b.del.is_some()).reverse()));
-    let header = Header { format: "nodewright-trace".into(), version: TRACE_VERSION, name: kind.into(), seed, duration_s: duration };
+    let header = Header { format: "nodewright-trace".into(), version: TRACE_VERSION, name: kind.into(), seed, duration_s: duration, source: None };
     let mut out = serde_json::to_string(&header).expect("header serialises");
     out.push('\n');
     for line in lines {
@@ -478,8 +520,8 @@ mod tests {
         );
         assert!(err("{\"t\":1,\"ad\":\"a\"}").starts_with("w.jsonl:2: ad: unknown field `ad`"));
         assert_eq!(
-            parse_trace("w.jsonl", "{\"format\":\"nodewright-trace\",\"version\":2,\"name\":\"x\",\"duration_s\":1}").unwrap_err().to_string(),
-            "w.jsonl:1: version: 2 is not supported (this build reads version 1)"
+            parse_trace("w.jsonl", "{\"format\":\"nodewright-trace\",\"version\":3,\"name\":\"x\",\"duration_s\":1}").unwrap_err().to_string(),
+            "w.jsonl:1: version: 3 is not supported (this build reads versions 1 and 2)"
         );
     }
 }

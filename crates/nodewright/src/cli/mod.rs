@@ -7,10 +7,13 @@ mod metrics;
 mod nodeclasses;
 mod plugin;
 #[cfg(feature = "controller")]
+mod record;
+#[cfg(feature = "controller")]
 mod run;
 mod sample;
 mod scaffold;
 mod simulate;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -90,7 +93,7 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Workload traces.
     #[command(subcommand)]
-    Trace(simulate::TraceCommand),
+    Trace(trace::TraceCommand),
     /// Inspect, check and benchmark policy plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -137,7 +140,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compare(args) => simulate::compare(args, &cli.runtime),
         Command::Simulate(args) => simulate::simulate(args, &cli.runtime),
-        Command::Trace(command) => simulate::trace(command),
+        Command::Trace(command) => trace::run(command),
         Command::Plugin(command) => plugin::run(command, &cli.runtime),
         Command::Bench(command) => bench::run(command, &cli.runtime),
         #[cfg(feature = "controller")]
@@ -201,3 +204,8 @@ fn init_logging(filter: &str, json: bool) {
         builder.init();
     }
 }
+
+/// The stateful API server the kube-rs tests use.
+#[cfg(all(test, feature = "controller"))]
+#[path = "../../../nodewright-kube/tests/support/apiserver.rs"]
+pub(crate) mod test_apiserver;

@@ -490,16 +490,11 @@ async fn http_server(listen: SocketAddr, metrics: Arc<Metrics>, ready: Arc<Atomi
     Ok(())
 }
 
-/// The stateful API server the kube-rs tests use.
-#[cfg(test)]
-#[path = "../../../nodewright-kube/tests/support/apiserver.rs"]
-mod test_apiserver;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use super::test_apiserver as apiserver;
+    use crate::cli::test_apiserver as apiserver;
 
     /// A stateful API server holding one NodePool and one pending pod,
     /// whose NodePool status patch fails `failures` times, and the

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 
 use nodewright_core::model::{Catalog, NodePool, PolicyRef, parse_commitments, parse_price_overrides};
 use nodewright_core::policy::BUILTIN_SELECTION;
-use nodewright_core::sim::{PolicyUnderTest, Report, SeedReport, SimulationConfig, generate, parse_trace, write_charts};
+use nodewright_core::sim::{PolicyUnderTest, Report, SeedReport, SimulationConfig, parse_trace, write_charts};
 
 /// The bundled week-long `mixed` trace.
 const BUNDLED_TRACE: &str = include_str!("../../../../examples/traces/mixed.jsonl");
@@ -162,38 +162,6 @@ pub(crate) struct CompareArgs {
     common: SimulationArgs,
 }
 
-#[derive(Debug, Subcommand)]
-pub(crate) enum TraceCommand {
-    /// Generate a trace: diurnal-web, batch-burst, ml-gpu, mixed, saas-week or batch-week.
-    Generate {
-        /// Kind of trace.
-        kind: String,
-        /// Seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Multiply pod counts by this.
-        #[arg(long, default_value_t = 1.0)]
-        scale: f64,
-        /// Output file.
-        #[arg(long)]
-        out: PathBuf,
-    },
-}
-
-pub(crate) fn trace(command: TraceCommand) -> anyhow::Result<ExitCode> {
-    let TraceCommand::Generate { kind, seed, scale, out } = command;
-    anyhow::ensure!(
-        scale.is_finite() && scale > 0.0 && scale <= nodewright_core::sim::trace::MAX_SCALE,
-        "--scale {scale} must be a positive number no larger than {}",
-        nodewright_core::sim::trace::MAX_SCALE
-    );
-    let text = generate(&kind, seed, scale).map_err(anyhow::Error::msg)?;
-    std::fs::write(&out, &text).with_context(|| format!("{}: cannot write", out.display()))?;
-    let pods = text.lines().filter(|l| l.contains("\"add\"")).count();
-    println!("wrote {} ({pods} pods)", out.display());
-    Ok(ExitCode::SUCCESS)
-}
-
 pub(crate) fn simulate(args: SimulateArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<ExitCode> {
     run(vec![args.policy], args.common, runtime)
 }
@@ -238,6 +206,9 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
     let (trace_name, text) =
         input(&args.trace, scenario.trace)?.unwrap_or_else(|| (BUNDLED_TRACE_NAME.to_string(), BUNDLED_TRACE.to_string()));
     let trace = parse_trace(&trace_name, &text)?;
+    for note in &trace.notes {
+        eprintln!("note: {note}");
+    }
     let pools = match input(&args.nodepools, scenario.nodepools)? {
         Some((name, text)) => {
             let (pools, notes) = nodewright_core::model::parse_node_pools_noting(&name, &text)?;
