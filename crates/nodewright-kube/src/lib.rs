@@ -42,6 +42,15 @@ pub const TERMINATION_FINALIZER: &str = "nodewright.io/termination";
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "nodewright";
 
+/// A client from the kubeconfig (`KUBECONFIG`, `~/.kube/config`) or the
+/// in-cluster service account. The process's TLS provider is chosen first:
+/// the AWS SDK links a second one, and rustls will not guess between two.
+pub async fn default_client() -> Result<Client, kube::Error> {
+    // Already chosen (a second call): the first choice stands.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::try_default().await
+}
+
 pub(crate) fn err(what: &str) -> impl Fn(kube::Error) -> ClusterError + '_ {
     move |e| ClusterError(format!("{what}: {e}"))
 }
@@ -511,6 +520,17 @@ impl Cluster for KubeCluster {
 
     async fn write_claim_conditions(&self, claim: &str, conditions: &nodewright_core::model::ClaimConditions) -> Result<(), ClusterError> {
         self.patch_claim_conditions(claim, conditions).await
+    }
+
+    async fn write_claim_decision(&self, claim: &str, decision: &str) -> Result<(), ClusterError> {
+        let patch = serde_json::json!({ "metadata": { "annotations": { nodewright_core::provisioning::explain::DECISION_ANNOTATION: decision } } });
+        match self.claims_api().patch(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch)).await {
+            Ok(patched) => {
+                self.wrote_claim(patched);
+                Ok(())
+            }
+            Err(e) => Err(ClusterError(format!("annotate nodeclaim {claim} with its decision: {e}"))),
+        }
     }
 
     async fn request_claim_deletion(&self, claim: &str) -> Result<bool, ClusterError> {

@@ -146,6 +146,8 @@ async fn a_pending_pod_makes_the_provisioner_create_a_nodeclaim_and_record_its_l
         ("GET", _) => provisioning_reads(uri),
         ("POST", "/apis/nodewright.io/v1alpha1/nodeclaims?") => (201, body.clone()),
         ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => launch_recorded(u, body),
+        // The decision, as an annotation.
+        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") => launch_recorded(u, body),
         ("POST", u) if u.ends_with("/events?") => (201, body.clone()),
         _ => unexpected(method.as_str(), uri),
     });
@@ -161,7 +163,7 @@ async fn a_pending_pod_makes_the_provisioner_create_a_nodeclaim_and_record_its_l
     let offerings = create.body["spec"]["offerings"].as_array().unwrap();
     assert!(!offerings.is_empty() && offerings.iter().all(|o| o.as_str().unwrap().ends_with("/on-demand")), "{offerings:?}");
     assert!(create.body["spec"]["taints"].as_array().unwrap().contains(&json!("nodewright.io/starting=:NoSchedule")));
-    let launched = seen.iter().find(|s| s.method == Method::PATCH).expect("the launch was recorded");
+    let launched = seen.iter().find(|s| s.method == Method::PATCH && s.uri.contains("/status")).expect("the launch was recorded");
     assert!(launched.body["status"]["providerID"].as_str().unwrap().starts_with("aws:///us-east-1"), "{:?}", launched.body);
     assert_eq!(launched.body["status"]["conditions"][0]["type"], "Launched");
     // Events: the claim launched (in `default`, as for every cluster-scoped
@@ -172,8 +174,15 @@ async fn a_pending_pod_makes_the_provisioner_create_a_nodeclaim_and_record_its_l
         .map(|s| (s.uri.as_str(), s.body["reason"].as_str().unwrap(), s.body["involvedObject"]["kind"].as_str().unwrap()))
         .collect();
     assert_eq!(events, [("/api/v1/namespaces/default/events?", "Launched", "NodeClaim"), ("/api/v1/namespaces/shop/events?", "Nominated", "Pod")]);
-    // Nothing else but reads, one create and one status patch.
-    assert_eq!(seen.iter().filter(|s| s.method != Method::GET && !s.uri.ends_with("/events?")).count(), 2, "{seen:#?}");
+    // Why it was bought as it was: a merge patch of one annotation.
+    let decision = seen.iter().find(|s| s.method == Method::PATCH && !s.uri.contains("/status")).expect("the decision was written");
+    assert_eq!(decision.body["metadata"].as_object().unwrap().len(), 1, "{:?}", decision.body);
+    let text = decision.body["metadata"]["annotations"]["nodewright.io/decision"].as_str().unwrap();
+    let explanation: nodewright_core::provisioning::explain::LaunchExplanation = serde_json::from_str(text).unwrap();
+    assert_eq!((explanation.node_pool.as_str(), explanation.policy.plugin.as_str(), explanation.pods.as_slice()), ("default", "karpenter-like", &["shop/web-1".to_string()][..]));
+    assert!(text.len() <= nodewright_core::provisioning::explain::MAX_EXPLANATION_BYTES);
+    // Nothing else but reads, one create, the status patch and the decision.
+    assert_eq!(seen.iter().filter(|s| s.method != Method::GET && !s.uri.ends_with("/events?")).count(), 3, "{seen:#?}");
 }
 
 #[tokio::test]
@@ -513,6 +522,13 @@ async fn with_watch_caches_a_pass_lists_nothing_and_a_claim_it_created_is_not_cr
             *record.lock().unwrap() = Some(claim.clone());
             (200, claim)
         }
+        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") => {
+            let mut claim = record.lock().unwrap().clone().expect("annotated after created");
+            claim["metadata"]["annotations"] = body["metadata"]["annotations"].clone();
+            claim["metadata"]["resourceVersion"] = json!("5");
+            *record.lock().unwrap() = Some(claim.clone());
+            (200, claim)
+        }
         ("POST", u) if u.ends_with("/events?") => (201, body.clone()),
         _ => unexpected(method.as_str(), uri),
     });
@@ -539,7 +555,7 @@ async fn with_watch_caches_a_pass_lists_nothing_and_a_claim_it_created_is_not_cr
     assert_eq!(report.launched.len(), 1, "{report:?}");
     assert_eq!(cluster.revision(), None, "the controller's own writes are laid over the cache: no counter to trust");
     let writes = |seen: &Arc<Mutex<Vec<Seen>>>| seen.lock().unwrap().iter().filter(|s| s.method != Method::GET && !s.uri.ends_with("/events?")).map(|s| s.method.to_string()).collect::<Vec<_>>();
-    assert_eq!(writes(&seen), ["POST", "PATCH"]);
+    assert_eq!(writes(&seen), ["POST", "PATCH", "PATCH"], "created, its launch, its decision");
 
     // The watch has not delivered the claim: the pod still looks pending in
     // the cache, but the claim the controller wrote holds it.
@@ -548,7 +564,7 @@ async fn with_watch_caches_a_pass_lists_nothing_and_a_claim_it_created_is_not_cr
     assert_eq!(cluster.node_claims().await.unwrap().len(), 1);
     let report = provisioner.provision().await.unwrap();
     assert!(report.launched.is_empty(), "{report:?}");
-    assert_eq!(writes(&seen), ["POST", "PATCH"], "no second claim");
+    assert_eq!(writes(&seen), ["POST", "PATCH", "PATCH"], "no second claim");
 
     // The watch catches up; the cache is read as it is.
     let claim = created.lock().unwrap().clone().unwrap();

@@ -82,6 +82,8 @@ struct State {
     nodes: Vec<ExistingNode>,
     node_index: HashMap<String, usize>,
     claims: BTreeMap<String, NodeClaim>,
+    /// Each NodeClaim's decision, as written (`Cluster::write_claim_decision`).
+    decisions: BTreeMap<String, String>,
     /// Bound pods: name → (node, pod, when it was bound by the cluster's clock).
     bound: BTreeMap<String, (String, Pod, Duration)>,
     /// Node → the names of the pods bound to it.
@@ -304,6 +306,11 @@ impl SimulatedCluster {
             None => state.pdbs.push(pdb),
         }
         state.touch();
+    }
+
+    /// The decision written on NodeClaim `claim`.
+    pub fn claim_decision(&self, claim: &str) -> Option<String> {
+        self.state().decisions.get(claim).cloned()
     }
 
     /// Every bound pod → the node it is bound to.
@@ -622,6 +629,15 @@ impl Cluster for SimulatedCluster {
 
     async fn request_claim_deletion(&self, claim: &str) -> Result<bool, ClusterError> {
         Ok(self.request_deletion(claim))
+    }
+
+    async fn write_claim_decision(&self, claim: &str, decision: &str) -> Result<(), ClusterError> {
+        let mut state = self.state();
+        if !state.claims.contains_key(claim) {
+            return Err(ClusterError(format!("NodeClaim {claim} does not exist")));
+        }
+        state.decisions.insert(claim.into(), decision.into());
+        Ok(())
     }
 
     async fn registrations(&self) -> Result<Vec<Registration>, ClusterError> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-mod validation;
+pub(super) mod validation;
 
 use super::fit::{Member, View, free_capacity};
 use super::karpenter::{Choice, karpenter_like};

@@ -22,6 +22,7 @@
 
 mod budget;
 mod controller;
+pub mod explain;
 mod fit;
 mod karpenter;
 mod methods;
@@ -32,6 +33,8 @@ use serde::Serialize;
 
 pub use budget::allowed as budget_allows;
 pub use controller::{DisruptionController, DisruptionCounts, DisruptionReport, consolidation_slot};
+pub use controller::validation::RULES as VALIDATION_RULES;
+pub use explain::{DisruptionExplanation, RuleResult};
 
 /// Why a node is disrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

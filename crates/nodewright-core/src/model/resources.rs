@@ -59,6 +59,15 @@ impl Resources {
         }
     }
 
+    /// `3500m CPU, 7 GiB memory, 1 GPU` (GPUs only when there are some).
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!("{}m CPU", self.cpu_millis), format!("{} MiB memory", self.memory_bytes >> 20)];
+        if self.gpus > 0 {
+            parts.push(format!("{} GPU{}", self.gpus, if self.gpus == 1 { "" } else { "s" }));
+        }
+        parts.join(", ")
+    }
+
     /// True when every component of `self` is at least that of `need`.
     pub fn covers(&self, need: &Self) -> bool {
         self.cpu_millis >= need.cpu_millis

@@ -3,6 +3,7 @@
 //! [`CloudProvider`].
 
 mod batcher;
+pub mod explain;
 mod fleet;
 
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub struct LaunchedClaim {
     pub offering: u32,
     /// Offerings offered to the launch, in policy order.
     pub candidates: usize,
+    /// Why it was bought as it was (set by a provisioning pass).
+    #[serde(skip)]
+    pub explanation: Option<Box<explain::LaunchExplanation>>,
 }
 
 /// Turns pending pods into launched NodeClaims.
@@ -235,6 +239,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                     instance: instance.id.clone(),
                     offering: instance.offering,
                     candidates: launch.offerings.len(),
+                    explanation: None,
                 };
                 let catalog = self.cloud.catalog();
                 let what = catalog.offerings.get(instance.offering as usize).map_or_else(
@@ -357,6 +362,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             };
             slot.prepare(&catalog);
             let decision = slot.rank(&catalog, &request);
+            let policy = explain::PolicyIdentity::of(&decision.by, &pool.selection);
             match decision.by {
                 DecidedBy::Plugin(_) => report.plugin_decisions += 1,
                 DecidedBy::Fallback { .. } => report.fallbacks += 1,
@@ -407,7 +413,26 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                 }
             }
             match outcome {
-                Ok(launched) => {
+                Ok(mut launched) => {
+                    let facts = explain::LaunchFacts {
+                        catalog: &catalog,
+                        pool,
+                        pods: planned.pods.iter().map(|&p| &pods[p]).collect(),
+                        requests: planned.requests,
+                        planned: &planned.offerings,
+                        unavailable: &unavailable,
+                        ranked: &ranked,
+                        tried: &tried,
+                        bought: launched.offering,
+                        policy: policy.clone(),
+                        feasible: request.feasible.len(),
+                    };
+                    let explanation = explain::explain_launch(&launched.claim, &facts);
+                    // Informational: a failed write leaves the claim without it.
+                    if let Err(e) = self.cluster.write_claim_decision(&launched.claim, &explanation.to_annotation()).await {
+                        tracing::warn!(claim = %launched.claim, "the decision was not written on the NodeClaim: {e}");
+                    }
+                    launched.explanation = Some(Box::new(explanation));
                     if let Some(running) = running.as_mut() {
                         running.add(&launched.node_pool, launched.offering);
                     }

@@ -1001,7 +1001,7 @@ impl<'a> Solver<'a> {
             }
             let fitting: Vec<u32> = compat.iter().filter(|&o| catalog.offerings[o as usize].allocatable.covers(&total)).collect();
             if fitting.is_empty() {
-                reasons.push(format!("no offering in NodePool {pool_name} has {}{}", describe_request(&total), with(&constraint)));
+                reasons.push(format!("no offering in NodePool {pool_name} has {}{}", total.describe(), with(&constraint)));
                 continue;
             }
             if !fitting.iter().any(|&o| within_limits(usage.saturating_add(catalog.offerings[o as usize].capacity), nodes, limits)) {
@@ -1051,13 +1051,6 @@ fn with(constraint: &str) -> String {
     if constraint.is_empty() { String::new() } else { format!(" and {constraint}") }
 }
 
-fn describe_request(r: &Resources) -> String {
-    let mut parts = vec![format!("{}m CPU", r.cpu_millis), format!("{} MiB memory", r.memory_bytes >> 20)];
-    if r.gpus > 0 {
-        parts.push(format!("{} GPU{}", r.gpus, if r.gpus == 1 { "" } else { "s" }));
-    }
-    parts.join(", ")
-}
 
 fn describe_limits(l: &PoolLimits) -> String {
     let mut parts = Vec::new();

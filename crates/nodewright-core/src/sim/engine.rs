@@ -226,6 +226,11 @@ pub struct SimulationResult {
     /// out of `report.json`).
     #[serde(skip)]
     pub plugin_ms: f64,
+    /// Launches and disruptions, with why.
+    pub decisions: super::decisions::DecisionLog,
+    /// The nodes every simulated hour (`timeline.json`, `nodewright top`).
+    #[serde(skip)]
+    pub timeline: Vec<super::timeline::Frame>,
     /// The cluster when the trace ended: its nodes (with their labels,
     /// taints and pods) and which node each running pod is bound to. Not
     /// in `report.json`.
@@ -322,6 +327,10 @@ struct Sim<'a> {
     samples: Vec<Sample>,
     /// Room was freed or a node came: the scheduler retries every pending pod.
     retry_all: bool,
+    decisions: super::decisions::DecisionLog,
+    timeline: Vec<super::timeline::Frame>,
+    /// Rejections already logged (method, nodes, rule): a repeat is not.
+    rejections_logged: std::collections::HashSet<String>,
 }
 
 /// Run `trace` under `policy` on `pools` (whose selection and consolidation
@@ -396,6 +405,9 @@ pub fn simulate(
         end,
         samples: Vec::new(),
         retry_all: false,
+        decisions: Default::default(),
+        timeline: Vec::new(),
+        rejections_logged: Default::default(),
     };
     sim.run(&mut progress)?;
     Ok(sim.finish())
@@ -654,7 +666,7 @@ impl Sim<'_> {
                 }
                 TraceEventKind::Pdb(pdb) => self.world.cluster.add_pdb(pdb.clone()),
                 TraceEventKind::DeletePdb(name) => self.world.cluster.remove_pdb(name),
-                TraceEventKind::DaemonSet(name, spec) => self.world.cluster.put_daemonset(name, spec.clone()),
+                TraceEventKind::DaemonSet(name, spec) => self.world.cluster.put_daemonset(name, spec.as_ref().clone()),
                 TraceEventKind::DeleteDaemonSet(name) => self.world.cluster.remove_daemonset(name),
             }
         }
@@ -692,7 +704,19 @@ impl Sim<'_> {
         }
         let report = drive(self.world.provisioner.provision())?;
         self.metrics.launch_failures += report.launch_failures.len() as u64;
+        self.log_launches(report.launched);
         Ok(())
+    }
+
+    fn hour(&self) -> f64 {
+        round(self.last.as_secs_f64() / 3600.0, 4)
+    }
+
+    fn log_launches(&mut self, launched: Vec<crate::provisioning::LaunchedClaim>) {
+        let hour = self.hour();
+        for explanation in launched.into_iter().filter_map(|l| l.explanation) {
+            self.decisions.push(super::decisions::Decision { hour, launch: Some(explanation), disruption: None });
+        }
     }
 
     /// The cloud's spot interruption warning for `instance`, handed to the
@@ -737,6 +761,21 @@ impl Sim<'_> {
         let report = self.world.disrupt()?;
         self.metrics.replacements += report.launched.len() as u64;
         self.metrics.disruptions_rejected += report.rejected.len() as u64;
+        let hour = self.hour();
+        let catalog = crate::cloud::CloudProvider::catalog(&*self.world.cloud);
+        let consolidation = self.policy.consolidation.plugin.clone();
+        for command in &report.started {
+            let what = crate::disruption::DisruptionExplanation::started(command, &consolidation, &catalog);
+            self.decisions.push(super::decisions::Decision { hour, launch: None, disruption: Some(Box::new(what)) });
+        }
+        for rejection in &report.rejected {
+            let key = format!("{:?} {:?} {}", rejection.command.reason, rejection.command.nodes, rejection.rule);
+            if self.rejections_logged.insert(key) {
+                let what = crate::disruption::DisruptionExplanation::rejected(rejection, &consolidation, &catalog);
+                self.decisions.push(super::decisions::Decision { hour, launch: None, disruption: Some(Box::new(what)) });
+            }
+        }
+        self.log_launches(report.launched.clone());
         if !report.uncordoned.is_empty() {
             self.retry_all = true;
         }
@@ -803,6 +842,42 @@ impl Sim<'_> {
             memory_utilisation: round(ratio(bound.1 as f64, allocatable.1), 4),
             pending: (pending + restarting) as u32,
         });
+        // A frame of the nodes every hour (the first sample of the hour).
+        let hour = self.last.as_secs() / 3600;
+        if self.timeline.last().is_none_or(|f| (f.hour as u64) < hour) {
+            let frame = self.frame(u32::try_from(pending + restarting).unwrap_or(u32::MAX));
+            self.timeline.push(frame);
+        }
+    }
+
+    /// The nodes now, as `nodewright top` shows them.
+    fn frame(&self, pending: u32) -> super::timeline::Frame {
+        use crate::model::well_known;
+        let catalog = crate::cloud::CloudProvider::catalog(&*self.world.cloud);
+        // A copy: the price lookup reads the cluster's state again.
+        let nodes = self.world.cluster.with_nodes(<[_]>::to_vec);
+        let nodes = nodes
+                .iter()
+                .map(|n| {
+                    let label = |k: &str| n.labels.get(k).cloned().unwrap_or_default();
+                    let used = n.used();
+                    let price = self.world.cluster.claim_offering(&n.name).and_then(|o| catalog.offerings.get(o as usize)).map_or(0.0, |o| o.price_per_hour);
+                    super::timeline::NodeRow {
+                        name: n.name.clone(),
+                        node_pool: n.node_pool.clone().unwrap_or_default(),
+                        instance_type: label(well_known::INSTANCE_TYPE),
+                        capacity_type: label(well_known::CAPACITY_TYPE),
+                        zone: label(well_known::ZONE),
+                        price_per_hour: round(price, 4),
+                        cpu_requested_m: used.cpu_millis.into(),
+                        cpu_allocatable_m: n.allocatable.cpu_millis.into(),
+                        memory_requested_mib: used.memory_bytes >> 20,
+                        memory_allocatable_mib: n.allocatable.memory_bytes >> 20,
+                        pods: u32::try_from(n.pods.len()).unwrap_or(u32::MAX),
+                    }
+                })
+                .collect();
+        super::timeline::Frame { hour: round(self.last.as_secs_f64() / 3600.0, 4), pending, nodes }
     }
 
     fn finish(mut self) -> SimulationResult {
@@ -882,7 +957,7 @@ impl Sim<'_> {
         ] {
             *value = round(*value, 4);
         }
-        SimulationResult { policy: self.policy.clone(), metrics: self.metrics, samples: self.samples, plugin_ms, end }
+        SimulationResult { policy: self.policy.clone(), metrics: self.metrics, samples: self.samples, plugin_ms, decisions: self.decisions, timeline: self.timeline, end }
     }
 }
 

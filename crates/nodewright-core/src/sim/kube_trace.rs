@@ -111,7 +111,7 @@ impl Reader {
         } else if let Some(ds) = line.daemonset {
             let name = k8s::full_name(&ds.metadata);
             let spec = k8s::daemonset_spec(&ds, &mut notes).ok_or_else(|| fail("daemonset.spec.template.spec", format!("DaemonSet `{name}` has no pod spec")))?;
-            (TraceEventKind::DaemonSet(name, spec), "daemonset")
+            (TraceEventKind::DaemonSet(name, Box::new(spec)), "daemonset")
         } else {
             (TraceEventKind::DeleteDaemonSet(line.del_daemonset.unwrap_or_default()), "")
         };

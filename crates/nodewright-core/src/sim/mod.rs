@@ -3,10 +3,13 @@
 //! cluster, driven by a workload trace on a virtual clock. Same trace,
 //! policy and seed → byte-identical report.
 
+pub mod decisions;
 mod engine;
+pub mod html;
 pub mod import;
 pub mod kube_trace;
 mod passes;
+pub mod timeline;
 mod report;
 pub mod trace;
 mod world;

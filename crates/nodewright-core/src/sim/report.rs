@@ -448,6 +448,8 @@ mod tests {
                     .collect(),
                 plugin_ms: 0.0,
                 end: Default::default(),
+                decisions: Default::default(),
+                timeline: Vec::new(),
             })
             .collect();
         Report { trace: "t".into(), seed: 1, hours: 24.0, policies }

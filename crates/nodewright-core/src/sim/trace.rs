@@ -75,7 +75,7 @@ pub enum TraceEventKind {
     /// A PodDisruptionBudget is removed (its name).
     DeletePdb(String),
     /// A DaemonSet (its name, its pod) is added or replaced.
-    DaemonSet(String, PodSpec),
+    DaemonSet(String, Box<PodSpec>),
     /// A DaemonSet is removed (its name).
     DeleteDaemonSet(String),
 }

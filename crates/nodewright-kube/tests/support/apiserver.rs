@@ -220,12 +220,21 @@ impl ApiServer {
     pub fn start() -> (kube::Client, ApiServer) {
         let (notify, _) = tokio::sync::broadcast::channel(4096);
         let server = ApiServer { state: Arc::default(), notify };
-        let handler = server.clone();
-        let router = axum::Router::new().fallback(move |request: Request<AxumBody>| {
+        (server.client(), server)
+    }
+
+    /// Another client of this server.
+    pub fn client(&self) -> kube::Client {
+        kube::Client::new(self.router(), "default")
+    }
+
+    /// The server as a router (to serve it on a port).
+    pub fn router(&self) -> axum::Router {
+        let handler = self.clone();
+        axum::Router::new().fallback(move |request: Request<AxumBody>| {
             let server = handler.clone();
             async move { server.serve(request).await }
-        });
-        (kube::Client::new(router, "default"), server)
+        })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -1,6 +1,7 @@
 //! The `nodewright` command line.
 
 mod bench;
+mod explain;
 #[cfg(feature = "controller")]
 mod metrics;
 #[cfg(feature = "controller")]
@@ -12,6 +13,7 @@ mod record;
 mod run;
 mod sample;
 mod scaffold;
+mod top;
 mod simulate;
 mod trace;
 
@@ -94,6 +96,12 @@ enum Command {
     /// Workload traces.
     #[command(subcommand)]
     Trace(trace::TraceCommand),
+    /// Why a NodeClaim was bought as it was (in the cluster, or in a
+    /// simulation's report), or what a simulation decided and why.
+    Explain(explain::ExplainArgs),
+    /// The nodes in a terminal: type, capacity type, zone, $/h, request
+    /// bars, pods (a cluster, or a simulation replayed with a time cursor).
+    Top(top::TopArgs),
     /// Inspect, check and benchmark policy plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -141,6 +149,8 @@ pub fn main() -> ExitCode {
         Command::Compare(args) => simulate::compare(args, &cli.runtime),
         Command::Simulate(args) => simulate::simulate(args, &cli.runtime),
         Command::Trace(command) => trace::run(command),
+        Command::Explain(args) => explain::run(args),
+        Command::Top(args) => top::run(args),
         Command::Plugin(command) => plugin::run(command, &cli.runtime),
         Command::Bench(command) => bench::run(command, &cli.runtime),
         #[cfg(feature = "controller")]

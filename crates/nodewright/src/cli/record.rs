@@ -67,9 +67,9 @@ pub(crate) async fn record(
         .and_then(|()| file.flush())
         .with_context(|| format!("{}: cannot write", out.display()))?;
     let config = watcher::Config::default();
-    let pods = watcher(Api::<Pod>::all(client.clone()), config.clone()).default_backoff().map(|e| e.map(Seen::Pod));
-    let pdbs = watcher(Api::<PodDisruptionBudget>::all(client.clone()), config.clone()).default_backoff().map(|e| e.map(Seen::Pdb));
-    let daemonsets = watcher(Api::<DaemonSet>::all(client), config).default_backoff().map(|e| e.map(Seen::DaemonSet));
+    let pods = watcher::watcher(Api::<Pod>::all(client.clone()), config.clone()).default_backoff().map(|e| e.map(Seen::Pod));
+    let pdbs = watcher::watcher(Api::<PodDisruptionBudget>::all(client.clone()), config.clone()).default_backoff().map(|e| e.map(Seen::Pdb));
+    let daemonsets = watcher::watcher(Api::<DaemonSet>::all(client), config).default_backoff().map(|e| e.map(Seen::DaemonSet));
     let mut events = futures::stream::select_all([pods.boxed(), pdbs.boxed(), daemonsets.boxed()]);
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + duration;

@@ -140,7 +140,7 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(http_server(args.listen, metrics.clone(), ready.clone()));
 
-    let client = kube::Client::try_default().await.context("Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let client = nodewright_kube::default_client().await.context("Kubernetes client (in-cluster or KUBECONFIG)")?;
     let version = client.apiserver_version().await.context("the API server's version")?;
     let version = format!("{}.{}", version.major, version.minor.trim_end_matches(|c: char| !c.is_ascii_digit()));
     let node_class = load_node_class(&client, &config.node_class, &version).await?;
@@ -559,6 +559,11 @@ mod tests {
         assert!(text.contains("step=\"NodePool status\""), "the failure is counted: {text}");
         assert_eq!(server.list("NodeClaim").len(), 1, "provisioning ran: a NodeClaim for the pending pod");
         assert_eq!(cloud.instances().await.unwrap().len(), 1, "and its instance was launched");
+        // Why it was bought as it was, read back from the NodeClaim.
+        let claim = server.list("NodeClaim")[0]["metadata"]["name"].as_str().unwrap().to_string();
+        let why = crate::cli::explain::from_cluster(server.client(), &claim).await.unwrap();
+        assert!(why.starts_with(&format!("NodeClaim {claim} (NodePool default)\n  decided by karpenter-like (builtin), config {{}}\n  for 1 pod: shop/web-1\n")), "{why}");
+        assert!(why.contains("excluded by NodePool default's requirement karpenter.sh/capacity-type In [on-demand]"), "{why}");
         assert!(text.contains("nodewright_controller_last_success_timestamp_seconds{step=\"provisioning\"}"), "{text}");
         // Backing off, the status controller waits a second; run after
         // that, it writes the status.

@@ -306,15 +306,28 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
     let json_path = args.out.join("report.json");
     // Tables a terminal of TABLE_WIDTH columns shows unwrapped.
-    let (json, tables) = match runs.as_slice() {
-        [report] => (report.to_json(), report.tables(TABLE_WIDTH)),
+    let (json, tables, whole) = match runs.as_slice() {
+        [report] => (report.to_json(), report.tables(TABLE_WIDTH), report.table()),
         _ => {
             let summary = SeedReport::new(&runs);
-            (summary.to_json(), summary.tables(TABLE_WIDTH))
+            (summary.to_json(), summary.tables(TABLE_WIDTH), summary.table())
         }
     };
     std::fs::write(&json_path, &json).with_context(|| format!("{}: cannot write", json_path.display()))?;
     let charts = write_charts(&runs[0], &args.out)?;
+    let timelines: Vec<nodewright_core::sim::timeline::Timeline> = runs[0]
+        .policies
+        .iter()
+        .map(|p| nodewright_core::sim::timeline::Timeline {
+            policy: p.policy.name.clone(),
+            selection: p.policy.selection.plugin.clone(),
+            consolidation: p.policy.consolidation.plugin.clone(),
+            frames: p.timeline.clone(),
+        })
+        .collect();
+    std::fs::write(args.out.join("timeline.json"), serde_json::to_string(&timelines)? + "\n")?;
+    let command = if policies.len() == 1 { "simulate" } else { "compare" };
+    let html = nodewright_core::sim::html::write_html(&args.out, &format!("nodewright {command}: {}", trace.name), &whole, &charts, &runs[0])?;
     let timing = serde_json::json!({
         "seconds": elapsed.as_secs_f64(),
         "threads": threads,
@@ -339,6 +352,7 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
             println!("{table}");
         }
         println!("wrote {}", json_path.display());
+        println!("wrote {}", html.display());
         for chart in charts {
             println!("wrote {}{}", chart.display(), if seeds.len() > 1 { format!(" (seed {})", seeds[0]) } else { String::new() });
         }

@@ -98,7 +98,7 @@ pub(crate) fn run(command: TraceCommand) -> anyhow::Result<ExitCode> {
             let options = ImportOptions { name, duration_s: duration.as_secs_f64(), anonymize, keep_annotations: keep_annotations.into_iter().collect() };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
-                let client = kube::Client::try_default().await.context("a Kubernetes client (kubeconfig or in-cluster)")?;
+                let client = nodewright_kube::default_client().await.context("a Kubernetes client (kubeconfig or in-cluster)")?;
                 eprintln!("recording to {} for {} s; Ctrl-C stops (the trace is valid whenever it stops)", out.display(), duration.as_secs());
                 let stop = async {
                     let _ = tokio::signal::ctrl_c().await;

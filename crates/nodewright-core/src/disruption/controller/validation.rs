@@ -52,6 +52,11 @@ impl Check<'_> {
 
 type Verdict = Result<(), (RejectKind, String)>;
 
+/// The labels of the rules an action is validated by, in order (`nodes`
+/// first: the NodePool and the nodes it names exist and are free).
+pub const RULES: [&str; 10] =
+    ["nodes", "disruptable", "when-empty", "balanced", "budget", "pdb", "replacement-allowed", "spot-to-spot", "strands", "savings"];
+
 /// One rule: its label, and its check.
 pub(super) struct Rule<C, K> {
     pub label: &'static str,
@@ -62,22 +67,22 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// The rules, in the order they are checked.
     pub(super) fn rules() -> [Rule<C, K>; 9] {
         [
-            Rule { label: "disruptable", check: Self::disruptable },
-            Rule { label: "when-empty", check: Self::when_empty },
-            Rule { label: "balanced", check: Self::balanced },
-            Rule { label: "budget", check: Self::within_budget },
-            Rule { label: "pdb", check: Self::within_pdbs },
-            Rule { label: "replacement-allowed", check: Self::replacement_allowed },
-            Rule { label: "spot-to-spot", check: Self::spot_to_spot_allowed },
-            Rule { label: "strands", check: Self::strands_nothing },
-            Rule { label: "savings", check: Self::saves_enough },
+            Rule { label: RULES[1], check: Self::disruptable },
+            Rule { label: RULES[2], check: Self::when_empty },
+            Rule { label: RULES[3], check: Self::balanced },
+            Rule { label: RULES[4], check: Self::within_budget },
+            Rule { label: RULES[5], check: Self::within_pdbs },
+            Rule { label: RULES[6], check: Self::replacement_allowed },
+            Rule { label: RULES[7], check: Self::spot_to_spot_allowed },
+            Rule { label: RULES[8], check: Self::strands_nothing },
+            Rule { label: RULES[9], check: Self::saves_enough },
         ]
     }
 
     /// Check `command` against the cluster as it is now, on top of `pass`:
     /// the label of the rule that rejects it, with its kind and message.
     pub(super) fn validate(&self, view: &View, command: &Command, pass: &Pass) -> Result<(), (&'static str, RejectKind, String)> {
-        let check = Self::check_of(view, command, pass).map_err(|(kind, message)| ("nodes", kind, message))?;
+        let check = Self::check_of(view, command, pass).map_err(|(kind, message)| (RULES[0], kind, message))?;
         for rule in Self::rules() {
             (rule.check)(self, &check).map_err(|(kind, message)| (rule.label, kind, message))?;
         }
