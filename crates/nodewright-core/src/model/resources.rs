@@ -59,7 +59,7 @@ impl Resources {
         }
     }
 
-    /// `3500m CPU, 7 GiB memory, 1 GPU` (GPUs only when there are some).
+    /// `3500m CPU, 7168 MiB memory, 1 GPU` (GPUs only when there are some).
     pub fn describe(&self) -> String {
         let mut parts = vec![format!("{}m CPU", self.cpu_millis), format!("{} MiB memory", self.memory_bytes >> 20)];
         if self.gpus > 0 {

@@ -172,7 +172,7 @@ pub fn import(inputs: &[Input], options: &ImportOptions) -> Result<Imported, Str
     if duration > MAX_TRACE_SECONDS {
         return Err(format!("the inputs span {duration} s, longer than the longest trace (366 days)"));
     }
-    let mut hasher = Hasher { on: options.anonymize };
+    let hasher = Hasher { on: options.anonymize };
     let mut imported = Imported::default();
     let header = Header {
         format: "nodewright-trace".into(),
@@ -196,39 +196,18 @@ pub fn import(inputs: &[Input], options: &ImportOptions) -> Result<Imported, Str
                     notes.push(format!("{} {}: created twice without a deletion between; the second is ignored", key.0, key.1));
                     continue;
                 }
-                let line = match object {
-                    Object::Pod(mut p) => {
-                        p.metadata.creation_timestamp = None;
-                        imported.pods += 1;
-                        hasher.pod(&mut p);
-                        EventLine { t, pod: Some(p), ..EventLine::default() }
-                    }
-                    Object::Pdb(mut p) => {
-                        p.metadata.creation_timestamp = None;
-                        imported.pdbs += 1;
-                        hasher.pdb(&mut p);
-                        EventLine { t, pdb: Some(p), ..EventLine::default() }
-                    }
-                    Object::DaemonSet(mut d) => {
-                        d.metadata.creation_timestamp = None;
-                        imported.daemonsets += 1;
-                        hasher.daemonset(&mut d);
-                        EventLine { t, daemonset: Some(d), ..EventLine::default() }
-                    }
-                };
-                lines.push((t, false, line));
+                match &object {
+                    Object::Pod(_) => imported.pods += 1,
+                    Object::Pdb(_) => imported.pdbs += 1,
+                    Object::DaemonSet(_) => imported.daemonsets += 1,
+                }
+                lines.push((t, false, created_line(&hasher, t, object)));
             }
             Change::Delete(kind, name) => {
                 if created.remove(&(kind, name.clone())).is_none() {
                     continue; // Created before anything we saw, or never: nothing to end.
                 }
-                let name = hasher.full_name(&name);
-                let line = match kind {
-                    "Pod" => EventLine { t, del: Some(name), ..EventLine::default() },
-                    "PodDisruptionBudget" => EventLine { t, del_pdb: Some(name), ..EventLine::default() },
-                    _ => EventLine { t, del_daemonset: Some(name), ..EventLine::default() },
-                };
-                lines.push((t, true, line));
+                lines.push((t, true, deleted_line(&hasher, t, kind, &name)));
             }
         }
     }
@@ -503,34 +482,26 @@ impl Recorder {
         let key = ("Pod", name.clone());
         let finished = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
         if finished || pod.metadata.deletion_timestamp.is_some() {
-            return if self.live.remove(&key) { self.deleted_line(t, "Pod", &name) } else { None };
+            return if self.live.remove(&key) { Self::line(&deleted_line(&self.hasher, round_ms(t), "Pod", &name)) } else { None };
         }
         if self.live.contains(&key) {
             return None;
         }
-        let mut pod = strip_pod(pod, &format!("Pod {name}"), &self.options, &mut self.notes)?;
+        let pod = strip_pod(pod, &format!("Pod {name}"), &self.options, &mut self.notes)?;
         self.live.insert(key);
-        pod.metadata.creation_timestamp = None;
-        self.hasher.pod(&mut pod);
-        Self::line(&EventLine { t: round_ms(t), pod: Some(Box::new(pod)), ..EventLine::default() })
+        Self::line(&created_line(&self.hasher, round_ms(t), Object::Pod(Box::new(pod))))
     }
 
     /// A PodDisruptionBudget seen at `t`: added or replaced.
     pub fn pdb(&mut self, t: f64, pdb: PodDisruptionBudget) -> Option<String> {
         self.live.insert(("PodDisruptionBudget", full_name(&pdb.metadata)));
-        let mut pdb = strip_pdb(pdb);
-        pdb.metadata.creation_timestamp = None;
-        self.hasher.pdb(&mut pdb);
-        Self::line(&EventLine { t: round_ms(t), pdb: Some(Box::new(pdb)), ..EventLine::default() })
+        Self::line(&created_line(&self.hasher, round_ms(t), Object::Pdb(Box::new(strip_pdb(pdb)))))
     }
 
     /// A DaemonSet seen at `t`: added or replaced.
     pub fn daemonset(&mut self, t: f64, ds: DaemonSet) -> Option<String> {
         self.live.insert(("DaemonSet", full_name(&ds.metadata)));
-        let mut ds = strip_daemonset(ds, &self.options);
-        ds.metadata.creation_timestamp = None;
-        self.hasher.daemonset(&mut ds);
-        Self::line(&EventLine { t: round_ms(t), daemonset: Some(Box::new(ds)), ..EventLine::default() })
+        Self::line(&created_line(&self.hasher, round_ms(t), Object::DaemonSet(Box::new(strip_daemonset(ds, &self.options)))))
     }
 
     /// Object `name` of `kind` (`Pod`, `PodDisruptionBudget`, `DaemonSet`)
@@ -539,17 +510,39 @@ impl Recorder {
         if !self.live.remove(&(kind, name.to_string())) {
             return None;
         }
-        self.deleted_line(t, kind, name)
+        Self::line(&deleted_line(&self.hasher, round_ms(t), kind, name))
     }
+}
 
-    fn deleted_line(&self, t: f64, kind: &str, name: &str) -> Option<String> {
-        let name = self.hasher.full_name(name);
-        let t = round_ms(t);
-        Self::line(&match kind {
-            "Pod" => EventLine { t, del: Some(name), ..EventLine::default() },
-            "PodDisruptionBudget" => EventLine { t, del_pdb: Some(name), ..EventLine::default() },
-            _ => EventLine { t, del_daemonset: Some(name), ..EventLine::default() },
-        })
+/// The line of a (stripped) object created at `t`: its creation time
+/// dropped (`t` says it), hashed when anonymizing.
+fn created_line(hasher: &Hasher, t: f64, object: Object) -> EventLine {
+    match object {
+        Object::Pod(mut p) => {
+            p.metadata.creation_timestamp = None;
+            hasher.pod(&mut p);
+            EventLine { t, pod: Some(p), ..EventLine::default() }
+        }
+        Object::Pdb(mut p) => {
+            p.metadata.creation_timestamp = None;
+            hasher.pdb(&mut p);
+            EventLine { t, pdb: Some(p), ..EventLine::default() }
+        }
+        Object::DaemonSet(mut d) => {
+            d.metadata.creation_timestamp = None;
+            hasher.daemonset(&mut d);
+            EventLine { t, daemonset: Some(d), ..EventLine::default() }
+        }
+    }
+}
+
+/// The line of object `name` of `kind` deleted at `t`.
+fn deleted_line(hasher: &Hasher, t: f64, kind: &str, name: &str) -> EventLine {
+    let name = hasher.full_name(name);
+    match kind {
+        "Pod" => EventLine { t, del: Some(name), ..EventLine::default() },
+        "PodDisruptionBudget" => EventLine { t, del_pdb: Some(name), ..EventLine::default() },
+        _ => EventLine { t, del_daemonset: Some(name), ..EventLine::default() },
     }
 }
 
@@ -761,14 +754,14 @@ impl Hasher {
         }
     }
 
-    fn pod(&mut self, pod: &mut Pod) {
+    fn pod(&self, pod: &mut Pod) {
         self.meta(&mut pod.metadata);
         if let Some(spec) = &mut pod.spec {
             self.spec(spec);
         }
     }
 
-    fn pdb(&mut self, pdb: &mut PodDisruptionBudget) {
+    fn pdb(&self, pdb: &mut PodDisruptionBudget) {
         self.meta(&mut pdb.metadata);
         if self.on
             && let Some(s) = pdb.spec.as_mut().and_then(|s| s.selector.as_mut())
@@ -777,7 +770,7 @@ impl Hasher {
         }
     }
 
-    fn daemonset(&mut self, ds: &mut DaemonSet) {
+    fn daemonset(&self, ds: &mut DaemonSet) {
         self.meta(&mut ds.metadata);
         if self.on {
             self.selector(&mut ds.spec.selector);
