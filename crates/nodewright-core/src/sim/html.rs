@@ -71,7 +71,9 @@ fn summary(d: &Decision) -> (String, String) {
 pub fn write_html(dir: &Path, title: &str, table: &comfy_table::Table, charts: &[PathBuf], report: &Report) -> anyhow::Result<PathBuf> {
     let mut body = format!("<h1>{}</h1>\n<p class=\"meta\">trace <b>{}</b>, seed {}, {:.0} h simulated, {} policies</p>\n", escape(title), escape(&report.trace), report.seed, report.hours, report.policies.len());
     body += "<h2>Comparison</h2>\n";
+    body += "<div class=\"scroll\">";
     body += &table_html(table);
+    body += "</div>\n";
     body += "<h2>Charts</h2>\n";
     for chart in charts {
         let svg = std::fs::read_to_string(chart).map_err(|e| anyhow::anyhow!("{}: {e}", chart.display()))?;
@@ -111,13 +113,13 @@ pub fn write_html(dir: &Path, title: &str, table: &comfy_table::Table, charts: &
     Ok(path)
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}\
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}.scroll{overflow-x:auto}\
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}\
 .meta{color:#555}table{border-collapse:collapse;font-size:.85em}\
-th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}\
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}td{white-space:nowrap}\
 thead th{background:#f3f3f3;position:sticky;top:0}tbody th{text-align:left;font-weight:normal;white-space:nowrap}\
 tbody th.sub{padding-left:1.6em;color:#555}tbody tr:nth-child(even){background:#fafafa}\
-figure.chart{margin:1em 0}figure.chart svg{max-width:100%;height:auto}figcaption{color:#777;font-size:.8em}\
+figure.chart{margin:1em 0}figure.chart svg{max-width:1400px;width:100%;height:auto}figcaption{color:#777;font-size:.8em}\
 details.log{margin:.5em 0}table.decisions td{text-align:left;vertical-align:top}pre{margin:.3em 0;font-size:.9em}";
 
 #[cfg(test)]
