@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use nodewright_core::model::k8s::NAMESPACE;
 use nodewright_core::model::{Catalog, ExistingNode, PolicyRef, Requirement, parse_node_pools, well_known};
-use nodewright_core::sim::import::{ImportOptions, Imported, Input, import};
+use nodewright_core::sim::import::{ImportOptions, Imported, Input, Recorder, import};
 use nodewright_core::sim::trace::TraceEventKind;
 use nodewright_core::sim::{PolicyUnderTest, SimulationConfig, parse_trace, simulate};
 
@@ -202,4 +202,31 @@ fn snapshots_over_time_and_an_audit_log_become_arrivals_and_departures() {
     assert_eq!(trace.duration_s, 80.0 * 60.0);
     assert!(imported.notes.contains(&"audit.log:2: Pod create carries no object (audit level Metadata); skipped".to_string()), "{:?}", imported.notes);
     assert!(imported.notes.iter().any(|n| n.starts_with("audit.log:4: not a JSON audit event")), "{:?}", imported.notes);
+}
+
+#[test]
+fn a_recorder_writes_an_object_once_per_change_of_what_the_trace_carries() {
+    let mut recorder = Recorder::new(&options());
+    let pdb = |status: i32, max: i32| -> k8s_openapi::api::policy::v1::PodDisruptionBudget {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"maxUnavailable": max, "selector": {"matchLabels": {"app": "web"}}}, "status": {"disruptionsAllowed": status}}))
+        .unwrap()
+    };
+    let first = recorder.pdb(0.0, pdb(1, 1)).unwrap();
+    assert!(first.starts_with(r#"{"t":0.0,"pdb":{"apiVersion":"policy/v1","kind":"PodDisruptionBudget","metadata":{"name":"web","namespace":"shop"},"spec":{"maxUnavailable":1,"#), "{first}");
+    // Its status moves (it does, with every pod): nothing to write.
+    assert_eq!(recorder.pdb(5.0, pdb(0, 1)), None);
+    // Its spec changes: the new budget replaces it.
+    assert!(recorder.pdb(9.0, pdb(0, 2)).unwrap().starts_with(r#"{"t":9.0,"pdb":"#));
+    assert_eq!(recorder.deleted(12.0, "PodDisruptionBudget", "shop/web").unwrap(), "{\"t\":12.0,\"del_pdb\":\"shop/web\"}\n");
+    assert_eq!(recorder.deleted(13.0, "PodDisruptionBudget", "shop/web"), None, "gone once");
+    // A pod is written when it comes, and ends when it finishes.
+    let pod = |phase: &str| -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "job-1", "namespace": "batch"},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}, "status": {"phase": phase}}))
+        .unwrap()
+    };
+    assert!(recorder.pod(1.0, pod("Running")).is_some());
+    assert_eq!(recorder.pod(2.0, pod("Running")), None);
+    assert_eq!(recorder.pod(3.0, pod("Succeeded")).unwrap(), "{\"t\":3.0,\"del\":\"batch/job-1\"}\n");
 }

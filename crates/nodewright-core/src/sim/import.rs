@@ -437,6 +437,9 @@ pub struct Recorder {
     options: ImportOptions,
     hasher: Hasher,
     live: HashSet<(&'static str, String)>,
+    /// The last line written for each PDB and DaemonSet: a status update
+    /// (they come often) changes nothing the trace carries and writes nothing.
+    written: HashMap<(&'static str, String), String>,
     /// What was left out, each naming the object.
     pub notes: Vec<String>,
 }
@@ -444,7 +447,7 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder importing as `options` say.
     pub fn new(options: &ImportOptions) -> Self {
-        Recorder { options: options.clone(), hasher: Hasher { on: options.anonymize }, live: HashSet::new(), notes: Vec::new() }
+        Recorder { options: options.clone(), hasher: Hasher { on: options.anonymize }, live: HashSet::new(), written: HashMap::new(), notes: Vec::new() }
     }
 
     /// The header of a trace of `duration_s`, padded with spaces to
@@ -492,24 +495,40 @@ impl Recorder {
         Self::line(&created_line(&self.hasher, round_ms(t), Object::Pod(Box::new(pod))))
     }
 
-    /// A PodDisruptionBudget seen at `t`: added or replaced.
+    /// A PodDisruptionBudget seen at `t`: added, or replaced when what
+    /// the trace carries of it changed.
     pub fn pdb(&mut self, t: f64, pdb: PodDisruptionBudget) -> Option<String> {
-        self.live.insert(("PodDisruptionBudget", full_name(&pdb.metadata)));
-        Self::line(&created_line(&self.hasher, round_ms(t), Object::Pdb(Box::new(strip_pdb(pdb)))))
+        let key = ("PodDisruptionBudget", full_name(&pdb.metadata));
+        self.changed(key, t, Object::Pdb(Box::new(strip_pdb(pdb))))
     }
 
-    /// A DaemonSet seen at `t`: added or replaced.
+    /// A DaemonSet seen at `t`: added, or replaced when what the trace
+    /// carries of it changed.
     pub fn daemonset(&mut self, t: f64, ds: DaemonSet) -> Option<String> {
-        self.live.insert(("DaemonSet", full_name(&ds.metadata)));
-        Self::line(&created_line(&self.hasher, round_ms(t), Object::DaemonSet(Box::new(strip_daemonset(ds, &self.options)))))
+        let key = ("DaemonSet", full_name(&ds.metadata));
+        self.changed(key, t, Object::DaemonSet(Box::new(strip_daemonset(ds, &self.options))))
+    }
+
+    fn changed(&mut self, key: (&'static str, String), t: f64, object: Object) -> Option<String> {
+        let mut line = created_line(&self.hasher, 0.0, object);
+        let shape = serde_json::to_string(&line).ok()?;
+        if self.live.contains(&key) && self.written.get(&key) == Some(&shape) {
+            return None;
+        }
+        self.live.insert(key.clone());
+        self.written.insert(key, shape);
+        line.t = round_ms(t);
+        Self::line(&line)
     }
 
     /// Object `name` of `kind` (`Pod`, `PodDisruptionBudget`, `DaemonSet`)
     /// deleted at `t`.
     pub fn deleted(&mut self, t: f64, kind: &'static str, name: &str) -> Option<String> {
-        if !self.live.remove(&(kind, name.to_string())) {
+        let key = (kind, name.to_string());
+        if !self.live.remove(&key) {
             return None;
         }
+        self.written.remove(&key);
         Self::line(&deleted_line(&self.hasher, round_ms(t), kind, name))
     }
 }
