@@ -239,6 +239,13 @@ fn an_underused_large_node_is_replaced_by_a_cheaper_one() {
     assert!(price(&nodes[0].1) < price("m5.4xlarge"), "{} is not cheaper", nodes[0].1);
     let started: Vec<_> = w.reports.iter().flat_map(|(_, r)| r.started.clone()).collect();
     assert!(started[0].savings_per_hour > 0.0);
+    // Why, as written on the NodeClaim for `nodewright explain`.
+    let why = w.cluster.claim_annotation(&big, nodewright_core::disruption::explain::DISRUPTION_ANNOTATION).expect("written on the claim");
+    let why: nodewright_core::disruption::DisruptionExplanation = serde_json::from_str(&why).unwrap();
+    assert_eq!((why.method.as_str(), why.outcome.as_str(), why.nodes.as_slice()), ("underutilized", "started", std::slice::from_ref(&big)));
+    assert!(why.plan.starts_with("NodePool policy "), "{}", why.plan);
+    assert!(why.rules.iter().all(|r| r.result == "passed"), "{:?}", why.rules);
+    assert_eq!(why.savings_per_hour, (started[0].savings_per_hour * 10_000.0).round() / 10_000.0);
     for pod in pods {
         assert!(!w.cluster.pending_names().contains(&pod), "{pod} is still pending");
     }

@@ -522,14 +522,14 @@ impl Cluster for KubeCluster {
         self.patch_claim_conditions(claim, conditions).await
     }
 
-    async fn write_claim_decision(&self, claim: &str, decision: &str) -> Result<(), ClusterError> {
-        let patch = serde_json::json!({ "metadata": { "annotations": { nodewright_core::provisioning::explain::DECISION_ANNOTATION: decision } } });
+    async fn write_claim_annotation(&self, claim: &str, key: &str, value: &str) -> Result<(), ClusterError> {
+        let patch = serde_json::json!({ "metadata": { "annotations": { key: value } } });
         match self.claims_api().patch(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch)).await {
             Ok(patched) => {
                 self.wrote_claim(patched);
                 Ok(())
             }
-            Err(e) => Err(ClusterError(format!("annotate nodeclaim {claim} with its decision: {e}"))),
+            Err(e) => Err(ClusterError(format!("annotate nodeclaim {claim} with {key}: {e}"))),
         }
     }
 

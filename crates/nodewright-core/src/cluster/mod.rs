@@ -109,10 +109,12 @@ pub trait Cluster: Send + Sync + 'static {
     /// ([`Cluster::revision`]) that wakes a controller.
     fn write_claim_conditions(&self, claim: &str, conditions: &crate::model::ClaimConditions) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
-    /// Write why NodeClaim `claim` was bought as it was (JSON of a
-    /// `provisioning::explain::LaunchExplanation`, bounded) where
-    /// `nodewright explain` reads it. Informational, like the conditions.
-    fn write_claim_decision(&self, claim: &str, decision: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Write annotation `key` on NodeClaim `claim`: why it was bought as it
+    /// was (`provisioning::explain::DECISION_ANNOTATION`), why it is being
+    /// disrupted (`disruption::explain::DISRUPTION_ANNOTATION`), as bounded
+    /// JSON that `nodewright explain` reads. Informational, like the
+    /// conditions: no decision reads them back.
+    fn write_claim_annotation(&self, claim: &str, key: &str, value: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
     /// NodeClaims, with their instances.
     fn node_claims(&self) -> impl Future<Output = Result<Vec<NodeClaim>, ClusterError>> + Send;

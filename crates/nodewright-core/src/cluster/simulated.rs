@@ -82,8 +82,9 @@ struct State {
     nodes: Vec<ExistingNode>,
     node_index: HashMap<String, usize>,
     claims: BTreeMap<String, NodeClaim>,
-    /// Each NodeClaim's decision, as written (`Cluster::write_claim_decision`).
-    decisions: BTreeMap<String, String>,
+    /// The annotations written on NodeClaims (`Cluster::write_claim_annotation`),
+    /// by claim and key; kept after the claim ends, as a record.
+    annotations: BTreeMap<String, BTreeMap<String, String>>,
     /// Bound pods: name → (node, pod, when it was bound by the cluster's clock).
     bound: BTreeMap<String, (String, Pod, Duration)>,
     /// Node → the names of the pods bound to it.
@@ -308,9 +309,9 @@ impl SimulatedCluster {
         state.touch();
     }
 
-    /// The decision written on NodeClaim `claim`.
-    pub fn claim_decision(&self, claim: &str) -> Option<String> {
-        self.state().decisions.get(claim).cloned()
+    /// Annotation `key` as last written on NodeClaim `claim`.
+    pub fn claim_annotation(&self, claim: &str, key: &str) -> Option<String> {
+        self.state().annotations.get(claim).and_then(|a| a.get(key)).cloned()
     }
 
     /// Every bound pod → the node it is bound to.
@@ -631,12 +632,12 @@ impl Cluster for SimulatedCluster {
         Ok(self.request_deletion(claim))
     }
 
-    async fn write_claim_decision(&self, claim: &str, decision: &str) -> Result<(), ClusterError> {
+    async fn write_claim_annotation(&self, claim: &str, key: &str, value: &str) -> Result<(), ClusterError> {
         let mut state = self.state();
         if !state.claims.contains_key(claim) {
             return Err(ClusterError(format!("NodeClaim {claim} does not exist")));
         }
-        state.decisions.insert(claim.into(), decision.into());
+        state.annotations.entry(claim.into()).or_default().insert(key.into(), value.into());
         Ok(())
     }
 

@@ -722,9 +722,15 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// Cordon the nodes and launch the replacement.
     async fn start(&mut self, view: &View, command: Command, report: &mut DisruptionReport) -> Result<(), ClusterError> {
         let now = view.now;
+        // Why, on each NodeClaim (for `nodewright explain`; informational).
+        let consolidation = view.pool(&command.node_pool).map_or_else(|| "?".to_string(), |p| p.consolidation.plugin.clone());
+        let why = super::explain::DisruptionExplanation::started(&command, &consolidation, &view.catalog).to_annotation();
         for node in &command.nodes {
             self.cluster.cordon(node).await?;
             self.mark_disruption(view, node, Some(command.reason)).await?;
+            if let Err(e) = self.cluster.write_claim_annotation(node, super::explain::DISRUPTION_ANNOTATION, &why).await {
+                tracing::warn!(claim = %node, "the disruption was not written on the NodeClaim: {e}");
+            }
             report.cordoned.push(node.clone());
         }
         let pods: Vec<Pod> = view.pods_of(&command.nodes).cloned().collect();

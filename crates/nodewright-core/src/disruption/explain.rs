@@ -9,6 +9,12 @@ use super::methods::{self, Plan};
 use super::{Command, Rejection, Replacement};
 use crate::model::Catalog;
 
+/// The NodeClaim annotation holding the [`DisruptionExplanation`] of the
+/// disruption under way, as JSON.
+pub const DISRUPTION_ANNOTATION: &str = "nodewright.io/disruption";
+/// The most it takes (the list of nodes is cut to fit).
+pub const MAX_DISRUPTION_BYTES: usize = 8 * 1024;
+
 /// One validation rule and what it said.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleResult {
@@ -87,6 +93,19 @@ impl DisruptionExplanation {
             savings_per_hour: (command.savings_per_hour * 10_000.0).round() / 10_000.0,
             outcome: if rejected_by.is_some() { "rejected" } else { "started" }.into(),
             rules,
+        }
+    }
+
+    /// As the annotation's JSON, the list of nodes cut to
+    /// [`MAX_DISRUPTION_BYTES`].
+    pub fn to_annotation(&self) -> String {
+        let mut this = self.clone();
+        loop {
+            let text = serde_json::to_string(&this).unwrap_or_default();
+            if text.len() <= MAX_DISRUPTION_BYTES || this.nodes.len() <= 1 {
+                return text;
+            }
+            this.nodes.truncate(this.nodes.len() / 2);
         }
     }
 

@@ -429,7 +429,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                     };
                     let explanation = explain::explain_launch(&launched.claim, &facts);
                     // Informational: a failed write leaves the claim without it.
-                    if let Err(e) = self.cluster.write_claim_decision(&launched.claim, &explanation.to_annotation()).await {
+                    if let Err(e) = self.cluster.write_claim_annotation(&launched.claim, explain::DECISION_ANNOTATION, &explanation.to_annotation()).await {
                         tracing::warn!(claim = %launched.claim, "the decision was not written on the NodeClaim: {e}");
                     }
                     launched.explanation = Some(Box::new(explanation));

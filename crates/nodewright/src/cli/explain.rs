@@ -132,6 +132,12 @@ pub(crate) async fn from_cluster(client: kube::Client, claim: &str) -> anyhow::R
     let explanation: LaunchExplanation =
         serde_json::from_str(annotation).with_context(|| format!("NodeClaim {claim}: metadata.annotations.{DECISION_ANNOTATION}: not a decision"))?;
     let mut out = explanation.render();
+    let disruption = object.metadata.annotations.as_ref().and_then(|a| a.get(nodewright_core::disruption::explain::DISRUPTION_ANNOTATION));
+    if let Some(text) = disruption {
+        let why: nodewright_core::disruption::DisruptionExplanation = serde_json::from_str(text)
+            .with_context(|| format!("NodeClaim {claim}: metadata.annotations.{}: not a disruption", nodewright_core::disruption::explain::DISRUPTION_ANNOTATION))?;
+        out += &format!("  being disrupted: {}", why.render());
+    }
     let conditions = object.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     for c in conditions.iter().filter(|c| c.status == "True" && matches!(c.type_.as_str(), "Drifted" | "Consolidatable" | "Empty" | "DisruptionReason")) {
         out += &format!("  now {}: {}\n", c.type_, c.reason);
