@@ -834,7 +834,7 @@ impl Sim<'_> {
         m.peak_node_cpu_request_ratio = m.peak_node_cpu_request_ratio.max(node_cpu);
         m.peak_node_memory_request_ratio = m.peak_node_memory_request_ratio.max(node_memory);
         self.samples.push(Sample {
-            hour: round(self.last.as_secs_f64() / 3600.0, 4),
+            hour: self.hour(),
             cost: round(bill.on_demand + bill.spot, 4),
             on_demand_nodes: on_demand,
             spot_nodes: spot,
@@ -877,7 +877,7 @@ impl Sim<'_> {
                     }
                 })
                 .collect();
-        super::timeline::Frame { hour: round(self.last.as_secs_f64() / 3600.0, 4), pending, nodes }
+        super::timeline::Frame { hour: self.hour(), pending, nodes }
     }
 
     fn finish(mut self) -> SimulationResult {
