@@ -139,6 +139,20 @@ pub trait Cluster: Send + Sync + 'static {
     /// Every pod bound to a node, as (node, pod).
     fn bound_pods(&self) -> impl Future<Output = Result<Vec<(String, Pod)>, ClusterError>> + Send;
 
+    /// [`Self::bound_pods`], by node, each node's pods by name.
+    fn bound_pods_by_node(&self) -> impl Future<Output = Result<std::collections::HashMap<String, Vec<Pod>>, ClusterError>> + Send {
+        async {
+            let mut by_node: std::collections::HashMap<String, Vec<Pod>> = std::collections::HashMap::new();
+            for (node, pod) in self.bound_pods().await? {
+                by_node.entry(node).or_default().push(pod);
+            }
+            for pods in by_node.values_mut() {
+                pods.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            Ok(by_node)
+        }
+    }
+
     /// PodDisruptionBudgets with the evictions each allows now.
     fn pod_disruption_budgets(&self) -> impl Future<Output = Result<Vec<PdbStatus>, ClusterError>> + Send;
 

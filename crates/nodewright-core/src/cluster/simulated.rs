@@ -721,6 +721,17 @@ impl Cluster for SimulatedCluster {
         Ok(state.bound.values().map(|(n, p, at)| (n.clone(), State::running(p, *at, now))).collect())
     }
 
+    async fn bound_pods_by_node(&self) -> Result<HashMap<String, Vec<Pod>>, ClusterError> {
+        let now = (self.now)();
+        let state = self.state();
+        // One walk of the bound pods, by name: each node's come out by name.
+        let mut by_node: HashMap<&str, Vec<Pod>> = HashMap::with_capacity(state.on_node.len());
+        for (node, pod, at) in state.bound.values() {
+            by_node.entry(node.as_str()).or_default().push(State::running(pod, *at, now));
+        }
+        Ok(by_node.into_iter().map(|(node, pods)| (node.to_string(), pods)).collect())
+    }
+
     async fn pod_disruption_budgets(&self) -> Result<Vec<PdbStatus>, ClusterError> {
         let state = self.state();
         Ok(state.pdbs.iter().map(|pdb| PdbStatus { budget: pdb.clone(), disruptions_allowed: state.allowed(pdb) }).collect())

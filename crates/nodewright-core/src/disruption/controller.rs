@@ -346,10 +346,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             tracing::warn!("drift from the node class not checked this pass: {e}");
             HashMap::new()
         });
-        let mut bound: HashMap<String, Vec<Pod>> = HashMap::new();
-        for (node, pod) in self.cluster.bound_pods().await? {
-            bound.entry(node).or_default().push(pod);
-        }
+        let mut bound = self.cluster.bound_pods_by_node().await?;
         let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
         let mut members = Vec::new();
         let mut alive = HashMap::new();
@@ -360,9 +357,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 continue;
             }
             let (Some(instance), true) = (&claim.instance, index.contains_key(&claim.name)) else { continue };
-            let mut pods = bound.remove(&claim.name).unwrap_or_default();
-            pods.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            let pods = bound.remove(&claim.name).unwrap_or_default();
+            let mut hasher = rustc_hash::FxHasher::default();
             for pod in &pods {
                 pod.name.hash(&mut hasher);
             }
@@ -592,7 +588,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         }
         // Pod facts and the fleet only for a plugin that reads them (0.3.0).
         let rich = slot.reads_fleet();
-        let snapshot = ConsolidationSnapshot {
+        let snapshot = || ConsolidationSnapshot {
             node_pool: pool.name.clone(),
             nodes: members
                 .iter()
@@ -621,7 +617,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             largest_first: &largest_first,
             choose: &|pods: &[Pod], total: Resources, feasible: Vec<u32>| self.choose(view, pool, pods, total, feasible),
         };
-        let decision = slot.plan_with(&view.catalog, &snapshot, || karpenter_like(view, pool, &members, &candidate, &self.settings, room, &choice));
+        let decision = slot.plan_with(&view.catalog, snapshot, || karpenter_like(view, pool, &members, &candidate, &self.settings, room, &choice));
         match decision.by {
             DecidedBy::Plugin(_) => report.plugin_decisions += 1,
             DecidedBy::Fallback { .. } => report.fallbacks += 1,

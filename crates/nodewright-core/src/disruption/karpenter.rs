@@ -54,9 +54,10 @@ pub(crate) fn karpenter_like(
         let (a, b) = (node(a), node(b));
         a.pods.len().cmp(&b.pods.len()).then(view.price(b.offering).total_cmp(&view.price(a.offering))).then(a.name().cmp(b.name()))
     });
-    let try_prefix = |prefix: &[usize]| -> Option<ConsolidationAction> {
+    // `pods` are those of the nodes of `prefix`.
+    let try_prefix = |prefix: &[usize], pods: &[Pod]| -> Option<ConsolidationAction> {
         let chosen: Vec<&Member> = prefix.iter().map(|&i| node(i)).collect();
-        consolidate(view, pool, &chosen, settings, choice).map(|offering| {
+        consolidate(view, pool, &chosen, pods, settings, choice).map(|offering| {
             let nodes = prefix.iter().map(|&i| i as u32).collect();
             match offering {
                 None => ConsolidationAction::Delete { nodes },
@@ -65,11 +66,20 @@ pub(crate) fn karpenter_like(
         })
     };
     // Multi-node: binary search for the largest prefix that consolidates.
+    // The pods of every prefix are a prefix of the pods of `multi` in order.
     let multi = &order[..order.len().min(settings.max_multi_node_candidates).min(room)];
+    let mut pods: Vec<Pod> = Vec::new();
+    let mut ends = vec![0usize];
+    if multi.len() >= 2 {
+        for &i in multi {
+            pods.extend(node(i).pods.iter().cloned());
+            ends.push(pods.len());
+        }
+    }
     let (mut low, mut high, mut best) = (2usize, multi.len(), None);
     while low <= high {
         let mid = (low + high) / 2;
-        match try_prefix(&multi[..mid]) {
+        match try_prefix(&multi[..mid], &pods[..ends[mid]]) {
             Some(action) => {
                 best = Some(action);
                 low = mid + 1;
@@ -81,7 +91,7 @@ pub(crate) fn karpenter_like(
         return vec![action];
     }
     // Single node: the first that can go.
-    order.iter().take(settings.max_single_node_candidates).find_map(|&i| try_prefix(&[i])).into_iter().collect()
+    order.iter().take(settings.max_single_node_candidates).find_map(|&i| try_prefix(&[i], &node(i).pods)).into_iter().collect()
 }
 
 /// Where a replacement may come from.
@@ -97,7 +107,7 @@ pub(crate) struct Choice<'a> {
     pub choose: &'a dyn Fn(&[Pod], Resources, Vec<u32>) -> Option<u32>,
 }
 
-/// Can `nodes` go? `Some(None)`: their pods fit on the other nodes;
+/// Can `nodes` (holding `pods`) go? `Some(None)`: their pods fit on the other nodes;
 /// `Some(Some(o))`: they fit with one new node bought as `o`, the offering
 /// the pool's selection policy ranks best among those that hold the pods and
 /// cost less than `nodes` by the required margin; `None`: neither.
@@ -107,11 +117,11 @@ fn consolidate(
     view: &View,
     pool: &NodePool,
     nodes: &[&Member],
+    pods: &[Pod],
     settings: &DisruptionSettings,
     choice: &Choice<'_>,
 ) -> Option<Option<u32>> {
     let gone: BTreeSet<&str> = nodes.iter().map(|m| m.name()).collect();
-    let pods: Vec<Pod> = nodes.iter().flat_map(|m| m.pods.iter().cloned()).collect();
     // Replace: only worth simulating when some offering big enough for the
     // pods' total requests is cheap enough.
     let current: f64 = nodes.iter().map(|m| view.price(m.offering)).sum();
@@ -129,14 +139,14 @@ fn consolidate(
     // that stay exactly as one that may not, and opens a node only for the
     // first pod that fits on none of them.
     if !possible {
-        let delete = view.might_fit_without(&pods, &gone) && view.simulate_within(&pods, &gone, &[], 0, None).is_some();
+        let delete = view.might_fit_without(pods, &gone) && view.simulate_within(pods, &gone, &[], 0, None).is_some();
         return delete.then_some(None);
     }
     // The new node is simulated among the offerings that could be chosen
     // (allowed, cheap enough) only: it takes every pod it would take among
     // all of them whenever one of those could hold the result.
     let buy: Vec<u32> = choice.largest_first.iter().copied().filter(|&o| view.price(o) < ceiling).collect();
-    let result = view.simulate_within(&pods, &gone, std::slice::from_ref(pool), 1, Some(&buy))?;
+    let result = view.simulate_within(pods, &gone, std::slice::from_ref(pool), 1, Some(&buy))?;
     let claim = match result.claims.as_slice() {
         [] => return Some(None),
         [claim] => claim,
@@ -165,5 +175,5 @@ fn consolidate(
     if options.is_empty() {
         return None;
     }
-    (choice.choose)(&pods, claim.requests, options).map(Some)
+    (choice.choose)(pods, claim.requests, options).map(Some)
 }

@@ -404,21 +404,33 @@ impl PolicySlot {
     /// Plan consolidation for `snapshot`. Always answers: a failed plugin
     /// call is answered by "no action".
     pub fn plan(&self, catalog: &Catalog, snapshot: &ConsolidationSnapshot) -> Decision<Vec<ConsolidationAction>> {
-        self.plan_with(catalog, snapshot, no_consolidation)
+        self.plan_from(catalog, snapshot, no_consolidation)
     }
 
-    /// Plan consolidation for `snapshot`; the built-in slot, and a failed
-    /// plugin call, are answered by `builtin` (the host's own consolidator).
+    /// Plan consolidation for the snapshot `snapshot` makes; the built-in
+    /// slot, and a failed plugin call, are answered by `builtin` (the
+    /// host's own consolidator). The snapshot is made only when a plugin
+    /// (active or shadow) is called: the built-in consolidator reads the
+    /// cluster directly.
     pub fn plan_with(
         &self,
         catalog: &Catalog,
-        snapshot: &ConsolidationSnapshot,
+        snapshot: impl FnOnce() -> ConsolidationSnapshot,
+        builtin: impl FnOnce() -> Vec<ConsolidationAction>,
+    ) -> Decision<Vec<ConsolidationAction>> {
+        self.plan_from(catalog, std::cell::LazyCell::new(snapshot), builtin)
+    }
+
+    fn plan_from(
+        &self,
+        catalog: &Catalog,
+        snapshot: impl std::ops::Deref<Target = ConsolidationSnapshot>,
         builtin: impl FnOnce() -> Vec<ConsolidationAction>,
     ) -> Decision<Vec<ConsolidationAction>> {
         let state = self.state.load_full();
-        let decision = self.decide(&state, |p| p.plan(catalog, snapshot), builtin);
+        let decision = self.decide(&state, |p| p.plan(catalog, &*snapshot), builtin);
         if let Some(shadow) = &state.shadow {
-            self.shadow_call(shadow, shadow.plan(catalog, snapshot), |answer| {
+            self.shadow_call(shadow, shadow.plan(catalog, &*snapshot), |answer| {
                 (answer != &decision.value).then(|| format!("active planned {:?}, shadow would plan {:?}", decision.value, answer))
             });
         }
