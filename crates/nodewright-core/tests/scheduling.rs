@@ -87,7 +87,7 @@ fn a_bounded_simulation_accepts_at_most_its_claims_bought_among_the_offerings_gi
     let nodes = vec![node("n1", &pool, "m5.xlarge", "us-east-1a", vec![])];
     let pods = PodSpec::requesting(1000, 2 * GIB).pods("web", 4);
     let within = |max: usize, buy: Option<&[u32]>| {
-        schedule_within(SchedulingInput { catalog: catalog(), pools, daemonsets: &[], nodes: &nodes, pods: &pods }, max, Hints { buy, node_used: None })
+        schedule_within(SchedulingInput { catalog: catalog(), pools, daemonsets: &[], nodes: &nodes, pods: &pods }, max, Hints { buy, ..Hints::default() })
     };
     assert!(within(0, None).is_none(), "the fourth pod needs a new node");
     let one = within(1, None).expect("one new node holds the fourth pod");
@@ -114,13 +114,35 @@ fn a_hint_of_what_nodes_hold_places_pods_as_summing_their_pods_would() {
     let summed = schedule(input());
     // The hint covers n1 only; n2's pods are summed.
     let used = [nodes[0].used()];
-    let hinted = nodewright_core::scheduling::schedule_hinted(input(), Hints { buy: None, node_used: Some(&used) });
+    let hinted = nodewright_core::scheduling::schedule_hinted(input(), Hints { node_used: Some(&used), ..Hints::default() });
     assert_eq!(hinted, summed);
     assert_eq!(summed.bindings.iter().filter(|b| b.1 == 0).count(), 1, "n1 has room for one more: {summed:?}");
     // A hint that says n1 is full keeps pods off it.
     let full = [nodes[0].allocatable];
-    let hinted = nodewright_core::scheduling::schedule_hinted(input(), Hints { buy: None, node_used: Some(&full) });
+    let hinted = nodewright_core::scheduling::schedule_hinted(input(), Hints { node_used: Some(&full), ..Hints::default() });
     assert!(hinted.bindings.iter().all(|b| b.1 == 1), "{hinted:?}");
+}
+
+#[test]
+fn a_removed_node_holds_nothing_for_topology_with_or_without_the_shared_cache() {
+    use nodewright_core::scheduling::{NodeCache, schedule_hinted};
+    let pool = NodePool::new("default");
+    let web = PodSpec::requesting(500, GIB).label("app", "web").pods("web", 1).into_iter().map(|p| p.spec).collect();
+    // n1 holds a web pod; n2, in the same zone, is empty.
+    let nodes = vec![node("n1", &pool, "m5.xlarge", "us-east-1a", web), node("n2", &pool, "m5.xlarge", "us-east-1a", vec![])];
+    let pods = PodSpec::requesting(500, GIB).anti_affinity(TopologyKey::Zone, LabelSelector::label("app", "web")).pods("apart", 1);
+    let pools: &[NodePool] = &[];
+    let input = || SchedulingInput { catalog: catalog(), pools, daemonsets: &[], nodes: &nodes, pods: &pods };
+    let cache = NodeCache::new(nodes.len());
+    for cache in [None, Some(&cache)] {
+        // With n1 there, the zone holds a web pod: nowhere to go.
+        let kept = schedule_hinted(input(), Hints { cache, ..Hints::default() });
+        assert_eq!((kept.bindings.len(), kept.unschedulable.len()), (0, 1), "{kept:?}");
+        // With n1 gone, its web pod counts nowhere and n2 takes the pod;
+        // the counts the cache kept from the call above do not leak in.
+        let gone = schedule_hinted(input(), Hints { cache, removed: &[0], ..Hints::default() });
+        assert_eq!(gone.bindings, vec![(0, 1)], "{gone:?}");
+    }
 }
 
 #[test]

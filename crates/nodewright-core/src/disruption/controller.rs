@@ -1,10 +1,13 @@
 //! The disruption controller: reads the cluster, decides, re-validates,
 //! and carries disruptions out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
+
+// Keyed by names and never iterated: a fast hash, no order to leak.
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::Serialize;
 
@@ -18,6 +21,7 @@ use crate::cluster::{Cluster, ClusterError, ClusterEvent, EventObject};
 use crate::model::{NodePool, Pod, Resources};
 use crate::policy::{ConsolidationAction, ConsolidationSnapshot, DecidedBy, PolicyRegistry, Role, SelectionRequest, SnapshotNode};
 use crate::provisioning::{ClaimSpec, Clock, LaunchedClaim, Provisioner, selection_slot};
+use crate::scheduling::NodeCache;
 
 /// The registry slot of a NodePool's consolidation policy.
 pub fn consolidation_slot(node_pool: &str) -> String {
@@ -155,11 +159,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             cluster,
             provisioner,
             settings,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             staged: Vec::new(),
             running: Vec::new(),
-            quiet: HashMap::new(),
-            replacements: std::sync::Mutex::new(HashMap::new()),
+            quiet: HashMap::default(),
+            replacements: std::sync::Mutex::new(HashMap::default()),
             idle: None,
             last_plan: None,
             events: Vec::new(),
@@ -344,12 +348,12 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let launched: Vec<crate::model::Instance> = claims.iter().filter_map(|c| c.instance.clone()).collect();
         let mut drifted = self.cloud.drifted(&launched).await.unwrap_or_else(|e| {
             tracing::warn!("drift from the node class not checked this pass: {e}");
-            HashMap::new()
+            std::collections::HashMap::new()
         });
         let mut bound = self.cluster.bound_pods_by_node().await?;
         let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
         let mut members = Vec::new();
-        let mut alive = HashMap::new();
+        let mut alive = HashMap::default();
         let mut deleting = Vec::new();
         for claim in claims {
             if claim.deleting && claim.instance.is_none() {
@@ -374,6 +378,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         self.seen = alive;
         let (used, free, free_total) = free_capacity(&nodes);
         let drift_hashes = pools.iter().map(|p| (p.name.clone(), p.drift_hash())).collect();
+        let node_count = nodes.len();
         Ok(View {
             catalog,
             pools,
@@ -382,6 +387,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             nodes: std::sync::Mutex::new(nodes),
             index,
             used,
+            cache: NodeCache::new(node_count),
             free,
             free_total,
             members,
@@ -809,7 +815,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             return Ok(());
         }
         // The claims of the nodes being disrupted and of their replacements.
-        let mut claims: HashMap<String, crate::model::NodeClaim> = HashMap::new();
+        let mut claims: HashMap<String, crate::model::NodeClaim> = HashMap::default();
         let names: BTreeSet<String> = self.running.iter().flat_map(|r| r.command.nodes.iter().chain(&r.replacements)).cloned().collect();
         for name in names {
             if let Some(claim) = self.cluster.node_claim(&name).await? {

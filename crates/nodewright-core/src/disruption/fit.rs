@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cluster::NodeClaim;
 use crate::model::{Catalog, NodePool, PdbStatus, Pod, PodSpec, Resources};
-use crate::scheduling::{ExistingNode, Hints, SchedulingInput, SchedulingResult, schedule_hinted, schedule_within};
+use crate::scheduling::{ExistingNode, Hints, SchedulingInput, SchedulingResult, NodeCache, schedule_hinted, schedule_within};
 
 /// A node nodewright manages: a launched NodeClaim.
 #[derive(Debug, Clone)]
@@ -56,21 +56,36 @@ pub(crate) fn free_capacity(nodes: &[ExistingNode]) -> (Vec<Resources>, Vec<(u64
     (used, free, total)
 }
 
+/// The offerings a simulated new node may be bought as: those of a list
+/// priced below a bound.
+#[derive(Clone, Copy)]
+pub(crate) struct Buy<'a> {
+    /// The list, largest first.
+    pub largest_first: &'a [u32],
+    /// The same offerings, cheapest first (ties by index).
+    pub by_price: &'a [u32],
+    /// $/hour every offering bought must cost less than.
+    pub below: f64,
+}
+
 /// One consistent read of the cluster.
 pub(crate) struct View {
     pub catalog: Arc<Catalog>,
     pub pools: Vec<NodePool>,
     /// Each NodePool's [`NodePool::drift_hash`] now, by name.
-    pub drift_hashes: std::collections::HashMap<String, String>,
+    pub drift_hashes: rustc_hash::FxHashMap<String, String>,
     pub daemonsets: Vec<PodSpec>,
     /// Every node (managed or not), as the scheduler sees them; each
     /// simulation takes some out and puts them back, so no copy is made.
     pub nodes: std::sync::Mutex<Vec<ExistingNode>>,
     /// Node name → index in `nodes`.
-    pub index: std::collections::HashMap<String, usize>,
+    pub index: rustc_hash::FxHashMap<String, usize>,
     /// Requests on each of `nodes`, by index: every simulation starts from
     /// them instead of summing the pods again.
     pub used: Vec<Resources>,
+    /// What the simulations of a pass share about `nodes` (zones, pods
+    /// matching each selector they ask for), worked out once.
+    pub cache: NodeCache,
     /// (CPU millicores, memory bytes) free on each schedulable node (0 on
     /// the others), by index in `nodes`, and their sum.
     pub free: Vec<(u64, u64)>,
@@ -126,43 +141,38 @@ impl View {
     /// Schedule `pods` on every node but those in `gone`, plus `extra`; new
     /// nodes may be opened in `new_nodes_in` only.
     pub fn simulate(&self, pods: &[Pod], gone: &BTreeSet<&str>, extra: Vec<ExistingNode>, new_nodes_in: &[NodePool]) -> SchedulingResult {
-        self.with_nodes(gone, extra, |nodes| {
-            let hints = Hints { buy: None, node_used: Some(&self.used) };
+        self.with_nodes(gone, extra, |nodes, removed| {
+            let hints = Hints { node_used: Some(&self.used), removed, cache: Some(&self.cache), ..Hints::default() };
             schedule_hinted(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods }, hints)
         })
     }
 
     /// As [`View::simulate`] with no extra nodes, if every pod fits with at
-    /// most `max_claims` new nodes, bought as one of `buy` (largest first;
-    /// `None`: any offering); `None`, as soon as that is certain, if not.
-    pub fn simulate_within(&self, pods: &[Pod], gone: &BTreeSet<&str>, new_nodes_in: &[NodePool], max_claims: usize, buy: Option<&[u32]>) -> Option<SchedulingResult> {
-        self.with_nodes(gone, Vec::new(), |nodes| {
-            let hints = Hints { buy, node_used: Some(&self.used) };
+    /// most `max_claims` new nodes, bought as one of `buy`'s offerings
+    /// (`None`: any offering); `None`, as soon as that is certain, if not.
+    pub fn simulate_within(&self, pods: &[Pod], gone: &BTreeSet<&str>, new_nodes_in: &[NodePool], max_claims: usize, buy: Option<Buy<'_>>) -> Option<SchedulingResult> {
+        self.with_nodes(gone, Vec::new(), |nodes, removed| {
+            let hints = Hints {
+                buy: buy.map(|b| b.largest_first),
+                below: buy.map(|b| b.below),
+                buy_by_price: buy.map(|b| b.by_price),
+                node_used: Some(&self.used),
+                removed,
+                cache: Some(&self.cache),
+            };
             schedule_within(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods }, max_claims, hints)
         })
     }
 
-    /// Run `f` on every node but those in `gone`, plus `extra`.
-    fn with_nodes<R>(&self, gone: &BTreeSet<&str>, extra: Vec<ExistingNode>, f: impl FnOnce(&[ExistingNode]) -> R) -> R {
+    /// Run `f` on every node plus `extra`, with the indices of those in
+    /// `gone` (which the scheduler treats as not there).
+    fn with_nodes<R>(&self, gone: &BTreeSet<&str>, extra: Vec<ExistingNode>, f: impl FnOnce(&[ExistingNode], &[usize]) -> R) -> R {
         let mut nodes = self.nodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = nodes.len();
-        // The nodes that go are taken out in place: unschedulable, and
-        // without their pods (which are among `pods` when they move).
-        let mut taken = Vec::with_capacity(gone.len());
-        for name in gone {
-            if let Some(&i) = self.index.get(*name) {
-                let node = &mut nodes[i];
-                taken.push((i, node.schedulable, std::mem::take(&mut node.pods)));
-                node.schedulable = false;
-            }
-        }
+        let removed: Vec<usize> = gone.iter().filter_map(|name| self.index.get(*name).copied()).collect();
         nodes.extend(extra);
-        let result = f(&nodes);
+        let result = f(&nodes, &removed);
         nodes.truncate(count);
-        for (i, schedulable, pods) in taken {
-            nodes[i].schedulable = schedulable;
-            nodes[i].pods = pods;
-        }
         result
     }
 

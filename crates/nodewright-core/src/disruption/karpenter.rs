@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 
 use super::{DisruptionSettings, MIN_SPOT_TO_SPOT_TYPES, Reason};
-use super::fit::{Member, View};
+use super::fit::{Buy, Member, View};
 use crate::model::{CapacityType, ConsolidationPolicy, NodePool, Pod, Resources};
 use crate::policy::ConsolidationAction;
 
@@ -145,8 +145,7 @@ fn consolidate(
     // The new node is simulated among the offerings that could be chosen
     // (allowed, cheap enough) only: it takes every pod it would take among
     // all of them whenever one of those could hold the result.
-    let buy: Vec<u32> = choice.largest_first.iter().copied().filter(|&o| view.price(o) < ceiling).collect();
-    let result = view.simulate_within(pods, &gone, std::slice::from_ref(pool), 1, Some(&buy))?;
+    let result = view.simulate_within(pods, &gone, std::slice::from_ref(pool), 1, Some(Buy { largest_first: choice.largest_first, by_price: choice.by_price, below: ceiling }))?;
     let claim = match result.claims.as_slice() {
         [] => return Some(None),
         [claim] => claim,

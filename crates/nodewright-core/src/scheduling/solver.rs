@@ -23,10 +23,69 @@ pub struct Hints<'a> {
     /// New NodeClaims consider these offerings only (largest first, as
     /// `Catalog::largest_first` orders them); `None`: every offering.
     pub buy: Option<&'a [u32]>,
+    /// New NodeClaims consider only offerings priced below this ($/hour).
+    pub below: Option<f64>,
+    /// `buy`'s offerings again, cheapest first (ties by index): with
+    /// `below`, only those under it are looked at when they are few.
+    pub buy_by_price: Option<&'a [u32]>,
     /// The requests already on the first nodes of the input, in order (the
-    /// nodes after them are summed here). A node the caller emptied for
-    /// the simulation must be unschedulable: what it holds is not read.
+    /// nodes after them are summed here). What a node in `removed` or
+    /// unschedulable holds is not read.
     pub node_used: Option<&'a [Resources]>,
+    /// Indices of nodes of the input that are not there for this
+    /// simulation (they go): no pod is placed on them and their pods count
+    /// in no topology domain.
+    pub removed: &'a [usize],
+    /// What many simulations over the same first nodes of the input share.
+    pub cache: Option<&'a NodeCache>,
+}
+
+/// What many simulations over the first `len` nodes of a node list that
+/// does not change (a disruption pass's) share, worked out once: each
+/// node's zone, and per label selector the pods matching it on each node
+/// (remembered as they are asked for: the simulations of a pass ask for
+/// the same selectors over and over).
+#[derive(Debug)]
+pub struct NodeCache {
+    len: usize,
+    /// The catalog's zones, then those only nodes name; each node's.
+    zones: std::sync::OnceLock<(Vec<String>, Vec<Option<usize>>)>,
+    cache: std::sync::Mutex<HashMap<LabelSelector, Arc<[u32]>>>,
+}
+
+impl NodeCache {
+    /// A cache for the first `len` nodes of the inputs it is handed.
+    pub fn new(len: usize) -> Self {
+        NodeCache { len, zones: std::sync::OnceLock::new(), cache: std::sync::Mutex::new(HashMap::default()) }
+    }
+
+    /// Zones and node zones for the first `len` of `nodes`.
+    fn zones(&self, catalog: &crate::model::Catalog, nodes: &[ExistingNode]) -> &(Vec<String>, Vec<Option<usize>>) {
+        self.zones.get_or_init(|| {
+            let mut zones = catalog.zones.0.clone();
+            let node_zone = nodes[..self.len.min(nodes.len())].iter().map(|n| node_zone_of(n, &mut zones)).collect();
+            (zones, node_zone)
+        })
+    }
+
+    /// Pods matching `selector` on each of the first `len` of `nodes`.
+    fn counts(&self, nodes: &[ExistingNode], selector: &LabelSelector) -> Arc<[u32]> {
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(counts) = cache.get(selector) {
+            return counts.clone();
+        }
+        // Pods of a workload share one spec: its labels are matched once.
+        let mut matches: HashMap<*const PodSpec, bool> = HashMap::default();
+        let counts: Arc<[u32]> = nodes[..self.len.min(nodes.len())]
+            .iter()
+            .map(|node| {
+                let matching = node.pods.iter().filter(|p| *matches.entry(Arc::as_ptr(p)).or_insert_with(|| selector.matches(&p.labels)));
+                u32::try_from(matching.count()).unwrap_or(u32::MAX)
+            })
+            .collect();
+        cache.insert(selector.clone(), counts.clone());
+        counts
+    }
 }
 
 /// Place `input.pods` as [`schedule`] does, using `hints`.
@@ -158,7 +217,7 @@ impl Bounds {
         let mut smallest: (Resources, Option<u32>) = Default::default();
         let key = |c: &Resources| (c.cpu_millis, c.memory_bytes, c.gpus);
         for &o in offerings {
-            let offering = &catalog.offerings[o as usize];
+            let offering = &catalog.fit[o as usize];
             bounds.ceiling = bounds.ceiling.max_each(offering.allocatable);
             bounds.zones |= 1u64.checked_shl(offering_zone[o as usize] as u32).unwrap_or(0);
             if smallest.1.is_none() || key(&offering.capacity) < key(&smallest.0) {
@@ -181,13 +240,16 @@ struct Solver<'a> {
     zones: Vec<String>,
     offering_zone: &'a [usize],
     node_zone: Vec<Option<usize>>,
+    /// Nodes not there for this simulation ([`Hints::removed`]).
+    removed: Vec<bool>,
     selectors: Vec<LabelSelector>,
     /// [selector][zone] matching pods.
     zone_counts: Vec<Vec<u32>>,
     /// Matching pods anywhere, per selector.
     total_counts: Vec<u32>,
     /// [target][selector] matching pods.
-    node_counts: Vec<Vec<u32>>,
+    /// [node × selector] matching pods, one row of `selectors.len()` per node.
+    node_counts: Vec<u32>,
     claim_counts: Vec<Vec<u32>>,
     node_used: Vec<Resources>,
     claims: Vec<Claim>,
@@ -202,6 +264,8 @@ struct Solver<'a> {
     over: bool,
     /// Offerings new NodeClaims may be bought as, largest first (`None`: any).
     buy: Option<&'a [u32]>,
+    below: Option<f64>,
+    buy_by_price: Option<&'a [u32]>,
     /// Topology keys other than zone and hostname, as named.
     custom_keys: Vec<String>,
     /// Per custom key: a label of the offering (its value comes with what is bought).
@@ -216,17 +280,25 @@ struct Solver<'a> {
 
 impl<'a> Solver<'a> {
     fn with_hints(input: SchedulingInput<'a>, hints: Hints<'a>) -> Self {
-        let known = hints.node_used.filter(|u| u.len() <= input.nodes.len());
-        let mut solver = Solver::new_with(input, known);
+        let mut solver = Solver::new_with(input, &hints);
         solver.buy = hints.buy;
+        solver.below = hints.below;
+        solver.buy_by_price = hints.buy_by_price;
         solver
     }
 
     fn new(input: SchedulingInput<'a>) -> Self {
-        Self::new_with(input, None)
+        Self::new_with(input, &Hints::default())
     }
 
-    fn new_with(input: SchedulingInput<'a>, known_used: Option<&[Resources]>) -> Self {
+    fn new_with(input: SchedulingInput<'a>, hints: &Hints<'_>) -> Self {
+        let known_used = hints.node_used.filter(|u| u.len() <= input.nodes.len());
+        let mut removed = vec![false; input.nodes.len()];
+        for &n in hints.removed {
+            if let Some(r) = removed.get_mut(n) {
+                *r = true;
+            }
+        }
         let catalog = input.catalog;
         let mut pool_order: Vec<usize> = (0..input.pools.len()).collect();
         pool_order.sort_by(|&a, &b| {
@@ -242,20 +314,15 @@ impl<'a> Solver<'a> {
                 pool_nodes[p] = pool_nodes[p].saturating_add(1);
             }
         }
-        let mut zones = catalog.zones.0.clone();
         let offering_zone = catalog.zones.1.as_slice();
-        let zone_index = |zone: &str, zones: &mut Vec<String>| match zones.iter().position(|z| z == zone) {
-            Some(i) => i,
-            None => {
-                zones.push(zone.to_string());
-                zones.len() - 1
-            }
+        let (mut zones, mut node_zone): (Vec<String>, Vec<Option<usize>>) = match hints.cache {
+            Some(cache) => cache.zones(catalog, input.nodes).clone(),
+            None => (catalog.zones.0.clone(), Vec::new()),
         };
-        let node_zone = input
-            .nodes
-            .iter()
-            .map(|n| n.labels.get(well_known::ZONE).map(|z| zone_index(z, &mut zones)))
-            .collect();
+        node_zone.truncate(input.nodes.len());
+        for n in &input.nodes[node_zone.len()..] {
+            node_zone.push(node_zone_of(n, &mut zones));
+        }
 
         // Distinct specs, and the selectors their constraints use.
         let mut selectors: Vec<LabelSelector> = Vec::new();
@@ -376,37 +443,49 @@ impl<'a> Solver<'a> {
         let mut zone_counts = vec![vec![0u32; zones.len()]; n_sel];
         let mut total_counts = vec![0u32; n_sel];
         let mut pod_matches: HashMap<*const PodSpec, Vec<usize>> = HashMap::default();
-        let node_counts: Vec<Vec<u32>> = input
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(n, node)| {
-                let mut counts = vec![0u32; n_sel];
-                if n_sel == 0 {
-                    return counts;
+        let columns: Vec<Arc<[u32]>> = match hints.cache {
+            Some(cache) if n_sel > 0 => selectors.iter().map(|s| cache.counts(input.nodes, s)).collect(),
+            _ => Vec::new(),
+        };
+        // [node × selector], one row per node.
+        let mut node_counts = vec![0u32; input.nodes.len() * n_sel];
+        if n_sel > 0 {
+            for ((n, node), counts) in input.nodes.iter().enumerate().zip(node_counts.chunks_exact_mut(n_sel)) {
+                if removed[n] {
+                    continue;
                 }
-                let zone = node_zone_of(&input, n, &zones);
-                for pod in &node.pods {
-                    // Pods of a workload share one spec: match its labels once.
-                    let ids = pod_matches.entry(Arc::as_ptr(pod)).or_insert_with(|| {
-                        (0..n_sel).filter(|&s| selectors[s].matches(&pod.labels)).collect::<Vec<usize>>()
-                    });
-                    for &s in ids.iter() {
-                        counts[s] += 1;
-                        total_counts[s] += 1;
-                        if let Some(z) = zone {
-                            zone_counts[s][z] += 1;
-                        }
-                        for &(_, k) in custom_pairs.iter().filter(|p| p.0 == s) {
-                            if let Some(v) = node.labels.get(&custom_keys[k]) {
-                                *custom_counts.entry((s, k, v.clone())).or_default() += 1;
-                            }
+                if columns.first().is_some_and(|c| n < c.len()) {
+                    for (s, column) in columns.iter().enumerate() {
+                        counts[s] = column[n];
+                    }
+                } else {
+                    for pod in &node.pods {
+                        // Pods of a workload share one spec: match its labels once.
+                        let ids = pod_matches.entry(Arc::as_ptr(pod)).or_insert_with(|| {
+                            (0..n_sel).filter(|&s| selectors[s].matches(&pod.labels)).collect::<Vec<usize>>()
+                        });
+                        for &s in ids.iter() {
+                            counts[s] += 1;
                         }
                     }
                 }
-                counts
-            })
-            .collect();
+                let zone = node_zone[n];
+                for (s, &count) in counts.iter().enumerate() {
+                    if count == 0 {
+                        continue;
+                    }
+                    total_counts[s] += count;
+                    if let Some(z) = zone {
+                        zone_counts[s][z] += count;
+                    }
+                    for &(_, k) in custom_pairs.iter().filter(|p| p.0 == s) {
+                        if let Some(v) = node.labels.get(&custom_keys[k]) {
+                            *custom_counts.entry((s, k, v.clone())).or_default() += count;
+                        }
+                    }
+                }
+            }
+        }
         Solver {
             node_used: match known_used {
                 Some(known) => known.iter().copied().chain(input.nodes[known.len()..].iter().map(ExistingNode::used)).collect(),
@@ -421,6 +500,7 @@ impl<'a> Solver<'a> {
             zones,
             offering_zone,
             node_zone,
+            removed,
             selectors,
             zone_counts,
             total_counts,
@@ -435,6 +515,8 @@ impl<'a> Solver<'a> {
             max_claims: None,
             over: false,
             buy: None,
+            below: None,
+            buy_by_price: None,
             custom_keys,
             offering_key,
             custom_domains,
@@ -496,7 +578,7 @@ impl<'a> Solver<'a> {
                 let catalog = self.input.catalog;
                 let mut set = Bitset::empty(catalog.offerings.len());
                 for &o in &c.offerings {
-                    if catalog.offerings[o as usize].allocatable.covers(&c.requests) {
+                    if catalog.fit[o as usize].allocatable.covers(&c.requests) {
                         set.insert(o);
                     }
                 }
@@ -702,18 +784,37 @@ impl<'a> Solver<'a> {
             let nodes = self.pool_nodes[pool].saturating_add(1);
             let offering_zone = self.offering_zone;
             let buy = self.buy;
+            let below = self.below;
+            // Offerings under the price bound, when they are a small part
+            // of the list: looked at alone, then put largest first.
+            let cheap = match (buy, self.buy_by_price, below) {
+                (Some(buy), Some(by_price), Some(bound)) => {
+                    let under = &by_price[..by_price.partition_point(|&o| catalog.fit[o as usize].price_per_hour < bound)];
+                    (under.len().saturating_mul(4) < buy.len()).then_some(under)
+                }
+                _ => None,
+            };
             // Knowing a claim would open takes its whole list when the pool
             // keeps minValues (the list must have them).
             let at_most = at_most && self.input.pools[pool].min_values.is_empty();
             // Largest first: the order a claim keeps its offerings in.
             let fitting: Vec<u32> = self.with_compat(pool, spec, level, |_, compat| {
                 let fits = |&o: &u32| {
-                    let offering = &catalog.offerings[o as usize];
+                    let offering = &catalog.fit[o as usize];
                     compat.contains(o)
+                        && below.is_none_or(|b| offering.price_per_hour < b)
                         && zones & (1 << offering_zone[o as usize]) != 0
                         && offering.allocatable.covers(&total)
                         && within_limits(usage.saturating_add(offering.capacity), nodes, limits)
                 };
+                if let Some(under) = cheap {
+                    let mut all: Vec<u32> = under.iter().copied().filter(fits).collect();
+                    all.sort_unstable_by_key(|&o| catalog.fit[o as usize].largest_rank);
+                    if at_most {
+                        all.truncate(1);
+                    }
+                    return all;
+                }
                 let mut all = buy.unwrap_or(&catalog.largest_first).iter().copied().filter(fits);
                 if at_most { all.next().into_iter().collect() } else { all.collect() }
             });
@@ -799,7 +900,7 @@ impl<'a> Solver<'a> {
 
     fn node_accepts(&mut self, n: usize, spec: usize, level: usize, zones: u64, requests: Resources) -> bool {
         let node = &self.input.nodes[n];
-        if !node.schedulable {
+        if !node.schedulable || self.removed[n] {
             return false;
         }
         if let Some(z) = self.node_zone[n]
@@ -810,7 +911,8 @@ impl<'a> Solver<'a> {
         if !node.allocatable.covers(&self.node_used[n].saturating_add(requests)) {
             return false;
         }
-        if !self.host_allows(spec, level, &self.node_counts[n]) {
+        let n_sel = self.selectors.len();
+        if !self.host_allows(spec, level, &self.node_counts[n * n_sel..(n + 1) * n_sel]) {
             return false;
         }
         // Custom-key domains change as pods are placed: checked every time.
@@ -857,7 +959,7 @@ impl<'a> Solver<'a> {
             return false;
         }
         let zonal = self.specs[spec].zonal && claim.zone.is_none();
-        let holds = |o: u32| catalog.offerings[o as usize].allocatable.covers(&total);
+        let holds = |o: u32| catalog.fit[o as usize].allocatable.covers(&total);
         let custom = !self.specs[spec].custom.is_empty();
         if !zonal && !custom && claim.bounds.zones & !zones == 0 && claim.filtered_for.contains(&(spec, level)) {
             if claim.reserved_by.is_some_and(holds) && self.input.pools[pool].min_values.is_empty() {
@@ -876,7 +978,7 @@ impl<'a> Solver<'a> {
                 .filter(|&o| {
                     compat.contains(o)
                         && zones & (1 << offering_zone[o as usize]) != 0
-                        && catalog.offerings[o as usize].allocatable.covers(&total)
+                        && catalog.fit[o as usize].allocatable.covers(&total)
                 })
                 .collect()
         });
@@ -944,13 +1046,14 @@ impl<'a> Solver<'a> {
         let (counts, zone) = match target {
             Target::Node(n) => {
                 self.node_used[n] = self.node_used[n].saturating_add(requests);
-                (&mut self.node_counts[n], self.node_zone[n])
+                let n_sel = self.selectors.len();
+                (&mut self.node_counts[n * n_sel..(n + 1) * n_sel], self.node_zone[n])
             }
             Target::Claim(c) => {
                 let claim = &mut self.claims[c];
                 claim.pods.push(pod);
                 claim.requests = claim.requests.saturating_add(requests);
-                (&mut self.claim_counts[c], claim.zone)
+                (self.claim_counts[c].as_mut_slice(), claim.zone)
             }
         };
         for &sel in &self.specs[spec].matches {
@@ -1018,9 +1121,16 @@ impl<'a> Solver<'a> {
     }
 }
 
-fn node_zone_of(input: &SchedulingInput<'_>, n: usize, zones: &[String]) -> Option<usize> {
-    let zone = input.nodes[n].labels.get(well_known::ZONE)?;
-    zones.iter().position(|z| z == zone)
+/// The index of `node`'s zone among `zones` (added if new).
+fn node_zone_of(node: &ExistingNode, zones: &mut Vec<String>) -> Option<usize> {
+    let zone = node.labels.get(well_known::ZONE)?;
+    Some(match zones.iter().position(|z| z == zone) {
+        Some(i) => i,
+        None => {
+            zones.push(zone.to_string());
+            zones.len() - 1
+        }
+    })
 }
 
 /// Is a pool using `usage` with `nodes` nodes within `limits`?
