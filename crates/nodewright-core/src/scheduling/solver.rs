@@ -787,10 +787,14 @@ impl<'a> Solver<'a> {
             let below = self.below;
             // Offerings under the price bound, when they are a small part
             // of the list: looked at alone, then put largest first.
-            let cheap = match (buy, self.buy_by_price, below) {
-                (Some(buy), Some(by_price), Some(bound)) => {
+            // Largest first is by CPU first: the offerings with CPU enough
+            // for the total are a prefix of the list, and only they can fit.
+            let list = buy.unwrap_or(&catalog.largest_first);
+            let list = &list[..list.partition_point(|&o| catalog.fit[o as usize].allocatable.cpu_millis >= total.cpu_millis)];
+            let cheap = match (self.buy_by_price, below) {
+                (Some(by_price), Some(bound)) => {
                     let under = &by_price[..by_price.partition_point(|&o| catalog.fit[o as usize].price_per_hour < bound)];
-                    (under.len().saturating_mul(4) < buy.len()).then_some(under)
+                    (under.len().saturating_mul(4) < list.len()).then_some(under)
                 }
                 _ => None,
             };
@@ -815,7 +819,7 @@ impl<'a> Solver<'a> {
                     }
                     return all;
                 }
-                let mut all = buy.unwrap_or(&catalog.largest_first).iter().copied().filter(fits);
+                let mut all = list.iter().copied().filter(fits);
                 if at_most { all.next().into_iter().collect() } else { all.collect() }
             });
             if at_most && !fitting.is_empty() {
@@ -960,19 +964,21 @@ impl<'a> Solver<'a> {
         }
         let zonal = self.specs[spec].zonal && claim.zone.is_none();
         let holds = |o: u32| catalog.fit[o as usize].allocatable.covers(&total);
+        // A claim keeps its offerings largest first (by CPU first): those
+        // with CPU enough for the total are a prefix.
+        let enough = claim.offerings.partition_point(|&o| catalog.fit[o as usize].allocatable.cpu_millis >= total.cpu_millis);
         let custom = !self.specs[spec].custom.is_empty();
         if !zonal && !custom && claim.bounds.zones & !zones == 0 && claim.filtered_for.contains(&(spec, level)) {
             if claim.reserved_by.is_some_and(holds) && self.input.pools[pool].min_values.is_empty() {
                 return true;
             }
             if limits == PoolLimits::default() && self.input.pools[pool].min_values.is_empty() {
-                return claim.offerings.iter().any(|&o| holds(o));
+                return claim.offerings[..enough].iter().any(|&o| holds(o));
             }
         }
         let mut kept: Vec<u32> = self.with_compat(pool, spec, level, |solver, compat| {
             let offering_zone = solver.offering_zone;
-            solver.claims[c]
-                .offerings
+            solver.claims[c].offerings[..enough]
                 .iter()
                 .copied()
                 .filter(|&o| {
