@@ -75,8 +75,10 @@ pub(crate) struct View {
     /// Each NodePool's [`NodePool::drift_hash`] now, by name.
     pub drift_hashes: rustc_hash::FxHashMap<String, String>,
     pub daemonsets: Vec<PodSpec>,
-    /// Every node (managed or not), as the scheduler sees them; each
-    /// simulation takes some out and puts them back, so no copy is made.
+    /// Every node (managed or not), as the scheduler sees them. A
+    /// simulation appends the nodes it adds (replacements) and drops them
+    /// after, so no copy is made; the nodes that go stay in place, named to
+    /// the scheduler as removed.
     pub nodes: std::sync::Mutex<Vec<ExistingNode>>,
     /// Node name → index in `nodes`.
     pub index: rustc_hash::FxHashMap<String, usize>,
