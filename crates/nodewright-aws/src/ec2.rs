@@ -63,7 +63,16 @@ pub struct Ec2Cloud {
     /// What each node class resolved to, for drift and for its status: class
     /// name → (drift generation, the class, what it resolved to).
     resolutions: Mutex<HashMap<String, (u64, Ec2NodeClass, Resolution)>>,
-    reservations: Vec<Reservation>,
+    /// The capacity reservations launched into, with their `reserved`
+    /// offerings in the catalog.
+    reservations: Mutex<Vec<Reservation>>,
+    /// The catalog before reservations: the reserved offerings are rebuilt
+    /// on it when the reservations change.
+    base_catalog: Mutex<Arc<Catalog>>,
+    /// The commitments file's reservations (every NodePool's).
+    committed: Vec<nodewright_core::model::CapacityReservation>,
+    /// Those node classes' `capacityReservationSelectorTerms` found.
+    selected: Mutex<Vec<nodewright_core::model::CapacityReservation>>,
 }
 
 /// What a node class resolves to, each part or why it does not (the
@@ -78,6 +87,27 @@ pub struct Resolution {
     pub amis: Result<Vec<(String, Arch)>, String>,
     /// The instance profile it launches with: named, or made for its role.
     pub instance_profile: Result<Option<String>, String>,
+    /// The active capacity reservations its terms select (none without terms).
+    pub capacity_reservations: Result<Vec<FoundReservation>, String>,
+}
+
+/// A capacity reservation a node class's terms found in EC2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundReservation {
+    /// `cr-…`.
+    pub id: String,
+    /// The instance type it holds.
+    pub instance_type: String,
+    /// Its availability zone.
+    pub zone: String,
+    /// Instances it holds in all.
+    pub total: u32,
+    /// Instances it can still take.
+    pub available: u32,
+    /// The account that owns it.
+    pub owner_id: String,
+    /// `open` or `targeted`.
+    pub instance_match_criteria: String,
 }
 
 /// A capacity reservation instances are launched into.
@@ -246,16 +276,20 @@ impl Ec2Cloud {
                 offerings.push(offering);
             }
         }
+        let catalog = Arc::new(Catalog::new(offerings));
         Ok(Ec2Cloud {
             client,
             ssm: None,
             cluster: cluster.into(),
             node_class: Arc::new(node_class),
             classes: Mutex::new(BTreeMap::new()),
-            catalog: Mutex::new(Arc::new(Catalog::new(offerings))),
+            catalog: Mutex::new(catalog.clone()),
             unavailable: Mutex::new(HashMap::new()),
             launch_templates: Mutex::new(HashMap::new()),
-            reservations: Vec::new(),
+            reservations: Mutex::new(Vec::new()),
+            base_catalog: Mutex::new(catalog),
+            committed: Vec::new(),
+            selected: Mutex::new(Vec::new()),
             profiles: None,
             resolutions: Mutex::new(HashMap::new()),
         })
@@ -263,8 +297,10 @@ impl Ec2Cloud {
 
     /// Apply the user's price overrides (Savings Plans, RIs) to the catalog.
     pub fn with_price_overrides(self, overrides: &[nodewright_core::model::PriceOverride]) -> Self {
-        let catalog = self.catalog().with_overrides(overrides);
-        *self.catalog.lock().expect("catalog lock") = Arc::new(catalog);
+        let base = self.base_catalog.lock().expect("catalog lock").with_overrides(overrides);
+        *self.base_catalog.lock().expect("catalog lock") = Arc::new(base);
+        // The reservations in place were checked when they were set.
+        let _ = self.rebuild_reservations();
         self
     }
 
@@ -276,23 +312,94 @@ impl Ec2Cloud {
         if let Some(i) = reservations.iter().position(|r| r.id.is_none()) {
             return Err(format!("capacityReservations[{i}].id: is required to launch into the reservation"));
         }
-        let catalog = self.catalog().with_reservations(reservations).map_err(|(i, why)| format!("capacityReservations[{i}]: {why}"))?;
-        self.reservations = reservations
-            .iter()
-            .filter_map(|r| {
-                let offering = catalog.reserved_offering(&r.instance_type, &r.zone)?;
-                Some(Reservation { offering, id: r.id.clone()?, count: r.count })
-            })
-            .collect();
-        *self.catalog.lock().expect("catalog lock") = Arc::new(catalog);
+        self.committed = reservations.to_vec();
+        self.rebuild_reservations().map_err(|(i, why)| format!("capacityReservations[{i}]: {why}"))?;
         Ok(self)
+    }
+
+    /// The catalog again from its base, with a `reserved` offering per
+    /// reservation (the commitments file's, then those node classes
+    /// selected), appended in that order so the other offerings keep
+    /// their indices. A reservation refused: (its index, why).
+    fn rebuild_reservations(&self) -> Result<(), (usize, String)> {
+        let mut all = self.committed.clone();
+        all.extend(self.selected.lock().expect("reservations lock").iter().cloned());
+        let base = self.base_catalog.lock().expect("catalog lock").clone();
+        let catalog = base.with_reservations(&all)?;
+        let count = base.offerings.len();
+        let reservations = all
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some(Reservation { offering: u32::try_from(count + i).ok()?, id: r.id.clone()?, count: r.count }))
+            .collect();
+        *self.reservations.lock().expect("reservations lock") = reservations;
+        let mut current = self.catalog.lock().expect("catalog lock");
+        if current.offerings != catalog.offerings {
+            // Reserved offerings whose index now names another reservation
+            // are no longer known to be full.
+            self.unavailable.lock().expect("unavailable lock").retain(|&o, _| (o as usize) < count);
+            *current = Arc::new(catalog);
+        }
+        Ok(())
     }
 
     /// The node classes NodePools may name (`nodeClassRef`), by name,
     /// replacing those set before (a controller refreshes them as they
     /// change). A NodePool naming none launches with the default class.
+    ///
+    /// The capacity reservations the classes' terms found when they were
+    /// last resolved ([`Ec2Cloud::resolve`]) become `reserved` offerings
+    /// only those classes' NodePools launch (the catalog changes only when
+    /// they do). One of a type or zone the catalog does not sell on demand
+    /// is left out.
     pub fn set_node_classes(&self, classes: BTreeMap<String, Ec2NodeClass>) {
+        let base = self.base_catalog.lock().expect("catalog lock").clone();
+        let mut selected: Vec<nodewright_core::model::CapacityReservation> = Vec::new();
+        {
+            let resolutions = self.resolutions.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, class) in &classes {
+                let Some((_, seen, resolution)) = resolutions.get(name) else { continue };
+                let Ok(found) = &resolution.capacity_reservations else { continue };
+                if seen != class {
+                    continue;
+                }
+                for r in found {
+                    let Some(on_demand) = base
+                        .offerings
+                        .iter()
+                        .find(|o| o.instance_type == r.instance_type && o.zone == r.zone && o.capacity_type == CapacityType::OnDemand)
+                    else {
+                        continue;
+                    };
+                    let mut serves = vec![name.clone()];
+                    // NodePools naming no class launch with the default one.
+                    if *name == self.node_class.name {
+                        serves.push(String::new());
+                    }
+                    match selected.iter_mut().find(|s| s.id.as_deref() == Some(r.id.as_str())) {
+                        Some(known) => known.node_classes.get_or_insert_with(Vec::new).extend(serves),
+                        None => selected.push(nodewright_core::model::CapacityReservation {
+                            instance_type: r.instance_type.clone(),
+                            zone: r.zone.clone(),
+                            count: r.total,
+                            hourly_rate: on_demand.price_per_hour,
+                            id: Some(r.id.clone()),
+                            node_classes: Some(serves),
+                        }),
+                    }
+                }
+            }
+        }
+        selected.sort_by(|a, b| a.id.cmp(&b.id));
+        *self.selected.lock().expect("reservations lock") = selected;
+        // Every reservation kept has an on-demand offering to copy.
+        let _ = self.rebuild_reservations();
         *self.classes.lock().expect("classes lock") = classes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    }
+
+    /// The class of launches whose NodePool names none.
+    pub fn default_node_class(&self) -> &Ec2NodeClass {
+        &self.node_class
     }
 
     /// The class a launch for a NodePool naming `name` uses.
@@ -357,9 +464,52 @@ impl Ec2Cloud {
             security_groups: self.security_group_details(class).await.map_err(|e| e.0),
             amis: if amis.is_empty() { Err(failed.join("; ")) } else { Ok(amis) },
             instance_profile: self.instance_profile(class).await.map_err(|e| e.0),
+            capacity_reservations: self.capacity_reservations(class).await.map_err(|e| e.0),
         };
         self.resolutions.lock().unwrap_or_else(|e| e.into_inner()).insert(class.name.clone(), (generation, class.clone(), resolution.clone()));
         resolution
+    }
+
+    /// The active Linux capacity reservations any of `class`'s terms
+    /// selects (by id; or by tags, owner and match criteria), by id.
+    async fn capacity_reservations(&self, class: &Ec2NodeClass) -> Result<Vec<FoundReservation>, CloudError> {
+        let mut found: BTreeMap<String, FoundReservation> = BTreeMap::new();
+        for term in &class.capacity_reservations {
+            let mut filters = vec![filter("state", "active"), filter("instance-platform", "Linux/UNIX")];
+            filters.extend(term.tags.iter().map(|(k, v)| tag_filter(k, v)));
+            if let Some(owner) = &term.owner_id {
+                filters.push(filter("owner-id", owner));
+            }
+            if let Some(criteria) = &term.instance_match_criteria {
+                filters.push(filter("instance-match-criteria", criteria));
+            }
+            let mut pages = self
+                .client
+                .describe_capacity_reservations()
+                .set_capacity_reservation_ids(term.id.clone().map(|id| vec![id]))
+                .set_filters(Some(filters))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| error("DescribeCapacityReservations", e))?;
+                for r in page.capacity_reservations() {
+                    let (Some(id), Some(instance_type), Some(zone)) = (r.capacity_reservation_id(), r.instance_type(), r.availability_zone()) else { continue };
+                    found.insert(
+                        id.to_string(),
+                        FoundReservation {
+                            id: id.to_string(),
+                            instance_type: instance_type.to_string(),
+                            zone: zone.to_string(),
+                            total: r.total_instance_count().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+                            available: r.available_instance_count().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+                            owner_id: r.owner_id().unwrap_or_default().to_string(),
+                            instance_match_criteria: r.instance_match_criteria().map(|c| c.as_str().to_string()).unwrap_or_default(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(found.into_values().collect())
     }
 
     /// Forget what node classes resolved to (for drift and for their
@@ -595,13 +745,13 @@ impl CloudProvider for Ec2Cloud {
             let arch = catalog.offerings[first as usize].arch;
             let (batch, template, token, reservation) = if capacity == CapacityType::Reserved {
                 remaining.remove(0);
-                let Some(reservation) = self.reservations.iter().find(|r| r.offering == first) else { continue };
+                let Some(reservation) = self.reservations.lock().expect("reservations lock").iter().find(|r| r.offering == first).cloned() else { continue };
                 if existing.iter().filter(|i| i.offering == first).count() >= reservation.count as usize {
                     self.mark_unavailable(first);
                     continue;
                 }
                 let template = self.launch_template(&class, Some(&reservation.id), arch).await.map_err(|e| LaunchError::Provider(e.0))?;
-                (vec![first], template, reservation.id.clone(), Some(reservation.id.as_str()))
+                (vec![first], template, reservation.id.clone(), Some(reservation.id))
             } else {
                 let batch: Vec<u32> = remaining
                     .iter()
@@ -651,7 +801,7 @@ impl CloudProvider for Ec2Cloud {
                     ResourceType::Instance,
                     &[(CLUSTER_TAG, &self.cluster), (NODE_POOL_TAG, &request.node_pool), (NODE_CLAIM_TAG, &request.claim)],
                 ));
-            if let Some(id) = reservation {
+            if let Some(id) = &reservation {
                 fleet = fleet.tag_specifications(tags(ResourceType::Instance, &[(CAPACITY_RESERVATION_TAG, id)]));
             }
             if let Some(name) = &request.node_class {
@@ -787,6 +937,7 @@ impl CloudProvider for Ec2Cloud {
 
     async fn instances(&self) -> Result<Vec<Instance>, CloudError> {
         let catalog = self.catalog();
+        let reservations = self.reservations.lock().expect("reservations lock").clone();
         Ok(self
             .owned_instances()
             .await?
@@ -795,7 +946,7 @@ impl CloudProvider for Ec2Cloud {
                 let tag = |key: &str| i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(String::from);
                 let instance_type = i.instance_type()?.as_str();
                 let zone = i.placement().and_then(|p| p.availability_zone()).unwrap_or_default();
-                let reserved = tag(CAPACITY_RESERVATION_TAG).and_then(|id| self.reservations.iter().find(|r| r.id == id)).map(|r| r.offering);
+                let reserved = tag(CAPACITY_RESERVATION_TAG).and_then(|id| reservations.iter().find(|r| r.id == id)).map(|r| r.offering);
                 let capacity = if i.instance_lifecycle().is_some() { CapacityType::Spot } else { CapacityType::OnDemand };
                 let offering = match reserved {
                     Some(offering) => offering,

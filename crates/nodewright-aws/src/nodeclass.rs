@@ -50,6 +50,56 @@ pub struct AmiSelectorTerm {
     pub ssm_parameter: Option<String>,
 }
 
+/// Which capacity reservations a node class launches into: by id, or
+/// every reservation carrying all the term's tags (`"*"`: the key with any
+/// value), optionally of one owner account; `instanceMatchCriteria`
+/// narrows either to `open` or `targeted` reservations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CapacityReservationSelectorTerm {
+    /// Tags it must carry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Its id (`cr-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The account that owns it (12 digits).
+    #[serde(default, rename = "ownerID", skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
+    /// `open` or `targeted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_match_criteria: Option<String>,
+}
+
+impl CapacityReservationSelectorTerm {
+    /// Why the term cannot select anything as written, if it cannot:
+    /// Karpenter's validation rules.
+    fn check(&self) -> Result<(), String> {
+        match &self.id {
+            None if self.tags.is_empty() => return Err("names no id or tags".into()),
+            Some(_) if !self.tags.is_empty() || self.owner_id.is_some() => {
+                return Err("`id` cannot be set along with `tags` or `ownerID`".into());
+            }
+            Some(id) if !(id.strip_prefix("cr-").is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()))) => {
+                return Err(format!("id `{id}` is not a capacity reservation id (cr-…)"));
+            }
+            _ => {}
+        }
+        if self.tags.iter().any(|(k, v)| k.is_empty() || v.is_empty()) {
+            return Err("empty tag keys or values are not supported".into());
+        }
+        if let Some(owner) = &self.owner_id
+            && !(owner.len() == 12 && owner.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!("ownerID `{owner}` is not a 12-digit account id"));
+        }
+        match self.instance_match_criteria.as_deref() {
+            None | Some("open" | "targeted") => Ok(()),
+            Some(other) => Err(format!("instanceMatchCriteria `{other}` is not open or targeted")),
+        }
+    }
+}
+
 /// The kubelet settings Karpenter's `spec.kubelet` takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -188,9 +238,9 @@ pub struct NodeClassSpec {
     /// Their AMI.
     #[serde(default)]
     pub ami_selector_terms: Vec<AmiSelectorTerm>,
-    /// Capacity reservations to launch into (read from the commitments file in nodewright).
+    /// Capacity reservations its nodes launch into (beside those of the commitments file).
     #[serde(default)]
-    pub capacity_reservation_selector_terms: Vec<serde_json::Value>,
+    pub capacity_reservation_selector_terms: Vec<CapacityReservationSelectorTerm>,
     /// `AL2023`, `AL2`, `Bottlerocket`, `Custom`, `Windows2019`, …; implied by an alias.
     #[serde(default)]
     pub ami_family: Option<String>,
@@ -336,6 +386,9 @@ pub struct Ec2NodeClass {
     pub block_devices: Vec<BlockDeviceMapping>,
     /// Instance profile name.
     pub instance_profile: Option<String>,
+    /// Capacity reservations: every active one matching any term is
+    /// launched into (targeted, by id) by this class's NodePools only.
+    pub capacity_reservations: Vec<CapacityReservationSelectorTerm>,
     /// The nodes' IAM role, when no instance profile is named: a profile
     /// is made for it (`iam::InstanceProfiles`), named after the class.
     pub role: Option<String>,
@@ -420,6 +473,9 @@ impl Ec2NodeClass {
             }
         }
         let family = family.ok_or_else(|| fail("amiFamily", "is required unless an alias names the family".into()))?;
+        for (i, term) in spec.capacity_reservation_selector_terms.iter().enumerate() {
+            term.check().map_err(|m| fail(&format!("capacityReservationSelectorTerms[{i}]"), m))?;
+        }
         // An instance profile named is used as is; a role gets one made for it.
         let (instance_profile, role) = match (&spec.instance_profile, &spec.role) {
             (Some(profile), _) => (Some(profile.clone()), None),
@@ -454,6 +510,7 @@ impl Ec2NodeClass {
             root_volume_gib: 20,
             block_devices: spec.block_device_mappings.clone(),
             instance_profile,
+            capacity_reservations: spec.capacity_reservation_selector_terms.clone(),
             role,
             name: name.into(),
             raid0,
@@ -784,5 +841,30 @@ spec:
             parse(&CLASS.replace("  kubelet:\n", "  blockDeviceMappings:\n    - deviceName: /dev/xvda\n      ebs:\n        volumeSize: lots\n  kubelet:\n")).unwrap_err(),
             "EC2NodeClass default: spec.blockDeviceMappings[0].ebs.volumeSize: `lots` is not a quantity"
         );
+    }
+
+    #[test]
+    fn capacity_reservation_terms_are_checked_as_karpenter_checks_them() {
+        let parse = |terms: &str| {
+            let text = CLASS.replace("  kubelet:\n", &format!("  capacityReservationSelectorTerms:\n{terms}  kubelet:\n"));
+            let classes = parse_node_classes("class.yaml", &text)?;
+            Ec2NodeClass::from_karpenter(&classes[0].name, &classes[0].spec, "1.31").map(|c| c.capacity_reservations)
+        };
+        let taken = parse("    - tags: { team: ml }\n      ownerID: \"123456789012\"\n      instanceMatchCriteria: targeted\n    - id: cr-0a1b2c3d4e5f60718\n").unwrap();
+        assert_eq!(taken.len(), 2);
+        assert_eq!((taken[0].owner_id.as_deref(), taken[0].instance_match_criteria.as_deref()), (Some("123456789012"), Some("targeted")));
+        assert_eq!(taken[1].id.as_deref(), Some("cr-0a1b2c3d4e5f60718"));
+        let refused = |terms: &str| parse(terms).unwrap_err();
+        let field = "EC2NodeClass default: spec.capacityReservationSelectorTerms";
+        assert_eq!(refused("    - ownerID: \"123456789012\"\n"), format!("{field}[0]: names no id or tags"));
+        assert_eq!(refused("    - id: cr-0a1b2c3d\n      tags: { team: ml }\n"), format!("{field}[0]: `id` cannot be set along with `tags` or `ownerID`"));
+        assert_eq!(refused("    - id: sg-0a1b2c3d\n"), format!("{field}[0]: id `sg-0a1b2c3d` is not a capacity reservation id (cr-…)"));
+        assert_eq!(refused("    - tags: { team: \"\" }\n"), format!("{field}[0]: empty tag keys or values are not supported"));
+        assert_eq!(refused("    - tags: { team: ml }\n      ownerID: \"12\"\n"), format!("{field}[0]: ownerID `12` is not a 12-digit account id"));
+        assert_eq!(
+            refused("    - tags: { team: ml }\n    - tags: { team: ml }\n      instanceMatchCriteria: closed\n"),
+            format!("{field}[1]: instanceMatchCriteria `closed` is not open or targeted")
+        );
+        assert_eq!(refused("    - name: mine\n").split(": unknown field").next().unwrap(), format!("class.yaml: {field}[0].name"));
     }
 }

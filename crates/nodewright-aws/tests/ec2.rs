@@ -344,6 +344,7 @@ async fn a_launch_into_a_capacity_reservation_targets_it_by_id_and_stops_at_its_
         count: 1,
         hourly_rate: 0.192,
         id: Some(id.into()),
+        node_classes: None,
     };
     let without_id = CapacityReservation { id: None, ..reservation.clone() };
     let cloud = setup_with(&moto, client).await.with_capacity_reservations(std::slice::from_ref(&reservation)).unwrap();
@@ -384,4 +385,105 @@ async fn a_launch_into_a_capacity_reservation_targets_it_by_id_and_stops_at_its_
 
     let refused = setup(&moto).await.with_capacity_reservations(&[reservation, without_id]).err().unwrap();
     assert_eq!(refused, "capacityReservations[1].id: is required to launch into the reservation");
+}
+
+/// A node class's `capacityReservationSelectorTerms` find the active Linux
+/// reservations they select in EC2 (by tags, or by id), the class's status
+/// lists them, and each becomes a `reserved` offering only that class's
+/// NodePools launch, into the reservation by its id.
+#[tokio::test(flavor = "current_thread")]
+async fn capacity_reservations_a_node_class_selects_are_launched_into_by_its_node_pools_only() {
+    use aws_sdk_ec2::types::{CapacityReservationInstancePlatform, InstanceMatchCriteria, ResourceType, Tag, TagSpecification};
+    use nodewright_aws::nodeclass::CapacityReservationSelectorTerm;
+    use nodewright_core::model::NodePool;
+    let moto = Moto::start();
+    let tap = FleetTap::default();
+    let client = aws_sdk_ec2::Client::from_conf(moto.ec2_config().interceptor(tap.clone()).build());
+    let cloud = setup_with(&moto, client).await;
+    let reserve = |instance_type: &str, zone: &str, platform: CapacityReservationInstancePlatform, team: Option<&str>| {
+        let mut request = moto
+            .ec2()
+            .create_capacity_reservation()
+            .instance_type(instance_type)
+            .instance_platform(platform)
+            .availability_zone(zone)
+            .instance_count(2)
+            .instance_match_criteria(InstanceMatchCriteria::Targeted);
+        if let Some(team) = team {
+            request = request.tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::CapacityReservation)
+                    .tags(Tag::builder().key("team").value(team).build())
+                    .build(),
+            );
+        }
+        async move { request.send().await.unwrap().capacity_reservation().unwrap().capacity_reservation_id().unwrap().to_string() }
+    };
+    let ml = reserve("m5.xlarge", "us-east-1a", CapacityReservationInstancePlatform::LinuxUnix, Some("ml")).await;
+    let _windows = reserve("m5.xlarge", "us-east-1b", CapacityReservationInstancePlatform::Windows, Some("ml")).await;
+    let _web = reserve("c5.large", "us-east-1a", CapacityReservationInstancePlatform::LinuxUnix, Some("web")).await;
+    let by_id = reserve("c5.2xlarge", "us-east-1a", CapacityReservationInstancePlatform::LinuxUnix, None).await;
+
+    let base = cloud.catalog();
+    let mut gpu = cloud_class(&cloud, "gpu");
+    gpu.capacity_reservations = vec![
+        CapacityReservationSelectorTerm { tags: BTreeMap::from([("team".to_string(), "ml".to_string())]), ..Default::default() },
+        CapacityReservationSelectorTerm { id: Some(by_id.clone()), ..Default::default() },
+    ];
+    let plain = cloud_class(&cloud, "plain");
+    // The Windows reservation and the one of another team are not selected.
+    let found = cloud.resolve(&gpu).await.capacity_reservations.unwrap();
+    let mut seen: Vec<(&str, &str, &str, u32)> = found.iter().map(|r| (r.id.as_str(), r.instance_type.as_str(), r.zone.as_str(), r.total)).collect();
+    seen.sort();
+    let mut expected = vec![(ml.as_str(), "m5.xlarge", "us-east-1a", 2), (by_id.as_str(), "c5.2xlarge", "us-east-1a", 2)];
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert!(found.iter().all(|r| r.instance_match_criteria == "targeted" && r.available == 2), "{found:?}");
+    assert_eq!(cloud.resolve(&plain).await.capacity_reservations, Ok(vec![]));
+
+    cloud.set_node_classes(BTreeMap::from([("gpu".to_string(), gpu.clone()), ("plain".to_string(), plain.clone())]));
+    let catalog = cloud.catalog();
+    assert_eq!(catalog.offerings[..base.offerings.len()], base.offerings[..], "the offerings before keep their indices");
+    let reserved: Vec<(u32, &str, Option<&Vec<String>>)> = (base.offerings.len()..catalog.offerings.len())
+        .map(|i| (i as u32, catalog.offerings[i].instance_type.as_str(), catalog.offerings[i].node_classes.as_ref()))
+        .collect();
+    let gpu_only = vec!["gpu".to_string()];
+    assert_eq!(reserved.len(), 2, "one offering per reservation selected: {reserved:?}");
+    assert!(reserved.iter().all(|r| r.2 == Some(&gpu_only) && catalog.offerings[r.0 as usize].capacity_type == CapacityType::Reserved));
+    let m5 = reserved.iter().find(|r| r.1 == "m5.xlarge").unwrap().0;
+    let pool = |class: Option<&str>| NodePool { node_class: class.map(String::from), ..NodePool::new("p") };
+    let offered = |class: Option<&str>| nodewright_core::scheduling::pool_offering_list(&catalog, &pool(class));
+    assert!(offered(Some("gpu")).contains(&m5));
+    assert!(!offered(Some("plain")).contains(&m5), "another class's NodePools do not launch into it");
+    assert!(!offered(None).contains(&m5), "nor do NodePools naming no class (gpu is not the default class)");
+    // Resolved and set again with nothing changed: the same catalog.
+    cloud.set_node_classes(BTreeMap::from([("gpu".to_string(), gpu), ("plain".to_string(), plain)]));
+    assert_eq!(cloud.catalog().version, catalog.version);
+
+    // A gpu NodePool's launch into it targets the reservation by id.
+    let mut launch = request_of(&cloud, "gpu-1", &[("m5.xlarge", CapacityType::OnDemand)]);
+    launch.offerings.insert(0, m5);
+    launch.node_class = Some("gpu".into());
+    let instance = cloud.launch(&launch).await.unwrap();
+    assert_eq!(instance.offering, m5);
+    let requests = tap.requests.lock().unwrap().clone();
+    assert_eq!(form_value(&requests[0], "ClientToken"), Some(format!("gpu-1-{ml}").as_str()));
+    let template = form_value(&requests[0], "LaunchTemplateConfigs.1.LaunchTemplateSpecification.LaunchTemplateName").unwrap().to_string();
+    let versions = moto.ec2().describe_launch_template_versions().launch_template_name(&template).send().await.unwrap();
+    let data = versions.launch_template_versions()[0].launch_template_data().unwrap();
+    let target = data.capacity_reservation_specification().and_then(|c| c.capacity_reservation_target());
+    assert_eq!(target.and_then(|t| t.capacity_reservation_id()), Some(ml.as_str()));
+    assert_eq!(cloud.instances().await.unwrap().iter().map(|i| i.offering).collect::<Vec<_>>(), vec![m5]);
+
+    // A term naming a reservation that does not exist: the class says so.
+    let mut missing = cloud_class(&cloud, "missing");
+    missing.capacity_reservations = vec![CapacityReservationSelectorTerm { id: Some("cr-0123456789abcdef0".into()), ..Default::default() }];
+    let why = cloud.resolve(&missing).await.capacity_reservations.unwrap_err();
+    assert!(why.starts_with("EC2 DescribeCapacityReservations: "), "{why}");
+    assert!(why.contains("cr-0123456789abcdef0"), "{why}");
+}
+
+/// A copy of the default node class `cloud` was set up with, named `name`.
+fn cloud_class(cloud: &Ec2Cloud, name: &str) -> nodewright_aws::ec2::Ec2NodeClass {
+    nodewright_aws::ec2::Ec2NodeClass { name: name.into(), ..cloud.default_node_class().clone() }
 }

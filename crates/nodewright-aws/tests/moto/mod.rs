@@ -35,16 +35,13 @@ impl Moto {
                 break port;
             }
         };
-        // `python3 -m moto.server` (or moto.server's `main` after the
-        // parameters are in) works wherever pip put moto, on PATH or not.
-        let mut args: Vec<String> = if parameters.is_empty() {
-            vec!["-m".into(), "moto.server".into()]
-        } else {
-            let mut args = vec!["-c".into(), PUBLIC_PARAMETERS.into()];
-            args.extend(parameters.iter().map(|(name, value)| format!("{name}={value}")));
-            args.push("--".into());
-            args
-        };
+        // moto.server's `main`, run after the parameters are in, works
+        // wherever pip put moto, on PATH or not.
+        // moto has no capacity reservations: `capacity_reservations.py`
+        // adds them to its EC2 before it serves.
+        let mut args: Vec<String> = vec!["-c".into(), format!("{CAPACITY_RESERVATIONS}\n{PUBLIC_PARAMETERS}")];
+        args.extend(parameters.iter().map(|(name, value)| format!("{name}={value}")));
+        args.push("--".into());
         args.extend(["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()]);
         let mut child = Command::new("python3")
             .args(&args)
@@ -115,6 +112,9 @@ impl Moto {
             .endpoint_url(&self.endpoint)
     }
 }
+
+/// CreateCapacityReservation and DescribeCapacityReservations for moto's EC2.
+const CAPACITY_RESERVATIONS: &str = include_str!("capacity_reservations.py");
 
 /// Puts `NAME=VALUE` arguments (up to `--`) into moto's SSM backend, then
 /// runs moto's server with the rest of the arguments.

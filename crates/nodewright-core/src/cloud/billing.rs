@@ -290,7 +290,7 @@ mod tests {
     #[test]
     fn a_capacity_reservation_is_paid_every_hour_holds_what_runs_in_it_and_takes_no_reserved_instance() {
         use crate::model::CapacityReservation;
-        let reservation = CapacityReservation { instance_type: "m5.xlarge".into(), zone: "us-east-1a".into(), count: 2, hourly_rate: 0.192, id: None };
+        let reservation = CapacityReservation { instance_type: "m5.xlarge".into(), zone: "us-east-1a".into(), count: 2, hourly_rate: 0.192, id: None, node_classes: None };
         let catalog = Catalog::bundled().with_reservations(std::slice::from_ref(&reservation)).unwrap();
         let reserved = catalog.reserved_offering("m5.xlarge", "us-east-1a").unwrap();
         // One instance in the reservation for an hour and a half of a two-hour run.

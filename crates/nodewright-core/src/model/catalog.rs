@@ -245,6 +245,7 @@ impl InstanceType {
                 allocatable,
                 capacity,
                 interruption,
+                node_classes: None,
             })
         })
     }

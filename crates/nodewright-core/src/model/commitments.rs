@@ -80,6 +80,10 @@ pub struct CapacityReservation {
     /// Its EC2 id (`cr-…`): what `nodewright run` launches into (targeted,
     /// as Karpenter does); the simulator needs none.
     pub id: Option<String>,
+    /// The node classes whose NodePools launch into it (`""`: NodePools
+    /// naming none); `None`, as for every reservation of a commitments
+    /// file: every NodePool.
+    pub node_classes: Option<Vec<String>>,
 }
 
 /// Is `id` shaped like an EC2 capacity reservation id (`cr-` and 8 to 17
@@ -233,7 +237,7 @@ pub fn parse_commitments(file: &str, text: &str) -> Result<Commitments, Commitme
                 return Err(fail(format!("capacityReservations[{i}].id"), format!("{id} is already capacityReservations[{j}]")));
             }
         }
-        capacity_reservations.push(CapacityReservation { instance_type: r.instance_type, zone: r.zone, count: r.count, hourly_rate, id: r.id });
+        capacity_reservations.push(CapacityReservation { instance_type: r.instance_type, zone: r.zone, count: r.count, hourly_rate, id: r.id, node_classes: None });
     }
     Ok(Commitments { savings_plans, reserved_instances, capacity_reservations })
 }

@@ -106,4 +106,17 @@ pub struct Offering {
     pub capacity: Resources,
     /// Spot interruption frequency (`VeryLow` for on-demand and reserved).
     pub interruption: InterruptionRate,
+    /// The node classes whose NodePools may launch it (`None`: every
+    /// NodePool); `""` stands for NodePools that name no node class. A
+    /// capacity reservation a node class selects is launched into by that
+    /// class's NodePools only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_classes: Option<Vec<String>>,
+}
+
+impl Offering {
+    /// May a NodePool naming node class `class` launch it?
+    pub fn serves(&self, class: Option<&str>) -> bool {
+        self.node_classes.as_ref().is_none_or(|classes| classes.iter().any(|c| c == class.unwrap_or("")))
+    }
 }

@@ -154,7 +154,12 @@ impl Catalog {
                 .iter()
                 .find(|o| o.instance_type == r.instance_type && o.zone == r.zone && o.capacity_type == CapacityType::OnDemand)
                 .ok_or_else(|| (i, format!("{} is not sold on demand in {}", r.instance_type, r.zone)))?;
-            offerings.push(super::Offering { capacity_type: CapacityType::Reserved, price_per_hour: 0.0, ..base.clone() });
+            offerings.push(super::Offering {
+                capacity_type: CapacityType::Reserved,
+                price_per_hour: 0.0,
+                node_classes: r.node_classes.clone(),
+                ..base.clone()
+            });
         }
         Ok(Catalog::new(offerings))
     }

@@ -160,14 +160,14 @@ fn hash_of(value: impl std::hash::Hash) -> u64 {
 /// catalogs of their own.
 pub(crate) fn pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
     static CACHE: Remembered = std::sync::Mutex::new(None);
-    let key = (catalog.version, hash_of((&pool.name, &pool.requirements, &pool.labels)));
+    let key = (catalog.version, hash_of((&pool.name, &pool.requirements, &pool.labels, &pool.node_class)));
     remembered(&CACHE, key, 1024, || compute_pool_offerings(catalog, pool))
 }
 
 fn compute_pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
     let mut set = Bitset::empty(catalog.offerings.len());
     for (i, offering) in catalog.offerings.iter().enumerate() {
-        if pool.requirements.iter().all(|r| pool_allows(pool, offering, r)) {
+        if offering.serves(pool.node_class.as_deref()) && pool.requirements.iter().all(|r| pool_allows(pool, offering, r)) {
             set.insert(i as u32);
         }
     }

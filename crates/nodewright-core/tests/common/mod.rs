@@ -104,6 +104,7 @@ pub fn offering(instance_type: &str, arch: Arch, capacity_type: CapacityType, pr
         allocatable: Resources { cpu_millis: 3920, memory_bytes: 14 << 30, pods: 58, gpus: 0, ephemeral_bytes: 17 << 30 },
         capacity: Resources { cpu_millis: 4000, memory_bytes: 16 << 30, pods: 58, gpus: 0, ephemeral_bytes: 20 << 30 },
         interruption,
+        node_classes: None,
     }
 }
 

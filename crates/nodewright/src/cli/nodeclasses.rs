@@ -64,6 +64,24 @@ fn class_status(report: &ClassReport) -> (Vec<(&'static str, bool, String, Strin
         "amis",
     );
     part("InstanceProfileReady", r.instance_profile.as_ref().map(|p| json!(p)), "instanceProfile");
+    part(
+        "CapacityReservationsReady",
+        r.capacity_reservations.as_ref().map(|found| {
+            json!(found
+                .iter()
+                .map(|c| json!({
+                    "id": c.id,
+                    "instanceType": c.instance_type,
+                    "availabilityZone": c.zone,
+                    "ownerID": c.owner_id,
+                    "instanceMatchCriteria": c.instance_match_criteria,
+                    "totalInstanceCount": c.total,
+                    "availableInstanceCount": c.available,
+                }))
+                .collect::<Vec<_>>())
+        }),
+        "capacityReservations",
+    );
     let failed: Vec<String> = conditions.iter().filter(|c| !c.1).map(|c| format!("{}: {}", c.0, c.3)).collect();
     let ready = if failed.is_empty() { ("Ready", true, "Ready".to_string(), String::new()) } else { ("Ready", false, "NotReady".to_string(), failed.join("; ")) };
     conditions.push(ready);
@@ -280,7 +298,7 @@ mod tests {
         let conditions = |s: &serde_json::Value| -> Vec<(String, String)> {
             s["conditions"].as_array().unwrap().iter().map(|c| (c["type"].as_str().unwrap().into(), c["status"].as_str().unwrap().into())).collect()
         };
-        let all_true = ["SubnetsReady", "SecurityGroupsReady", "AMIsReady", "InstanceProfileReady", "Ready"].map(|t| (t.to_string(), "True".to_string()));
+        let all_true = ["SubnetsReady", "SecurityGroupsReady", "AMIsReady", "InstanceProfileReady", "CapacityReservationsReady", "Ready"].map(|t| (t.to_string(), "True".to_string()));
         assert_eq!(conditions(&ready), all_true.to_vec());
         let lost = status("no-subnets");
         let subnets = lost["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "SubnetsReady").unwrap().clone();
