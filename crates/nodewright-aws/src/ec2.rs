@@ -73,6 +73,14 @@ pub struct Ec2Cloud {
     committed: Vec<nodewright_core::model::CapacityReservation>,
     /// Those node classes' `capacityReservationSelectorTerms` found.
     selected: Mutex<Vec<nodewright_core::model::CapacityReservation>>,
+    /// The instance types' facts, to size offerings for a class's kubelet settings.
+    facts: Vec<TypeFacts>,
+    /// The kubelet settings of each node class, by name: a class whose
+    /// settings differ from the default class's gets offerings of its own.
+    kubelets: Mutex<BTreeMap<String, nodewright_core::model::KubeletConfig>>,
+    /// Offerings in the catalog before the copies sized for other kubelet
+    /// settings: copy `k` of offering `i` is at `(k + 1) * sized_from + i`.
+    sized_from: Mutex<usize>,
 }
 
 /// What a node class resolves to, each part or why it does not (the
@@ -277,6 +285,7 @@ impl Ec2Cloud {
             }
         }
         let catalog = Arc::new(Catalog::new(offerings));
+        let sized_from = catalog.offerings.len();
         Ok(Ec2Cloud {
             client,
             ssm: None,
@@ -290,6 +299,9 @@ impl Ec2Cloud {
             base_catalog: Mutex::new(catalog),
             committed: Vec::new(),
             selected: Mutex::new(Vec::new()),
+            facts: facts.to_vec(),
+            kubelets: Mutex::new(BTreeMap::new()),
+            sized_from: Mutex::new(sized_from),
             profiles: None,
             resolutions: Mutex::new(HashMap::new()),
         })
@@ -325,8 +337,10 @@ impl Ec2Cloud {
         let mut all = self.committed.clone();
         all.extend(self.selected.lock().expect("reservations lock").iter().cloned());
         let base = self.base_catalog.lock().expect("catalog lock").clone();
-        let catalog = base.with_reservations(&all)?;
+        let reserved = base.with_reservations(&all)?;
         let count = base.offerings.len();
+        let catalog = reserved.with_kubelets(&self.facts, &self.node_class.kubelet_config(), &self.kubelets.lock().expect("kubelets lock"));
+        *self.sized_from.lock().expect("catalog lock") = reserved.offerings.len();
         let reservations = all
             .iter()
             .enumerate()
@@ -392,6 +406,7 @@ impl Ec2Cloud {
         }
         selected.sort_by(|a, b| a.id.cmp(&b.id));
         *self.selected.lock().expect("reservations lock") = selected;
+        *self.kubelets.lock().expect("kubelets lock") = classes.iter().map(|(name, class)| (name.clone(), class.kubelet_config())).collect();
         // Every reservation kept has an on-demand offering to copy.
         let _ = self.rebuild_reservations();
         *self.classes.lock().expect("classes lock") = classes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
@@ -400,6 +415,13 @@ impl Ec2Cloud {
     /// The class of launches whose NodePool names none.
     pub fn default_node_class(&self) -> &Ec2NodeClass {
         &self.node_class
+    }
+
+    /// The offering `offering` is a copy of (sized for a class's kubelet
+    /// settings), or itself.
+    fn sized_from(&self, offering: u32) -> u32 {
+        let n = *self.sized_from.lock().expect("catalog lock") as u32;
+        if n == 0 || offering < n { offering } else { (offering - n) % n }
     }
 
     /// The class a launch for a NodePool naming `name` uses.
@@ -745,8 +767,9 @@ impl CloudProvider for Ec2Cloud {
             let arch = catalog.offerings[first as usize].arch;
             let (batch, template, token, reservation) = if capacity == CapacityType::Reserved {
                 remaining.remove(0);
-                let Some(reservation) = self.reservations.lock().expect("reservations lock").iter().find(|r| r.offering == first).cloned() else { continue };
-                if existing.iter().filter(|i| i.offering == first).count() >= reservation.count as usize {
+                let origin = self.sized_from(first);
+                let Some(reservation) = self.reservations.lock().expect("reservations lock").iter().find(|r| r.offering == origin).cloned() else { continue };
+                if existing.iter().filter(|i| self.sized_from(i.offering) == origin).count() >= reservation.count as usize {
                     self.mark_unavailable(first);
                     continue;
                 }
@@ -948,10 +971,16 @@ impl CloudProvider for Ec2Cloud {
                 let zone = i.placement().and_then(|p| p.availability_zone()).unwrap_or_default();
                 let reserved = tag(CAPACITY_RESERVATION_TAG).and_then(|id| reservations.iter().find(|r| r.id == id)).map(|r| r.offering);
                 let capacity = if i.instance_lifecycle().is_some() { CapacityType::Spot } else { CapacityType::OnDemand };
-                let offering = match reserved {
+                let origin = match reserved {
                     Some(offering) => offering,
                     None => catalog.offerings.iter().position(|o| o.instance_type == instance_type && o.zone == zone && o.capacity_type == capacity)? as u32,
                 };
+                // The copy sized for the instance's class, where it has one.
+                let class = tag(NODE_CLASS_TAG);
+                let offering = (origin..catalog.offerings.len() as u32)
+                    .step_by((*self.sized_from.lock().expect("catalog lock")).max(1))
+                    .find(|&o| catalog.offerings[o as usize].serves(class.as_deref()))
+                    .unwrap_or(origin);
                 Some(Instance { id: i.instance_id()?.to_string(), claim: tag(NODE_CLAIM_TAG)?, node_pool: tag(NODE_POOL_TAG).unwrap_or_default(), offering })
             })
             .collect())

@@ -100,47 +100,7 @@ impl CapacityReservationSelectorTerm {
     }
 }
 
-/// The kubelet settings Karpenter's `spec.kubelet` takes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KubeletSpec {
-    /// Most pods on a node (otherwise the instance type's ENI limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_pods: Option<u32>,
-    /// Most pods per vCPU.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pods_per_core: Option<u32>,
-    /// Resources reserved for the system (`cpu`, `memory`, `ephemeral-storage`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub system_reserved: BTreeMap<String, String>,
-    /// Resources reserved for Kubernetes.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub kube_reserved: BTreeMap<String, String>,
-    /// Hard eviction thresholds (`memory.available: 100Mi`, …).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub eviction_hard: BTreeMap<String, String>,
-    /// Soft eviction thresholds.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub eviction_soft: BTreeMap<String, String>,
-    /// Grace periods of the soft thresholds.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub eviction_soft_grace_period: BTreeMap<String, String>,
-    /// Longest grace period given to a pod evicted for a soft threshold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eviction_max_pod_grace_period: Option<i64>,
-    /// Image garbage collection starts above this disk use.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_gc_high_threshold_percent: Option<u32>,
-    /// … and stops below this one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_gc_low_threshold_percent: Option<u32>,
-    /// CPU CFS quota enforcement.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_cfs_quota: Option<bool>,
-    /// Cluster DNS servers.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cluster_dns: Vec<String>,
-}
+pub use nodewright_core::model::KubeletSpec;
 
 /// An EBS volume.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -494,13 +454,7 @@ impl Ec2NodeClass {
             }
         }
         let kubelet = spec.kubelet.clone().unwrap_or_default();
-        if kubelet.max_pods == Some(0) {
-            return Err(fail("kubelet.maxPods", "must be at least 1".into()));
-        }
-        if kubelet.pods_per_core == Some(0) {
-            return Err(fail("kubelet.podsPerCore", "must be at least 1".into()));
-        }
-        kubelet_config(&kubelet).map_err(|(field, m)| fail(&format!("kubelet.{field}"), m))?;
+        kubelet.config().map_err(|(field, m)| fail(&format!("kubelet.{field}"), m))?;
         Ok(Ec2NodeClass {
             subnets: spec.subnet_selector_terms.clone(),
             security_groups: spec.security_group_selector_terms.clone(),
@@ -527,7 +481,7 @@ impl Ec2NodeClass {
     /// (`from_karpenter` has checked them; a quantity that does not parse
     /// is left at its default).
     pub fn kubelet_config(&self) -> nodewright_core::model::KubeletConfig {
-        kubelet_config(&self.kubelet).unwrap_or_default()
+        self.kubelet.config().unwrap_or_default()
     }
 
     /// The volumes a launch gets: those given, or the family's root volume.
@@ -628,40 +582,6 @@ impl Ec2NodeClass {
             }
         }
     }
-}
-
-/// `spec.kubelet`'s settings that change allocatable, parsed; `Err`:
-/// (field, why).
-fn kubelet_config(k: &KubeletSpec) -> Result<nodewright_core::model::KubeletConfig, (String, String)> {
-    use nodewright_core::model::quantity::{parse_bytes, parse_cpu_millis};
-    use nodewright_core::model::{KubeletConfig, Reserved};
-    let reserved = |name: &str, map: &BTreeMap<String, String>| -> Result<Reserved, (String, String)> {
-        let mut r = Reserved::default();
-        for (key, value) in map {
-            let field = || format!("{name}.{key}");
-            match key.as_str() {
-                "cpu" => r.cpu_millis = Some(parse_cpu_millis(value).map_err(|m| (field(), m))?),
-                "memory" => r.memory_bytes = Some(parse_bytes(value).map_err(|m| (field(), m))?),
-                "ephemeral-storage" => r.ephemeral_bytes = Some(parse_bytes(value).map_err(|m| (field(), m))?),
-                "pid" => {}
-                _ => return Err((field(), format!("`{key}` is not cpu, memory, ephemeral-storage or pid"))),
-            }
-        }
-        Ok(r)
-    };
-    let eviction_memory_bytes = match k.eviction_hard.get("memory.available") {
-        None => None,
-        // A percentage of capacity depends on the type: the default is kept.
-        Some(v) if v.ends_with('%') => None,
-        Some(v) => Some(parse_bytes(v).map_err(|m| ("evictionHard.memory.available".to_string(), m))?),
-    };
-    Ok(KubeletConfig {
-        max_pods: k.max_pods,
-        pods_per_core: k.pods_per_core,
-        kube_reserved: reserved("kubeReserved", &k.kube_reserved)?,
-        system_reserved: reserved("systemReserved", &k.system_reserved)?,
-        eviction_memory_bytes,
-    })
 }
 
 /// A MIME multi-part document of (content type, body) parts.

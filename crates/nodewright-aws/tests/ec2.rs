@@ -487,3 +487,41 @@ async fn capacity_reservations_a_node_class_selects_are_launched_into_by_its_nod
 fn cloud_class(cloud: &Ec2Cloud, name: &str) -> nodewright_aws::ec2::Ec2NodeClass {
     nodewright_aws::ec2::Ec2NodeClass { name: name.into(), ..cloud.default_node_class().clone() }
 }
+
+/// A node class whose kubelet settings differ from the default class's
+/// gets offerings of its own, sized for them, which only its NodePools
+/// launch; its instances are read back as those offerings, and the
+/// offerings before keep their indices.
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_class_with_its_own_kubelet_settings_launches_offerings_sized_for_them() {
+    use nodewright_core::model::NodePool;
+    let moto = Moto::start();
+    let cloud = setup(&moto).await;
+    let base = cloud.catalog();
+    let mut dense = cloud_class(&cloud, "dense");
+    dense.kubelet.max_pods = Some(8);
+    let plain = cloud_class(&cloud, "plain");
+    cloud.set_node_classes(BTreeMap::from([("dense".to_string(), dense), ("plain".to_string(), plain)]));
+    let catalog = cloud.catalog();
+    let n = base.offerings.len();
+    assert_eq!(catalog.offerings.len(), 2 * n);
+    let pool = |class: Option<&str>| NodePool { node_class: class.map(String::from), ..NodePool::new("p") };
+    let offered = |class: Option<&str>| nodewright_core::scheduling::pool_offering_list(&catalog, &pool(class));
+    assert!(offered(Some("dense")).iter().all(|&o| o as usize >= n && catalog.offerings[o as usize].allocatable.pods == 8));
+    assert!(offered(Some("plain")).iter().all(|&o| (o as usize) < n));
+    assert_eq!(offered(Some("plain")), offered(None));
+    let m5 = catalog.offerings[..n].iter().position(|o| o.instance_type == "m5.large" && o.zone == "us-east-1a" && o.capacity_type == CapacityType::OnDemand).unwrap();
+    assert_eq!(catalog.offerings[m5].allocatable, base.offerings[m5].allocatable, "sized as before for the default settings");
+
+    let mut launch = request(&cloud, "dense-1", &["m5.large"]);
+    launch.offerings = vec![(n + m5) as u32];
+    launch.node_class = Some("dense".into());
+    let instance = cloud.launch(&launch).await.unwrap();
+    assert_eq!(instance.offering as usize, n + m5);
+    let mut plain_launch = request(&cloud, "plain-1", &["m5.large"]);
+    plain_launch.node_class = Some("plain".into());
+    cloud.launch(&plain_launch).await.unwrap();
+    let mut running: Vec<(String, u32)> = cloud.instances().await.unwrap().into_iter().map(|i| (i.claim, i.offering)).collect();
+    running.sort();
+    assert_eq!(running, vec![("dense-1".to_string(), (n + m5) as u32), ("plain-1".to_string(), m5 as u32)]);
+}

@@ -109,3 +109,32 @@ fn the_examples_with_min_values_launch_claims_that_keep_them() {
     }
     assert_eq!(checked, 2, "min-values-family.yaml and min-values-multiple-keys.yaml");
 }
+
+/// A node class's kubelet `maxPods`, beside its NodePool in one file as
+/// the examples ship them, caps the pods each of that pool's nodes holds in
+/// a simulation; the same file without it packs the pods on fewer nodes.
+#[test]
+fn a_node_class_kubelet_max_pods_caps_the_pods_its_nodes_hold_in_a_simulation() {
+    let (_, text) = examples().into_iter().find(|(name, _)| name == "general-purpose.yaml").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let config = SimulationConfig { cache_dir: Some(cache.path().into()), ..SimulationConfig::default() };
+    let policy = PolicyUnderTest {
+        name: "karpenter-like".into(),
+        selection: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
+        consolidation: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
+    };
+    let run = |text: &str| {
+        let file = nodewright_core::model::parse_node_pool_file("general-purpose.yaml", text).unwrap();
+        let catalog = Catalog::bundled().with_kubelets(&nodewright_core::model::bundled_instance_types(), &Default::default(), &file.kubelets);
+        let result = simulate(&trace(), &policy, &file.pools, Arc::new(catalog), &config, |_| {}).unwrap();
+        (result.metrics.launches, result.metrics.pods_never_scheduled)
+    };
+    let capped = text.replace("spec:\n  role:", "spec:\n  kubelet:\n    maxPods: 4\n  role:");
+    assert_ne!(capped, text);
+    let (free, never) = run(&text);
+    assert_eq!(never, 0);
+    let (launches, never) = run(&capped);
+    assert_eq!(never, 0);
+    assert!(launches >= 3, "twelve pods, at most four a node: {launches} launches");
+    assert!(free < launches, "{free} launches without the cap");
+}

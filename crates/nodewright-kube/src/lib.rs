@@ -59,7 +59,12 @@ pub(crate) fn err(what: &str) -> impl Fn(kube::Error) -> ClusterError + '_ {
 pub fn offering_key(catalog: &Catalog, index: u32) -> String {
     catalog.offerings.get(index as usize).map_or_else(
         || format!("#{index}"),
-        |o| format!("{}/{}/{}", o.instance_type, o.zone, o.capacity_type.label()),
+        |o| match &o.node_classes {
+            None => format!("{}/{}/{}", o.instance_type, o.zone, o.capacity_type.label()),
+            // Served to some node classes only: a reservation they select,
+            // or sized for their kubelet settings.
+            Some(classes) => format!("{}/{}/{}@{}", o.instance_type, o.zone, o.capacity_type.label(), classes.join(",")),
+        },
     )
 }
 
@@ -222,8 +227,18 @@ impl KubeCluster {
         match cached.as_ref() {
             Some((version, index)) if *version == catalog.version => index.clone(),
             _ => {
-                let index: OfferingIndex =
-                    Arc::new((0..catalog.offerings.len() as u32).map(|i| (offering_key(catalog, i), i)).collect());
+                let mut index = HashMap::new();
+                for i in 0..catalog.offerings.len() as u32 {
+                    let key = offering_key(catalog, i);
+                    // A key written before the offering was served to some
+                    // classes only (`type/zone/capacity-type`) names the
+                    // first offering of its kind.
+                    if let Some((bare, _)) = key.split_once('@') {
+                        index.entry(bare.to_string()).or_insert(i);
+                    }
+                    index.insert(key, i);
+                }
+                let index: OfferingIndex = Arc::new(index);
                 *cached = Some((catalog.version, index.clone()));
                 index
             }

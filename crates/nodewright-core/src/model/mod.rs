@@ -11,6 +11,7 @@ mod offering;
 mod overrides;
 mod pdb;
 pub mod k8s;
+mod kubelet;
 mod pod;
 pub mod quantity;
 mod resources;
@@ -21,11 +22,12 @@ pub use commitments::{
     CapacityReservation, Commitments, CommitmentsError, Discount, MAX_HOURLY_DOLLARS, MAX_RESERVED_COUNT, ReservedInstances, SavingsPlan, parse_commitments,
 };
 pub use catalog::{Catalog, CatalogError, Fit, InstanceType, KubeletConfig, Reserved, ZONES, bundled_instance_types, parse_instance_types};
+pub use kubelet::KubeletSpec;
 pub use labels::{Operator, Requirement, Taint, TaintEffect, Toleration, well_known};
 pub use nodepool::yaml_error;
 pub use node::{ClaimConditions, ExistingNode, Instance, NodeClaim};
 pub use nodepool::{
-    Budget, BudgetNodes, ConsolidationPolicy, MinValues, NodePool, NodePoolError, PolicyRef, PoolLimits, parse_node_pools, parse_node_pools_noting,
+    Budget, BudgetNodes, ConsolidationPolicy, MinValues, NodePool, NodePoolError, NodePoolFile, PolicyRef, PoolLimits, parse_node_pool_file, parse_node_pools, parse_node_pools_noting,
 };
 pub use offering::{Arch, CapacityType, InterruptionRate, Offering};
 pub use overrides::{OverrideTarget, PriceChange, PriceOverride, PriceOverrideError, parse_price_overrides};

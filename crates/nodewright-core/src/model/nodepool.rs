@@ -429,10 +429,45 @@ struct Kind {
     api_version: Option<String>,
 }
 
-/// [`parse_node_pools`], and a note for each document of another kind (an
-/// `EC2NodeClass` beside its NodePool, as Karpenter's examples ship them),
-/// which is skipped.
+/// [`parse_node_pools`], and a note for each document of another kind,
+/// which is skipped (an `EC2NodeClass` is read for its kubelet settings:
+/// [`parse_node_pool_file`]).
 pub fn parse_node_pools_noting(file: &str, text: &str) -> Result<(Vec<NodePool>, Vec<String>), NodePoolError> {
+    parse_node_pool_file(file, text).map(|f| (f.pools, f.notes))
+}
+
+/// What a NodePools file holds for the simulator.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodePoolFile {
+    /// Its NodePools.
+    pub pools: Vec<NodePool>,
+    /// The kubelet settings of each Karpenter `EC2NodeClass` beside them
+    /// (as Karpenter's examples ship them), by name: they size the nodes
+    /// of the NodePools that name the class ([`super::Catalog::with_kubelets`]).
+    pub kubelets: BTreeMap<String, super::KubeletConfig>,
+    /// A note for each document read in part or skipped.
+    pub notes: Vec<String>,
+}
+
+/// Karpenter's `EC2NodeClass`, as far as the simulator reads it.
+#[derive(Deserialize)]
+struct RawNodeClass {
+    metadata: RawMetadata,
+    #[serde(default)]
+    spec: RawNodeClassSpec,
+}
+
+#[derive(Deserialize, Default)]
+struct RawNodeClassSpec {
+    #[serde(default)]
+    kubelet: Option<super::KubeletSpec>,
+}
+
+/// Every NodePool in `text` (YAML, one or more documents) read from
+/// `file`, and the kubelet settings of each `EC2NodeClass`
+/// (`karpenter.k8s.aws/v1`; the rest of a class is `nodewright run`'s);
+/// documents of other kinds are skipped with a note.
+pub fn parse_node_pool_file(file: &str, text: &str) -> Result<NodePoolFile, NodePoolError> {
     // The kinds up to the first document that does not read (the parse
     // below stops there with its error; the document iterator would yield
     // that error again and again).
@@ -445,12 +480,31 @@ pub fn parse_node_pools_noting(file: &str, text: &str) -> Result<(Vec<NodePool>,
     }
     let mut notes = Vec::new();
     let mut pools: Vec<NodePool> = Vec::new();
+    let mut kubelets = BTreeMap::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let resource = format!("document {}", index + 1);
         if let Some(Some(Kind { kind: Some(kind), api_version })) = kinds.get(index)
             && kind != "NodePool"
         {
             let api = api_version.as_deref().unwrap_or("no apiVersion");
+            if kind == "EC2NodeClass" && api == "karpenter.k8s.aws/v1" {
+                let error = |field: String, message: String| NodePoolError { file: file.into(), resource: resource.clone(), field, message };
+                let class: RawNodeClass = serde_yaml_ng::Deserializer::from_str(text)
+                    .nth(index)
+                    .map(|d| serde_path_to_error::deserialize(d).map_err(|e| {
+                        let (field, message) = yaml_error(e);
+                        error(field, message)
+                    }))
+                    .unwrap_or_else(|| Err(error("(document)".into(), "not found again".into())))?;
+                let name = class.metadata.name;
+                let error = |field: String, message: String| NodePoolError { file: file.into(), resource: format!("EC2NodeClass {name}"), field, message };
+                let kubelet = class.spec.kubelet.unwrap_or_default().config().map_err(|(field, m)| error(format!("spec.kubelet.{field}"), m))?;
+                if kubelets.insert(name.clone(), kubelet).is_some() {
+                    return Err(error("metadata.name".into(), format!("`{name}` is defined twice")));
+                }
+                notes.push(format!("{file}: {resource}: EC2NodeClass {name} ({api}): its kubelet settings size its NodePools' nodes; the rest is read by `nodewright run`"));
+                continue;
+            }
             notes.push(format!("{file}: {resource}: {kind} ({api}) skipped: only NodePools are read here"));
             continue;
         }
@@ -474,7 +528,7 @@ pub fn parse_node_pools_noting(file: &str, text: &str) -> Result<(Vec<NodePool>,
         }
         pools.push(pool);
     }
-    Ok((pools, notes))
+    Ok(NodePoolFile { pools, kubelets, notes })
 }
 
 /// The field path and message of a YAML error, without the parser
@@ -804,7 +858,7 @@ spec:
         let (pools, notes) = parse_node_pools_noting("example.yaml", &format!("{KARPENTER}{node_class}")).unwrap();
         assert_eq!(pools.len(), 1);
         assert_eq!(pools[0].name, "default");
-        assert_eq!(notes, vec!["example.yaml: document 2: EC2NodeClass (karpenter.k8s.aws/v1) skipped: only NodePools are read here".to_string()]);
+        assert_eq!(notes, vec!["example.yaml: document 2: EC2NodeClass default (karpenter.k8s.aws/v1): its kubelet settings size its NodePools' nodes; the rest is read by `nodewright run`".to_string()]);
         // Skipped in the middle: the documents after it are read.
         let second = KARPENTER.replace("name: default", "name: second");
         let (pools, notes) = parse_node_pools_noting("example.yaml", &format!("{KARPENTER}{node_class}---\n{second}")).unwrap();
@@ -813,6 +867,29 @@ spec:
         // A NodePool document with a mistake is still refused by its field.
         let bad = KARPENTER.replace("  limits:\n", "  limitz:\n");
         assert!(parse_node_pools_noting("example.yaml", &format!("{bad}{node_class}")).is_err());
+    }
+
+    #[test]
+    fn a_node_class_beside_its_node_pools_is_read_for_its_kubelet_settings() {
+        let class = |name: &str, kubelet: &str| {
+            format!("---\napiVersion: karpenter.k8s.aws/v1\nkind: EC2NodeClass\nmetadata:\n  name: {name}\nspec:\n  role: Nodes\n  amiSelectorTerms:\n    - alias: al2023@latest\n{kubelet}")
+        };
+        let text = format!("{KARPENTER}{}{}", class("default", "  kubelet:\n    maxPods: 20\n    systemReserved:\n      cpu: 200m\n"), class("plain", ""));
+        let file = parse_node_pool_file("example.yaml", &text).unwrap();
+        assert_eq!(file.pools.len(), 1);
+        let dense = super::super::KubeletConfig {
+            max_pods: Some(20),
+            system_reserved: super::super::Reserved { cpu_millis: Some(200), ..Default::default() },
+            ..Default::default()
+        };
+        assert_eq!(file.kubelets, BTreeMap::from([("default".to_string(), dense), ("plain".to_string(), Default::default())]));
+        assert_eq!(file.notes.len(), 2);
+        let refused = |kubelet: &str| parse_node_pool_file("f.yaml", &format!("{KARPENTER}{}", class("default", kubelet))).unwrap_err().to_string();
+        assert_eq!(refused("  kubelet:\n    maxPods: 0\n"), "f.yaml: EC2NodeClass default: spec.kubelet.maxPods: must be at least 1");
+        assert_eq!(refused("  kubelet:\n    kubeReserved:\n      memory: lots\n"), "f.yaml: EC2NodeClass default: spec.kubelet.kubeReserved.memory: `lots` is not a quantity");
+        assert!(refused("  kubelet:\n    maxPod: 3\n").starts_with("f.yaml: document 2: spec.kubelet.maxPod: unknown field"), "{}", refused("  kubelet:\n    maxPod: 3\n"));
+        let twice = format!("{KARPENTER}{}{}", class("default", ""), class("default", ""));
+        assert_eq!(parse_node_pool_file("f.yaml", &twice).unwrap_err().to_string(), "f.yaml: EC2NodeClass default: metadata.name: `default` is defined twice");
     }
 
     #[test]

@@ -209,19 +209,24 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
     for note in &trace.notes {
         eprintln!("note: {note}");
     }
-    let pools = match input(&args.nodepools, scenario.nodepools)? {
+    let (pools, kubelets) = match input(&args.nodepools, scenario.nodepools)? {
         Some((name, text)) => {
-            let (pools, notes) = nodewright_core::model::parse_node_pools_noting(&name, &text)?;
-            for note in notes {
+            let file = nodewright_core::model::parse_node_pool_file(&name, &text)?;
+            for note in &file.notes {
                 eprintln!("note: {note}");
             }
-            anyhow::ensure!(!pools.is_empty(), "{name}: no NodePool in it");
-            pools
+            anyhow::ensure!(!file.pools.is_empty(), "{name}: no NodePool in it");
+            for pool in &file.pools {
+                if let Some(class) = pool.node_class.as_ref().filter(|c| !file.kubelets.is_empty() && !file.kubelets.contains_key(*c)) {
+                    eprintln!("note: {name}: NodePool {}: EC2NodeClass {class} is not in the file; its nodes are sized with the default kubelet settings", pool.name);
+                }
+            }
+            (file.pools, file.kubelets)
         }
         None => {
             let mut pool = NodePool::new("default");
             pool.consolidate_after = Some(Duration::from_secs(60));
-            vec![pool]
+            (vec![pool], Default::default())
         }
     };
     let mut catalog = Catalog::bundled();
@@ -239,6 +244,8 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
         }
         None => Default::default(),
     };
+    // Each node class's kubelet settings size its NodePools' nodes.
+    let catalog = catalog.with_kubelets(&nodewright_core::model::bundled_instance_types(), &Default::default(), &kubelets);
     let boot = args.boot_latency;
     let config = SimulationConfig {
         commitments,
