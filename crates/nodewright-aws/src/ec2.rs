@@ -78,9 +78,6 @@ pub struct Ec2Cloud {
     /// The kubelet settings of each node class, by name: a class whose
     /// settings differ from the default class's gets offerings of its own.
     kubelets: Mutex<BTreeMap<String, nodewright_core::model::KubeletConfig>>,
-    /// Offerings in the catalog before the copies sized for other kubelet
-    /// settings: copy `k` of offering `i` is at `(k + 1) * sized_from + i`.
-    sized_from: Mutex<usize>,
 }
 
 /// What a node class resolves to, each part or why it does not (the
@@ -285,7 +282,6 @@ impl Ec2Cloud {
             }
         }
         let catalog = Arc::new(Catalog::new(offerings));
-        let sized_from = catalog.offerings.len();
         Ok(Ec2Cloud {
             client,
             ssm: None,
@@ -301,7 +297,6 @@ impl Ec2Cloud {
             selected: Mutex::new(Vec::new()),
             facts: facts.to_vec(),
             kubelets: Mutex::new(BTreeMap::new()),
-            sized_from: Mutex::new(sized_from),
             profiles: None,
             resolutions: Mutex::new(HashMap::new()),
         })
@@ -340,7 +335,6 @@ impl Ec2Cloud {
         let reserved = base.with_reservations(&all)?;
         let count = base.offerings.len();
         let catalog = reserved.with_kubelets(&self.facts, &self.node_class.kubelet_config(), &self.kubelets.lock().expect("kubelets lock"));
-        *self.sized_from.lock().expect("catalog lock") = reserved.offerings.len();
         let reservations = all
             .iter()
             .enumerate()
@@ -368,16 +362,37 @@ impl Ec2Cloud {
     /// is left out.
     pub fn set_node_classes(&self, classes: BTreeMap<String, Ec2NodeClass>) {
         let base = self.base_catalog.lock().expect("catalog lock").clone();
+        let previous = self.selected.lock().expect("reservations lock").clone();
         let mut selected: Vec<nodewright_core::model::CapacityReservation> = Vec::new();
         {
             let resolutions = self.resolutions.lock().unwrap_or_else(|e| e.into_inner());
             for (name, class) in &classes {
                 let Some((_, seen, resolution)) = resolutions.get(name) else { continue };
-                let Ok(found) = &resolution.capacity_reservations else { continue };
                 if seen != class {
                     continue;
                 }
-                for r in found {
+                let found = match &resolution.capacity_reservations {
+                    Ok(found) => found.clone(),
+                    // EC2 did not answer: the reservations this class had stay.
+                    Err(_) => previous
+                        .iter()
+                        .filter(|r| r.node_classes.as_ref().is_some_and(|c| c.contains(name)))
+                        .map(|r| FoundReservation {
+                            id: r.id.clone().unwrap_or_default(),
+                            instance_type: r.instance_type.clone(),
+                            zone: r.zone.clone(),
+                            total: r.count,
+                            available: 0,
+                            owner_id: String::new(),
+                            instance_match_criteria: String::new(),
+                        })
+                        .collect(),
+                };
+                for r in &found {
+                    // One of the commitments file already serves every NodePool.
+                    if self.committed.iter().any(|c| c.id.as_deref() == Some(r.id.as_str())) {
+                        continue;
+                    }
                     let Some(on_demand) = base
                         .offerings
                         .iter()
@@ -415,13 +430,6 @@ impl Ec2Cloud {
     /// The class of launches whose NodePool names none.
     pub fn default_node_class(&self) -> &Ec2NodeClass {
         &self.node_class
-    }
-
-    /// The offering `offering` is a copy of (sized for a class's kubelet
-    /// settings), or itself.
-    fn sized_from(&self, offering: u32) -> u32 {
-        let n = *self.sized_from.lock().expect("catalog lock") as u32;
-        if n == 0 || offering < n { offering } else { (offering - n) % n }
     }
 
     /// The class a launch for a NodePool naming `name` uses.
@@ -754,9 +762,20 @@ impl CloudProvider for Ec2Cloud {
             return Ok(instance.clone());
         }
         let catalog = self.catalog();
+        if let Some(version) = request.catalog_version
+            && version != catalog.version
+        {
+            return Err(LaunchError::Provider(format!(
+                "the catalog changed since its offerings were chosen (version {version}, now {}): they are chosen again",
+                catalog.version
+            )));
+        }
         let class = self.class_for(request.node_class.as_deref()).map_err(|e| LaunchError::Provider(e.0))?;
         let subnets = self.subnets(&class).await.map_err(|e| LaunchError::Provider(e.0))?;
-        let mut remaining: Vec<u32> = request.offerings.clone();
+        // The catalog may have changed since the request was made (a node
+        // class's reservations or kubelet settings): offerings it no longer
+        // has are not launched.
+        let mut remaining: Vec<u32> = request.offerings.iter().copied().filter(|&o| (o as usize) < catalog.offerings.len()).collect();
         let mut tried = 0;
         // One fleet per capacity type and architecture (each architecture
         // has its AMI, so its launch template), in the order the policy
@@ -767,9 +786,8 @@ impl CloudProvider for Ec2Cloud {
             let arch = catalog.offerings[first as usize].arch;
             let (batch, template, token, reservation) = if capacity == CapacityType::Reserved {
                 remaining.remove(0);
-                let origin = self.sized_from(first);
-                let Some(reservation) = self.reservations.lock().expect("reservations lock").iter().find(|r| r.offering == origin).cloned() else { continue };
-                if existing.iter().filter(|i| self.sized_from(i.offering) == origin).count() >= reservation.count as usize {
+                let Some(reservation) = self.reservations.lock().expect("reservations lock").iter().find(|r| r.offering == first).cloned() else { continue };
+                if existing.iter().filter(|i| i.offering == first).count() >= reservation.count as usize {
                     self.mark_unavailable(first);
                     continue;
                 }
@@ -845,10 +863,14 @@ impl CloudProvider for Ec2Cloud {
             };
             let output = fleet.send().await.map_err(|e| LaunchError::Provider(error("CreateFleet", e).0))?;
             for (instance_type, zone) in capacity_errors(output.errors()) {
-                for &o in &batch {
-                    let offering = &catalog.offerings[o as usize];
-                    if offering.instance_type == instance_type && zone.as_ref().is_none_or(|z| *z == offering.zone) {
-                        self.mark_unavailable(o);
+                // Every copy of it (sized for another class) is out of that capacity too.
+                for (o, offering) in catalog.offerings.iter().enumerate() {
+                    if offering.capacity_type == capacity
+                        && offering.instance_type == instance_type
+                        && zone.as_ref().is_none_or(|z| *z == offering.zone)
+                        && (capacity != CapacityType::Reserved || batch.contains(&(o as u32)))
+                    {
+                        self.mark_unavailable(o as u32);
                     }
                 }
             }
@@ -977,10 +999,12 @@ impl CloudProvider for Ec2Cloud {
                 };
                 // The copy sized for the instance's class, where it has one.
                 let class = tag(NODE_CLASS_TAG);
-                let offering = (origin..catalog.offerings.len() as u32)
-                    .step_by((*self.sized_from.lock().expect("catalog lock")).max(1))
-                    .find(|&o| catalog.offerings[o as usize].serves(class.as_deref()))
-                    .unwrap_or(origin);
+                let offering = if reserved.is_some() {
+                    origin
+                } else {
+                    let same = |o: &Offering| o.instance_type == instance_type && o.zone == zone && o.capacity_type == capacity;
+                    catalog.offerings.iter().position(|o| same(o) && o.serves(class.as_deref())).map_or(origin, |o| o as u32)
+                };
                 Some(Instance { id: i.instance_id()?.to_string(), claim: tag(NODE_CLAIM_TAG)?, node_pool: tag(NODE_POOL_TAG).unwrap_or_default(), offering })
             })
             .collect())

@@ -55,6 +55,7 @@ fn request_of(cloud: &Ec2Cloud, claim: &str, types: &[(&str, CapacityType)]) -> 
         taints: vec![],
         spot_strategy: Default::default(),
         node_class: None,
+        catalog_version: Some(catalog.version),
     }
 }
 
@@ -521,6 +522,18 @@ async fn a_node_class_with_its_own_kubelet_settings_launches_offerings_sized_for
     let mut plain_launch = request(&cloud, "plain-1", &["m5.large"]);
     plain_launch.node_class = Some("plain".into());
     cloud.launch(&plain_launch).await.unwrap();
+
+    // Offerings chosen from the catalog before a class's settings changed
+    // are not launched: the launch is refused, naming why.
+    let mut stale = request(&cloud, "dense-2", &["m5.large"]);
+    stale.offerings = vec![(n + m5) as u32];
+    stale.node_class = Some("dense".into());
+    let mut denser = cloud_class(&cloud, "dense");
+    denser.kubelet.max_pods = Some(4);
+    cloud.set_node_classes(BTreeMap::from([("dense".to_string(), denser), ("plain".to_string(), cloud_class(&cloud, "plain"))]));
+    assert_ne!(cloud.catalog().version, catalog.version);
+    let refused = cloud.launch(&stale).await.unwrap_err().to_string();
+    assert!(refused.contains("the catalog changed since its offerings were chosen"), "{refused}");
     let mut running: Vec<(String, u32)> = cloud.instances().await.unwrap().into_iter().map(|i| (i.claim, i.offering)).collect();
     running.sort();
     assert_eq!(running, vec![("dense-1".to_string(), (n + m5) as u32), ("plain-1".to_string(), m5 as u32)]);

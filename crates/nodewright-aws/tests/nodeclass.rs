@@ -95,6 +95,7 @@ fn m5_large(cloud: &Ec2Cloud, claim: &str) -> LaunchRequest {
         taints: Vec::new(),
         spot_strategy: Default::default(),
         node_class: None,
+        catalog_version: None,
     }
 }
 

@@ -24,7 +24,7 @@ fn world(pool: NodePool) -> common::TestWorld {
 /// A launched claim of the world's first NodePool as catalog offering `offering`.
 fn launched(w: &common::TestWorld, offering: u32) -> String {
     let pools = drive(w.cluster.node_pools()).unwrap();
-    let spec = ClaimSpec { pool: &pools[0], offerings: vec![offering], pods: vec![], requests: Default::default() };
+    let spec = ClaimSpec { pool: &pools[0], offerings: vec![offering], pods: vec![], requests: Default::default(), catalog_version: nodewright_core::cloud::CloudProvider::catalog(&*w.cloud).version };
     drive(w.provisioner.launch_claim(spec)).unwrap().unwrap().claim
 }
 

@@ -94,7 +94,7 @@ impl World {
     fn node_as(&self, offering: u32) -> String {
         let pools = self.executor.block_on(self.cluster.node_pools()).unwrap();
         let pool = &pools[0];
-        let spec = ClaimSpec { pool, offerings: vec![offering], pods: vec![], requests: Default::default() };
+        let spec = ClaimSpec { pool, offerings: vec![offering], pods: vec![], requests: Default::default(), catalog_version: self.cloud.catalog().version };
         let launched = self.executor.block_on(self.provisioner.launch_claim(spec)).unwrap().unwrap();
         self.register(&launched.claim).unwrap();
         launched.claim

@@ -37,6 +37,15 @@ fn trace() -> nodewright_core::sim::Trace {
     parse_trace("small", &text).unwrap()
 }
 
+/// The baseline, selecting and consolidating.
+fn karpenter_like() -> PolicyUnderTest {
+    PolicyUnderTest {
+        name: "karpenter-like".into(),
+        selection: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
+        consolidation: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
+    }
+}
+
 /// Files whose NodePool no modelled instance satisfies: Windows (the
 /// catalog is Linux), and local NVMe size (not in the instance data).
 const LAUNCH_NOTHING: [&str; 5] =
@@ -49,11 +58,7 @@ fn every_karpenter_v1_example_loads_unchanged_and_simulates_a_small_trace() {
     let catalog = Arc::new(Catalog::bundled());
     let cache = tempfile::tempdir().unwrap();
     let config = SimulationConfig { cache_dir: Some(cache.path().into()), ..SimulationConfig::default() };
-    let policy = PolicyUnderTest {
-        name: "karpenter-like".into(),
-        selection: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
-        consolidation: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
-    };
+    let policy = karpenter_like();
     let trace = trace();
     for (name, text) in &files {
         let (pools, notes) = parse_node_pools_noting(name, text).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -118,11 +123,7 @@ fn a_node_class_kubelet_max_pods_caps_the_pods_its_nodes_hold_in_a_simulation() 
     let (_, text) = examples().into_iter().find(|(name, _)| name == "general-purpose.yaml").unwrap();
     let cache = tempfile::tempdir().unwrap();
     let config = SimulationConfig { cache_dir: Some(cache.path().into()), ..SimulationConfig::default() };
-    let policy = PolicyUnderTest {
-        name: "karpenter-like".into(),
-        selection: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
-        consolidation: PolicyRef { plugin: "karpenter-like".into(), config: "{}".into() },
-    };
+    let policy = karpenter_like();
     let run = |text: &str| {
         let file = nodewright_core::model::parse_node_pool_file("general-purpose.yaml", text).unwrap();
         let catalog = Catalog::bundled().with_kubelets(&nodewright_core::model::bundled_instance_types(), &Default::default(), &file.kubelets);

@@ -185,7 +185,7 @@ fn a_second_process_never_reuses_the_name_of_an_existing_node_claim() {
     let executor = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let offering = catalog().offerings.iter().position(|o| o.capacity_type == nodewright_core::model::CapacityType::OnDemand).unwrap() as u32;
     let launch = |p: &Provisioner<_, _>| {
-        let spec = ClaimSpec { pool: &pool, offerings: vec![offering], pods: vec![], requests: Default::default() };
+        let spec = ClaimSpec { pool: &pool, offerings: vec![offering], pods: vec![], requests: Default::default(), catalog_version: w.cloud.catalog().version };
         executor.block_on(p.launch_claim(spec)).unwrap().unwrap().claim
     };
     let first: Vec<String> = (0..3).map(|_| launch(&w.provisioner)).collect();
@@ -212,7 +212,7 @@ fn a_second_process_never_reuses_the_name_of_an_existing_node_claim() {
         launch(&stuck); // draws past the four names seed 3 gave
     }
     let again = Provisioner::new(w.cloud.clone(), w.cluster.clone(), w.registry.clone()).with_name_seed(3);
-    let spec = ClaimSpec { pool: &pool, offerings: vec![offering], pods: vec![], requests: Default::default() };
+    let spec = ClaimSpec { pool: &pool, offerings: vec![offering], pods: vec![], requests: Default::default(), catalog_version: w.cloud.catalog().version };
     let before = w.cloud.launch_requests().len();
     let err = executor.block_on(again.launch_claim(spec)).unwrap_err();
     assert_eq!(err.to_string(), "NodePool default: 8 NodeClaim names drawn were all taken");

@@ -27,7 +27,7 @@ fn cloud(catalog: Arc<Catalog>, now: Arc<Mutex<Duration>>) -> SimulatedCloud {
 }
 
 fn request(claim: &str, offerings: Vec<u32>, spot_strategy: SpotStrategy) -> LaunchRequest {
-    LaunchRequest { claim: claim.into(), node_pool: "default".into(), offerings, requests: Resources::default(), taints: vec![], spot_strategy, node_class: None }
+    LaunchRequest { claim: claim.into(), node_pool: "default".into(), offerings, requests: Resources::default(), taints: vec![], spot_strategy, node_class: None, catalog_version: None }
 }
 
 #[test]

@@ -55,7 +55,8 @@ pub(crate) fn err(what: &str) -> impl Fn(kube::Error) -> ClusterError + '_ {
     move |e| ClusterError(format!("{what}: {e}"))
 }
 
-/// `type/zone/capacity-type` of an offering.
+/// `type/zone/capacity-type` of an offering, and `@` the node classes it
+/// serves where it serves some only.
 pub fn offering_key(catalog: &Catalog, index: u32) -> String {
     catalog.offerings.get(index as usize).map_or_else(
         || format!("#{index}"),
@@ -68,8 +69,16 @@ pub fn offering_key(catalog: &Catalog, index: u32) -> String {
     )
 }
 
-/// `type/zone/capacity-type` → catalog index, for one catalog version.
+/// [`offering_key`] → catalog index, for one catalog version.
 type OfferingIndex = Arc<HashMap<String, u32>>;
+
+/// The offering `key` names in `index`; a key written under another
+/// version of the catalog, when the node classes an offering serves have
+/// changed since, names the first offering of its type, zone and capacity
+/// type.
+fn offering_at(index: &HashMap<String, u32>, key: &str) -> Option<u32> {
+    index.get(key).or_else(|| key.split_once('@').and_then(|(bare, _)| index.get(bare))).copied()
+}
 
 /// A cluster behind a kube-rs [`Client`].
 pub struct KubeCluster {
@@ -284,7 +293,7 @@ impl KubeCluster {
     fn claim_to_model(&self, c: &crd::NodeClaim) -> NodeClaim {
         let index = self.offering_index(&(self.catalog)());
         let status = c.status.clone().unwrap_or_default();
-        let instance = match (&status.instance_id, status.offering.as_ref().and_then(|o| index.get(o).copied())) {
+        let instance = match (&status.instance_id, status.offering.as_ref().and_then(|o| offering_at(&index, o))) {
             (Some(id), Some(offering)) => Some(Instance { id: id.clone(), claim: c.name_any(), node_pool: c.spec.node_pool.clone(), offering }),
             _ => None,
         };
@@ -305,7 +314,7 @@ impl KubeCluster {
                 gpus: c.spec.gpus,
                 ephemeral_bytes: 0,
             },
-            offerings: c.spec.offerings.iter().filter_map(|o| index.get(o).copied()).collect(),
+            offerings: c.spec.offerings.iter().filter_map(|o| offering_at(&index, o)).collect(),
             taints: c.spec.taints.iter().filter_map(|t| convert::parse_taint(t)).collect(),
             instance,
             created_at,
@@ -431,7 +440,7 @@ impl Cluster for KubeCluster {
                 continue;
             }
             let (Some(offering), Some(pool)) = (
-                status.offering.as_ref().and_then(|o| index.get(o).copied()),
+                status.offering.as_ref().and_then(|o| offering_at(&index, o)),
                 pools.iter().find(|p| p.name == claim.spec.node_pool),
             ) else {
                 continue;

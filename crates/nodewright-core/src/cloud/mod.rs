@@ -37,6 +37,11 @@ pub struct LaunchRequest {
     /// The node class its NodePool names (`nodeClassRef`); `None`: the
     /// cloud's default.
     pub node_class: Option<String>,
+    /// The version of the catalog `offerings` index. A cloud whose catalog
+    /// has changed since (a node class's reservations or kubelet settings)
+    /// refuses the launch rather than launch what another offering is now;
+    /// `None`: the catalog it has.
+    pub catalog_version: Option<u64>,
 }
 
 /// How a launch picks among its spot offerings.

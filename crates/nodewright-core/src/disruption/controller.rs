@@ -673,7 +673,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let mut benched: Vec<u32> = view.unavailable.iter().copied().collect();
         benched.sort_unstable();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (view.catalog.version, &pool.requirements, &pool.labels, benched, &pool.selection.plugin, &pool.selection.config).hash(&mut hasher);
+        (view.catalog.version, &pool.requirements, &pool.labels, &pool.node_class, benched, &pool.selection.plugin, &pool.selection.config).hash(&mut hasher);
         let key = hasher.finish();
         let mut cache = self.replacements.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, lists)) = cache.get(&pool.name)
@@ -750,7 +750,13 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 };
                 let overhead = view.new_node(pool, offering, "replacement").map(|n| n.used()).unwrap_or_default();
                 let requests = pods.iter().map(|p| p.spec.requests).sum::<crate::model::Resources>().saturating_add(overhead);
-                let spec = ClaimSpec { pool, offerings: vec![offering], pods: moving.iter().map(|p| p.to_string()).collect(), requests };
+                let spec = ClaimSpec {
+                    pool,
+                    offerings: vec![offering],
+                    pods: moving.iter().map(|p| p.to_string()).collect(),
+                    requests,
+                    catalog_version: view.catalog.version,
+                };
                 match self.provisioner.launch_claim(spec).await? {
                     Ok(launched) => {
                         replacements.push(launched.claim.clone());

@@ -303,6 +303,11 @@ impl Catalog {
             (o.arch as u8).hash(&mut hasher);
             o.generation.hash(&mut hasher);
             o.family.hash(&mut hasher);
+            // Which NodePools may launch it (hashed only where some are
+            // named, so a catalog without restrictions keeps its version).
+            if let Some(classes) = &o.node_classes {
+                classes.hash(&mut hasher);
+            }
         }
         let mut zones: Vec<String> = Vec::new();
         let zone_of = offerings

@@ -38,16 +38,16 @@ pub struct KubeletSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction_max_pod_grace_period: Option<i64>,
     /// Image garbage collection starts above this disk use.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "imageGCHighThresholdPercent")]
     pub image_gc_high_threshold_percent: Option<u32>,
     /// … and stops below this one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "imageGCLowThresholdPercent")]
     pub image_gc_low_threshold_percent: Option<u32>,
     /// CPU CFS quota enforcement.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "cpuCFSQuota")]
     pub cpu_cfs_quota: Option<bool>,
     /// Cluster DNS servers.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "clusterDNS")]
     pub cluster_dns: Vec<String>,
 }
 
@@ -94,16 +94,16 @@ impl KubeletSpec {
 impl Catalog {
     /// This catalog with its offerings sized for every node class whose
     /// kubelet settings (`classes`, by name) differ from those it is sized
-    /// for (`sized_for`): one copy of every offering per distinct setting,
-    /// appended in class-name order after the others (so theirs keep their
-    /// indices; copy `k` of offering `i` is at `(k + 1) * n + i` for `n`
-    /// offerings here), allocatable and pod capacity from the type's facts
-    /// under those settings, and served to those classes' NodePools only;
-    /// the offerings here are then served only to the NodePools of the
-    /// other classes and of none (`""`). An offering already served to some
-    /// classes (a reservation they select) is split the same way. With no
-    /// class differing, the catalog as it is. An offering whose type has no
-    /// facts keeps its size.
+    /// for (`sized_for`): one copy of every offering but the reserved ones
+    /// per distinct setting, appended in class-name order after the others
+    /// (so theirs keep their indices), allocatable and pod capacity from
+    /// the type's facts under those settings, and served to those classes'
+    /// NodePools only; the offerings here are then served only to the
+    /// NodePools of the other classes and of none (`""`). A capacity
+    /// reservation stays one offering, whoever launches into it, sized for
+    /// `sized_for` (its count and its use are the reservation's). With no
+    /// class differing, the catalog as it is. An offering whose type has
+    /// no facts keeps its size.
     pub fn with_kubelets(&self, facts: &[InstanceType], sized_for: &KubeletConfig, classes: &BTreeMap<String, KubeletConfig>) -> Catalog {
         let mut groups: Vec<(KubeletConfig, Vec<String>)> = Vec::new();
         let mut same = vec![String::new()];
@@ -126,10 +126,14 @@ impl Catalog {
             })
         };
         let facts: HashMap<&str, &InstanceType> = facts.iter().map(|f| (f.name.as_str(), f)).collect();
-        let mut offerings: Vec<super::Offering> =
-            self.offerings.iter().map(|o| super::Offering { node_classes: serving(o, &same), ..o.clone() }).collect();
+        let reserved = |o: &super::Offering| o.capacity_type == super::CapacityType::Reserved;
+        let mut offerings: Vec<super::Offering> = self
+            .offerings
+            .iter()
+            .map(|o| if reserved(o) { o.clone() } else { super::Offering { node_classes: serving(o, &same), ..o.clone() } })
+            .collect();
         for (config, names) in &groups {
-            offerings.extend(self.offerings.iter().map(|o| {
+            offerings.extend(self.offerings.iter().filter(|o| !reserved(o)).map(|o| {
                 let mut copy = super::Offering { node_classes: serving(o, names), ..o.clone() };
                 if let Some(facts) = facts.get(o.instance_type.as_str()) {
                     copy.allocatable = facts.allocatable_with(config);
@@ -145,7 +149,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CapacityReservation, CapacityType, NodePool, bundled_instance_types};
+    use crate::model::{CapacityReservation, NodePool, bundled_instance_types};
 
     #[test]
     fn each_node_class_with_its_own_kubelet_settings_gets_offerings_sized_for_them() {
@@ -168,40 +172,35 @@ mod tests {
         ]);
         assert_eq!(catalog.with_kubelets(&facts, &KubeletConfig::default(), &BTreeMap::from([("plain".to_string(), KubeletConfig::default())])), catalog);
         let sized = catalog.with_kubelets(&facts, &KubeletConfig::default(), &classes);
-        assert_eq!(sized.offerings.len(), 2 * n, "one copy for the two classes that share settings");
+        // One copy for the two classes that share settings; none of the reservation.
+        assert_eq!(sized.offerings.len(), 2 * n - 1);
+        assert_ne!(sized.version, catalog.version);
         let m5 = facts.iter().find(|f| f.name == "m5.xlarge").unwrap();
-        for (i, (before, (here, copy))) in catalog.offerings.iter().zip(sized.offerings.iter().zip(&sized.offerings[n..])).enumerate() {
+        for (i, (before, (here, copy))) in catalog.offerings[..n - 1].iter().zip(sized.offerings.iter().zip(&sized.offerings[n..])).enumerate() {
             assert_eq!((&here.instance_type, &here.zone, here.capacity_type, here.allocatable), (&before.instance_type, &before.zone, before.capacity_type, before.allocatable));
             assert_eq!((&copy.instance_type, &copy.zone, copy.capacity_type), (&before.instance_type, &before.zone, before.capacity_type));
-            let reserved = before.capacity_type == CapacityType::Reserved;
-            assert!(copy.serves(Some("dense")) && !here.serves(Some("dense")), "{i}");
-            // The reservation is selected by dense (and plain) only.
-            assert_eq!(copy.serves(Some("also-dense")), !reserved, "{i}");
-            assert!(!here.serves(Some("also-dense")), "{i}");
-            assert!(here.serves(Some("plain")) && !copy.serves(Some("plain")), "{i}");
-            assert_eq!(here.serves(None), !reserved, "{i}: NodePools naming no class");
-            if !reserved {
-                assert_eq!(copy.allocatable, facts.iter().find(|f| f.name == before.instance_type).unwrap().allocatable_with(&dense), "{i}");
+            for class in [Some("dense"), Some("also-dense")] {
+                assert!(copy.serves(class) && !here.serves(class), "{i}");
+            }
+            assert!(here.serves(Some("plain")) && here.serves(None) && !copy.serves(Some("plain")) && !copy.serves(None), "{i}");
+            assert_eq!(copy.allocatable, facts.iter().find(|f| f.name == before.instance_type).unwrap().allocatable_with(&dense), "{i}");
+            if copy.instance_type == "m5.xlarge" {
+                assert_eq!((copy.allocatable.pods, copy.capacity.pods), (20, 20));
+                assert!(copy.allocatable.memory_bytes > m5.allocatable().memory_bytes, "fewer pods, less memory reserved for them");
             }
         }
+        // The reservation stays one offering for the classes selecting it.
+        assert_eq!(sized.offerings[n - 1], catalog.offerings[n - 1]);
         // The scheduler offers a NodePool its class's offerings only.
         let pool = |class: Option<&str>| NodePool { node_class: class.map(String::from), ..NodePool::new("p") };
         let offered = |class: Option<&str>| crate::scheduling::pool_offering_list(&sized, &pool(class));
-        let dense_pool = offered(Some("dense"));
-        assert!(!dense_pool.is_empty() && dense_pool.iter().all(|&o| o as usize >= n));
-        assert!(offered(None).iter().all(|&o| (o as usize) < n));
-        // plain's NodePools have the reservation plain selects besides.
-        let (none, plain) = (offered(None), offered(Some("plain")));
-        let more: Vec<u32> = plain.iter().copied().filter(|o| !none.contains(o)).collect();
-        assert_eq!(more, vec![n as u32 - 1]);
-        assert!(none.iter().all(|o| plain.contains(o)));
-        let reserved = sized.offerings[n..].iter().position(|o| o.capacity_type == CapacityType::Reserved).unwrap();
-        assert_eq!(sized.offerings[n + reserved].node_classes, Some(vec!["dense".to_string()]), "the reservation, for dense only");
-        assert_eq!(sized.offerings[reserved].node_classes, Some(vec!["plain".to_string()]), "and for plain, sized as before");
-        let copy = &sized.offerings[n + reserved];
-        assert_eq!(copy.allocatable, m5.allocatable_with(&dense));
-        assert_eq!((copy.allocatable.pods, copy.capacity.pods), (20, 20));
-        assert!(copy.allocatable.memory_bytes > m5.allocatable().memory_bytes, "fewer pods, less memory reserved for them");
+        let (dense_pool, none, plain) = (offered(Some("dense")), offered(None), offered(Some("plain")));
+        assert!(dense_pool.iter().all(|&o| o as usize >= n - 1));
+        assert_eq!(dense_pool.len(), n, "its copies and the reservation");
+        assert_eq!(none.len(), n - 1);
+        assert!(none.iter().all(|&o| (o as usize) < n - 1));
+        assert_eq!(plain.iter().copied().filter(|o| !none.contains(o)).collect::<Vec<u32>>(), vec![n as u32 - 1], "and plain's, the reservation");
+        assert!(offered(Some("also-dense")).iter().all(|&o| o as usize >= n), "not selected by also-dense");
     }
 
     #[test]
@@ -213,5 +212,8 @@ mod tests {
         let config = spec("maxPods: 30\nsystemReserved: { cpu: 100m, memory: 1Gi }\nevictionHard: { memory.available: 5% }").unwrap();
         assert_eq!((config.max_pods, config.system_reserved.cpu_millis, config.system_reserved.memory_bytes), (Some(30), Some(100), Some(1 << 30)));
         assert_eq!(config.eviction_memory_bytes, None, "a percentage keeps the default");
+        // Karpenter's spelling of the settings that do not size a node.
+        let named = spec("clusterDNS: [10.100.0.10]\ncpuCFSQuota: true\nimageGCHighThresholdPercent: 85\nimageGCLowThresholdPercent: 80\n");
+        assert_eq!(named, Ok(KubeletConfig::default()));
     }
 }

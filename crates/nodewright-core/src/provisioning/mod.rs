@@ -94,6 +94,8 @@ pub struct ClaimSpec<'a> {
     pub pods: Vec<String>,
     /// Their requests plus daemonset overhead.
     pub requests: crate::model::Resources,
+    /// The version of the catalog `offerings` index.
+    pub catalog_version: u64,
 }
 
 /// The registry slot of a NodePool's selection policy.
@@ -222,6 +224,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             requests: spec.requests,
             taints: taints.clone(),
             node_class: pool.node_class.clone(),
+            catalog_version: Some(spec.catalog_version),
             // The native baseline launches spot as Karpenter does; a
             // plugin's ranking is followed as given.
             spot_strategy: if pool.selection.plugin == crate::policy::BUILTIN_SELECTION {
@@ -400,7 +403,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                 continue;
             }
             let tried = offerings.clone();
-            let spec = ClaimSpec { pool, offerings, pods: pod_names, requests: planned.requests };
+            let spec = ClaimSpec { pool, offerings, pods: pod_names, requests: planned.requests, catalog_version: catalog.version };
             let outcome = self.launch_claim(spec).await?;
             // Offerings tried before the one bought (or all, on a failure)
             // that the cloud now marks unavailable were refused for capacity.

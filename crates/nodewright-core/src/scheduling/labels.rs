@@ -184,7 +184,7 @@ pub(crate) fn offerings_for_terms(catalog: &Catalog, pool: &NodePool, base: &Bit
     if terms.is_empty() {
         return base.clone();
     }
-    let key = (catalog.version, hash_of((&pool.name, &pool.requirements, &pool.labels, terms)));
+    let key = (catalog.version, hash_of((&pool.name, &pool.requirements, &pool.labels, &pool.node_class, terms)));
     remembered(&CACHE, key, 4096, || compute_offerings_for_terms(catalog, pool, base, terms))
 }
 

@@ -157,7 +157,7 @@ impl World {
     /// Launch a node of `pool` bought as `offering` and register it at once
     /// (a test's or a benchmark's setup); returns its name.
     pub fn add_ready_node(&self, pool: &NodePool, offering: u32) -> Result<String, ClusterError> {
-        let spec = ClaimSpec { pool, offerings: vec![offering], pods: Vec::new(), requests: Default::default() };
+        let spec = ClaimSpec { pool, offerings: vec![offering], pods: Vec::new(), requests: Default::default(), catalog_version: self.cloud.catalog().version };
         let claim = drive(self.provisioner.launch_claim(spec))?.map_err(|(c, e)| ClusterError(format!("{c}: {e}")))?.claim;
         self.register(&claim)?;
         Ok(claim)

@@ -216,12 +216,14 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
                 eprintln!("note: {note}");
             }
             anyhow::ensure!(!file.pools.is_empty(), "{name}: no NodePool in it");
+            let mut kubelets = file.kubelets;
             for pool in &file.pools {
-                if let Some(class) = pool.node_class.as_ref().filter(|c| !file.kubelets.is_empty() && !file.kubelets.contains_key(*c)) {
+                if let Some(class) = pool.node_class.as_ref().filter(|c| !kubelets.is_empty() && !kubelets.contains_key(*c)) {
                     eprintln!("note: {name}: NodePool {}: EC2NodeClass {class} is not in the file; its nodes are sized with the default kubelet settings", pool.name);
+                    kubelets.insert(class.clone(), Default::default());
                 }
             }
-            (file.pools, file.kubelets)
+            (file.pools, kubelets)
         }
         None => {
             let mut pool = NodePool::new("default");
