@@ -531,6 +531,43 @@ fn a_spot_node_is_replaced_by_a_cheaper_spot_node_only_when_spot_to_spot_is_on()
     }
 }
 
+/// With spot-to-spot off, a spot node whose pods could go on a cheaper
+/// spot node is kept (a replacement could be bought as spot, and is
+/// refused), while one whose pods require on-demand is replaced by a
+/// cheaper on-demand node.
+#[test]
+fn a_spot_node_is_replaced_on_demand_only_when_its_pods_require_on_demand() {
+    let spot = catalog()
+        .offerings
+        .iter()
+        .position(|o| o.instance_type == "m5.4xlarge" && o.capacity_type == CapacityType::Spot && o.zone == "us-east-1a")
+        .unwrap() as u32;
+    let mut pool = pool();
+    pool.requirements.retain(|r| r.key != well_known::CAPACITY_TYPE);
+    let pool = pool.require(Requirement::is_in(well_known::CAPACITY_TYPE, &["spot", "on-demand"]));
+    for pinned in [false, true] {
+        let mut w = world(vec![pool.clone()]);
+        let big = w.node_as(spot);
+        let mut spec = pod(500, 1);
+        if pinned {
+            spec.node_selector.insert(well_known::CAPACITY_TYPE.into(), "on-demand".into());
+        }
+        w.put(&big, "api", spec, 2);
+        w.run(180, 10);
+        let claims = w.cluster.node_claims();
+        assert_eq!(claims.len(), 1, "pinned {pinned}: {:?}", w.nodes());
+        let offering = &catalog().offerings[claims[0].instance.as_ref().unwrap().offering as usize];
+        if pinned {
+            assert_ne!(claims[0].name, big, "replaced");
+            assert_eq!(offering.capacity_type, CapacityType::OnDemand);
+            assert!(offering.price_per_hour < catalog().offerings[spot as usize].price_per_hour);
+        } else {
+            assert_eq!((claims[0].name.as_str(), offering.capacity_type), (big.as_str(), CapacityType::Spot), "kept: spot-to-spot is off");
+        }
+        assert_eq!(w.executor.block_on(w.cluster.bound_pods()).unwrap().len(), 2);
+    }
+}
+
 #[test]
 fn bound_pods_say_how_long_they_have_run() {
     let mut w = world(vec![pool()]);

@@ -120,7 +120,10 @@ struct Running {
 }
 
 /// Offerings a replacement may be: ascending, and cheapest first.
-type Replacements = (Arc<Vec<u32>>, Arc<Vec<u32>>, Arc<Vec<u32>>);
+/// A pool's replacement offerings (allowed, cheapest first, largest first),
+/// and whether every on-demand one has a spot twin among them
+/// ([`Choice::spot_twins`]).
+type Replacements = (Arc<Vec<u32>>, Arc<Vec<u32>>, Arc<Vec<u32>>, bool);
 
 /// Decides and carries out disruptions: expiry, drift, consolidation.
 pub struct DisruptionController<C, K> {
@@ -582,7 +585,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         if self.quiet.get(&pool.name) == Some(&fingerprint) {
             return Vec::new();
         }
-        let (replacements, by_price, largest_first) = self.replacement_lists(view, pool);
+        let (replacements, by_price, largest_first, spot_twins) = self.replacement_lists(view, pool);
         let pool_nodes = members.len();
         let busy = self.busy(&pool.name, pass);
         let room = |reason: Reason| {
@@ -621,6 +624,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             allowed: &replacements,
             by_price: &by_price,
             largest_first: &largest_first,
+            spot_twins,
             choose: &|pods: &[Pod], total: Resources, feasible: Vec<u32>| self.choose(view, pool, pods, total, feasible),
         };
         let decision = slot.plan_with(&view.catalog, snapshot, || karpenter_like(view, pool, &members, &candidate, &self.settings, room, &choice));
@@ -699,7 +703,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let mut by_price = list.clone();
         by_price.sort_by(|&a, &b| view.price(a).total_cmp(&view.price(b)).then(a.cmp(&b)));
         let largest_first = view.catalog.largest_first.iter().copied().filter(|o| list.binary_search(o).is_ok()).collect();
-        let lists = (Arc::new(list), Arc::new(by_price), Arc::new(largest_first));
+        let spot_twins = super::karpenter::spot_twins(&view.catalog, &list);
+        let lists = (Arc::new(list), Arc::new(by_price), Arc::new(largest_first), spot_twins);
         cache.insert(pool.name.clone(), (key, lists.clone()));
         lists
     }

@@ -102,6 +102,10 @@ pub(crate) struct Choice<'a> {
     pub by_price: &'a [u32],
     /// The same, largest first.
     pub largest_first: &'a [u32],
+    /// No `reserved` offering is among them, and every on-demand one has a
+    /// spot twin among them (its type and zone) at no higher price: a new
+    /// node that could be bought on demand could be bought as spot too.
+    pub spot_twins: bool,
     /// The pool's selection policy: the best of the offerings (the last
     /// argument) for the pods, requesting the total.
     pub choose: &'a dyn Fn(&[Pod], Resources, Vec<u32>) -> Option<u32>,
@@ -133,12 +137,22 @@ fn consolidate(
         .map(|&o| &view.catalog.offerings[o as usize])
         .take_while(|o| o.price_per_hour < ceiling)
         .any(|o| o.allocatable.covers(&need));
+    let spot = |o: u32| view.catalog.offerings.get(o as usize).is_some_and(|x| x.capacity_type == CapacityType::Spot);
+    // Spot nodes with spot-to-spot consolidation off: any replacement the
+    // simulation below could find would be refused, because whatever
+    // on-demand offering it could be bought as, its spot twin could too
+    // (nothing about the pods tells capacity types apart). Only deleting
+    // them is left, which a simulation without a new node answers.
+    let replacement_refused = !settings.spot_to_spot
+        && choice.spot_twins
+        && nodes.iter().all(|m| spot(m.offering))
+        && pods.iter().all(|p| !p.spec.mentions_label(crate::model::well_known::CAPACITY_TYPE));
     // Delete: the pods fit on the nodes that stay (simulated only when
     // their free CPU and memory could hold them). A simulation that may
     // open one new node answers both questions: it places pods on the nodes
     // that stay exactly as one that may not, and opens a node only for the
     // first pod that fits on none of them.
-    if !possible {
+    if !possible || replacement_refused {
         let delete = view.might_fit_without(pods, &gone) && view.simulate_within(pods, &gone, &[], 0, None).is_some();
         return delete.then_some(None);
     }
@@ -151,7 +165,6 @@ fn consolidate(
         [claim] => claim,
         _ => return None,
     };
-    let spot = |o: u32| view.catalog.offerings.get(o as usize).is_some_and(|x| x.capacity_type == CapacityType::Spot);
     let mut options: Vec<u32> = claim
         .offerings
         .iter()
@@ -175,4 +188,78 @@ fn consolidate(
         return None;
     }
     (choice.choose)(pods, claim.requests, options).map(Some)
+}
+
+/// [`Choice::spot_twins`] of `allowed` (ascending catalog indices).
+pub(crate) fn spot_twins(catalog: &crate::model::Catalog, allowed: &[u32]) -> bool {
+    let offering = |o: u32| &catalog.offerings[o as usize];
+    let spot: std::collections::HashMap<(&str, &str), f64> = allowed
+        .iter()
+        .map(|&o| offering(o))
+        .filter(|o| o.capacity_type == CapacityType::Spot)
+        .map(|o| ((o.instance_type.as_str(), o.zone.as_str()), o.price_per_hour))
+        .collect();
+    allowed.iter().map(|&o| offering(o)).all(|o| match o.capacity_type {
+        CapacityType::Spot => true,
+        CapacityType::Reserved => false,
+        CapacityType::OnDemand => spot.get(&(o.instance_type.as_str(), o.zone.as_str())).is_some_and(|&p| p <= o.price_per_hour),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Catalog;
+
+    #[test]
+    fn spot_twins_hold_when_every_on_demand_offering_can_be_bought_as_spot_too() {
+        let catalog = Catalog::bundled();
+        let of = |t: &str, c: CapacityType| {
+            catalog.offerings.iter().position(|o| o.instance_type == t && o.zone == "us-east-1a" && o.capacity_type == c).unwrap() as u32
+        };
+        let (od, sp) = (of("m5.large", CapacityType::OnDemand), of("m5.large", CapacityType::Spot));
+        let other = of("c5.large", CapacityType::Spot);
+        let sorted = |mut v: Vec<u32>| {
+            v.sort_unstable();
+            v
+        };
+        assert!(spot_twins(&catalog, &sorted(vec![od, sp, other])));
+        assert!(spot_twins(&catalog, &[other]), "spot only");
+        assert!(!spot_twins(&catalog, &sorted(vec![od, other])), "m5.large has no spot twin here");
+        let reserved = catalog.with_reservations(&[crate::model::CapacityReservation {
+            instance_type: "m5.large".into(),
+            zone: "us-east-1a".into(),
+            count: 1,
+            hourly_rate: 0.096,
+            id: None,
+            node_classes: None,
+        }]);
+        let reserved = reserved.unwrap();
+        let r = reserved.reserved_offering("m5.large", "us-east-1a").unwrap();
+        assert!(!spot_twins(&reserved, &sorted(vec![od, sp, r])), "a reservation is bought as neither");
+    }
+
+    #[test]
+    fn a_pod_mentions_a_label_wherever_it_constrains_its_node_by_it() {
+        use crate::model::{PodAffinityTerm, PodSpec, PreferredTerm, Requirement, TopologyKey, TopologySpread, well_known::CAPACITY_TYPE};
+        let key = CAPACITY_TYPE;
+        let plain = PodSpec::requesting(100, 1 << 20);
+        assert!(!plain.mentions_label(key));
+        let mut selector = plain.clone();
+        selector.node_selector.insert(key.into(), "spot".into());
+        let mut required = plain.clone();
+        required.required_terms = vec![vec![Requirement::is_in(key, &["on-demand"])]];
+        let mut preferred = plain.clone();
+        preferred.preferred_terms = vec![PreferredTerm { weight: 1, requirements: vec![Requirement::is_in(key, &["on-demand"])] }];
+        let mut spread = plain.clone();
+        spread.spread = vec![TopologySpread { key: TopologyKey::Label(key.into()), max_skew: 1, hard: true, selector: Default::default() }];
+        let mut anti = plain.clone();
+        anti.anti_affinity = vec![PodAffinityTerm { key: TopologyKey::Label(key.into()), selector: Default::default() }];
+        for (what, spec) in [("selector", selector), ("required", required), ("preferred", preferred), ("spread", spread), ("anti-affinity", anti)] {
+            assert!(spec.mentions_label(key), "{what}");
+        }
+        let mut zone = plain.clone();
+        zone.spread = vec![TopologySpread { key: TopologyKey::Zone, max_skew: 1, hard: true, selector: Default::default() }];
+        assert!(!zone.mentions_label(key));
+    }
 }

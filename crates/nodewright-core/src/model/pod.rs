@@ -133,6 +133,18 @@ impl Pod {
 }
 
 impl PodSpec {
+    /// Does anything about where the pod may run name node label `key`:
+    /// its node selector, a node-affinity term (required or preferred), or
+    /// the topology key of a spread or (anti-)affinity term?
+    pub fn mentions_label(&self, key: &str) -> bool {
+        let topology = |k: &TopologyKey| matches!(k, TopologyKey::Label(l) if l == key);
+        self.node_selector.contains_key(key)
+            || self.required_terms.iter().flatten().any(|r| r.key == key)
+            || self.preferred_terms.iter().flat_map(|t| &t.requirements).any(|r| r.key == key)
+            || self.spread.iter().any(|s| topology(&s.key))
+            || self.affinity.iter().chain(&self.anti_affinity).any(|a| topology(&a.key))
+    }
+
     /// What evicting the pod costs, as Karpenter counts it: 1, plus its
     /// `controller.kubernetes.io/pod-deletion-cost` over 2^27, plus its
     /// priority over 2^25, clamped to [-10, 10].
