@@ -193,16 +193,34 @@ fn consolidate(
 /// [`Choice::spot_twins`] of `allowed` (ascending catalog indices).
 pub(crate) fn spot_twins(catalog: &crate::model::Catalog, allowed: &[u32]) -> bool {
     let offering = |o: u32| &catalog.offerings[o as usize];
-    let spot: std::collections::HashMap<(&str, &str), f64> = allowed
-        .iter()
-        .map(|&o| offering(o))
-        .filter(|o| o.capacity_type == CapacityType::Spot)
-        .map(|o| ((o.instance_type.as_str(), o.zone.as_str()), o.price_per_hour))
-        .collect();
-    allowed.iter().map(|&o| offering(o)).all(|o| match o.capacity_type {
+    let twin = |od: u32, sp: u32| {
+        let (a, b) = (offering(od), offering(sp));
+        b.capacity_type == CapacityType::Spot && b.instance_type == a.instance_type && b.zone == a.zone && b.price_per_hour <= a.price_per_hour
+    };
+    // Catalogs list each type's spot offering in a zone right after its
+    // on-demand one: looked at first, then (for any other catalog) every
+    // allowed spot offering, once.
+    let mut by_place: Option<std::collections::HashMap<(&str, &str), u32>> = None;
+    allowed.iter().all(|&o| match offering(o).capacity_type {
         CapacityType::Spot => true,
         CapacityType::Reserved => false,
-        CapacityType::OnDemand => spot.get(&(o.instance_type.as_str(), o.zone.as_str())).is_some_and(|&p| p <= o.price_per_hour),
+        CapacityType::OnDemand => {
+            if let Some(next) = o.checked_add(1)
+                && allowed.binary_search(&next).is_ok()
+                && twin(o, next)
+            {
+                return true;
+            }
+            let places = by_place.get_or_insert_with(|| {
+                allowed
+                    .iter()
+                    .filter(|&&s| offering(s).capacity_type == CapacityType::Spot)
+                    .map(|&s| ((offering(s).instance_type.as_str(), offering(s).zone.as_str()), s))
+                    .collect()
+            });
+            let a = offering(o);
+            places.get(&(a.instance_type.as_str(), a.zone.as_str())).is_some_and(|&s| twin(o, s))
+        }
     })
 }
 
@@ -237,6 +255,10 @@ mod tests {
         let reserved = reserved.unwrap();
         let r = reserved.reserved_offering("m5.large", "us-east-1a").unwrap();
         assert!(!spot_twins(&reserved, &sorted(vec![od, sp, r])), "a reservation is bought as neither");
+        // A catalog in another order: the twin is found all the same.
+        let shuffled = Catalog::new(vec![catalog.offerings[sp as usize].clone(), catalog.offerings[other as usize].clone(), catalog.offerings[od as usize].clone()]);
+        assert!(spot_twins(&shuffled, &[0, 1, 2]));
+        assert!(!spot_twins(&shuffled, &[1, 2]));
     }
 
     #[test]
