@@ -140,9 +140,9 @@ pub trait Cluster: Send + Sync + 'static {
     fn bound_pods(&self) -> impl Future<Output = Result<Vec<(String, Pod)>, ClusterError>> + Send;
 
     /// [`Self::bound_pods`], by node, each node's pods by name.
-    fn bound_pods_by_node(&self) -> impl Future<Output = Result<std::collections::HashMap<String, Vec<Pod>>, ClusterError>> + Send {
+    fn bound_pods_by_node(&self) -> impl Future<Output = Result<rustc_hash::FxHashMap<String, Vec<Pod>>, ClusterError>> + Send {
         async {
-            let mut by_node: std::collections::HashMap<String, Vec<Pod>> = std::collections::HashMap::new();
+            let mut by_node: rustc_hash::FxHashMap<String, Vec<Pod>> = rustc_hash::FxHashMap::default();
             for (node, pod) in self.bound_pods().await? {
                 by_node.entry(node).or_default().push(pod);
             }

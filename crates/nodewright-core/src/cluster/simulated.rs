@@ -721,11 +721,12 @@ impl Cluster for SimulatedCluster {
         Ok(state.bound.values().map(|(n, p, at)| (n.clone(), State::running(p, *at, now))).collect())
     }
 
-    async fn bound_pods_by_node(&self) -> Result<HashMap<String, Vec<Pod>>, ClusterError> {
+    async fn bound_pods_by_node(&self) -> Result<rustc_hash::FxHashMap<String, Vec<Pod>>, ClusterError> {
         let now = (self.now)();
         let state = self.state();
         // One walk of the bound pods, by name: each node's come out by name.
-        let mut by_node: HashMap<&str, Vec<Pod>> = HashMap::with_capacity(state.on_node.len());
+        let mut by_node: rustc_hash::FxHashMap<&str, Vec<Pod>> = rustc_hash::FxHashMap::default();
+        by_node.reserve(state.on_node.len());
         for (node, pod, at) in state.bound.values() {
             by_node.entry(node.as_str()).or_default().push(State::running(pod, *at, now));
         }

@@ -1,7 +1,7 @@
 //! The disruption controller: reads the cluster, decides, re-validates,
 //! and carries disruptions out.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -396,7 +396,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             members,
             deleting,
             pdbs,
-            unavailable: self.cloud.unavailable(),
+            unavailable: self.cloud.unavailable().into_iter().collect(),
             now,
             fleet,
             pending,
@@ -698,11 +698,19 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             fleet: view.fleet.clone(),
             ..SelectionRequest::default()
         };
-        let accepted: HashSet<u32> = slot.rank(&view.catalog, &request).value.into_best(usize::MAX).into_iter().map(|(o, _)| o).collect();
-        list.retain(|o| accepted.contains(o));
+        // What the policy accepts (it leaves out what it would never buy),
+        // marked by catalog index: a ranking holds feasible offerings only
+        // (the host checks), so these are the list's.
+        let mut accepted = vec![false; view.catalog.offerings.len()];
+        for (o, _) in slot.rank(&view.catalog, &request).value.entries() {
+            if let Some(a) = accepted.get_mut(o as usize) {
+                *a = true;
+            }
+        }
+        list.retain(|&o| accepted[o as usize]);
         let mut by_price = list.clone();
         by_price.sort_by(|&a, &b| view.price(a).total_cmp(&view.price(b)).then(a.cmp(&b)));
-        let largest_first = view.catalog.largest_first.iter().copied().filter(|o| list.binary_search(o).is_ok()).collect();
+        let largest_first = view.catalog.largest_first.iter().copied().filter(|&o| accepted.get(o as usize).copied().unwrap_or(false)).collect();
         let spot_twins = super::karpenter::spot_twins(&view.catalog, &list);
         let lists = (Arc::new(list), Arc::new(by_price), Arc::new(largest_first), spot_twins);
         cache.insert(pool.name.clone(), (key, lists.clone()));

@@ -2,7 +2,7 @@
 //! simulation every action is checked with: would the pods of the nodes
 //! that go fit on the nodes that stay (plus a replacement)?
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ pub(crate) struct View {
     /// NodeClaims whose deletion was asked for and that have no instance.
     pub deleting: Vec<String>,
     pub pdbs: Vec<PdbStatus>,
-    pub unavailable: HashSet<u32>,
+    pub unavailable: rustc_hash::FxHashSet<u32>,
     /// Now, by the controllers' clock (since the Unix epoch).
     pub now: Duration,
     /// The fleet and commitments policies are told about.
@@ -195,7 +195,11 @@ impl View {
 
     /// Catalog offerings `pool` may launch now, ascending.
     pub fn replacements(&self, pool: &NodePool) -> Vec<u32> {
-        crate::scheduling::pool_offering_list(&self.catalog, pool).into_iter().filter(|o| !self.unavailable.contains(o)).collect()
+        let mut list = crate::scheduling::pool_offering_list(&self.catalog, pool);
+        if !self.unavailable.is_empty() {
+            list.retain(|o| !self.unavailable.contains(o));
+        }
+        list
     }
 }
 

@@ -198,18 +198,19 @@ pub(crate) fn spot_twins(catalog: &crate::model::Catalog, allowed: &[u32]) -> bo
         b.capacity_type == CapacityType::Spot && b.instance_type == a.instance_type && b.zone == a.zone && b.price_per_hour <= a.price_per_hour
     };
     // Catalogs list each type's spot offering in a zone right after its
-    // on-demand one: looked at first, then (for any other catalog) every
-    // allowed spot offering, once.
+    // on-demand one (one spot offering per type and zone a NodePool may
+    // see): looked at first, then (for any other catalog) every allowed
+    // spot offering, once.
     let mut by_place: Option<std::collections::HashMap<(&str, &str), u32>> = None;
     allowed.iter().all(|&o| match offering(o).capacity_type {
         CapacityType::Spot => true,
         CapacityType::Reserved => false,
         CapacityType::OnDemand => {
-            if let Some(next) = o.checked_add(1)
-                && allowed.binary_search(&next).is_ok()
+            if let Some(next) = o.checked_add(1).filter(|&n| (n as usize) < catalog.offerings.len())
                 && twin(o, next)
             {
-                return true;
+                // The catalog's twin: allowed or not, there is no other.
+                return allowed.binary_search(&next).is_ok();
             }
             let places = by_place.get_or_insert_with(|| {
                 allowed
