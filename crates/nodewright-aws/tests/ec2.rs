@@ -271,7 +271,7 @@ async fn a_crash_between_create_fleet_and_recording_the_node_claim_is_recovered_
             .create_node_claim(NodeClaim {
                 name: name.into(),
                 node_pool: "default".into(),
-                pods: vec![],
+                pods: Default::default(),
                 requests: Resources::default(),
                 offerings: launch.offerings.clone(),
                 taints: vec![],

@@ -306,7 +306,7 @@ impl KubeCluster {
         NodeClaim {
             name: c.name_any(),
             node_pool: c.spec.node_pool.clone(),
-            pods: c.spec.pods.clone(),
+            pods: c.spec.pods.clone().into(),
             requests: nodewright_core::model::Resources {
                 cpu_millis: c.spec.cpu_millis,
                 memory_bytes: c.spec.memory_bytes,
@@ -468,7 +468,7 @@ impl Cluster for KubeCluster {
                 memory_bytes: claim.requests.memory_bytes,
                 gpus: claim.requests.gpus,
                 taints: claim.taints.iter().map(convert::taint_string).collect(),
-                pods: claim.pods.clone(),
+                pods: claim.pods.to_vec(),
                 node_pool_hash: claim.pool_hash.clone(),
             },
         );

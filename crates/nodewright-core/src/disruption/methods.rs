@@ -185,7 +185,7 @@ mod tests {
         let claim = NodeClaim {
             name: "default-bcdfg".into(),
             node_pool: "default".into(),
-            pods: vec![],
+            pods: Default::default(),
             requests: Default::default(),
             offerings: vec![],
             taints: vec![],

@@ -32,7 +32,7 @@ pub struct NodeClaim {
     /// Its NodePool.
     pub node_pool: String,
     /// Pods it was opened for (nominated to it while it starts).
-    pub pods: Vec<String>,
+    pub pods: Arc<[String]>,
     /// Their requests plus daemonset overhead.
     pub requests: Resources,
     /// Offerings the launch may use, most preferred first.

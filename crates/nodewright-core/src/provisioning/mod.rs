@@ -189,10 +189,11 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
         let pool = spec.pool;
         let mut taints = pool.taints.clone();
         taints.extend(pool.startup_taints.iter().cloned());
+        let pods: Arc<[String]> = spec.pods.clone().into();
         let claim = |name: String| NodeClaim {
             name,
             node_pool: pool.name.clone(),
-            pods: spec.pods.clone(),
+            pods: pods.clone(),
             requests: spec.requests,
             offerings: spec.offerings.clone(),
             taints: taints.clone(),
