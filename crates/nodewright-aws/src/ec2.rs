@@ -342,7 +342,8 @@ impl Ec2Cloud {
             .collect();
         *self.reservations.lock().expect("reservations lock") = reservations;
         let mut current = self.catalog.lock().expect("catalog lock");
-        if current.offerings != catalog.offerings {
+        // The version is a hash of every offering (and whom it serves).
+        if current.version != catalog.version {
             // Reserved offerings whose index now names another reservation
             // are no longer known to be full.
             self.unavailable.lock().expect("unavailable lock").retain(|&o, _| (o as usize) < count);
@@ -371,32 +372,23 @@ impl Ec2Cloud {
                 if seen != class {
                     continue;
                 }
-                let found = match &resolution.capacity_reservations {
-                    Ok(found) => found.clone(),
+                // (id, type, zone, instances) of each reservation the class selects.
+                let found: Vec<(&str, &str, &str, u32)> = match &resolution.capacity_reservations {
+                    Ok(found) => found.iter().map(|r| (r.id.as_str(), r.instance_type.as_str(), r.zone.as_str(), r.total)).collect(),
                     // EC2 did not answer: the reservations this class had stay.
                     Err(_) => previous
                         .iter()
                         .filter(|r| r.node_classes.as_ref().is_some_and(|c| c.contains(name)))
-                        .map(|r| FoundReservation {
-                            id: r.id.clone().unwrap_or_default(),
-                            instance_type: r.instance_type.clone(),
-                            zone: r.zone.clone(),
-                            total: r.count,
-                            available: 0,
-                            owner_id: String::new(),
-                            instance_match_criteria: String::new(),
-                        })
+                        .filter_map(|r| Some((r.id.as_deref()?, r.instance_type.as_str(), r.zone.as_str(), r.count)))
                         .collect(),
                 };
-                for r in &found {
+                for (id, instance_type, zone, count) in found {
                     // One of the commitments file already serves every NodePool.
-                    if self.committed.iter().any(|c| c.id.as_deref() == Some(r.id.as_str())) {
+                    if self.committed.iter().any(|c| c.id.as_deref() == Some(id)) {
                         continue;
                     }
-                    let Some(on_demand) = base
-                        .offerings
-                        .iter()
-                        .find(|o| o.instance_type == r.instance_type && o.zone == r.zone && o.capacity_type == CapacityType::OnDemand)
+                    let Some(on_demand) =
+                        base.offerings.iter().find(|o| o.instance_type == instance_type && o.zone == zone && o.capacity_type == CapacityType::OnDemand)
                     else {
                         continue;
                     };
@@ -405,14 +397,14 @@ impl Ec2Cloud {
                     if *name == self.node_class.name {
                         serves.push(String::new());
                     }
-                    match selected.iter_mut().find(|s| s.id.as_deref() == Some(r.id.as_str())) {
+                    match selected.iter_mut().find(|s| s.id.as_deref() == Some(id)) {
                         Some(known) => known.node_classes.get_or_insert_with(Vec::new).extend(serves),
                         None => selected.push(nodewright_core::model::CapacityReservation {
-                            instance_type: r.instance_type.clone(),
-                            zone: r.zone.clone(),
-                            count: r.total,
+                            instance_type: instance_type.to_string(),
+                            zone: zone.to_string(),
+                            count,
                             hourly_rate: on_demand.price_per_hour,
-                            id: Some(r.id.clone()),
+                            id: Some(id.to_string()),
                             node_classes: Some(serves),
                         }),
                     }
@@ -993,17 +985,15 @@ impl CloudProvider for Ec2Cloud {
                 let zone = i.placement().and_then(|p| p.availability_zone()).unwrap_or_default();
                 let reserved = tag(CAPACITY_RESERVATION_TAG).and_then(|id| reservations.iter().find(|r| r.id == id)).map(|r| r.offering);
                 let capacity = if i.instance_lifecycle().is_some() { CapacityType::Spot } else { CapacityType::OnDemand };
-                let origin = match reserved {
+                let offering = match reserved {
                     Some(offering) => offering,
-                    None => catalog.offerings.iter().position(|o| o.instance_type == instance_type && o.zone == zone && o.capacity_type == capacity)? as u32,
-                };
-                // The copy sized for the instance's class, where it has one.
-                let class = tag(NODE_CLASS_TAG);
-                let offering = if reserved.is_some() {
-                    origin
-                } else {
-                    let same = |o: &Offering| o.instance_type == instance_type && o.zone == zone && o.capacity_type == capacity;
-                    catalog.offerings.iter().position(|o| same(o) && o.serves(class.as_deref())).map_or(origin, |o| o as u32)
+                    None => {
+                        // The copy sized for the instance's class, where it has one.
+                        let class = tag(NODE_CLASS_TAG);
+                        let same = |o: &Offering| o.instance_type == instance_type && o.zone == zone && o.capacity_type == capacity;
+                        let at = catalog.offerings.iter().position(|o| same(o) && o.serves(class.as_deref()));
+                        at.or_else(|| catalog.offerings.iter().position(same))? as u32
+                    }
                 };
                 Some(Instance { id: i.instance_id()?.to_string(), claim: tag(NODE_CLAIM_TAG)?, node_pool: tag(NODE_POOL_TAG).unwrap_or_default(), offering })
             })

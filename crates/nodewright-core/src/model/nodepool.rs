@@ -488,14 +488,10 @@ pub fn parse_node_pool_file(file: &str, text: &str) -> Result<NodePoolFile, Node
         {
             let api = api_version.as_deref().unwrap_or("no apiVersion");
             if kind == "EC2NodeClass" && api == "karpenter.k8s.aws/v1" {
-                let error = |field: String, message: String| NodePoolError { file: file.into(), resource: resource.clone(), field, message };
-                let class: RawNodeClass = serde_yaml_ng::Deserializer::from_str(text)
-                    .nth(index)
-                    .map(|d| serde_path_to_error::deserialize(d).map_err(|e| {
-                        let (field, message) = yaml_error(e);
-                        error(field, message)
-                    }))
-                    .unwrap_or_else(|| Err(error("(document)".into(), "not found again".into())))?;
+                let class: RawNodeClass = serde_path_to_error::deserialize(document).map_err(|e| {
+                    let (field, message) = yaml_error(e);
+                    NodePoolError { file: file.into(), resource: resource.clone(), field, message }
+                })?;
                 let name = class.metadata.name;
                 let error = |field: String, message: String| NodePoolError { file: file.into(), resource: format!("EC2NodeClass {name}"), field, message };
                 let kubelet = class.spec.kubelet.unwrap_or_default().config().map_err(|(field, m)| error(format!("spec.kubelet.{field}"), m))?;

@@ -246,8 +246,13 @@ fn run(policies: Vec<String>, args: SimulationArgs, runtime: &super::RuntimeArgs
         }
         None => Default::default(),
     };
-    // Each node class's kubelet settings size its NodePools' nodes.
-    let catalog = catalog.with_kubelets(&nodewright_core::model::bundled_instance_types(), &Default::default(), &kubelets);
+    // Each node class's kubelet settings size its NodePools' nodes (the
+    // instance facts are read again only when a file names some).
+    let catalog = if kubelets.is_empty() {
+        catalog
+    } else {
+        catalog.with_kubelets(&nodewright_core::model::bundled_instance_types(), &Default::default(), &kubelets)
+    };
     let boot = args.boot_latency;
     let config = SimulationConfig {
         commitments,
