@@ -90,14 +90,14 @@ impl NodeCache {
 
 /// Place `input.pods` as [`schedule`] does, using `hints`.
 pub fn schedule_hinted(input: SchedulingInput<'_>, hints: Hints<'_>) -> SchedulingResult {
-    Solver::with_hints(input, hints).run(false, None).unwrap_or_default()
+    Solver::new_with(input, &hints).run(false, None).unwrap_or_default()
 }
 
 /// Place `input.pods` as [`schedule`] does, if every pod fits on the nodes
 /// plus at most `max_claims` new NodeClaims; `None` (found as soon as it is
 /// certain) otherwise. What a consolidation check asks.
 pub fn schedule_within(input: SchedulingInput<'_>, max_claims: usize, hints: Hints<'_>) -> Option<SchedulingResult> {
-    Solver::with_hints(input, hints).run(false, Some(max_claims))
+    Solver::new_with(input, &hints).run(false, Some(max_claims))
 }
 
 /// Place `input.pods` as the kube-scheduler's queue takes them: highest
@@ -279,19 +279,11 @@ struct Solver<'a> {
 }
 
 impl<'a> Solver<'a> {
-    fn with_hints(input: SchedulingInput<'a>, hints: Hints<'a>) -> Self {
-        let mut solver = Solver::new_with(input, &hints);
-        solver.buy = hints.buy;
-        solver.below = hints.below;
-        solver.buy_by_price = hints.buy_by_price;
-        solver
-    }
-
     fn new(input: SchedulingInput<'a>) -> Self {
         Self::new_with(input, &Hints::default())
     }
 
-    fn new_with(input: SchedulingInput<'a>, hints: &Hints<'_>) -> Self {
+    fn new_with(input: SchedulingInput<'a>, hints: &Hints<'a>) -> Self {
         let known_used = hints.node_used.filter(|u| u.len() <= input.nodes.len());
         let mut removed = vec![false; input.nodes.len()];
         for &n in hints.removed {
@@ -514,9 +506,9 @@ impl<'a> Solver<'a> {
             cursors: HashMap::default(),
             max_claims: None,
             over: false,
-            buy: None,
-            below: None,
-            buy_by_price: None,
+            buy: hints.buy,
+            below: hints.below,
+            buy_by_price: hints.buy_by_price,
             custom_keys,
             offering_key,
             custom_domains,
