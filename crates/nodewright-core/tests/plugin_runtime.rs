@@ -473,7 +473,7 @@ mod what_if {
     use super::*;
     use nodewright_core::model::{CapacityType, Resources};
     use nodewright_core::policy::{
-        ConsolidationAction, ConsolidationSnapshot, ContractVersion, Fleet, PriceHistory, ReservationUse, SavingsPlanUse, SelectionRequest,
+        ConsolidationAction, ConsolidationSnapshot, ContractVersion, Fleet, FleetCount, PoolHistory, PriceHistory, ReservationUse, SavingsPlanUse, SelectionRequest,
         SnapshotNode, cheapest_ranking,
     };
 
@@ -614,6 +614,48 @@ mod what_if {
         assert!((score(&trended, risen) / score(&flat, risen) - 2.0).abs() < 1e-9);
         let other = feasible[3];
         assert_eq!(score(&trended, other), score(&flat, other), "the others did not move");
+    }
+
+    #[test]
+    fn a_0_3_0_plugin_weighs_the_share_of_its_own_node_pool_and_recent_failures() {
+        let (runtime, _cache) = runtime();
+        let plugin = load(&runtime, "spot-diversified", "{}");
+        let catalog = full_catalog();
+        let total = Resources::pod(500, 1 << 30);
+        let feasible: Vec<u32> = catalog.feasible_for(&total).into_iter().take(400).collect();
+        let spot: Vec<u32> = feasible.iter().copied().filter(|&i| catalog.offerings[i as usize].capacity_type == CapacityType::Spot).collect();
+        let on_demand = feasible.iter().copied().find(|&i| catalog.offerings[i as usize].capacity_type == CapacityType::OnDemand).unwrap();
+        let (a, b, c, failed) = (spot[0], spot[5], spot[9], spot[12]);
+        let count = |node_pool: &str, offering: u32, count: u32| FleetCount { node_pool: node_pool.into(), offering, count };
+        let request = |node_pool: &str, version: u64, running: Vec<FleetCount>, recent: Vec<PoolHistory>| SelectionRequest {
+            node_pool: node_pool.into(),
+            pods: vec![total],
+            total,
+            feasible: feasible.clone(),
+            fleet: Arc::new(Fleet { version, catalog_version: catalog.version, running, recent, ..Fleet::default() }),
+            ..SelectionRequest::default()
+        };
+        let score = |r: &nodewright_core::policy::Ranking, o: u32| r.entries().find(|e| e.0 == o).unwrap().1;
+        let alone = plugin.rank(catalog, &request("default", 1, vec![], vec![])).unwrap();
+        // `default` runs 9 nodes of `a` and 1 of `b` (and an on-demand
+        // node), `batch` 10 of `c`; `failed` was refused once for capacity.
+        let running = vec![count("batch", c, 10), count("default", a, 9), count("default", b, 1), count("default", on_demand, 2)];
+        let recent = vec![PoolHistory { offering: failed, launch_failures: 1, interruptions: 0 }];
+        let ratio = |r: &nodewright_core::policy::Ranking, o: u32| score(r, o) / score(&alone, o);
+        let default = plugin.rank(catalog, &request("default", 2, running.clone(), recent.clone())).unwrap();
+        // 9 of default's 12 nodes: over the 20 % share, × over_share 4.
+        assert!((ratio(&default, a) - 4.0).abs() < 1e-12, "{}", ratio(&default, a));
+        // 1 of 12: under it.
+        assert_eq!(ratio(&default, b), 1.0);
+        // `batch`'s crowding is not `default`'s.
+        assert_eq!(ratio(&default, c), 1.0);
+        // One refused launch: × (1 + recent_weight 1).
+        assert!((ratio(&default, failed) - 2.0).abs() < 1e-12);
+        assert_eq!(ratio(&default, on_demand), 1.0, "on-demand is not weighed by pool");
+        let batch = plugin.rank(catalog, &request("batch", 3, running, recent)).unwrap();
+        assert!((ratio(&batch, c) - 4.0).abs() < 1e-12);
+        assert_eq!(ratio(&batch, a), 1.0);
+        assert_eq!(default.entries().count(), feasible.len(), "every feasible offering stays ranked");
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //! per hour is also the lowest price per unit of requested resources. This
 //! is the choice Karpenter makes, and the host's built-in fallback.
 
-use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, score_each};
+use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, columns, score_feasible};
 
 struct Cheapest;
 
 impl Selector for Cheapest {
-    fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {
-        Ok(score_each(request, catalog, |offering| Some(offering.price_per_hour)))
+    fn rank(request: &SelectionRequest, _catalog: &Catalog) -> Result<Ranking, String> {
+        let prices = columns();
+        Ok(score_feasible(request, |i| prices.price(i)))
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::sync::OnceLock;
 
-use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, economics, fleet, score_each_indexed};
+use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible};
 
 #[derive(serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -48,7 +48,17 @@ impl Selector for CommitmentAware {
         let weight = weight()?;
         let fleet = fleet();
         let mut prices = economics::prices(catalog.version, &fleet);
-        Ok(score_each_indexed(request, catalog, |i, o| Some(prices.of(i, o) + weight * o.price_per_hour)))
+        Ok(match prices.dense() {
+            // No commitments: the marginal price is the list price.
+            Some(list) => score_feasible(request, |i| {
+                let price = list.get(i as usize).copied().unwrap_or(f64::MAX);
+                price + weight * price
+            }),
+            None => {
+                let list = columns();
+                score_feasible(request, |i| prices.at(i) + weight * list.price(i))
+            }
+        })
     }
 }
 

@@ -111,13 +111,62 @@ pub trait Consolidator {
 
 thread_local! {
     static CATALOG: RefCell<Option<Rc<Catalog>>> = const { RefCell::new(None) };
+    static COLUMNS: RefCell<Option<Rc<Columns>>> = const { RefCell::new(None) };
+}
+
+/// What a policy reads of every offering, packed by catalog index: built
+/// once when the host hands a catalog over. A loop over thousands of
+/// feasible offerings reads these instead of the offerings themselves
+/// (each offering also holds its names, so a walk over them touches far
+/// more memory).
+#[derive(Debug, Default)]
+pub struct Columns {
+    /// Version of the catalog these come from.
+    pub version: u64,
+    /// Price per hour of each offering.
+    pub price_per_hour: Vec<f64>,
+    /// Capacity type of each offering.
+    pub capacity_type: Vec<CapacityType>,
+}
+
+impl Columns {
+    fn of(catalog: &Catalog) -> Self {
+        Columns {
+            version: catalog.version,
+            price_per_hour: catalog.offerings.iter().map(|o| o.price_per_hour).collect(),
+            capacity_type: catalog.offerings.iter().map(|o| o.capacity_type).collect(),
+        }
+    }
+
+    /// The price per hour of offering `index` (`f64::MAX` past the catalog:
+    /// the host never names one, and such a score is never preferred).
+    pub fn price(&self, index: u32) -> f64 {
+        self.price_per_hour.get(index as usize).copied().unwrap_or(f64::MAX)
+    }
+
+    /// Is offering `index` spot?
+    pub fn is_spot(&self, index: u32) -> bool {
+        self.capacity_type.get(index as usize) == Some(&CapacityType::Spot)
+    }
+}
+
+/// The [`Columns`] of the catalog held (empty before the host hands one over).
+pub fn columns() -> Rc<Columns> {
+    COLUMNS.with(|slot| slot.borrow().clone()).unwrap_or_default()
 }
 
 /// Keep `catalog` for the calls that follow (called by the host through [`export!`]).
 #[doc(hidden)]
 pub fn __set_catalog(catalog: Catalog) -> Result<(), String> {
+    COLUMNS.with(|slot| *slot.borrow_mut() = Some(Rc::new(Columns::of(&catalog))));
     CATALOG.with(|slot| *slot.borrow_mut() = Some(Rc::new(catalog)));
     Ok(())
+}
+
+/// The catalog held, if any.
+#[cfg(feature = "fleet")]
+fn held_catalog() -> Option<Rc<Catalog>> {
+    CATALOG.with(|slot| slot.borrow().clone())
 }
 
 /// Run `f` with the catalog of version `version`, or fail if the host never sent it.
@@ -167,6 +216,7 @@ pub fn fleet() -> Rc<Fleet> {
         Rc::new(Fleet {
             version: 0,
             catalog_version: 0,
+            node_pools: Vec::new(),
             running: Vec::new(),
             savings_plans: Vec::new(),
             reserved_instances: Vec::new(),
@@ -225,9 +275,9 @@ pub mod economics {
     }
 
     std::thread_local! {
-        /// Marginal prices already computed, by catalog index: (catalog
-        /// version, commitments key, price).
-        static MEMO: std::cell::RefCell<Vec<(u64, u64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
+        /// Marginal prices already computed, by catalog index (NaN: not
+        /// yet), for one catalog version and state of the commitments.
+        static MEMO: std::cell::RefCell<(u64, u64, Vec<f64>)> = const { std::cell::RefCell::new((u64::MAX, u64::MAX, Vec::new())) };
         /// The commitments key of the last fleet version seen.
         static KEY: std::cell::Cell<Option<(u64, u64)>> = const { std::cell::Cell::new(None) };
     }
@@ -266,21 +316,30 @@ pub mod economics {
 
     /// Marginal prices of catalog offerings under `fleet` for catalog
     /// `catalog_version`, remembered as [`marginal_price_at`] remembers
-    /// them; the memo is held until this is dropped.
+    /// them; the memo is held until this is dropped. Without commitments
+    /// every offering costs its price, read from the packed [`Columns`].
     pub fn prices(catalog_version: u64, fleet: &Fleet) -> Prices<'_> {
         let plain = fleet.savings_plans.is_empty() && fleet.reserved_instances.is_empty() && fleet.capacity_reservations.is_empty();
         let key = if plain { 0 } else { commitments_key(fleet) };
-        Prices { memo: MEMO.with(|m| std::mem::take(&mut *m.borrow_mut())), catalog_version, key, plain, fleet }
+        let (version, held_key, mut memo) = MEMO.with(|m| std::mem::take(&mut *m.borrow_mut()));
+        if version != catalog_version || held_key != key {
+            memo.clear();
+        }
+        let columns = super::columns();
+        let catalog = if plain { None } else { super::held_catalog().filter(|c| c.version == catalog_version) };
+        Prices { memo, catalog_version, key, plain, fleet, columns, catalog }
     }
 
     /// See [`prices`].
     pub struct Prices<'f> {
-        memo: Vec<(u64, u64, f64)>,
+        memo: Vec<f64>,
         catalog_version: u64,
         key: u64,
         /// No commitments: every offering costs its price.
         plain: bool,
         fleet: &'f Fleet,
+        columns: std::rc::Rc<super::Columns>,
+        catalog: Option<std::rc::Rc<super::Catalog>>,
     }
 
     impl Prices<'_> {
@@ -289,23 +348,47 @@ pub mod economics {
             if self.plain {
                 return offering.price_per_hour;
             }
+            self.memoised(index, |_| Some(marginal_price(offering, self.fleet))).unwrap_or(offering.price_per_hour)
+        }
+
+        /// Every offering's marginal price by catalog index, when each is
+        /// its list price (no commitments): a loop over many offerings
+        /// reads this slice instead of calling [`Prices::at`] per offering.
+        pub fn dense(&self) -> Option<&[f64]> {
+            (self.plain && self.columns.version == self.catalog_version).then_some(&self.columns.price_per_hour[..])
+        }
+
+        /// [`marginal_price`] of catalog offering `index` of the catalog
+        /// held; `f64::MAX` past its end (never preferred).
+        pub fn at(&mut self, index: u32) -> f64 {
+            if self.plain && self.columns.version == self.catalog_version {
+                return self.columns.price(index);
+            }
+            if let Some(&p) = self.memo.get(index as usize).filter(|p| !p.is_nan()) {
+                return p;
+            }
+            let (fleet, catalog) = (self.fleet, self.catalog.clone());
+            let price = |i: usize| catalog.as_ref().and_then(|c| c.offerings.get(i)).map(|o| marginal_price(o, fleet));
+            self.memoised(index, price).unwrap_or(f64::MAX)
+        }
+
+        fn memoised(&mut self, index: u32, price: impl FnOnce(usize) -> Option<f64>) -> Option<f64> {
             let i = index as usize;
+            if let Some(&p) = self.memo.get(i).filter(|p| !p.is_nan()) {
+                return Some(p);
+            }
+            let p = price(i)?;
             if self.memo.len() <= i {
-                self.memo.resize(i + 1, (u64::MAX, u64::MAX, 0.0));
+                self.memo.resize(i + 1, f64::NAN);
             }
-            let (c, k, price) = self.memo[i];
-            if c == self.catalog_version && k == self.key {
-                return price;
-            }
-            let price = marginal_price(offering, self.fleet);
-            self.memo[i] = (self.catalog_version, self.key, price);
-            price
+            self.memo[i] = p;
+            Some(p)
         }
     }
 
     impl Drop for Prices<'_> {
         fn drop(&mut self) {
-            MEMO.with(|m| *m.borrow_mut() = std::mem::take(&mut self.memo));
+            MEMO.with(|m| *m.borrow_mut() = (self.catalog_version, self.key, std::mem::take(&mut self.memo)));
         }
     }
 
@@ -318,11 +401,18 @@ pub mod economics {
         }
     }
 
+    /// The index `fleet.running` names NodePool `name` by (none when no
+    /// node of it runs).
+    pub fn node_pool_index(fleet: &Fleet, name: &str) -> Option<u32> {
+        fleet.node_pools.iter().position(|p| p == name).and_then(|i| u32::try_from(i).ok())
+    }
+
     /// Nodes of `node_pool` bought as `offering`, and of the NodePool.
     pub fn pool_share(fleet: &Fleet, node_pool: &str, offering: u32) -> (u32, u32) {
         let mut of = 0u32;
         let mut all = 0u32;
-        for c in fleet.running.iter().filter(|c| c.node_pool == node_pool) {
+        let Some(pool) = node_pool_index(fleet, node_pool) else { return (0, 0) };
+        for c in fleet.running.iter().filter(|c| c.node_pool == pool) {
             all = all.saturating_add(c.count);
             if c.offering == offering {
                 of = of.saturating_add(c.count);
@@ -341,6 +431,15 @@ pub fn score_each(
     mut score: impl FnMut(&Offering) -> Option<f64>,
 ) -> Ranking {
     score_each_indexed(request, catalog, |_, offering| score(offering))
+}
+
+/// Score every feasible offering of `request` by its catalog index, all
+/// kept in request order: the fastest form when scores come from
+/// [`Columns`] or [`economics::Prices::at`] (nothing is filtered, and the
+/// host checks an answer naming exactly the feasible offerings at once).
+#[cfg(feature = "selector")]
+pub fn score_feasible(request: &SelectionRequest, mut score: impl FnMut(u32) -> f64) -> Ranking {
+    Ranking { offerings: request.feasible.clone(), scores: request.feasible.iter().map(|&i| score(i)).collect() }
 }
 
 /// [`score_each`], with each offering's catalog index.

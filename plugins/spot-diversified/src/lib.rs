@@ -21,7 +21,7 @@
 
 use std::sync::OnceLock;
 
-use nodewright_plugin::{CapacityType, Catalog, InterruptionRate, Ranking, SelectionRequest, Selector, economics, fleet, score_each_indexed};
+use nodewright_plugin::{CapacityType, Catalog, InterruptionRate, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible};
 
 #[derive(Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -72,57 +72,72 @@ fn rate(r: InterruptionRate) -> f64 {
 }
 
 std::thread_local! {
-    /// Each offering's price rise over the last day, by catalog index (NaN:
-    /// not read yet), for one catalog version (the history changes only
-    /// with the catalog).
-    static TRENDS: std::cell::RefCell<(u64, Vec<f64>)> = const { std::cell::RefCell::new((u64::MAX, Vec::new())) };
+    /// What a pool weighs that changes only with the catalog, by catalog
+    /// index, for one catalog version (the price history changes only with
+    /// the catalog): see [`Pools`].
+    static POOLS: std::cell::RefCell<Pools> = std::cell::RefCell::new(Pools::default());
 }
 
-/// The rises of one catalog version read so far, taken out of `TRENDS`
-/// for one call and put back when dropped.
-struct Trends {
+/// Each offering's price-trend factor and depth factor, packed by catalog
+/// index. Not spot: 1 and 1 (a score times 1 is the score). Not read yet:
+/// a NaN trend.
+#[derive(Default)]
+struct Pools {
     version: u64,
-    rises: Vec<f64>,
+    trend: Vec<f64>,
+    depth: Vec<f64>,
 }
 
-impl Trends {
-    fn take(catalog_version: u64) -> Self {
-        let (version, rises) = TRENDS.with(|t| std::mem::take(&mut *t.borrow_mut()));
-        Trends { version: catalog_version, rises: if version == catalog_version { rises } else { Vec::new() } }
+impl Pools {
+    /// The pools of `catalog`, kept from earlier calls when it is the same
+    /// version; put back with [`Pools::keep`].
+    fn take(catalog: &Catalog) -> Self {
+        let mut pools = POOLS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+        if pools.version != catalog.version {
+            pools.trend.clear();
+            pools.depth.clear();
+            pools.version = catalog.version;
+        }
+        pools.trend.resize(catalog.offerings.len(), f64::NAN);
+        pools.depth.resize(catalog.offerings.len(), 1.0);
+        pools
     }
 
-    /// How much the price of `offering` rose over the day before its
-    /// latest change (0 when it fell or did not move).
-    fn rise(&mut self, offering: u32) -> Result<f64, String> {
+    fn keep(self) {
+        POOLS.with(|t| *t.borrow_mut() = self);
+    }
+
+    /// Read the pool of `offering` from the catalog and the host's price
+    /// history (the first time it is needed in this catalog version).
+    fn read(&mut self, offering: u32, catalog: &Catalog, config: &Config) -> Result<(), String> {
         let i = offering as usize;
-        if let Some(&r) = self.rises.get(i).filter(|r| !r.is_nan()) {
-            return Ok(r);
-        }
-        let points = nodewright_plugin::price_history(offering)?;
-        let r = match points.last() {
-            Some(now) => {
-                let day_ago = now.at_seconds.saturating_sub(86_400);
-                let then = points.iter().rev().find(|p| p.at_seconds <= day_ago).or(points.first()).map_or(now.price_per_hour, |p| p.price_per_hour);
-                if then > 0.0 { (now.price_per_hour / then - 1.0).max(0.0) } else { 0.0 }
-            }
-            None => 0.0,
+        let Some(o) = catalog.offerings.get(i) else { return Ok(()) };
+        let (trend, depth) = if o.capacity_type == CapacityType::Spot {
+            (1.0 + config.trend_weight * price_rise(offering)?, 1.0 + config.risk_weight * rate(o.interruption))
+        } else {
+            (1.0, 1.0)
         };
-        if self.rises.len() <= i {
-            self.rises.resize(i + 1, f64::NAN);
+        self.trend[i] = trend;
+        self.depth[i] = depth;
+        Ok(())
+    }
+}
+
+/// How much the price of `offering` rose over the day before its latest
+/// change (0 when it fell or did not move).
+fn price_rise(offering: u32) -> Result<f64, String> {
+    let points = nodewright_plugin::price_history(offering)?;
+    Ok(match points.last() {
+        Some(now) => {
+            let day_ago = now.at_seconds.saturating_sub(86_400);
+            let then = points.iter().rev().find(|p| p.at_seconds <= day_ago).or(points.first()).map_or(now.price_per_hour, |p| p.price_per_hour);
+            if then > 0.0 { (now.price_per_hour / then - 1.0).max(0.0) } else { 0.0 }
         }
-        self.rises[i] = r;
-        Ok(r)
-    }
+        None => 0.0,
+    })
 }
 
-impl Drop for Trends {
-    fn drop(&mut self) {
-        TRENDS.with(|t| *t.borrow_mut() = (self.version, std::mem::take(&mut self.rises)));
-    }
-}
-
-/// (offering, count) pairs summed per offering, sorted by offering: looked
-/// up by binary search.
+/// (offering, count) pairs summed per offering, sorted by offering.
 fn tally(pairs: impl Iterator<Item = (u32, u32)>) -> Vec<(u32, u32)> {
     let mut all: Vec<(u32, u32)> = pairs.collect();
     all.sort_unstable_by_key(|p| p.0);
@@ -136,43 +151,64 @@ fn tally(pairs: impl Iterator<Item = (u32, u32)>) -> Vec<(u32, u32)> {
     all
 }
 
-fn count_of(tally: &[(u32, u32)], offering: u32) -> u32 {
-    tally.binary_search_by_key(&offering, |p| p.0).map_or(0, |i| tally[i].1)
-}
-
 struct SpotDiversified;
 
 impl Selector for SpotDiversified {
     fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {
         let config = config()?;
         let fleet = fleet();
-        // Nodes of this NodePool per offering, and what happened to each
-        // pool lately: looked up once per spot offering below.
-        let of_pool = tally(fleet.running.iter().filter(|c| c.node_pool == request.node_pool).map(|c| (c.offering, c.count)));
-        let pool_nodes = of_pool.iter().fold(0u32, |n, c| n.saturating_add(c.1));
-        let recent = tally(fleet.recent.iter().map(|h| (h.offering, h.launch_failures.saturating_add(h.interruptions))));
+        let mut pools = Pools::take(catalog);
+        // Pools first seen in this catalog version are read before scoring.
         let mut failure = None;
-        let mut prices = economics::prices(catalog.version, &fleet);
-        let mut trends = Trends::take(catalog.version);
-        let ranking = score_each_indexed(request, catalog, |i, o| {
-            let mut score = prices.of(i, o);
-            if o.capacity_type == CapacityType::Spot {
-                match trends.rise(i) {
-                    Ok(r) => score *= 1.0 + config.trend_weight * r,
-                    Err(e) => failure = Some(e),
-                }
-                score *= 1.0 + config.risk_weight * rate(o.interruption);
-                let events = count_of(&recent, i);
-                if events > 0 {
-                    score *= 1.0 + config.recent_weight * f64::from(events);
-                }
-                let held = count_of(&of_pool, i);
-                if pool_nodes >= config.min_nodes && f64::from(held) >= config.max_pool_share * f64::from(pool_nodes) {
-                    score *= config.over_share;
-                }
+        for &i in &request.feasible {
+            if pools.trend.get(i as usize).is_some_and(|t| t.is_nan())
+                && let Err(e) = pools.read(i, catalog, &config)
+            {
+                failure = Some(e);
+                break;
             }
-            Some(score)
-        });
+        }
+        let mut prices = economics::prices(catalog.version, &fleet);
+        let (trend, depth) = (&pools.trend[..], &pools.depth[..]);
+        let factor = |i: u32, of: &[f64]| of.get(i as usize).copied().unwrap_or(1.0);
+        // What one more node adds to the bill, weighed by the pool's trend
+        // and depth (1 and 1 unless spot).
+        let mut ranking = match prices.dense() {
+            Some(list) => score_feasible(request, |i| list.get(i as usize).copied().unwrap_or(f64::MAX) * factor(i, trend) * factor(i, depth)),
+            None => score_feasible(request, |i| prices.at(i) * factor(i, trend) * factor(i, depth)),
+        };
+        drop(prices);
+        // Then what happened to a spot pool lately, and its share of the
+        // NodePool: few pools have either, so each is found in the
+        // feasible list (ascending, as the contract has it) by search.
+        let spot = columns();
+        let mut weigh = |offering: u32, by: f64| {
+            if spot.is_spot(offering)
+                && let Ok(k) = request.feasible.binary_search(&offering)
+            {
+                ranking.scores[k] *= by;
+            }
+        };
+        let recent = tally(fleet.recent.iter().map(|h| (h.offering, h.launch_failures.saturating_add(h.interruptions))));
+        for &(offering, events) in recent.iter().filter(|e| e.1 > 0) {
+            weigh(offering, 1.0 + config.recent_weight * f64::from(events));
+        }
+        let me = economics::node_pool_index(&fleet, &request.node_pool);
+        let of_pool = tally(fleet.running.iter().filter(|c| Some(c.node_pool) == me).map(|c| (c.offering, c.count)));
+        let pool_nodes = of_pool.iter().fold(0u32, |n, c| n.saturating_add(c.1));
+        let crowded = |held: u32| pool_nodes >= config.min_nodes && f64::from(held) >= config.max_pool_share * f64::from(pool_nodes);
+        if crowded(0) {
+            // Every spot pool counts as crowded (no node runs and
+            // `min_nodes` is 0).
+            for &offering in &request.feasible {
+                weigh(offering, config.over_share);
+            }
+        } else {
+            for &(offering, _) in of_pool.iter().filter(|c| crowded(c.1)) {
+                weigh(offering, config.over_share);
+            }
+        }
+        pools.keep();
         match failure {
             Some(e) => Err(format!("price-history: {e}")),
             None => Ok(ranking),

@@ -279,14 +279,24 @@ macro_rules! fleet_calls {
                 used: r.used,
                 hourly_rate: r.hourly_rate,
             };
+            // Each NodePool's name once, referred to by index.
+            let mut node_pools: Vec<String> = Vec::new();
+            let running = fleet
+                .running
+                .iter()
+                .map(|c| {
+                    let index = node_pools.iter().position(|p| *p == c.node_pool).unwrap_or_else(|| {
+                        node_pools.push(c.node_pool.clone());
+                        node_pools.len() - 1
+                    });
+                    t::FleetCount { node_pool: u32::try_from(index).unwrap_or(u32::MAX), offering: c.offering, count: c.count }
+                })
+                .collect();
             t::Fleet {
                 version: fleet.version,
                 catalog_version: fleet.catalog_version,
-                running: fleet
-                    .running
-                    .iter()
-                    .map(|c| t::FleetCount { node_pool: c.node_pool.clone(), offering: c.offering, count: c.count })
-                    .collect(),
+                node_pools,
+                running,
                 savings_plans: fleet
                     .savings_plans
                     .iter()

@@ -132,7 +132,7 @@ panic = "abort"
 //! with the running nodes and recent failures per pool); add what matters
 //! to you.
 
-use nodewright_plugin::{{Catalog, Ranking, SelectionRequest, Selector, economics, fleet, score_each_indexed}};
+use nodewright_plugin::{{Catalog, Ranking, SelectionRequest, Selector, economics, fleet, score_feasible}};
 
 struct Policy;
 
@@ -140,7 +140,10 @@ impl Selector for Policy {{
     fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {{
         let fleet = fleet();
         let mut prices = economics::prices(catalog.version, &fleet);
-        Ok(score_each_indexed(request, catalog, |index, offering| Some(prices.of(index, offering))))
+        // Each offering by catalog index: `catalog.offerings[i]` has the
+        // rest of what is known of it (`score_each_indexed` hands it over,
+        // and may leave an offering out).
+        Ok(score_feasible(request, |index| prices.at(index)))
     }}
 }}
 
