@@ -17,9 +17,6 @@ export const catalog = {
   setCatalog(c) {
     held = c;
   },
-  setFleet(f) {
-    fleet = f;
-  },
 };
 
 function planDiscount(plan, family) {
@@ -48,6 +45,10 @@ function marginalPrice(offering) {
 
 export const instanceSelection = {
   rank(request) {
+    // The fleet travels with the first call that uses a version.
+    if (request.fleet !== undefined && request.fleet !== null) {
+      fleet = request.fleet;
+    }
     if (held === null || held.version !== request.catalogVersion) {
       // A thrown string becomes the `err` of the result.
       throw `request names catalog version ${request.catalogVersion}, plugin holds another`;

@@ -13,6 +13,7 @@ from wit_world.exports import instance_selection
 from wit_world.imports.types import CapacityType
 
 # The catalog and the fleet the host handed over; calls name their versions.
+# The fleet travels with the first call that uses a version (`request.fleet`).
 _catalog = None
 _fleet = None
 
@@ -23,10 +24,6 @@ class Catalog(exports.Catalog):
     def set_catalog(self, catalog) -> None:
         global _catalog
         _catalog = catalog
-
-    def set_fleet(self, fleet) -> None:
-        global _fleet
-        _fleet = fleet
 
 
 def _plan_discount(plan, family):
@@ -63,6 +60,9 @@ def marginal_price(offering, fleet) -> float:
 
 class InstanceSelection(exports.InstanceSelection):
     def rank(self, request) -> instance_selection.Ranking:
+        global _fleet
+        if request.fleet is not None:
+            _fleet = request.fleet
         if _catalog is None or _catalog.version != request.catalog_version:
             raise Err(f"request names catalog version {request.catalog_version}, plugin holds another")
         if _fleet is None or _fleet.version != request.fleet_version:

@@ -188,12 +188,13 @@ thread_local! {
     static FLEET: RefCell<Option<Rc<Fleet>>> = const { RefCell::new(None) };
 }
 
-/// Keep `fleet` for the calls that follow (called by the host through [`export!`]).
+/// Keep `fleet`, which a call carried, for the calls that follow (called
+/// through [`export!`] before the plugin's own code: a request or snapshot
+/// the plugin is handed never holds the fleet, [`fleet`] does).
 #[cfg(feature = "fleet")]
 #[doc(hidden)]
-pub fn __set_fleet(fleet: Fleet) -> Result<(), String> {
+pub fn __set_fleet(fleet: Fleet) {
     FLEET.with(|slot| *slot.borrow_mut() = Some(Rc::new(fleet)));
-    Ok(())
 }
 
 /// Check that the fleet of version `version` is held, then run `f`.
@@ -582,7 +583,8 @@ pub use serde_json as __serde_json;
 macro_rules! __export_selection {
     ($t:ident) => {
         impl $crate::exports::nodewright::policy::instance_selection::Guest for $t {
-            fn rank(request: $crate::SelectionRequest) -> Result<$crate::Ranking, String> {
+            fn rank(mut request: $crate::SelectionRequest) -> Result<$crate::Ranking, String> {
+                $crate::__keep_fleet!(request);
                 $crate::__with_catalog(request.catalog_version, |catalog| {
                     $crate::__check_fleet!(request, <$t as $crate::Selector>::rank(&request, catalog))
                 })
@@ -604,7 +606,8 @@ macro_rules! __export_selection {
 macro_rules! __export_consolidation {
     ($t:ident) => {
         impl $crate::exports::nodewright::policy::consolidation::Guest for $t {
-            fn plan(snapshot: $crate::Snapshot) -> Result<Vec<$crate::Action>, String> {
+            fn plan(mut snapshot: $crate::Snapshot) -> Result<Vec<$crate::Action>, String> {
+                $crate::__keep_fleet!(snapshot);
                 $crate::__with_catalog(snapshot.catalog_version, |catalog| {
                     $crate::__check_fleet!(snapshot, <$t as $crate::Consolidator>::plan(&snapshot, catalog))
                 })
@@ -641,10 +644,10 @@ macro_rules! __check_fleet {
 #[cfg(feature = "fleet")]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __export_set_fleet {
-    () => {
-        fn set_fleet(fleet: $crate::Fleet) -> Result<(), String> {
-            $crate::__set_fleet(fleet)
+macro_rules! __keep_fleet {
+    ($request:ident) => {
+        if let Some(fleet) = $request.fleet.take() {
+            $crate::__set_fleet(fleet);
         }
     };
 }
@@ -652,8 +655,10 @@ macro_rules! __export_set_fleet {
 #[cfg(not(feature = "fleet"))]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __export_set_fleet {
-    () => {};
+macro_rules! __keep_fleet {
+    ($request:ident) => {
+        let _ = &mut $request;
+    };
 }
 
 /// Export `$t` as the plugin of this component. `$t` implements
@@ -665,7 +670,6 @@ macro_rules! export {
             fn set_catalog(catalog: $crate::Catalog) -> Result<(), String> {
                 $crate::__set_catalog(catalog)
             }
-            $crate::__export_set_fleet!();
         }
         $crate::__export_selection!($t);
         $crate::__export_consolidation!($t);

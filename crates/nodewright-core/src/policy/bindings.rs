@@ -336,25 +336,21 @@ macro_rules! fleet_calls {
         }
 
         impl Exports {
-            pub(crate) async fn set_fleet(
-                &self,
-                store: &mut Store<PluginState>,
-                fleet: &b::types::Fleet,
-            ) -> wasmtime::Result<Result<(), String>> {
-                self.catalog.call_set_fleet(store, fleet).await
-            }
-
+            /// `fleet`: the fleet in contract form when the instance has
+            /// not been handed this version yet (it travels with the call).
             pub(crate) async fn rank(
                 &self,
                 store: &mut Store<PluginState>,
                 catalog_version: u64,
                 request: &SelectionRequest,
+                fleet: Option<&b::types::Fleet>,
             ) -> wasmtime::Result<Result<(Vec<u32>, Vec<f64>), String>> {
                 let selection = self.selection()?;
                 let wit = b::instance_selection::SelectionRequest {
                     node_pool: request.node_pool.clone(),
                     catalog_version,
                     fleet_version: request.fleet.version,
+                    fleet: fleet.cloned(),
                     pods: request.pods.iter().enumerate().map(|(i, r)| to_pod(r, request.facts.get(i))).collect(),
                     total: to_resources(&request.total),
                     feasible: request.feasible.clone(),
@@ -368,12 +364,14 @@ macro_rules! fleet_calls {
                 store: &mut Store<PluginState>,
                 catalog_version: u64,
                 snapshot: &ConsolidationSnapshot,
+                fleet: Option<&b::types::Fleet>,
             ) -> wasmtime::Result<Result<Vec<ConsolidationAction>, String>> {
                 let consolidation = self.consolidation()?;
                 let wit = b::consolidation::Snapshot {
                     node_pool: snapshot.node_pool.clone(),
                     catalog_version,
                     fleet_version: snapshot.fleet.version,
+                    fleet: fleet.cloned(),
                     nodes: snapshot
                         .nodes
                         .iter()

@@ -703,28 +703,25 @@ impl Core {
         }
     }
 
-    /// Give a 0.3.0 `instance` the fleet unless it already holds this
-    /// version, within the hand-over deadline. Older versions take none.
-    async fn hand_over_fleet(&self, instance: &mut PluginInstance, fleet: &Fleet) -> Result<(), CallFailure> {
+    /// `fleet` in a 0.3.0 `instance`'s contract form when it does not hold
+    /// this version yet: it travels with the call. Older versions take none.
+    fn fleet_to_send(&self, instance: &PluginInstance, fleet: &Fleet) -> Option<Arc<super::bindings::v0_3_0::nodewright::policy::types::Fleet>> {
         let (Glue::V0_3_0(indices), Exports::V0_3_0(_)) = (&self.glue, &instance.exports) else {
-            return Ok(());
+            return None;
         };
-        if instance.fleet_version == Some(fleet.version) {
-            return Ok(());
-        }
-        let wit = indices.fleet(fleet);
-        let limit = self.runtime.limits().consolidation_timeout;
-        let handed = bounded(instance, limit, async |instance| match &instance.exports {
-            Exports::V0_3_0(exports) => exports.set_fleet(&mut instance.store, &wit).await,
-            _ => Err(wasmtime::format_err!("the fleet is not in the instance's contract version")),
-        })
-        .await?;
-        match handed {
-            Err(message) => Err(CallFailure::PluginError(cut(format!("set-fleet refused fleet version {}: {message}", fleet.version)))),
-            Ok(()) => {
-                instance.fleet_version = Some(fleet.version);
-                Ok(())
-            }
+        (instance.fleet_version != Some(fleet.version)).then(|| indices.fleet(fleet))
+    }
+
+    /// The fleet version an instance holds after a call that used `fleet`:
+    /// that version once the plugin answered; what it held before when it
+    /// answered with an error (it may have refused the fleet the call
+    /// carried: the next call carries it again); none after a trap or a
+    /// timeout.
+    fn fleet_held<T>(held: Option<u64>, fleet: &Fleet, outcome: &Result<Result<T, String>, CallFailure>) -> Option<u64> {
+        match outcome {
+            Ok(Ok(_)) => Some(fleet.version),
+            Ok(Err(_)) => held,
+            Err(_) => None,
         }
     }
 
@@ -744,22 +741,23 @@ impl Core {
             match ask {
                 Ask::Catalog => return Ok(Answer::Catalog),
                 Ask::Rank(request) => {
-                    self.hand_over_fleet(instance, &request.fleet).await?;
+                    let fleet = self.fleet_to_send(instance, &request.fleet);
                     instance.store.data_mut().what_if.prices = Some(request.fleet.prices.clone());
-                    bounded(
+                    let ranked = bounded(
                     instance,
                     limits.selection_timeout,
                     async |instance| match &instance.exports {
                         Exports::V0_1_0(e) => e.rank(&mut instance.store, version, &request).await,
                         Exports::V0_2_0(e) => e.rank(&mut instance.store, version, &request).await,
-                        Exports::V0_3_0(e) => e.rank(&mut instance.store, version, &request).await,
+                        Exports::V0_3_0(e) => e.rank(&mut instance.store, version, &request, fleet.as_deref()).await,
                     },
                 )
-                .await?
-                .map(|(offerings, scores)| Answer::Ranked(offerings, scores))
+                .await;
+                    instance.fleet_version = Self::fleet_held(instance.fleet_version, &request.fleet, &ranked);
+                    ranked?.map(|(offerings, scores)| Answer::Ranked(offerings, scores))
                 }
                 Ask::Plan(snapshot) => {
-                    self.hand_over_fleet(instance, &snapshot.fleet).await?;
+                    let fleet = self.fleet_to_send(instance, &snapshot.fleet);
                     instance.store.data_mut().what_if.prices = Some(snapshot.fleet.prices.clone());
                     let plan = bounded(instance, limits.consolidation_timeout, async |instance| {
                         match &instance.exports {
@@ -772,12 +770,13 @@ impl Core {
                             }
                             Exports::V0_3_0(e) => {
                                 instance.store.data_mut().what_if.snapshot = Some(snapshot.clone());
-                                e.plan(&mut instance.store, version, &snapshot).await
+                                e.plan(&mut instance.store, version, &snapshot, fleet.as_deref()).await
                             }
                         }
                     })
                     .await;
                     instance.store.data_mut().what_if.snapshot = None;
+                    instance.fleet_version = Self::fleet_held(instance.fleet_version, &snapshot.fleet, &plan);
                     plan?.map(Answer::Planned)
                 }
             };
@@ -873,4 +872,25 @@ fn cut(mut message: String) -> String {
         message.push('…');
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_holds_the_fleet_a_call_carried_once_the_plugin_answered() {
+        let fleet = Fleet { version: 7, ..Fleet::default() };
+        let answered: Result<Result<(), String>, CallFailure> = Ok(Ok(()));
+        assert_eq!(Core::fleet_held(None, &fleet, &answered), Some(7));
+        assert_eq!(Core::fleet_held(Some(6), &fleet, &answered), Some(7));
+        // The plugin's own error: it may have refused the fleet carried, so
+        // it holds what it held before (the next call carries 7 again).
+        let refused: Result<Result<(), String>, CallFailure> = Ok(Err("no".into()));
+        assert_eq!(Core::fleet_held(Some(6), &fleet, &refused), Some(6));
+        assert_eq!(Core::fleet_held(Some(7), &fleet, &refused), Some(7), "a call carrying none leaves it held");
+        // A trap or a timeout: nothing is known of what it holds.
+        let trapped: Result<Result<(), String>, CallFailure> = Err(CallFailure::Trap("unreachable".into()));
+        assert_eq!(Core::fleet_held(Some(7), &fleet, &trapped), None);
+    }
 }

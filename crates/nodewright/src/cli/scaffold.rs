@@ -197,6 +197,7 @@ from wit_world.exports import consolidation
 
 _catalog = None
 # The fleet (contract 0.3.0): running nodes, commitments, recent failures.
+# It travels with the first call that uses a version (`snapshot.fleet`).
 _fleet = None
 
 
@@ -205,13 +206,12 @@ class Catalog(exports.Catalog):
         global _catalog
         _catalog = catalog
 
-    def set_fleet(self, fleet) -> None:
-        global _fleet
-        _fleet = fleet
-
 
 class Consolidation(exports.Consolidation):
     def plan(self, snapshot):
+        global _fleet
+        if snapshot.fleet is not None:
+            _fleet = snapshot.fleet
         if _catalog is None or _catalog.version != snapshot.catalog_version:
             raise Err(f"request names catalog version {{snapshot.catalog_version}}, plugin holds another")
         # Delete every disruptable node that runs no pods.
@@ -240,19 +240,20 @@ fn js(name: &str, role: RoleArg, world: &str) -> Vec<(PathBuf, String)> {
 
 let held = null;
 // The fleet (contract 0.3.0): running nodes, commitments, recent failures.
+// It travels with the first call that uses a version (`snapshot.fleet`).
 let fleet = null;
 
 export const catalog = {
   setCatalog(c) {
     held = c;
   },
-  setFleet(f) {
-    fleet = f;
-  },
 };
 
 export const consolidation = {
   plan(snapshot) {
+    if (snapshot.fleet !== undefined && snapshot.fleet !== null) {
+      fleet = snapshot.fleet;
+    }
     if (held === null || held.version !== snapshot.catalogVersion) {
       throw `request names catalog version ${snapshot.catalogVersion}, plugin holds another`;
     }
