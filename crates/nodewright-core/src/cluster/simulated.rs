@@ -368,7 +368,8 @@ impl SimulatedCluster {
         } else {
             fresh.iter().filter_map(|name| state.pending.get(name).cloned()).collect()
         };
-        pods.sort_by_key(|p| state.queued.get(&p.name).copied().unwrap_or(u64::MAX));
+        // Each pod's queue position looked up once (a stable sort, as before).
+        pods.sort_by_cached_key(|p| state.queued.get(&p.name).copied().unwrap_or(u64::MAX));
         if pods.is_empty() || state.nodes.is_empty() {
             return Scheduled { bound: Vec::new(), unplaced: pods.len() };
         }

@@ -708,9 +708,10 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             }
         }
         list.retain(|&o| accepted[o as usize]);
-        let mut by_price = list.clone();
-        by_price.sort_by(|&a, &b| view.price(a).total_cmp(&view.price(b)).then(a.cmp(&b)));
-        let largest_first = view.catalog.largest_first.iter().copied().filter(|&o| accepted.get(o as usize).copied().unwrap_or(false)).collect();
+        let accepted = |&o: &u32| accepted.get(o as usize).copied().unwrap_or(false);
+        // The catalog's orders, filtered: no sort per list.
+        let by_price = view.catalog.cheapest_first.iter().copied().filter(accepted).collect();
+        let largest_first = view.catalog.largest_first.iter().copied().filter(accepted).collect();
         let spot_twins = super::karpenter::spot_twins(&view.catalog, &list);
         let lists = (Arc::new(list), Arc::new(by_price), Arc::new(largest_first), spot_twins);
         cache.insert(pool.name.clone(), (key, lists.clone()));

@@ -523,7 +523,9 @@ impl<'a> Solver<'a> {
         self.max_claims = max_claims;
         let pods = self.input.pods;
         let mut order: Vec<usize> = (0..pods.len()).collect();
-        order.sort_by(|&a, &b| {
+        // Ties end on the index: a total order, so the unstable sort gives
+        // the stable sort's order.
+        order.sort_unstable_by(|&a, &b| {
             let (sa, sb) = (&pods[a].spec, &pods[b].spec);
             let by_priority = sb.priority.cmp(&sa.priority);
             if queued {
