@@ -202,20 +202,15 @@ pub fn explain_launch(claim: &str, facts: &LaunchFacts<'_>) -> LaunchExplanation
         },
     };
     let refused: Vec<u32> = facts.tried.iter().copied().take_while(|&o| o != facts.bought).collect();
-    // The cheapest that hold the requests, in one pass (no sort of the catalog).
-    let price = |o: u32| catalog.offerings[o as usize].price_per_hour;
-    let mut cheapest: Vec<u32> = Vec::with_capacity(ALTERNATIVES + 1);
-    for o in 0..u32::try_from(catalog.offerings.len()).unwrap_or(u32::MAX) {
-        if o == facts.bought || !catalog.offerings[o as usize].allocatable.covers(&facts.requests) {
-            continue;
-        }
-        if cheapest.len() == ALTERNATIVES && cheapest.last().is_some_and(|&l| price(l).total_cmp(&price(o)).then(l.cmp(&o)).is_le()) {
-            continue;
-        }
-        let at = cheapest.partition_point(|&c| price(c).total_cmp(&price(o)).then(c.cmp(&o)).is_lt());
-        cheapest.insert(at, o);
-        cheapest.truncate(ALTERNATIVES);
-    }
+    // The cheapest that hold the requests: the first met in the catalog's
+    // cheapest-first order (price, then index).
+    let cheapest: Vec<u32> = catalog
+        .cheapest_first
+        .iter()
+        .copied()
+        .filter(|&o| o != facts.bought && catalog.fit[o as usize].allocatable.covers(&facts.requests))
+        .take(ALTERNATIVES)
+        .collect();
     let alternatives = cheapest
         .into_iter()
         .map(|o| {

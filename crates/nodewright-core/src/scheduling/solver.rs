@@ -522,21 +522,25 @@ impl<'a> Solver<'a> {
     fn run(mut self, queued: bool, max_claims: Option<usize>) -> Option<SchedulingResult> {
         self.max_claims = max_claims;
         let pods = self.input.pods;
-        let mut order: Vec<usize> = (0..pods.len()).collect();
-        // Ties end on the index: a total order, so the unstable sort gives
-        // the stable sort's order.
-        order.sort_unstable_by(|&a, &b| {
-            let (sa, sb) = (&pods[a].spec, &pods[b].spec);
-            let by_priority = sb.priority.cmp(&sa.priority);
-            if queued {
-                return by_priority.then(a.cmp(&b));
-            }
-            by_priority
-                .then(sb.requests.cpu_millis.cmp(&sa.requests.cpu_millis))
-                .then(sb.requests.memory_bytes.cmp(&sa.requests.memory_bytes))
-                .then(self.spec_of_pod[a].cmp(&self.spec_of_pod[b]))
-                .then(a.cmp(&b))
-        });
+        // Higher priority first; then, unless the pods are placed in queue
+        // order, larger first and pods of a spec together; ties end on the
+        // index. Each pod's key is read once, and the order is total, so
+        // an unstable sort of the keys gives the stable sort's order.
+        use std::cmp::Reverse;
+        let mut keyed: Vec<(Reverse<i32>, Reverse<u32>, Reverse<u64>, usize, usize)> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| {
+                let spec = &pod.spec;
+                if queued {
+                    (Reverse(spec.priority), Reverse(0), Reverse(0), 0, i)
+                } else {
+                    (Reverse(spec.priority), Reverse(spec.requests.cpu_millis), Reverse(spec.requests.memory_bytes), self.spec_of_pod[i], i)
+                }
+            })
+            .collect();
+        keyed.sort_unstable();
+        let order: Vec<usize> = keyed.into_iter().map(|k| k.4).collect();
         let mut result = SchedulingResult::default();
         for pod in order {
             let spec = self.spec_of_pod[pod];
