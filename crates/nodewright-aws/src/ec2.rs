@@ -916,7 +916,7 @@ impl CloudProvider for Ec2Cloud {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 300)
     }
 
-    async fn drifted(&self, instances: &[Instance]) -> Result<HashMap<String, String>, CloudError> {
+    async fn drifted(&self, instances: &[&Instance]) -> Result<HashMap<String, String>, CloudError> {
         let mut drifted = HashMap::new();
         if instances.is_empty() {
             return Ok(drifted);

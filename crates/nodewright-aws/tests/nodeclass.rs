@@ -213,17 +213,17 @@ async fn a_new_ami_behind_the_class_drifts_the_instances_launched_before_it() {
     let class = Ec2NodeClass::from_karpenter(&classes[0].name, &classes[0].spec, "1.31").unwrap();
     let cloud = Ec2Cloud::discover(ec2.clone(), "my-cluster", class, &bundled_instance_types()).await.unwrap().with_ssm(moto.ssm());
     let instance = cloud.launch(&m5_large(&cloud, "default-abcde")).await.unwrap();
-    assert!(cloud.drifted(std::slice::from_ref(&instance)).await.unwrap().is_empty(), "launched from the current AMI");
+    assert!(cloud.drifted(&[&instance]).await.unwrap().is_empty(), "launched from the current AMI");
     put(&images[1]).await.unwrap();
     // Within one drift generation what the class resolved to is kept …
-    assert!(cloud.drifted(std::slice::from_ref(&instance)).await.unwrap().is_empty(), "resolved once per five minutes");
+    assert!(cloud.drifted(&[&instance]).await.unwrap().is_empty(), "resolved once per five minutes");
     // … and resolved again in the next.
     cloud.forget_drift_resolutions();
-    let drifted = cloud.drifted(std::slice::from_ref(&instance)).await.unwrap();
+    let drifted = cloud.drifted(&[&instance]).await.unwrap();
     assert_eq!(drifted.get(&instance.id).map(String::as_str), Some("AMIDrift"));
     // A launch now takes the new AMI, and does not drift.
     let newer = cloud.launch(&m5_large(&cloud, "default-fghij")).await.unwrap();
-    let drifted = cloud.drifted(&[instance.clone(), newer.clone()]).await.unwrap();
+    let drifted = cloud.drifted(&[&instance, &newer]).await.unwrap();
     assert_eq!(drifted.len(), 1);
     assert!(!drifted.contains_key(&newer.id));
 }
@@ -359,14 +359,14 @@ async fn a_changed_node_class_drifts_the_instances_launched_under_the_old_one() 
     let mut request = m5_large(&cloud, "default-abcde");
     request.node_class = Some("team".into());
     let instance = cloud.launch(&request).await.unwrap();
-    assert!(cloud.drifted(std::slice::from_ref(&instance)).await.unwrap().is_empty());
+    assert!(cloud.drifted(&[&instance]).await.unwrap().is_empty());
     // Resolved the same (same AMI, subnets, groups), but a field the class
     // sets directly changed: the hash it was launched under no longer matches.
     let mut changed = class.clone();
     changed.tags.insert("cost-center".into(), "42".into());
     assert_ne!(changed.static_hash(), class.static_hash());
     cloud.set_node_classes(std::collections::BTreeMap::from([("team".to_string(), changed)]));
-    let drifted = cloud.drifted(std::slice::from_ref(&instance)).await.unwrap();
+    let drifted = cloud.drifted(&[&instance]).await.unwrap();
     assert_eq!(drifted.get(&instance.id).map(String::as_str), Some("NodeClassDrift"));
     // What only resolution changes (the Kubernetes version an alias reads) is not the class's hash.
     let mut newer = class.clone();

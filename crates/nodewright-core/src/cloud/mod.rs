@@ -110,7 +110,7 @@ pub trait CloudProvider: Send + Sync + 'static {
     /// `SubnetDrift`, `SecurityGroupDrift`): the disruption controller's
     /// Drift method replaces them through the budgets. A cloud without node
     /// classes never drifts.
-    fn drifted(&self, instances: &[Instance]) -> impl Future<Output = Result<std::collections::HashMap<String, String>, CloudError>> + Send {
+    fn drifted(&self, instances: &[&Instance]) -> impl Future<Output = Result<std::collections::HashMap<String, String>, CloudError>> + Send {
         let _ = instances;
         async { Ok(std::collections::HashMap::new()) }
     }

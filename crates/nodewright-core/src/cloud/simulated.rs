@@ -608,7 +608,7 @@ impl CloudProvider for SimulatedCloud {
         self.state().image
     }
 
-    async fn drifted(&self, instances: &[Instance]) -> Result<HashMap<String, String>, CloudError> {
+    async fn drifted(&self, instances: &[&Instance]) -> Result<HashMap<String, String>, CloudError> {
         let state = self.state();
         Ok(instances
             .iter()

@@ -348,7 +348,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             now,
         );
         // What the cloud says no longer matches its node class (a new AMI, …).
-        let launched: Vec<crate::model::Instance> = claims.iter().filter_map(|c| c.instance.clone()).collect();
+        let launched: Vec<&crate::model::Instance> = claims.iter().filter_map(|c| c.instance.as_ref()).collect();
         let mut drifted = self.cloud.drifted(&launched).await.unwrap_or_else(|e| {
             tracing::warn!("drift from the node class not checked this pass: {e}");
             std::collections::HashMap::new()
