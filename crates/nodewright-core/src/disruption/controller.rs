@@ -707,8 +707,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 *a = true;
             }
         }
-        list.retain(|&o| accepted[o as usize]);
         let accepted = |&o: &u32| accepted.get(o as usize).copied().unwrap_or(false);
+        list.retain(accepted);
         // The catalog's orders, filtered: no sort per list.
         let by_price = view.catalog.cheapest_first.iter().copied().filter(accepted).collect();
         let largest_first = view.catalog.largest_first.iter().copied().filter(accepted).collect();

@@ -64,9 +64,6 @@ macro_rules! contract_glue {
                 consolidation: Option<b::consolidation::GuestIndices>,
                 /// The catalog in contract form, converted once per version.
                 converted: Mutex<Option<Arc<b::types::Catalog>>>,
-                /// The fleet in contract form (0.3.0), converted once per version.
-                #[allow(dead_code, reason = "only versions with a fleet read it")]
-                converted_fleet: Mutex<Option<Arc<FleetForm>>>,
             }
 
             /// The typed exports of one instance.
@@ -83,7 +80,6 @@ macro_rules! contract_glue {
                         selection: selects.then(|| b::instance_selection::GuestIndices::new(pre)).transpose()?,
                         consolidation: consolidates.then(|| b::consolidation::GuestIndices::new(pre)).transpose()?,
                         converted: Mutex::new(None),
-                        converted_fleet: Mutex::new(None),
                     })
                 }
 
@@ -199,9 +195,6 @@ macro_rules! contract_glue {
 /// `rank` and `plan` of the versions whose pods are their requests (0.1.0, 0.2.0).
 macro_rules! classic_calls {
     () => {
-        /// No fleet crosses the boundary in this version.
-        pub(crate) type FleetForm = ();
-
         impl Exports {
             pub(crate) async fn rank(
                 &self,
@@ -253,22 +246,6 @@ macro_rules! classic_calls {
 macro_rules! fleet_calls {
     () => {
         use crate::policy::fleet::{Fleet, PodFacts, ReservationUse};
-
-        /// The fleet in contract form.
-        pub(crate) type FleetForm = b::types::Fleet;
-
-        impl Indices {
-            /// `fleet` in contract form (converted once per version).
-            pub(crate) fn fleet(&self, fleet: &Fleet) -> Arc<b::types::Fleet> {
-                let mut cached = self.converted_fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if let Some(f) = cached.as_ref().filter(|f| f.version == fleet.version && f.catalog_version == fleet.catalog_version) {
-                    return f.clone();
-                }
-                let converted = Arc::new(to_fleet(fleet));
-                *cached = Some(converted.clone());
-                converted
-            }
-        }
 
         fn to_fleet(fleet: &Fleet) -> b::types::Fleet {
             use b::types as t;
@@ -336,21 +313,21 @@ macro_rules! fleet_calls {
         }
 
         impl Exports {
-            /// `fleet`: the fleet in contract form when the instance has
-            /// not been handed this version yet (it travels with the call).
+            /// `send_fleet`: the instance has not been handed the request's
+            /// fleet version yet, so the fleet travels with the call.
             pub(crate) async fn rank(
                 &self,
                 store: &mut Store<PluginState>,
                 catalog_version: u64,
                 request: &SelectionRequest,
-                fleet: Option<&b::types::Fleet>,
+                send_fleet: bool,
             ) -> wasmtime::Result<Result<(Vec<u32>, Vec<f64>), String>> {
                 let selection = self.selection()?;
                 let wit = b::instance_selection::SelectionRequest {
                     node_pool: request.node_pool.clone(),
                     catalog_version,
                     fleet_version: request.fleet.version,
-                    fleet: fleet.cloned(),
+                    fleet: send_fleet.then(|| to_fleet(&request.fleet)),
                     pods: request.pods.iter().enumerate().map(|(i, r)| to_pod(r, request.facts.get(i))).collect(),
                     total: to_resources(&request.total),
                     feasible: request.feasible.clone(),
@@ -364,14 +341,14 @@ macro_rules! fleet_calls {
                 store: &mut Store<PluginState>,
                 catalog_version: u64,
                 snapshot: &ConsolidationSnapshot,
-                fleet: Option<&b::types::Fleet>,
+                send_fleet: bool,
             ) -> wasmtime::Result<Result<Vec<ConsolidationAction>, String>> {
                 let consolidation = self.consolidation()?;
                 let wit = b::consolidation::Snapshot {
                     node_pool: snapshot.node_pool.clone(),
                     catalog_version,
                     fleet_version: snapshot.fleet.version,
-                    fleet: fleet.cloned(),
+                    fleet: send_fleet.then(|| to_fleet(&snapshot.fleet)),
                     nodes: snapshot
                         .nodes
                         .iter()

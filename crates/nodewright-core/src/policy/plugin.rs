@@ -703,15 +703,6 @@ impl Core {
         }
     }
 
-    /// `fleet` in a 0.3.0 `instance`'s contract form when it does not hold
-    /// this version yet: it travels with the call. Older versions take none.
-    fn fleet_to_send(&self, instance: &PluginInstance, fleet: &Fleet) -> Option<Arc<super::bindings::v0_3_0::nodewright::policy::types::Fleet>> {
-        let (Glue::V0_3_0(indices), Exports::V0_3_0(_)) = (&self.glue, &instance.exports) else {
-            return None;
-        };
-        (instance.fleet_version != Some(fleet.version)).then(|| indices.fleet(fleet))
-    }
-
     /// The fleet version an instance holds after a call that used `fleet`:
     /// that version once the plugin answered; what it held before when it
     /// answered with an error (it may have refused the fleet the call
@@ -741,7 +732,8 @@ impl Core {
             match ask {
                 Ask::Catalog => return Ok(Answer::Catalog),
                 Ask::Rank(request) => {
-                    let fleet = self.fleet_to_send(instance, &request.fleet);
+                    // A 0.3.0 instance not holding this version is sent the fleet with the call.
+                    let send_fleet = instance.fleet_version != Some(request.fleet.version);
                     instance.store.data_mut().what_if.prices = Some(request.fleet.prices.clone());
                     let ranked = bounded(
                     instance,
@@ -749,7 +741,7 @@ impl Core {
                     async |instance| match &instance.exports {
                         Exports::V0_1_0(e) => e.rank(&mut instance.store, version, &request).await,
                         Exports::V0_2_0(e) => e.rank(&mut instance.store, version, &request).await,
-                        Exports::V0_3_0(e) => e.rank(&mut instance.store, version, &request, fleet.as_deref()).await,
+                        Exports::V0_3_0(e) => e.rank(&mut instance.store, version, &request, send_fleet).await,
                     },
                 )
                 .await;
@@ -757,7 +749,7 @@ impl Core {
                     ranked?.map(|(offerings, scores)| Answer::Ranked(offerings, scores))
                 }
                 Ask::Plan(snapshot) => {
-                    let fleet = self.fleet_to_send(instance, &snapshot.fleet);
+                    let send_fleet = instance.fleet_version != Some(snapshot.fleet.version);
                     instance.store.data_mut().what_if.prices = Some(snapshot.fleet.prices.clone());
                     let plan = bounded(instance, limits.consolidation_timeout, async |instance| {
                         match &instance.exports {
@@ -770,7 +762,7 @@ impl Core {
                             }
                             Exports::V0_3_0(e) => {
                                 instance.store.data_mut().what_if.snapshot = Some(snapshot.clone());
-                                e.plan(&mut instance.store, version, &snapshot, fleet.as_deref()).await
+                                e.plan(&mut instance.store, version, &snapshot, send_fleet).await
                             }
                         }
                     })
