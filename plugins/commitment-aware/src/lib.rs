@@ -41,6 +41,11 @@ fn weight() -> Result<f64, String> {
         .clone()
 }
 
+std::thread_local! {
+    /// (catalog version, each offering's score at its list price).
+    static LISTED: std::cell::RefCell<(u64, std::rc::Rc<[f64]>)> = std::cell::RefCell::new((0, std::rc::Rc::from([])));
+}
+
 struct CommitmentAware;
 
 impl Selector for CommitmentAware {
@@ -49,11 +54,18 @@ impl Selector for CommitmentAware {
         let fleet = fleet();
         let mut prices = economics::prices(catalog.version, &fleet);
         Ok(match prices.dense() {
-            // No commitments: the marginal price is the list price.
-            Some(list) => score_feasible(request, |i| {
-                let price = list.get(i as usize).copied().unwrap_or(f64::MAX);
-                price + weight * price
-            }),
+            // No commitments: the marginal price is the list price, and
+            // each offering's score is kept for the catalog version.
+            Some(list) => {
+                let scores = LISTED.with(|held| {
+                    let mut held = held.borrow_mut();
+                    if held.0 != catalog.version || held.1.len() != list.len() {
+                        *held = (catalog.version, list.iter().map(|&price| price + weight * price).collect());
+                    }
+                    held.1.clone()
+                });
+                score_feasible(request, |i| scores.get(i as usize).copied().unwrap_or(f64::MAX))
+            }
             None => {
                 let list = columns();
                 score_feasible(request, |i| prices.at(i) + weight * list.price(i))

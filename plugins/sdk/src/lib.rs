@@ -66,7 +66,67 @@ pub use nodewright::policy::types::{Arch, CapacityType, InterruptionRate, Offeri
 pub type Catalog = nodewright::policy::types::Catalog;
 
 #[cfg(feature = "fleet")]
-pub use nodewright::policy::types::{Fleet, FleetCount, Pod, PoolHistory, Reservation, SavingsPlan};
+pub use nodewright::policy::types::{Fleet, FleetCount, Pod, PodTag, PoolHistory, Reservation, SavingsPlan};
+
+/// The pods' strings of one call (contract 0.3.0): a request's or a
+/// snapshot's `strings`, `labels` and `annotations`. A pod names its
+/// workload, and a tag its key and value, by index into `strings`.
+#[cfg(feature = "fleet")]
+#[derive(Clone, Copy)]
+pub struct PodStrings<'a> {
+    /// The call's strings.
+    pub strings: &'a [String],
+    /// The pods' labels the NodePool names.
+    pub labels: &'a [PodTag],
+    /// The pods' annotations the NodePool names.
+    pub annotations: &'a [PodTag],
+}
+
+#[cfg(feature = "fleet")]
+impl<'a> PodStrings<'a> {
+    /// String `index` of the call (the empty string past the end: the host
+    /// never names one).
+    pub fn text(&self, index: u32) -> &'a str {
+        self.strings.get(index as usize).map_or("", String::as_str)
+    }
+
+    /// The workload of `pod` (its `app` label; empty when unknown).
+    pub fn workload(&self, pod: &Pod) -> &'a str {
+        self.text(pod.workload)
+    }
+
+    /// The value of label `key` of the call's `pod`-th pod, when the
+    /// NodePool names that key and the pod has it.
+    pub fn label(&self, pod: u32, key: &str) -> Option<&'a str> {
+        self.tag(self.labels, pod, key)
+    }
+
+    /// The value of annotation `key` of the call's `pod`-th pod, as [`PodStrings::label`].
+    pub fn annotation(&self, pod: u32, key: &str) -> Option<&'a str> {
+        self.tag(self.annotations, pod, key)
+    }
+
+    fn tag(&self, tags: &[PodTag], pod: u32, key: &str) -> Option<&'a str> {
+        tags.iter().find(|t| t.pod == pod && self.text(t.key) == key).map(|t| self.text(t.value))
+    }
+}
+
+#[cfg(all(feature = "fleet", feature = "selector"))]
+impl SelectionRequest {
+    /// The strings of this request's pods.
+    pub fn pod_strings(&self) -> PodStrings<'_> {
+        PodStrings { strings: &self.strings, labels: &self.labels, annotations: &self.annotations }
+    }
+}
+
+#[cfg(all(feature = "fleet", feature = "consolidator"))]
+impl Snapshot {
+    /// The strings of this snapshot's pods (pods counted over all nodes,
+    /// node after node).
+    pub fn pod_strings(&self) -> PodStrings<'_> {
+        PodStrings { strings: &self.strings, labels: &self.labels, annotations: &self.annotations }
+    }
+}
 
 /// The requests of a pod, whatever form the contract version gives it in
 /// (0.1.0 and 0.2.0: its requests; 0.3.0: a [`Pod`]).
@@ -228,7 +288,7 @@ pub fn fleet() -> Rc<Fleet> {
 }
 
 #[cfg(feature = "fleet")]
-pub use nodewright::policy::host::PricePoint;
+pub use nodewright::policy::host::{OfferingPricePoint, PricePoint};
 
 /// How the price of catalog offering `offering` moved: its price each time
 /// it changed, oldest first, the current one last (at most 64). It changes
@@ -237,6 +297,15 @@ pub use nodewright::policy::host::PricePoint;
 #[cfg(feature = "fleet")]
 pub fn price_history(offering: u32) -> Result<Vec<PricePoint>, String> {
     nodewright::policy::host::price_history(offering)
+}
+
+/// [`price_history`] of each of `offerings` in one call: their points in
+/// the order named, each offering's oldest first (at most as many
+/// offerings as the catalog has). Reading every spot pool of a new catalog
+/// this way costs one call instead of one per offering.
+#[cfg(feature = "fleet")]
+pub fn price_histories(offerings: &[u32]) -> Result<Vec<OfferingPricePoint>, String> {
+    nodewright::policy::host::price_histories(offerings)
 }
 
 /// What an offering costs given the commitments (contract 0.3.0).

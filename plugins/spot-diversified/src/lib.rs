@@ -11,7 +11,7 @@
 //!   launch refused for capacity or interruption warning;
 //! - its share of the NodePool: once the pool holds `max_pool_share` of the
 //!   NodePool's nodes (and at least `min_nodes` nodes run), × `over_share`;
-//! - its price trend (the host's `price-history`): a pool whose price rose
+//! - its price trend (the host's `price-histories`): a pool whose price rose
 //!   over the last day is under pressure, × (1 + `trend_weight` × the rise).
 //!
 //! Nothing feasible is left out, so a launch always has somewhere to go.
@@ -19,9 +19,10 @@
 //! Config: `{"max_pool_share": 0.2, "min_nodes": 5, "over_share": 4.0,
 //! "risk_weight": 2.0, "recent_weight": 1.0, "trend_weight": 2.0}`.
 
+use std::rc::Rc;
 use std::sync::OnceLock;
 
-use nodewright_plugin::{CapacityType, Catalog, InterruptionRate, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible};
+use nodewright_plugin::{CapacityType, Catalog, InterruptionRate, OfferingPricePoint, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible};
 
 #[derive(Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -72,69 +73,62 @@ fn rate(r: InterruptionRate) -> f64 {
 }
 
 std::thread_local! {
-    /// What a pool weighs that changes only with the catalog, by catalog
-    /// index, for one catalog version (the price history changes only with
-    /// the catalog): see [`Pools`].
-    static POOLS: std::cell::RefCell<Pools> = std::cell::RefCell::new(Pools::default());
+    /// What a pool weighs that changes only with the catalog (the price
+    /// history changes only with it too): see [`Pools`].
+    static POOLS: std::cell::RefCell<Option<Rc<Pools>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Each offering's price-trend factor and depth factor, packed by catalog
-/// index. Not spot: 1 and 1 (a score times 1 is the score). Not read yet:
-/// a NaN trend.
-#[derive(Default)]
+/// index, for one catalog version. Not spot: 1 and 1 (a score times 1 is
+/// the score). `listed`: the list price times both factors, the score when
+/// every offering costs its list price (no commitments).
 struct Pools {
     version: u64,
     trend: Vec<f64>,
     depth: Vec<f64>,
+    listed: Vec<f64>,
 }
 
 impl Pools {
-    /// The pools of `catalog`, kept from earlier calls when it is the same
-    /// version; put back with [`Pools::keep`].
-    fn take(catalog: &Catalog) -> Self {
-        let mut pools = POOLS.with(|t| std::mem::take(&mut *t.borrow_mut()));
-        if pools.version != catalog.version {
-            pools.trend.clear();
-            pools.depth.clear();
-            pools.version = catalog.version;
+    /// The pools of `catalog`: the first call of a catalog version reads
+    /// every spot pool's price history from the host in one call, later
+    /// calls of that version reuse them.
+    fn of(catalog: &Catalog, config: &Config) -> Result<Rc<Pools>, String> {
+        if let Some(pools) = POOLS.with(|p| p.borrow().clone()).filter(|p| p.version == catalog.version) {
+            return Ok(pools);
         }
-        pools.trend.resize(catalog.offerings.len(), f64::NAN);
-        pools.depth.resize(catalog.offerings.len(), 1.0);
-        pools
-    }
-
-    fn keep(self) {
-        POOLS.with(|t| *t.borrow_mut() = self);
-    }
-
-    /// Read the pool of `offering` from the catalog and the host's price
-    /// history (the first time it is needed in this catalog version).
-    fn read(&mut self, offering: u32, catalog: &Catalog, config: &Config) -> Result<(), String> {
-        let i = offering as usize;
-        let Some(o) = catalog.offerings.get(i) else { return Ok(()) };
-        let (trend, depth) = if o.capacity_type == CapacityType::Spot {
-            (1.0 + config.trend_weight * price_rise(offering)?, 1.0 + config.risk_weight * rate(o.interruption))
-        } else {
-            (1.0, 1.0)
-        };
-        self.trend[i] = trend;
-        self.depth[i] = depth;
-        Ok(())
+        let spot: Vec<u32> = (0u32..).zip(&catalog.offerings).filter(|(_, o)| o.capacity_type == CapacityType::Spot).map(|(i, _)| i).collect();
+        let points = nodewright_plugin::price_histories(&spot).map_err(|e| format!("price-histories: {e}"))?;
+        let n = catalog.offerings.len();
+        let mut pools = Pools { version: catalog.version, trend: vec![1.0; n], depth: vec![1.0; n], listed: Vec::with_capacity(n) };
+        for history in points.chunk_by(|a, b| a.offering == b.offering) {
+            if let Some(t) = pools.trend.get_mut(history[0].offering as usize) {
+                *t = 1.0 + config.trend_weight * price_rise(history);
+            }
+        }
+        for (i, o) in catalog.offerings.iter().enumerate() {
+            if o.capacity_type == CapacityType::Spot {
+                pools.depth[i] = 1.0 + config.risk_weight * rate(o.interruption);
+            }
+            pools.listed.push(o.price_per_hour * pools.trend[i] * pools.depth[i]);
+        }
+        let pools = Rc::new(pools);
+        POOLS.with(|p| *p.borrow_mut() = Some(pools.clone()));
+        Ok(pools)
     }
 }
 
-/// How much the price of `offering` rose over the day before its latest
-/// change (0 when it fell or did not move).
-fn price_rise(offering: u32) -> Result<f64, String> {
-    let points = nodewright_plugin::price_history(offering)?;
-    Ok(match points.last() {
+/// How much an offering's price rose over the day before its latest change
+/// (0 when it fell or did not move), from its points, oldest first.
+fn price_rise(points: &[OfferingPricePoint]) -> f64 {
+    match points.last() {
         Some(now) => {
             let day_ago = now.at_seconds.saturating_sub(86_400);
             let then = points.iter().rev().find(|p| p.at_seconds <= day_ago).or(points.first()).map_or(now.price_per_hour, |p| p.price_per_hour);
             if then > 0.0 { (now.price_per_hour / then - 1.0).max(0.0) } else { 0.0 }
         }
         None => 0.0,
-    })
+    }
 }
 
 /// (offering, count) pairs summed per offering, sorted by offering.
@@ -157,25 +151,17 @@ impl Selector for SpotDiversified {
     fn rank(request: &SelectionRequest, catalog: &Catalog) -> Result<Ranking, String> {
         let config = config()?;
         let fleet = fleet();
-        let mut pools = Pools::take(catalog);
-        // Pools first seen in this catalog version are read before scoring.
-        let mut failure = None;
-        for &i in &request.feasible {
-            if pools.trend.get(i as usize).is_some_and(|t| t.is_nan())
-                && let Err(e) = pools.read(i, catalog, &config)
-            {
-                failure = Some(e);
-                break;
-            }
-        }
+        let pools = Pools::of(catalog, &config)?;
         let mut prices = economics::prices(catalog.version, &fleet);
-        let (trend, depth) = (&pools.trend[..], &pools.depth[..]);
-        let factor = |i: u32, of: &[f64]| of.get(i as usize).copied().unwrap_or(1.0);
         // What one more node adds to the bill, weighed by the pool's trend
         // and depth (1 and 1 unless spot).
-        let mut ranking = match prices.dense() {
-            Some(list) => score_feasible(request, |i| list.get(i as usize).copied().unwrap_or(f64::MAX) * factor(i, trend) * factor(i, depth)),
-            None => score_feasible(request, |i| prices.at(i) * factor(i, trend) * factor(i, depth)),
+        let mut ranking = if prices.dense().is_some() {
+            // Every offering costs its list price: the weighed price of
+            // each is kept for the catalog version.
+            score_feasible(request, |i| pools.listed.get(i as usize).copied().unwrap_or(f64::MAX))
+        } else {
+            let factor = |i: u32, of: &[f64]| of.get(i as usize).copied().unwrap_or(1.0);
+            score_feasible(request, |i| prices.at(i) * factor(i, &pools.trend) * factor(i, &pools.depth))
         };
         drop(prices);
         // Then what happened to a spot pool lately, and its share of the
@@ -208,11 +194,7 @@ impl Selector for SpotDiversified {
                 weigh(offering, config.over_share);
             }
         }
-        pools.keep();
-        match failure {
-            Some(e) => Err(format!("price-history: {e}")),
-            None => Ok(ranking),
-        }
+        Ok(ranking)
     }
 }
 

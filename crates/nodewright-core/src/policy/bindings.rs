@@ -143,7 +143,7 @@ macro_rules! contract_glue {
                 Resources { cpu_millis: r.cpu_millis, memory_bytes: r.memory_bytes, pods: r.pods, gpus: r.gpus, ephemeral_bytes: 0 }
             }
 
-            fn to_catalog(catalog: &Catalog) -> b::types::Catalog {
+            pub(crate) fn to_catalog(catalog: &Catalog) -> b::types::Catalog {
                 use b::types as t;
                 t::Catalog {
                     version: catalog.version,
@@ -200,15 +200,15 @@ macro_rules! classic_calls {
                 &self,
                 store: &mut Store<PluginState>,
                 catalog_version: u64,
-                request: &SelectionRequest,
+                request: &mut SelectionRequest,
             ) -> wasmtime::Result<Result<(Vec<u32>, Vec<f64>), String>> {
                 let selection = self.selection()?;
                 let wit = b::instance_selection::SelectionRequest {
-                    node_pool: request.node_pool.clone(),
+                    node_pool: std::mem::take(&mut request.node_pool),
                     catalog_version,
                     pods: request.pods.iter().map(to_resources).collect(),
                     total: to_resources(&request.total),
-                    feasible: request.feasible.clone(),
+                    feasible: std::mem::take(&mut request.feasible),
                 };
                 Ok(selection.call_rank(store, &wit).await?.map(|r| (r.offerings, r.scores)))
             }
@@ -262,8 +262,8 @@ macro_rules! fleet_calls {
                 .running
                 .iter()
                 .map(|c| {
-                    let index = node_pools.iter().position(|p| *p == c.node_pool).unwrap_or_else(|| {
-                        node_pools.push(c.node_pool.clone());
+                    let index = node_pools.iter().position(|p| **p == *c.node_pool).unwrap_or_else(|| {
+                        node_pools.push(c.node_pool.to_string());
                         node_pools.len() - 1
                     });
                     t::FleetCount { node_pool: u32::try_from(index).unwrap_or(u32::MAX), offering: c.offering, count: c.count }
@@ -294,21 +294,51 @@ macro_rules! fleet_calls {
             }
         }
 
-        fn to_pod(requests: &Resources, facts: Option<&PodFacts>) -> b::types::Pod {
-            static NONE: std::sync::LazyLock<PodFacts> = std::sync::LazyLock::new(PodFacts::default);
-            let f = facts.unwrap_or(&NONE);
-            b::types::Pod {
-                requests: to_resources(requests),
-                workload: f.workload.to_string(),
-                priority: f.priority,
-                deletion_cost: f.deletion_cost,
-                do_not_disrupt: f.do_not_disrupt,
-                tolerates_spot: f.tolerates_spot,
-                job: f.job,
-                running_seconds: f.running_seconds,
-                labels: f.labels.clone(),
-                annotations: f.annotations.clone(),
-                pdb_headroom: f.pdb_headroom,
+        /// A call's pods in contract form: each string once in `strings`,
+        /// the pods and their labels and annotations referring to it by index.
+        #[derive(Default)]
+        pub(crate) struct PodTable<'a> {
+            index: rustc_hash::FxHashMap<&'a str, u32>,
+            pub(crate) strings: Vec<String>,
+            pub(crate) labels: Vec<b::types::PodTag>,
+            pub(crate) annotations: Vec<b::types::PodTag>,
+            pods: u32,
+        }
+
+        impl<'a> PodTable<'a> {
+            fn text(&mut self, text: &'a str) -> u32 {
+                let next = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
+                *self.index.entry(text).or_insert_with(|| {
+                    self.strings.push(text.to_string());
+                    next
+                })
+            }
+
+            /// The next pod: `requests`, with `facts` (default facts when none).
+            pub(crate) fn pod(&mut self, requests: &Resources, facts: Option<&'a PodFacts>) -> b::types::Pod {
+                static NONE: std::sync::LazyLock<PodFacts> = std::sync::LazyLock::new(PodFacts::default);
+                let f: &'a PodFacts = facts.unwrap_or(&NONE);
+                let pod = self.pods;
+                self.pods = self.pods.saturating_add(1);
+                for (k, v) in &f.labels {
+                    let tag = b::types::PodTag { pod, key: self.text(k), value: self.text(v) };
+                    self.labels.push(tag);
+                }
+                for (k, v) in &f.annotations {
+                    let tag = b::types::PodTag { pod, key: self.text(k), value: self.text(v) };
+                    self.annotations.push(tag);
+                }
+                b::types::Pod {
+                    requests: to_resources(requests),
+                    workload: self.text(&f.workload),
+                    priority: f.priority,
+                    deletion_cost: f.deletion_cost,
+                    do_not_disrupt: f.do_not_disrupt,
+                    tolerates_spot: f.tolerates_spot,
+                    job: f.job,
+                    running_seconds: f.running_seconds,
+                    pdb_headroom: f.pdb_headroom,
+                }
             }
         }
 
@@ -319,18 +349,25 @@ macro_rules! fleet_calls {
                 &self,
                 store: &mut Store<PluginState>,
                 catalog_version: u64,
-                request: &SelectionRequest,
+                request: &mut SelectionRequest,
                 send_fleet: bool,
             ) -> wasmtime::Result<Result<(Vec<u32>, Vec<f64>), String>> {
                 let selection = self.selection()?;
+                let (node_pool, feasible) = (std::mem::take(&mut request.node_pool), std::mem::take(&mut request.feasible));
+                let request = &*request;
+                let mut table = PodTable::default();
+                let pods = request.pods.iter().enumerate().map(|(i, r)| table.pod(r, request.facts.get(i))).collect();
                 let wit = b::instance_selection::SelectionRequest {
-                    node_pool: request.node_pool.clone(),
+                    node_pool,
                     catalog_version,
                     fleet_version: request.fleet.version,
                     fleet: send_fleet.then(|| to_fleet(&request.fleet)),
-                    pods: request.pods.iter().enumerate().map(|(i, r)| to_pod(r, request.facts.get(i))).collect(),
+                    pods,
+                    strings: table.strings,
+                    labels: table.labels,
+                    annotations: table.annotations,
                     total: to_resources(&request.total),
-                    feasible: request.feasible.clone(),
+                    feasible,
                     pending_pods: request.pending_pods,
                 };
                 Ok(selection.call_rank(store, &wit).await?.map(|r| (r.offerings, r.scores)))
@@ -344,22 +381,27 @@ macro_rules! fleet_calls {
                 send_fleet: bool,
             ) -> wasmtime::Result<Result<Vec<ConsolidationAction>, String>> {
                 let consolidation = self.consolidation()?;
+                let mut table = PodTable::default();
+                let nodes = snapshot
+                    .nodes
+                    .iter()
+                    .map(|n| b::consolidation::Node {
+                        name: n.name.clone(),
+                        offering: n.offering,
+                        age_seconds: n.age_seconds,
+                        pods: n.pods.iter().enumerate().map(|(i, r)| table.pod(r, n.facts.get(i))).collect(),
+                        disruptable: n.disruptable,
+                    })
+                    .collect();
                 let wit = b::consolidation::Snapshot {
                     node_pool: snapshot.node_pool.clone(),
                     catalog_version,
                     fleet_version: snapshot.fleet.version,
                     fleet: send_fleet.then(|| to_fleet(&snapshot.fleet)),
-                    nodes: snapshot
-                        .nodes
-                        .iter()
-                        .map(|n| b::consolidation::Node {
-                            name: n.name.clone(),
-                            offering: n.offering,
-                            age_seconds: n.age_seconds,
-                            pods: n.pods.iter().enumerate().map(|(i, r)| to_pod(r, n.facts.get(i))).collect(),
-                            disruptable: n.disruptable,
-                        })
-                        .collect(),
+                    nodes,
+                    strings: table.strings,
+                    labels: table.labels,
+                    annotations: table.annotations,
                     replacements: snapshot.replacements.clone(),
                     budget_left: snapshot.budget_left,
                     pending_pods: snapshot.pending_pods,
@@ -375,4 +417,37 @@ pub(crate) mod glue {
     contract_glue!(v0_1_0, classic_calls);
     contract_glue!(v0_2_0, classic_calls);
     contract_glue!(v0_3_0, fleet_calls);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glue::v0_3_0::PodTable;
+    use super::v0_3_0::types::PodTag;
+    use crate::model::Resources;
+    use crate::policy::PodFacts;
+
+    #[test]
+    fn a_calls_pods_carry_each_string_once_and_their_tags_by_pod_index() {
+        let tagged = |workload: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]| PodFacts {
+            workload: workload.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..PodFacts::default()
+        };
+        // Two nodes' pods, as a snapshot walks them: the third pod has no facts.
+        let first = [tagged("web", &[("team", "growth")], &[]), tagged("web", &[("team", "growth")], &[("cost-centre", "cc-7")])];
+        let second = [tagged("batch", &[("team", "web")], &[])];
+        let mut table = PodTable::default();
+        let requests = Resources::pod(100, 1 << 20);
+        let mut pods: Vec<_> = first.iter().map(|f| table.pod(&requests, Some(f))).collect();
+        pods.push(table.pod(&requests, None));
+        pods.extend(second.iter().map(|f| table.pod(&requests, Some(f))));
+        assert_eq!(table.strings, ["team", "growth", "web", "cost-centre", "cc-7", "", "batch"].map(String::from).to_vec());
+        let text = |i: u32| table.strings[i as usize].as_str();
+        assert_eq!(pods.iter().map(|p| text(p.workload)).collect::<Vec<_>>(), ["web", "web", "", "batch"]);
+        let tags = |tags: &[PodTag]| tags.iter().map(|t| (t.pod, text(t.key), text(t.value))).collect::<Vec<_>>();
+        assert_eq!(tags(&table.labels), [(0, "team", "growth"), (1, "team", "growth"), (3, "team", "web")]);
+        assert_eq!(tags(&table.annotations), [(1, "cost-centre", "cc-7")]);
+        assert_eq!(pods.iter().map(|p| p.requests.cpu_millis).collect::<Vec<_>>(), [100; 4]);
+    }
 }

@@ -70,8 +70,8 @@ pub fn tolerates_spot(spec: &PodSpec) -> bool {
 /// Nodes of a NodePool running (or launching as) an offering.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetCount {
-    /// NodePool.
-    pub node_pool: String,
+    /// NodePool (shared: a fleet is rebuilt at every launch).
+    pub node_pool: Arc<str>,
     /// Catalog index.
     pub offering: u32,
     /// Nodes (never 0).
@@ -225,7 +225,7 @@ impl Fleet {
 
     /// Nodes of `node_pool` (running and launching).
     pub fn pool_nodes(&self, node_pool: &str) -> u32 {
-        self.running.iter().filter(|c| c.node_pool == node_pool).fold(0u32, |n, c| n.saturating_add(c.count))
+        self.running.iter().filter(|c| *c.node_pool == *node_pool).fold(0u32, |n, c| n.saturating_add(c.count))
     }
 }
 

@@ -191,7 +191,8 @@ enum WitCatalog {
 enum Ask {
     /// Only the catalog hand-over.
     Catalog,
-    /// `instance-selection.rank`.
+    /// `instance-selection.rank`, with the call's own copy of the request
+    /// (its feasible list and NodePool name move into the call's arguments).
     Rank(SelectionRequest),
     /// `consolidation.plan`.
     Plan(Arc<ConsolidationSnapshot>),
@@ -731,7 +732,7 @@ impl Core {
         let answer =
             match ask {
                 Ask::Catalog => return Ok(Answer::Catalog),
-                Ask::Rank(request) => {
+                Ask::Rank(mut request) => {
                     // A 0.3.0 instance not holding this version is sent the fleet with the call.
                     let send_fleet = instance.fleet_version != Some(request.fleet.version);
                     instance.store.data_mut().what_if.prices = Some(request.fleet.prices.clone());
@@ -739,9 +740,9 @@ impl Core {
                     instance,
                     limits.selection_timeout,
                     async |instance| match &instance.exports {
-                        Exports::V0_1_0(e) => e.rank(&mut instance.store, version, &request).await,
-                        Exports::V0_2_0(e) => e.rank(&mut instance.store, version, &request).await,
-                        Exports::V0_3_0(e) => e.rank(&mut instance.store, version, &request, send_fleet).await,
+                        Exports::V0_1_0(e) => e.rank(&mut instance.store, version, &mut request).await,
+                        Exports::V0_2_0(e) => e.rank(&mut instance.store, version, &mut request).await,
+                        Exports::V0_3_0(e) => e.rank(&mut instance.store, version, &mut request, send_fleet).await,
                     },
                 )
                 .await;

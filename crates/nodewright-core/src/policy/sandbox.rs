@@ -243,21 +243,44 @@ impl v0_3_0::host::Host for PluginState {
     }
 
     fn price_history(&mut self, offering: u32) -> Result<Vec<v0_3_0::host::PricePoint>, String> {
-        self.check_deadline("price-history")?;
-        let prices = self.what_if.prices.as_ref().ok_or("price-history is answered only during rank and plan")?;
-        let catalog = self.what_if.catalog.as_ref().ok_or("no catalog has been handed over")?;
-        if offering as usize >= catalog.len() {
-            return Err(format!("offering index {offering} is out of range (the catalog has {} offerings)", catalog.len()));
-        }
-        Ok(prices
-            .points
-            .get(&offering)
-            .map(|points| points.iter().map(|&(at, price)| v0_3_0::host::PricePoint { at_seconds: at, price_per_hour: price }).collect())
-            .unwrap_or_default())
+        let mut points = Vec::new();
+        self.price_points("price-history", &[offering], |_, at_seconds, price_per_hour| {
+            points.push(v0_3_0::host::PricePoint { at_seconds, price_per_hour });
+        })?;
+        Ok(points)
+    }
+
+    fn price_histories(&mut self, offerings: Vec<u32>) -> Result<Vec<v0_3_0::host::OfferingPricePoint>, String> {
+        let mut points = Vec::new();
+        self.price_points("price-histories", &offerings, |offering, at_seconds, price_per_hour| {
+            points.push(v0_3_0::host::OfferingPricePoint { offering, at_seconds, price_per_hour });
+        })?;
+        Ok(points)
     }
 }
 
 impl PluginState {
+    /// Hand `point` every recorded price of each of `offerings`, in the
+    /// order named, each offering's oldest first; nothing is handed over
+    /// when one of them is out of range or too many are named.
+    fn price_points(&self, import: &str, offerings: &[u32], mut point: impl FnMut(u32, u64, f64)) -> Result<(), String> {
+        self.check_deadline(import)?;
+        let prices = self.what_if.prices.as_ref().ok_or_else(|| format!("{import} is answered only during rank and plan"))?;
+        let catalog = self.what_if.catalog.as_ref().ok_or("no catalog has been handed over")?;
+        if offerings.len() > catalog.len() {
+            return Err(format!("{import} names {} offerings, at most {} (the catalog's size)", offerings.len(), catalog.len()));
+        }
+        if let Some(&bad) = offerings.iter().find(|&&o| o as usize >= catalog.len()) {
+            return Err(format!("offering index {bad} is out of range (the catalog has {} offerings)", catalog.len()));
+        }
+        for &offering in offerings {
+            for &(at, price) in prices.points.get(&offering).map_or(&[][..], Vec::as_slice) {
+                point(offering, at, price);
+            }
+        }
+        Ok(())
+    }
+
     /// The `what-if` query of every version that has it.
     fn fit(&mut self, pods: Vec<crate::model::Resources>, target: FitTarget) -> Result<Vec<u32>, String> {
         self.what_if.queries = self.what_if.queries.saturating_add(1);
@@ -563,5 +586,54 @@ impl HostMonotonicClock for MonotonicClock {
 
     fn now(&self) -> u64 {
         self.0.monotonic_nanos()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PriceHistory;
+    use crate::policy::bindings::glue;
+    use v0_3_0::host::Host;
+
+    /// A store as a 0.3.0 `rank` call sees it: the bundled catalog handed
+    /// over, and a price history for offerings 1 and 3.
+    fn in_a_call() -> (Store<PluginState>, usize) {
+        let engine = wasmtime::Engine::default();
+        let clock = Arc::new(crate::policy::runtime::SystemClock::default());
+        let mut store = PluginState::store(&engine, "p".into(), "{}".into(), clock, 1, &super::super::runtime::Limits::default());
+        let catalog = crate::model::Catalog::bundled();
+        let points = std::collections::HashMap::from([(1, vec![(10, 0.5), (20, 0.75)]), (3, vec![(30, 2.0)])]);
+        let state = store.data_mut();
+        state.what_if.catalog = Some(WhatIfCatalog::V0_3_0(Arc::new(glue::v0_3_0::to_catalog(&catalog))));
+        state.what_if.prices = Some(Arc::new(PriceHistory { catalog_version: catalog.version, points }));
+        (store, catalog.offerings.len())
+    }
+
+    #[test]
+    fn price_histories_answers_for_many_offerings_in_the_order_named() {
+        let (mut store, _) = in_a_call();
+        let points = store.data_mut().price_histories(vec![3, 2, 1]).unwrap();
+        let flat: Vec<(u32, u64, f64)> = points.iter().map(|p| (p.offering, p.at_seconds, p.price_per_hour)).collect();
+        assert_eq!(flat, [(3, 30, 2.0), (1, 10, 0.5), (1, 20, 0.75)]);
+        let one: Vec<(u64, f64)> = store.data_mut().price_history(1).unwrap().iter().map(|p| (p.at_seconds, p.price_per_hour)).collect();
+        assert_eq!(one, [(10, 0.5), (20, 0.75)]);
+    }
+
+    #[test]
+    fn price_histories_refuses_an_offering_out_of_range_too_many_offerings_and_a_call_outside_rank_and_plan() {
+        let (mut store, len) = in_a_call();
+        let past = u32::try_from(len).unwrap();
+        assert_eq!(
+            store.data_mut().price_histories(vec![1, past, 3]).unwrap_err(),
+            format!("offering index {past} is out of range (the catalog has {len} offerings)")
+        );
+        assert_eq!(
+            store.data_mut().price_histories(vec![1; len + 1]).unwrap_err(),
+            format!("price-histories names {} offerings, at most {len} (the catalog's size)", len + 1)
+        );
+        store.data_mut().what_if.prices = None;
+        assert_eq!(store.data_mut().price_histories(vec![1]).unwrap_err(), "price-histories is answered only during rank and plan");
+        assert_eq!(store.data_mut().price_history(1).unwrap_err(), "price-history is answered only during rank and plan");
     }
 }

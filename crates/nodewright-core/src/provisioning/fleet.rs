@@ -167,7 +167,7 @@ impl FleetTracker {
 
 /// Running or launching nodes per (NodePool, catalog offering).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct NodeCounts(BTreeMap<(String, u32), u32>);
+pub struct NodeCounts(BTreeMap<(Arc<str>, u32), u32>);
 
 impl NodeCounts {
     /// Count `nodes`, each a (NodePool, offering).
@@ -181,7 +181,9 @@ impl NodeCounts {
 
     /// One more node of `pool` bought as `offering`.
     pub fn add(&mut self, pool: &str, offering: u32) {
-        let c = self.0.entry((pool.to_string(), offering)).or_default();
+        // Each NodePool's name is allocated once and shared by its entries.
+        let name = self.0.keys().find(|(p, _)| **p == *pool).map_or_else(|| Arc::from(pool), |(p, _)| p.clone());
+        let c = self.0.entry((name, offering)).or_default();
         *c = c.saturating_add(1);
     }
 }
