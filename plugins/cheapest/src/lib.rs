@@ -4,14 +4,13 @@
 //! per hour is also the lowest price per unit of requested resources. This
 //! is the choice Karpenter makes, and the host's built-in fallback.
 
-use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, columns, score_feasible};
+use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, columns, score_feasible_from};
 
 struct Cheapest;
 
 impl Selector for Cheapest {
     fn rank(request: &SelectionRequest, _catalog: &Catalog) -> Result<Ranking, String> {
-        let prices = columns();
-        Ok(score_feasible(request, |i| prices.price(i)))
+        Ok(score_feasible_from(request, &columns().price_per_hour))
     }
 }
 

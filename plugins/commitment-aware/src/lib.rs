@@ -14,7 +14,7 @@
 
 use std::sync::OnceLock;
 
-use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible};
+use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible, score_feasible_from};
 
 #[derive(serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -64,7 +64,7 @@ impl Selector for CommitmentAware {
                     }
                     held.1.clone()
                 });
-                score_feasible(request, |i| scores.get(i as usize).copied().unwrap_or(f64::MAX))
+                score_feasible_from(request, &scores)
             }
             None => {
                 let list = columns();

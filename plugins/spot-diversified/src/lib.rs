@@ -22,7 +22,7 @@
 use std::rc::Rc;
 use std::sync::OnceLock;
 
-use nodewright_plugin::{CapacityType, Catalog, InterruptionRate, OfferingPricePoint, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible};
+use nodewright_plugin::{CapacityType, Catalog, InterruptionRate, OfferingPricePoint, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible, score_feasible_from};
 
 #[derive(Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -158,7 +158,7 @@ impl Selector for SpotDiversified {
         let mut ranking = if prices.dense().is_some() {
             // Every offering costs its list price: the weighed price of
             // each is kept for the catalog version.
-            score_feasible(request, |i| pools.listed.get(i as usize).copied().unwrap_or(f64::MAX))
+            score_feasible_from(request, &pools.listed)
         } else {
             let factor = |i: u32, of: &[f64]| of.get(i as usize).copied().unwrap_or(1.0);
             score_feasible(request, |i| prices.at(i) * factor(i, &pools.trend) * factor(i, &pools.depth))

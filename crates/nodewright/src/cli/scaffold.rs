@@ -115,8 +115,10 @@ crate-type = ["cdylib"]
 nodewright-plugin = {{ path = "{sdk}", default-features = false, features = ["{feature}", "fleet"] }}
 serde = {{ version = "1", features = ["derive"] }}
 
+# Optimised for speed: a `rank` loops over thousands of offerings under a
+# deadline, and at "s" the compiler neither unrolls nor inlines those loops.
 [profile.release]
-opt-level = "s"
+opt-level = 3
 lto = true
 codegen-units = 1
 strip = true
