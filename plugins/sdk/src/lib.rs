@@ -434,9 +434,18 @@ pub mod economics {
             if self.plain && self.columns.version == self.catalog_version {
                 return self.columns.price(index);
             }
-            if let Some(&p) = self.memo.get(index as usize).filter(|p| !p.is_nan()) {
-                return p;
+            match self.memo.get(index as usize) {
+                Some(&p) if !p.is_nan() => p,
+                _ => self.first_at(index),
             }
+        }
+
+        /// [`Prices::at`] of an offering not in the memo yet: kept out of
+        /// line, so a loop over many offerings stays small enough for the
+        /// host's compiler to keep its values in registers.
+        #[cold]
+        #[inline(never)]
+        fn first_at(&mut self, index: u32) -> f64 {
             let (fleet, catalog) = (self.fleet, self.catalog.clone());
             let price = |i: usize| catalog.as_ref().and_then(|c| c.offerings.get(i)).map(|o| marginal_price(o, fleet));
             self.memoised(index, price).unwrap_or(f64::MAX)
