@@ -14,7 +14,7 @@
 
 use std::sync::OnceLock;
 
-use nodewright_plugin::{Catalog, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible, score_feasible_from};
+use nodewright_plugin::{Catalog, KeptScores, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible_from};
 
 #[derive(serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -46,6 +46,11 @@ std::thread_local! {
     static LISTED: std::cell::RefCell<(u64, std::rc::Rc<[f64]>)> = std::cell::RefCell::new((0, std::rc::Rc::from([])));
 }
 
+std::thread_local! {
+    /// Scores with the commitments of the fleet version last seen.
+    static SCORED: std::cell::RefCell<KeptScores> = std::cell::RefCell::new(KeptScores::default());
+}
+
 struct CommitmentAware;
 
 impl Selector for CommitmentAware {
@@ -67,8 +72,10 @@ impl Selector for CommitmentAware {
                 score_feasible_from(request, &scores)
             }
             None => {
+                // Kept per fleet version: calls naming the same fleet
+                // read one value per offering.
                 let list = columns();
-                score_feasible(request, |i| prices.at(i) + weight * list.price(i))
+                SCORED.with(|kept| kept.borrow_mut().rank(request, catalog, |i| prices.at(i) + weight * list.price(i)))
             }
         })
     }

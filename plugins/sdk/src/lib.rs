@@ -529,6 +529,40 @@ pub fn score_feasible_from(request: &SelectionRequest, scores: &[f64]) -> Rankin
     Ranking { offerings: request.feasible.clone(), scores: gather(&request.feasible, scores) }
 }
 
+/// Scores by catalog index kept while the catalog and the fleet stay the
+/// same versions (NaN: not computed yet), for a score that depends on
+/// nothing else: calls naming the same fleet then read one value per
+/// offering. Hold one in a `thread_local!` (contract 0.3.0).
+#[cfg(all(feature = "selector", feature = "fleet"))]
+#[derive(Default)]
+pub struct KeptScores {
+    versions: (u64, u64),
+    scores: Vec<f64>,
+}
+
+#[cfg(all(feature = "selector", feature = "fleet"))]
+impl KeptScores {
+    /// Every feasible offering of `request` (over `catalog`) scored by
+    /// `score`, computed only for offerings not kept for these versions.
+    pub fn rank(&mut self, request: &SelectionRequest, catalog: &Catalog, mut score: impl FnMut(u32) -> f64) -> Ranking {
+        let versions = (catalog.version, request.fleet_version);
+        if self.versions != versions {
+            self.versions = versions;
+            self.scores.clear();
+        }
+        self.scores.resize(catalog.offerings.len(), f64::NAN);
+        let kept = &mut self.scores;
+        score_feasible(request, |i| match kept.get_mut(i as usize) {
+            Some(s) if !s.is_nan() => *s,
+            Some(s) => {
+                *s = score(i);
+                *s
+            }
+            None => score(i),
+        })
+    }
+}
+
 /// `values[i]` for each `i` of `indices`. A function of its own, so the
 /// compiler of the host keeps the loop's few values in registers (inlined
 /// into a plugin's whole `rank`, it spills them to the stack).

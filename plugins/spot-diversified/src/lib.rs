@@ -22,7 +22,7 @@
 use std::rc::Rc;
 use std::sync::OnceLock;
 
-use nodewright_plugin::{CapacityType, Catalog, InterruptionRate, OfferingPricePoint, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible, score_feasible_from};
+use nodewright_plugin::{CapacityType, Catalog, InterruptionRate, KeptScores, OfferingPricePoint, Ranking, SelectionRequest, Selector, columns, economics, fleet, score_feasible_from};
 
 #[derive(Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -76,6 +76,12 @@ std::thread_local! {
     /// What a pool weighs that changes only with the catalog (the price
     /// history changes only with it too): see [`Pools`].
     static POOLS: std::cell::RefCell<Option<Rc<Pools>>> = const { std::cell::RefCell::new(None) };
+}
+
+std::thread_local! {
+    /// Weighed marginal prices with the commitments of the fleet version
+    /// last seen.
+    static SCORED: std::cell::RefCell<KeptScores> = std::cell::RefCell::new(KeptScores::default());
 }
 
 /// Each offering's price-trend factor and depth factor, packed by catalog
@@ -160,8 +166,10 @@ impl Selector for SpotDiversified {
             // each is kept for the catalog version.
             score_feasible_from(request, &pools.listed)
         } else {
+            // Kept per fleet version: calls naming the same fleet read one
+            // value per offering.
             let factor = |i: u32, of: &[f64]| of.get(i as usize).copied().unwrap_or(1.0);
-            score_feasible(request, |i| prices.at(i) * factor(i, &pools.trend) * factor(i, &pools.depth))
+            SCORED.with(|kept| kept.borrow_mut().rank(request, catalog, |i| prices.at(i) * factor(i, &pools.trend) * factor(i, &pools.depth)))
         };
         drop(prices);
         // Then what happened to a spot pool lately, and its share of the
