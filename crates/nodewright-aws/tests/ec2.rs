@@ -273,7 +273,7 @@ async fn a_crash_between_create_fleet_and_recording_the_node_claim_is_recovered_
                 node_pool: "default".into(),
                 pods: Default::default(),
                 requests: Resources::default(),
-                offerings: launch.offerings.clone(),
+                offerings: launch.offerings.clone().into(),
                 taints: vec![],
                 instance: None,
                 created_at: std::time::Duration::ZERO,

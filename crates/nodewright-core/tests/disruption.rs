@@ -103,7 +103,7 @@ impl World {
     /// `n` pods of `spec` bound to `node`; returns their names.
     fn put(&self, node: &str, prefix: &str, spec: PodSpec, n: usize) -> Vec<String> {
         let pods = spec.pods(prefix, n);
-        let names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
+        let names: Vec<String> = pods.iter().map(|p| p.name.to_string()).collect();
         self.cluster.add_pods(pods);
         for name in &names {
             self.cluster.bind(name, node).unwrap();
@@ -664,7 +664,7 @@ fn a_node_claim_deleted_by_hand_is_drained_through_its_pdb_then_terminated_and_r
     assert!(w.cluster.node_claims().iter().all(|c| c.name != node), "the claim is released");
     let bound = w.executor.block_on(w.cluster.bound_pods()).unwrap();
     for name in pods {
-        assert!(bound.iter().any(|(n, p)| p.name == name && *n != node), "{name} runs elsewhere");
+        assert!(bound.iter().any(|(n, p)| *p.name == *name && *n != node), "{name} runs elsewhere");
     }
     assert_eq!(w.disruption.counts().nodes.get(&Reason::Deleted), Some(&1));
 }
@@ -791,7 +791,7 @@ fn an_interrupted_node_is_drained_through_its_pdb_and_a_node_it_holds_is_finishe
     assert!(w.cluster.node_claims().iter().all(|c| c.name != node), "the claim is released");
     let bound = w.executor.block_on(w.cluster.bound_pods()).unwrap();
     for name in pods {
-        assert!(bound.iter().any(|(n, p)| p.name == name && *n != node), "{name} runs elsewhere");
+        assert!(bound.iter().any(|(n, p)| *p.name == *name && *n != node), "{name} runs elsewhere");
     }
 }
 

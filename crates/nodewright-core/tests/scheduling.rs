@@ -417,8 +417,8 @@ fn higher_priority_pods_are_placed_first_when_room_is_short() {
     pods.extend(PodSpec::requesting(3000, 4 * GIB).label("tier", "high").priority(1000).pods("high", 1));
     let result = run(&[pool], &[], &pods);
     assert_eq!(result.claims.len(), 1);
-    assert_eq!(pods[result.claims[0].pods[0]].name, "high-0");
-    assert_eq!(pods[result.unschedulable[0].0].name, "low-0");
+    assert_eq!(pods[result.claims[0].pods[0]].name.as_ref(), "high-0");
+    assert_eq!(pods[result.unschedulable[0].0].name.as_ref(), "low-0");
 }
 
 #[test]

@@ -58,7 +58,7 @@ fn a_kubectl_snapshot_imports_what_scheduling_reads_and_names_what_it_leaves_out
     let train = trace
         .events
         .iter()
-        .find_map(|e| if let TraceEventKind::Add(p) = &e.kind { (p.name == "ml/train-0").then_some((p.clone(), e.job)) } else { None })
+        .find_map(|e| if let TraceEventKind::Add(p) = &e.kind { (&*p.name == "ml/train-0").then_some((p.clone(), e.job)) } else { None })
         .unwrap();
     assert!(train.1, "a Job's pod is a job");
     assert_eq!(train.0.spec.requests.gpus, 1);
@@ -189,7 +189,7 @@ fn snapshots_over_time_and_an_audit_log_become_arrivals_and_departures() {
             .events
             .iter()
             .find(|e| match &e.kind {
-                TraceEventKind::Add(p) => add && p.name == name,
+                TraceEventKind::Add(p) => add && *p.name == *name,
                 TraceEventKind::Delete(n) => !add && n == name,
                 _ => false,
             })

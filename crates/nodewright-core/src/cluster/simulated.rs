@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::{Cluster, ClusterError, ClusterEvent, Created, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, RegisteredNode, Registration};
 use crate::cloud::Instance;
 use crate::model::{Catalog, Clock, NodePool, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
-use crate::scheduling::{ExistingNode, SchedulingInput, schedule_in_order};
+use crate::scheduling::{ExistingNode, Hints, SchedulingInput, schedule_in_order, zone_index};
 
 /// Why a pod stopped running on its node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +81,14 @@ struct State {
     /// last one's place).
     nodes: Vec<ExistingNode>,
     node_index: HashMap<String, usize>,
+    /// Beside `nodes`, in their order: the requests on each (daemonsets
+    /// included) and the index of its zone in `zone_names`, kept as pods
+    /// and nodes come and go, so the kube-scheduler stand-in does not add
+    /// them up on every call.
+    node_used: Vec<crate::model::Resources>,
+    node_zone: Vec<Option<usize>>,
+    /// The catalog's zones, then any only a node names.
+    zone_names: Vec<String>,
     claims: BTreeMap<String, NodeClaim>,
     /// The annotations written on NodeClaims (`Cluster::write_claim_annotation`),
     /// by claim and key; kept after the claim ends, as a record.
@@ -129,12 +137,28 @@ impl State {
 
     fn insert_node(&mut self, node: ExistingNode) {
         self.touch();
+        let (used, zone) = (node.used(), zone_index(&node, &mut self.zone_names));
         match self.node_index.get(&node.name) {
-            Some(&i) => self.nodes[i] = node,
+            Some(&i) => {
+                self.nodes[i] = node;
+                self.node_used[i] = used;
+                self.node_zone[i] = zone;
+            }
             None => {
                 self.node_index.insert(node.name.clone(), self.nodes.len());
                 self.nodes.push(node);
+                self.node_used.push(used);
+                self.node_zone.push(zone);
             }
+        }
+    }
+
+    /// Node `name`'s pods changed: what they request, again.
+    fn pods_changed(&mut self, name: &str) {
+        if let Some(&i) = self.node_index.get(name)
+            && let (Some(node), Some(used)) = (self.nodes.get(i), self.node_used.get_mut(i))
+        {
+            *used = node.used();
         }
     }
 
@@ -147,6 +171,8 @@ impl State {
         let i = self.node_index.remove(name)?;
         self.touch();
         let node = self.nodes.swap_remove(i);
+        self.node_used.swap_remove(i);
+        self.node_zone.swap_remove(i);
         if let Some(moved) = self.nodes.get(i) {
             self.node_index.insert(moved.name.clone(), i);
         }
@@ -155,10 +181,10 @@ impl State {
 
     fn pending_again(&mut self, pod: Pod) {
         self.touch();
-        self.fresh.insert(pod.name.clone());
+        self.fresh.insert(pod.name.to_string());
         self.next_queued += 1;
-        self.queued.insert(pod.name.clone(), self.next_queued);
-        self.pending.insert(pod.name.clone(), pod);
+        self.queued.insert(pod.name.to_string(), self.next_queued);
+        self.pending.insert(pod.name.to_string(), pod);
     }
 
     /// Take bound pod `pod` off its node; its controller recreates it after
@@ -204,6 +230,7 @@ impl State {
         {
             n.pods.swap_remove(i);
         }
+        self.pods_changed(&node);
         Some((node, p))
     }
 
@@ -211,6 +238,7 @@ impl State {
         let spec = self.pending.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not pending")))?.spec.clone();
         let target = self.node_mut(node).ok_or_else(|| ClusterError(format!("node {node} does not exist")))?;
         target.pods.push(spec);
+        self.pods_changed(node);
         self.touch();
         if let Some(p) = self.pending.remove(pod) {
             self.fresh.remove(pod);
@@ -247,7 +275,8 @@ impl SimulatedCluster {
     /// A cluster with `pools` whose nodes are bought from `catalog`; an
     /// evicted pod is pending again at once.
     pub fn new(catalog: Arc<Catalog>, pools: Vec<NodePool>) -> Self {
-        SimulatedCluster { catalog, now: Arc::new(|| Duration::ZERO), state: Mutex::new(State { pools, ..State::default() }) }
+        let zone_names = catalog.zones.0.clone();
+        SimulatedCluster { catalog, now: Arc::new(|| Duration::ZERO), state: Mutex::new(State { pools, zone_names, ..State::default() }) }
     }
 
     /// Read time from `now`; a pod that stops is recreated (pending again)
@@ -369,13 +398,15 @@ impl SimulatedCluster {
             fresh.iter().filter_map(|name| state.pending.get(name).cloned()).collect()
         };
         // Each pod's queue position looked up once (a stable sort, as before).
-        pods.sort_by_cached_key(|p| state.queued.get(&p.name).copied().unwrap_or(u64::MAX));
+        pods.sort_by_cached_key(|p| state.queued.get(&*p.name).copied().unwrap_or(u64::MAX));
         if pods.is_empty() || state.nodes.is_empty() {
             return Scheduled { bound: Vec::new(), unplaced: pods.len() };
         }
-        let result = schedule_in_order(SchedulingInput { catalog: &self.catalog, pools: &[], daemonsets: &[], nodes: &state.nodes, pods: &pods });
+        let input = SchedulingInput { catalog: &self.catalog, pools: &[], daemonsets: &[], nodes: &state.nodes, pods: &pods };
+        let hints = Hints { node_used: Some(&state.node_used), zones: Some((&state.zone_names, &state.node_zone)), ..Hints::default() };
+        let result = schedule_in_order(input, hints);
         let bindings: Vec<(String, String)> =
-            result.bindings.iter().map(|&(p, n)| (pods[p].name.clone(), state.nodes[n].name.clone())).collect();
+            result.bindings.iter().map(|&(p, n)| (pods[p].name.to_string(), state.nodes[n].name.clone())).collect();
         for (pod, node) in &bindings {
             // Both exist: the pod is pending and the node registered, under this lock.
             let _ = state.bind(pod, node, now);
@@ -780,5 +811,58 @@ impl Cluster for SimulatedCluster {
     async fn pod_unschedulable(&self, pod: &str, reason: &str) -> Result<(), ClusterError> {
         self.state().events.push((pod.into(), reason.into()));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NodePool, PodSpec, Resources};
+
+    /// What the kube-scheduler stand-in is handed beside the nodes must
+    /// be what adding up their pods and reading their zone labels gives,
+    /// whatever came and went.
+    fn kept_matches_the_nodes(cluster: &SimulatedCluster) {
+        let state = cluster.state();
+        assert_eq!(state.node_used.len(), state.nodes.len());
+        assert_eq!(state.node_zone.len(), state.nodes.len());
+        assert!(state.zone_names.starts_with(&cluster.catalog.zones.0));
+        for (i, node) in state.nodes.iter().enumerate() {
+            assert_eq!(state.node_used[i], node.used(), "requests on {}", node.name);
+            let zone = node.labels.get(crate::model::well_known::ZONE).map(String::as_str);
+            assert_eq!(state.node_zone[i].map(|z| state.zone_names[z].as_str()), zone, "zone of {}", node.name);
+        }
+    }
+
+    #[test]
+    fn the_requests_and_zone_kept_per_node_follow_binds_stops_and_nodes_that_go() {
+        let catalog = Arc::new(Catalog::bundled());
+        let pool = NodePool::new("default");
+        let cluster = SimulatedCluster::new(catalog.clone(), vec![pool.clone()]);
+        let offering = |zone: &str| catalog.offerings.iter().find(|o| o.instance_type == "m5.xlarge" && o.zone == zone).unwrap();
+        let daemon = PodSpec { requests: Resources { cpu_millis: 100, memory_bytes: 1 << 20, pods: 1, ..Resources::default() }, ..PodSpec::default() };
+        let mut a = ExistingNode::launched("a", &pool, offering("us-east-1a"), &[daemon.clone()]);
+        a.pods.push(Arc::new(PodSpec { requests: Resources { cpu_millis: 250, pods: 1, ..Resources::default() }, ..PodSpec::default() }));
+        cluster.add_node(a);
+        cluster.add_node(ExistingNode::launched("b", &pool, offering("us-east-1b"), &[]));
+        let mut elsewhere = ExistingNode::launched("c", &pool, offering("us-east-1a"), &[]);
+        Arc::make_mut(&mut elsewhere.labels).insert(crate::model::well_known::ZONE.into(), "on-prem-1".into());
+        cluster.add_node(elsewhere);
+        kept_matches_the_nodes(&cluster);
+
+        let spec = Arc::new(PodSpec { requests: Resources { cpu_millis: 1000, memory_bytes: 1 << 30, pods: 1, ..Resources::default() }, ..PodSpec::default() });
+        cluster.add_pods((0..6).map(|i| Pod::new(format!("p{i}"), spec.clone())));
+        let scheduled = cluster.schedule_pending(true);
+        assert_eq!(scheduled.bound.len(), 6, "{scheduled:?}");
+        kept_matches_the_nodes(&cluster);
+
+        // Evicted: off its node; a node that goes takes its pods with it.
+        let (pod, _) = scheduled.bound[0].clone();
+        let evicted = futures::executor::block_on(cluster.evict(&pod)).unwrap();
+        assert_eq!(evicted, Eviction::Evicted);
+        kept_matches_the_nodes(&cluster);
+        cluster.remove_node("a");
+        kept_matches_the_nodes(&cluster);
+        assert_eq!(cluster.state().nodes.len(), 2);
     }
 }

@@ -750,7 +750,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             report.cordoned.push(node.clone());
         }
         let pods: Vec<Pod> = view.pods_of(&command.nodes).cloned().collect();
-        let moving: BTreeSet<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+        let moving: BTreeSet<&str> = pods.iter().map(|p| &*p.name).collect();
         let mut replacements = Vec::new();
         match command.replacement {
             Replacement::None => {}

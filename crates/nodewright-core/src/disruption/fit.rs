@@ -161,6 +161,7 @@ impl View {
                 node_used: Some(&self.used),
                 removed,
                 cache: Some(&self.cache),
+                zones: None,
             };
             schedule_within(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods }, max_claims, hints)
         })

@@ -131,12 +131,11 @@ fn consolidate(
     let current: f64 = nodes.iter().map(|m| view.price(m.offering)).sum();
     let ceiling = current * (1.0 - settings.min_savings_fraction);
     let need: Resources = pods.iter().map(|p| p.spec.requests).sum();
-    let possible = choice
-        .by_price
-        .iter()
-        .map(|&o| &view.catalog.offerings[o as usize])
-        .take_while(|o| o.price_per_hour < ceiling)
-        .any(|o| o.allocatable.covers(&need));
+    // (The list is cheapest first: those under the ceiling are a prefix.
+    // Read from the catalog's packed sizes and prices.)
+    let fit = &view.catalog.fit;
+    let under = &choice.by_price[..choice.by_price.partition_point(|&o| fit[o as usize].price_per_hour < ceiling)];
+    let possible = under.iter().any(|&o| fit[o as usize].allocatable.covers(&need));
     let spot = |o: u32| view.catalog.offerings.get(o as usize).is_some_and(|x| x.capacity_type == CapacityType::Spot);
     // Spot nodes with spot-to-spot consolidation off: any replacement the
     // simulation below could find would be refused, because whatever
@@ -193,10 +192,6 @@ fn consolidate(
 /// [`Choice::spot_twins`] of `allowed` (ascending catalog indices).
 pub(crate) fn spot_twins(catalog: &crate::model::Catalog, allowed: &[u32]) -> bool {
     let offering = |o: u32| &catalog.offerings[o as usize];
-    let twin = |od: u32, sp: u32| {
-        let (a, b) = (offering(od), offering(sp));
-        b.capacity_type == CapacityType::Spot && b.instance_type == a.instance_type && b.zone == a.zone && b.price_per_hour <= a.price_per_hour
-    };
     // Catalogs list each type's spot offering in a zone right after its
     // on-demand one (one spot offering per type and zone a NodePool may
     // see): looked at first, then (for any other catalog) every allowed
@@ -207,7 +202,7 @@ pub(crate) fn spot_twins(catalog: &crate::model::Catalog, allowed: &[u32]) -> bo
         CapacityType::Reserved => false,
         CapacityType::OnDemand => {
             if let Some(next) = o.checked_add(1).filter(|&n| (n as usize) < catalog.offerings.len())
-                && twin(o, next)
+                && catalog.fit.get(o as usize).is_some_and(|f| f.spot_twin_next)
             {
                 // The catalog's twin: allowed or not, there is no other.
                 return allowed.binary_search(&next).is_ok();
@@ -220,7 +215,7 @@ pub(crate) fn spot_twins(catalog: &crate::model::Catalog, allowed: &[u32]) -> bo
                     .collect()
             });
             let a = offering(o);
-            places.get(&(a.instance_type.as_str(), a.zone.as_str())).is_some_and(|&s| twin(o, s))
+            places.get(&(a.instance_type.as_str(), a.zone.as_str())).is_some_and(|&s| crate::model::is_spot_twin(a, offering(s)))
         }
     })
 }

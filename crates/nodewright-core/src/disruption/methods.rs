@@ -16,9 +16,51 @@
 //! rules (`controller/validation.rs`) and ends through the same
 //! termination path.
 
-use super::Reason;
+use std::time::Duration;
+
+use super::{Reason, RejectKind};
 use super::fit::Member;
 use crate::model::NodePool;
+
+/// Why a node is not a method's candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotCandidate<'a> {
+    PoolGone { node: &'a str },
+    NotDeleted { node: &'a str },
+    NeverExpires { pool: &'a str },
+    NotExpired { node: &'a str, after: Duration },
+    NotDrifted { node: &'a str },
+    NeverConsolidates { pool: &'a str },
+    NotReady { node: &'a str },
+    PodsChanged { node: &'a str, idle_for: Duration, after: Duration },
+}
+
+impl NotCandidate<'_> {
+    /// The kind of rejection it makes of an action on the node.
+    pub fn kind(&self) -> RejectKind {
+        match self {
+            NotCandidate::NeverConsolidates { .. } => RejectKind::Policy,
+            _ => RejectKind::NotDisruptable,
+        }
+    }
+}
+
+impl std::fmt::Display for NotCandidate<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotCandidate::PoolGone { node } => write!(f, "node {node}'s NodePool is gone"),
+            NotCandidate::NotDeleted { node } => write!(f, "node {node} is not being deleted"),
+            NotCandidate::NeverExpires { pool } => write!(f, "NodePool {pool} has expireAfter: Never"),
+            NotCandidate::NotExpired { node, after } => write!(f, "node {node} expires after {}s", after.as_secs()),
+            NotCandidate::NotDrifted { node } => write!(f, "node {node} matches its NodePool"),
+            NotCandidate::NeverConsolidates { pool } => write!(f, "NodePool {pool} has consolidateAfter: Never"),
+            NotCandidate::NotReady { node } => write!(f, "node {node} is not ready yet"),
+            NotCandidate::PodsChanged { node, idle_for, after } => {
+                write!(f, "node {node}'s pods changed {}s ago; consolidateAfter is {}s", idle_for.as_secs(), after.as_secs())
+            }
+        }
+    }
+}
 
 /// What a method does with its candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +86,9 @@ pub(crate) trait Method: Sync {
 
     /// Is `member`, of `pool` (`None`: its NodePool is gone), a candidate
     /// of this method now (`Ok`), or why not? `drift_hash` is the
-    /// NodePool's current hash.
-    fn candidate(&self, pool: Option<&NodePool>, member: &Member, now: std::time::Duration, drift_hash: &str) -> Result<(), String>;
+    /// NodePool's current hash. (Asked of every node on every pass: the
+    /// reason is put in words only when it is shown.)
+    fn candidate<'a>(&self, pool: Option<&'a NodePool>, member: &'a Member, now: Duration, drift_hash: &str) -> Result<(), NotCandidate<'a>>;
 
     /// What is done with its candidates.
     fn plan(&self) -> Plan {
@@ -78,8 +121,8 @@ impl Method for Deletion {
         Reason::Deleted
     }
 
-    fn candidate(&self, _: Option<&NodePool>, member: &Member, _: std::time::Duration, _: &str) -> Result<(), String> {
-        if member.claim.deleting { Ok(()) } else { Err(format!("node {} is not being deleted", member.name())) }
+    fn candidate<'a>(&self, _: Option<&'a NodePool>, member: &'a Member, _: Duration, _: &str) -> Result<(), NotCandidate<'a>> {
+        if member.claim.deleting { Ok(()) } else { Err(NotCandidate::NotDeleted { node: member.name() }) }
     }
 
     fn forceful(&self) -> bool {
@@ -95,12 +138,12 @@ impl Method for Expiration {
         Reason::Expired
     }
 
-    fn candidate(&self, pool: Option<&NodePool>, member: &Member, now: std::time::Duration, _: &str) -> Result<(), String> {
+    fn candidate<'a>(&self, pool: Option<&'a NodePool>, member: &'a Member, now: Duration, _: &str) -> Result<(), NotCandidate<'a>> {
         let pool = existing(pool, member)?;
-        let Some(after) = pool.expire_after else { return Err(format!("NodePool {} has expireAfter: Never", pool.name)) };
+        let Some(after) = pool.expire_after else { return Err(NotCandidate::NeverExpires { pool: &pool.name }) };
         match member.claim.created_at.checked_add(after) {
             Some(at) if now >= at => Ok(()),
-            _ => Err(format!("node {} expires after {}s", member.name(), after.as_secs())),
+            _ => Err(NotCandidate::NotExpired { node: member.name(), after }),
         }
     }
 
@@ -118,11 +161,11 @@ impl Method for Drift {
         Reason::Drifted
     }
 
-    fn candidate(&self, pool: Option<&NodePool>, member: &Member, _: std::time::Duration, drift_hash: &str) -> Result<(), String> {
+    fn candidate<'a>(&self, pool: Option<&'a NodePool>, member: &'a Member, _: Duration, drift_hash: &str) -> Result<(), NotCandidate<'a>> {
         if pool.is_some() && (member.drift.is_some() || (!member.claim.pool_hash.is_empty() && member.claim.pool_hash != drift_hash)) {
             Ok(())
         } else {
-            Err(format!("node {} matches its NodePool", member.name()))
+            Err(NotCandidate::NotDrifted { node: member.name() })
         }
     }
 }
@@ -135,8 +178,8 @@ impl Method for Consolidation {
         Reason::Underutilized
     }
 
-    fn candidate(&self, pool: Option<&NodePool>, member: &Member, _: std::time::Duration, _: &str) -> Result<(), String> {
-        consolidatable(existing(pool, member)?, member).map_err(|(_, why)| why)
+    fn candidate<'a>(&self, pool: Option<&'a NodePool>, member: &'a Member, _: Duration, _: &str) -> Result<(), NotCandidate<'a>> {
+        consolidatable(existing(pool, member)?, member)
     }
 
     fn plan(&self) -> Plan {
@@ -145,25 +188,22 @@ impl Method for Consolidation {
 }
 
 /// `member`'s NodePool, or why there is none.
-fn existing<'a>(pool: Option<&'a NodePool>, member: &Member) -> Result<&'a NodePool, String> {
-    pool.ok_or_else(|| format!("node {}'s NodePool is gone", member.name()))
+fn existing<'a>(pool: Option<&'a NodePool>, member: &'a Member) -> Result<&'a NodePool, NotCandidate<'a>> {
+    pool.ok_or(NotCandidate::PoolGone { node: member.name() })
 }
 
 /// Is `member` a consolidation candidate of `pool` now: the NodePool
 /// consolidates, the node is initialised and its pods have not changed for
 /// `consolidateAfter`? (The do-not-disrupt check is the validation's.)
-pub(crate) fn consolidatable(pool: &NodePool, member: &Member) -> Result<(), (super::RejectKind, String)> {
+pub(crate) fn consolidatable<'a>(pool: &'a NodePool, member: &'a Member) -> Result<(), NotCandidate<'a>> {
     let Some(after) = pool.consolidate_after else {
-        return Err((super::RejectKind::Policy, format!("NodePool {} has consolidateAfter: Never", pool.name)));
+        return Err(NotCandidate::NeverConsolidates { pool: &pool.name });
     };
     if !member.claim.initialized {
-        return Err((super::RejectKind::NotDisruptable, format!("node {} is not ready yet", member.name())));
+        return Err(NotCandidate::NotReady { node: member.name() });
     }
     if member.idle_for < after {
-        return Err((
-            super::RejectKind::NotDisruptable,
-            format!("node {}'s pods changed {}s ago; consolidateAfter is {}s", member.name(), member.idle_for.as_secs(), after.as_secs()),
-        ));
+        return Err(NotCandidate::PodsChanged { node: member.name(), idle_for: member.idle_for, after });
     }
     Ok(())
 }
@@ -187,7 +227,7 @@ mod tests {
             node_pool: "default".into(),
             pods: Default::default(),
             requests: Default::default(),
-            offerings: vec![],
+            offerings: Default::default(),
             taints: vec![],
             instance: None,
             created_at: Duration::from_secs(created_at),
@@ -213,14 +253,14 @@ mod tests {
         assert_eq!(reason(&member(1000, "new", true, false, 0), "new"), None);
         // A claim without a hash (adopted) never drifts.
         assert_eq!(reason(&member(1000, "", true, false, 0), "new"), None);
-        assert_eq!(Expiration.candidate(Some(&pool), &member(1000, "", true, false, 0), now, "").unwrap_err(), "node default-bcdfg expires after 3600s");
+        assert_eq!(Expiration.candidate(Some(&pool), &member(1000, "", true, false, 0), now, "").unwrap_err().to_string(), "node default-bcdfg expires after 3600s");
         assert!(Deletion.candidate(None, &member(1000, "", true, true, 0), now, "").is_ok(), "a deleted claim goes even without its NodePool");
         assert!(Consolidation.candidate(Some(&pool), &member(1000, "", true, false, 60), now, "").is_ok());
         assert_eq!(
-            Consolidation.candidate(Some(&pool), &member(1000, "", true, false, 59), now, "").unwrap_err(),
+            Consolidation.candidate(Some(&pool), &member(1000, "", true, false, 59), now, "").unwrap_err().to_string(),
             "node default-bcdfg's pods changed 59s ago; consolidateAfter is 60s"
         );
-        assert_eq!(Consolidation.candidate(Some(&pool), &member(1000, "", false, false, 600), now, "").unwrap_err(), "node default-bcdfg is not ready yet");
+        assert_eq!(Consolidation.candidate(Some(&pool), &member(1000, "", false, false, 600), now, "").unwrap_err().to_string(), "node default-bcdfg is not ready yet");
         assert_eq!(Consolidation.reason(), Reason::Underutilized);
         // Forceful: deletion and expiry, not drift or consolidation.
         let forceful: Vec<Reason> = [Reason::Deleted, Reason::Expired, Reason::Drifted, Reason::Empty, Reason::Underutilized]

@@ -279,6 +279,15 @@ pub struct Catalog {
     pub fit: std::sync::Arc<Vec<Fit>>,
 }
 
+/// Is `spot` a spot offering of `offering`'s instance type, in its zone,
+/// at no higher price?
+pub fn is_spot_twin(offering: &Offering, spot: &Offering) -> bool {
+    spot.capacity_type == super::CapacityType::Spot
+        && spot.instance_type == offering.instance_type
+        && spot.zone == offering.zone
+        && spot.price_per_hour <= offering.price_per_hour
+}
+
 /// An offering's sizes and price ([`Catalog::fit`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fit {
@@ -290,6 +299,12 @@ pub struct Fit {
     pub price_per_hour: f64,
     /// Its position in [`Catalog::largest_first`].
     pub largest_rank: u32,
+    /// The next offering (by index) is this one's spot twin: a spot
+    /// offering of the same instance type in the same zone, at no higher
+    /// price. Catalogs list each type's spot offering in a zone right after
+    /// its on-demand one; consolidation asks this of every offering a
+    /// NodePool may buy, whenever the list changes.
+    pub spot_twin_next: bool,
 }
 
 impl Catalog {
@@ -333,8 +348,11 @@ impl Catalog {
         cheapest_first.sort_unstable_by(|&a, &b| offerings[a as usize].price_per_hour.total_cmp(&offerings[b as usize].price_per_hour).then(a.cmp(&b)));
         let mut fit: Vec<Fit> = offerings
             .iter()
-            .map(|o| Fit { allocatable: o.allocatable, capacity: o.capacity, price_per_hour: o.price_per_hour, largest_rank: 0 })
+            .map(|o| Fit { allocatable: o.allocatable, capacity: o.capacity, price_per_hour: o.price_per_hour, largest_rank: 0, spot_twin_next: false })
             .collect();
+        for (i, pair) in offerings.windows(2).enumerate() {
+            fit[i].spot_twin_next = is_spot_twin(&pair[0], &pair[1]);
+        }
         for (rank, &o) in largest_first.iter().enumerate() {
             fit[o as usize].largest_rank = u32::try_from(rank).unwrap_or(u32::MAX);
         }

@@ -21,7 +21,7 @@ pub use clock::{Clock, system_clock};
 pub use commitments::{
     CapacityReservation, Commitments, CommitmentsError, Discount, MAX_HOURLY_DOLLARS, MAX_RESERVED_COUNT, ReservedInstances, SavingsPlan, parse_commitments,
 };
-pub use catalog::{Catalog, CatalogError, Fit, InstanceType, KubeletConfig, Reserved, ZONES, bundled_instance_types, parse_instance_types};
+pub use catalog::{Catalog, CatalogError, Fit, InstanceType, KubeletConfig, Reserved, ZONES, bundled_instance_types, is_spot_twin, parse_instance_types};
 pub use kubelet::KubeletSpec;
 pub use labels::{Operator, Requirement, Taint, TaintEffect, Toleration, well_known};
 pub use nodepool::yaml_error;

@@ -35,8 +35,9 @@ pub struct NodeClaim {
     pub pods: Arc<[String]>,
     /// Their requests plus daemonset overhead.
     pub requests: Resources,
-    /// Offerings the launch may use, most preferred first.
-    pub offerings: Vec<u32>,
+    /// Offerings the launch may use, most preferred first (shared: claims
+    /// are read on every pass).
+    pub offerings: Arc<[u32]>,
     /// Taints the node starts with (startup taints included).
     pub taints: Vec<Taint>,
     /// The instance, once launched.

@@ -117,7 +117,7 @@ pub struct PodSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pod {
     /// `namespace/name`.
-    pub name: String,
+    pub name: Arc<str>,
     /// Its spec, shared with identical pods.
     pub spec: Arc<PodSpec>,
     /// How long it has run on its node, when the cluster knows (bound pods).
@@ -127,7 +127,7 @@ pub struct Pod {
 
 impl Pod {
     /// A pod named `name` with `spec`.
-    pub fn new(name: impl Into<String>, spec: Arc<PodSpec>) -> Self {
+    pub fn new(name: impl Into<Arc<str>>, spec: Arc<PodSpec>) -> Self {
         Pod { name: name.into(), spec, running_for: None }
     }
 }

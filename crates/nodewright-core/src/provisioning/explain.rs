@@ -236,7 +236,7 @@ pub fn explain_launch(claim: &str, facts: &LaunchFacts<'_>) -> LaunchExplanation
         claim: claim.to_string(),
         node_pool: facts.pool.name.clone(),
         policy: facts.policy.clone(),
-        pods: facts.pods.iter().take(PODS_NAMED).map(|p| p.name.clone()).collect(),
+        pods: facts.pods.iter().take(PODS_NAMED).map(|p| p.name.to_string()).collect(),
         pod_count: facts.pods.len(),
         requests: facts.requests.describe(),
         feasible: facts.feasible,

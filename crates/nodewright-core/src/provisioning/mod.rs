@@ -190,12 +190,13 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
         let mut taints = pool.taints.clone();
         taints.extend(pool.startup_taints.iter().cloned());
         let pods: Arc<[String]> = spec.pods.clone().into();
+        let offerings: Arc<[u32]> = spec.offerings.clone().into();
         let claim = |name: String| NodeClaim {
             name,
             node_pool: pool.name.clone(),
             pods: pods.clone(),
             requests: spec.requests,
-            offerings: spec.offerings.clone(),
+            offerings: offerings.clone(),
             taints: taints.clone(),
             instance: None,
             created_at: self.now(),
@@ -324,7 +325,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
         }
         let result = schedule(SchedulingInput { catalog: &catalog, pools: &pools, daemonsets: &daemonsets, nodes: &nodes, pods: &pods });
         report.pods_on_existing = result.bindings.len();
-        report.bindings = result.bindings.iter().map(|&(p, n)| (pods[p].name.clone(), nodes[n].name.clone())).collect();
+        report.bindings = result.bindings.iter().map(|&(p, n)| (pods[p].name.to_string(), nodes[n].name.clone())).collect();
         let unavailable = self.cloud.unavailable();
         // The fleet 0.3.0 policies see, read once a pass needs it and
         // updated as the pass launches.
@@ -332,7 +333,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
         let pending = u32::try_from(pods.len()).unwrap_or(u32::MAX);
         for (pod, reason) in &result.unschedulable {
             self.cluster.pod_unschedulable(&pods[*pod].name, reason).await?;
-            report.unschedulable.push((pods[*pod].name.clone(), reason.clone()));
+            report.unschedulable.push((pods[*pod].name.to_string(), reason.clone()));
         }
         for planned in result.claims {
             let Some(pool) = pools.iter().find(|p| p.name == planned.node_pool) else { continue };
@@ -376,7 +377,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             // need the whole ranking).
             let keep = if pool.min_values.is_empty() { MAX_LAUNCH_OFFERINGS } else { usize::MAX };
             let ranked: Vec<u32> = decision.value.into_best(keep).into_iter().map(|(o, _)| o).collect();
-            let pod_names: Vec<String> = planned.pods.iter().map(|&p| pods[p].name.clone()).collect();
+            let pod_names: Vec<String> = planned.pods.iter().map(|&p| pods[p].name.to_string()).collect();
             let offerings = match crate::scheduling::launch_offerings(&catalog, &ranked, &pool.min_values, MAX_LAUNCH_OFFERINGS) {
                 Ok(offerings) => offerings,
                 Err(short) => {

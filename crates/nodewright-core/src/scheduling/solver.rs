@@ -38,6 +38,11 @@ pub struct Hints<'a> {
     pub removed: &'a [usize],
     /// What many simulations over the same first nodes of the input share.
     pub cache: Option<&'a NodeCache>,
+    /// The zones known (the catalog's, in its order, then those only nodes
+    /// name) and the index among them of the zone of each of the first
+    /// nodes of the input, as [`zone_index`] finds it: kept by a caller
+    /// whose nodes change a few at a time (the kube-scheduler stand-in).
+    pub zones: Option<(&'a [String], &'a [Option<usize>])>,
 }
 
 /// What many simulations over the first `len` nodes of a node list that
@@ -63,7 +68,7 @@ impl NodeCache {
     fn zones(&self, catalog: &crate::model::Catalog, nodes: &[ExistingNode]) -> &(Vec<String>, Vec<Option<usize>>) {
         self.zones.get_or_init(|| {
             let mut zones = catalog.zones.0.clone();
-            let node_zone = nodes[..self.len.min(nodes.len())].iter().map(|n| node_zone_of(n, &mut zones)).collect();
+            let node_zone = nodes[..self.len.min(nodes.len())].iter().map(|n| zone_index(n, &mut zones)).collect();
             (zones, node_zone)
         })
     }
@@ -102,9 +107,9 @@ pub fn schedule_within(input: SchedulingInput<'_>, max_claims: usize, hints: Hin
 
 /// Place `input.pods` as the kube-scheduler's queue takes them: highest
 /// priority first, then in the order given (the order they were queued),
-/// rather than largest first.
-pub fn schedule_in_order(input: SchedulingInput<'_>) -> SchedulingResult {
-    Solver::new(input).run(true, None).unwrap_or_default()
+/// rather than largest first; using `hints`.
+pub fn schedule_in_order(input: SchedulingInput<'_>, hints: Hints<'_>) -> SchedulingResult {
+    Solver::new_with(input, &hints).run(true, None).unwrap_or_default()
 }
 
 /// Where a pod goes.
@@ -307,13 +312,14 @@ impl<'a> Solver<'a> {
             }
         }
         let offering_zone = catalog.zones.1.as_slice();
-        let (mut zones, mut node_zone): (Vec<String>, Vec<Option<usize>>) = match hints.cache {
-            Some(cache) => cache.zones(catalog, input.nodes).clone(),
-            None => (catalog.zones.0.clone(), Vec::new()),
+        let (mut zones, mut node_zone): (Vec<String>, Vec<Option<usize>>) = match (hints.zones, hints.cache) {
+            (Some((zones, node_zone)), _) if zones.starts_with(&catalog.zones.0) => (zones.to_vec(), node_zone.to_vec()),
+            (_, Some(cache)) => cache.zones(catalog, input.nodes).clone(),
+            _ => (catalog.zones.0.clone(), Vec::new()),
         };
         node_zone.truncate(input.nodes.len());
         for n in &input.nodes[node_zone.len()..] {
-            node_zone.push(node_zone_of(n, &mut zones));
+            node_zone.push(zone_index(n, &mut zones));
         }
 
         // Distinct specs, and the selectors their constraints use.
@@ -1126,7 +1132,7 @@ impl<'a> Solver<'a> {
 }
 
 /// The index of `node`'s zone among `zones` (added if new).
-fn node_zone_of(node: &ExistingNode, zones: &mut Vec<String>) -> Option<usize> {
+pub fn zone_index(node: &ExistingNode, zones: &mut Vec<String>) -> Option<usize> {
     let zone = node.labels.get(well_known::ZONE)?;
     Some(match zones.iter().position(|z| z == zone) {
         Some(i) => i,

@@ -632,7 +632,7 @@ impl Sim<'_> {
                 TraceEventKind::Add(pod) => {
                     self.metrics.pods += 1;
                     self.pods.insert(
-                        pod.name.clone(),
+                        pod.name.to_string(),
                         PodLife {
                             waiting_since: Some(self.last),
                             bound_at: None,
@@ -983,7 +983,7 @@ fn job_work(trace: &Trace) -> Vec<Option<Duration>> {
     for (i, event) in trace.events.iter().enumerate() {
         match &event.kind {
             TraceEventKind::Add(pod) if event.job => {
-                added.insert(pod.name.as_str(), i);
+                added.insert(&*pod.name, i);
             }
             TraceEventKind::Delete(name) => {
                 if let Some(a) = added.remove(name.as_str()) {

@@ -174,7 +174,7 @@ impl World {
 
     /// Add `pods` pending and bind each to `node` (a setup: no fit check).
     pub fn bind_to(&self, node: &str, pods: Vec<Pod>) -> Result<(), ClusterError> {
-        let names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
+        let names: Vec<String> = pods.iter().map(|p| p.name.to_string()).collect();
         self.cluster.add_pods(pods);
         for name in names {
             self.cluster.bind(&name, node)?;

@@ -92,7 +92,7 @@ impl<C: CloudProvider, K: Cluster> Terminator<C, K> {
         let mut blocked = false;
         for pod in &pods {
             match self.cluster.evict(&pod.name).await {
-                Ok(Eviction::Evicted) => evicted.push(pod.name.clone()),
+                Ok(Eviction::Evicted) => evicted.push(pod.name.to_string()),
                 Ok(Eviction::Blocked { pdb }) => {
                     tracing::info!(node, pod = %pod.name, pdb, "eviction blocked by a PodDisruptionBudget, retried with backoff");
                     blocked = true;

@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(trace.duration_s, recorded.seconds);
         assert!(trace.duration_s < 60.0, "{}", trace.duration_s);
         let at = |f: &dyn Fn(&TraceEventKind) -> bool| trace.events.iter().find(|e| f(&e.kind)).map(|e| e.t);
-        assert!(at(&|k| matches!(k, TraceEventKind::Add(p) if p.name == "shop/web-late")).unwrap() > 0.0);
+        assert!(at(&|k| matches!(k, TraceEventKind::Add(p) if &*p.name == "shop/web-late")).unwrap() > 0.0);
         assert!(at(&|k| matches!(k, TraceEventKind::Delete(n) if n == "tools/debug-shell")).unwrap() > 0.0);
 
         // What was there at the start simulates as the snapshot's import does.

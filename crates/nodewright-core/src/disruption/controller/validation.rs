@@ -120,7 +120,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 return Err((RejectKind::NotDisruptable, format!("pod {} on node {} has karpenter.sh/do-not-disrupt", pod.name, member.name())));
             }
             if c.consolidating() {
-                crate::disruption::methods::consolidatable(c.pool, member)?;
+                crate::disruption::methods::consolidatable(c.pool, member).map_err(|why| (why.kind(), why.to_string()))?;
             }
         }
         Ok(())
