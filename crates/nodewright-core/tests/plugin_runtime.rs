@@ -246,6 +246,10 @@ fn components_that_cannot_be_plugins_are_rejected_at_load_with_the_reason() {
             "future-contract.wat",
             "exports `nodewright:policy/instance-selection@9.0.0`: contract version 9.0.0 is not supported (this host supports 0.1.0, 0.2.0, 0.3.0)",
         ),
+        (
+            "other-revision.wat",
+            "does not match the contract: its exports are not those of nodewright:policy@0.3.0 as this host defines it (no exported instance named `nodewright:policy/catalog@0.3.0`); rebuild it against this release's wit/v0.3.0 or plugin SDK",
+        ),
         ("core-module.wat", "not a WebAssembly component: it is a core WebAssembly module in text form, not a component"),
         ("not-wasm.wasm", "not a WebAssembly component: the file does not start with the WebAssembly magic bytes"),
     ];

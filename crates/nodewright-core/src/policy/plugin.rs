@@ -333,6 +333,16 @@ impl Plugin {
                 reason: failure.to_string(),
             })?;
         let (mut store, started_instance) = probe;
+        // It names a version this host implements, with other types (or
+        // fewer exports) than this host's: most likely built against
+        // another revision of that version's WIT.
+        let link = |e: wasmtime::Error| PluginError::Link {
+            plugin: name.into(),
+            reason: format!(
+                "its exports are not those of nodewright:policy@{v} as this host defines it ({e:#}); rebuild it against this release's wit/v{v} or plugin SDK",
+                v = contract.as_str()
+            ),
+        };
         let glue = match contract {
             ContractVersion::V0_1_0 => Glue::V0_1_0(
                 glue::v0_1_0::Indices::new(&pre, world.selects(), world.consolidates())
