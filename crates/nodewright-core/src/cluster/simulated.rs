@@ -95,8 +95,10 @@ struct State {
     annotations: BTreeMap<String, BTreeMap<String, String>>,
     /// Bound pods: name → (node, pod, when it was bound by the cluster's clock).
     bound: BTreeMap<String, (String, Pod, Duration)>,
-    /// Node → the names of the pods bound to it.
-    on_node: HashMap<String, BTreeSet<String>>,
+    /// Node → the pods bound to it, by name, with when each was bound
+    /// (what `bound` holds, kept by node: a disruption pass reads every
+    /// node's pods).
+    on_node: HashMap<String, BTreeMap<String, (Pod, Duration)>>,
     /// (CPU millicores, memory bytes) requested by every bound pod
     /// (daemonsets excluded); 64 bits, as a cluster's total outgrows a pod's.
     bound_requests: (u64, u64),
@@ -164,7 +166,7 @@ impl State {
 
     /// Remove node `name`; its bound pods stop (their controllers recreate them).
     fn remove_node(&mut self, name: &str, now: Duration) -> Option<ExistingNode> {
-        let on_it: Vec<String> = self.on_node.get(name).map(|pods| pods.iter().cloned().collect()).unwrap_or_default();
+        let on_it: Vec<String> = self.on_node.get(name).map(|pods| pods.keys().cloned().collect()).unwrap_or_default();
         for pod in on_it {
             self.stop(&pod, StopCause::NodeGone, now);
         }
@@ -209,8 +211,8 @@ impl State {
 
     /// The pods bound to `node`, with how long each has run by `now`, by name.
     fn pods_on(&self, node: &str, now: Duration) -> Vec<Pod> {
-        let Some(names) = self.on_node.get(node) else { return Vec::new() };
-        names.iter().filter_map(|name| self.bound.get(name)).map(|(_, p, at)| Self::running(p, *at, now)).collect()
+        let Some(pods) = self.on_node.get(node) else { return Vec::new() };
+        pods.values().map(|(p, at)| Self::running(p, *at, now)).collect()
     }
 
     /// Take bound pod `pod` off its node; returns (node, pod).
@@ -245,8 +247,8 @@ impl State {
             self.queued.remove(pod);
             let r = p.spec.requests;
             self.bound_requests = (self.bound_requests.0.saturating_add(r.cpu_millis.into()), self.bound_requests.1.saturating_add(r.memory_bytes));
+            self.on_node.entry(node.into()).or_default().insert(pod.into(), (p.clone(), now));
             self.bound.insert(pod.into(), (node.into(), p, now));
-            self.on_node.entry(node.into()).or_default().insert(pod.into());
         }
         if let Some(journal) = &mut self.journal {
             journal.push(PodEvent::Bound { pod: pod.into(), node: node.into() });
@@ -646,7 +648,7 @@ impl Cluster for SimulatedCluster {
     async fn drain(&self, node: &str) -> Result<Vec<String>, ClusterError> {
         let now = (self.now)();
         let mut state = self.state();
-        let evicted: Vec<String> = state.on_node.get(node).map(|pods| pods.iter().cloned().collect()).unwrap_or_default();
+        let evicted: Vec<String> = state.on_node.get(node).map(|pods| pods.keys().cloned().collect()).unwrap_or_default();
         for pod in &evicted {
             state.stop(pod, StopCause::Drained, now);
         }
@@ -756,13 +758,8 @@ impl Cluster for SimulatedCluster {
     async fn bound_pods_by_node(&self) -> Result<rustc_hash::FxHashMap<String, Vec<Pod>>, ClusterError> {
         let now = (self.now)();
         let state = self.state();
-        // One walk of the bound pods, by name: each node's come out by name.
-        let mut by_node: rustc_hash::FxHashMap<&str, Vec<Pod>> = rustc_hash::FxHashMap::default();
-        by_node.reserve(state.on_node.len());
-        for (node, pod, at) in state.bound.values() {
-            by_node.entry(node.as_str()).or_default().push(State::running(pod, *at, now));
-        }
-        Ok(by_node.into_iter().map(|(node, pods)| (node.to_string(), pods)).collect())
+        // Each node's by name.
+        Ok(state.on_node.iter().map(|(node, pods)| (node.clone(), pods.values().map(|(p, at)| State::running(p, *at, now)).collect())).collect())
     }
 
     async fn pod_disruption_budgets(&self) -> Result<Vec<PdbStatus>, ClusterError> {
@@ -832,10 +829,16 @@ mod tests {
             let zone = node.labels.get(crate::model::well_known::ZONE).map(String::as_str);
             assert_eq!(state.node_zone[i].map(|z| state.zone_names[z].as_str()), zone, "zone of {}", node.name);
         }
+        // The pods kept by node are the bound pods.
+        assert_eq!(state.on_node.values().map(BTreeMap::len).sum::<usize>(), state.bound.len());
+        for (pod, (node, p, at)) in &state.bound {
+            assert_eq!(state.on_node.get(node).and_then(|pods| pods.get(pod)), Some(&(p.clone(), *at)), "{pod} on {node}");
+        }
+        assert!(state.on_node.values().all(|pods| !pods.is_empty()));
     }
 
     #[test]
-    fn the_requests_and_zone_kept_per_node_follow_binds_stops_and_nodes_that_go() {
+    fn the_requests_zone_and_pods_kept_per_node_follow_binds_stops_and_nodes_that_go() {
         let catalog = Arc::new(Catalog::bundled());
         let pool = NodePool::new("default");
         let cluster = SimulatedCluster::new(catalog.clone(), vec![pool.clone()]);
