@@ -304,8 +304,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// cannot tell its revision.
     fn idle_key(&self, revision: Option<u64>, pools: &[NodePool], now: Duration) -> Option<u64> {
         let revision = revision?;
-        let mut benched: Vec<u32> = self.cloud.unavailable().into_iter().collect();
-        benched.sort_unstable();
+        let benched = super::fit::set_digest(self.cloud.unavailable());
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (revision, self.cloud.catalog().version, benched, self.cloud.drift_generation()).hash(&mut hasher);
         for pool in pools {
@@ -381,6 +380,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         self.seen = alive;
         let (used, free, free_total) = free_capacity(&nodes);
         let drift_hashes = pools.iter().map(|p| (p.name.clone(), p.drift_hash())).collect();
+        let unavailable: rustc_hash::FxHashSet<u32> = self.cloud.unavailable().into_iter().collect();
         let node_count = nodes.len();
         Ok(View {
             catalog,
@@ -396,7 +396,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             members,
             deleting,
             pdbs,
-            unavailable: self.cloud.unavailable().into_iter().collect(),
+            unavailable_digest: super::fit::set_digest(unavailable.iter().copied()),
+            unavailable,
             now,
             fleet,
             pending,
@@ -674,10 +675,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// [`Self::replacements`], and the same offerings cheapest first and
     /// largest first (the catalog's order for new NodeClaims).
     fn replacement_lists(&self, view: &View, pool: &NodePool) -> Replacements {
-        let mut benched: Vec<u32> = view.unavailable.iter().copied().collect();
-        benched.sort_unstable();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (view.catalog.version, &pool.requirements, &pool.labels, &pool.node_class, benched, &pool.selection.plugin, &pool.selection.config).hash(&mut hasher);
+        (view.catalog.version, &pool.requirements, &pool.labels, &pool.node_class, view.unavailable_digest, &pool.selection.plugin, &pool.selection.config).hash(&mut hasher);
         let key = hasher.finish();
         let mut cache = self.replacements.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, lists)) = cache.get(&pool.name)

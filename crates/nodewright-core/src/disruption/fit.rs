@@ -35,6 +35,19 @@ impl Member {
     }
 }
 
+/// A digest of a set of offering indices that does not depend on the order
+/// they come in (each mixed, then added): what a pass's caches are keyed
+/// on, without sorting the set every time.
+pub(crate) fn set_digest(items: impl IntoIterator<Item = u32>) -> u64 {
+    items.into_iter().fold(0u64, |sum, o| {
+        // SplitMix64's finaliser.
+        let mut z = u64::from(o).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        sum.wrapping_add(z ^ (z >> 31))
+    })
+}
+
 /// What `nodes` hold: the requests on each, and (CPU millicores, memory
 /// bytes) free on each that takes pods (0 on the others), with their sum.
 pub(crate) fn free_capacity(nodes: &[ExistingNode]) -> (Vec<Resources>, Vec<(u64, u64)>, (u64, u64)) {
@@ -98,6 +111,8 @@ pub(crate) struct View {
     pub deleting: Vec<String>,
     pub pdbs: Vec<PdbStatus>,
     pub unavailable: rustc_hash::FxHashSet<u32>,
+    /// [`set_digest`] of `unavailable`.
+    pub unavailable_digest: u64,
     /// Now, by the controllers' clock (since the Unix epoch).
     pub now: Duration,
     /// The fleet and commitments policies are told about.

@@ -196,8 +196,8 @@ pub(crate) fn spot_twins(catalog: &crate::model::Catalog, allowed: &[u32]) -> bo
     // on-demand one (one spot offering per type and zone a NodePool may
     // see): looked at first, then (for any other catalog) every allowed
     // spot offering, once.
-    let mut by_place: Option<std::collections::HashMap<(&str, &str), u32>> = None;
-    allowed.iter().all(|&o| match offering(o).capacity_type {
+    let mut by_place: Option<rustc_hash::FxHashMap<(&str, &str), u32>> = None;
+    allowed.iter().enumerate().all(|(i, &o)| match offering(o).capacity_type {
         CapacityType::Spot => true,
         CapacityType::Reserved => false,
         CapacityType::OnDemand => {
@@ -205,7 +205,8 @@ pub(crate) fn spot_twins(catalog: &crate::model::Catalog, allowed: &[u32]) -> bo
                 && catalog.fit.get(o as usize).is_some_and(|f| f.spot_twin_next)
             {
                 // The catalog's twin: allowed or not, there is no other.
-                return allowed.binary_search(&next).is_ok();
+                // (The list is ascending: if allowed, it comes next.)
+                return allowed.get(i + 1) == Some(&next);
             }
             let places = by_place.get_or_insert_with(|| {
                 allowed

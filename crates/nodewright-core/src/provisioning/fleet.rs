@@ -79,7 +79,7 @@ impl FleetTracker {
     /// [`FleetTracker::observe`], from the nodes counted per (NodePool,
     /// offering): what a provisioning pass keeps up to date as it launches.
     pub fn observe_counts(&self, catalog: &Catalog, counts: &NodeCounts, now: Duration) -> Arc<Fleet> {
-        let counts = &counts.0;
+        let counts = &counts.counts;
         let mut on_demand: BTreeMap<u32, (u32, f64)> = BTreeMap::new();
         for (&(_, offering), &count) in counts {
             if let Some(o) = catalog.offerings.get(offering as usize).filter(|o| o.capacity_type == CapacityType::OnDemand) {
@@ -166,8 +166,19 @@ impl FleetTracker {
 }
 
 /// Running or launching nodes per (NodePool, catalog offering).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NodeCounts(BTreeMap<(Arc<str>, u32), u32>);
+#[derive(Debug, Clone, Default)]
+pub struct NodeCounts {
+    counts: BTreeMap<(Arc<str>, u32), u32>,
+    /// Each NodePool's name, allocated once and shared by its entries
+    /// (a cluster has a few NodePools and many nodes).
+    names: Vec<Arc<str>>,
+}
+
+impl PartialEq for NodeCounts {
+    fn eq(&self, other: &Self) -> bool {
+        self.counts == other.counts
+    }
+}
 
 impl NodeCounts {
     /// Count `nodes`, each a (NodePool, offering).
@@ -181,9 +192,15 @@ impl NodeCounts {
 
     /// One more node of `pool` bought as `offering`.
     pub fn add(&mut self, pool: &str, offering: u32) {
-        // Each NodePool's name is allocated once and shared by its entries.
-        let name = self.0.keys().find(|(p, _)| **p == *pool).map_or_else(|| Arc::from(pool), |(p, _)| p.clone());
-        let c = self.0.entry((name, offering)).or_default();
+        let name = match self.names.iter().find(|p| ***p == *pool) {
+            Some(name) => name.clone(),
+            None => {
+                let name: Arc<str> = Arc::from(pool);
+                self.names.push(name.clone());
+                name
+            }
+        };
+        let c = self.counts.entry((name, offering)).or_default();
         *c = c.saturating_add(1);
     }
 }
