@@ -50,7 +50,7 @@ fn node(name: &str, pool: &NodePool, instance_type: &str, zone: &str, pods: Vec<
         taints: pool.taints.clone(),
         allocatable: offering.allocatable,
         capacity: offering.capacity,
-        pods,
+        pods: Arc::new(pods),
         schedulable: true,
     }
 }

@@ -421,7 +421,7 @@ impl Cluster for KubeCluster {
                     taints: n.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().filter_map(convert::taint).collect(),
                     allocatable: convert::node_resources(status.and_then(|s| s.allocatable.as_ref())),
                     capacity: convert::node_resources(status.and_then(|s| s.capacity.as_ref())),
-                    pods: on_node.remove(&n.name_any()).unwrap_or_default(),
+                    pods: Arc::new(on_node.remove(&n.name_any()).unwrap_or_default()),
                     schedulable: !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
                     labels: Arc::new(labels),
                 }
@@ -450,7 +450,7 @@ impl Cluster for KubeCluster {
             // its pods until they are drained, but takes no new ones.
             node.schedulable = claim.metadata.deletion_timestamp.is_none() && status.node_name.is_none();
             if let Some(gone) = &status.node_name {
-                node.pods.extend(on_node.remove(gone).unwrap_or_default());
+                Arc::make_mut(&mut node.pods).extend(on_node.remove(gone).unwrap_or_default());
             }
             nodes.push(node);
         }

@@ -230,7 +230,7 @@ impl State {
         if let Some(n) = self.node_mut(&node)
             && let Some(i) = n.pods.iter().position(|s| Arc::ptr_eq(s, &p.spec))
         {
-            n.pods.swap_remove(i);
+            Arc::make_mut(&mut n.pods).swap_remove(i);
         }
         self.pods_changed(&node);
         Some((node, p))
@@ -239,7 +239,7 @@ impl State {
     fn bind(&mut self, pod: &str, node: &str, now: Duration) -> Result<(), ClusterError> {
         let spec = self.pending.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not pending")))?.spec.clone();
         let target = self.node_mut(node).ok_or_else(|| ClusterError(format!("node {node} does not exist")))?;
-        target.pods.push(spec);
+        Arc::make_mut(&mut target.pods).push(spec);
         self.pods_changed(node);
         self.touch();
         if let Some(p) = self.pending.remove(pod) {
@@ -845,7 +845,7 @@ mod tests {
         let offering = |zone: &str| catalog.offerings.iter().find(|o| o.instance_type == "m5.xlarge" && o.zone == zone).unwrap();
         let daemon = PodSpec { requests: Resources { cpu_millis: 100, memory_bytes: 1 << 20, pods: 1, ..Resources::default() }, ..PodSpec::default() };
         let mut a = ExistingNode::launched("a", &pool, offering("us-east-1a"), &[daemon.clone()]);
-        a.pods.push(Arc::new(PodSpec { requests: Resources { cpu_millis: 250, pods: 1, ..Resources::default() }, ..PodSpec::default() }));
+        Arc::make_mut(&mut a.pods).push(Arc::new(PodSpec { requests: Resources { cpu_millis: 250, pods: 1, ..Resources::default() }, ..PodSpec::default() }));
         cluster.add_node(a);
         cluster.add_node(ExistingNode::launched("b", &pool, offering("us-east-1b"), &[]));
         let mut elsewhere = ExistingNode::launched("c", &pool, offering("us-east-1a"), &[]);

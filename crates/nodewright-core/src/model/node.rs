@@ -91,8 +91,9 @@ pub struct ExistingNode {
     pub allocatable: Resources,
     /// What the machine has (counted against NodePool limits).
     pub capacity: Resources,
-    /// Specs of the pods on it (daemonsets included).
-    pub pods: Vec<Arc<PodSpec>>,
+    /// Specs of the pods on it (daemonsets included); shared, as nodes are
+    /// listed on every pass (`Arc::make_mut` to change them).
+    pub pods: Arc<Vec<Arc<PodSpec>>>,
     /// False when cordoned or being deleted.
     pub schedulable: bool,
 }

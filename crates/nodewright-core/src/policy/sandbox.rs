@@ -363,7 +363,7 @@ fn fit_node(allocatable: crate::model::Resources, pods: impl IntoIterator<Item =
         taints: Vec::new(),
         allocatable,
         capacity: allocatable,
-        pods: pods.into_iter().map(|r| Arc::new(crate::model::PodSpec { requests: r, ..Default::default() })).collect(),
+        pods: Arc::new(pods.into_iter().map(|r| Arc::new(crate::model::PodSpec { requests: r, ..Default::default() })).collect()),
         schedulable: true,
     }
 }

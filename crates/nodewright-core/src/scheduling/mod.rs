@@ -50,7 +50,7 @@ impl ExistingNode {
             taints: pool.taints.clone(),
             allocatable: offering.allocatable,
             capacity: offering.capacity,
-            pods,
+            pods: Arc::new(pods),
             schedulable: true,
         }
     }

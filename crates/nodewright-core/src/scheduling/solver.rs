@@ -457,7 +457,7 @@ impl<'a> Solver<'a> {
                         counts[s] = column[n];
                     }
                 } else {
-                    for pod in &node.pods {
+                    for pod in node.pods.iter() {
                         // Pods of a workload share one spec: match its labels once.
                         let ids = pod_matches.entry(Arc::as_ptr(pod)).or_insert_with(|| {
                             (0..n_sel).filter(|&s| selectors[s].matches(&pod.labels)).collect::<Vec<usize>>()
