@@ -110,6 +110,15 @@ impl<I: CloudProvider> CloudProvider for CrashingCloud<I> {
     async fn instances(&self) -> Result<Vec<Instance>, CloudError> {
         self.inner.instances().await
     }
+
+    // Drift is the inner cloud's (EC2 on moto resolves node classes).
+    fn drift_generation(&self) -> u64 {
+        self.inner.drift_generation()
+    }
+
+    async fn drifted(&self, instances: &[&Instance]) -> Result<std::collections::HashMap<String, String>, CloudError> {
+        self.inner.drifted(instances).await
+    }
 }
 
 /// A cluster: the API server, the simulated cloud, the controllers on one
