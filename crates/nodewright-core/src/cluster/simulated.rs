@@ -93,10 +93,10 @@ struct State {
     /// The annotations written on NodeClaims (`Cluster::write_claim_annotation`),
     /// by claim and key; kept after the claim ends, as a record.
     annotations: BTreeMap<String, BTreeMap<String, String>>,
-    /// Bound pods: name → (node, pod, when it was bound by the cluster's clock).
-    bound: BTreeMap<String, (String, Pod, Duration)>,
-    /// Node → the pods bound to it, by name, with when each was bound
-    /// (what `bound` holds, kept by node: a disruption pass reads every
+    /// Bound pods: name → its node.
+    bound: BTreeMap<String, String>,
+    /// Node → the pods bound to it, by name, with when each was bound by
+    /// the cluster's clock (kept by node: a disruption pass reads every
     /// node's pods).
     on_node: HashMap<String, BTreeMap<String, (Pod, Duration)>>,
     /// (CPU millicores, memory bytes) requested by every bound pod
@@ -215,14 +215,19 @@ impl State {
         pods.values().map(|(p, at)| Self::running(p, *at, now)).collect()
     }
 
+    /// Bound pod `pod`: its node, the pod, and when it was bound.
+    fn bound_pod(&self, pod: &str) -> Option<(&String, &Pod, Duration)> {
+        let node = self.bound.get(pod)?;
+        self.on_node.get(node)?.get(pod).map(|(p, at)| (node, p, *at))
+    }
+
     /// Take bound pod `pod` off its node; returns (node, pod).
     fn unbind(&mut self, pod: &str) -> Option<(String, Pod)> {
-        let (node, p, _) = self.bound.remove(pod)?;
-        if let Some(names) = self.on_node.get_mut(&node) {
-            names.remove(pod);
-            if names.is_empty() {
-                self.on_node.remove(&node);
-            }
+        let node = self.bound.remove(pod)?;
+        let pods = self.on_node.get_mut(&node)?;
+        let (p, _) = pods.remove(pod)?;
+        if pods.is_empty() {
+            self.on_node.remove(&node);
         }
         self.touch();
         let r = p.spec.requests;
@@ -247,8 +252,8 @@ impl State {
             self.queued.remove(pod);
             let r = p.spec.requests;
             self.bound_requests = (self.bound_requests.0.saturating_add(r.cpu_millis.into()), self.bound_requests.1.saturating_add(r.memory_bytes));
-            self.on_node.entry(node.into()).or_default().insert(pod.into(), (p.clone(), now));
-            self.bound.insert(pod.into(), (node.into(), p, now));
+            self.on_node.entry(node.into()).or_default().insert(pod.into(), (p, now));
+            self.bound.insert(pod.into(), node.into());
         }
         if let Some(journal) = &mut self.journal {
             journal.push(PodEvent::Bound { pod: pod.into(), node: node.into() });
@@ -259,7 +264,7 @@ impl State {
     /// `status.disruptionsAllowed` of `pdb`: bound pods are healthy, pending
     /// and restarting ones (evicted and not yet back) are expected but down.
     fn allowed(&self, pdb: &PodDisruptionBudget) -> u32 {
-        let healthy = self.bound.values().filter(|(_, p, _)| pdb.selector.matches(&p.spec.labels)).count() as u32;
+        let healthy = self.on_node.values().flat_map(BTreeMap::values).filter(|(p, _)| pdb.selector.matches(&p.spec.labels)).count() as u32;
         let down = self.pending.values().chain(self.restarting.values().map(|(p, _)| p)).filter(|p| pdb.selector.matches(&p.spec.labels)).count()
             as u32;
         pdb.disruptions_allowed(healthy, healthy + down)
@@ -347,7 +352,7 @@ impl SimulatedCluster {
 
     /// Every bound pod → the node it is bound to.
     pub fn placements(&self) -> BTreeMap<String, String> {
-        self.state().bound.iter().map(|(pod, (node, _, _))| (pod.clone(), node.clone())).collect()
+        self.state().bound.iter().map(|(pod, node)| (pod.clone(), node.clone())).collect()
     }
 
     /// Remove PodDisruptionBudget `name`.
@@ -752,7 +757,7 @@ impl Cluster for SimulatedCluster {
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
         let now = (self.now)();
         let state = self.state();
-        Ok(state.bound.values().map(|(n, p, at)| (n.clone(), State::running(p, *at, now))).collect())
+        Ok(state.bound.keys().filter_map(|pod| state.bound_pod(pod)).map(|(n, p, at)| (n.clone(), State::running(p, at, now))).collect())
     }
 
     async fn bound_pods_by_node(&self) -> Result<rustc_hash::FxHashMap<String, Vec<Pod>>, ClusterError> {
@@ -770,7 +775,7 @@ impl Cluster for SimulatedCluster {
     async fn evict(&self, pod: &str) -> Result<Eviction, ClusterError> {
         let now = (self.now)();
         let mut state = self.state();
-        let (_, p, _) = state.bound.get(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not bound to a node")))?;
+        let (_, p, _) = state.bound_pod(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not bound to a node")))?;
         let labels = p.spec.labels.clone();
         if let Some(pdb) = state.pdbs.iter().find(|b| b.selector.matches(&labels) && state.allowed(b) == 0) {
             return Ok(Eviction::Blocked { pdb: pdb.name.clone() });
@@ -829,12 +834,12 @@ mod tests {
             let zone = node.labels.get(crate::model::well_known::ZONE).map(String::as_str);
             assert_eq!(state.node_zone[i].map(|z| state.zone_names[z].as_str()), zone, "zone of {}", node.name);
         }
-        // The pods kept by node are the bound pods.
+        // The pods kept by node are the bound pods, each on its node.
         assert_eq!(state.on_node.values().map(BTreeMap::len).sum::<usize>(), state.bound.len());
-        for (pod, (node, p, at)) in &state.bound {
-            assert_eq!(state.on_node.get(node).and_then(|pods| pods.get(pod)), Some(&(p.clone(), *at)), "{pod} on {node}");
+        for (node, pods) in &state.on_node {
+            assert!(!pods.is_empty(), "{node}");
+            assert!(pods.keys().all(|pod| state.bound.get(pod) == Some(node)), "{node}: {:?}", pods.keys());
         }
-        assert!(state.on_node.values().all(|pods| !pods.is_empty()));
     }
 
     #[test]
