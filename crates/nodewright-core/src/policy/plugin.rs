@@ -336,7 +336,7 @@ impl Plugin {
         // It names a version this host implements, with other types (or
         // fewer exports) than this host's: most likely built against
         // another revision of that version's WIT.
-        let link = |e: wasmtime::Error| PluginError::Link {
+        let mismatch = |e: wasmtime::Error| PluginError::Link {
             plugin: name.into(),
             reason: format!(
                 "its exports are not those of nodewright:policy@{v} as this host defines it ({e:#}); rebuild it against this release's wit/v{v} or plugin SDK",
@@ -346,15 +346,15 @@ impl Plugin {
         let glue = match contract {
             ContractVersion::V0_1_0 => Glue::V0_1_0(
                 glue::v0_1_0::Indices::new(&pre, world.selects(), world.consolidates())
-                    .map_err(link)?,
+                    .map_err(mismatch)?,
             ),
             ContractVersion::V0_2_0 => Glue::V0_2_0(
                 glue::v0_2_0::Indices::new(&pre, world.selects(), world.consolidates())
-                    .map_err(link)?,
+                    .map_err(mismatch)?,
             ),
             ContractVersion::V0_3_0 => Glue::V0_3_0(
                 glue::v0_3_0::Indices::new(&pre, world.selects(), world.consolidates())
-                    .map_err(link)?,
+                    .map_err(mismatch)?,
             ),
         };
         let core = Arc::new(Core {
