@@ -523,3 +523,39 @@ fn anti_affinity_on_the_capacity_type_pins_each_claim_to_one_capacity_type() {
     assert_ne!(types[0], types[1]);
     assert_eq!(result.unschedulable.len(), 1);
 }
+
+#[test]
+fn a_new_claims_offerings_remembered_from_an_earlier_pass_are_those_worked_out_afresh() {
+    // The solver remembers a new claim's list only for pools without
+    // limits: the same pool with limits no pod reaches works it out every
+    // time, and must agree, pass after pass, whatever was remembered.
+    let unbounded = PoolLimits { cpu_millis: Some(u64::MAX / 4), ..PoolLimits::default() };
+    let spread = PodSpec::requesting(1000, 2 * GIB).label("app", "web").spread(TopologyKey::Zone, 1, true, LabelSelector::label("app", "web"));
+    let shapes: Vec<Vec<Pod>> = vec![
+        PodSpec::requesting(1500, 3 * GIB).pods("plain", 1),
+        PodSpec::requesting(500, GIB).node_selector(well_known::ARCH, "arm64").pods("arm", 1),
+        spread.pods("web", 4),
+        PodSpec::requesting(30_000, 60 * GIB).pods("big", 1),
+    ];
+    let pools = [
+        NodePool::new("default"),
+        NodePool::new("default").require(Requirement::is_in(well_known::CAPACITY_TYPE, &["on-demand"])),
+        NodePool::new("other"),
+    ];
+    let offerings = |result: &SchedulingResult| result.claims.iter().map(|c| (c.pods.clone(), c.offerings.clone())).collect::<Vec<_>>();
+    for round in 0..2 {
+        for pool in &pools {
+            for pods in &shapes {
+                let remembered = run(std::slice::from_ref(pool), &[], pods);
+                let afresh = run(&[pool.clone().limits(unbounded)], &[], pods);
+                assert!(!remembered.claims.is_empty() && remembered.unschedulable.is_empty(), "{}: {:?}", pool.name, remembered.unschedulable);
+                assert_eq!(offerings(&remembered), offerings(&afresh), "round {round}, pool {} {:?}, {}", pool.name, pool.requirements, pods[0].name);
+            }
+        }
+        // The second NodePool named `default` buys on demand only, the first any capacity type.
+        let any = run(&[pools[0].clone()], &[], &shapes[0]);
+        let on_demand = run(&[pools[1].clone()], &[], &shapes[0]);
+        assert!(all_offerings(&on_demand, |o| o.capacity_type == CapacityType::OnDemand));
+        assert!(!all_offerings(&any, |o| o.capacity_type == CapacityType::OnDemand));
+    }
+}

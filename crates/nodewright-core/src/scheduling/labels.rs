@@ -126,32 +126,35 @@ fn pool_allows(pool: &NodePool, offering: &Offering, requirement: &Requirement) 
     }
 }
 
-/// Sets of offerings remembered by (catalog version, hash of what chose them).
-type Remembered = std::sync::Mutex<Option<std::collections::HashMap<(u64, u64), Bitset>>>;
+/// What was worked out from a catalog, remembered by (catalog version, hash
+/// of what else it depends on).
+pub(crate) type Remembered<T> = std::sync::Mutex<Option<std::collections::HashMap<(u64, u64), T>>>;
 
-/// The set `key` stands for in `cache`, computed by `compute` the first time.
+/// The value `key` stands for in `cache`, computed by `compute` the first time.
 /// Old catalog versions are not asked for again, so past `limit` entries the
 /// cache starts over. The lock is not held while computing.
-fn remembered(cache: &Remembered, key: (u64, u64), limit: usize, compute: impl FnOnce() -> Bitset) -> Bitset {
-    if let Some(set) = cache.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Default::default).get(&key) {
-        return set.clone();
+pub(crate) fn remembered<T: Clone>(cache: &Remembered<T>, key: (u64, u64), limit: usize, compute: impl FnOnce() -> T) -> T {
+    if let Some(value) = cache.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Default::default).get(&key) {
+        return value.clone();
     }
-    let set = compute();
+    let value = compute();
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    let sets = cache.get_or_insert_with(Default::default);
-    if sets.len() >= limit {
-        sets.clear();
+    let values = cache.get_or_insert_with(Default::default);
+    if values.len() >= limit {
+        values.clear();
     }
-    sets.insert(key, set.clone());
-    set
+    values.insert(key, value.clone());
+    value
 }
 
-/// `value` hashed with `DefaultHasher`.
-fn hash_of(value: impl std::hash::Hash) -> u64 {
-    use std::hash::Hasher;
+/// The key of what `catalog` and `pool` decide, with `rest`: the catalog's
+/// version, and the pool's name, requirements, labels and node class hashed
+/// with `rest` (by `DefaultHasher`).
+pub(crate) fn pool_key(catalog: &Catalog, pool: &NodePool, rest: impl std::hash::Hash) -> (u64, u64) {
+    use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut hasher);
-    hasher.finish()
+    (&pool.name, &pool.requirements, &pool.labels, &pool.node_class, rest).hash(&mut hasher);
+    (catalog.version, hasher.finish())
 }
 
 /// Offerings of `catalog` a node of `pool` may be bought as, remembered per
@@ -159,9 +162,8 @@ fn hash_of(value: impl std::hash::Hash) -> u64 {
 /// simulation asks again, and simulations running side by side each have
 /// catalogs of their own.
 pub(crate) fn pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
-    static CACHE: Remembered = std::sync::Mutex::new(None);
-    let key = (catalog.version, hash_of((&pool.name, &pool.requirements, &pool.labels, &pool.node_class)));
-    remembered(&CACHE, key, 1024, || compute_pool_offerings(catalog, pool))
+    static CACHE: Remembered<Bitset> = std::sync::Mutex::new(None);
+    remembered(&CACHE, pool_key(catalog, pool, ()), 1024, || compute_pool_offerings(catalog, pool))
 }
 
 fn compute_pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
@@ -180,12 +182,11 @@ fn compute_pool_offerings(catalog: &Catalog, pool: &NodePool) -> Bitset {
 /// [`pool_offerings`] is: every consolidation simulation asks again for the
 /// same pods.
 pub(crate) fn offerings_for_terms(catalog: &Catalog, pool: &NodePool, base: &Bitset, terms: &[Vec<Requirement>]) -> Bitset {
-    static CACHE: Remembered = std::sync::Mutex::new(None);
+    static CACHE: Remembered<Bitset> = std::sync::Mutex::new(None);
     if terms.is_empty() {
         return base.clone();
     }
-    let key = (catalog.version, hash_of((&pool.name, &pool.requirements, &pool.labels, &pool.node_class, terms)));
-    remembered(&CACHE, key, 4096, || compute_offerings_for_terms(catalog, pool, base, terms))
+    remembered(&CACHE, pool_key(catalog, pool, terms), 4096, || compute_offerings_for_terms(catalog, pool, base, terms))
 }
 
 fn compute_offerings_for_terms(catalog: &Catalog, pool: &NodePool, base: &Bitset, terms: &[Vec<Requirement>]) -> Bitset {

@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use super::bitset::Bitset;
-use super::labels::{offering_label, offerings_for_terms, pool_offerings};
+use super::labels::{Remembered, offering_label, offerings_for_terms, pool_offerings, remembered};
 use super::{ExistingNode, PlannedClaim, SchedulingInput, SchedulingResult};
 use crate::model::labels::{labels_match, tolerates_all};
 use crate::model::{LabelSelector, NodePool, PodSpec, PoolLimits, Requirement, Resources, TopologyKey, well_known};
@@ -233,7 +233,9 @@ impl Bounds {
     }
 }
 
+pub static STATS: [std::sync::atomic::AtomicU64; 16] = [const { std::sync::atomic::AtomicU64::new(0) }; 16];
 struct Solver<'a> {
+    seen: Vec<(usize,usize,usize,u64,Option<usize>,Resources,bool)>,
     input: SchedulingInput<'a>,
     /// Pool indices by weight (heaviest first), then name.
     pool_order: Vec<usize>,
@@ -515,6 +517,7 @@ impl<'a> Solver<'a> {
             buy: hints.buy,
             below: hints.below,
             buy_by_price: hints.buy_by_price,
+            seen: Vec::new(),
             custom_keys,
             offering_key,
             custom_domains,
@@ -805,27 +808,83 @@ impl<'a> Solver<'a> {
             // Knowing a claim would open takes its whole list when the pool
             // keeps minValues (the list must have them).
             let at_most = at_most && self.input.pools[pool].min_values.is_empty();
-            // Largest first: the order a claim keeps its offerings in.
-            let fitting: Vec<u32> = self.with_compat(pool, spec, level, |_, compat| {
-                let fits = |&o: &u32| {
-                    let offering = &catalog.fit[o as usize];
-                    compat.contains(o)
-                        && below.is_none_or(|b| offering.price_per_hour < b)
-                        && zones & (1 << offering_zone[o as usize]) != 0
-                        && offering.allocatable.covers(&total)
-                        && within_limits(usage.saturating_add(offering.capacity), nodes, limits)
-                };
-                if let Some(under) = cheap {
-                    let mut all: Vec<u32> = under.iter().copied().filter(fits).collect();
-                    all.sort_unstable_by_key(|&o| catalog.fit[o as usize].largest_rank);
-                    if at_most {
-                        all.truncate(1);
-                    }
-                    return all;
-                }
-                let mut all = list.iter().copied().filter(fits);
-                if at_most { all.next().into_iter().collect() } else { all.collect() }
+            // A pod that puts its NodeClaim in one zone: when nothing but
+            // the zone's offerings is asked of the list (no custom domain
+            // pins it, no minValues counts it), only the first zone in
+            // preference order with an offering that fits is collected.
+            let one_zone = self.specs[spec].zonal
+                && self.specs[spec].custom.is_empty()
+                && self.input.pools[pool].min_values.is_empty()
+                && !at_most;
+            // Tests every offering would pass, left out.
+            let limited = limits != PoolLimits::default();
+            let known = if self.zones.is_empty() || self.zones.len() >= 64 { u64::MAX } else { (1u64 << self.zones.len()) - 1 };
+            let any_zone = zones & known == known;
+            // Provisioning's lists (every offering the pool and the pod
+            // allow, no price bound, no limits) are the same for every pod
+            // of a shape, pass after pass: remembered by what decides them.
+            let key = (buy.is_none() && below.is_none() && !limited && !at_most).then(|| {
+                let terms = self.specs[spec].terms(level);
+                let zone_key: (&[usize], u64) = if one_zone { (&zone_order, 0) } else { (&[], if any_zone { u64::MAX } else { zones }) };
+                super::labels::pool_key(catalog, &self.input.pools[pool], (terms, zone_key, total))
             });
+            // Largest first: the order a claim keeps its offerings in.
+            let compute = |solver: &mut Self| solver.with_compat(pool, spec, level, |_, compat| {
+                let collect = |zone: Option<usize>| -> Vec<u32> {
+                    let fits = |&o: &u32| {
+                        let offering = &catalog.fit[o as usize];
+                        offering.allocatable.covers(&total)
+                            && compat.contains(o)
+                            && below.is_none_or(|b| offering.price_per_hour < b)
+                            && match zone {
+                                Some(z) => offering_zone[o as usize] == z,
+                                None => any_zone || zones & (1 << offering_zone[o as usize]) != 0,
+                            }
+                            && (!limited || within_limits(usage.saturating_add(offering.capacity), nodes, limits))
+                    };
+                    if let Some(under) = cheap {
+                        let mut all: Vec<u32> = under.iter().copied().filter(fits).collect();
+                        all.sort_unstable_by_key(|&o| catalog.fit[o as usize].largest_rank);
+                        if at_most {
+                            all.truncate(1);
+                        }
+                        return all;
+                    }
+                    let mut all = list.iter().copied().filter(fits);
+                    if at_most { all.next().into_iter().collect() } else { all.collect() }
+                };
+                if one_zone {
+                    zone_order.iter().map(|&z| (collect(Some(z)), Some(z))).find(|(f, _)| !f.is_empty()).unwrap_or_default()
+                } else {
+                    (collect(None), None)
+                }
+            });
+            // (With the bounds of the list, for when it is the claim's.)
+            type NewClaim = (Vec<u32>, Option<usize>, (Bounds, (Resources, Option<u32>)));
+            let (fitting, chosen, bounds) = match key {
+                Some(key) => {
+                    static NEW_CLAIM: Remembered<Arc<NewClaim>> = std::sync::Mutex::new(None);
+                    let remembered = remembered(&NEW_CLAIM, key, 512, || {
+                        let (fitting, chosen) = compute(self);
+                        let bounds = Bounds::of(catalog, offering_zone, &fitting);
+                        Arc::new((fitting, chosen, bounds))
+                    });
+                    (remembered.0.clone(), remembered.1, Some(remembered.2))
+                }
+                None => {
+                    let (fitting, chosen) = compute(self);
+                    (fitting, chosen, None)
+                }
+            };
+            {
+                use std::sync::atomic::Ordering::Relaxed;
+                let i = if buy.is_some() { 0 } else { 1 } * 2 + if cheap.is_some() { 0 } else { 1 };
+                STATS[i*4].fetch_add(1, Relaxed);
+                STATS[i*4+1].fetch_add(cheap.map_or(list.len(), |u| u.len()) as u64, Relaxed);
+                STATS[i*4+2].fetch_add(fitting.len() as u64, Relaxed);
+                let key = (pool, spec, level, zones, chosen, total, limited);
+                if self.seen.contains(&key) { STATS[i*4+3].fetch_add(1, Relaxed); } else { self.seen.push(key); }
+            }
             if at_most && !fitting.is_empty() {
                 self.over = true;
                 return None;
@@ -841,7 +900,9 @@ impl<'a> Solver<'a> {
                 self.over = true;
                 return None;
             }
-            let (offerings, zone) = if self.specs[spec].zonal {
+            let (offerings, zone) = if chosen.is_some() {
+                (fitting, chosen)
+            } else if self.specs[spec].zonal {
                 let zone = zone_order
                     .into_iter()
                     .find(|&z| fitting.iter().any(|&o| self.offering_zone[o as usize] == z))
@@ -850,7 +911,10 @@ impl<'a> Solver<'a> {
             } else {
                 (fitting, None)
             };
-            let (bounds, (reserved, reserved_by)) = Bounds::of(catalog, self.offering_zone, &offerings);
+            // The list is the claim's as remembered unless a custom domain
+            // pinned it or one zone was taken from it here.
+            let bounds = bounds.filter(|_| self.specs[spec].custom.is_empty() && (chosen.is_some() || !self.specs[spec].zonal));
+            let (bounds, (reserved, reserved_by)) = bounds.unwrap_or_else(|| Bounds::of(catalog, self.offering_zone, &offerings));
             self.usage[pool] = self.usage[pool].saturating_add(reserved);
             self.pool_nodes[pool] = nodes;
             let filtered_for = vec![(spec, level)];
