@@ -119,11 +119,21 @@ struct Running {
     backoff: Duration,
 }
 
-/// Offerings a replacement may be: ascending, and cheapest first.
-/// A pool's replacement offerings (allowed, cheapest first, largest first),
-/// and whether every on-demand one has a spot twin among them
-/// ([`Choice::spot_twins`]).
-type Replacements = (Arc<Vec<u32>>, Arc<Vec<u32>>, Arc<Vec<u32>>, bool);
+/// The offerings a pool's replacement may be, in the orders consolidation
+/// reads them ([`Choice`] borrows them).
+#[derive(Clone)]
+struct Replacements {
+    /// Ascending.
+    allowed: Arc<Vec<u32>>,
+    /// Cheapest first.
+    by_price: Arc<Vec<u32>>,
+    /// Along `by_price`: the most of each resource any offering up to there holds.
+    reach: Arc<Vec<Resources>>,
+    /// Largest first.
+    largest_first: Arc<Vec<u32>>,
+    /// Every on-demand one has a spot twin among them ([`Choice::spot_twins`]).
+    spot_twins: bool,
+}
 
 /// Decides and carries out disruptions: expiry, drift, consolidation.
 pub struct DisruptionController<C, K> {
@@ -586,7 +596,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         if self.quiet.get(&pool.name) == Some(&fingerprint) {
             return Vec::new();
         }
-        let (replacements, by_price, largest_first, spot_twins) = self.replacement_lists(view, pool);
+        let Replacements { allowed: replacements, by_price, reach, largest_first, spot_twins } = self.replacement_lists(view, pool);
         let pool_nodes = members.len();
         let busy = self.busy(&pool.name, pass);
         let room = |reason: Reason| {
@@ -624,6 +634,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let choice = Choice {
             allowed: &replacements,
             by_price: &by_price,
+            reach: &reach,
             largest_first: &largest_first,
             spot_twins,
             choose: &|pods: &[Pod], total: Resources, feasible: Vec<u32>| self.choose(view, pool, pods, total, feasible),
@@ -669,7 +680,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// pool and the benched offerings stay the same. A replacement is one of
     /// these, so consolidation never buys what the pool's policy would not.
     fn replacements(&self, view: &View, pool: &NodePool) -> Arc<Vec<u32>> {
-        self.replacement_lists(view, pool).0
+        self.replacement_lists(view, pool).allowed
     }
 
     /// [`Self::replacements`], and the same offerings cheapest first and
@@ -709,10 +720,23 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let accepted = |&o: &u32| accepted.get(o as usize).copied().unwrap_or(false);
         list.retain(accepted);
         // The catalog's orders, filtered: no sort per list.
-        let by_price = view.catalog.cheapest_first.iter().copied().filter(accepted).collect();
+        let by_price: Vec<u32> = view.catalog.cheapest_first.iter().copied().filter(accepted).collect();
+        let reach = by_price
+            .iter()
+            .scan(Resources::default(), |most, &o| {
+                *most = most.max_each(view.catalog.fit[o as usize].allocatable);
+                Some(*most)
+            })
+            .collect();
         let largest_first = view.catalog.largest_first.iter().copied().filter(accepted).collect();
         let spot_twins = super::karpenter::spot_twins(&view.catalog, &list);
-        let lists = (Arc::new(list), Arc::new(by_price), Arc::new(largest_first), spot_twins);
+        let lists = Replacements {
+            allowed: Arc::new(list),
+            by_price: Arc::new(by_price),
+            reach: Arc::new(reach),
+            largest_first: Arc::new(largest_first),
+            spot_twins,
+        };
         cache.insert(pool.name.clone(), (key, lists.clone()));
         lists
     }

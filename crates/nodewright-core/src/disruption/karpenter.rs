@@ -100,6 +100,9 @@ pub(crate) struct Choice<'a> {
     pub allowed: &'a [u32],
     /// The same, cheapest first.
     pub by_price: &'a [u32],
+    /// Along `by_price`: the most of each resource any offering up to
+    /// there holds (empty: not known).
+    pub reach: &'a [Resources],
     /// The same, largest first.
     pub largest_first: &'a [u32],
     /// No `reserved` offering is among them, and every on-demand one has a
@@ -135,7 +138,11 @@ fn consolidate(
     // Read from the catalog's packed sizes and prices.)
     let fit = &view.catalog.fit;
     let under = &choice.by_price[..choice.by_price.partition_point(|&o| fit[o as usize].price_per_hour < ceiling)];
-    let possible = under.iter().any(|&o| fit[o as usize].allocatable.covers(&need));
+    // (When none of them holds as much of some resource as the pods need,
+    // none is looked at; otherwise the dearest, most often the largest,
+    // are looked at first.)
+    let reachable = under.len().checked_sub(1).and_then(|last| choice.reach.get(last)).is_none_or(|most| most.covers(&need));
+    let possible = reachable && under.iter().rev().any(|&o| fit[o as usize].allocatable.covers(&need));
     let spot = |o: u32| view.catalog.offerings.get(o as usize).is_some_and(|x| x.capacity_type == CapacityType::Spot);
     // Spot nodes with spot-to-spot consolidation off: any replacement the
     // simulation below could find would be refused, because whatever
