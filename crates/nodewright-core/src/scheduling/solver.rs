@@ -548,10 +548,12 @@ impl<'a> Solver<'a> {
                 }
             })
             .collect();
-        keyed.sort_unstable();
-        let order: Vec<usize> = keyed.into_iter().map(|k| k.4).collect();
+        // (Pods handed over in queue order, of one priority, are in order already.)
+        if !keyed.is_sorted() {
+            keyed.sort_unstable();
+        }
         let mut result = SchedulingResult::default();
-        for pod in order {
+        for pod in keyed.into_iter().map(|k| k.4) {
             let spec = self.spec_of_pod[pod];
             let mut placed = None;
             for level in 0..=self.specs[spec].max_level {
