@@ -3,6 +3,7 @@
 // Keys are indices and pointers: a fast non-keyed hash (the maps are never
 // iterated, so their order cannot reach a result).
 use rustc_hash::FxHashMap as HashMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::bitset::Bitset;
@@ -79,12 +80,24 @@ impl NodeCache {
         if let Some(counts) = cache.get(selector) {
             return counts.clone();
         }
-        // Pods of a workload share one spec: its labels are matched once.
+        // Pods of a workload share one spec: its labels are matched once,
+        // and a run of pods of one spec on a node is looked up once.
         let mut matches: HashMap<*const PodSpec, bool> = HashMap::default();
         let counts: Arc<[u32]> = nodes[..self.len.min(nodes.len())]
             .iter()
             .map(|node| {
-                let matching = node.pods.iter().filter(|p| *matches.entry(Arc::as_ptr(p)).or_insert_with(|| selector.matches(&p.labels)));
+                let mut last: Option<(*const PodSpec, bool)> = None;
+                let matching = node.pods.iter().filter(|p| {
+                    let spec = Arc::as_ptr(p);
+                    match last {
+                        Some((same, matched)) if same == spec => matched,
+                        _ => {
+                            let matched = *matches.entry(spec).or_insert_with(|| selector.matches(&p.labels));
+                            last = Some((spec, matched));
+                            matched
+                        }
+                    }
+                });
                 u32::try_from(matching.count()).unwrap_or(u32::MAX)
             })
             .collect();
@@ -233,20 +246,19 @@ impl Bounds {
     }
 }
 
-pub static STATS: [std::sync::atomic::AtomicU64; 16] = [const { std::sync::atomic::AtomicU64::new(0) }; 16];
 struct Solver<'a> {
-    seen: Vec<(usize,usize,usize,u64,Option<usize>,Resources,bool)>,
     input: SchedulingInput<'a>,
     /// Pool indices by weight (heaviest first), then name.
     pool_order: Vec<usize>,
-    pool_base: Vec<Bitset>,
+    /// Each pool's offerings ([`pool_offerings`]), looked up when first needed.
+    pool_base: Vec<std::sync::OnceLock<Bitset>>,
     overhead: Vec<Resources>,
     usage: Vec<Resources>,
     /// Nodes and NodeClaims per pool, for `limits.nodes`.
     pool_nodes: Vec<u64>,
-    zones: Vec<String>,
+    zones: Cow<'a, [String]>,
     offering_zone: &'a [usize],
-    node_zone: Vec<Option<usize>>,
+    node_zone: Cow<'a, [Option<usize>]>,
     /// Nodes not there for this simulation ([`Hints::removed`]).
     removed: Vec<bool>,
     selectors: Vec<LabelSelector>,
@@ -303,7 +315,7 @@ impl<'a> Solver<'a> {
         pool_order.sort_by(|&a, &b| {
             input.pools[b].weight.cmp(&input.pools[a].weight).then(input.pools[a].name.cmp(&input.pools[b].name))
         });
-        let pool_base: Vec<Bitset> = input.pools.iter().map(|p| pool_offerings(catalog, p)).collect();
+        let pool_base: Vec<std::sync::OnceLock<Bitset>> = input.pools.iter().map(|_| std::sync::OnceLock::new()).collect();
         let overhead = input.pools.iter().map(|p| daemon_overhead(p, input.daemonsets)).collect();
         let mut usage = vec![Resources::default(); input.pools.len()];
         let mut pool_nodes = vec![0u64; input.pools.len()];
@@ -314,14 +326,25 @@ impl<'a> Solver<'a> {
             }
         }
         let offering_zone = catalog.zones.1.as_slice();
-        let (mut zones, mut node_zone): (Vec<String>, Vec<Option<usize>>) = match (hints.zones, hints.cache) {
-            (Some((zones, node_zone)), _) if zones.starts_with(&catalog.zones.0) => (zones.to_vec(), node_zone.to_vec()),
-            (_, Some(cache)) => cache.zones(catalog, input.nodes).clone(),
-            _ => (catalog.zones.0.clone(), Vec::new()),
+        // Borrowed from what the caller keeps, copied only when a node it
+        // does not know of is added.
+        let (mut zones, mut node_zone): (Cow<'a, [String]>, Cow<'a, [Option<usize>]>) = match (hints.zones, hints.cache) {
+            (Some((zones, node_zone)), _) if zones.starts_with(&catalog.zones.0) => (Cow::Borrowed(zones), Cow::Borrowed(node_zone)),
+            (_, Some(cache)) => {
+                let (zones, node_zone) = cache.zones(catalog, input.nodes);
+                (Cow::Borrowed(zones.as_slice()), Cow::Borrowed(node_zone.as_slice()))
+            }
+            _ => (Cow::Borrowed(catalog.zones.0.as_slice()), Cow::Borrowed(&[][..])),
         };
-        node_zone.truncate(input.nodes.len());
+        if let Cow::Borrowed(known) = node_zone {
+            node_zone = Cow::Borrowed(&known[..known.len().min(input.nodes.len())]);
+        }
         for n in &input.nodes[node_zone.len()..] {
-            node_zone.push(zone_index(n, &mut zones));
+            let zone = match n.labels.get(well_known::ZONE).map(|zone| zones.iter().position(|z| z == zone)) {
+                Some(None) => zone_index(n, zones.to_mut()),
+                known => known.flatten(),
+            };
+            node_zone.to_mut().push(zone);
         }
 
         // Distinct specs, and the selectors their constraints use.
@@ -430,7 +453,8 @@ impl<'a> Solver<'a> {
                         if pool.labels.contains_key(key) {
                             continue;
                         }
-                        values.extend(pool_base[p].iter().filter_map(|o| offering_label(&catalog.offerings[o as usize], key)));
+                        let base = pool_base[p].get_or_init(|| pool_offerings(catalog, pool));
+                        values.extend(base.iter().filter_map(|o| offering_label(&catalog.offerings[o as usize], key)));
                     }
                 }
                 values.sort_unstable();
@@ -517,7 +541,6 @@ impl<'a> Solver<'a> {
             buy: hints.buy,
             below: hints.below,
             buy_by_price: hints.buy_by_price,
-            seen: Vec::new(),
             custom_keys,
             offering_key,
             custom_domains,
@@ -603,7 +626,9 @@ impl<'a> Solver<'a> {
         let key = (pool, spec, level);
         if !self.compat.contains_key(&key) {
             let terms = self.specs[spec].terms(level);
-            let set = offerings_for_terms(self.input.catalog, &self.input.pools[pool], &self.pool_base[pool], &terms);
+            let (catalog, node_pool) = (self.input.catalog, &self.input.pools[pool]);
+            let base = self.pool_base[pool].get_or_init(|| pool_offerings(catalog, node_pool));
+            let set = offerings_for_terms(catalog, node_pool, base, &terms);
             self.compat.insert(key, set);
         }
         &self.compat[&key]
@@ -878,15 +903,6 @@ impl<'a> Solver<'a> {
                     (fitting, chosen, None)
                 }
             };
-            {
-                use std::sync::atomic::Ordering::Relaxed;
-                let i = if buy.is_some() { 0 } else { 1 } * 2 + if cheap.is_some() { 0 } else { 1 };
-                STATS[i*4].fetch_add(1, Relaxed);
-                STATS[i*4+1].fetch_add(cheap.map_or(list.len(), |u| u.len()) as u64, Relaxed);
-                STATS[i*4+2].fetch_add(fitting.len() as u64, Relaxed);
-                let key = (pool, spec, level, zones, chosen, total, limited);
-                if self.seen.contains(&key) { STATS[i*4+3].fetch_add(1, Relaxed); } else { self.seen.push(key); }
-            }
             if at_most && !fitting.is_empty() {
                 self.over = true;
                 return None;
