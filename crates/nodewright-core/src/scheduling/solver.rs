@@ -340,10 +340,7 @@ impl<'a> Solver<'a> {
             node_zone = Cow::Borrowed(&known[..known.len().min(input.nodes.len())]);
         }
         for n in &input.nodes[node_zone.len()..] {
-            let zone = match n.labels.get(well_known::ZONE).map(|zone| zones.iter().position(|z| z == zone)) {
-                Some(None) => zone_index(n, zones.to_mut()),
-                known => known.flatten(),
-            };
+            let zone = zone_in(n, &mut zones);
             node_zone.to_mut().push(zone);
         }
 
@@ -641,11 +638,16 @@ impl<'a> Solver<'a> {
         f(self, &self.compat[&(pool, spec, level)])
     }
 
+    /// Every zone known, as a bit mask (all ones without any, or past 64).
+    fn known_zones(&self) -> u64 {
+        // Without known zones (nodes with no zone label) there is nothing to restrict.
+        if self.zones.is_empty() || self.zones.len() >= 64 { u64::MAX } else { (1u64 << self.zones.len()) - 1 }
+    }
+
     /// Zones a pod of `spec` may go to now, as a bit mask (all ones: any).
     fn allowed_zones(&self, spec: usize, level: usize) -> u64 {
         let info = &self.specs[spec];
-        // Without known zones (nodes with no zone label) there is nothing to restrict.
-        let all: u64 = if self.zones.is_empty() || self.zones.len() >= 64 { u64::MAX } else { (1u64 << self.zones.len()) - 1 };
+        let all = self.known_zones();
         let mut mask = all;
         for &(sel, key, max_skew, hard) in &info.spread {
             if key != Key::Zone || (!hard && !info.soft_spread_active(level)) {
@@ -845,7 +847,7 @@ impl<'a> Solver<'a> {
                 && !at_most;
             // Tests every offering would pass, left out.
             let limited = limits != PoolLimits::default();
-            let known = if self.zones.is_empty() || self.zones.len() >= 64 { u64::MAX } else { (1u64 << self.zones.len()) - 1 };
+            let known = self.known_zones();
             let any_zone = zones & known == known;
             // Provisioning's lists (every offering the pool and the pod
             // allow, no price bound, no limits) are the same for every pod
@@ -1215,10 +1217,19 @@ impl<'a> Solver<'a> {
 
 /// The index of `node`'s zone among `zones` (added if new).
 pub fn zone_index(node: &ExistingNode, zones: &mut Vec<String>) -> Option<usize> {
+    let mut list = Cow::Owned(std::mem::take(zones));
+    let zone = zone_in(node, &mut list);
+    *zones = list.into_owned();
+    zone
+}
+
+/// [`zone_index`] over a list that stays borrowed unless a zone is added.
+fn zone_in(node: &ExistingNode, zones: &mut Cow<'_, [String]>) -> Option<usize> {
     let zone = node.labels.get(well_known::ZONE)?;
     Some(match zones.iter().position(|z| z == zone) {
         Some(i) => i,
         None => {
+            let zones = zones.to_mut();
             zones.push(zone.to_string());
             zones.len() - 1
         }
