@@ -573,12 +573,16 @@ fn bound_pods_say_how_long_they_have_run() {
     let mut w = world(vec![pool()]);
     let a = w.node("m5.xlarge");
     w.put(&a, "a", pod(800, 3), 1);
-    let ran = |w: &World| w.executor.block_on(w.cluster.bound_pods()).unwrap()[0].1.running_for;
+    // By the controllers' clock (wall time from the run's epoch).
+    let ran = |w: &World| w.executor.block_on(w.cluster.bound_pods()).unwrap()[0].1.running_for(w.clock.wall());
     let first = ran(&w).expect("a bound pod has run for some time");
     // Less than the NodePool's consolidateAfter: nothing moves the pod.
     w.run(30, 10);
     let later = ran(&w).expect("still bound");
     assert_eq!(later - first, Duration::from_secs(30));
+    // It started when it was bound, whatever the time it is asked.
+    let started = w.executor.block_on(w.cluster.bound_pods()).unwrap()[0].1.started;
+    assert_eq!(started, Some(w.clock.wall() - later));
 }
 
 /// When passes decided on an action naming `node` (staged or rejected).

@@ -21,10 +21,10 @@ pub fn pod(
     let spec = pod_spec(&p.metadata, p.spec.as_ref().unwrap_or(&core::PodSpec::default()), keep);
     let spec = specs.entry(spec.clone()).or_insert_with(|| Arc::new(spec)).clone();
     let mut pod = nodewright_core::model::Pod::new(full_name(&p.metadata), spec);
-    // How long it has run: since `status.startTime`, by the system clock.
-    pod.running_for = p.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| {
-        let now = k8s_openapi::jiff::Timestamp::now().as_second();
-        std::time::Duration::from_secs(now.saturating_sub(t.0.as_second()).max(0) as u64)
+    // When it started: `status.startTime` (the controllers read the
+    // system clock, since the Unix epoch, too).
+    pod.started = p.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| {
+        std::time::Duration::from_secs(u64::try_from(t.0.as_second()).unwrap_or(0))
     });
     pod
 }

@@ -12,7 +12,7 @@ pub use simulated::{PodEvent, Scheduled, SimulatedCluster, StopCause};
 
 use crate::cloud::Instance;
 pub use crate::model::NodeClaim;
-use crate::model::{NodePool, PdbStatus, Pod, PodSpec};
+use crate::model::{BoundPods, NodePool, PdbStatus, Pod, PodSpec};
 use crate::scheduling::ExistingNode;
 
 /// What an eviction did.
@@ -140,16 +140,13 @@ pub trait Cluster: Send + Sync + 'static {
     fn bound_pods(&self) -> impl Future<Output = Result<Vec<(String, Pod)>, ClusterError>> + Send;
 
     /// [`Self::bound_pods`], by node, each node's pods by name.
-    fn bound_pods_by_node(&self) -> impl Future<Output = Result<rustc_hash::FxHashMap<String, Vec<Pod>>, ClusterError>> + Send {
+    fn bound_pods_by_node(&self) -> impl Future<Output = Result<rustc_hash::FxHashMap<String, BoundPods>, ClusterError>> + Send {
         async {
             let mut by_node: rustc_hash::FxHashMap<String, Vec<Pod>> = rustc_hash::FxHashMap::default();
             for (node, pod) in self.bound_pods().await? {
                 by_node.entry(node).or_default().push(pod);
             }
-            for pods in by_node.values_mut() {
-                pods.sort_by(|a, b| a.name.cmp(&b.name));
-            }
-            Ok(by_node)
+            Ok(by_node.into_iter().map(|(node, pods)| (node, BoundPods::new(pods))).collect())
         }
     }
 

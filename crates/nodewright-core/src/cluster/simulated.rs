@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::{Cluster, ClusterError, ClusterEvent, Created, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, RegisteredNode, Registration};
 use crate::cloud::Instance;
-use crate::model::{Catalog, Clock, NodePool, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
+use crate::model::{BoundPods, Catalog, Clock, NodePool, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
 use crate::scheduling::{ExistingNode, Hints, SchedulingInput, schedule_in_order, zone_index};
 
 /// Why a pod stopped running on its node.
@@ -99,6 +99,12 @@ struct State {
     /// the cluster's clock (kept by node: a disruption pass reads every
     /// node's pods).
     on_node: HashMap<String, BTreeMap<String, (Pod, Duration)>>,
+    /// Node → its pods as last handed out ([`Cluster::bound_pods_by_node`]),
+    /// dropped when they change.
+    shared: HashMap<String, BoundPods>,
+    /// Added to the cluster's clock to tell when a pod started, since the
+    /// Unix epoch ([`Pod::started`]).
+    epoch: Duration,
     /// (CPU millicores, memory bytes) requested by every bound pod
     /// (daemonsets excluded); 64 bits, as a cluster's total outgrows a pod's.
     bound_requests: (u64, u64),
@@ -204,15 +210,10 @@ impl State {
         }
     }
 
-    /// Bound pod `p`, bound at `at`, with how long it has run by `now`.
-    fn running(p: &Pod, at: Duration, now: Duration) -> Pod {
-        Pod { running_for: Some(now.saturating_sub(at)), ..p.clone() }
-    }
-
-    /// The pods bound to `node`, with how long each has run by `now`, by name.
-    fn pods_on(&self, node: &str, now: Duration) -> Vec<Pod> {
+    /// The pods bound to `node`, by name.
+    fn pods_on(&self, node: &str) -> Vec<Pod> {
         let Some(pods) = self.on_node.get(node) else { return Vec::new() };
-        pods.values().map(|(p, at)| Self::running(p, *at, now)).collect()
+        pods.values().map(|(p, _)| p.clone()).collect()
     }
 
     /// Bound pod `pod`: its node, the pod, and when it was bound.
@@ -225,10 +226,12 @@ impl State {
     fn unbind(&mut self, pod: &str) -> Option<(String, Pod)> {
         let node = self.bound.remove(pod)?;
         let pods = self.on_node.get_mut(&node)?;
-        let (p, _) = pods.remove(pod)?;
+        let (mut p, _) = pods.remove(pod)?;
         if pods.is_empty() {
             self.on_node.remove(&node);
         }
+        self.shared.remove(&node);
+        p.started = None;
         self.touch();
         let r = p.spec.requests;
         self.bound_requests = (self.bound_requests.0.saturating_sub(r.cpu_millis.into()), self.bound_requests.1.saturating_sub(r.memory_bytes));
@@ -247,7 +250,9 @@ impl State {
         Arc::make_mut(&mut target.pods).push(spec);
         self.pods_changed(node);
         self.touch();
-        if let Some(p) = self.pending.remove(pod) {
+        if let Some(mut p) = self.pending.remove(pod) {
+            p.started = Some(self.epoch.saturating_add(now));
+            self.shared.remove(node);
             self.fresh.remove(pod);
             self.queued.remove(pod);
             let r = p.spec.requests;
@@ -291,6 +296,13 @@ impl SimulatedCluster {
     pub fn with_restarts(mut self, now: Clock, restart_delay: Duration) -> Self {
         self.now = now;
         self.state().restart_delay = restart_delay;
+        self
+    }
+
+    /// Tell when a pod started as `epoch` plus the cluster's clock (the
+    /// controllers' clock, when theirs runs from `epoch`).
+    pub fn with_epoch(self, epoch: Duration) -> Self {
+        self.state().epoch = epoch;
         self
     }
 
@@ -636,9 +648,7 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, ClusterError> {
-        let now = (self.now)();
-        let state = self.state();
-        Ok(state.pods_on(node, now))
+        Ok(self.state().pods_on(node))
     }
 
     async fn cordon(&self, node: &str) -> Result<(), ClusterError> {
@@ -755,16 +765,23 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
-        let now = (self.now)();
         let state = self.state();
-        Ok(state.bound.keys().filter_map(|pod| state.bound_pod(pod)).map(|(n, p, at)| (n.clone(), State::running(p, at, now))).collect())
+        Ok(state.bound.keys().filter_map(|pod| state.bound_pod(pod)).map(|(n, p, _)| (n.clone(), p.clone())).collect())
     }
 
-    async fn bound_pods_by_node(&self) -> Result<rustc_hash::FxHashMap<String, Vec<Pod>>, ClusterError> {
-        let now = (self.now)();
-        let state = self.state();
-        // Each node's by name.
-        Ok(state.on_node.iter().map(|(node, pods)| (node.clone(), pods.values().map(|(p, at)| State::running(p, *at, now)).collect())).collect())
+    async fn bound_pods_by_node(&self) -> Result<rustc_hash::FxHashMap<String, BoundPods>, ClusterError> {
+        let mut state = self.state();
+        let State { on_node, shared, .. } = &mut *state;
+        // Each node's list is built once after its pods change, then shared.
+        Ok(on_node
+            .iter()
+            .map(|(node, pods)| {
+                let list = shared
+                    .entry(node.clone())
+                    .or_insert_with(|| BoundPods::new(pods.values().map(|(p, _)| p.clone()).collect()));
+                (node.clone(), list.clone())
+            })
+            .collect())
     }
 
     async fn pod_disruption_budgets(&self) -> Result<Vec<PdbStatus>, ClusterError> {
@@ -825,7 +842,17 @@ mod tests {
     /// be what adding up their pods and reading their zone labels gives,
     /// whatever came and went.
     fn kept_matches_the_nodes(cluster: &SimulatedCluster) {
+        // What a disruption pass is handed (kept from the last call where
+        // nothing changed) is each node's pods now.
+        let handed = futures::executor::block_on(cluster.bound_pods_by_node()).unwrap();
         let state = cluster.state();
+        assert_eq!(handed.len(), state.on_node.len());
+        for (node, list) in &handed {
+            let names: Vec<&str> = list.pods.iter().map(|p| &*p.name).collect();
+            let kept: Vec<&str> = state.on_node.get(node).map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+            assert_eq!(names, kept, "pods handed out for {node}");
+            assert!(list.pods.iter().all(|p| p.started.is_some()), "{node}: a bound pod has a start");
+        }
         assert_eq!(state.node_used.len(), state.nodes.len());
         assert_eq!(state.node_zone.len(), state.nodes.len());
         assert!(state.zone_names.starts_with(&cluster.catalog.zones.0));

@@ -373,12 +373,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 continue;
             }
             let (Some(instance), true) = (&claim.instance, index.contains_key(&claim.name)) else { continue };
-            let pods = bound.remove(&claim.name).unwrap_or_default();
-            let mut hasher = rustc_hash::FxHasher::default();
-            for pod in &pods {
-                pod.name.hash(&mut hasher);
-            }
-            let fingerprint = hasher.finish();
+            let crate::model::BoundPods { pods, digest: fingerprint } = bound.remove(&claim.name).unwrap_or_default();
             let since = match self.seen.get(&claim.name) {
                 Some(&(f, since)) if f == fingerprint => since,
                 _ => now,

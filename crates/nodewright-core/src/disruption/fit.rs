@@ -18,7 +18,7 @@ pub(crate) struct Member {
     /// Catalog index of its offering.
     pub offering: u32,
     /// Pods bound to it (daemonsets excluded).
-    pub pods: Vec<Pod>,
+    pub pods: std::sync::Arc<[Pod]>,
     /// Time since its pods last changed.
     pub idle_for: Duration,
     /// Why the cloud says it drifted from its node class (`AMIDrift`, …).
@@ -126,7 +126,7 @@ impl View {
     /// the fewest evictions any budget selecting it allows.
     pub fn facts(&self, pod: &Pod, pool: &crate::model::NodePool) -> crate::policy::PodFacts {
         let mut facts = crate::policy::PodFacts::of(&pod.spec, pool);
-        facts.running_seconds = pod.running_for.map_or(0, |d| d.as_secs());
+        facts.running_seconds = pod.running_for(self.now).map_or(0, |d| d.as_secs());
         facts.pdb_headroom =
             self.pdbs.iter().filter(|p| p.budget.selector.matches(&pod.spec.labels)).map(|p| p.disruptions_allowed).min();
         facts

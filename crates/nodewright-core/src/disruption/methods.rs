@@ -236,7 +236,7 @@ mod tests {
             deleting,
             conditions: Default::default(),
         };
-        Member { claim, offering: 0, pods: vec![], idle_for: Duration::from_secs(idle_for), drift: None }
+        Member { claim, offering: 0, pods: Default::default(), idle_for: Duration::from_secs(idle_for), drift: None }
     }
 
     #[test]

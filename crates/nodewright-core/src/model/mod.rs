@@ -32,5 +32,5 @@ pub use nodepool::{
 pub use offering::{Arch, CapacityType, InterruptionRate, Offering};
 pub use overrides::{OverrideTarget, PriceChange, PriceOverride, PriceOverrideError, parse_price_overrides};
 pub use pdb::{IntOrPercent, PdbLimit, PdbStatus, PodDisruptionBudget};
-pub use pod::{daemonsets_on, LabelSelector, Pod, PodAffinityTerm, PodSpec, PreferredTerm, TopologyKey, TopologySpread};
+pub use pod::{daemonsets_on, BoundPods, LabelSelector, Pod, PodAffinityTerm, PodSpec, PreferredTerm, TopologyKey, TopologySpread};
 pub use resources::Resources;

@@ -120,15 +120,49 @@ pub struct Pod {
     pub name: Arc<str>,
     /// Its spec, shared with identical pods.
     pub spec: Arc<PodSpec>,
-    /// How long it has run on its node, when the cluster knows (bound pods).
+    /// When it started running on its node, since the Unix epoch (a
+    /// bound pod's `status.startTime`), when the cluster knows. Kept as an
+    /// instant rather than a duration so a cluster can hand out the same
+    /// pod, unchanged, pass after pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub running_for: Option<std::time::Duration>,
+    pub started: Option<std::time::Duration>,
 }
 
 impl Pod {
     /// A pod named `name` with `spec`.
     pub fn new(name: impl Into<Arc<str>>, spec: Arc<PodSpec>) -> Self {
-        Pod { name: name.into(), spec, running_for: None }
+        Pod { name: name.into(), spec, started: None }
+    }
+
+    /// How long it has run by `now` (since the Unix epoch), if the
+    /// cluster said when it started.
+    pub fn running_for(&self, now: std::time::Duration) -> Option<std::time::Duration> {
+        self.started.map(|at| now.saturating_sub(at))
+    }
+}
+
+/// The pods bound to one node, by name, shared: a cluster hands out the
+/// same list until the node's pods change, so a controller reading every
+/// node's pods each pass copies nothing.
+#[derive(Debug, Clone, Default)]
+pub struct BoundPods {
+    /// The pods, by name.
+    pub pods: Arc<[Pod]>,
+    /// A digest of the pods' names: equal digests, the same pods (as far as
+    /// a 64-bit hash tells).
+    pub digest: u64,
+}
+
+impl BoundPods {
+    /// `pods` (any order) as a shared list by name, with their digest.
+    pub fn new(mut pods: Vec<Pod>) -> Self {
+        use std::hash::{Hash, Hasher};
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut hasher = rustc_hash::FxHasher::default();
+        for pod in &pods {
+            pod.name.hash(&mut hasher);
+        }
+        BoundPods { digest: hasher.finish(), pods: pods.into() }
     }
 }
 

@@ -104,7 +104,7 @@ impl World {
         let run_clock = clock.clone();
         let now: crate::model::Clock = Arc::new(move || run_clock.now());
         let cloud = Arc::new(SimulatedCloud::new(catalog.clone(), settings.cloud, now.clone()));
-        let cluster = Arc::new(SimulatedCluster::new(catalog, pools).with_restarts(now, settings.restart_delay).with_pod_events());
+        let cluster = Arc::new(SimulatedCluster::new(catalog, pools).with_restarts(now, settings.restart_delay).with_epoch(EPOCH_OFFSET).with_pod_events());
         let wall = clock.clone();
         let provisioner =
             Arc::new(
