@@ -141,10 +141,19 @@ fn not_built(command: &str) -> anyhow::Result<ExitCode> {
 }
 
 /// Parse the command line, run the command, and turn its result into an exit code.
-pub fn main() -> ExitCode {
+/// Run the command line; `batch` is called first for a command that runs
+/// to completion (anything but `run`), to tune the process for throughput.
+pub fn main(batch: fn()) -> ExitCode {
     quiet_on_broken_pipe();
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
+    #[cfg(feature = "controller")]
+    let long_lived = matches!(cli.command, Command::Run(_));
+    #[cfg(not(feature = "controller"))]
+    let long_lived = false;
+    if !long_lived {
+        batch();
+    }
     let result = match cli.command {
         Command::Compare(args) => simulate::compare(args, &cli.runtime),
         Command::Simulate(args) => simulate::simulate(args, &cli.runtime),
