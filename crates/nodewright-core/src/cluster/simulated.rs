@@ -8,7 +8,11 @@
 //! watch stream ([`SimulatedCluster::take_pod_events`]) that the simulator
 //! derives its pod metrics from.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+// Keyed by names the cluster itself gives out: a fast hash, no need for
+// one that resists chosen keys.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,7 +119,7 @@ struct State {
     /// Bumped by every change ([`Cluster::revision`]).
     revision: u64,
     /// NodeClaims linked to their registered node.
-    registered: std::collections::HashSet<String>,
+    registered: HashSet<String>,
     /// NodePool statuses written.
     pool_status: HashMap<String, NodePoolStatus>,
     /// PolicyPlugin objects, with the component each points at.

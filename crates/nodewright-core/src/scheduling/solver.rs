@@ -4,6 +4,7 @@
 // iterated, so their order cannot reach a result).
 use rustc_hash::FxHashMap as HashMap;
 use std::borrow::Cow;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use super::bitset::Bitset;
@@ -463,7 +464,7 @@ impl<'a> Solver<'a> {
         let n_sel = selectors.len();
         let mut zone_counts = vec![vec![0u32; zones.len()]; n_sel];
         let mut total_counts = vec![0u32; n_sel];
-        let mut pod_matches: HashMap<*const PodSpec, Vec<usize>> = HashMap::default();
+        let mut pod_matches: HashMap<*const PodSpec, Rc<[usize]>> = HashMap::default();
         let columns: Vec<Arc<[u32]>> = match hints.cache {
             Some(cache) if n_sel > 0 => selectors.iter().map(|s| cache.counts(input.nodes, s)).collect(),
             _ => Vec::new(),
@@ -480,13 +481,21 @@ impl<'a> Solver<'a> {
                         counts[s] = column[n];
                     }
                 } else {
+                    // Pods of a workload share one spec: its labels are
+                    // matched once, and a run of its pods looked up once.
+                    let mut last: Option<(*const PodSpec, Rc<[usize]>)> = None;
                     for pod in node.pods.iter() {
-                        // Pods of a workload share one spec: match its labels once.
-                        let ids = pod_matches.entry(Arc::as_ptr(pod)).or_insert_with(|| {
-                            (0..n_sel).filter(|&s| selectors[s].matches(&pod.labels)).collect::<Vec<usize>>()
-                        });
-                        for &s in ids.iter() {
-                            counts[s] += 1;
+                        let ptr = Arc::as_ptr(pod);
+                        if last.as_ref().is_none_or(|(p, _)| *p != ptr) {
+                            let ids = pod_matches.entry(ptr).or_insert_with(|| {
+                                (0..n_sel).filter(|&s| selectors[s].matches(&pod.labels)).collect()
+                            });
+                            last = Some((ptr, ids.clone()));
+                        }
+                        if let Some((_, ids)) = &last {
+                            for &s in ids.iter() {
+                                counts[s] += 1;
+                            }
                         }
                     }
                 }

@@ -314,7 +314,7 @@ struct Sim<'a> {
     reprice_step: u64,
     /// Instances warned of their reclaim (each is warned once).
     warned: std::collections::HashSet<String>,
-    pods: HashMap<String, PodLife>,
+    pods: rustc_hash::FxHashMap<String, PodLife>,
     /// The work of each job's `add` event (by event index): the time to its `del`.
     work: Vec<Option<Duration>>,
     first_waits: Vec<f64>,
@@ -394,7 +394,7 @@ pub fn simulate(
         family_drift: BTreeMap::new(),
         reprice_step: 0,
         warned: Default::default(),
-        pods: HashMap::new(),
+        pods: rustc_hash::FxHashMap::default(),
         work: job_work(trace),
         first_waits: Vec::new(),
         re_waits: Vec::new(),
