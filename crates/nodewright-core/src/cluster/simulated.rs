@@ -99,10 +99,10 @@ struct State {
     annotations: BTreeMap<String, BTreeMap<String, String>>,
     /// Bound pods: name → its node.
     bound: BTreeMap<String, String>,
-    /// Node → the pods bound to it, by name, with when each was bound by
-    /// the cluster's clock (kept by node: a disruption pass reads every
+    /// Node → the pods bound to it, by name, each saying when it started
+    /// ([`Pod::started`]) (kept by node: a disruption pass reads every
     /// node's pods).
-    on_node: HashMap<String, BTreeMap<String, (Pod, Duration)>>,
+    on_node: HashMap<String, BTreeMap<String, Pod>>,
     /// Node → its pods as last handed out ([`Cluster::bound_pods_by_node`]),
     /// dropped when they change.
     shared: HashMap<String, BoundPods>,
@@ -217,20 +217,20 @@ impl State {
     /// The pods bound to `node`, by name.
     fn pods_on(&self, node: &str) -> Vec<Pod> {
         let Some(pods) = self.on_node.get(node) else { return Vec::new() };
-        pods.values().map(|(p, _)| p.clone()).collect()
+        pods.values().cloned().collect()
     }
 
-    /// Bound pod `pod`: its node, the pod, and when it was bound.
-    fn bound_pod(&self, pod: &str) -> Option<(&String, &Pod, Duration)> {
+    /// Bound pod `pod`: its node and the pod.
+    fn bound_pod(&self, pod: &str) -> Option<(&String, &Pod)> {
         let node = self.bound.get(pod)?;
-        self.on_node.get(node)?.get(pod).map(|(p, at)| (node, p, *at))
+        self.on_node.get(node)?.get(pod).map(|p| (node, p))
     }
 
     /// Take bound pod `pod` off its node; returns (node, pod).
     fn unbind(&mut self, pod: &str) -> Option<(String, Pod)> {
         let node = self.bound.remove(pod)?;
         let pods = self.on_node.get_mut(&node)?;
-        let (mut p, _) = pods.remove(pod)?;
+        let mut p = pods.remove(pod)?;
         if pods.is_empty() {
             self.on_node.remove(&node);
         }
@@ -261,7 +261,7 @@ impl State {
             self.queued.remove(pod);
             let r = p.spec.requests;
             self.bound_requests = (self.bound_requests.0.saturating_add(r.cpu_millis.into()), self.bound_requests.1.saturating_add(r.memory_bytes));
-            self.on_node.entry(node.into()).or_default().insert(pod.into(), (p, now));
+            self.on_node.entry(node.into()).or_default().insert(pod.into(), p);
             self.bound.insert(pod.into(), node.into());
         }
         if let Some(journal) = &mut self.journal {
@@ -273,7 +273,7 @@ impl State {
     /// `status.disruptionsAllowed` of `pdb`: bound pods are healthy, pending
     /// and restarting ones (evicted and not yet back) are expected but down.
     fn allowed(&self, pdb: &PodDisruptionBudget) -> u32 {
-        let healthy = self.on_node.values().flat_map(BTreeMap::values).filter(|(p, _)| pdb.selector.matches(&p.spec.labels)).count() as u32;
+        let healthy = self.on_node.values().flat_map(BTreeMap::values).filter(|p| pdb.selector.matches(&p.spec.labels)).count() as u32;
         let down = self.pending.values().chain(self.restarting.values().map(|(p, _)| p)).filter(|p| pdb.selector.matches(&p.spec.labels)).count()
             as u32;
         pdb.disruptions_allowed(healthy, healthy + down)
@@ -770,7 +770,7 @@ impl Cluster for SimulatedCluster {
 
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
         let state = self.state();
-        Ok(state.bound.keys().filter_map(|pod| state.bound_pod(pod)).map(|(n, p, _)| (n.clone(), p.clone())).collect())
+        Ok(state.bound.keys().filter_map(|pod| state.bound_pod(pod)).map(|(n, p)| (n.clone(), p.clone())).collect())
     }
 
     async fn bound_pods_by_node(&self) -> Result<rustc_hash::FxHashMap<String, BoundPods>, ClusterError> {
@@ -782,7 +782,7 @@ impl Cluster for SimulatedCluster {
             .map(|(node, pods)| {
                 let list = shared
                     .entry(node.clone())
-                    .or_insert_with(|| BoundPods::new(pods.values().map(|(p, _)| p.clone()).collect()));
+                    .or_insert_with(|| BoundPods::new(pods.values().cloned().collect()));
                 (node.clone(), list.clone())
             })
             .collect())
@@ -796,7 +796,7 @@ impl Cluster for SimulatedCluster {
     async fn evict(&self, pod: &str) -> Result<Eviction, ClusterError> {
         let now = (self.now)();
         let mut state = self.state();
-        let (_, p, _) = state.bound_pod(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not bound to a node")))?;
+        let (_, p) = state.bound_pod(pod).ok_or_else(|| ClusterError(format!("pod {pod} is not bound to a node")))?;
         let labels = p.spec.labels.clone();
         if let Some(pdb) = state.pdbs.iter().find(|b| b.selector.matches(&labels) && state.allowed(b) == 0) {
             return Ok(Eviction::Blocked { pdb: pdb.name.clone() });
