@@ -600,7 +600,7 @@ mod what_if {
             fleet: Arc::new(Fleet {
                 version,
                 catalog_version: catalog.version,
-                prices: Arc::new(PriceHistory { catalog_version: catalog.version, points }),
+                prices: Arc::new(PriceHistory::from_points(catalog.version, points)),
                 ..Fleet::default()
             }),
             ..SelectionRequest::default()

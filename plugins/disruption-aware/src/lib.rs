@@ -67,13 +67,13 @@ fn config() -> Result<Config, String> {
 /// Share of the running on-demand list price the commitments do not cover now.
 fn uncovered_share(fleet: &Fleet, catalog: &Catalog) -> f64 {
     let od = |o: u32| catalog.offerings.get(o as usize).filter(|o| o.capacity_type == CapacityType::OnDemand);
-    let list: f64 = fleet.running.iter().filter_map(|c| od(c.offering).map(|o| o.price_per_hour * f64::from(c.count))).sum();
+    let list: f64 = fleet.counts().filter_map(|c| od(c.offering).map(|o| o.price_per_hour * f64::from(c.count))).sum();
     if list <= 0.0 {
         return 1.0;
     }
     let mut covered = 0.0;
     for ri in &fleet.reserved_instances {
-        let price = fleet.running.iter().filter_map(|c| od(c.offering)).find(|o| o.instance_type == ri.instance_type).map_or(0.0, |o| o.price_per_hour);
+        let price = fleet.counts().filter_map(|c| od(c.offering)).find(|o| o.instance_type == ri.instance_type).map_or(0.0, |o| o.price_per_hour);
         covered += price * f64::from(ri.used);
     }
     for plan in &fleet.savings_plans {

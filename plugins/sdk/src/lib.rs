@@ -66,7 +66,29 @@ pub use nodewright::policy::types::{Arch, CapacityType, InterruptionRate, Offeri
 pub type Catalog = nodewright::policy::types::Catalog;
 
 #[cfg(feature = "fleet")]
-pub use nodewright::policy::types::{Fleet, FleetCount, Pod, PodTag, PoolHistory, Reservation, SavingsPlan};
+pub use nodewright::policy::types::{Fleet, Pod, PodTag, PoolHistory, Reservation, SavingsPlan};
+
+/// Nodes of a NodePool running (or launching as) an offering: one entry of
+/// the fleet's flat `running` list, read with [`Fleet::counts`].
+#[cfg(feature = "fleet")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetCount {
+    /// The NodePool: its index in the fleet's `node_pools`.
+    pub node_pool: u32,
+    /// Catalog index.
+    pub offering: u32,
+    /// Nodes (never 0).
+    pub count: u32,
+}
+
+#[cfg(feature = "fleet")]
+impl Fleet {
+    /// The running and launching nodes per NodePool and offering: the
+    /// `running` list, which the contract carries as flat triples.
+    pub fn counts(&self) -> impl Iterator<Item = FleetCount> + '_ {
+        self.running.chunks_exact(3).map(|c| FleetCount { node_pool: c[0], offering: c[1], count: c[2] })
+    }
+}
 
 /// The pods' strings of one call (contract 0.3.0): a request's or a
 /// snapshot's `strings`, `labels` and `annotations`. A pod names its
@@ -480,7 +502,7 @@ pub mod economics {
         }
     }
 
-    /// The index `fleet.running` names NodePool `name` by (none when no
+    /// The index [`Fleet::counts`] names NodePool `name` by (none when no
     /// node of it runs).
     pub fn node_pool_index(fleet: &Fleet, name: &str) -> Option<u32> {
         fleet.node_pools.iter().position(|p| p == name).and_then(|i| u32::try_from(i).ok())
@@ -491,7 +513,7 @@ pub mod economics {
         let mut of = 0u32;
         let mut all = 0u32;
         let Some(pool) = node_pool_index(fleet, node_pool) else { return (0, 0) };
-        for c in fleet.running.iter().filter(|c| c.node_pool == pool) {
+        for c in fleet.counts().filter(|c| c.node_pool == pool) {
             all = all.saturating_add(c.count);
             if c.offering == offering {
                 of = of.saturating_add(c.count);
@@ -516,9 +538,13 @@ pub fn score_each(
 /// kept in request order: the fastest form when scores come from
 /// [`Columns`] or [`economics::Prices::at`] (nothing is filtered, and the
 /// host checks an answer naming exactly the feasible offerings at once).
+///
+/// `scores[k]` is the score of `request.feasible[k]`; `offerings` is left
+/// empty, and the request's own feasible list takes its place when the
+/// ranking is returned to the host (no copy of it is made).
 #[cfg(feature = "selector")]
 pub fn score_feasible(request: &SelectionRequest, mut score: impl FnMut(u32) -> f64) -> Ranking {
-    Ranking { offerings: request.feasible.clone(), scores: request.feasible.iter().map(|&i| score(i)).collect() }
+    Ranking { offerings: Vec::new(), scores: request.feasible.iter().map(|&i| score(i)).collect() }
 }
 
 /// [`score_feasible`] where each offering's score is `scores[index]`, a
@@ -526,7 +552,19 @@ pub fn score_feasible(request: &SelectionRequest, mut score: impl FnMut(u32) -> 
 /// its end): the fastest form of all.
 #[cfg(feature = "selector")]
 pub fn score_feasible_from(request: &SelectionRequest, scores: &[f64]) -> Ranking {
-    Ranking { offerings: request.feasible.clone(), scores: gather(&request.feasible, scores) }
+    Ranking { offerings: Vec::new(), scores: gather(&request.feasible, scores) }
+}
+
+/// The ranking returned for a request whose feasible list is `feasible`:
+/// one with no offerings and a score per feasible offering (what
+/// [`score_feasible`] makes) names them all, in request order.
+#[cfg(feature = "selector")]
+#[doc(hidden)]
+pub fn __all_feasible(mut ranking: Ranking, feasible: Vec<u32>) -> Ranking {
+    if ranking.offerings.is_empty() && ranking.scores.len() == feasible.len() {
+        ranking.offerings = feasible;
+    }
+    ranking
 }
 
 /// Scores by catalog index kept while the catalog and the fleet stay the
@@ -566,9 +604,24 @@ impl KeptScores {
 /// `values[i]` for each `i` of `indices`. A function of its own, so the
 /// compiler of the host keeps the loop's few values in registers (inlined
 /// into a plugin's whole `rank`, it spills them to the stack).
+/// Written in place four at a time: the compiler of the host checks the
+/// interruption epoch once per loop iteration, and keeps loops as written.
 #[inline(never)]
 fn gather(indices: &[u32], values: &[f64]) -> Vec<f64> {
-    indices.iter().map(|&i| values.get(i as usize).copied().unwrap_or(f64::MAX)).collect()
+    let at = |i: u32| values.get(i as usize).copied().unwrap_or(f64::MAX);
+    let mut out = vec![0.0; indices.len()];
+    let mut to = out.chunks_exact_mut(4);
+    let mut from = indices.chunks_exact(4);
+    for (o, i) in (&mut to).zip(&mut from) {
+        o[0] = at(i[0]);
+        o[1] = at(i[1]);
+        o[2] = at(i[2]);
+        o[3] = at(i[3]);
+    }
+    for (o, &i) in to.into_remainder().iter_mut().zip(from.remainder()) {
+        *o = at(i);
+    }
+    out
 }
 
 /// [`score_each`], with each offering's catalog index.
@@ -713,9 +766,10 @@ macro_rules! __export_selection {
         impl $crate::exports::nodewright::policy::instance_selection::Guest for $t {
             fn rank(mut request: $crate::SelectionRequest) -> Result<$crate::Ranking, String> {
                 $crate::__keep_fleet!(request);
-                $crate::__with_catalog(request.catalog_version, |catalog| {
+                let ranking = $crate::__with_catalog(request.catalog_version, |catalog| {
                     $crate::__check_fleet!(request, <$t as $crate::Selector>::rank(&request, catalog))
-                })
+                })?;
+                Ok($crate::__all_feasible(ranking, request.feasible))
             }
         }
     };

@@ -188,7 +188,7 @@ impl Selector for SpotDiversified {
             weigh(offering, 1.0 + config.recent_weight * f64::from(events));
         }
         let me = economics::node_pool_index(&fleet, &request.node_pool);
-        let of_pool = tally(fleet.running.iter().filter(|c| Some(c.node_pool) == me).map(|c| (c.offering, c.count)));
+        let of_pool = tally(fleet.counts().filter(|c| Some(c.node_pool) == me).map(|c| (c.offering, c.count)));
         let pool_nodes = of_pool.iter().fold(0u32, |n, c| n.saturating_add(c.1));
         let crowded = |held: u32| pool_nodes >= config.min_nodes && f64::from(held) >= config.max_pool_share * f64::from(pool_nodes);
         if crowded(0) {

@@ -247,7 +247,7 @@ macro_rules! fleet_calls {
     () => {
         use crate::policy::fleet::{Fleet, PodFacts, ReservationUse};
 
-        fn to_fleet(fleet: &Fleet) -> b::types::Fleet {
+        pub(crate) fn to_fleet(fleet: &Fleet) -> b::types::Fleet {
             use b::types as t;
             let reservation = |r: &ReservationUse| t::Reservation {
                 instance_type: r.instance_type.clone(),
@@ -256,19 +256,17 @@ macro_rules! fleet_calls {
                 used: r.used,
                 hourly_rate: r.hourly_rate,
             };
-            // Each NodePool's name once, referred to by index.
+            // Each NodePool's name once, referred to by index; the counts
+            // as flat (NodePool, offering, nodes) triples.
             let mut node_pools: Vec<String> = Vec::new();
-            let running = fleet
-                .running
-                .iter()
-                .map(|c| {
-                    let index = node_pools.iter().position(|p| **p == *c.node_pool).unwrap_or_else(|| {
-                        node_pools.push(c.node_pool.to_string());
-                        node_pools.len() - 1
-                    });
-                    t::FleetCount { node_pool: u32::try_from(index).unwrap_or(u32::MAX), offering: c.offering, count: c.count }
-                })
-                .collect();
+            let mut running = Vec::with_capacity(fleet.running.len().saturating_mul(3));
+            for c in &fleet.running {
+                let index = node_pools.iter().position(|p| **p == *c.node_pool).unwrap_or_else(|| {
+                    node_pools.push(c.node_pool.to_string());
+                    node_pools.len() - 1
+                });
+                running.extend([u32::try_from(index).unwrap_or(u32::MAX), c.offering, c.count]);
+            }
             t::Fleet {
                 version: fleet.version,
                 catalog_version: fleet.catalog_version,
@@ -425,6 +423,23 @@ mod tests {
     use super::v0_3_0::types::PodTag;
     use crate::model::Resources;
     use crate::policy::PodFacts;
+
+    #[test]
+    fn the_fleets_counts_travel_as_flat_triples_naming_each_node_pool_once() {
+        use crate::policy::{Fleet, FleetCount};
+        let count = |node_pool: &str, offering: u32, count: u32| FleetCount { node_pool: node_pool.into(), offering, count };
+        let fleet = Fleet {
+            version: 7,
+            catalog_version: 3,
+            running: vec![count("default", 1, 2), count("batch", 5, 1), count("default", 7, 3)],
+            ..Fleet::default()
+        };
+        let wit = super::glue::v0_3_0::to_fleet(&fleet);
+        assert_eq!((wit.version, wit.catalog_version), (7, 3));
+        assert_eq!(wit.node_pools, ["default", "batch"]);
+        assert_eq!(wit.running, [0, 1, 2, 1, 5, 1, 0, 7, 3]);
+        assert_eq!(super::glue::v0_3_0::to_fleet(&Fleet::default()).running, Vec::<u32>::new());
+    }
 
     #[test]
     fn a_calls_pods_carry_each_string_once_and_their_tags_by_pod_index() {

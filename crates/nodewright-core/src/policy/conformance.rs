@@ -127,8 +127,8 @@ fn sample_prices(catalog: &Catalog) -> PriceHistory {
             }
             Some((i, points))
         })
-        .collect();
-    PriceHistory { catalog_version: catalog.version, points }
+        .collect::<Vec<_>>();
+    PriceHistory::from_points(catalog.version, points)
 }
 
 /// The suite's consolidation snapshot: an empty node, a busy one, a pinned

@@ -122,34 +122,75 @@ pub const MAX_PRICE_POINTS: usize = 64;
 
 /// How each offering's price moved: (seconds since the Unix epoch, $ per
 /// hour) each time it changed, oldest first, at most [`MAX_PRICE_POINTS`].
+/// Kept as one list, offering after offering, so recording a catalog and
+/// copying the history (at every catalog version) allocate once, not once
+/// per offering.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PriceHistory {
     /// Catalog version the indices refer to.
     pub catalog_version: u64,
-    /// By catalog index; offerings never seen have no entry.
-    pub points: std::collections::HashMap<u32, Vec<(u64, f64)>>,
+    /// Every offering's points, offering after offering.
+    points: Vec<(u64, f64)>,
+    /// Where offering `i`'s points start in `points`: `starts[i]`, up to
+    /// `starts[i + 1]` (empty when no offering was seen).
+    starts: Vec<usize>,
 }
 
 impl PriceHistory {
+    /// A history of the given points per catalog index (each offering's
+    /// oldest first; offerings not named have none).
+    pub fn from_points(catalog_version: u64, points: impl IntoIterator<Item = (u32, Vec<(u64, f64)>)>) -> Self {
+        let mut by_offering: Vec<(u32, Vec<(u64, f64)>)> = points.into_iter().collect();
+        by_offering.sort_by_key(|(offering, _)| *offering);
+        let offerings = by_offering.last().map_or(0, |(offering, _)| *offering as usize + 1);
+        let mut history = PriceHistory { catalog_version, points: Vec::new(), starts: Vec::with_capacity(offerings + 1) };
+        let mut named = by_offering.into_iter().peekable();
+        for i in 0..offerings {
+            history.starts.push(history.points.len());
+            while let Some((_, points)) = named.next_if(|(offering, _)| *offering as usize == i) {
+                history.points.extend(points);
+            }
+        }
+        history.starts.push(history.points.len());
+        history
+    }
+
+    /// The points of catalog offering `offering`, oldest first (none when
+    /// it was never seen).
+    pub fn of(&self, offering: u32) -> &[(u64, f64)] {
+        let i = offering as usize;
+        match (self.starts.get(i), self.starts.get(i.saturating_add(1))) {
+            (Some(&from), Some(&to)) => self.points.get(from..to).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
     /// Record `catalog`'s prices at `at_seconds`: a point for each offering
-    /// whose price differs from its last one. Returns whether anything changed.
+    /// whose price differs from its last one (the oldest dropped past
+    /// [`MAX_PRICE_POINTS`]). Returns whether anything changed.
     pub fn record(&mut self, catalog: &crate::model::Catalog, at_seconds: u64) -> bool {
         if self.catalog_version == catalog.version && !self.points.is_empty() {
             return false;
         }
         self.catalog_version = catalog.version;
-        let mut changed = false;
-        for (i, o) in catalog.offerings.iter().enumerate() {
-            let Ok(i) = u32::try_from(i) else { break };
-            let points = self.points.entry(i).or_default();
-            if points.last().is_none_or(|&(_, p)| p != o.price_per_hour) {
-                if points.len() >= MAX_PRICE_POINTS {
-                    points.remove(0);
-                }
+        let offerings = catalog.offerings.len().min(u32::MAX as usize);
+        let mut points = Vec::with_capacity(self.points.len().max(offerings).saturating_add(offerings / 8));
+        let mut starts = Vec::with_capacity(offerings.saturating_add(1));
+        let mut changed = self.starts.len() > offerings.saturating_add(1);
+        for (i, o) in catalog.offerings.iter().take(offerings).enumerate() {
+            starts.push(points.len());
+            let old = self.of(i as u32);
+            let moved = old.last().is_none_or(|&(_, p)| p != o.price_per_hour);
+            let keep = if moved && old.len() >= MAX_PRICE_POINTS { &old[old.len() + 1 - MAX_PRICE_POINTS..] } else { old };
+            points.extend_from_slice(keep);
+            if moved {
                 points.push((at_seconds, o.price_per_hour));
                 changed = true;
             }
         }
+        starts.push(points.len());
+        self.points = points;
+        self.starts = starts;
         changed
     }
 }
@@ -233,6 +274,35 @@ impl Fleet {
 mod tests {
     use super::*;
     use crate::model::{CapacityType, Catalog};
+
+    #[test]
+    fn the_price_history_keeps_a_point_per_change_the_newest_64_per_offering() {
+        let first = Catalog::bundled_types(2);
+        let mut history = PriceHistory::default();
+        assert!(history.record(&first, 10));
+        assert!(!history.record(&first, 20), "the same catalog version again records nothing");
+        let price = |i: usize| first.offerings[i].price_per_hour;
+        assert_eq!(history.of(0), [(10, price(0))]);
+        assert_eq!(history.of(u32::MAX), [], "an offering never seen has no points");
+        // Offering 1 changes price 70 times; the others stay.
+        let mut offerings = first.offerings.clone();
+        for step in 1..=70u64 {
+            offerings[1].price_per_hour = price(1) + step as f64;
+            assert!(history.record(&Catalog::new(offerings.clone()), 10 + step));
+        }
+        assert_eq!(history.of(0), [(10, price(0))]);
+        let one = history.of(1);
+        assert_eq!(one.len(), MAX_PRICE_POINTS);
+        assert_eq!(one.first(), Some(&(17, price(1) + 7.0)), "the oldest points went first");
+        assert_eq!(one.last(), Some(&(80, price(1) + 70.0)));
+        assert_eq!(history.of(2), [(10, price(2))]);
+        // A catalog whose prices did not move adds nothing, though its version is new.
+        let mut same = Catalog::new(offerings.clone());
+        same.version = same.version.wrapping_add(1);
+        assert!(!history.record(&same, 99));
+        let built = PriceHistory::from_points(7, [(3, vec![(1, 2.0), (5, 2.5)]), (1, vec![(4, 1.0)])]);
+        assert_eq!((built.of(0), built.of(1), built.of(3), built.of(4)), (&[][..], &[(4, 1.0)][..], &[(1, 2.0), (5, 2.5)][..], &[][..]));
+    }
 
     #[test]
     fn the_marginal_price_counts_free_reservations_and_savings_plan_headroom() {

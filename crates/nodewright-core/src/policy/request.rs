@@ -106,9 +106,15 @@ impl Ranking {
             ));
         }
         // The common answer scores every feasible offering in request order:
-        // then indices are known to be in range, feasible and unique.
-        if offerings == feasible && feasible.iter().all(|&i| (i as usize) < catalog_len) {
-            if let Some(bad) = scores.iter().position(|s| !s.is_finite()) {
+        // then indices are known to be feasible and unique, and in range when
+        // the last is (the host lists them ascending). The scores are checked
+        // by a fold over every entry without stopping early, which the
+        // compiler turns into vector code; the first bad score is looked for
+        // only when there is one.
+        debug_assert!(feasible.windows(2).all(|w| w[0] < w[1]), "feasible offerings are ascending");
+        if offerings == feasible && feasible.last().is_none_or(|&i| (i as usize) < catalog_len) {
+            if !scores.iter().fold(true, |finite, s| finite & s.is_finite()) {
+                let bad = scores.iter().position(|s| !s.is_finite()).unwrap_or(0);
                 return Err(format!("score of offering {} is {}, scores must be finite", offerings[bad], scores[bad]));
             }
             return Ok(Ranking { offerings, scores });

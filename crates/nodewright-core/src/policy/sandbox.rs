@@ -274,7 +274,7 @@ impl PluginState {
             return Err(format!("offering index {bad} is out of range (the catalog has {} offerings)", catalog.len()));
         }
         for &offering in offerings {
-            for &(at, price) in prices.points.get(&offering).map_or(&[][..], Vec::as_slice) {
+            for &(at, price) in prices.of(offering) {
                 point(offering, at, price);
             }
         }
@@ -606,7 +606,7 @@ mod tests {
         let points = std::collections::HashMap::from([(1, vec![(10, 0.5), (20, 0.75)]), (3, vec![(30, 2.0)])]);
         let state = store.data_mut();
         state.what_if.catalog = Some(WhatIfCatalog::V0_3_0(Arc::new(glue::v0_3_0::to_catalog(&catalog))));
-        state.what_if.prices = Some(Arc::new(PriceHistory { catalog_version: catalog.version, points }));
+        state.what_if.prices = Some(Arc::new(PriceHistory::from_points(catalog.version, points)));
         (store, catalog.offerings.len())
     }
 

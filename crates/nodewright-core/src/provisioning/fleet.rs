@@ -80,16 +80,22 @@ impl FleetTracker {
     /// offering): what a provisioning pass keeps up to date as it launches.
     pub fn observe_counts(&self, catalog: &Catalog, counts: &NodeCounts, now: Duration) -> Arc<Fleet> {
         let counts = &counts.counts;
-        let mut on_demand: BTreeMap<u32, (u32, f64)> = BTreeMap::new();
-        for (&(_, offering), &count) in counts {
-            if let Some(o) = catalog.offerings.get(offering as usize).filter(|o| o.capacity_type == CapacityType::OnDemand) {
-                let e = on_demand.entry(offering).or_default();
-                e.0 = e.0.saturating_add(count);
-                e.1 += o.price_per_hour * f64::from(count);
+        // What the commitments cover: nothing to work out without any (at
+        // every launch of a pass, on every node).
+        let (reserved_used, plan_used) = if self.commitments.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let mut on_demand: BTreeMap<u32, (u32, f64)> = BTreeMap::new();
+            for (&(_, offering), &count) in counts {
+                if let Some(o) = catalog.offerings.get(offering as usize).filter(|o| o.capacity_type == CapacityType::OnDemand) {
+                    let e = on_demand.entry(offering).or_default();
+                    e.0 = e.0.saturating_add(count);
+                    e.1 += o.price_per_hour * f64::from(count);
+                }
             }
-        }
-        let running_od: Vec<(u32, u32, f64)> = on_demand.iter().map(|(&o, &(n, p))| (o, n, p)).collect();
-        let (reserved_used, plan_used) = commitment_use(&running_od, catalog, &self.commitments);
+            let running_od: Vec<(u32, u32, f64)> = on_demand.iter().map(|(&o, &(n, p))| (o, n, p)).collect();
+            commitment_use(&running_od, catalog, &self.commitments)
+        };
         let mut state = self.state();
         if state.prices.record(catalog, now.as_secs()) || state.published.catalog_version != catalog.version {
             state.published = Arc::new(state.prices.clone());
