@@ -169,10 +169,23 @@ impl PriceHistory {
     /// whose price differs from its last one (the oldest dropped past
     /// [`MAX_PRICE_POINTS`]). Returns whether anything changed.
     pub fn record(&mut self, catalog: &crate::model::Catalog, at_seconds: u64) -> bool {
-        if self.catalog_version == catalog.version && !self.points.is_empty() {
-            return false;
+        match self.recorded(catalog, at_seconds) {
+            Some((next, changed)) => {
+                *self = next;
+                changed
+            }
+            None => false,
         }
-        self.catalog_version = catalog.version;
+    }
+
+    /// [`PriceHistory::record`] as a new history, leaving this one as it
+    /// is (a history handed out stays unchanged): the new history and
+    /// whether any point changed; `None` when this one already holds
+    /// `catalog`'s version.
+    pub fn recorded(&self, catalog: &crate::model::Catalog, at_seconds: u64) -> Option<(PriceHistory, bool)> {
+        if self.catalog_version == catalog.version && !self.points.is_empty() {
+            return None;
+        }
         let offerings = catalog.offerings.len().min(u32::MAX as usize);
         let mut points = Vec::with_capacity(self.points.len().max(offerings).saturating_add(offerings / 8));
         let mut starts = Vec::with_capacity(offerings.saturating_add(1));
@@ -189,9 +202,7 @@ impl PriceHistory {
             }
         }
         starts.push(points.len());
-        self.points = points;
-        self.starts = starts;
-        changed
+        Some((PriceHistory { catalog_version: catalog.version, points, starts }, changed))
     }
 }
 

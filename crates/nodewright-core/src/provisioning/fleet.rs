@@ -29,9 +29,9 @@ enum Happened {
 struct State {
     last: Arc<Fleet>,
     events: VecDeque<(Duration, u32, Happened)>,
-    /// Prices as recorded so far, and the snapshot handed out.
-    prices: PriceHistory,
-    published: Arc<PriceHistory>,
+    /// Prices as recorded so far, as handed out (replaced, never changed,
+    /// when a catalog brings new prices).
+    prices: Arc<PriceHistory>,
 }
 
 /// Keeps the fleet state policies are told about.
@@ -97,8 +97,10 @@ impl FleetTracker {
             commitment_use(&running_od, catalog, &self.commitments)
         };
         let mut state = self.state();
-        if state.prices.record(catalog, now.as_secs()) || state.published.catalog_version != catalog.version {
-            state.published = Arc::new(state.prices.clone());
+        if let Some((next, changed)) = state.prices.recorded(catalog, now.as_secs())
+            && (changed || next.catalog_version != state.prices.catalog_version)
+        {
+            state.prices = Arc::new(next);
         }
         let since = now.saturating_sub(HISTORY_WINDOW);
         while state.events.front().is_some_and(|e| e.0 < since) {
@@ -160,7 +162,7 @@ impl FleetTracker {
                 })
                 .collect(),
             recent: recent.into_values().collect(),
-            prices: state.published.clone(),
+            prices: state.prices.clone(),
         };
         if state.last.version > 0 && state.last.same_as(&fleet) {
             return state.last.clone();
