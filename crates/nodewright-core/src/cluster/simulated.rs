@@ -90,6 +90,9 @@ struct State {
     /// and nodes come and go, so the kube-scheduler stand-in does not add
     /// them up on every call.
     node_used: Vec<crate::model::Resources>,
+    /// Pods on each node matching the selectors the pending pods ask for,
+    /// kept from one scheduling round to the next.
+    memo: crate::scheduling::NodeMemo,
     node_zone: Vec<Option<usize>>,
     /// The catalog's zones, then any only a node names.
     zone_names: Vec<String>,
@@ -426,7 +429,12 @@ impl SimulatedCluster {
             return Scheduled { bound: Vec::new(), unplaced: pods.len() };
         }
         let input = SchedulingInput { catalog: &self.catalog, pools: &[], daemonsets: &[], nodes: &state.nodes, pods: &pods };
-        let hints = Hints { node_used: Some(&state.node_used), zones: Some((&state.zone_names, &state.node_zone)), ..Hints::default() };
+        let hints = Hints {
+            node_used: Some(&state.node_used),
+            zones: Some((&state.zone_names, &state.node_zone)),
+            memo: Some(&state.memo),
+            ..Hints::default()
+        };
         let result = schedule_in_order(input, hints);
         let bindings: Vec<(String, String)> =
             result.bindings.iter().map(|&(p, n)| (pods[p].name.to_string(), state.nodes[n].name.clone())).collect();

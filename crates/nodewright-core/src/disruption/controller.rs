@@ -159,6 +159,8 @@ pub struct DisruptionController<C, K> {
     /// nothing is awaited).
     events: Vec<ClusterEvent>,
     counts: DisruptionCounts,
+    /// What each node's pods add up to, kept from pass to pass.
+    memo: Arc<crate::scheduling::NodeMemo>,
 }
 
 impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
@@ -181,6 +183,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             last_plan: None,
             events: Vec::new(),
             counts: DisruptionCounts::default(),
+            memo: Arc::default(),
         }
     }
 
@@ -383,7 +386,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             members.push(Member { offering: instance.offering, claim, pods, idle_for: now.saturating_sub(since), drift });
         }
         self.seen = alive;
-        let (used, free, free_total) = free_capacity(&nodes);
+        let (used, free, free_total) = free_capacity(&nodes, &self.memo);
         let drift_hashes = pools.iter().map(|p| (p.name.clone(), p.drift_hash())).collect();
         let unavailable: rustc_hash::FxHashSet<u32> = self.cloud.unavailable().into_iter().collect();
         let node_count = nodes.len();
@@ -395,7 +398,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             nodes: std::sync::Mutex::new(nodes),
             index,
             used,
-            cache: NodeCache::new(node_count),
+            cache: NodeCache::with_memo(node_count, self.memo.clone()),
             free,
             free_total,
             members,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cluster::NodeClaim;
 use crate::model::{Catalog, NodePool, PdbStatus, Pod, PodSpec, Resources};
-use crate::scheduling::{ExistingNode, Hints, SchedulingInput, SchedulingResult, NodeCache, schedule_hinted, schedule_within};
+use crate::scheduling::{ExistingNode, Hints, SchedulingInput, SchedulingResult, NodeCache, NodeMemo, schedule_hinted, schedule_within};
 
 /// A node nodewright manages: a launched NodeClaim.
 #[derive(Debug, Clone)]
@@ -50,8 +50,9 @@ pub(crate) fn set_digest(items: impl IntoIterator<Item = u32>) -> u64 {
 
 /// What `nodes` hold: the requests on each, and (CPU millicores, memory
 /// bytes) free on each that takes pods (0 on the others), with their sum.
-pub(crate) fn free_capacity(nodes: &[ExistingNode]) -> (Vec<Resources>, Vec<(u64, u64)>, (u64, u64)) {
-    let used: Vec<Resources> = nodes.iter().map(ExistingNode::used).collect();
+pub(crate) fn free_capacity(nodes: &[ExistingNode], memo: &NodeMemo) -> (Vec<Resources>, Vec<(u64, u64)>, (u64, u64)) {
+    let mut used: Vec<Resources> = Vec::with_capacity(nodes.len());
+    memo.read(nodes, &[], |_| false, Some(&mut used), &mut []);
     let free: Vec<(u64, u64)> = nodes
         .iter()
         .zip(&used)
@@ -177,6 +178,7 @@ impl View {
                 removed,
                 cache: Some(&self.cache),
                 zones: None,
+                memo: None,
             };
             schedule_within(SchedulingInput { catalog: &self.catalog, pools: new_nodes_in, daemonsets: &self.daemonsets, nodes, pods }, max_claims, hints)
         })

@@ -18,7 +18,7 @@ use crate::cloud::{CloudProvider, LaunchRequest, SpotStrategy};
 use crate::cluster::{Cluster, ClusterError, ClusterEvent, EventObject, NodeClaim};
 use crate::model::Catalog;
 use crate::policy::{DecidedBy, PodFacts, PolicyRegistry, Role, SelectionRequest};
-use crate::scheduling::{SchedulingInput, schedule};
+use crate::scheduling::{Hints, SchedulingInput, schedule_hinted};
 
 /// Most offerings handed to one launch (CreateFleet takes up to 60 overrides
 /// per request in the shape nodewright uses).
@@ -79,6 +79,8 @@ pub struct Provisioner<C, K> {
     clock: Clock,
     fleet: Arc<FleetTracker>,
     terminator: Arc<crate::termination::Terminator<C, K>>,
+    /// What each node's pods add up to, kept from pass to pass.
+    memo: crate::scheduling::NodeMemo,
 }
 
 pub use crate::model::{Clock, system_clock};
@@ -115,6 +117,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
             name_seed: rand::random(),
             clock: system_clock(),
             fleet: Arc::default(),
+            memo: crate::scheduling::NodeMemo::new(),
         }
     }
 
@@ -323,7 +326,8 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
         if pods.is_empty() {
             return Ok(report);
         }
-        let result = schedule(SchedulingInput { catalog: &catalog, pools: &pools, daemonsets: &daemonsets, nodes: &nodes, pods: &pods });
+        let hints = Hints { memo: Some(&self.memo), ..Hints::default() };
+        let result = schedule_hinted(SchedulingInput { catalog: &catalog, pools: &pools, daemonsets: &daemonsets, nodes: &nodes, pods: &pods }, hints);
         report.pods_on_existing = result.bindings.len();
         report.bindings = result.bindings.iter().map(|&(p, n)| (pods[p].name.to_string(), nodes[n].name.clone())).collect();
         let unavailable = self.cloud.unavailable();

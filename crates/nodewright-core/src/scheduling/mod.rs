@@ -17,6 +17,7 @@
 
 mod bitset;
 mod labels;
+mod memo;
 mod solver;
 pub mod workload;
 
@@ -24,6 +25,7 @@ use std::sync::Arc;
 
 pub use crate::model::ExistingNode;
 pub use labels::{launch_offerings, node_labels, offering_label};
+pub use memo::NodeMemo;
 pub use solver::{Hints, NodeCache, schedule, schedule_hinted, schedule_in_order, schedule_within, zone_index};
 
 /// Catalog indices of the offerings a node of `pool` may be bought as

@@ -4,7 +4,6 @@
 // iterated, so their order cannot reach a result).
 use rustc_hash::FxHashMap as HashMap;
 use std::borrow::Cow;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use super::bitset::Bitset;
@@ -45,6 +44,10 @@ pub struct Hints<'a> {
     /// nodes of the input, as [`zone_index`] finds it: kept by a caller
     /// whose nodes change a few at a time (the kube-scheduler stand-in).
     pub zones: Option<(&'a [String], &'a [Option<usize>])>,
+    /// What the caller keeps from solve to solve about its nodes' pods
+    /// (requests, pods matching each selector): read for the nodes
+    /// `cache` does not cover, and for the requests when `node_used` is not given.
+    pub memo: Option<&'a super::memo::NodeMemo>,
 }
 
 /// What many simulations over the first `len` nodes of a node list that
@@ -58,12 +61,18 @@ pub struct NodeCache {
     /// The catalog's zones, then those only nodes name; each node's.
     zones: std::sync::OnceLock<(Vec<String>, Vec<Option<usize>>)>,
     cache: std::sync::Mutex<HashMap<LabelSelector, Arc<[u32]>>>,
+    memo: Option<Arc<super::memo::NodeMemo>>,
 }
 
 impl NodeCache {
     /// A cache for the first `len` nodes of the inputs it is handed.
     pub fn new(len: usize) -> Self {
-        NodeCache { len, zones: std::sync::OnceLock::new(), cache: std::sync::Mutex::new(HashMap::default()) }
+        NodeCache { len, zones: std::sync::OnceLock::new(), cache: std::sync::Mutex::new(HashMap::default()), memo: None }
+    }
+
+    /// As [`NodeCache::new`], counting through `memo` (kept from pass to pass).
+    pub fn with_memo(len: usize, memo: Arc<super::memo::NodeMemo>) -> Self {
+        NodeCache { memo: Some(memo), ..Self::new(len) }
     }
 
     /// Zones and node zones for the first `len` of `nodes`.
@@ -81,27 +90,26 @@ impl NodeCache {
         if let Some(counts) = cache.get(selector) {
             return counts.clone();
         }
-        // Pods of a workload share one spec: its labels are matched once,
-        // and a run of pods of one spec on a node is looked up once.
-        let mut matches: HashMap<*const PodSpec, bool> = HashMap::default();
-        let counts: Arc<[u32]> = nodes[..self.len.min(nodes.len())]
-            .iter()
-            .map(|node| {
-                let mut last: Option<(*const PodSpec, bool)> = None;
-                let matching = node.pods.iter().filter(|p| {
-                    let spec = Arc::as_ptr(p);
-                    match last {
-                        Some((same, matched)) if same == spec => matched,
-                        _ => {
-                            let matched = *matches.entry(spec).or_insert_with(|| selector.matches(&p.labels));
-                            last = Some((spec, matched));
-                            matched
-                        }
-                    }
-                });
-                u32::try_from(matching.count()).unwrap_or(u32::MAX)
-            })
-            .collect();
+        let nodes = &nodes[..self.len.min(nodes.len())];
+        let counts: Arc<[u32]> = match &self.memo {
+            Some(memo) => {
+                let mut counts = vec![0u32; nodes.len()];
+                memo.read(nodes, std::slice::from_ref(selector), |_| true, None, &mut counts);
+                counts.into()
+            }
+            None => {
+                // Pods of a workload share one spec: its labels are matched once.
+                let mut matches: HashMap<*const PodSpec, bool> = HashMap::default();
+                nodes
+                    .iter()
+                    .map(|node| {
+                        super::memo::count_matching(&node.pods, |spec| {
+                            *matches.entry(Arc::as_ptr(spec)).or_insert_with(|| selector.matches(&spec.labels))
+                        })
+                    })
+                    .collect()
+            }
+        };
         cache.insert(selector.clone(), counts.clone());
         counts
     }
@@ -464,40 +472,52 @@ impl<'a> Solver<'a> {
         let n_sel = selectors.len();
         let mut zone_counts = vec![vec![0u32; zones.len()]; n_sel];
         let mut total_counts = vec![0u32; n_sel];
-        let mut pod_matches: HashMap<*const PodSpec, Rc<[usize]>> = HashMap::default();
         let columns: Vec<Arc<[u32]>> = match hints.cache {
             Some(cache) if n_sel > 0 => selectors.iter().map(|s| cache.counts(input.nodes, s)).collect(),
             _ => Vec::new(),
         };
-        // [node × selector], one row per node.
+        // [node × selector], one row per node: those the cache covers from
+        // it, the rest from the memo or counted here. Removed nodes' rows
+        // stay 0.
         let mut node_counts = vec![0u32; input.nodes.len() * n_sel];
+        let covered = columns.first().map_or(0, |c| c.len().min(input.nodes.len()));
+        for (n, row) in node_counts.chunks_exact_mut(n_sel.max(1)).take(covered).enumerate() {
+            if !removed[n] {
+                for (slot, column) in row.iter_mut().zip(&columns) {
+                    *slot = column[n];
+                }
+            }
+        }
+        let rest = &input.nodes[covered..];
+        let mut memo_used: Option<Vec<Resources>> = None;
+        match hints.memo {
+            Some(memo) if n_sel > 0 || (known_used.is_none() && covered == 0) => {
+                let want_used = known_used.is_none() && covered == 0;
+                let mut used = want_used.then(|| Vec::with_capacity(rest.len()));
+                memo.read(rest, &selectors, |i| !removed[covered + i], used.as_mut(), &mut node_counts[covered * n_sel..]);
+                memo_used = used;
+            }
+            _ if n_sel > 0 => {
+                // Pods of a workload share one spec: its labels are matched
+                // once per selector.
+                let mut matches: HashMap<(*const PodSpec, usize), bool> = HashMap::default();
+                for (i, (node, row)) in rest.iter().zip(node_counts[covered * n_sel..].chunks_exact_mut(n_sel)).enumerate() {
+                    if removed[covered + i] {
+                        continue;
+                    }
+                    for (s, slot) in row.iter_mut().enumerate() {
+                        *slot = super::memo::count_matching(&node.pods, |spec| {
+                            *matches.entry((Arc::as_ptr(spec), s)).or_insert_with(|| selectors[s].matches(&spec.labels))
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
         if n_sel > 0 {
-            for ((n, node), counts) in input.nodes.iter().enumerate().zip(node_counts.chunks_exact_mut(n_sel)) {
+            for ((n, node), counts) in input.nodes.iter().enumerate().zip(node_counts.chunks_exact(n_sel)) {
                 if removed[n] {
                     continue;
-                }
-                if columns.first().is_some_and(|c| n < c.len()) {
-                    for (s, column) in columns.iter().enumerate() {
-                        counts[s] = column[n];
-                    }
-                } else {
-                    // Pods of a workload share one spec: its labels are
-                    // matched once, and a run of its pods looked up once.
-                    let mut last: Option<(*const PodSpec, Rc<[usize]>)> = None;
-                    for pod in node.pods.iter() {
-                        let ptr = Arc::as_ptr(pod);
-                        if last.as_ref().is_none_or(|(p, _)| *p != ptr) {
-                            let ids = pod_matches.entry(ptr).or_insert_with(|| {
-                                (0..n_sel).filter(|&s| selectors[s].matches(&pod.labels)).collect()
-                            });
-                            last = Some((ptr, ids.clone()));
-                        }
-                        if let Some((_, ids)) = &last {
-                            for &s in ids.iter() {
-                                counts[s] += 1;
-                            }
-                        }
-                    }
                 }
                 let zone = node_zone[n];
                 for (s, &count) in counts.iter().enumerate() {
@@ -517,9 +537,10 @@ impl<'a> Solver<'a> {
             }
         }
         Solver {
-            node_used: match known_used {
-                Some(known) => known.iter().copied().chain(input.nodes[known.len()..].iter().map(ExistingNode::used)).collect(),
-                None => input.nodes.iter().map(ExistingNode::used).collect(),
+            node_used: match (known_used, memo_used) {
+                (Some(known), _) => known.iter().copied().chain(input.nodes[known.len()..].iter().map(ExistingNode::used)).collect(),
+                (None, Some(used)) => used,
+                (None, None) => input.nodes.iter().map(ExistingNode::used).collect(),
             },
             input,
             pool_order,
