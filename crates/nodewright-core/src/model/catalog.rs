@@ -310,6 +310,41 @@ pub struct Fit {
 impl Catalog {
     /// A catalog of `offerings`, versioned by their content.
     pub fn new(offerings: Vec<Offering>) -> Self {
+        let mut zones: Vec<String> = Vec::new();
+        let zone_of = offerings
+            .iter()
+            .map(|o| match zones.iter().position(|z| *z == o.zone) {
+                Some(i) => i,
+                None => {
+                    zones.push(o.zone.clone());
+                    zones.len() - 1
+                }
+            })
+            .collect();
+        let mut largest_first: Vec<u32> = (0..offerings.len()).filter_map(|i| u32::try_from(i).ok()).collect();
+        largest_first.sort_unstable_by_key(|&i| {
+            let a = &offerings[i as usize].allocatable;
+            (std::cmp::Reverse((a.cpu_millis, a.memory_bytes)), i)
+        });
+        Self::with_orders(offerings, std::sync::Arc::new((zones, zone_of)), std::sync::Arc::new(largest_first))
+    }
+
+    /// This catalog with `offerings` instead: the same offerings in the same
+    /// order, prices aside (a repricing). What does not depend on prices
+    /// (zones, the largest-first order) is kept; the rest is as
+    /// [`Catalog::new`] makes it, the version included. Offerings that
+    /// differ in more than prices make a catalog as [`Catalog::new`] does.
+    pub fn repriced(&self, offerings: Vec<Offering>) -> Self {
+        let same = offerings.len() == self.offerings.len()
+            && offerings.iter().zip(&self.offerings).all(|(a, b)| a.zone == b.zone && a.allocatable == b.allocatable);
+        if !same {
+            return Catalog::new(offerings);
+        }
+        Self::with_orders(offerings, self.zones.clone(), self.largest_first.clone())
+    }
+
+    /// A catalog of `offerings`, given its zones and largest-first order.
+    fn with_orders(offerings: Vec<Offering>, zones: std::sync::Arc<(Vec<String>, Vec<usize>)>, largest_first: std::sync::Arc<Vec<u32>>) -> Self {
         let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
         for o in &offerings {
             o.instance_type.hash(&mut hasher);
@@ -328,22 +363,6 @@ impl Catalog {
                 classes.hash(&mut hasher);
             }
         }
-        let mut zones: Vec<String> = Vec::new();
-        let zone_of = offerings
-            .iter()
-            .map(|o| match zones.iter().position(|z| *z == o.zone) {
-                Some(i) => i,
-                None => {
-                    zones.push(o.zone.clone());
-                    zones.len() - 1
-                }
-            })
-            .collect();
-        let mut largest_first: Vec<u32> = (0..offerings.len()).filter_map(|i| u32::try_from(i).ok()).collect();
-        largest_first.sort_unstable_by_key(|&i| {
-            let a = &offerings[i as usize].allocatable;
-            (std::cmp::Reverse((a.cpu_millis, a.memory_bytes)), i)
-        });
         let mut cheapest_first: Vec<u32> = (0..offerings.len()).filter_map(|i| u32::try_from(i).ok()).collect();
         cheapest_first.sort_unstable_by(|&a, &b| offerings[a as usize].price_per_hour.total_cmp(&offerings[b as usize].price_per_hour).then(a.cmp(&b)));
         let mut fit: Vec<Fit> = offerings
@@ -354,16 +373,11 @@ impl Catalog {
             fit[i].spot_twin_next = is_spot_twin(&pair[0], &pair[1]);
         }
         for (rank, &o) in largest_first.iter().enumerate() {
-            fit[o as usize].largest_rank = u32::try_from(rank).unwrap_or(u32::MAX);
+            if let Some(f) = fit.get_mut(o as usize) {
+                f.largest_rank = u32::try_from(rank).unwrap_or(u32::MAX);
+            }
         }
-        Catalog {
-            version: hasher.0,
-            fit: std::sync::Arc::new(fit),
-            offerings,
-            zones: std::sync::Arc::new((zones, zone_of)),
-            largest_first: std::sync::Arc::new(largest_first),
-            cheapest_first: std::sync::Arc::new(cheapest_first),
-        }
+        Catalog { version: hasher.0, fit: std::sync::Arc::new(fit), offerings, zones, largest_first, cheapest_first: std::sync::Arc::new(cheapest_first) }
     }
 
     /// The bundled instance types, on-demand and spot in every zone of [`ZONES`].
@@ -412,6 +426,28 @@ impl Hasher for Fnv {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_repriced_catalog_is_the_catalog_its_offerings_make_and_one_that_changed_more_is_rebuilt() {
+        let base = Catalog::bundled();
+        let mut offerings = base.offerings.clone();
+        for (i, o) in offerings.iter_mut().enumerate() {
+            if o.capacity_type == CapacityType::Spot {
+                o.price_per_hour = (o.price_per_hour * (0.7 + (i % 7) as f64 * 0.1) * 1e6).round() / 1e6;
+            }
+        }
+        let repriced = base.repriced(offerings.clone());
+        assert_eq!(repriced, Catalog::new(offerings.clone()));
+        assert_ne!(repriced.version, base.version);
+        assert_ne!(repriced.cheapest_first, base.cheapest_first);
+        assert!(std::sync::Arc::ptr_eq(&repriced.largest_first, &base.largest_first), "the order by size is kept");
+        // A size changed: the order by size is worked out again.
+        offerings[0].allocatable.cpu_millis = 1_000_000;
+        let resized = base.repriced(offerings.clone());
+        assert_eq!(resized, Catalog::new(offerings));
+        assert_eq!(resized.largest_first[0], 0);
+    }
+
     #[test]
     fn kubelet_settings_change_what_pods_can_use() {
         let types = bundled_instance_types();

@@ -134,6 +134,32 @@ pub fn schedule_in_order(input: SchedulingInput<'_>, hints: Hints<'_>) -> Schedu
     Solver::new_with(input, &hints).run(true, None).unwrap_or_default()
 }
 
+/// What a pod may ask of a node and still fit, as far as CPU and memory
+/// tell: a test that turns away (soundly) most nodes that cannot take it,
+/// read from a short list instead of the nodes themselves.
+#[derive(Clone, Copy)]
+struct Room {
+    usable: bool,
+    cpu_millis: u32,
+    memory_bytes: u64,
+}
+
+impl Room {
+    fn of(node: &ExistingNode, used: Resources, removed: bool) -> Self {
+        Room {
+            usable: node.schedulable && !removed,
+            cpu_millis: node.allocatable.cpu_millis.saturating_sub(used.cpu_millis),
+            memory_bytes: node.allocatable.memory_bytes.saturating_sub(used.memory_bytes),
+        }
+    }
+
+    /// `false`: a pod requesting `requests` does not fit (`true`: it might;
+    /// the node decides).
+    fn admits(&self, requests: &Resources) -> bool {
+        self.usable && requests.cpu_millis <= self.cpu_millis && requests.memory_bytes <= self.memory_bytes
+    }
+}
+
 /// Where a pod goes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Target {
@@ -280,6 +306,9 @@ struct Solver<'a> {
     node_counts: Vec<u32>,
     claim_counts: Vec<Vec<u32>>,
     node_used: Vec<Resources>,
+    /// Per node, what a pod may ask of it and still fit, as far as CPU and
+    /// memory tell: the scan for a node reads these alone until one has room.
+    room: Vec<Room>,
     claims: Vec<Claim>,
     specs: Vec<SpecInfo>,
     spec_of_pod: Vec<usize>,
@@ -536,12 +565,15 @@ impl<'a> Solver<'a> {
                 }
             }
         }
+        let node_used: Vec<Resources> = match (known_used, memo_used) {
+            (Some(known), _) => known.iter().copied().chain(input.nodes[known.len()..].iter().map(ExistingNode::used)).collect(),
+            (None, Some(used)) => used,
+            (None, None) => input.nodes.iter().map(ExistingNode::used).collect(),
+        };
+        let room = input.nodes.iter().zip(&node_used).zip(&removed).map(|((node, used), &removed)| Room::of(node, *used, removed)).collect();
         Solver {
-            node_used: match (known_used, memo_used) {
-                (Some(known), _) => known.iter().copied().chain(input.nodes[known.len()..].iter().map(ExistingNode::used)).collect(),
-                (None, Some(used)) => used,
-                (None, None) => input.nodes.iter().map(ExistingNode::used).collect(),
-            },
+            node_used,
+            room,
             input,
             pool_order,
             pool_base,
@@ -851,8 +883,8 @@ impl<'a> Solver<'a> {
             let offering_zone = self.offering_zone;
             let buy = self.buy;
             let below = self.below;
-            // Offerings under the price bound, when they are a small part
-            // of the list: looked at alone, then put largest first.
+            // Offerings under the price bound, when they are fewer than the
+            // list: looked at alone, then put largest first.
             // Largest first is by CPU first: the offerings with CPU enough
             // for the total are a prefix of the list, and only they can fit.
             let list = buy.unwrap_or(&catalog.largest_first);
@@ -860,7 +892,7 @@ impl<'a> Solver<'a> {
             let cheap = match (self.buy_by_price, below) {
                 (Some(by_price), Some(bound)) => {
                     let under = &by_price[..by_price.partition_point(|&o| catalog.fit[o as usize].price_per_hour < bound)];
-                    (under.len().saturating_mul(4) < list.len()).then_some(under)
+                    (under.len() < list.len()).then_some(under)
                 }
                 _ => None,
             };
@@ -902,8 +934,16 @@ impl<'a> Solver<'a> {
                             && (!limited || within_limits(usage.saturating_add(offering.capacity), nodes, limits))
                     };
                     if let Some(under) = cheap {
-                        let mut all: Vec<u32> = under.iter().copied().filter(fits).collect();
-                        all.sort_unstable_by_key(|&o| catalog.fit[o as usize].largest_rank);
+                        // Put largest first through a set of their ranks
+                        // (each offering has its own): linear, not a sort.
+                        let mut ranks = Bitset::empty(catalog.largest_first.len());
+                        for o in under.iter().copied().filter(fits) {
+                            let rank = catalog.fit[o as usize].largest_rank;
+                            if (rank as usize) < catalog.largest_first.len() {
+                                ranks.insert(rank);
+                            }
+                        }
+                        let mut all: Vec<u32> = ranks.iter().filter_map(|r| catalog.largest_first.get(r as usize).copied()).collect();
                         if at_most {
                             all.truncate(1);
                         }
@@ -1021,6 +1061,9 @@ impl<'a> Solver<'a> {
     }
 
     fn node_accepts(&mut self, n: usize, spec: usize, level: usize, zones: u64, requests: Resources) -> bool {
+        if !self.room[n].admits(&requests) {
+            return false;
+        }
         let node = &self.input.nodes[n];
         if !node.schedulable || self.removed[n] {
             return false;
@@ -1170,6 +1213,7 @@ impl<'a> Solver<'a> {
         let (counts, zone) = match target {
             Target::Node(n) => {
                 self.node_used[n] = self.node_used[n].saturating_add(requests);
+                self.room[n] = Room::of(&self.input.nodes[n], self.node_used[n], self.removed[n]);
                 let n_sel = self.selectors.len();
                 (&mut self.node_counts[n * n_sel..(n + 1) * n_sel], self.node_zone[n])
             }

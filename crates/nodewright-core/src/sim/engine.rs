@@ -811,7 +811,7 @@ impl Sim<'_> {
                 o.price_per_hour = (o.price_per_hour * self.family_drift[&o.family] * 1e6).round() / 1e6;
             }
         }
-        self.world.cloud.set_catalog(Arc::new(Catalog::new(offerings)));
+        self.world.cloud.set_catalog(Arc::new(self.base_catalog.repriced(offerings)));
     }
 
     fn sample(&mut self) {
