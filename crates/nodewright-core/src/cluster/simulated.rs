@@ -121,6 +121,14 @@ struct State {
     restart_delay: Duration,
     /// Bumped by every change ([`Cluster::revision`]).
     revision: u64,
+    /// Launched NodeClaims not yet registered as the scheduler sees them
+    /// (what [`Cluster::nodes`] lists for them), by claim: (offering,
+    /// `shape` when made, node). Kept from call to call, so such a node is
+    /// one list of pods (which the scheduling memo knows by address).
+    in_flight: HashMap<String, (u32, u64, ExistingNode)>,
+    /// Bumped when the NodePools or daemonsets change, which decide what a
+    /// launched node looks like.
+    shape: u64,
     /// NodeClaims linked to their registered node.
     registered: HashSet<String>,
     /// NodePool statuses written.
@@ -341,6 +349,7 @@ impl SimulatedCluster {
                 state.daemonset_names.push(name.into());
             }
         }
+        state.shape = state.shape.wrapping_add(1);
         state.touch();
     }
 
@@ -350,6 +359,7 @@ impl SimulatedCluster {
         if let Some(i) = state.daemonset_names.iter().position(|n| n == name) {
             state.daemonsets.remove(i);
             state.daemonset_names.remove(i);
+            state.shape = state.shape.wrapping_add(1);
             state.touch();
         }
     }
@@ -385,6 +395,7 @@ impl SimulatedCluster {
     pub fn set_node_pools(&self, pools: Vec<NodePool>) {
         let mut state = self.state();
         state.pools = pools;
+        state.shape = state.shape.wrapping_add(1);
         state.touch();
     }
 
@@ -610,16 +621,27 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn nodes(&self) -> Result<Vec<ExistingNode>, ClusterError> {
-        let state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let mut nodes = state.nodes.clone();
+        // Made again only when the claim's offering or what shapes a node
+        // changed; those no longer in flight are dropped.
+        let mut kept = std::mem::take(&mut state.in_flight);
         for claim in state.claims.values() {
             if state.node_index.contains_key(&claim.name) {
                 continue;
             }
             let Some(instance) = &claim.instance else { continue };
-            let Some(pool) = state.pools.iter().find(|p| p.name == claim.node_pool) else { continue };
-            let Some(offering) = self.catalog.offerings.get(instance.offering as usize) else { continue };
-            nodes.push(ExistingNode::launched(&claim.name, pool, offering, &state.daemonsets));
+            let node = match kept.remove(&claim.name) {
+                Some((offering, shape, node)) if offering == instance.offering && shape == state.shape => node,
+                _ => {
+                    let Some(pool) = state.pools.iter().find(|p| p.name == claim.node_pool) else { continue };
+                    let Some(offering) = self.catalog.offerings.get(instance.offering as usize) else { continue };
+                    ExistingNode::launched(&claim.name, pool, offering, &state.daemonsets)
+                }
+            };
+            nodes.push(node.clone());
+            state.in_flight.insert(claim.name.clone(), (instance.offering, state.shape, node));
         }
         Ok(nodes)
     }
@@ -912,4 +934,60 @@ mod tests {
         kept_matches_the_nodes(&cluster);
         assert_eq!(cluster.state().nodes.len(), 2);
     }
+
+    /// A launched NodeClaim's node, as listed before it registers, is made
+    /// once and listed again as it was (its pods one list, known to the
+    /// scheduling memo by address) until what shapes it changes: its
+    /// offering, the NodePools, the daemonsets.
+    #[test]
+    fn a_node_in_flight_is_listed_as_made_until_its_pool_or_daemonsets_change() {
+        let catalog = Arc::new(Catalog::bundled());
+        let pool = NodePool::new("default");
+        let cluster = SimulatedCluster::new(catalog.clone(), vec![pool.clone()]);
+        let offering = catalog.offerings.iter().position(|o| o.instance_type == "m5.xlarge" && o.zone == "us-east-1a").unwrap() as u32;
+        let claim = NodeClaim {
+            name: "default-abcde".into(),
+            node_pool: "default".into(),
+            pods: Arc::from(Vec::new()),
+            requests: Resources::default(),
+            offerings: Arc::from(vec![offering]),
+            taints: Vec::new(),
+            instance: None,
+            created_at: Duration::ZERO,
+            pool_hash: String::new(),
+            initialized: false,
+            deleting: false,
+            conditions: Default::default(),
+        };
+        let nodes = || futures::executor::block_on(cluster.nodes()).unwrap();
+        assert_eq!(futures::executor::block_on(cluster.create_node_claim(claim)).unwrap(), Created::Created);
+        assert!(nodes().is_empty(), "not launched: not listed");
+        let instance = Instance { id: "i-1".into(), claim: "default-abcde".into(), node_pool: "default".into(), offering };
+        futures::executor::block_on(cluster.claim_launched("default-abcde", instance)).unwrap();
+
+        let first = nodes();
+        let made = ExistingNode::launched("default-abcde", &pool, &catalog.offerings[offering as usize], &[]);
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].name.as_str(), &first[0].labels, first[0].allocatable, first[0].pods.len()), ("default-abcde", &made.labels, made.allocatable, 0));
+        let again = nodes();
+        assert!(Arc::ptr_eq(&first[0].pods, &again[0].pods), "listed again as made");
+        assert!(Arc::ptr_eq(&first[0].labels, &again[0].labels));
+
+        // A daemonset added: the node is made again, running it.
+        let daemon = PodSpec { requests: Resources { cpu_millis: 100, memory_bytes: 1 << 20, pods: 1, ..Resources::default() }, ..PodSpec::default() };
+        cluster.put_daemonset("agent", daemon);
+        let with_daemon = nodes();
+        assert_eq!(with_daemon[0].pods.len(), 1);
+        assert_eq!(with_daemon[0].used().cpu_millis, 100);
+        // The NodePool edited: its labels are the node's.
+        let mut labelled = pool.clone();
+        labelled.labels.insert("team".into(), "search".into());
+        cluster.set_node_pools(vec![labelled]);
+        assert_eq!(nodes()[0].labels.get("team").map(String::as_str), Some("search"));
+        // Registered: listed as the node, no longer kept as in flight.
+        cluster.register("default-abcde").unwrap();
+        assert_eq!(nodes().len(), 1);
+        assert!(cluster.state().in_flight.is_empty());
+    }
+
 }

@@ -617,16 +617,19 @@ impl<'a> Solver<'a> {
         // order, larger first and pods of a spec together; ties end on the
         // index. Each pod's key is read once, and the order is total, so
         // an unstable sort of the keys gives the stable sort's order.
-        use std::cmp::Reverse;
-        let mut keyed: Vec<(Reverse<i32>, Reverse<u32>, Reverse<u64>, usize, usize)> = pods
+        // The key packed in two integers, compared whole: priority, CPU
+        // and memory, each inverted (larger first); then spec and index.
+        let mut keyed: Vec<(u128, u128)> = pods
             .iter()
             .enumerate()
             .map(|(i, pod)| {
                 let spec = &pod.spec;
+                let priority = u128::from(!((spec.priority as u32) ^ 0x8000_0000)) << 96;
                 if queued {
-                    (Reverse(spec.priority), Reverse(0), Reverse(0), 0, i)
+                    (priority, i as u128)
                 } else {
-                    (Reverse(spec.priority), Reverse(spec.requests.cpu_millis), Reverse(spec.requests.memory_bytes), self.spec_of_pod[i], i)
+                    let size = u128::from(!spec.requests.cpu_millis) << 64 | u128::from(!spec.requests.memory_bytes);
+                    (priority | size, (self.spec_of_pod[i] as u128) << 64 | i as u128)
                 }
             })
             .collect();
@@ -635,7 +638,7 @@ impl<'a> Solver<'a> {
             keyed.sort_unstable();
         }
         let mut result = SchedulingResult::default();
-        for pod in keyed.into_iter().map(|k| k.4) {
+        for pod in keyed.into_iter().map(|k| (k.1 & u128::from(u64::MAX)) as usize) {
             let spec = self.spec_of_pod[pod];
             let mut placed = None;
             for level in 0..=self.specs[spec].max_level {
