@@ -910,7 +910,7 @@ mod tests {
         let cluster = SimulatedCluster::new(catalog.clone(), vec![pool.clone()]);
         let offering = |zone: &str| catalog.offerings.iter().find(|o| o.instance_type == "m5.xlarge" && o.zone == zone).unwrap();
         let daemon = PodSpec { requests: Resources { cpu_millis: 100, memory_bytes: 1 << 20, pods: 1, ..Resources::default() }, ..PodSpec::default() };
-        let mut a = ExistingNode::launched("a", &pool, offering("us-east-1a"), &[daemon.clone()]);
+        let mut a = ExistingNode::launched("a", &pool, offering("us-east-1a"), std::slice::from_ref(&daemon));
         Arc::make_mut(&mut a.pods).push(Arc::new(PodSpec { requests: Resources { cpu_millis: 250, pods: 1, ..Resources::default() }, ..PodSpec::default() }));
         cluster.add_node(a);
         cluster.add_node(ExistingNode::launched("b", &pool, offering("us-east-1b"), &[]));

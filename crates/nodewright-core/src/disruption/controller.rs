@@ -212,7 +212,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let now = (self.clock)();
         let due_any = self.staged.iter().any(|(_, at)| at.saturating_add(self.settings.validation_delay) <= now);
         let plan_due = self.last_plan.is_none_or(|at| now >= at.saturating_add(self.settings.poll_interval));
-        if !due_any && !(self.staged.is_empty() && plan_due) {
+        if !(due_any || self.staged.is_empty() && plan_due) {
             self.counts.drain_passes += 1;
             let mut report = DisruptionReport::default();
             let pools = if self.running.is_empty() { Vec::new() } else { self.cluster.node_pools().await? };

@@ -48,9 +48,12 @@ pub(crate) fn set_digest(items: impl IntoIterator<Item = u32>) -> u64 {
     })
 }
 
+/// (CPU millicores, memory bytes).
+type CpuMemory = (u64, u64);
+
 /// What `nodes` hold: the requests on each, and (CPU millicores, memory
 /// bytes) free on each that takes pods (0 on the others), with their sum.
-pub(crate) fn free_capacity(nodes: &[ExistingNode], memo: &NodeMemo) -> (Vec<Resources>, Vec<(u64, u64)>, (u64, u64)) {
+pub(crate) fn free_capacity(nodes: &[ExistingNode], memo: &NodeMemo) -> (Vec<Resources>, Vec<CpuMemory>, CpuMemory) {
     let mut used: Vec<Resources> = Vec::with_capacity(nodes.len());
     memo.read(nodes, &[], |_| false, Some(&mut used), &mut []);
     let free: Vec<(u64, u64)> = nodes

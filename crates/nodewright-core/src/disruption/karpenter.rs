@@ -94,6 +94,10 @@ pub(crate) fn karpenter_like(
     order.iter().take(settings.max_single_node_candidates).find_map(|&i| try_prefix(&[i], &node(i).pods)).into_iter().collect()
 }
 
+/// A selection policy's pick: the best of the offerings (the last
+/// argument) for the pods, requesting the total.
+pub(crate) type Choose<'a> = dyn Fn(&[Pod], Resources, Vec<u32>) -> Option<u32> + 'a;
+
 /// Where a replacement may come from.
 pub(crate) struct Choice<'a> {
     /// Offerings the pool may launch now that its selection policy accepts, ascending.
@@ -111,7 +115,7 @@ pub(crate) struct Choice<'a> {
     pub spot_twins: bool,
     /// The pool's selection policy: the best of the offerings (the last
     /// argument) for the pods, requesting the total.
-    pub choose: &'a dyn Fn(&[Pod], Resources, Vec<u32>) -> Option<u32>,
+    pub choose: &'a Choose<'a>,
 }
 
 /// Can `nodes` (holding `pods`) go? `Some(None)`: their pods fit on the other nodes;

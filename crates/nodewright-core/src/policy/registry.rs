@@ -428,9 +428,9 @@ impl PolicySlot {
         builtin: impl FnOnce() -> Vec<ConsolidationAction>,
     ) -> Decision<Vec<ConsolidationAction>> {
         let state = self.state.load_full();
-        let decision = self.decide(&state, |p| p.plan(catalog, &*snapshot), builtin);
+        let decision = self.decide(&state, |p| p.plan(catalog, &snapshot), builtin);
         if let Some(shadow) = &state.shadow {
-            self.shadow_call(shadow, shadow.plan(catalog, &*snapshot), |answer| {
+            self.shadow_call(shadow, shadow.plan(catalog, &snapshot), |answer| {
                 (answer != &decision.value).then(|| format!("active planned {:?}, shadow would plan {:?}", decision.value, answer))
             });
         }
