@@ -153,6 +153,13 @@ impl State {
         self.revision = self.revision.wrapping_add(1);
     }
 
+    /// The node of launched claim `claim` (bought as `offering`) as listed
+    /// while in flight, taken from `kept` if made since anything that shapes
+    /// it changed.
+    fn kept_in_flight(kept: &mut HashMap<String, (u32, u64, ExistingNode)>, claim: &str, offering: u32, shape: u64) -> Option<ExistingNode> {
+        kept.remove(claim).filter(|(o, s, _)| *o == offering && *s == shape).map(|(_, _, node)| node)
+    }
+
     fn node_mut(&mut self, name: &str) -> Option<&mut ExistingNode> {
         let i = *self.node_index.get(name)?;
         self.nodes.get_mut(i)
@@ -478,7 +485,8 @@ impl SimulatedCluster {
     /// registration controller then initialises it. Registering again (a kubelet restart) keeps the node as it is,
     /// with the pods bound to it.
     pub fn register(&self, claim: &str) -> Result<(), ClusterError> {
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         if state.node_index.contains_key(claim) {
             return Ok(());
         }
@@ -494,7 +502,10 @@ impl SimulatedCluster {
             .offerings
             .get(instance.offering as usize)
             .ok_or_else(|| ClusterError(format!("NodeClaim {claim}: offering {} is not in the catalog", instance.offering)))?;
-        let mut node = ExistingNode::launched(claim, pool, offering, &state.daemonsets);
+        // The node listed while it booted, if still as it would be made.
+        let shape = state.shape;
+        let kept = State::kept_in_flight(&mut state.in_flight, claim, instance.offering, shape);
+        let mut node = kept.unwrap_or_else(|| ExistingNode::launched(claim, pool, offering, &state.daemonsets));
         // The kubelet registers with the NodePool's startup taints too;
         // registration removes them once the node is Ready.
         node.taints.extend(pool.startup_taints.iter().cloned());
@@ -632,9 +643,9 @@ impl Cluster for SimulatedCluster {
                 continue;
             }
             let Some(instance) = &claim.instance else { continue };
-            let node = match kept.remove(&claim.name) {
-                Some((offering, shape, node)) if offering == instance.offering && shape == state.shape => node,
-                _ => {
+            let node = match State::kept_in_flight(&mut kept, &claim.name, instance.offering, state.shape) {
+                Some(node) => node,
+                None => {
                     let Some(pool) = state.pools.iter().find(|p| p.name == claim.node_pool) else { continue };
                     let Some(offering) = self.catalog.offerings.get(instance.offering as usize) else { continue };
                     ExistingNode::launched(&claim.name, pool, offering, &state.daemonsets)
@@ -983,10 +994,14 @@ mod tests {
         let mut labelled = pool.clone();
         labelled.labels.insert("team".into(), "search".into());
         cluster.set_node_pools(vec![labelled]);
-        assert_eq!(nodes()[0].labels.get("team").map(String::as_str), Some("search"));
-        // Registered: listed as the node, no longer kept as in flight.
+        let relabelled = nodes();
+        assert_eq!(relabelled[0].labels.get("team").map(String::as_str), Some("search"));
+        // Registered: the node listed in flight, no longer kept as such.
         cluster.register("default-abcde").unwrap();
-        assert_eq!(nodes().len(), 1);
+        let registered = nodes();
+        assert_eq!(registered.len(), 1);
+        assert!(Arc::ptr_eq(&registered[0].pods, &relabelled[0].pods), "registered as listed while booting");
+        assert_eq!(registered[0].labels, relabelled[0].labels);
         assert!(cluster.state().in_flight.is_empty());
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cluster::NodeClaim;
 use crate::model::{Catalog, NodePool, PdbStatus, Pod, PodSpec, Resources};
-use crate::scheduling::{ExistingNode, Hints, SchedulingInput, SchedulingResult, NodeCache, NodeMemo, schedule_hinted, schedule_within};
+use crate::scheduling::{ExistingNode, Hints, SchedulingInput, SchedulingResult, NodeCache, NodeMemo, Room, schedule_hinted, schedule_within};
 
 /// A node nodewright manages: a launched NodeClaim.
 #[derive(Debug, Clone)]
@@ -60,13 +60,8 @@ pub(crate) fn free_capacity(nodes: &[ExistingNode], memo: &NodeMemo) -> (Vec<Res
         .iter()
         .zip(&used)
         .map(|(n, used)| {
-            if !n.schedulable {
-                return (0, 0);
-            }
-            (
-                u64::from(n.allocatable.cpu_millis.saturating_sub(used.cpu_millis)),
-                n.allocatable.memory_bytes.saturating_sub(used.memory_bytes),
-            )
+            let room = Room::of(n, *used, false);
+            if room.usable { (u64::from(room.cpu_millis), room.memory_bytes) } else { (0, 0) }
         })
         .collect();
     let total = free.iter().fold((0u64, 0u64), |(c, m), (fc, fm)| (c.saturating_add(*fc), m.saturating_add(*fm)));

@@ -26,6 +26,7 @@ use std::sync::Arc;
 pub use crate::model::ExistingNode;
 pub use labels::{launch_offerings, node_labels, offering_label};
 pub use memo::NodeMemo;
+pub(crate) use solver::Room;
 pub use solver::{Hints, NodeCache, schedule, schedule_hinted, schedule_in_order, schedule_within, zone_index};
 
 /// Catalog indices of the offerings a node of `pool` may be bought as

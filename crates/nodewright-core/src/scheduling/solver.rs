@@ -138,14 +138,16 @@ pub fn schedule_in_order(input: SchedulingInput<'_>, hints: Hints<'_>) -> Schedu
 /// tell: a test that turns away (soundly) most nodes that cannot take it,
 /// read from a short list instead of the nodes themselves.
 #[derive(Clone, Copy)]
-struct Room {
-    usable: bool,
-    cpu_millis: u32,
-    memory_bytes: u64,
+pub(crate) struct Room {
+    /// Takes pods: schedulable, and not among the nodes a simulation removes.
+    pub usable: bool,
+    /// CPU and memory left (allocatable less `used`).
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
 }
 
 impl Room {
-    fn of(node: &ExistingNode, used: Resources, removed: bool) -> Self {
+    pub(crate) fn of(node: &ExistingNode, used: Resources, removed: bool) -> Self {
         Room {
             usable: node.schedulable && !removed,
             cpu_millis: node.allocatable.cpu_millis.saturating_sub(used.cpu_millis),
@@ -1064,13 +1066,11 @@ impl<'a> Solver<'a> {
     }
 
     fn node_accepts(&mut self, n: usize, spec: usize, level: usize, zones: u64, requests: Resources) -> bool {
+        // (Not usable: unschedulable or removed.)
         if !self.room[n].admits(&requests) {
             return false;
         }
         let node = &self.input.nodes[n];
-        if !node.schedulable || self.removed[n] {
-            return false;
-        }
         if let Some(z) = self.node_zone[n]
             && zones & (1 << z) == 0
         {
