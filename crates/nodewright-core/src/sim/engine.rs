@@ -302,7 +302,14 @@ struct Sim<'a> {
     trace: &'a Trace,
     config: &'a SimulationConfig,
     world: World,
+    /// Events to come, by time, then in the order they were queued.
     queue: BinaryHeap<Reverse<(Duration, u64, Event)>>,
+    /// The trace's instants (when, index of its first event), by time, and
+    /// the next to play: they come before whatever is queued for the same
+    /// time, as if queued first, and stay out of the queue, which holds
+    /// only what the run itself schedules.
+    instants: Vec<(Duration, usize)>,
+    next_instant: usize,
     seq: u64,
     disrupt_at: Duration,
     batcher: Batcher,
@@ -384,6 +391,8 @@ pub fn simulate(
         config,
         world,
         queue: BinaryHeap::new(),
+        instants: Vec::new(),
+        next_instant: 0,
         seq: 0,
         disrupt_at: Duration::ZERO, // the first is set by `run`
         batcher: Batcher::new(config.batcher),
@@ -432,9 +441,12 @@ impl Sim<'_> {
     fn run(&mut self, progress: &mut impl FnMut(f64)) -> anyhow::Result<()> {
         for (i, event) in self.trace.events.iter().enumerate() {
             if i == 0 || event.t != self.trace.events[i - 1].t {
-                self.at(Duration::from_secs_f64(event.t), Event::Trace(i));
+                self.instants.push((Duration::from_secs_f64(event.t), i));
             }
         }
+        // (A trace read from a file is in order already; one made in
+        // memory may not be. Stable: an instant's events keep their order.)
+        self.instants.sort_by_key(|&(when, _)| when);
         self.at(Duration::ZERO, Event::Sample);
         self.disrupt_at = self.disrupt_every();
         self.at(self.disrupt_at, Event::Disrupt);
@@ -445,7 +457,7 @@ impl Sim<'_> {
             self.at(POOL_CHECK_EVERY, Event::PoolCheck);
         }
         let mut reported = 0.0;
-        while let Some(Reverse((when, _, event))) = self.queue.pop() {
+        while let Some((when, event)) = self.next_event() {
             if when > self.end {
                 break;
             }
@@ -522,6 +534,19 @@ impl Sim<'_> {
         self.sample();
         progress(1.0);
         Ok(())
+    }
+
+    /// The next event: the trace's next instant, unless something queued
+    /// comes strictly before it.
+    fn next_event(&mut self) -> Option<(Duration, Event)> {
+        let queued = self.queue.peek().map(|Reverse((when, _, _))| *when);
+        match self.instants.get(self.next_instant) {
+            Some(&(when, first)) if queued.is_none_or(|q| when <= q) => {
+                self.next_instant += 1;
+                Some((when, Event::Trace(first)))
+            }
+            _ => self.queue.pop().map(|Reverse((when, _, event))| (when, event)),
+        }
     }
 
     /// Integrate requested resources up to `to` and move the clock there.
