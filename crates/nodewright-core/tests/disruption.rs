@@ -212,6 +212,36 @@ fn a_pass_that_found_nothing_is_skipped_until_the_cluster_changes() {
 }
 
 #[test]
+fn a_node_whose_pods_were_replaced_by_smaller_ones_is_consolidated_though_it_holds_as_many() {
+    // The cheapest offering of the pool with 15 CPU: nothing cheaper holds
+    // two pods of 7.5 CPU, so a pass finds nothing to do.
+    let cat = catalog();
+    let big = cat
+        .offerings
+        .iter()
+        .filter(|o| o.capacity_type == CapacityType::OnDemand && o.zone == "us-east-1a" && o.allocatable.cpu_millis >= 15_000 && o.allocatable.memory_bytes >= 4 * GIB)
+        .min_by(|a, b| a.price_per_hour.total_cmp(&b.price_per_hour))
+        .unwrap()
+        .instance_type
+        .clone();
+    let mut w = world(vec![pool()]);
+    let node = w.node(&big);
+    let large = w.put(&node, "batch", pod(7_500, 1), 2);
+    w.run(180, 10);
+    assert_eq!(w.nodes(), vec![(node.clone(), big.clone())], "nothing cheaper holds 15 CPU");
+    // The same number of pods, now small: a cheaper node holds them.
+    for name in &large {
+        assert!(w.cluster.delete_pod(name));
+    }
+    w.put(&node, "web", pod(500, 1), 2);
+    w.run(180, 10);
+    let terminated: Vec<(String, Reason)> = w.terminated().into_iter().map(|(_, n, r)| (n, r)).collect();
+    assert_eq!(terminated, vec![(node, Reason::Underutilized)]);
+    let nodes = w.nodes();
+    assert!(nodes.len() == 1 && price(&nodes[0].1) < price(&big), "{nodes:?}");
+}
+
+#[test]
 fn a_skipped_pass_does_not_miss_a_node_reaching_consolidate_after() {
     // Nothing changes in the cluster after the first pass; the empty node
     // still goes once it has been empty for consolidateAfter.

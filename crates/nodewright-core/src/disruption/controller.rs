@@ -135,6 +135,9 @@ struct Replacements {
     spot_twins: bool,
 }
 
+/// Replacement lists remembered per NodePool.
+const REMEMBERED_LISTS: usize = 8;
+
 /// Decides and carries out disruptions: expiry, drift, consolidation.
 pub struct DisruptionController<C, K> {
     cloud: Arc<C>,
@@ -150,8 +153,10 @@ pub struct DisruptionController<C, K> {
     /// Pool → fingerprint of the state its last plan found nothing to do in.
     quiet: HashMap<String, u64>,
     /// Pool → (key, offerings it may launch that its selection policy
-    /// accepts: ascending, and cheapest first).
-    replacements: std::sync::Mutex<HashMap<String, (u64, Replacements)>>,
+    /// accepts: ascending, and cheapest first), the most recent first, at
+    /// most [`REMEMBERED_LISTS`]: offerings are benched and come back, and
+    /// the same sets recur.
+    replacements: std::sync::Mutex<HashMap<String, Vec<(u64, Replacements)>>>,
     idle: Option<Idle>,
     /// When the last pass decided new actions.
     last_plan: Option<Duration>,
@@ -583,13 +588,20 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         if !candidate.contains(&true) {
             return Vec::new();
         }
+        // What the plan reads: the candidates and their pods (by name),
+        // what every node holds and whether it takes pods, the offerings
+        // benched, the budgets, and the versions of the pool's policies.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (view.catalog.version, &candidate, taken.len(), view.unavailable.len()).hash(&mut hasher);
+        (view.catalog.version, &candidate, taken.len(), view.unavailable_digest).hash(&mut hasher);
         for &i in &members {
             let m = &view.members[i];
-            (m.name(), m.pods.len(), &m.claim.pool_hash).hash(&mut hasher);
+            (m.name(), self.seen.get(m.name()).map(|&(pods, _)| pods), &m.claim.pool_hash).hash(&mut hasher);
         }
+        view.used.hash(&mut hasher);
+        view.free.hash(&mut hasher);
         view.pdbs.iter().for_each(|p| p.disruptions_allowed.hash(&mut hasher));
+        let generation = |slot: String| self.registry.slot(&slot).map(|s| s.generation());
+        (generation(consolidation_slot(&pool.name)), generation(selection_slot(&pool.name))).hash(&mut hasher);
         let fingerprint = hasher.finish();
         if self.quiet.get(&pool.name) == Some(&fingerprint) {
             return Vec::new();
@@ -674,8 +686,9 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     }
 
     /// The offerings `pool` may launch now that its selection policy
-    /// accepts (ranks at all), ascending; remembered while the catalog, the
-    /// pool and the benched offerings stay the same. A replacement is one of
+    /// accepts (ranks at all), ascending; remembered by the catalog, the
+    /// pool, the benched offerings and the version of the pool's selection
+    /// slot (the last [`REMEMBERED_LISTS`] of them). A replacement is one of
     /// these, so consolidation never buys what the pool's policy would not.
     fn replacements(&self, view: &View, pool: &NodePool) -> Arc<Vec<u32>> {
         self.replacement_lists(view, pool).allowed
@@ -685,13 +698,19 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// largest first (the catalog's order for new NodeClaims).
     fn replacement_lists(&self, view: &View, pool: &NodePool) -> Replacements {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (view.catalog.version, &pool.requirements, &pool.labels, &pool.node_class, view.unavailable_digest, &pool.selection.plugin, &pool.selection.config).hash(&mut hasher);
+        let generation = self.registry.slot(&selection_slot(&pool.name)).map(|s| s.generation());
+        (view.catalog.version, &pool.requirements, &pool.labels, &pool.node_class, view.unavailable_digest, &pool.selection.plugin, &pool.selection.config)
+            .hash(&mut hasher);
+        generation.hash(&mut hasher);
         let key = hasher.finish();
         let mut cache = self.replacements.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((k, lists)) = cache.get(&pool.name)
-            && *k == key
+        if let Some(entries) = cache.get_mut(&pool.name)
+            && let Some(at) = entries.iter().position(|(k, _)| *k == key)
         {
-            return lists.clone();
+            let entry = entries.remove(at);
+            let lists = entry.1.clone();
+            entries.insert(0, entry);
+            return lists;
         }
         let mut list = view.replacements(pool);
         let (slot, error) = self.registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection);
@@ -735,7 +754,9 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             largest_first: Arc::new(largest_first),
             spot_twins,
         };
-        cache.insert(pool.name.clone(), (key, lists.clone()));
+        let entries = cache.entry(pool.name.clone()).or_default();
+        entries.insert(0, (key, lists.clone()));
+        entries.truncate(REMEMBERED_LISTS);
         lists
     }
 
