@@ -242,6 +242,25 @@ fn a_node_whose_pods_were_replaced_by_smaller_ones_is_consolidated_though_it_hol
 }
 
 #[test]
+fn a_consolidation_policy_swapped_in_plans_at_the_next_poll_though_the_cluster_has_not_changed() {
+    // `empty-only` keeps an under-used node; nothing in the cluster changes
+    // after that, and its plan is skipped pass after pass.
+    let mut w = world(vec![pool().consolidation("empty-only", "{}")]);
+    let big = w.node("m5.4xlarge");
+    w.put(&big, "api", pod(500, 1), 2);
+    w.run(300, 10);
+    assert!(w.terminated().is_empty(), "{:?}", w.terminated());
+    // The slot's policy is swapped (as a PolicyPlugin object does in a
+    // running cluster): the next plan is the new policy's.
+    let bytes = nodewright_core::policy::bundled::get("utilization-threshold").unwrap();
+    let slot = nodewright_core::disruption::consolidation_slot("default");
+    w.registry.load(&slot, nodewright_core::policy::Role::Consolidation, bytes, "{}", nodewright_core::policy::SlotMode::Active).unwrap();
+    w.run(120, 10);
+    let terminated: Vec<(String, Reason)> = w.terminated().into_iter().map(|(_, n, r)| (n, r)).collect();
+    assert_eq!(terminated, vec![(big, Reason::Underutilized)]);
+}
+
+#[test]
 fn a_skipped_pass_does_not_miss_a_node_reaching_consolidate_after() {
     // Nothing changes in the cluster after the first pass; the empty node
     // still goes once it has been empty for consolidateAfter.
