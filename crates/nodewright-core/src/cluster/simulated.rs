@@ -8,7 +8,7 @@
 //! watch stream ([`SimulatedCluster::take_pod_events`]) that the simulator
 //! derives its pod metrics from.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 // Keyed by names the cluster itself gives out: a fast hash, no need for
 // one that resists chosen keys.
@@ -76,8 +76,9 @@ struct State {
     pending: BTreeMap<String, Pod>,
     /// Pods stopped and not yet recreated: name → (pod, pending again at).
     restarting: BTreeMap<String, (Pod, Duration)>,
-    /// Pending pods the scheduler has not tried since they became pending.
-    fresh: BTreeSet<String>,
+    /// Pending pods the scheduler has not tried since they became pending
+    /// (tried in queue order, so kept in no order).
+    fresh: HashSet<String>,
     /// When each pending pod joined the scheduler's queue (a sequence number).
     queued: HashMap<String, u64>,
     next_queued: u64,
@@ -100,8 +101,8 @@ struct State {
     /// The annotations written on NodeClaims (`Cluster::write_claim_annotation`),
     /// by claim and key; kept after the claim ends, as a record.
     annotations: BTreeMap<String, BTreeMap<String, String>>,
-    /// Bound pods: name → its node.
-    bound: BTreeMap<String, String>,
+    /// Bound pods: name → its node (listed sorted by name where listed).
+    bound: HashMap<String, String>,
     /// Node → the pods bound to it, by name, each saying when it started
     /// ([`Pod::started`]) (kept by node: a disruption pass reads every
     /// node's pods).
@@ -811,7 +812,9 @@ impl Cluster for SimulatedCluster {
 
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
         let state = self.state();
-        Ok(state.bound.keys().filter_map(|pod| state.bound_pod(pod)).map(|(n, p)| (n.clone(), p.clone())).collect())
+        let mut names: Vec<&String> = state.bound.keys().collect();
+        names.sort_unstable();
+        Ok(names.into_iter().filter_map(|pod| state.bound_pod(pod)).map(|(n, p)| (n.clone(), p.clone())).collect())
     }
 
     async fn bound_pods_by_node(&self) -> Result<rustc_hash::FxHashMap<String, BoundPods>, ClusterError> {
