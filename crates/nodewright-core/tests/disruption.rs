@@ -261,6 +261,61 @@ fn a_consolidation_policy_swapped_in_plans_at_the_next_poll_though_the_cluster_h
 }
 
 #[test]
+fn a_consolidation_plugin_waiting_for_a_node_to_age_is_asked_again_though_nothing_else_changes() {
+    // `empty-only` leaves an empty node alone until it is two minutes old;
+    // nothing in the cluster changes after the first pass, and the plugin
+    // reads what no skip can follow (node ages).
+    let mut p = pool().consolidation("empty-only", r#"{"min_age_seconds": 120}"#);
+    p.consolidate_after = Some(Duration::ZERO);
+    let mut w = world(vec![p]);
+    let busy = w.node("m5.large");
+    w.put(&busy, "web", pod(1500, 4), 1);
+    let idle = w.node("m5.large");
+    w.run(100, 10);
+    assert!(w.terminated().is_empty(), "{:?}", w.terminated());
+    w.run(100, 10);
+    let terminated = w.terminated();
+    assert_eq!(terminated.iter().map(|(_, n, r)| (n.clone(), *r)).collect::<Vec<_>>(), vec![(idle, Reason::Empty)]);
+    // Decided at the first poll at 120 s or later, re-validated 15 s later.
+    assert!((135..=145).contains(&terminated[0].0), "deleted at {} s", terminated[0].0);
+}
+
+#[test]
+fn a_node_the_budget_held_back_is_consolidated_when_its_window_ends_though_nothing_else_changes() {
+    // No node may go for being under-used in the first five minutes of the
+    // day (the simulated clock starts at midnight); the under-used node
+    // waits for the window to end, and nothing else changes.
+    let mut p = pool();
+    p.budgets.push(Budget { nodes: BudgetNodes::Count(0), reasons: vec!["Underutilized".into()], schedule: Some("0 0 * * *".into()), duration: Some(Duration::from_secs(300)) });
+    let mut w = world(vec![p]);
+    let big = w.node("m5.4xlarge");
+    w.put(&big, "api", pod(500, 1), 2);
+    w.run(290, 10);
+    assert!(w.terminated().is_empty(), "{:?}", w.terminated());
+    w.run(120, 10);
+    let terminated = w.terminated();
+    assert_eq!(terminated.iter().map(|(_, n, r)| (n.clone(), *r)).collect::<Vec<_>>(), vec![(big.clone(), Reason::Underutilized)]);
+    // Decided at the first poll after the window.
+    assert_eq!(decided_at(&w, &big), vec![310], "{:?}", w.disruption.counts());
+}
+
+#[test]
+fn a_nodepool_edited_to_consolidate_under_used_nodes_plans_at_the_next_poll() {
+    let mut p = pool();
+    p.consolidation_policy = ConsolidationPolicy::WhenEmpty;
+    let mut w = world(vec![p.clone()]);
+    let big = w.node("m5.4xlarge");
+    w.put(&big, "api", pod(500, 1), 2);
+    w.run(180, 10);
+    assert!(w.terminated().is_empty(), "{:?}", w.terminated());
+    // Only the NodePool changes.
+    p.consolidation_policy = ConsolidationPolicy::WhenEmptyOrUnderutilized;
+    w.cluster.set_node_pools(vec![p]);
+    w.run(10, 10);
+    assert_eq!(decided_at(&w, &big), vec![190]);
+}
+
+#[test]
 fn a_skipped_pass_does_not_miss_a_node_reaching_consolidate_after() {
     // Nothing changes in the cluster after the first pass; the empty node
     // still goes once it has been empty for consolidateAfter.
@@ -429,14 +484,18 @@ fn an_exhausted_budget_stops_an_action() {
     let idle = w.node("m5.large");
     w.run(120, 10);
     assert!(w.terminated().is_empty());
+    // Asked at every poll once the node has been empty for consolidateAfter
+    // (70 s to 120 s), the plugin proposes it again and again, and each time
+    // the budget holds it back.
     let rejections = w.rejections();
-    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(rejections.len(), 6, "{rejections:?}");
+    assert!(rejections.iter().all(|r| r == &rejections[0]), "{rejections:?}");
     assert_eq!(rejections[0].0, RejectKind::Budget);
     assert_eq!(
         rejections[0].1,
         "NodePool default's disruption budget allows 0 of its 2 nodes for Empty now; 0 are being disrupted and the action needs 1"
     );
-    assert_eq!(w.rules(), (vec!["budget"], vec![("budget", 1)]));
+    assert_eq!(w.rules(), (vec!["budget"; 6], vec![("budget", 6)]));
     let _ = idle;
 }
 
@@ -450,12 +509,15 @@ fn a_plugin_proposing_an_action_that_strands_pods_is_rejected() {
     w.put(&b, "b", pod(1500, 6), 1);
     w.run(120, 10);
     assert!(w.terminated().is_empty());
+    // Proposed again at every poll once consolidateAfter has passed (70 s
+    // to 120 s), rejected every time.
     let rejections = w.rejections();
-    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(rejections.len(), 6, "{rejections:?}");
+    assert!(rejections.iter().all(|r| r == &rejections[0]), "{rejections:?}");
     assert_eq!(rejections[0].0, RejectKind::Strands);
     assert!(rejections[0].1.starts_with("pod a-0 would fit nowhere: "), "{}", rejections[0].1);
     assert!(rejections[0].1.ends_with("(and 1 more pods)"), "{}", rejections[0].1);
-    assert_eq!(w.rules(), (vec!["strands"], vec![("strands", 1)]));
+    assert_eq!(w.rules(), (vec!["strands"; 6], vec![("strands", 6)]));
 }
 
 #[test]

@@ -150,8 +150,9 @@ pub struct DisruptionController<C, K> {
     seen: HashMap<String, (u64, Duration)>,
     staged: Vec<(Command, Duration)>,
     running: Vec<Running>,
-    /// Pool → fingerprint of the state its last plan found nothing to do in.
-    quiet: HashMap<String, u64>,
+    /// Pool → fingerprint of the state its last plan found nothing to do
+    /// in, and the NodePool as it was then (built-in consolidation only).
+    quiet: HashMap<String, (u64, NodePool)>,
     /// Pool → (key, offerings it may launch that its selection policy
     /// accepts: ascending, and cheapest first), the most recent first, at
     /// most [`REMEMBERED_LISTS`]: offerings are benched and come back, and
@@ -207,7 +208,9 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// a pass that found nothing to do: the cluster's [`Cluster::revision`],
     /// the catalog, the benched offerings, the policies in the NodePools'
     /// slots, which disruption budgets are in force, and no node has
-    /// reached its `consolidateAfter` or `expireAfter` since.
+    /// reached its `consolidateAfter` or `expireAfter` since; and only when
+    /// no NodePool's consolidation is a plugin's (which may read node ages,
+    /// pending pods, the fleet).
     ///
     /// New actions are decided at most once per
     /// [`DisruptionSettings::poll_interval`], and when staged actions come
@@ -264,6 +267,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         }
         self.advance(now, &view.pools, &mut report).await?;
         if self.staged.is_empty() && self.running.is_empty() && report.started.is_empty() && report.terminated.is_empty()
+            && !self.plugin_consolidates(&view.pools)
             && let Some(key) = self.idle_key(revision, &view.pools, now)
         {
             self.idle = Some(Idle { key, until: Self::next_deadline(&view), pools: view.pools.clone() });
@@ -330,6 +334,16 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             (generation(consolidation_slot(&pool.name)), generation(selection_slot(&pool.name)), budget::in_force(pool, now)).hash(&mut hasher);
         }
         Some(hasher.finish())
+    }
+
+    /// Whether a plugin plans consolidation for some NodePool that
+    /// consolidates: it may read what no skip follows (node ages, pending
+    /// pods, the fleet), so no pass is skipped for it.
+    fn plugin_consolidates(&self, pools: &[NodePool]) -> bool {
+        pools.iter().filter(|p| p.consolidate_after.is_some()).any(|p| {
+            p.consolidation.plugin != crate::policy::BUILTIN_SELECTION
+                || self.registry.slot(&consolidation_slot(&p.name)).is_some_and(|s| s.runs_plugin())
+        })
     }
 
     /// The first time a node of `view` reaches its NodePool's
@@ -588,11 +602,30 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         if !candidate.contains(&true) {
             return Vec::new();
         }
-        // What the plan reads: the candidates and their pods (by name),
-        // what every node holds and whether it takes pods, the offerings
-        // benched, the budgets, and the versions of the pool's policies.
+        // The pool's policies as its spec names them now, before anything
+        // is compared with a past pass.
+        let (slot, error) = self.registry.configure(&consolidation_slot(&pool.name), Role::Consolidation, &pool.consolidation);
+        if let Some(e) = error {
+            tracing::error!(node_pool = %pool.name, "consolidation plugin not loaded, the slot keeps its previous policy: {e}");
+        }
+        let (_, error) = self.registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection);
+        if let Some(e) = error {
+            tracing::error!(node_pool = %pool.name, "selection plugin not loaded, the slot keeps its previous policy: {e}");
+        }
+        let pool_nodes = members.len();
+        let busy = self.busy(&pool.name, pass);
+        let room = |reason: Reason| {
+            budget::allowed(pool, reason, pool_nodes, view.now).map_or(usize::MAX, |a| (a as usize).saturating_sub(busy))
+        };
+        // What the built-in plan reads: the NodePool, the candidates and
+        // their pods (by name), what every node holds and whether it takes
+        // pods, the offerings benched, the room the budgets leave, and the
+        // versions of the pool's policies. A plugin may read more (node
+        // ages, pending pods, the fleet): its plan is never skipped.
+        let skips = !slot.runs_plugin();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (view.catalog.version, &candidate, taken.len(), view.unavailable_digest).hash(&mut hasher);
+        (room(Reason::Empty), room(Reason::Underutilized)).hash(&mut hasher);
         for &i in &members {
             let m = &view.members[i];
             (m.name(), self.seen.get(m.name()).map(|&(pods, _)| pods), &m.claim.pool_hash).hash(&mut hasher);
@@ -603,19 +636,10 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         let generation = |slot: String| self.registry.slot(&slot).map(|s| s.generation());
         (generation(consolidation_slot(&pool.name)), generation(selection_slot(&pool.name))).hash(&mut hasher);
         let fingerprint = hasher.finish();
-        if self.quiet.get(&pool.name) == Some(&fingerprint) {
+        if skips && self.quiet.get(&pool.name).is_some_and(|(f, p)| *f == fingerprint && p == pool) {
             return Vec::new();
         }
         let Replacements { allowed: replacements, by_price, reach, largest_first, spot_twins } = self.replacement_lists(view, pool);
-        let pool_nodes = members.len();
-        let busy = self.busy(&pool.name, pass);
-        let room = |reason: Reason| {
-            budget::allowed(pool, reason, pool_nodes, view.now).map_or(usize::MAX, |a| (a as usize).saturating_sub(busy))
-        };
-        let (slot, error) = self.registry.configure(&consolidation_slot(&pool.name), Role::Consolidation, &pool.consolidation);
-        if let Some(e) = error {
-            tracing::error!(node_pool = %pool.name, "consolidation plugin not loaded, the slot keeps its previous policy: {e}");
-        }
         // Pod facts and the fleet only for a plugin that reads them (0.3.0).
         let rich = slot.reads_fleet();
         let snapshot = || ConsolidationSnapshot {
@@ -679,8 +703,10 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
                 Err((rule, kind, message)) => self.reject(command, rule, kind, message, report),
             }
         }
-        if accepted.is_empty() {
-            self.quiet.insert(pool.name.clone(), fingerprint);
+        if accepted.is_empty() && skips {
+            self.quiet.insert(pool.name.clone(), (fingerprint, pool.clone()));
+        } else {
+            self.quiet.remove(&pool.name);
         }
         accepted
     }

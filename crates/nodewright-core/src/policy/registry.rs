@@ -248,6 +248,13 @@ impl PolicySlot {
         }
     }
 
+    /// Whether it runs a plugin (active or shadow) rather than only the
+    /// built-in policy.
+    pub fn runs_plugin(&self) -> bool {
+        let state = self.state.load();
+        matches!(state.active, Version::Plugin(_)) || state.shadow.is_some()
+    }
+
     /// Whether a version it runs (active or shadow) reads the fleet
     /// (contract 0.3.0): callers compute the fleet only then.
     pub fn reads_fleet(&self) -> bool {

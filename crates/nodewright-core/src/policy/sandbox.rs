@@ -295,8 +295,9 @@ impl PluginState {
         let allocatable = |o: u32| -> Result<crate::model::Resources, String> {
             catalog.allocatable(o).ok_or_else(|| format!("offering index {o} is out of range (the catalog has {} offerings)", catalog.len()))
         };
-        let nodes = match target {
-            FitTarget::Offering(o) => vec![fit_node(allocatable(o)?, [])],
+        // (allocatable, requests already there) of each target node.
+        let nodes: Vec<(crate::model::Resources, crate::model::Resources)> = match target {
+            FitTarget::Offering(o) => vec![(allocatable(o)?, crate::model::Resources::default())],
             FitTarget::Nodes(indices) => {
                 let snapshot = self.what_if.snapshot.as_ref().ok_or("`nodes` targets exist only during a plan call")?;
                 if indices.len() > snapshot.nodes.len() {
@@ -317,11 +318,21 @@ impl PluginState {
                     let node = snapshot.nodes.get(i as usize).ok_or_else(|| {
                         format!("node index {i} is out of range (the snapshot has {} nodes)", snapshot.nodes.len())
                     })?;
-                    nodes.push(fit_node(allocatable(node.offering)?, node.pods.iter().copied()));
+                    nodes.push((allocatable(node.offering)?, node.pods.iter().copied().sum()));
                 }
                 nodes
             }
         };
+        // The answer depends on nothing else: a question asked before (a
+        // plan asked again of a cluster that has not changed) is answered
+        // from memory, after the same checks.
+        let key = (pods, nodes);
+        if let Some(unplaced) = WHAT_IF_ANSWERS.with_borrow(|answers| answers.get(&key).cloned()) {
+            self.check_deadline("what-if")?;
+            return Ok(unplaced);
+        }
+        let (pods, nodes) = &key;
+        let nodes: Vec<crate::scheduling::ExistingNode> = nodes.iter().map(|&(allocatable, used)| fit_node(allocatable, used)).collect();
         // The scheduler places pods by index (names are not read) and
         // treats pods sharing a spec as one group, as it does a workload's.
         let mut specs: std::collections::HashMap<crate::model::Resources, Arc<crate::model::PodSpec>> = Default::default();
@@ -342,6 +353,12 @@ impl PluginState {
         });
         let mut unplaced: Vec<u32> = result.unschedulable.iter().map(|(p, _)| *p as u32).collect();
         unplaced.sort_unstable();
+        WHAT_IF_ANSWERS.with_borrow_mut(|answers| {
+            if answers.len() >= WHAT_IF_ANSWERS_KEPT {
+                answers.clear();
+            }
+            answers.insert(key, unplaced.clone());
+        });
         // The simulation's time is the call's: an answer computed past the
         // deadline is refused, and the guest is stopped at its next check.
         self.check_deadline("what-if")?;
@@ -349,12 +366,23 @@ impl PluginState {
     }
 }
 
-/// A node of the what-if simulation: `allocatable`, already running `pods`.
-/// What-if pods have requests and nothing else (no labels a selector could
-/// match), so the pods on a node count only by their sum: one pod stands
-/// for them all.
-fn fit_node(allocatable: crate::model::Resources, pods: impl IntoIterator<Item = crate::model::Resources>) -> crate::scheduling::ExistingNode {
-    let used: crate::model::Resources = pods.into_iter().sum();
+/// A what-if question (the pods' requests; each target node's allocatable
+/// and requests already there) and its answer.
+type WhatIfAnswers = rustc_hash::FxHashMap<(Vec<crate::model::Resources>, Vec<(crate::model::Resources, crate::model::Resources)>), Vec<u32>>;
+
+/// Most what-if answers kept (per thread); all are dropped when full.
+const WHAT_IF_ANSWERS_KEPT: usize = 512;
+
+thread_local! {
+    /// What-if answers, by question: the same for every plugin and call.
+    static WHAT_IF_ANSWERS: std::cell::RefCell<WhatIfAnswers> = std::cell::RefCell::default();
+}
+
+/// A node of the what-if simulation: `allocatable`, already running
+/// `used`. What-if pods have requests and nothing else (no labels a
+/// selector could match), so the pods on a node count only by their sum:
+/// one pod stands for them all.
+fn fit_node(allocatable: crate::model::Resources, used: crate::model::Resources) -> crate::scheduling::ExistingNode {
     let pods = if used == crate::model::Resources::default() { Vec::new() } else { vec![used] };
     crate::scheduling::ExistingNode {
         name: String::new(),
@@ -618,6 +646,32 @@ mod tests {
         assert_eq!(flat, [(3, 30, 2.0), (1, 10, 0.5), (1, 20, 0.75)]);
         let one: Vec<(u64, f64)> = store.data_mut().price_history(1).unwrap().iter().map(|p| (p.at_seconds, p.price_per_hour)).collect();
         assert_eq!(one, [(10, 0.5), (20, 0.75)]);
+    }
+
+    #[test]
+    fn a_what_if_asked_again_is_answered_from_memory_and_one_about_a_changed_node_afresh() {
+        use crate::model::Resources;
+        use crate::policy::request::SnapshotNode;
+        let (mut store, _) = in_a_call();
+        let catalog = crate::model::Catalog::bundled();
+        let m5 = catalog.offerings.iter().position(|o| o.instance_type == "m5.large").unwrap() as u32;
+        let all = catalog.offerings[m5 as usize].allocatable;
+        let half = Resources { cpu_millis: all.cpu_millis / 2, memory_bytes: all.memory_bytes / 2, pods: 1, ..Resources::default() };
+        let node = |pods: Vec<Resources>| SnapshotNode { name: "n".into(), offering: m5, age_seconds: 0, pods, facts: Vec::new(), disruptable: true };
+        let snapshot = |second: Vec<Resources>| Some(Arc::new(ConsolidationSnapshot { nodes: vec![node(vec![half]), node(second)], ..Default::default() }));
+        let ask = |store: &mut Store<PluginState>| store.data_mut().fit(vec![half, half], FitTarget::Nodes(vec![0, 1]));
+        let remembered = || WHAT_IF_ANSWERS.with_borrow(|a| a.iter().map(|((pods, nodes), answer)| (pods.clone(), nodes.len(), answer.clone())).collect::<Vec<_>>());
+        // Half of node 0 and all of node 1 are free: both pods fit.
+        store.data_mut().what_if.snapshot = snapshot(Vec::new());
+        assert_eq!(ask(&mut store), Ok(vec![]));
+        assert_eq!(remembered(), vec![(vec![half, half], 2, vec![])]);
+        assert_eq!(ask(&mut store), Ok(vec![]));
+        // Node 1 fills up: one pod fits nowhere, though the question reads the same.
+        store.data_mut().what_if.snapshot = snapshot(vec![half, half]);
+        assert_eq!(ask(&mut store).map(|unplaced| unplaced.len()), Ok(1));
+        assert_eq!(remembered().len(), 2);
+        // Each answer counted against the call's budget, remembered or not.
+        assert_eq!(store.data_mut().what_if.queries, 3);
     }
 
     #[test]
