@@ -27,6 +27,7 @@ const GROUPS: &[&[&str]] = &[
     ],
     &["fixtures/hostile-consolidation-liar", "fixtures/hostile-strander", "fixtures/hostile-consolidation-trap"],
     &["fit-aware", "fixtures/hostile-what-if-flood"],
+    &["fixtures/backlog-spot"],
 ];
 
 fn main() {

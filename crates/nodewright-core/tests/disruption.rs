@@ -316,6 +316,40 @@ fn a_nodepool_edited_to_consolidate_under_used_nodes_plans_at_the_next_poll() {
 }
 
 #[test]
+fn a_replacement_is_chosen_among_what_the_selection_plugin_accepts_now_not_when_it_last_looked() {
+    // `backlog-spot` (contract 0.3.0) buys spot only while pods are pending.
+    let mut p = pool().selection(component("backlog-spot").to_str().unwrap(), "{}");
+    p.requirements.retain(|r| r.key != well_known::CAPACITY_TYPE);
+    let p = p.require(Requirement::is_in(well_known::CAPACITY_TYPE, &["on-demand", "spot"]));
+    let mut w = world(vec![p]);
+    let replacements = |w: &World| -> Vec<CapacityType> {
+        w.reports
+            .iter()
+            .flat_map(|(_, r)| r.started.iter())
+            .filter_map(|c| match c.replacement {
+                nodewright_core::disruption::Replacement::Offering(o) => Some(catalog().offerings[o as usize].capacity_type),
+                _ => None,
+            })
+            .collect()
+    };
+    // Nothing pending: an under-used node is replaced on demand.
+    let first = w.node("m5.4xlarge");
+    w.put(&first, "api", pod(500, 1), 2);
+    w.run(180, 10);
+    assert_eq!(replacements(&w), vec![CapacityType::OnDemand]);
+    // A pod no node can hold waits (its selector names no label a node has);
+    // another under-used node is replaced, now as spot.
+    let mut stuck = pod(100, 1);
+    stuck.node_selector.insert("team".into(), "nobody".into());
+    w.cluster.add_pods(stuck.pods("stuck", 1));
+    let second = w.node("m5.4xlarge");
+    w.put(&second, "web", pod(1500, 4), 3);
+    w.run(180, 10);
+    assert!(w.executor.block_on(w.cluster.pending_count()).unwrap() > 0);
+    assert_eq!(replacements(&w), vec![CapacityType::OnDemand, CapacityType::Spot]);
+}
+
+#[test]
 fn a_skipped_pass_does_not_miss_a_node_reaching_consolidate_after() {
     // Nothing changes in the cluster after the first pass; the empty node
     // still goes once it has been empty for consolidateAfter.

@@ -714,7 +714,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// The offerings `pool` may launch now that its selection policy
     /// accepts (ranks at all), ascending; remembered by the catalog, the
     /// pool, the benched offerings and the version of the pool's selection
-    /// slot (the last [`REMEMBERED_LISTS`] of them). A replacement is one of
+    /// slot, and for a plugin that reads the fleet the pending pods and the
+    /// fleet's version too (the last [`REMEMBERED_LISTS`] of them). A replacement is one of
     /// these, so consolidation never buys what the pool's policy would not.
     fn replacements(&self, view: &View, pool: &NodePool) -> Arc<Vec<u32>> {
         self.replacement_lists(view, pool).allowed
@@ -728,6 +729,11 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         (view.catalog.version, &pool.requirements, &pool.labels, &pool.node_class, view.unavailable_digest, &pool.selection.plugin, &pool.selection.config)
             .hash(&mut hasher);
         generation.hash(&mut hasher);
+        // A plugin that reads the fleet (contract 0.3.0) is also handed the
+        // pending pods and the fleet: what it accepts may follow them.
+        if self.registry.slot(&selection_slot(&pool.name)).is_some_and(|s| s.reads_fleet()) {
+            (view.pending, view.fleet.version).hash(&mut hasher);
+        }
         let key = hasher.finish();
         let mut cache = self.replacements.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entries) = cache.get_mut(&pool.name)
