@@ -336,6 +336,21 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         Some(hasher.finish())
     }
 
+    /// `pool`'s slot for `role`, running the policy the NodePool names (loaded
+    /// when that changed; a load that fails is logged once, and the slot
+    /// keeps its previous policy).
+    fn slot_for(&self, pool: &NodePool, role: Role) -> Arc<crate::policy::PolicySlot> {
+        let (name, reference, what) = match role {
+            Role::Selection => (selection_slot(&pool.name), &pool.selection, "selection"),
+            Role::Consolidation => (consolidation_slot(&pool.name), &pool.consolidation, "consolidation"),
+        };
+        let (slot, error) = self.registry.configure(&name, role, reference);
+        if let Some(e) = error {
+            tracing::error!(node_pool = %pool.name, "{what} plugin not loaded, the slot keeps its previous policy: {e}");
+        }
+        slot
+    }
+
     /// Whether a plugin plans consolidation for some NodePool that
     /// consolidates: it may read what no skip follows (node ages, pending
     /// pods, the fleet), so no pass is skipped for it.
@@ -604,14 +619,8 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         }
         // The pool's policies as its spec names them now, before anything
         // is compared with a past pass.
-        let (slot, error) = self.registry.configure(&consolidation_slot(&pool.name), Role::Consolidation, &pool.consolidation);
-        if let Some(e) = error {
-            tracing::error!(node_pool = %pool.name, "consolidation plugin not loaded, the slot keeps its previous policy: {e}");
-        }
-        let (_, error) = self.registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection);
-        if let Some(e) = error {
-            tracing::error!(node_pool = %pool.name, "selection plugin not loaded, the slot keeps its previous policy: {e}");
-        }
+        let slot = self.slot_for(pool, Role::Consolidation);
+        let selection = self.slot_for(pool, Role::Selection);
         let pool_nodes = members.len();
         let busy = self.busy(&pool.name, pass);
         let room = |reason: Reason| {
@@ -633,8 +642,7 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
         view.used.hash(&mut hasher);
         view.free.hash(&mut hasher);
         view.pdbs.iter().for_each(|p| p.disruptions_allowed.hash(&mut hasher));
-        let generation = |slot: String| self.registry.slot(&slot).map(|s| s.generation());
-        (generation(consolidation_slot(&pool.name)), generation(selection_slot(&pool.name))).hash(&mut hasher);
+        (slot.generation(), selection.generation()).hash(&mut hasher);
         let fingerprint = hasher.finish();
         if skips && self.quiet.get(&pool.name).is_some_and(|(f, p)| *f == fingerprint && p == pool) {
             return Vec::new();
@@ -724,14 +732,14 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// [`Self::replacements`], and the same offerings cheapest first and
     /// largest first (the catalog's order for new NodeClaims).
     fn replacement_lists(&self, view: &View, pool: &NodePool) -> Replacements {
+        let slot = self.slot_for(pool, Role::Selection);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        let generation = self.registry.slot(&selection_slot(&pool.name)).map(|s| s.generation());
         (view.catalog.version, &pool.requirements, &pool.labels, &pool.node_class, view.unavailable_digest, &pool.selection.plugin, &pool.selection.config)
             .hash(&mut hasher);
-        generation.hash(&mut hasher);
+        slot.generation().hash(&mut hasher);
         // A plugin that reads the fleet (contract 0.3.0) is also handed the
         // pending pods and the fleet: what it accepts may follow them.
-        if self.registry.slot(&selection_slot(&pool.name)).is_some_and(|s| s.reads_fleet()) {
+        if slot.reads_fleet() {
             (view.pending, view.fleet.version).hash(&mut hasher);
         }
         let key = hasher.finish();
@@ -745,10 +753,6 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
             return lists;
         }
         let mut list = view.replacements(pool);
-        let (slot, error) = self.registry.configure(&selection_slot(&pool.name), Role::Selection, &pool.selection);
-        if let Some(e) = error {
-            tracing::error!(node_pool = %pool.name, "selection plugin not loaded, the slot keeps its previous policy: {e}");
-        }
         slot.prepare(&view.catalog);
         let request = SelectionRequest {
             node_pool: pool.name.clone(),
