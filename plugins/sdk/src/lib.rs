@@ -209,14 +209,20 @@ pub struct Columns {
     pub price_per_hour: Vec<f64>,
     /// Capacity type of each offering.
     pub capacity_type: Vec<CapacityType>,
+    /// Every offering's index, cheapest first (ties by index).
+    pub by_price: Vec<u32>,
 }
 
 impl Columns {
     fn of(catalog: &Catalog) -> Self {
+        let price_per_hour: Vec<f64> = catalog.offerings.iter().map(|o| o.price_per_hour).collect();
+        let mut by_price: Vec<u32> = (0..catalog.offerings.len() as u32).collect();
+        by_price.sort_by(|&a, &b| price_per_hour[a as usize].total_cmp(&price_per_hour[b as usize]).then(a.cmp(&b)));
         Columns {
             version: catalog.version,
-            price_per_hour: catalog.offerings.iter().map(|o| o.price_per_hour).collect(),
+            price_per_hour,
             capacity_type: catalog.offerings.iter().map(|o| o.capacity_type).collect(),
+            by_price,
         }
     }
 
@@ -263,6 +269,42 @@ pub fn __with_catalog<R>(version: u64, f: impl FnOnce(&Catalog) -> Result<R, Str
         )),
         None => Err(format!("request names catalog version {version}, plugin holds none")),
     }
+}
+
+#[cfg(feature = "consolidator")]
+thread_local! {
+    /// The snapshot of the plan call being answered (null between calls).
+    static PLANNING: std::cell::Cell<*const Snapshot> = const { std::cell::Cell::new(std::ptr::null()) };
+    /// What helpers worked out about that snapshot once per call: its
+    /// replacements cheapest first, for the catalog version they were
+    /// sorted by.
+    static PLAN_MEMO: RefCell<Option<(u64, Rc<[u32]>)>> = const { RefCell::new(None) };
+}
+
+/// Answer a plan call about `snapshot` with `f` (called by [`export!`]):
+/// helpers asked about this very snapshot during the call may keep what
+/// they work out until it ends. (The host's snapshot is borrowed for the
+/// whole call, so no other snapshot can be at its address meanwhile.)
+#[cfg(feature = "consolidator")]
+#[doc(hidden)]
+pub fn __planning<R>(snapshot: &Snapshot, f: impl FnOnce() -> R) -> R {
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            PLANNING.with(|p| p.set(std::ptr::null()));
+            PLAN_MEMO.with_borrow_mut(|memo| *memo = None);
+        }
+    }
+    PLAN_MEMO.with_borrow_mut(|memo| *memo = None);
+    PLANNING.with(|p| p.set(snapshot));
+    let _done = Done;
+    f()
+}
+
+/// Is `snapshot` the one the plan call being answered was handed?
+#[cfg(all(feature = "consolidator", feature = "what-if"))]
+fn planning(snapshot: &Snapshot) -> bool {
+    PLANNING.with(|p| std::ptr::eq(p.get(), snapshot))
 }
 
 #[cfg(feature = "fleet")]
@@ -716,30 +758,63 @@ pub mod consolidate {
         let cpu: u64 = pods.iter().map(|p| u64::from(p.cpu_millis)).sum();
         let memory: u64 = pods.iter().map(|p| p.memory_bytes).sum();
         let gpus: u32 = pods.iter().map(|p| p.gpus).sum();
-        let mut options: Vec<u32> = snapshot
-            .replacements
-            .iter()
-            .copied()
-            .filter(|&o| {
-                catalog.offerings.get(o as usize).is_some_and(|o| {
-                    o.price_per_hour < below
-                        && u64::from(o.allocatable.cpu_millis) >= cpu
-                        && o.allocatable.memory_bytes >= memory
-                        && o.allocatable.gpus >= gpus
-                        && o.allocatable.pods as usize >= pods.len()
-                })
-            })
-            .collect();
-        options.sort_by(|&a, &b| {
-            let price = |i: u32| catalog.offerings[i as usize].price_per_hour;
-            price(a).total_cmp(&price(b)).then(a.cmp(&b))
-        });
-        for &option in options.iter().take(max_queries) {
+        let holds = |o: &super::Offering| {
+            u64::from(o.allocatable.cpu_millis) >= cpu
+                && o.allocatable.memory_bytes >= memory
+                && o.allocatable.gpus >= gpus
+                && o.allocatable.pods as usize >= pods.len()
+        };
+        let by_price = replacements_by_price(snapshot, catalog);
+        let mut asked = 0;
+        for &option in by_price.iter() {
+            let offering = &catalog.offerings[option as usize];
+            if offering.price_per_hour >= below || asked == max_queries {
+                break;
+            }
+            // (A NaN price is below nothing.)
+            if !(offering.price_per_hour < below) || !holds(offering) {
+                continue;
+            }
+            asked += 1;
             if super::pods_not_fitting_offering(&pods, option)?.is_empty() {
                 return Ok(Some(option));
             }
         }
         Ok(None)
+    }
+
+    /// The snapshot's replacement offerings (those in the catalog),
+    /// cheapest first, ties by index: the catalog's own order (sorted once
+    /// when it was handed over) filtered to the list, once per plan call
+    /// for the snapshot the host handed to it.
+    fn replacements_by_price(snapshot: &Snapshot, catalog: &Catalog) -> std::rc::Rc<[u32]> {
+        let list = || -> std::rc::Rc<[u32]> {
+            let columns = super::columns();
+            let len = catalog.offerings.len();
+            if columns.version == catalog.version && columns.by_price.len() == len {
+                let mut listed = vec![false; len];
+                for &o in &snapshot.replacements {
+                    if let Some(listed) = listed.get_mut(o as usize) {
+                        *listed = true;
+                    }
+                }
+                columns.by_price.iter().copied().filter(|&o| listed[o as usize]).collect()
+            } else {
+                // A catalog other than the one held: sorted here.
+                let mut by_price: Vec<u32> = snapshot.replacements.iter().copied().filter(|&o| (o as usize) < len).collect();
+                let price = |i: u32| catalog.offerings[i as usize].price_per_hour;
+                by_price.sort_by(|&a, &b| price(a).total_cmp(&price(b)).then(a.cmp(&b)));
+                by_price.dedup();
+                by_price.into()
+            }
+        };
+        if !super::planning(snapshot) {
+            return list();
+        }
+        super::PLAN_MEMO.with_borrow_mut(|memo| match memo {
+            Some((version, sorted)) if *version == catalog.version => sorted.clone(),
+            _ => memo.insert((catalog.version, list())).1.clone(),
+        })
     }
 }
 
@@ -790,8 +865,10 @@ macro_rules! __export_consolidation {
         impl $crate::exports::nodewright::policy::consolidation::Guest for $t {
             fn plan(mut snapshot: $crate::Snapshot) -> Result<Vec<$crate::Action>, String> {
                 $crate::__keep_fleet!(snapshot);
-                $crate::__with_catalog(snapshot.catalog_version, |catalog| {
-                    $crate::__check_fleet!(snapshot, <$t as $crate::Consolidator>::plan(&snapshot, catalog))
+                $crate::__planning(&snapshot, || {
+                    $crate::__with_catalog(snapshot.catalog_version, |catalog| {
+                        $crate::__check_fleet!(snapshot, <$t as $crate::Consolidator>::plan(&snapshot, catalog))
+                    })
                 })
             }
         }

@@ -323,76 +323,11 @@ impl PluginState {
                 nodes
             }
         };
-        // The answer depends on nothing else: a question asked before (a
-        // plan asked again of a cluster that has not changed) is answered
-        // from memory, after the same checks.
-        let key = (pods, nodes);
-        if let Some(unplaced) = WHAT_IF_ANSWERS.with_borrow(|answers| answers.get(&key).cloned()) {
-            self.check_deadline("what-if")?;
-            return Ok(unplaced);
-        }
-        let (pods, nodes) = &key;
-        let nodes: Vec<crate::scheduling::ExistingNode> = nodes.iter().map(|&(allocatable, used)| fit_node(allocatable, used)).collect();
-        // The scheduler places pods by index (names are not read) and
-        // treats pods sharing a spec as one group, as it does a workload's.
-        let mut specs: std::collections::HashMap<crate::model::Resources, Arc<crate::model::PodSpec>> = Default::default();
-        let pods: Vec<crate::model::Pod> = pods
-            .iter()
-            .map(|&requests| {
-                let spec = specs.entry(requests).or_insert_with(|| Arc::new(crate::model::PodSpec { requests, ..Default::default() }));
-                crate::model::Pod::new(String::new(), spec.clone())
-            })
-            .collect();
-        static EMPTY: std::sync::LazyLock<crate::model::Catalog> = std::sync::LazyLock::new(|| crate::model::Catalog::new(Vec::new()));
-        let result = crate::scheduling::schedule(crate::scheduling::SchedulingInput {
-            catalog: &EMPTY,
-            pools: &[],
-            daemonsets: &[],
-            nodes: &nodes,
-            pods: &pods,
-        });
-        let mut unplaced: Vec<u32> = result.unschedulable.iter().map(|(p, _)| *p as u32).collect();
-        unplaced.sort_unstable();
-        WHAT_IF_ANSWERS.with_borrow_mut(|answers| {
-            if answers.len() >= WHAT_IF_ANSWERS_KEPT {
-                answers.clear();
-            }
-            answers.insert(key, unplaced.clone());
-        });
+        let unplaced = crate::scheduling::requests::unplaced(&pods, &nodes);
         // The simulation's time is the call's: an answer computed past the
         // deadline is refused, and the guest is stopped at its next check.
         self.check_deadline("what-if")?;
         Ok(unplaced)
-    }
-}
-
-/// A what-if question (the pods' requests; each target node's allocatable
-/// and requests already there) and its answer.
-type WhatIfAnswers = rustc_hash::FxHashMap<(Vec<crate::model::Resources>, Vec<(crate::model::Resources, crate::model::Resources)>), Vec<u32>>;
-
-/// Most what-if answers kept (per thread); all are dropped when full.
-const WHAT_IF_ANSWERS_KEPT: usize = 512;
-
-thread_local! {
-    /// What-if answers, by question: the same for every plugin and call.
-    static WHAT_IF_ANSWERS: std::cell::RefCell<WhatIfAnswers> = std::cell::RefCell::default();
-}
-
-/// A node of the what-if simulation: `allocatable`, already running
-/// `used`. What-if pods have requests and nothing else (no labels a
-/// selector could match), so the pods on a node count only by their sum:
-/// one pod stands for them all.
-fn fit_node(allocatable: crate::model::Resources, used: crate::model::Resources) -> crate::scheduling::ExistingNode {
-    let pods = if used == crate::model::Resources::default() { Vec::new() } else { vec![used] };
-    crate::scheduling::ExistingNode {
-        name: String::new(),
-        node_pool: None,
-        labels: Default::default(),
-        taints: Vec::new(),
-        allocatable,
-        capacity: allocatable,
-        pods: Arc::new(pods.into_iter().map(|r| Arc::new(crate::model::PodSpec { requests: r, ..Default::default() })).collect()),
-        schedulable: true,
     }
 }
 
@@ -649,7 +584,7 @@ mod tests {
     }
 
     #[test]
-    fn a_what_if_asked_again_is_answered_from_memory_and_one_about_a_changed_node_afresh() {
+    fn a_what_if_about_snapshot_nodes_counts_what_they_already_run_and_each_question_against_the_budget() {
         use crate::model::Resources;
         use crate::policy::request::SnapshotNode;
         let (mut store, _) = in_a_call();
@@ -660,18 +595,14 @@ mod tests {
         let node = |pods: Vec<Resources>| SnapshotNode { name: "n".into(), offering: m5, age_seconds: 0, pods, facts: Vec::new(), disruptable: true };
         let snapshot = |second: Vec<Resources>| Some(Arc::new(ConsolidationSnapshot { nodes: vec![node(vec![half]), node(second)], ..Default::default() }));
         let ask = |store: &mut Store<PluginState>| store.data_mut().fit(vec![half, half], FitTarget::Nodes(vec![0, 1]));
-        let remembered = || WHAT_IF_ANSWERS.with_borrow(|a| a.iter().map(|((pods, nodes), answer)| (pods.clone(), nodes.len(), answer.clone())).collect::<Vec<_>>());
         // Half of node 0 and all of node 1 are free: both pods fit.
         store.data_mut().what_if.snapshot = snapshot(Vec::new());
         assert_eq!(ask(&mut store), Ok(vec![]));
-        assert_eq!(remembered(), vec![(vec![half, half], 2, vec![])]);
-        assert_eq!(ask(&mut store), Ok(vec![]));
         // Node 1 fills up: one pod fits nowhere, though the question reads the same.
         store.data_mut().what_if.snapshot = snapshot(vec![half, half]);
-        assert_eq!(ask(&mut store).map(|unplaced| unplaced.len()), Ok(1));
-        assert_eq!(remembered().len(), 2);
-        // Each answer counted against the call's budget, remembered or not.
-        assert_eq!(store.data_mut().what_if.queries, 3);
+        assert_eq!(ask(&mut store), Ok(vec![1]));
+        // Each question counted against the call's budget.
+        assert_eq!(store.data_mut().what_if.queries, 2);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 mod bitset;
 mod labels;
 mod memo;
+pub mod requests;
 mod solver;
 pub mod workload;
 
