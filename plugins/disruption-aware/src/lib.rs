@@ -101,22 +101,95 @@ fn node_cost(node: &Node, catalog: &Catalog, fleet: &Fleet) -> f64 {
     }
 }
 
-/// Dollars per hour replacing a node of `current` by one of `new` saves.
-/// On-demand by on-demand: the difference at the plan's rate (both draw on
-/// the commitment); on-demand by spot: only the uncovered share of the old
-/// price (the headroom it frees would go unused); spot by anything: its
-/// price less what the new node adds to the bill.
-fn replacement_saving(current: &Offering, new: &Offering, fleet: &Fleet, uncovered: f64) -> f64 {
-    let od = CapacityType::OnDemand;
-    match (current.capacity_type, new.capacity_type) {
-        (CapacityType::Spot, _) => current.price_per_hour - economics::marginal_price(new, fleet),
-        (c, n) if c == od && n == od => {
-            let best = fleet.savings_plans.iter().filter_map(|p| economics::plan_discount(p, &current.family)).fold(0.0f64, f64::max);
-            let rate = if uncovered > 0.0 { 1.0 } else { 1.0 - best.clamp(0.0, 1.0) };
-            (current.price_per_hour - new.price_per_hour) * rate
+/// Dollars per hour replacing a node of `current` saves, by the new
+/// node's offering. On-demand by on-demand: the difference at the plan's
+/// rate (both draw on the commitment); on-demand by spot: only the
+/// uncovered share of the old price (the headroom it frees would go
+/// unused); spot by anything: its price less what the new node adds to
+/// the bill. What depends on `current` alone is worked out once, since
+/// every offering the NodePool may launch is weighed against it.
+struct Saving<'a> {
+    current: &'a Offering,
+    /// The rate an on-demand to on-demand difference is worth.
+    on_demand_rate: f64,
+    uncovered: f64,
+}
+
+impl<'a> Saving<'a> {
+    fn new(current: &'a Offering, fleet: &Fleet, uncovered: f64) -> Self {
+        let best = fleet.savings_plans.iter().filter_map(|p| economics::plan_discount(p, &current.family)).fold(0.0f64, f64::max);
+        let on_demand_rate = if uncovered > 0.0 { 1.0 } else { 1.0 - best.clamp(0.0, 1.0) };
+        Saving { current, on_demand_rate, uncovered }
+    }
+
+    /// The saving of a new node of `new`.
+    fn of(&self, new: &Packed) -> f64 {
+        let od = CapacityType::OnDemand;
+        match (self.current.capacity_type, new.capacity_type) {
+            (CapacityType::Spot, _) => self.current.price_per_hour - new.marginal_price,
+            (c, n) if c == od && n == od => (self.current.price_per_hour - new.price_per_hour) * self.on_demand_rate,
+            (c, _) if c == od => self.current.price_per_hour * self.uncovered - new.marginal_price,
+            _ => 0.0,
         }
-        (c, _) if c == od => current.price_per_hour * uncovered - economics::marginal_price(new, fleet),
-        _ => 0.0,
+    }
+}
+
+/// A replacement offering as the search reads it, packed.
+struct Packed {
+    index: u32,
+    cpu_millis: u32,
+    memory_bytes: u64,
+    capacity_type: CapacityType,
+    price_per_hour: f64,
+    /// What a new node of it adds to the bill, given the commitments.
+    marginal_price: f64,
+}
+
+/// The snapshot's replacement offerings (those in the catalog), packed
+/// once per call: every node weighed for replacement walks the whole list.
+struct Replacements(Vec<Packed>);
+
+impl Replacements {
+    fn of(snapshot: &Snapshot, catalog: &Catalog, fleet: &Fleet) -> Self {
+        let mut prices = economics::prices(catalog.version, fleet);
+        let packed = snapshot
+            .replacements
+            .iter()
+            .filter_map(|&index| {
+                let o = catalog.offerings.get(index as usize)?;
+                Some(Packed {
+                    index,
+                    cpu_millis: o.allocatable.cpu_millis,
+                    memory_bytes: o.allocatable.memory_bytes,
+                    capacity_type: o.capacity_type,
+                    price_per_hour: o.price_per_hour,
+                    marginal_price: prices.of(index, o),
+                })
+            })
+            .collect();
+        Replacements(packed)
+    }
+
+    /// The (at most) four offerings that hold `cpu_millis` and
+    /// `memory_bytes` and save the most (`worth` it), best first, ties by
+    /// index: (minus the saving, offering).
+    fn best(&self, saving: &Saving, cpu_millis: u64, memory_bytes: u64, worth: impl Fn(f64) -> bool) -> Vec<(f64, u32)> {
+        let order = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        let mut best: Vec<(f64, u32)> = Vec::with_capacity(5);
+        for r in self.0.iter().filter(|r| u64::from(r.cpu_millis) >= cpu_millis && r.memory_bytes >= memory_bytes) {
+            let s = saving.of(r);
+            if !worth(s) {
+                continue;
+            }
+            let option = (-s, r.index);
+            if best.len() == 4 && order(&option, &best[3]).is_ge() {
+                continue;
+            }
+            let at = best.partition_point(|b| order(b, &option).is_lt());
+            best.insert(at, option);
+            best.truncate(4);
+        }
+        best
     }
 }
 
@@ -161,6 +234,9 @@ impl Consolidator for DisruptionAware {
             }
         }
         let uncovered = uncovered_share(&fleet, catalog);
+        // The replacement offerings, packed once per call when a node is
+        // weighed for replacement.
+        let mut packed: Option<Replacements> = None;
         // Candidates by net value of deleting them, best first.
         let mut candidates: Vec<(f64, f64, usize)> = nodes
             .iter()
@@ -195,18 +271,10 @@ impl Consolidator for DisruptionAware {
             let Some(current) = catalog.offerings.get(nodes[i].offering as usize) else { continue };
             let cpu: u64 = own.iter().map(|p| u64::from(p.cpu_millis)).sum();
             let memory: u64 = own.iter().map(|p| p.memory_bytes).sum();
-            let mut options: Vec<(f64, u32)> = snapshot
-                .replacements
-                .iter()
-                .filter_map(|&o| {
-                    let offering = catalog.offerings.get(o as usize)?;
-                    let fits = u64::from(offering.allocatable.cpu_millis) >= cpu && offering.allocatable.memory_bytes >= memory;
-                    let saving = replacement_saving(current, offering, &fleet, uncovered);
-                    (fits && saving * config.horizon_hours > cost).then_some((-saving, o))
-                })
-                .collect();
-            options.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            for &(_, o) in options.iter().take(4) {
+            let saving = Saving::new(current, &fleet, uncovered);
+            let replacements = packed.get_or_insert_with(|| Replacements::of(snapshot, catalog, &fleet));
+            let options = replacements.best(&saving, cpu, memory, |saving| saving * config.horizon_hours > cost);
+            for &(_, o) in &options {
                 if pods_not_fitting_offering(&own, o)?.is_empty() {
                     actions.push(Action::Replace(Replacement { nodes: vec![i as u32], offering: o }));
                     gone.push(i);

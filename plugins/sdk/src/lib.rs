@@ -648,6 +648,7 @@ impl KeptScores {
 /// into a plugin's whole `rank`, it spills them to the stack).
 /// Written in place four at a time: the compiler of the host checks the
 /// interruption epoch once per loop iteration, and keeps loops as written.
+#[cfg(feature = "selector")]
 #[inline(never)]
 fn gather(indices: &[u32], values: &[f64]) -> Vec<f64> {
     let at = |i: u32| values.get(i as usize).copied().unwrap_or(f64::MAX);
