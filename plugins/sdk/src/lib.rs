@@ -768,12 +768,18 @@ pub mod consolidate {
         let by_price = replacements_by_price(snapshot, catalog);
         let mut asked = 0;
         for &option in by_price.iter() {
-            let offering = &catalog.offerings[option as usize];
-            if offering.price_per_hour >= below || asked == max_queries {
+            if asked == max_queries {
                 break;
             }
-            // (A NaN price is below nothing.)
-            if !(offering.price_per_hour < below) || !holds(offering) {
+            let offering = &catalog.offerings[option as usize];
+            match offering.price_per_hour.partial_cmp(&below) {
+                Some(std::cmp::Ordering::Less) => {}
+                // Cheapest first: none after costs less.
+                Some(_) => break,
+                // A NaN price is below nothing.
+                None => continue,
+            }
+            if !holds(offering) {
                 continue;
             }
             asked += 1;

@@ -16,7 +16,7 @@ pub fn unplaced(pods: &[Resources], nodes: &[(Resources, Resources)]) -> Vec<u32
     // Each pod's group: the order its request first appears (the
     // scheduler numbers the pods' shared specs that way).
     let mut groups: rustc_hash::FxHashMap<Resources, u32> = rustc_hash::FxHashMap::default();
-    let mut order: Vec<(std::cmp::Reverse<(u32, u64)>, u32, u32)> = pods
+    let mut order: Vec<Order> = pods
         .iter()
         .enumerate()
         .map(|(i, r)| {
@@ -47,6 +47,10 @@ pub fn unplaced(pods: &[Resources], nodes: &[(Resources, Resources)]) -> Vec<u32
     unplaced.sort_unstable();
     unplaced
 }
+
+/// Where a pod comes in the scheduler's order: larger first (CPU, then
+/// memory), then its group, then its index.
+type Order = (std::cmp::Reverse<(u32, u64)>, u32, u32);
 
 /// Does a pod requesting `requests` fit on a node of `allocatable` that
 /// runs `used`? The scheduler's two checks: CPU and memory left, then
