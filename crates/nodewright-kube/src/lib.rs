@@ -34,7 +34,7 @@ use nodewright_core::cluster::{
     Cluster, ClusterError, ClusterEvent, Created, EventObject, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, Registration,
 };
 use nodewright_core::cloud::Instance;
-use nodewright_core::model::{Catalog, NodePool, PdbStatus, Pod, PodSpec};
+use nodewright_core::model::{BoundPods, Catalog, NodePool, PdbStatus, Pod, PodSpec};
 use nodewright_core::scheduling::ExistingNode;
 
 /// Finalizer on every NodeClaim: removed only once its instance is terminated.
@@ -100,6 +100,8 @@ pub struct KubeCluster {
     plugins: std::sync::Mutex<HashMap<String, crd::PolicyPlugin>>,
     /// Events sent lately, and when: a repeat within ten minutes is dropped.
     events_sent: std::sync::Mutex<EventLog>,
+    /// The bound pods as the last read made them, reused where nothing changed.
+    bound: std::sync::Mutex<BoundMemo>,
 }
 
 /// Which pods a read wants: a field selector when listing, the same
@@ -148,6 +150,7 @@ impl KubeCluster {
             fetch_timeout: plugins::DEFAULT_FETCH_TIMEOUT,
             plugins: Default::default(),
             events_sent: Default::default(),
+            bound: Default::default(),
         }
     }
 
@@ -642,6 +645,19 @@ impl Cluster for KubeCluster {
             .collect())
     }
 
+    /// Each node's bound pods. A pod is converted again only when its
+    /// object changed (another `resourceVersion`), and a node whose pods
+    /// are the same objects as at the last read gets the same list back
+    /// (the same allocation): what the controllers keep per list stays
+    /// good from one pass to the next.
+    async fn bound_pods_by_node(&self) -> Result<rustc_hash::FxHashMap<String, BoundPods>, ClusterError> {
+        let keys = self.annotation_keys();
+        let claims_by_node = self.claims_by_node().await?;
+        let pods = self.pods(Pods::Bound).await?;
+        let mut memo = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(memo.read(&pods, &claims_by_node, keys))
+    }
+
     async fn pod_disruption_budgets(&self) -> Result<Vec<PdbStatus>, ClusterError> {
         Ok(self
             .read::<K8sPdb>(|c| c.pdbs.state(), "list poddisruptionbudgets")
@@ -711,6 +727,65 @@ impl Cluster for KubeCluster {
 
     async fn pod_unschedulable(&self, pod: &str, reason: &str) -> Result<(), ClusterError> {
         self.create_event("Pod", "v1", pod, "FailedProvisioning", reason, true).await
+    }
+}
+
+/// A pod object's identity: its namespace/name and the `resourceVersion`
+/// it was read at.
+type PodVersion = (String, String);
+
+/// What the last read of the bound pods made: each pod as converted, by
+/// the object it came from, and each node's list with the objects it holds.
+#[derive(Default)]
+struct BoundMemo {
+    /// The annotation keys the pods were converted with.
+    keys: Arc<std::collections::BTreeSet<String>>,
+    pods: HashMap<PodVersion, Pod>,
+    lists: HashMap<String, (Vec<PodVersion>, BoundPods)>,
+}
+
+impl BoundMemo {
+    /// `pods` (the live bound pods) by node, named as [`Cluster::bound_pods`]
+    /// names them (a node's NodeClaim by `claims_by_node`).
+    fn read(&mut self, pods: &[Arc<core::Pod>], claims_by_node: &HashMap<String, String>, keys: Arc<std::collections::BTreeSet<String>>) -> rustc_hash::FxHashMap<String, BoundPods> {
+        if self.keys != keys {
+            *self = BoundMemo { keys, ..BoundMemo::default() };
+        }
+        let mut specs = HashMap::new();
+        let mut converted: HashMap<PodVersion, Pod> = HashMap::with_capacity(pods.len());
+        let mut by_node: HashMap<String, Vec<(PodVersion, Pod)>> = HashMap::new();
+        for p in pods.iter().filter(|p| !convert::is_daemon_pod(p)) {
+            let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
+            let node = claims_by_node.get(&node).cloned().unwrap_or(node);
+            // An object without a version (never from an API server) is
+            // converted every time.
+            let version = p.metadata.resource_version.clone().map(|v| (convert::full_name(&p.metadata), v));
+            let pod = match version.as_ref().and_then(|v| self.pods.remove(v)) {
+                Some(pod) => pod,
+                None => convert::pod(p, &mut specs, &self.keys),
+            };
+            let version = version.unwrap_or_default();
+            if !version.1.is_empty() {
+                converted.insert(version.clone(), pod.clone());
+            }
+            by_node.entry(node).or_default().push((version, pod));
+        }
+        self.pods = converted;
+        let mut lists = HashMap::with_capacity(by_node.len());
+        let mut out = rustc_hash::FxHashMap::default();
+        for (node, mut held) in by_node {
+            held.sort_by(|a, b| a.0.cmp(&b.0));
+            let versions: Vec<PodVersion> = held.iter().map(|(v, _)| v.clone()).collect();
+            let known = versions.iter().all(|v| !v.1.is_empty());
+            let list = match self.lists.remove(&node) {
+                Some((before, list)) if known && before == versions => list,
+                _ => BoundPods::new(held.into_iter().map(|(_, pod)| pod).collect()),
+            };
+            out.insert(node.clone(), list.clone());
+            lists.insert(node, (versions, list));
+        }
+        self.lists = lists;
+        out
     }
 }
 
@@ -835,5 +910,55 @@ mod tests {
         assert!(log.admit(key(1000), burst + EVENT_WINDOW), "the window moved on");
         // Dropped events were not noted: once the window allows, they go out.
         assert!(log.admit(key(300), burst + EVENT_WINDOW));
+    }
+
+    fn bound_pod(name: &str, node: &str, version: Option<&str>, team: &str) -> Arc<core::Pod> {
+        let mut pod: core::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "namespace": "default", "labels": { "team": team } },
+            "spec": { "nodeName": node, "containers": [{ "name": "c", "resources": { "requests": { "cpu": "1" } } }] },
+            "status": { "phase": "Running" }
+        }))
+        .unwrap();
+        pod.metadata.resource_version = version.map(String::from);
+        Arc::new(pod)
+    }
+
+    #[test]
+    fn a_node_whose_pods_did_not_change_gets_the_same_list_back_and_a_changed_pod_is_read_afresh() {
+        let mut memo = BoundMemo::default();
+        let keys: Arc<std::collections::BTreeSet<String>> = Arc::default();
+        let claims = HashMap::from([("ip-10-0-0-1".to_string(), "default-abc".to_string())]);
+        let pods = vec![
+            bound_pod("a", "ip-10-0-0-1", Some("10"), "web"),
+            bound_pod("b", "ip-10-0-0-1", Some("11"), "web"),
+            bound_pod("c", "ip-10-0-0-2", Some("12"), "web"),
+        ];
+        let first = memo.read(&pods, &claims, keys.clone());
+        // Named by the claim where a node has one.
+        assert_eq!(first.keys().cloned().collect::<std::collections::BTreeSet<_>>(), ["default-abc", "ip-10-0-0-2"].map(String::from).into());
+        let again = memo.read(&pods, &claims, keys.clone());
+        for node in ["default-abc", "ip-10-0-0-2"] {
+            assert!(Arc::ptr_eq(&first[node].pods, &again[node].pods), "{node}: the same list");
+        }
+        // Pod b relabelled (a new resourceVersion): its node's list is new and
+        // says so; the other node's is kept.
+        let changed = vec![pods[0].clone(), bound_pod("b", "ip-10-0-0-1", Some("13"), "batch"), pods[2].clone()];
+        let third = memo.read(&changed, &claims, keys.clone());
+        assert!(!Arc::ptr_eq(&again["default-abc"].pods, &third["default-abc"].pods));
+        assert_eq!(third["default-abc"].pods[1].spec.labels.get("team").map(String::as_str), Some("batch"));
+        assert!(Arc::ptr_eq(&again["ip-10-0-0-2"].pods, &third["ip-10-0-0-2"].pods));
+        // A pod gone: its node's list is new, without it.
+        let fourth = memo.read(&changed[1..], &claims, keys.clone());
+        assert_eq!(fourth["default-abc"].pods.iter().map(|p| p.name.to_string()).collect::<Vec<_>>(), ["default/b"]);
+        assert_ne!(fourth["default-abc"].digest, third["default-abc"].digest);
+        // An object without a version is never taken for an earlier one.
+        let unversioned = vec![bound_pod("d", "ip-10-0-0-3", None, "web")];
+        let (x, y) = (memo.read(&unversioned, &claims, keys.clone()), memo.read(&unversioned, &claims, keys.clone()));
+        assert!(!Arc::ptr_eq(&x["ip-10-0-0-3"].pods, &y["ip-10-0-0-3"].pods));
+        // Other annotation keys: every pod is read afresh.
+        let fifth = memo.read(&changed, &claims, keys.clone());
+        let other_keys: Arc<std::collections::BTreeSet<String>> = Arc::new(["example.com/cost".to_string()].into());
+        let sixth = memo.read(&changed, &claims, other_keys);
+        assert!(!Arc::ptr_eq(&fifth["ip-10-0-0-2"].pods, &sixth["ip-10-0-0-2"].pods));
     }
 }

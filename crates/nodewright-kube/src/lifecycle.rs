@@ -41,7 +41,7 @@ fn condition(type_: &str, status: &str, reason: &str, message: String) -> crd::C
 
 /// Karpenter's `status.resources` of a NodePool, as quantities.
 fn resource_list(nodes: u32, r: Resources) -> BTreeMap<String, String> {
-    let cpu = if r.cpu_millis % 1000 == 0 { (r.cpu_millis / 1000).to_string() } else { format!("{}m", r.cpu_millis) };
+    let cpu = if r.cpu_millis.is_multiple_of(1000) { (r.cpu_millis / 1000).to_string() } else { format!("{}m", r.cpu_millis) };
     let mut list = BTreeMap::from([
         ("cpu".to_string(), cpu),
         ("memory".to_string(), r.memory_bytes.to_string()),

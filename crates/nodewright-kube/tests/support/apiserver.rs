@@ -89,9 +89,9 @@ struct Target {
 
 fn parse_path(path: &str) -> Option<Target> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (prefix, rest) = match parts.first()? {
-        &"api" if parts.len() >= 2 => (format!("/api/{}", parts[1]), &parts[2..]),
-        &"apis" if parts.len() >= 3 => (format!("/apis/{}/{}", parts[1], parts[2]), &parts[3..]),
+    let (prefix, rest) = match *parts.first()? {
+        "api" if parts.len() >= 2 => (format!("/api/{}", parts[1]), &parts[2..]),
+        "apis" if parts.len() >= 3 => (format!("/apis/{}/{}", parts[1], parts[2]), &parts[3..]),
         _ => return None,
     };
     let (namespace, rest) = match rest {
