@@ -630,19 +630,8 @@ impl Cluster for KubeCluster {
     }
 
     async fn bound_pods(&self) -> Result<Vec<(String, Pod)>, ClusterError> {
-        let mut specs = HashMap::new();
-        let keys = self.annotation_keys();
-        let claims_by_node = self.claims_by_node().await?;
-        Ok(self
-            .pods(Pods::Bound)
-            .await?
-            .iter()
-            .filter(|p| !convert::is_daemon_pod(p))
-            .filter_map(|p| {
-                let node = p.spec.as_ref()?.node_name.clone()?;
-                Some((claims_by_node.get(&node).cloned().unwrap_or(node), convert::pod(p, &mut specs, &keys)))
-            })
-            .collect())
+        let by_node = self.bound_pods_by_node().await?;
+        Ok(by_node.into_iter().flat_map(|(node, list)| list.pods.iter().map(|pod| (node.clone(), pod.clone())).collect::<Vec<_>>()).collect())
     }
 
     /// Each node's bound pods. A pod is converted again only when its
@@ -745,8 +734,8 @@ struct BoundMemo {
 }
 
 impl BoundMemo {
-    /// `pods` (the live bound pods) by node, named as [`Cluster::bound_pods`]
-    /// names them (a node's NodeClaim by `claims_by_node`).
+    /// `pods` (the live bound pods but daemonsets') by node: a node is
+    /// named by its NodeClaim (`claims_by_node`) where it has one.
     fn read(&mut self, pods: &[Arc<core::Pod>], claims_by_node: &HashMap<String, String>, keys: Arc<std::collections::BTreeSet<String>>) -> rustc_hash::FxHashMap<String, BoundPods> {
         if self.keys != keys {
             *self = BoundMemo { keys, ..BoundMemo::default() };
