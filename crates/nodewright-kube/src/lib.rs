@@ -742,19 +742,18 @@ impl BoundMemo {
         }
         let mut specs = HashMap::new();
         let mut converted: HashMap<PodVersion, Pod> = HashMap::with_capacity(pods.len());
-        let mut by_node: HashMap<String, Vec<(PodVersion, Pod)>> = HashMap::new();
+        let mut by_node: HashMap<String, Vec<(Option<PodVersion>, Pod)>> = HashMap::new();
         for p in pods.iter().filter(|p| !convert::is_daemon_pod(p)) {
             let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
             let node = claims_by_node.get(&node).cloned().unwrap_or(node);
             // An object without a version (never from an API server) is
             // converted every time.
-            let version = p.metadata.resource_version.clone().map(|v| (convert::full_name(&p.metadata), v));
+            let version = p.metadata.resource_version.clone().filter(|v| !v.is_empty()).map(|v| (convert::full_name(&p.metadata), v));
             let pod = match version.as_ref().and_then(|v| self.pods.remove(v)) {
                 Some(pod) => pod,
                 None => convert::pod(p, &mut specs, &self.keys),
             };
-            let version = version.unwrap_or_default();
-            if !version.1.is_empty() {
+            if let Some(version) = &version {
                 converted.insert(version.clone(), pod.clone());
             }
             by_node.entry(node).or_default().push((version, pod));
@@ -764,14 +763,16 @@ impl BoundMemo {
         let mut out = rustc_hash::FxHashMap::default();
         for (node, mut held) in by_node {
             held.sort_by(|a, b| a.0.cmp(&b.0));
-            let versions: Vec<PodVersion> = held.iter().map(|(v, _)| v.clone()).collect();
-            let known = versions.iter().all(|v| !v.1.is_empty());
-            let list = match self.lists.remove(&node) {
-                Some((before, list)) if known && before == versions => list,
+            // (Known only when every pod has a version.)
+            let versions: Option<Vec<PodVersion>> = held.iter().map(|(v, _)| v.clone()).collect();
+            let list = match (self.lists.remove(&node), &versions) {
+                (Some((before, list)), Some(versions)) if before == *versions => list,
                 _ => BoundPods::new(held.into_iter().map(|(_, pod)| pod).collect()),
             };
             out.insert(node.clone(), list.clone());
-            lists.insert(node, (versions, list));
+            if let Some(versions) = versions {
+                lists.insert(node, (versions, list));
+            }
         }
         self.lists = lists;
         out

@@ -209,21 +209,29 @@ pub struct Columns {
     pub price_per_hour: Vec<f64>,
     /// Capacity type of each offering.
     pub capacity_type: Vec<CapacityType>,
-    /// Every offering's index, cheapest first (ties by index).
-    pub by_price: Vec<u32>,
+    /// Every offering's index, cheapest first (ties by index): sorted on
+    /// first use, since only some policies read it.
+    by_price: std::cell::OnceCell<Vec<u32>>,
 }
 
 impl Columns {
     fn of(catalog: &Catalog) -> Self {
-        let price_per_hour: Vec<f64> = catalog.offerings.iter().map(|o| o.price_per_hour).collect();
-        let mut by_price: Vec<u32> = (0..catalog.offerings.len() as u32).collect();
-        by_price.sort_by(|&a, &b| price_per_hour[a as usize].total_cmp(&price_per_hour[b as usize]).then(a.cmp(&b)));
         Columns {
             version: catalog.version,
-            price_per_hour,
+            price_per_hour: catalog.offerings.iter().map(|o| o.price_per_hour).collect(),
             capacity_type: catalog.offerings.iter().map(|o| o.capacity_type).collect(),
-            by_price,
+            by_price: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Every offering's index, cheapest first (ties by index).
+    pub fn by_price(&self) -> &[u32] {
+        self.by_price.get_or_init(|| {
+            let price = &self.price_per_hour;
+            let mut order: Vec<u32> = (0..price.len() as u32).collect();
+            order.sort_by(|&a, &b| price[a as usize].total_cmp(&price[b as usize]).then(a.cmp(&b)));
+            order
+        })
     }
 
     /// The price per hour of offering `index` (`f64::MAX` past the catalog:
@@ -798,14 +806,14 @@ pub mod consolidate {
         let list = || -> std::rc::Rc<[u32]> {
             let columns = super::columns();
             let len = catalog.offerings.len();
-            if columns.version == catalog.version && columns.by_price.len() == len {
+            if columns.version == catalog.version && columns.price_per_hour.len() == len {
                 let mut listed = vec![false; len];
                 for &o in &snapshot.replacements {
                     if let Some(listed) = listed.get_mut(o as usize) {
                         *listed = true;
                     }
                 }
-                columns.by_price.iter().copied().filter(|&o| listed[o as usize]).collect()
+                columns.by_price().iter().copied().filter(|&o| listed[o as usize]).collect()
             } else {
                 // A catalog other than the one held: sorted here.
                 let mut by_price: Vec<u32> = snapshot.replacements.iter().copied().filter(|&o| (o as usize) < len).collect();
