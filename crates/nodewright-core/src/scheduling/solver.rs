@@ -129,7 +129,8 @@ pub fn schedule_within(input: SchedulingInput<'_>, max_claims: usize, hints: Hin
 
 /// Place `input.pods` as the kube-scheduler's queue takes them: highest
 /// priority first, then in the order given (the order they were queued),
-/// rather than largest first; using `hints`.
+/// rather than largest first; using `hints`. The pods left unplaced carry
+/// no reason (an empty string): the scheduler binds, it does not explain.
 pub fn schedule_in_order(input: SchedulingInput<'_>, hints: Hints<'_>) -> SchedulingResult {
     Solver::new_with(input, &hints).run(true, None).unwrap_or_default()
 }
@@ -202,8 +203,12 @@ struct SpecInfo {
     preferred: Vec<Vec<Requirement>>,
     /// Relaxation levels: 0 = everything required, max = no preferences.
     max_level: usize,
-    /// Identical pods only see targets fill up (no zone spread, no affinity).
+    /// Identical pods only see NodeClaims fill up (no spread over zones or
+    /// a custom key, no affinity).
     monotone: bool,
+    /// Identical pods only see nodes fill up, for the same allowed zones
+    /// (no affinity, no spread over a custom key).
+    nodes_fill_up: bool,
     /// Placing it pins a claim's zone.
     zonal: bool,
 }
@@ -458,10 +463,16 @@ impl<'a> Solver<'a> {
                 let preferred: Vec<Vec<Requirement>> = preferred.into_iter().map(|p| p.requirements).collect();
                 let soft = spread.iter().any(|s| !s.3);
                 let max_level = preferred.len() + usize::from(soft);
-                // A spread over zones or a custom key may let a target in
-                // again once other domains fill up.
-                let monotone = affinity.is_empty() && !spread.iter().any(|s| matches!(s.1, Key::Zone | Key::Custom(_)));
-                SpecInfo { spec, matches: Vec::new(), spread, affinity, anti, custom, preferred, max_level, monotone, zonal: false }
+                // A spread over a custom key may let a target in again once
+                // other domains fill up. One over zones only changes which
+                // zones are allowed, and a search is resumed only for the
+                // same zones: a node it passed stays full, or counts
+                // more of the spread's pods, or is in a zone left out. (A
+                // NodeClaim may still take its zone from how full the zones
+                // are: for claims, a zone spread ends the resuming.)
+                let nodes_fill_up = affinity.is_empty() && !spread.iter().any(|s| matches!(s.1, Key::Custom(_)));
+                let monotone = nodes_fill_up && !spread.iter().any(|s| s.1 == Key::Zone);
+                SpecInfo { spec, matches: Vec::new(), spread, affinity, anti, custom, preferred, max_level, monotone, nodes_fill_up, zonal: false }
             })
             .collect();
         for info in &mut specs {
@@ -661,7 +672,7 @@ impl<'a> Solver<'a> {
                 Some(Target::Claim(_)) => {}
                 None if max_claims.is_some() => return None,
                 None => {
-                    let reason = self.explain(spec);
+                    let reason = if queued { String::new() } else { self.explain(spec) };
                     result.unschedulable.push((pod, reason));
                 }
             }
@@ -1035,7 +1046,9 @@ impl<'a> Solver<'a> {
     fn first_fit(&mut self, spec: usize, level: usize, zones: u64, requests: Resources, claims: bool) -> Option<Target> {
         let len = if claims { self.claims.len() } else { self.input.nodes.len() };
         let key = (spec, level, zones, claims);
-        let monotone = self.specs[spec].monotone;
+        let monotone = if claims { self.specs[spec].monotone } else { self.specs[spec].nodes_fill_up };
+        #[cfg(test)]
+        let monotone = monotone && !tests::FROM_THE_START.with(std::cell::Cell::get);
         let start = if monotone { self.cursors.get(&key).copied().unwrap_or(0) } else { 0 };
         for i in start..len {
             let accepts = if claims {
@@ -1363,4 +1376,100 @@ fn describe_limits(l: &PoolLimits) -> String {
         parts.push(format!("nodes {n}"));
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{Catalog, Pod, PodAffinityTerm, TopologySpread};
+
+    thread_local! {
+        /// Every search starts from the first target: what resuming must answer.
+        pub(super) static FROM_THE_START: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// The specs pods are drawn from: zone spreads hard and soft, with and
+    /// without a hostname anti-affinity, and one without constraints.
+    fn specs() -> Vec<Arc<PodSpec>> {
+        let gib = 1u64 << 30;
+        let web = LabelSelector::label("app", "web");
+        let api = LabelSelector::label("app", "api");
+        let labelled = |app: &str, cpu: u32, memory: u64| PodSpec {
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            ..PodSpec::requesting(cpu, memory)
+        };
+        let spread = |key, max_skew, hard, selector: &LabelSelector| TopologySpread { key, max_skew, hard, selector: selector.clone() };
+        vec![
+            Arc::new(PodSpec { spread: vec![spread(TopologyKey::Zone, 1, true, &web)], ..labelled("web", 500, gib) }),
+            Arc::new(PodSpec { spread: vec![spread(TopologyKey::Zone, 2, true, &web)], ..labelled("web", 1000, gib / 2) }),
+            Arc::new(PodSpec {
+                spread: vec![spread(TopologyKey::Zone, 1, false, &api)],
+                anti_affinity: vec![PodAffinityTerm { key: TopologyKey::Hostname, selector: api.clone() }],
+                ..labelled("api", 250, 2 * gib)
+            }),
+            Arc::new(PodSpec { spread: vec![spread(TopologyKey::Zone, 1, true, &api), spread(TopologyKey::Hostname, 2, true, &api)], ..labelled("api", 750, gib) }),
+            Arc::new(PodSpec::requesting(1500, 3 * gib)),
+        ]
+    }
+
+    /// A node in one of three zones (or none), of some size, running some
+    /// of the specs' pods, schedulable or not.
+    fn node() -> impl Strategy<Value = (Option<usize>, u32, u64, Vec<usize>, bool)> {
+        (prop::option::weighted(0.9, 0usize..3), 1u32..9, 1u64..9, prop::collection::vec(0usize..5, 0..4), prop::bool::weighted(0.9))
+    }
+
+    fn answer(pods: &[usize], nodes: &[(Option<usize>, u32, u64, Vec<usize>, bool)], queued: bool, from_the_start: bool) -> SchedulingResult {
+        let specs = specs();
+        let nodes: Vec<ExistingNode> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (zone, cpu, memory, running, schedulable))| {
+                let mut labels = BTreeMap::from([(well_known::HOSTNAME.to_string(), format!("node-{i}"))]);
+                if let Some(z) = zone {
+                    labels.insert(well_known::ZONE.to_string(), crate::model::ZONES[*z].to_string());
+                }
+                let allocatable = Resources { pods: 110, ..Resources::pod(cpu * 500, memory << 30) };
+                ExistingNode {
+                    name: format!("node-{i}"),
+                    node_pool: None,
+                    labels: Arc::new(labels),
+                    taints: Vec::new(),
+                    allocatable,
+                    capacity: allocatable,
+                    pods: Arc::new(running.iter().map(|&s| specs[s].clone()).collect()),
+                    schedulable: *schedulable,
+                }
+            })
+            .collect();
+        let pods: Vec<Pod> = pods.iter().enumerate().map(|(i, &s)| Pod::new(format!("pod-{i}"), specs[s].clone())).collect();
+        let empty = Catalog::new(Vec::new());
+        let input = SchedulingInput { catalog: &empty, pools: &[], daemonsets: &[], nodes: &nodes, pods: &pods };
+        FROM_THE_START.with(|f| f.set(from_the_start));
+        let result = if queued { schedule_in_order(input, Hints::default()) } else { schedule(input) };
+        FROM_THE_START.with(|f| f.set(false));
+        result
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+        /// Resuming a spec's search on nodes where the previous pod stopped
+        /// (for the same allowed zones) places every pod where a search from
+        /// the first node does, zone spreads included.
+        #[test]
+        fn resuming_the_search_places_pods_where_searching_from_the_start_does(
+            pods in prop::collection::vec(0usize..5, 0..40),
+            nodes in prop::collection::vec(node(), 0..10),
+            queued in any::<bool>(),
+        ) {
+            let resumed = answer(&pods, &nodes, queued, false);
+            let searched = answer(&pods, &nodes, queued, true);
+            prop_assert_eq!(&resumed.bindings, &searched.bindings);
+            prop_assert_eq!(&resumed.unschedulable, &searched.unschedulable);
+            prop_assert_eq!(&resumed.relaxed, &searched.relaxed);
+        }
+    }
 }
