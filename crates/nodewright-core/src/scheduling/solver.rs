@@ -1416,13 +1416,15 @@ mod tests {
         ]
     }
 
-    /// A node in one of three zones (or none), of some size, running some
-    /// of the specs' pods, schedulable or not.
-    fn node() -> impl Strategy<Value = (Option<usize>, u32, u64, Vec<usize>, bool)> {
+    /// A node drawn: its zone (of three, or none), CPU in half cores,
+    /// memory in GiB, the specs of the pods it runs, schedulable or not.
+    type NodeDraw = (Option<usize>, u32, u64, Vec<usize>, bool);
+
+    fn node() -> impl Strategy<Value = NodeDraw> {
         (prop::option::weighted(0.9, 0usize..3), 1u32..9, 1u64..9, prop::collection::vec(0usize..5, 0..4), prop::bool::weighted(0.9))
     }
 
-    fn answer(pods: &[usize], nodes: &[(Option<usize>, u32, u64, Vec<usize>, bool)], queued: bool, from_the_start: bool) -> SchedulingResult {
+    fn answer(pods: &[usize], nodes: &[NodeDraw], queued: bool, from_the_start: bool) -> SchedulingResult {
         let specs = specs();
         let nodes: Vec<ExistingNode> = nodes
             .iter()
