@@ -26,6 +26,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget as K8sPdb;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -477,6 +478,24 @@ impl Cluster for KubeCluster {
         );
         object.metadata.finalizers = Some(vec![TERMINATION_FINALIZER.into()]);
         object.metadata.labels = Some(BTreeMap::from([(nodewright_core::model::well_known::NODE_POOL.to_string(), claim.node_pool.clone())]));
+        // Owned by its NodePool, as Karpenter's are: deleting the NodePool
+        // has the garbage collector delete its NodeClaims, which the
+        // termination finalizer then drains and terminates. A NodePool gone
+        // already gets no new claim.
+        let pools = self.read::<crd::NodePool>(|c| c.node_pools.state(), "list nodepools").await?;
+        let Some(pool) = pools.iter().find(|p| p.name_any() == claim.node_pool) else {
+            return Err(ClusterError(format!("NodeClaim {}: NodePool {} is gone", claim.name, claim.node_pool)));
+        };
+        if let Some(uid) = pool.uid() {
+            object.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: crd::NodePool::api_version(&()).into_owned(),
+                kind: crd::NodePool::kind(&()).into_owned(),
+                name: pool.name_any(),
+                uid,
+                block_owner_deletion: Some(true),
+                controller: None,
+            }]);
+        }
         match self.claims_api().create(&PostParams::default(), &object).await {
             Ok(created) => {
                 self.wrote_claim(created);

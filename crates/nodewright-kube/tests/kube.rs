@@ -159,6 +159,11 @@ async fn a_pending_pod_makes_the_provisioner_create_a_nodeclaim_and_record_its_l
     assert_eq!(create.body["spec"]["nodePool"], "default");
     assert_eq!(create.body["spec"]["pods"], json!(["shop/web-1"]));
     assert_eq!(create.body["metadata"]["finalizers"], json!(["nodewright.io/termination"]));
+    // Owned by its NodePool: deleting it has the garbage collector delete the claim.
+    assert_eq!(
+        create.body["metadata"]["ownerReferences"],
+        json!([{ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool", "name": "default", "uid": "uid-default", "blockOwnerDeletion": true }])
+    );
     assert_eq!(create.body["spec"]["cpuMillis"], 500);
     let offerings = create.body["spec"]["offerings"].as_array().unwrap();
     assert!(!offerings.is_empty() && offerings.iter().all(|o| o.as_str().unwrap().ends_with("/on-demand")), "{offerings:?}");

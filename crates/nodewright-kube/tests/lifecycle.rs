@@ -141,3 +141,60 @@ async fn the_termination_pass_alone_drains_and_releases_a_nodeclaim_deleted_by_h
     assert!(h.cloud_instance(&first).await.is_none(), "its instance is terminated");
     h.settled().await;
 }
+
+#[tokio::test]
+async fn deleting_a_nodepool_has_its_nodeclaims_collected_drained_and_terminated_and_its_pods_wait_for_another() {
+    use serde_json::json;
+    let mut h = Harness::new();
+    h.server.put(support::harness::node_pool());
+    // (The stand-in workload controller keeps web-1 and web-2; no budget.)
+    h.server.put(support::harness::pod("web-1"));
+    h.server.put(support::harness::pod("web-2"));
+    for _ in 0..6 {
+        h.pass().await;
+    }
+    let claims = h.server.list("NodeClaim");
+    assert_eq!(claims.len(), 1, "{claims:#?}");
+    let claim = claims[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let node = claims[0]["status"]["nodeName"].as_str().expect("the claim knows its node").to_string();
+    let pool = h.server.get("NodePool", "", "default").unwrap();
+    // Owned by its NodePool, as Karpenter's NodeClaims are.
+    assert_eq!(
+        claims[0]["metadata"]["ownerReferences"],
+        json!([{ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool", "name": "default", "uid": pool["metadata"]["uid"], "blockOwnerDeletion": true }])
+    );
+    assert_eq!(h.running(), 2);
+    // kubectl delete nodepool: the garbage collector deletes the claim,
+    // which its finalizer holds while the controller drains it.
+    assert_eq!(h.server.delete("NodePool", "", "default"), 200);
+    assert!(h.server.get("NodePool", "", "default").is_none());
+    assert!(h.server.get("NodeClaim", "", &claim).unwrap()["metadata"]["deletionTimestamp"].is_string());
+    let mut passes = 0;
+    while h.server.get("NodeClaim", "", &claim).is_some() {
+        h.pass().await;
+        passes += 1;
+        assert!(passes < 20, "the claim is still there after {passes} passes: {:#?}", h.server.get("NodeClaim", "", &claim));
+    }
+    assert!(h.cloud_instance(&claim).await.is_none(), "the instance of {claim} is terminated");
+    assert!(h.server.get("Node", "", &node).is_none());
+    let mut evictions = h.server.evictions();
+    evictions.sort();
+    assert_eq!(evictions, vec![("shop/web-1".to_string(), true), ("shop/web-2".to_string(), true)], "the pods left through the Eviction API");
+    // No NodePool: the pod waits, and nothing is launched for it.
+    for _ in 0..3 {
+        h.pass().await;
+    }
+    assert!(h.server.list("NodeClaim").is_empty());
+    assert!(h.cloud.instances().await.unwrap().is_empty(), "no instance leaked");
+    for name in ["web-1", "web-2"] {
+        let pod = h.server.get("Pod", "shop", name).unwrap();
+        assert_eq!((pod["status"]["phase"].as_str(), pod["spec"]["nodeName"].as_str()), (Some("Pending"), None), "{pod:#}");
+    }
+    // A NodePool again: the pod gets a node.
+    h.server.put(support::harness::node_pool());
+    for _ in 0..6 {
+        h.pass().await;
+    }
+    assert_eq!(h.running(), 2);
+    assert_eq!(h.server.unexpected(), Vec::<String>::new());
+}

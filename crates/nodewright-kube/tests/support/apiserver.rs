@@ -7,7 +7,8 @@
 //!   patch (409 Conflict when the request names a stale
 //!   `resourceVersion`), status subresource patches;
 //! - delete with finalizers: a `deletionTimestamp` first, the object goes
-//!   when a write removes its last finalizer;
+//!   when a write removes its last finalizer; once an object is gone, the
+//!   garbage collector deletes the objects whose `ownerReferences` name it;
 //! - the Eviction subresource, refused with 429 while a
 //!   PodDisruptionBudget selecting the pod allows no disruption
 //!   (`status.disruptionsAllowed`, counted down by each eviction);
@@ -392,11 +393,33 @@ impl ApiServer {
         if object["metadata"].get("deletionTimestamp").is_some() && !finalizers_left {
             state.objects.remove(&key);
             self.record(&mut state, "DELETED", collection, namespace, &object);
+            drop(state);
+            self.collect_garbage(&object);
         } else {
             state.objects.insert(key, object.clone());
             self.record(&mut state, "MODIFIED", collection, namespace, &object);
         }
         (200, object)
+    }
+
+    /// The garbage collector, after `owner` is gone (background
+    /// propagation, `kubectl delete`'s default): every object whose
+    /// `ownerReferences` name its uid is deleted in turn (finalizers
+    /// honoured, its own dependents after it).
+    fn collect_garbage(&self, owner: &Value) {
+        let Some(uid) = owner["metadata"]["uid"].as_str() else { return };
+        let dependents: Vec<(String, String, String)> = self
+            .state()
+            .objects
+            .iter()
+            .filter(|(_, object)| {
+                object["metadata"]["ownerReferences"].as_array().is_some_and(|owners| owners.iter().any(|o| o["uid"].as_str() == Some(uid)))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (collection, namespace, name) in dependents {
+            self.remove(&collection, &namespace, &name);
+        }
     }
 
     fn remove(&self, collection: &str, namespace: &str, name: &str) -> (u16, Value) {
@@ -417,6 +440,8 @@ impl ApiServer {
         } else {
             state.objects.remove(&key);
             self.record(&mut state, "DELETED", collection, namespace, &object);
+            drop(state);
+            self.collect_garbage(&object);
         }
         (200, object)
     }

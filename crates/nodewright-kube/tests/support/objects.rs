@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 pub fn node_pool() -> Value {
     json!({
         "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool",
-        "metadata": { "name": "default" },
+        "metadata": { "name": "default", "uid": "uid-default" },
         "spec": {
             "template": { "spec": {
                 "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }],
