@@ -399,9 +399,18 @@ impl SimulatedCluster {
         state.touch();
     }
 
-    /// Replace the NodePools (an edit: nodes made under the old ones drift).
+    /// Replace the NodePools (an edit: nodes made under the old ones
+    /// drift). The NodeClaims of a NodePool no longer there are deleted, as
+    /// the API server's garbage collector deletes what a deleted NodePool
+    /// owns: their finalizer keeps them until the controller has drained
+    /// and terminated them.
     pub fn set_node_pools(&self, pools: Vec<NodePool>) {
         let mut state = self.state();
+        for claim in state.claims.values_mut() {
+            if !pools.iter().any(|p| p.name == claim.node_pool) {
+                claim.deleting = true;
+            }
+        }
         state.pools = pools;
         state.shape = state.shape.wrapping_add(1);
         state.touch();
