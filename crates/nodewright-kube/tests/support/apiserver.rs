@@ -391,15 +391,21 @@ impl ApiServer {
         object["metadata"]["resourceVersion"] = json!(state.version.to_string());
         let finalizers_left = object["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         if object["metadata"].get("deletionTimestamp").is_some() && !finalizers_left {
-            state.objects.remove(&key);
-            self.record(&mut state, "DELETED", collection, namespace, &object);
-            drop(state);
-            self.collect_garbage(&object);
+            self.gone(state, &key, &object);
         } else {
             state.objects.insert(key, object.clone());
             self.record(&mut state, "MODIFIED", collection, namespace, &object);
         }
         (200, object)
+    }
+
+    /// `object`, at `key`, is gone: removed, its watchers told, then what
+    /// it owned collected (with the lock released).
+    fn gone(&self, mut state: std::sync::MutexGuard<'_, State>, key: &Key, object: &Value) {
+        state.objects.remove(key);
+        self.record(&mut state, "DELETED", &key.0, &key.1, object);
+        drop(state);
+        self.collect_garbage(object);
     }
 
     /// The garbage collector, after `owner` is gone (background
@@ -438,10 +444,7 @@ impl ApiServer {
             state.objects.insert(key, object.clone());
             self.record(&mut state, "MODIFIED", collection, namespace, &object);
         } else {
-            state.objects.remove(&key);
-            self.record(&mut state, "DELETED", collection, namespace, &object);
-            drop(state);
-            self.collect_garbage(&object);
+            self.gone(state, &key, &object);
         }
         (200, object)
     }
