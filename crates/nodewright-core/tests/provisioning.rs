@@ -218,3 +218,26 @@ fn a_second_process_never_reuses_the_name_of_an_existing_node_claim() {
     assert_eq!(err.to_string(), "NodePool default: 8 NodeClaim names drawn were all taken");
     assert_eq!(w.cloud.launch_requests().len(), before);
 }
+
+/// A NodePool deleted after a pass read it: the claim for it is not made
+/// and nothing is launched; the pass reports why and goes on.
+#[test]
+fn a_claim_for_a_node_pool_deleted_since_the_pass_read_it_is_not_made_and_nothing_is_launched() {
+    use nodewright_core::provisioning::ClaimSpec;
+    let pool = NodePool::new("default");
+    let w = world(vec![pool.clone(), NodePool::new("other")], HashMap::new());
+    w.cluster.set_node_pools(vec![NodePool::new("other")]);
+    let executor = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let offering = catalog().offerings.iter().position(|o| o.capacity_type == nodewright_core::model::CapacityType::OnDemand).unwrap() as u32;
+    let spec = ClaimSpec { pool: &pool, offerings: vec![offering], pods: vec!["shop/web-1".into()], requests: Default::default(), catalog_version: w.cloud.catalog().version };
+    let (claim, why) = executor.block_on(w.provisioner.launch_claim(spec)).unwrap().unwrap_err();
+    assert!(claim.starts_with("default-"), "{claim}");
+    assert_eq!(why, "NodePool default was deleted: no NodeClaim created, its pods stay pending");
+    assert!(w.cluster.node_claims().is_empty());
+    assert!(w.cloud.launch_requests().is_empty());
+    // Its sibling still gets its claim.
+    let other = NodePool::new("other");
+    let spec = ClaimSpec { pool: &other, offerings: vec![offering], pods: vec![], requests: Default::default(), catalog_version: w.cloud.catalog().version };
+    let launched = executor.block_on(w.provisioner.launch_claim(spec)).unwrap().unwrap();
+    assert_eq!(w.cluster.node_claims().iter().map(|c| c.name.clone()).collect::<Vec<_>>(), [launched.claim]);
+}

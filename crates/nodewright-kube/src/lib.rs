@@ -481,10 +481,10 @@ impl Cluster for KubeCluster {
         // Owned by its NodePool, as Karpenter's are: deleting the NodePool
         // has the garbage collector delete its NodeClaims, which the
         // termination finalizer then drains and terminates. A NodePool gone
-        // already gets no new claim.
+        // already (deleted since the pass read it) gets no new claim.
         let pools = self.read::<crd::NodePool>(|c| c.node_pools.state(), "list nodepools").await?;
         let Some(pool) = pools.iter().find(|p| p.name_any() == claim.node_pool) else {
-            return Err(ClusterError(format!("NodeClaim {}: NodePool {} is gone", claim.name, claim.node_pool)));
+            return Ok(Created::NodePoolGone);
         };
         if let Some(uid) = pool.uid() {
             object.metadata.owner_references = Some(vec![OwnerReference {

@@ -223,6 +223,33 @@ async fn a_claim_name_another_replica_took_is_drawn_again_and_one_instance_is_la
     assert!(patched.uri.contains(&format!("nodeclaims/{}/status", names[1])), "{}", patched.uri);
 }
 
+/// `kubectl delete nodepool` between the pass's read and its create: the
+/// claim is not made, nothing is launched, the pass ends well and says why.
+#[tokio::test]
+async fn a_nodepool_deleted_after_the_pass_read_it_gets_no_nodeclaim_and_no_instance() {
+    let counter = Arc::new(Mutex::new(0));
+    let (client, seen) = api_server(move |method, uri, body| match (method.as_str(), uri) {
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodepools") => {
+            let mut n = counter.lock().unwrap();
+            *n += 1;
+            // The pass lists it; by the create it is gone.
+            let items = if *n == 1 { vec![node_pool_object()] } else { vec![] };
+            list("NodePool", "nodewright.io/v1alpha1", items)
+        }
+        ("GET", _) => provisioning_reads(uri),
+        ("POST", u) if u.ends_with("/events?") => (201, body.clone()),
+        _ => unexpected(method.as_str(), uri),
+    });
+    let (cloud, report) = provision_once(client).await;
+    assert!(report.launched.is_empty(), "{report:?}");
+    assert_eq!(report.launch_failures.len(), 1, "{report:?}");
+    assert!(report.launch_failures[0].0.starts_with("default-"), "{report:?}");
+    assert_eq!(report.launch_failures[0].1, "NodePool default was deleted: no NodeClaim created, its pods stay pending");
+    assert!(cloud.launch_requests().is_empty(), "no instance");
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|s| s.method == Method::GET || s.uri.ends_with("/events?")), "only reads: {seen:#?}");
+}
+
 #[tokio::test]
 async fn a_registered_ready_node_loses_its_startup_taint_and_its_claim_is_initialised() {
     let (client, seen) = api_server(|method, uri, body| match (method.as_str(), uri) {

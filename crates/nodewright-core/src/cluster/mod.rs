@@ -35,6 +35,9 @@ pub enum Created {
     /// A claim of that name exists already (another process or replica made
     /// it, or a name was drawn twice): nothing was written; try another name.
     NameTaken,
+    /// Its NodePool no longer exists (deleted since the pass read it):
+    /// nothing was written; the claim must not be made.
+    NodePoolGone,
 }
 
 /// What an Event is about.
@@ -87,7 +90,8 @@ pub trait Cluster: Send + Sync + 'static {
     fn nodes(&self) -> impl Future<Output = Result<Vec<ExistingNode>, ClusterError>> + Send;
 
     /// Record a new NodeClaim (before its launch); a name already taken is
-    /// [`Created::NameTaken`], not an error.
+    /// [`Created::NameTaken`], and a NodePool no longer there is
+    /// [`Created::NodePoolGone`], not errors.
     fn create_node_claim(&self, claim: NodeClaim) -> impl Future<Output = Result<Created, ClusterError>> + Send;
 
     /// Record that `claim` is backed by `instance`.

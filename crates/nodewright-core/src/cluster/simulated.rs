@@ -672,6 +672,10 @@ impl Cluster for SimulatedCluster {
         if state.claims.contains_key(&claim.name) {
             return Ok(Created::NameTaken);
         }
+        // As the API server's: a claim is owned by its NodePool, which must exist.
+        if !state.pools.iter().any(|p| p.name == claim.node_pool) {
+            return Ok(Created::NodePoolGone);
+        }
         state.claims.insert(claim.name.clone(), claim);
         state.touch();
         Ok(Created::Created)

@@ -187,7 +187,9 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
     }
 
     /// Record a NodeClaim for `spec` and launch it. On a failed launch the
-    /// claim is deleted again and (claim, error) returned.
+    /// claim is deleted again and (claim, error) returned; when its NodePool
+    /// was deleted since the pass read it, nothing is created or launched and
+    /// (the name drawn, why) is returned, so the pass goes on with the others.
     pub async fn launch_claim(&self, spec: ClaimSpec<'_>) -> Result<Result<LaunchedClaim, (String, String)>, ClusterError> {
         let pool = spec.pool;
         let mut taints = pool.taints.clone();
@@ -213,11 +215,18 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
         let mut name = None;
         for _ in 0..MAX_NAME_DRAWS {
             let drawn = self.claim_name(&pool.name);
-            if self.cluster.create_node_claim(claim(drawn.clone())).await? == crate::cluster::Created::Created {
-                name = Some(drawn);
-                break;
+            match self.cluster.create_node_claim(claim(drawn.clone())).await? {
+                crate::cluster::Created::Created => {
+                    name = Some(drawn);
+                    break;
+                }
+                crate::cluster::Created::NameTaken => tracing::info!(claim = %drawn, "NodeClaim name taken, drawing another"),
+                crate::cluster::Created::NodePoolGone => {
+                    let why = format!("NodePool {} was deleted: no NodeClaim created, its pods stay pending", pool.name);
+                    tracing::info!(claim = %drawn, "{why}");
+                    return Ok(Err((drawn, why)));
+                }
             }
-            tracing::info!(claim = %drawn, "NodeClaim name taken, drawing another");
         }
         let Some(name) = name else {
             return Err(ClusterError(format!("NodePool {}: {MAX_NAME_DRAWS} NodeClaim names drawn were all taken", pool.name)));
