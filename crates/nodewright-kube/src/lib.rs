@@ -733,8 +733,12 @@ impl Cluster for KubeCluster {
         Ok(())
     }
 
+    /// Every pass that cannot place a pod says so: as any other Event, a
+    /// repeat within ten minutes is dropped, and one the API server refuses
+    /// is logged without failing the pass.
     async fn pod_unschedulable(&self, pod: &str, reason: &str) -> Result<(), ClusterError> {
-        self.create_event("Pod", "v1", pod, "FailedProvisioning", reason, true).await
+        let event = ClusterEvent { object: EventObject::Pod(pod.into()), warning: true, reason: "FailedProvisioning", message: reason.into() };
+        self.record_event(event).await
     }
 }
 

@@ -223,6 +223,44 @@ async fn a_claim_name_another_replica_took_is_drawn_again_and_one_instance_is_la
     assert!(patched.uri.contains(&format!("nodeclaims/{}/status", names[1])), "{}", patched.uri);
 }
 
+/// A pod no pass can place is said to be unschedulable every pass: the
+/// API server gets one Event per pod and reason, not one per pass, and an
+/// Event it refuses does not fail the pass.
+#[tokio::test]
+async fn a_pod_unschedulable_pass_after_pass_makes_one_event_and_a_refused_event_fails_nothing() {
+    let refuse = Arc::new(Mutex::new(false));
+    let refusing = refuse.clone();
+    let (client, seen) = api_server(move |method, uri, body| match (method.as_str(), uri) {
+        ("POST", u) if u.ends_with("/events?") => {
+            if *refusing.lock().unwrap() { status(403, "Forbidden", "events is forbidden") } else { (201, body.clone()) }
+        }
+        _ => unexpected(method.as_str(), uri),
+    });
+    let cluster = kube_cluster(client, catalog());
+    for _ in 0..5 {
+        cluster.pod_unschedulable("shop/web-1", "no NodePool fits").await.unwrap();
+    }
+    cluster.pod_unschedulable("shop/web-1", "every offering is unavailable").await.unwrap();
+    cluster.pod_unschedulable("shop/web-2", "no NodePool fits").await.unwrap();
+    *refuse.lock().unwrap() = true;
+    cluster.pod_unschedulable("shop/web-3", "no NodePool fits").await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let sent: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .map(|s| (s.body["involvedObject"]["name"].as_str().unwrap(), s.body["reason"].as_str().unwrap(), s.body["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("web-1", "FailedProvisioning", "no NodePool fits"),
+            ("web-1", "FailedProvisioning", "every offering is unavailable"),
+            ("web-2", "FailedProvisioning", "no NodePool fits"),
+            ("web-3", "FailedProvisioning", "no NodePool fits"),
+        ]
+    );
+    assert!(seen.iter().all(|s| s.uri == "/api/v1/namespaces/shop/events?" && s.body["type"] == "Warning"), "{seen:#?}");
+}
+
 /// `kubectl delete nodepool` between the pass's read and its create: the
 /// claim is not made, nothing is launched, the pass ends well and says why.
 #[tokio::test]

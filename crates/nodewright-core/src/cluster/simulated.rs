@@ -117,6 +117,8 @@ struct State {
     /// (daemonsets excluded); 64 bits, as a cluster's total outgrows a pod's.
     bound_requests: (u64, u64),
     events: Vec<(String, String)>,
+    /// Those of `events`, to tell a repeat.
+    said_unschedulable: HashSet<(String, String)>,
     pdbs: Vec<PodDisruptionBudget>,
     journal: Option<Vec<PodEvent>>,
     restart_delay: Duration,
@@ -889,7 +891,14 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn pod_unschedulable(&self, pod: &str, reason: &str) -> Result<(), ClusterError> {
-        self.state().events.push((pod.into(), reason.into()));
+        // Said once per pod and reason, as the API server is told (a repeat
+        // is dropped): a pod no pass can place does not grow the record
+        // pass after pass.
+        let mut state = self.state();
+        let said = (pod.to_string(), reason.to_string());
+        if state.said_unschedulable.insert(said.clone()) {
+            state.events.push(said);
+        }
         Ok(())
     }
 }
