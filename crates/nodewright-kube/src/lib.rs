@@ -26,7 +26,6 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget as K8sPdb;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -486,16 +485,7 @@ impl Cluster for KubeCluster {
         let Some(pool) = pools.iter().find(|p| p.name_any() == claim.node_pool) else {
             return Ok(Created::NodePoolGone);
         };
-        if let Some(uid) = pool.uid() {
-            object.metadata.owner_references = Some(vec![OwnerReference {
-                api_version: crd::NodePool::api_version(&()).into_owned(),
-                kind: crd::NodePool::kind(&()).into_owned(),
-                name: pool.name_any(),
-                uid,
-                block_owner_deletion: Some(true),
-                controller: None,
-            }]);
-        }
+        object.metadata.owner_references = lifecycle::owned_by(pool).map(|r| vec![r]);
         match self.claims_api().create(&PostParams::default(), &object).await {
             Ok(created) => {
                 self.wrote_claim(created);

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1 as core;
-use kube::ResourceExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
 use kube::api::{Api, Patch, PatchParams};
 
 use crate::{FIELD_MANAGER, KubeCluster, crd, err, parse_pool};
@@ -16,6 +17,21 @@ use nodewright_core::model::quantity::{parse_bytes, parse_cpu_millis};
 
 fn condition_true(conditions: &[crd::Condition], type_: &str) -> bool {
     conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// The reference that makes a NodeClaim `pool`'s (as Karpenter's are):
+/// deleting the NodePool has the garbage collector delete the claim, which
+/// the termination finalizer drains and terminates. `None` for a NodePool
+/// the API server gave no uid.
+pub(crate) fn owned_by(pool: &crd::NodePool) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: crd::NodePool::api_version(&()).into_owned(),
+        kind: crd::NodePool::kind(&()).into_owned(),
+        name: pool.name_any(),
+        uid: pool.uid()?,
+        block_owner_deletion: Some(true),
+        controller: None,
+    })
 }
 
 /// The disruption conditions of a NodeClaim's status, read back.
@@ -81,6 +97,38 @@ fn status_of(np: &crd::NodePool) -> Option<NodePoolStatus> {
 }
 
 impl KubeCluster {
+    /// NodeClaims made before claims were owned by their NodePool (by an
+    /// earlier version, or by hand) get the owner reference a new one is
+    /// created with, so `kubectl delete nodepool` collects them too. A claim
+    /// being deleted, or whose NodePool is gone, is left as it is. Each
+    /// patch names the claim's `resourceVersion`: one changed since the read
+    /// is left for the next call. Returns the claims given an owner.
+    pub async fn own_node_claims(&self) -> Result<Vec<String>, ClusterError> {
+        let pools = self.read::<crd::NodePool>(|c| c.node_pools.state(), "list nodepools").await?;
+        let mut owned = Vec::new();
+        for claim in self.read_claims().await? {
+            let references = claim.owner_references();
+            if claim.metadata.deletion_timestamp.is_some() || references.iter().any(|r| r.kind == crd::NodePool::kind(&())) {
+                continue;
+            }
+            let Some(reference) = pools.iter().find(|p| p.name_any() == claim.spec.node_pool).and_then(|p| owned_by(p)) else { continue };
+            let name = claim.name_any();
+            let mut next = references.to_vec();
+            next.push(reference);
+            let patch = serde_json::json!({ "metadata": { "resourceVersion": claim.resource_version(), "ownerReferences": next } });
+            match self.claims_api().patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(patched) => {
+                    self.wrote_claim(patched);
+                    owned.push(name);
+                }
+                // Changed or deleted since the read: the next call sees it as it is.
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                Err(e) => return Err(err("give a nodeclaim its nodepool as owner")(e)),
+            }
+        }
+        Ok(owned)
+    }
+
     pub(crate) async fn read_registrations(&self) -> Result<Vec<Registration>, ClusterError> {
         let nodes = self.read_nodes().await?;
         let by_provider: HashMap<&str, &core::Node> =

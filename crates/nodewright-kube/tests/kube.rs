@@ -223,6 +223,49 @@ async fn a_claim_name_another_replica_took_is_drawn_again_and_one_instance_is_la
     assert!(patched.uri.contains(&format!("nodeclaims/{}/status", names[1])), "{}", patched.uri);
 }
 
+/// Claims made without an owner get their NodePool as owner by a merge
+/// patch that names the version read; owned, deleting and orphaned claims
+/// are left alone, and one changed since the read is left for next time.
+#[tokio::test]
+async fn nodeclaims_without_an_owner_get_their_nodepool_and_the_rest_are_left_alone() {
+    let claim = |name: &str, pool: &str, extra: Value| {
+        let mut c = json!({ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodeClaim",
+            "metadata": { "name": name, "resourceVersion": "7" },
+            "spec": { "nodePool": pool, "offerings": [], "cpuMillis": 0, "memoryBytes": 0 } });
+        for (k, v) in extra.as_object().unwrap() {
+            c["metadata"][k] = v.clone();
+        }
+        c
+    };
+    let owner = json!([{ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool", "name": "default", "uid": "uid-default", "blockOwnerDeletion": true }]);
+    let claims = vec![
+        claim("default-old", "default", json!({})),
+        claim("default-raced", "default", json!({})),
+        claim("default-new", "default", json!({ "ownerReferences": owner.clone() })),
+        claim("default-going", "default", json!({ "deletionTimestamp": "2026-12-03T00:00:00Z", "finalizers": ["nodewright.io/termination"] })),
+        claim("gone-abcde", "gone", json!({})),
+    ];
+    let (client, seen) = api_server(move |method, uri, body| match (method.as_str(), uri) {
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodepools") => list("NodePool", "nodewright.io/v1alpha1", vec![node_pool_object()]),
+        ("GET", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims") => list("NodeClaim", "nodewright.io/v1alpha1", claims.clone()),
+        ("PATCH", "/apis/nodewright.io/v1alpha1/nodeclaims/default-raced?") => status(409, "Conflict", "the object has been modified"),
+        ("PATCH", "/apis/nodewright.io/v1alpha1/nodeclaims/default-old?") => {
+            let mut patched = claim("default-old", "default", json!({}));
+            patched["metadata"]["ownerReferences"] = body["metadata"]["ownerReferences"].clone();
+            (200, patched)
+        }
+        _ => unexpected(method.as_str(), uri),
+    });
+    let cluster = kube_cluster(client, catalog());
+    assert_eq!(cluster.own_node_claims().await.unwrap(), vec!["default-old".to_string()]);
+    let seen = seen.lock().unwrap().clone();
+    let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
+    assert_eq!(patches.len(), 2, "{seen:#?}");
+    assert_eq!(patches[0].uri, "/apis/nodewright.io/v1alpha1/nodeclaims/default-old?");
+    assert_eq!(patches[0].body, json!({ "metadata": { "resourceVersion": "7", "ownerReferences": owner } }));
+    assert_eq!(patches[1].uri, "/apis/nodewright.io/v1alpha1/nodeclaims/default-raced?");
+}
+
 /// A pod no pass can place is said to be unschedulable every pass: the
 /// API server gets one Event per pod and reason, not one per pass, and an
 /// Event it refuses does not fail the pass.

@@ -142,6 +142,42 @@ async fn the_termination_pass_alone_drains_and_releases_a_nodeclaim_deleted_by_h
     h.settled().await;
 }
 
+/// A NodeClaim an earlier version made without an owner: becoming leader
+/// gives it its NodePool as owner, so deleting the NodePool collects it.
+#[tokio::test]
+async fn a_nodeclaim_made_without_an_owner_is_given_its_nodepool_and_collected_with_it() {
+    let mut h = Harness::new();
+    h.server.put(support::harness::node_pool());
+    h.server.put(support::harness::pod("web-1"));
+    for _ in 0..6 {
+        h.pass().await;
+    }
+    let claims = h.server.list("NodeClaim");
+    assert_eq!(claims.len(), 1, "{claims:#?}");
+    let name = claims[0]["metadata"]["name"].as_str().unwrap().to_string();
+    // As an earlier version wrote it.
+    assert_eq!(h.server.patch("NodeClaim", "", &name, &serde_json::json!({ "metadata": { "ownerReferences": null } })), 200);
+    assert!(h.server.get("NodeClaim", "", &name).unwrap()["metadata"]["ownerReferences"].is_null());
+    assert_eq!(h.cluster.own_node_claims().await.unwrap(), vec![name.clone()]);
+    let pool = h.server.get("NodePool", "", "default").unwrap();
+    assert_eq!(
+        h.server.get("NodeClaim", "", &name).unwrap()["metadata"]["ownerReferences"],
+        serde_json::json!([{ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool", "name": "default", "uid": pool["metadata"]["uid"], "blockOwnerDeletion": true }])
+    );
+    // Once is enough: nothing more to own.
+    assert_eq!(h.cluster.own_node_claims().await.unwrap(), Vec::<String>::new());
+    assert_eq!(h.server.delete("NodePool", "", "default"), 200);
+    assert!(h.server.get("NodeClaim", "", &name).unwrap()["metadata"]["deletionTimestamp"].is_string(), "collected with its NodePool");
+    let mut passes = 0;
+    while h.server.get("NodeClaim", "", &name).is_some() {
+        h.pass().await;
+        passes += 1;
+        assert!(passes < 20, "the claim is still there after {passes} passes");
+    }
+    assert!(h.cloud_instance(&name).await.is_none(), "the instance of {name} is terminated");
+    assert_eq!(h.server.unexpected(), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn deleting_a_nodepool_has_its_nodeclaims_collected_drained_and_terminated_and_its_pods_wait_for_another() {
     use serde_json::json;

@@ -365,7 +365,10 @@ impl ApiServer {
         }
         let mut object = current.clone();
         if status_only {
-            merge(&mut object["status"], &patch["status"]);
+            // A status write without a status changes none of it.
+            if let Some(status) = patch.get("status") {
+                merge(&mut object["status"], status);
+            }
         } else if merge_patch {
             let mut patch = patch.clone();
             if let Some(p) = patch.as_object_mut() {

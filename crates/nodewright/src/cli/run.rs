@@ -266,7 +266,8 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
     // The lease, renewed well within its duration; becoming leader first
     // runs crash recovery: a NodeClaim recorded without its instance adopts
     // the instance tagged with its name, or is deleted so its pods are
-    // provisioned again. Until it has run once, nothing is launched.
+    // provisioned again. Until it has run once, nothing is launched. Then
+    // NodeClaims without an owner get their NodePool as one.
     let renew = (Duration::from_secs(config.lease_duration_seconds) / 3).clamp(Duration::from_secs(1), every);
     let mut tick = tokio::time::interval(renew);
     let shutdown = shutdown_signal();
@@ -291,6 +292,13 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
                     metrics.step_failed(f.step(), f.kind());
                     continue; // tried again at the next renewal
                 }
+            }
+            // Claims an earlier version made without an owner get their
+            // NodePool as owner; one left out is tried on the next lead.
+            match cluster.own_node_claims().await {
+                Ok(owned) if !owned.is_empty() => tracing::info!(?owned, "NodeClaims given their NodePool as owner"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("NodeClaims not given their NodePool as owner: {e}"),
             }
         }
         if is_leader != was_leading {
