@@ -818,6 +818,49 @@ fn a_node_claim_deleted_by_hand_is_drained_through_its_pdb_then_terminated_and_r
     assert_eq!(w.disruption.counts().nodes.get(&Reason::Deleted), Some(&1));
 }
 
+/// A launch whose record a crash cut off: the NodeClaim says no instance,
+/// the cloud has one tagged with its name. Deleting the claim terminates
+/// that instance before the claim is released; nothing is left running.
+#[test]
+fn a_deleted_node_claim_that_never_recorded_its_instance_has_the_tagged_instance_terminated() {
+    use nodewright_core::cloud::{LaunchRequest, SpotStrategy};
+    use nodewright_core::model::NodeClaim;
+    let mut w = world(vec![pool()]);
+    let claim = NodeClaim {
+        name: "default-crash".into(),
+        node_pool: "default".into(),
+        pods: Arc::from(Vec::new()),
+        requests: Default::default(),
+        offerings: Arc::from(vec![offering("m5.large")]),
+        taints: Vec::new(),
+        instance: None,
+        created_at: Duration::ZERO,
+        pool_hash: String::new(),
+        initialized: false,
+        deleting: false,
+        conditions: Default::default(),
+    };
+    assert_eq!(w.executor.block_on(w.cluster.create_node_claim(claim)).unwrap(), nodewright_core::cluster::Created::Created);
+    let request = LaunchRequest {
+        claim: "default-crash".into(),
+        node_pool: "default".into(),
+        offerings: vec![offering("m5.large")],
+        requests: Default::default(),
+        taints: Vec::new(),
+        spot_strategy: SpotStrategy::Prioritized,
+        node_class: None,
+        catalog_version: None,
+    };
+    let instance = w.executor.block_on(w.cloud.launch(&request)).unwrap();
+    // It never boots into a node here: the record of it is what was lost.
+    assert_eq!(w.cloud.take_launched().len(), 1);
+    assert!(w.cluster.request_deletion("default-crash"));
+    w.run(10, 10);
+    assert!(w.cluster.node_claims().is_empty(), "the claim is released");
+    let running = w.executor.block_on(CloudProvider::instances(&*w.cloud)).unwrap();
+    assert!(!running.iter().any(|i| i.id == instance.id), "the tagged instance is terminated: {running:?}");
+}
+
 #[test]
 fn a_node_claim_deleted_with_its_node_pool_is_still_terminated() {
     let mut w = world(vec![pool()]);

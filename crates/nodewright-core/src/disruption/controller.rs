@@ -511,10 +511,33 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// controller) go the way every disruption goes, at once and whatever
     /// the budgets: cordon, a replacement for their pods, a drain through
     /// the PDBs (forced after `terminationGracePeriod`), the instance
-    /// terminated, then the claim released. One never launched is released
-    /// at once.
+    /// terminated, then the claim released. One recorded without an
+    /// instance is released at once, after terminating any instance the
+    /// cloud tagged with its name (a launch whose record a crash cut off);
+    /// while the cloud cannot be asked, or such a terminate fails, it is kept.
     async fn terminate_deleted(&mut self, view: &View, pass: &mut Pass, report: &mut DisruptionReport) -> Result<(), ClusterError> {
+        let tagged = if view.deleting.is_empty() { Ok(Vec::new()) } else { self.cloud.instances().await };
         for name in &view.deleting {
+            let instances = match &tagged {
+                Ok(all) => all.iter().filter(|i| i.claim == *name),
+                Err(e) => {
+                    tracing::warn!(node = %name, "deleted NodeClaim kept: the cloud's instances could not be listed: {e}");
+                    continue;
+                }
+            };
+            let mut failed = false;
+            for instance in instances {
+                match self.cloud.terminate(&instance.id).await {
+                    Ok(()) => tracing::info!(node = %name, instance = %instance.id, "terminated the instance tagged with a deleted NodeClaim that never recorded it"),
+                    Err(e) => {
+                        tracing::warn!(node = %name, instance = %instance.id, "deleted NodeClaim kept: its tagged instance was not terminated: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                continue;
+            }
             self.cluster.delete_node_claim(name).await?;
             tracing::info!(node = %name, "deleted NodeClaim released: it had no instance");
             *self.counts.nodes.entry(Reason::Deleted).or_default() += 1;
