@@ -826,20 +826,7 @@ fn a_deleted_node_claim_that_never_recorded_its_instance_has_the_tagged_instance
     use nodewright_core::cloud::{LaunchRequest, SpotStrategy};
     use nodewright_core::model::NodeClaim;
     let mut w = world(vec![pool()]);
-    let claim = NodeClaim {
-        name: "default-crash".into(),
-        node_pool: "default".into(),
-        pods: Arc::from(Vec::new()),
-        requests: Default::default(),
-        offerings: Arc::from(vec![offering("m5.large")]),
-        taints: Vec::new(),
-        instance: None,
-        created_at: Duration::ZERO,
-        pool_hash: String::new(),
-        initialized: false,
-        deleting: false,
-        conditions: Default::default(),
-    };
+    let claim = NodeClaim { name: "default-crash".into(), node_pool: "default".into(), offerings: Arc::from(vec![offering("m5.large")]), ..Default::default() };
     assert_eq!(w.executor.block_on(w.cluster.create_node_claim(claim)).unwrap(), nodewright_core::cluster::Created::Created);
     let request = LaunchRequest {
         claim: "default-crash".into(),

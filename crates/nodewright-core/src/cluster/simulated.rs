@@ -981,20 +981,7 @@ mod tests {
         let pool = NodePool::new("default");
         let cluster = SimulatedCluster::new(catalog.clone(), vec![pool.clone()]);
         let offering = catalog.offerings.iter().position(|o| o.instance_type == "m5.xlarge" && o.zone == "us-east-1a").unwrap() as u32;
-        let claim = NodeClaim {
-            name: "default-abcde".into(),
-            node_pool: "default".into(),
-            pods: Arc::from(Vec::new()),
-            requests: Resources::default(),
-            offerings: Arc::from(vec![offering]),
-            taints: Vec::new(),
-            instance: None,
-            created_at: Duration::ZERO,
-            pool_hash: String::new(),
-            initialized: false,
-            deleting: false,
-            conditions: Default::default(),
-        };
+        let claim = NodeClaim { name: "default-abcde".into(), node_pool: "default".into(), offerings: Arc::from(vec![offering]), ..Default::default() };
         let nodes = || futures::executor::block_on(cluster.nodes()).unwrap();
         assert_eq!(futures::executor::block_on(cluster.create_node_claim(claim)).unwrap(), Created::Created);
         assert!(nodes().is_empty(), "not launched: not listed");

@@ -25,7 +25,7 @@ pub struct Instance {
 }
 
 /// A request for a node, from the moment it is decided until its node is gone.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct NodeClaim {
     /// Name (also the node's name once registered).
     pub name: String,
