@@ -512,36 +512,15 @@ impl<C: CloudProvider, K: Cluster> DisruptionController<C, K> {
     /// the budgets: cordon, a replacement for their pods, a drain through
     /// the PDBs (forced after `terminationGracePeriod`), the instance
     /// terminated, then the claim released. One recorded without an
-    /// instance is released at once, after terminating any instance the
-    /// cloud tagged with its name (a launch whose record a crash cut off);
-    /// while the cloud cannot be asked, or such a terminate fails, it is kept.
+    /// instance is released at once, once the terminator has ended any
+    /// instance tagged with its name ([`Terminator::release_unrecorded`]).
+    ///
+    /// [`Terminator::release_unrecorded`]: crate::termination::Terminator::release_unrecorded
     async fn terminate_deleted(&mut self, view: &View, pass: &mut Pass, report: &mut DisruptionReport) -> Result<(), ClusterError> {
-        let tagged = if view.deleting.is_empty() { Ok(Vec::new()) } else { self.cloud.instances().await };
-        for name in &view.deleting {
-            let instances = match &tagged {
-                Ok(all) => all.iter().filter(|i| i.claim == *name),
-                Err(e) => {
-                    tracing::warn!(node = %name, "deleted NodeClaim kept: the cloud's instances could not be listed: {e}");
-                    continue;
-                }
-            };
-            let mut failed = false;
-            for instance in instances {
-                match self.cloud.terminate(&instance.id).await {
-                    Ok(()) => tracing::info!(node = %name, instance = %instance.id, "terminated the instance tagged with a deleted NodeClaim that never recorded it"),
-                    Err(e) => {
-                        tracing::warn!(node = %name, instance = %instance.id, "deleted NodeClaim kept: its tagged instance was not terminated: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                continue;
-            }
-            self.cluster.delete_node_claim(name).await?;
+        for name in self.provisioner.terminator().release_unrecorded(&view.deleting).await? {
             tracing::info!(node = %name, "deleted NodeClaim released: it had no instance");
             *self.counts.nodes.entry(Reason::Deleted).or_default() += 1;
-            report.terminated.push((name.clone(), Reason::Deleted));
+            report.terminated.push((name, Reason::Deleted));
         }
         use super::methods::{Deletion, Method};
         for member in &view.members {

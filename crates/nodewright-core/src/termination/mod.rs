@@ -106,6 +106,42 @@ impl<C: CloudProvider, K: Cluster> Terminator<C, K> {
         Ok(Drained::Evicting { evicted, blocked })
     }
 
+    /// Release the deleted NodeClaims `claims`, which recorded no instance,
+    /// after terminating any instance the cloud tagged with one of their
+    /// names (a launch whose record a crash cut off). A claim is kept while
+    /// the cloud cannot be asked, or a terminate of its instance fails.
+    /// Returns the claims released.
+    pub async fn release_unrecorded(&self, claims: &[String]) -> Result<Vec<String>, ClusterError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tagged = match self.cloud.instances().await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(?claims, "deleted NodeClaims kept: the cloud's instances could not be listed: {e}");
+                return Ok(Vec::new());
+            }
+        };
+        let mut released = Vec::new();
+        for name in claims {
+            let mut failed = false;
+            for instance in tagged.iter().filter(|i| i.claim == *name) {
+                match self.cloud.terminate(&instance.id).await {
+                    Ok(()) => tracing::info!(node_claim = %name, instance = %instance.id, "terminated the instance tagged with a deleted NodeClaim that never recorded it"),
+                    Err(e) => {
+                        tracing::warn!(node_claim = %name, instance = %instance.id, "deleted NodeClaim kept: its tagged instance was not terminated: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if !failed {
+                self.cluster.delete_node_claim(name).await?;
+                released.push(name.clone());
+            }
+        }
+        Ok(released)
+    }
+
     /// NodeClaims released, by cause.
     pub fn counts(&self) -> BTreeMap<&'static str, u64> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
