@@ -142,76 +142,72 @@ async fn the_termination_pass_alone_drains_and_releases_a_nodeclaim_deleted_by_h
     h.settled().await;
 }
 
+/// The NodePool `default` and `pods`, passes until they run: the one
+/// NodeClaim opened for them.
+async fn one_claim_for(h: &mut Harness, pods: &[&str]) -> serde_json::Value {
+    h.server.put(support::harness::node_pool());
+    for pod in pods {
+        h.server.put(support::harness::pod(pod));
+    }
+    for _ in 0..6 {
+        h.pass().await;
+    }
+    let claims = h.server.list("NodeClaim");
+    assert_eq!(claims.len(), 1, "{claims:#?}");
+    claims[0].clone()
+}
+
+/// The reference that makes a NodeClaim the NodePool `default`'s.
+fn owned_by_default(h: &Harness) -> serde_json::Value {
+    let pool = h.server.get("NodePool", "", "default").unwrap();
+    serde_json::json!([{ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool", "name": "default", "uid": pool["metadata"]["uid"], "blockOwnerDeletion": true }])
+}
+
+/// kubectl delete nodepool: the garbage collector deletes `claim`, which
+/// its finalizer holds while the controller drains it; passes until it is
+/// gone, its instance terminated.
+async fn delete_the_nodepool_until_its_claim_is_gone(h: &mut Harness, claim: &str) {
+    assert_eq!(h.server.delete("NodePool", "", "default"), 200);
+    assert!(h.server.get("NodePool", "", "default").is_none());
+    assert!(h.server.get("NodeClaim", "", claim).unwrap()["metadata"]["deletionTimestamp"].is_string(), "collected with its NodePool");
+    let mut passes = 0;
+    while h.server.get("NodeClaim", "", claim).is_some() {
+        h.pass().await;
+        passes += 1;
+        assert!(passes < 20, "the claim is still there after {passes} passes: {:#?}", h.server.get("NodeClaim", "", claim));
+    }
+    assert!(h.cloud_instance(claim).await.is_none(), "the instance of {claim} is terminated");
+}
+
 /// A NodeClaim an earlier version made without an owner: becoming leader
 /// gives it its NodePool as owner, so deleting the NodePool collects it.
 #[tokio::test]
 async fn a_nodeclaim_made_without_an_owner_is_given_its_nodepool_and_collected_with_it() {
     let mut h = Harness::new();
-    h.server.put(support::harness::node_pool());
-    h.server.put(support::harness::pod("web-1"));
-    for _ in 0..6 {
-        h.pass().await;
-    }
-    let claims = h.server.list("NodeClaim");
-    assert_eq!(claims.len(), 1, "{claims:#?}");
-    let name = claims[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let claim = one_claim_for(&mut h, &["web-1"]).await;
+    let name = claim["metadata"]["name"].as_str().unwrap().to_string();
     // As an earlier version wrote it.
     assert_eq!(h.server.patch("NodeClaim", "", &name, &serde_json::json!({ "metadata": { "ownerReferences": null } })), 200);
     assert!(h.server.get("NodeClaim", "", &name).unwrap()["metadata"]["ownerReferences"].is_null());
     assert_eq!(h.cluster.own_node_claims().await.unwrap(), vec![name.clone()]);
-    let pool = h.server.get("NodePool", "", "default").unwrap();
-    assert_eq!(
-        h.server.get("NodeClaim", "", &name).unwrap()["metadata"]["ownerReferences"],
-        serde_json::json!([{ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool", "name": "default", "uid": pool["metadata"]["uid"], "blockOwnerDeletion": true }])
-    );
+    assert_eq!(h.server.get("NodeClaim", "", &name).unwrap()["metadata"]["ownerReferences"], owned_by_default(&h));
     // Once is enough: nothing more to own.
     assert_eq!(h.cluster.own_node_claims().await.unwrap(), Vec::<String>::new());
-    assert_eq!(h.server.delete("NodePool", "", "default"), 200);
-    assert!(h.server.get("NodeClaim", "", &name).unwrap()["metadata"]["deletionTimestamp"].is_string(), "collected with its NodePool");
-    let mut passes = 0;
-    while h.server.get("NodeClaim", "", &name).is_some() {
-        h.pass().await;
-        passes += 1;
-        assert!(passes < 20, "the claim is still there after {passes} passes");
-    }
-    assert!(h.cloud_instance(&name).await.is_none(), "the instance of {name} is terminated");
+    delete_the_nodepool_until_its_claim_is_gone(&mut h, &name).await;
     assert_eq!(h.server.unexpected(), Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn deleting_a_nodepool_has_its_nodeclaims_collected_drained_and_terminated_and_its_pods_wait_for_another() {
-    use serde_json::json;
     let mut h = Harness::new();
-    h.server.put(support::harness::node_pool());
     // (The stand-in workload controller keeps web-1 and web-2; no budget.)
-    h.server.put(support::harness::pod("web-1"));
-    h.server.put(support::harness::pod("web-2"));
-    for _ in 0..6 {
-        h.pass().await;
-    }
-    let claims = h.server.list("NodeClaim");
-    assert_eq!(claims.len(), 1, "{claims:#?}");
-    let claim = claims[0]["metadata"]["name"].as_str().unwrap().to_string();
-    let node = claims[0]["status"]["nodeName"].as_str().expect("the claim knows its node").to_string();
-    let pool = h.server.get("NodePool", "", "default").unwrap();
+    let claim = one_claim_for(&mut h, &["web-1", "web-2"]).await;
+    let node = claim["status"]["nodeName"].as_str().expect("the claim knows its node").to_string();
     // Owned by its NodePool, as Karpenter's NodeClaims are.
-    assert_eq!(
-        claims[0]["metadata"]["ownerReferences"],
-        json!([{ "apiVersion": "nodewright.io/v1alpha1", "kind": "NodePool", "name": "default", "uid": pool["metadata"]["uid"], "blockOwnerDeletion": true }])
-    );
+    assert_eq!(claim["metadata"]["ownerReferences"], owned_by_default(&h));
+    let claim = claim["metadata"]["name"].as_str().unwrap().to_string();
     assert_eq!(h.running(), 2);
-    // kubectl delete nodepool: the garbage collector deletes the claim,
-    // which its finalizer holds while the controller drains it.
-    assert_eq!(h.server.delete("NodePool", "", "default"), 200);
-    assert!(h.server.get("NodePool", "", "default").is_none());
-    assert!(h.server.get("NodeClaim", "", &claim).unwrap()["metadata"]["deletionTimestamp"].is_string());
-    let mut passes = 0;
-    while h.server.get("NodeClaim", "", &claim).is_some() {
-        h.pass().await;
-        passes += 1;
-        assert!(passes < 20, "the claim is still there after {passes} passes: {:#?}", h.server.get("NodeClaim", "", &claim));
-    }
-    assert!(h.cloud_instance(&claim).await.is_none(), "the instance of {claim} is terminated");
+    delete_the_nodepool_until_its_claim_is_gone(&mut h, &claim).await;
     assert!(h.server.get("Node", "", &node).is_none());
     let mut evictions = h.server.evictions();
     evictions.sort();
