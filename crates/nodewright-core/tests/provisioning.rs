@@ -246,3 +246,69 @@ fn a_claim_for_a_node_pool_deleted_since_the_pass_read_it_is_not_made_and_nothin
     let launched = executor.block_on(w.provisioner.launch_claim(spec)).unwrap().unwrap();
     assert_eq!(w.cluster.node_claims().iter().map(|c| c.name.clone()).collect::<Vec<_>>(), [launched.claim]);
 }
+
+/// A cloud whose CreateFleet takes long enough for someone to delete the
+/// NodeClaim meanwhile, and for the termination path to release it (it has
+/// recorded no instance, and the cloud has tagged none yet): the claim is
+/// gone by the time the launch returns.
+struct DeletedDuringLaunch {
+    inner: Arc<nodewright_core::cloud::SimulatedCloud>,
+    cluster: Arc<nodewright_core::cluster::SimulatedCluster>,
+    launched: std::sync::Mutex<Vec<String>>,
+}
+
+impl CloudProvider for DeletedDuringLaunch {
+    fn catalog(&self) -> Arc<Catalog> {
+        self.inner.catalog()
+    }
+
+    fn unavailable(&self) -> std::collections::HashSet<u32> {
+        self.inner.unavailable()
+    }
+
+    fn mark_unavailable(&self, index: u32) {
+        self.inner.mark_unavailable(index)
+    }
+
+    async fn launch(&self, request: &nodewright_core::cloud::LaunchRequest) -> Result<nodewright_core::cloud::Instance, nodewright_core::cloud::LaunchError> {
+        use nodewright_core::cluster::Cluster;
+        self.cluster.delete_node_claim(&request.claim).await.unwrap();
+        let instance = self.inner.launch(request).await?;
+        self.launched.lock().unwrap().push(instance.id.clone());
+        Ok(instance)
+    }
+
+    async fn terminate(&self, instance_id: &str) -> Result<(), nodewright_core::cloud::CloudError> {
+        self.inner.terminate(instance_id).await
+    }
+
+    async fn instances(&self) -> Result<Vec<nodewright_core::cloud::Instance>, nodewright_core::cloud::CloudError> {
+        self.inner.instances().await
+    }
+}
+
+/// A NodeClaim deleted (and released, having no instance yet) while its
+/// CreateFleet was in flight: the instance that launch brings up has no
+/// claim to be recorded on and no node will drain, so the provisioner
+/// terminates it at once rather than leaving it to garbage collection, and
+/// reports why; nothing is recorded, nothing keeps running.
+#[test]
+fn an_instance_whose_node_claim_was_deleted_while_it_launched_is_terminated_at_once() {
+    use nodewright_core::provisioning::{ClaimSpec, Provisioner};
+    let pool = NodePool::new("default");
+    let w = world(vec![pool.clone()], HashMap::new());
+    let cloud = Arc::new(DeletedDuringLaunch { inner: w.cloud.clone(), cluster: w.cluster.clone(), launched: Default::default() });
+    let provisioner = Provisioner::new(cloud.clone(), w.cluster.clone(), w.registry.clone()).with_clock(w.provisioner.clock());
+    let executor = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let offering = catalog().offerings.iter().position(|o| o.capacity_type == nodewright_core::model::CapacityType::OnDemand).unwrap() as u32;
+    let spec = ClaimSpec { pool: &pool, offerings: vec![offering], pods: vec!["shop/web-1".into()], requests: Default::default(), catalog_version: w.cloud.catalog().version };
+
+    let (claim, why) = executor.block_on(provisioner.launch_claim(spec)).unwrap().unwrap_err();
+
+    let launched = cloud.launched.lock().unwrap().clone();
+    assert_eq!(launched.len(), 1, "CreateFleet answered");
+    assert_eq!(why, format!("NodeClaim {claim} was deleted while its instance launched: instance {} terminated, its pods stay pending", launched[0]));
+    assert!(executor.block_on(w.cloud.instances()).unwrap().is_empty(), "the instance no claim holds is terminated");
+    assert_eq!(w.cloud.running(), (0, 0));
+    assert!(w.cluster.node_claims().is_empty(), "nothing recreated or recorded");
+}

@@ -31,7 +31,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use nodewright_core::cluster::{
-    Cluster, ClusterError, ClusterEvent, Created, EventObject, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, Registration,
+    Cluster, ClusterError, ClusterEvent, Created, EventObject, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, Recorded, Registration,
 };
 use nodewright_core::cloud::Instance;
 use nodewright_core::model::{BoundPods, Catalog, NodePool, PdbStatus, Pod, PodSpec};
@@ -287,10 +287,25 @@ impl KubeCluster {
 
     /// Merge `patch` into NodeClaim `claim`'s status; `what` names the
     /// write in an error.
-    async fn patch_claim_status(&self, claim: &str, patch: &serde_json::Value, what: &str) -> Result<(), ClusterError> {
-        let patched = self.claims_api().patch_status(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(patch)).await.map_err(err(what))?;
-        self.wrote_claim(patched);
-        Ok(())
+    /// Merge `patch` into NodeClaim `claim`'s status; `Recorded::ClaimGone`
+    /// if there is no such claim (any more).
+    async fn patch_claim_status(&self, claim: &str, patch: &serde_json::Value, what: &str) -> Result<Recorded, ClusterError> {
+        match self.claims_api().patch_status(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(patch)).await {
+            Ok(patched) => {
+                self.wrote_claim(patched);
+                Ok(Recorded::Recorded)
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Recorded::ClaimGone),
+            Err(e) => Err(err(what)(e)),
+        }
+    }
+
+    /// [`Self::patch_claim_status`] where a missing claim is an error.
+    async fn patch_existing_claim_status(&self, claim: &str, patch: &serde_json::Value, what: &str) -> Result<(), ClusterError> {
+        match self.patch_claim_status(claim, patch, what).await? {
+            Recorded::Recorded => Ok(()),
+            Recorded::ClaimGone => Err(ClusterError(format!("{what}: NodeClaim {claim} not found"))),
+        }
     }
 
     fn claim_to_model(&self, c: &crd::NodeClaim) -> NodeClaim {
@@ -497,7 +512,7 @@ impl Cluster for KubeCluster {
         }
     }
 
-    async fn claim_launched(&self, claim: &str, instance: Instance) -> Result<(), ClusterError> {
+    async fn claim_launched(&self, claim: &str, instance: Instance) -> Result<Recorded, ClusterError> {
         let catalog = (self.catalog)();
         let offering = catalog.offerings.get(instance.offering as usize);
         let now = chrono::Utc::now().to_rfc3339();
@@ -513,6 +528,8 @@ impl Cluster for KubeCluster {
                 { "type": "Ready", "status": "Unknown", "reason": "AwaitingInitialization", "message": "the node has not registered and become ready yet", "lastTransitionTime": now },
             ],
         }});
+        // A claim deleted while its instance launched is gone: the
+        // termination path released it, finding no instance to end.
         self.patch_claim_status(claim, &patch, "patch nodeclaim status").await
     }
 

@@ -171,7 +171,7 @@ impl KubeCluster {
             crd::set_condition(&mut conditions, condition("Ready", "True", "Ready", String::new()));
         }
         let patch = serde_json::json!({ "status": { "nodeName": node, "conditions": conditions } });
-        self.patch_claim_status(claim, &patch, "patch nodeclaim status").await
+        self.patch_existing_claim_status(claim, &patch, "patch nodeclaim status").await
     }
 
     /// `Drifted`, `Consolidatable`, `Empty` and `DisruptionReason`, each
@@ -197,7 +197,7 @@ impl KubeCluster {
             }
         }
         let patch = serde_json::json!({ "status": { "conditions": conditions } });
-        self.patch_claim_status(claim, &patch, "patch nodeclaim conditions").await
+        self.patch_existing_claim_status(claim, &patch, "patch nodeclaim conditions").await
     }
 
     pub(crate) async fn untaint(&self, node: &str, keys: &[String]) -> Result<(), ClusterError> {

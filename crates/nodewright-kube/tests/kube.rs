@@ -14,7 +14,7 @@ use base64::Engine;
 use http::{Method, Request, Response};
 use kube::client::Body;
 use kube::Client;
-use nodewright_core::cloud::{SimulatedCloud, SimulatedCloudConfig};
+use nodewright_core::cloud::{CloudProvider, SimulatedCloud, SimulatedCloudConfig};
 use nodewright_kube::KubeCluster;
 use nodewright_kube::lease::LeaderElector;
 use nodewright_core::controllers::node_pool_status::NodePoolStatusController;
@@ -329,6 +329,38 @@ async fn a_nodepool_deleted_after_the_pass_read_it_gets_no_nodeclaim_and_no_inst
     assert!(cloud.launch_requests().is_empty(), "no instance");
     let seen = seen.lock().unwrap().clone();
     assert!(seen.iter().all(|s| s.method == Method::GET || s.uri.ends_with("/events?")), "only reads: {seen:#?}");
+}
+
+/// `kubectl delete nodeclaim` while its CreateFleet is in flight: the
+/// termination path, finding no instance, releases the claim, so recording
+/// the launch meets a 404. The instance is terminated there and then, the
+/// pass ends well and says why; no Launched or Nominated Event is sent.
+#[tokio::test]
+async fn a_nodeclaim_deleted_while_its_instance_launched_has_that_instance_terminated() {
+    let (client, seen) = api_server(|method, uri, body| match (method.as_str(), uri) {
+        ("GET", _) => provisioning_reads(uri),
+        ("POST", "/apis/nodewright.io/v1alpha1/nodeclaims?") => (201, body.clone()),
+        ("PATCH", u) if u.starts_with("/apis/nodewright.io/v1alpha1/nodeclaims/") && u.contains("/status") => {
+            status(404, "NotFound", "nodeclaims.nodewright.io not found")
+        }
+        ("POST", u) if u.ends_with("/events?") => (201, body.clone()),
+        _ => unexpected(method.as_str(), uri),
+    });
+    let (cloud, report) = provision_once(client).await;
+    assert!(report.launched.is_empty(), "{report:?}");
+    let launches = cloud.launch_requests();
+    assert_eq!(launches.len(), 1, "CreateFleet was sent once");
+    assert_eq!(report.launch_failures.len(), 1, "{report:?}");
+    let (claim, why) = &report.launch_failures[0];
+    assert_eq!(claim, &launches[0].claim);
+    assert!(why.starts_with(&format!("NodeClaim {claim} was deleted while its instance launched: instance i-")), "{why}");
+    assert!(why.ends_with(" terminated, its pods stay pending"), "{why}");
+    assert!(cloud.instances().await.unwrap().is_empty(), "nothing left running");
+    let seen = seen.lock().unwrap().clone();
+    let patches: Vec<&str> = seen.iter().filter(|s| s.method == Method::PATCH).map(|s| s.uri.as_str()).collect();
+    assert_eq!(patches.len(), 1, "only the status write that met the 404: {patches:?}");
+    let events: Vec<&str> = seen.iter().filter(|s| s.uri.ends_with("/events?")).map(|s| s.body["reason"].as_str().unwrap()).collect();
+    assert!(!events.contains(&"Launched") && !events.contains(&"Nominated"), "{events:?}");
 }
 
 #[tokio::test]

@@ -34,6 +34,11 @@ async fn a_crash_in_launch_or_termination_leaves_nothing_leaked_duplicated_or_st
 }
 
 #[tokio::test]
+async fn a_nodeclaim_deleted_while_its_instance_launches_has_that_instance_terminated_and_its_pods_get_another() {
+    scenarios::nodeclaim_deleted_while_launching(&mut Harness::new()).await;
+}
+
+#[tokio::test]
 async fn after_failover_the_new_leader_draws_fresh_names_launches_nothing_twice_and_places_every_pod() {
     scenarios::failover(&mut Harness::new()).await;
 }

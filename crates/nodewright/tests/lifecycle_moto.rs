@@ -71,6 +71,16 @@ async fn on_ec2_a_crash_at_each_point_leaves_nothing_leaked_duplicated_or_stuck_
 }
 
 #[tokio::test]
+async fn on_ec2_a_nodeclaim_deleted_while_its_instance_launches_has_that_instance_terminated() {
+    let moto = Moto::start();
+    scenarios::nodeclaim_deleted_while_launching(&mut harness(&moto).await).await;
+    // Two instances were launched: the first is terminated in EC2; the one of the pods' new claim runs.
+    let states = states(&moto).await;
+    assert_eq!(states.iter().filter(|(_, s)| s == "running").count(), 1, "{states:?}");
+    assert_eq!(states.iter().filter(|(_, s)| s != "running").map(|(_, s)| s.as_str()).collect::<Vec<_>>(), vec!["terminated"], "{states:?}");
+}
+
+#[tokio::test]
 async fn on_ec2_after_failover_the_new_leader_launches_nothing_twice_and_places_every_pod() {
     let moto = Moto::start();
     scenarios::failover(&mut harness(&moto).await).await;

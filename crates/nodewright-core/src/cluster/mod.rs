@@ -40,6 +40,17 @@ pub enum Created {
     NodePoolGone,
 }
 
+/// What recording a launched instance on its NodeClaim did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The instance is recorded on the claim.
+    Recorded,
+    /// The claim no longer exists (deleted, and released because it had
+    /// recorded no instance, while its launch was in flight): nothing was
+    /// written, and nothing else will end that instance but its launcher.
+    ClaimGone,
+}
+
 /// What an Event is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EventObject {
@@ -94,8 +105,9 @@ pub trait Cluster: Send + Sync + 'static {
     /// [`Created::NodePoolGone`], not errors.
     fn create_node_claim(&self, claim: NodeClaim) -> impl Future<Output = Result<Created, ClusterError>> + Send;
 
-    /// Record that `claim` is backed by `instance`.
-    fn claim_launched(&self, claim: &str, instance: Instance) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Record that `claim` is backed by `instance`; a claim no longer there
+    /// is [`Recorded::ClaimGone`], not an error.
+    fn claim_launched(&self, claim: &str, instance: Instance) -> impl Future<Output = Result<Recorded, ClusterError>> + Send;
 
     /// Remove a NodeClaim (whose launch failed, or whose instance is gone) and its node.
     fn delete_node_claim(&self, claim: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;

@@ -16,7 +16,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Cluster, ClusterError, ClusterEvent, Created, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, RegisteredNode, Registration};
+use super::{Cluster, ClusterError, ClusterEvent, Created, Eviction, NodeClaim, NodePoolObject, NodePoolStatus, PluginStatus, PolicyPluginObject, RegisteredNode, Recorded, Registration};
 use crate::cloud::Instance;
 use crate::model::{BoundPods, Catalog, Clock, NodePool, PdbStatus, Pod, PodDisruptionBudget, PodSpec};
 use crate::scheduling::{ExistingNode, Hints, SchedulingInput, schedule_in_order, zone_index};
@@ -683,12 +683,12 @@ impl Cluster for SimulatedCluster {
         Ok(Created::Created)
     }
 
-    async fn claim_launched(&self, claim: &str, instance: Instance) -> Result<(), ClusterError> {
+    async fn claim_launched(&self, claim: &str, instance: Instance) -> Result<Recorded, ClusterError> {
         let mut state = self.state();
-        let c = state.claims.get_mut(claim).ok_or_else(|| ClusterError(format!("NodeClaim {claim} does not exist")))?;
+        let Some(c) = state.claims.get_mut(claim) else { return Ok(Recorded::ClaimGone) };
         c.instance = Some(instance);
         state.touch();
-        Ok(())
+        Ok(Recorded::Recorded)
     }
 
     async fn delete_node_claim(&self, claim: &str) -> Result<(), ClusterError> {
@@ -986,7 +986,7 @@ mod tests {
         assert_eq!(futures::executor::block_on(cluster.create_node_claim(claim)).unwrap(), Created::Created);
         assert!(nodes().is_empty(), "not launched: not listed");
         let instance = Instance { id: "i-1".into(), claim: "default-abcde".into(), node_pool: "default".into(), offering };
-        futures::executor::block_on(cluster.claim_launched("default-abcde", instance)).unwrap();
+        assert_eq!(futures::executor::block_on(cluster.claim_launched("default-abcde", instance)).unwrap(), Recorded::Recorded);
 
         let first = nodes();
         let made = ExistingNode::launched("default-abcde", &pool, &catalog.offerings[offering as usize], &[]);

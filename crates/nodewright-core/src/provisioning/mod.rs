@@ -189,7 +189,9 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
     /// Record a NodeClaim for `spec` and launch it. On a failed launch the
     /// claim is deleted again and (claim, error) returned; when its NodePool
     /// was deleted since the pass read it, nothing is created or launched and
-    /// (the name drawn, why) is returned, so the pass goes on with the others.
+    /// (the name drawn, why) is returned, so the pass goes on with the others;
+    /// when the claim was deleted while its instance launched, the instance
+    /// is terminated and (claim, why) returned.
     pub async fn launch_claim(&self, spec: ClaimSpec<'_>) -> Result<Result<LaunchedClaim, (String, String)>, ClusterError> {
         let pool = spec.pool;
         let mut taints = pool.taints.clone();
@@ -263,7 +265,9 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                     || format!("offering {}", instance.offering),
                     |o| format!("{} {} in {} (${:.4}/h)", o.instance_type, o.capacity_type.label(), o.zone, o.price_per_hour),
                 );
-                self.cluster.claim_launched(&name, instance).await?;
+                if self.cluster.claim_launched(&name, instance.clone()).await? == crate::cluster::Recorded::ClaimGone {
+                    return Ok(Err((name.clone(), self.terminator.end_unclaimed(&name, &instance).await)));
+                }
                 let event = |object, reason, message| ClusterEvent { object, warning: false, reason, message };
                 self.cluster
                     .record_event(event(EventObject::NodeClaim(name.clone()), "Launched", format!("launched {what} as {}, for {} pod(s)", launched.instance, launched.pods.len())))
@@ -303,10 +307,13 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                 continue;
             }
             match instances.iter().find(|i| i.claim == claim.name) {
-                Some(instance) => {
-                    self.cluster.claim_launched(&claim.name, instance.clone()).await?;
-                    adopted.push(claim.name);
-                }
+                Some(instance) => match self.cluster.claim_launched(&claim.name, instance.clone()).await? {
+                    crate::cluster::Recorded::Recorded => adopted.push(claim.name),
+                    // Deleted since it was listed.
+                    crate::cluster::Recorded::ClaimGone => {
+                        self.terminator.end_unclaimed(&claim.name, instance).await;
+                    }
+                },
                 None => {
                     self.cluster.delete_node_claim(&claim.name).await?;
                     deleted.push(claim.name);

@@ -142,6 +142,26 @@ impl<C: CloudProvider, K: Cluster> Terminator<C, K> {
         Ok(released)
     }
 
+    /// End `instance`, launched for NodeClaim `claim`, which was deleted
+    /// and released while the launch was in flight: no node registered, so
+    /// nothing is drained, and no claim is left to release. Returns what
+    /// became of it, in a sentence (the launch's failure reason). If the
+    /// terminate fails, the instance is left to the garbage collection of
+    /// instances no NodeClaim holds.
+    pub async fn end_unclaimed(&self, claim: &str, instance: &crate::cloud::Instance) -> String {
+        let id = &instance.id;
+        match self.cloud.terminate(id).await {
+            Ok(()) => {
+                tracing::info!(node_claim = %claim, instance = %id, "NodeClaim deleted while its instance launched: instance terminated");
+                format!("NodeClaim {claim} was deleted while its instance launched: instance {id} terminated, its pods stay pending")
+            }
+            Err(e) => {
+                tracing::warn!(node_claim = %claim, instance = %id, "NodeClaim deleted while its instance launched; terminate failed, left to garbage collection: {e}");
+                format!("NodeClaim {claim} was deleted while its instance launched; terminating instance {id} failed ({e}), garbage collection ends it")
+            }
+        }
+    }
+
     /// NodeClaims released, by cause.
     pub fn counts(&self) -> BTreeMap<&'static str, u64> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()

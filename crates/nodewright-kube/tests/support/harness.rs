@@ -57,11 +57,16 @@ pub enum CrashPoint {
     AfterTerminate,
 }
 
+/// What happens elsewhere while a CreateFleet is in flight: given the
+/// claim being launched, run before the cloud answers.
+pub type DuringLaunch = Box<dyn FnOnce(String) -> futures::future::BoxFuture<'static, ()> + Send>;
+
 /// A cloud (the simulated one, or EC2 on moto), with a crash point armed
-/// at most once.
+/// at most once, and at most one thing to happen during a launch.
 pub struct CrashingCloud<I> {
     pub inner: I,
     pub armed: std::sync::Mutex<Option<CrashPoint>>,
+    pub during_launch: std::sync::Mutex<Option<DuringLaunch>>,
 }
 
 impl<I> CrashingCloud<I> {
@@ -95,6 +100,10 @@ impl<I: CloudProvider> CloudProvider for CrashingCloud<I> {
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Instance, LaunchError> {
         self.crash_if(CrashPoint::BeforeLaunch);
+        let during = self.during_launch.lock().unwrap().take();
+        if let Some(during) = during {
+            during(request.claim.clone()).await;
+        }
         let launched = self.inner.launch(request).await;
         self.crash_if(CrashPoint::AfterLaunch);
         launched
@@ -174,7 +183,7 @@ impl<I: CloudProvider> Harness<I> {
     pub fn on(inner: I, clock: Arc<AtomicU64>, now: nodewright_core::model::Clock, cached: bool) -> Self {
         let (client, server) = ApiServer::start();
         let catalog = inner.catalog();
-        let cloud = Arc::new(CrashingCloud { inner, armed: std::sync::Mutex::new(None) });
+        let cloud = Arc::new(CrashingCloud { inner, armed: std::sync::Mutex::new(None), during_launch: std::sync::Mutex::new(None) });
         let for_cluster = catalog.clone();
         let mut cluster = KubeCluster::new(client.clone(), "nodewright", Arc::new(move || for_cluster.clone()));
         if cached {
@@ -389,6 +398,40 @@ pub mod scenarios {
         assert_eq!(h.server.delete("Node", "", &node), 200);
         assert!(h.server.get("Node", "", &node).is_none());
         drained_onto_a_replacement(h, &first, &node).await;
+    }
+
+    /// `kubectl delete nodeclaim` while its CreateFleet is in flight: the
+    /// termination pass (on its own task in `run`) finds no instance
+    /// recorded or tagged, and releases the claim; the launch then has no
+    /// claim to record its instance on. The instance is terminated at once,
+    /// the pods stay pending and get a claim of their own.
+    pub async fn nodeclaim_deleted_while_launching<I: CloudProvider>(h: &mut Harness<I>) {
+        h.server.put(node_pool());
+        h.server.put(pod("web-1"));
+        h.server.put(pod("web-2"));
+        let (server, provisioner, cluster) = (h.server.clone(), h.provisioner.clone(), h.cluster.clone());
+        let during: DuringLaunch = Box::new(move |claim: String| {
+            Box::pin(async move {
+                assert_eq!(server.delete("NodeClaim", "", &claim), 200);
+                let mut termination = DisruptionController::new(provisioner, cluster, DisruptionSettings::default());
+                termination.terminate_pass().await.unwrap();
+                assert!(server.get("NodeClaim", "", &claim).is_none(), "released: it had no instance");
+            })
+        });
+        *h.cloud.during_launch.lock().unwrap() = Some(during);
+        let report = h.provisioner.provision().await.unwrap();
+        assert!(report.launched.is_empty(), "{report:?}");
+        assert_eq!(report.launch_failures.len(), 1, "{report:?}");
+        let (claim, why) = &report.launch_failures[0];
+        assert!(why.starts_with(&format!("NodeClaim {claim} was deleted while its instance launched: instance ")), "{why}");
+        assert!(h.cloud.instances().await.unwrap().is_empty(), "the instance no claim holds is terminated");
+        assert!(h.server.list("NodeClaim").is_empty());
+        for _ in 0..4 {
+            h.pass().await;
+        }
+        h.settled().await;
+        let claims: Vec<String> = h.server.list("NodeClaim").iter().map(|c| c["metadata"]["name"].as_str().unwrap().to_string()).collect();
+        assert!(!claims.is_empty() && !claims.contains(claim), "new claims hold the pods: {claims:?}");
     }
 
     /// The leader stops with pods pending; the standby (same name seed)
