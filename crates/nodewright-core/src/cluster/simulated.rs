@@ -986,6 +986,8 @@ mod tests {
         assert_eq!(futures::executor::block_on(cluster.create_node_claim(claim)).unwrap(), Created::Created);
         assert!(nodes().is_empty(), "not launched: not listed");
         let instance = Instance { id: "i-1".into(), claim: "default-abcde".into(), node_pool: "default".into(), offering };
+        // A claim deleted while its instance launched is gone, not an error.
+        assert_eq!(futures::executor::block_on(cluster.claim_launched("default-gone1", instance.clone())).unwrap(), Recorded::ClaimGone);
         assert_eq!(futures::executor::block_on(cluster.claim_launched("default-abcde", instance)).unwrap(), Recorded::Recorded);
 
         let first = nodes();

@@ -32,9 +32,12 @@ pub(super) struct ClassReport {
     resolution: Option<nodewright_aws::ec2::Resolution>,
 }
 
-/// The status a node class should have: its conditions as (type, status,
-/// reason, message), and the resolved fields (Karpenter's shape).
-fn class_status(report: &ClassReport) -> (Vec<(&'static str, bool, String, String)>, serde_json::Map<String, serde_json::Value>) {
+/// A status condition: (type, status, reason, message).
+type Condition = (&'static str, bool, String, String);
+
+/// The status a node class should have: its conditions, and the resolved
+/// fields (Karpenter's shape).
+fn class_status(report: &ClassReport) -> (Vec<Condition>, serde_json::Map<String, serde_json::Value>) {
     use serde_json::json;
     let mut fields = serde_json::Map::new();
     let Ok(()) = &report.result else {
@@ -234,11 +237,6 @@ fn node_class(spec: &nodewright_kube::crd::EC2NodeClassSpec, name: &str) -> anyh
     })
 }
 
-/// The stateful API server the kube-rs tests use.
-#[cfg(test)]
-#[path = "../../../nodewright-kube/tests/support/apiserver.rs"]
-mod test_apiserver;
-
 /// moto's server, for the tests that resolve node classes in EC2.
 #[cfg(test)]
 #[path = "../../../nodewright-aws/tests/moto/mod.rs"]
@@ -248,7 +246,7 @@ mod test_moto;
 mod tests {
     use super::*;
 
-    use super::test_apiserver as apiserver;
+    use crate::cli::test_apiserver as apiserver;
 
     /// Karpenter's EC2NodeClass `name`: the fields of `base`, and those of
     /// `more` over them.

@@ -200,7 +200,7 @@ async fn serve(args: RunArgs, config: RunConfig, runtime: nodewright_core::polic
         let (client, cloud, version) = (classes_client.clone(), classes_cloud.clone(), classes_version.clone());
         Box::pin(async move {
             let (classes, mut reports) = node_classes(&client, &version).await.map_err(|e| format!("{e:#}"))?;
-            resolve_classes(&*cloud, &classes, &mut reports).await;
+            resolve_classes(&cloud, &classes, &mut reports).await;
             cloud.set_node_classes(classes);
             let mistakes = write_class_status(&client, &reports).await?;
             if mistakes.is_empty() { Ok(()) } else { Err(mistakes.join("; ")) }
