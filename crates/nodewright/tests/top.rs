@@ -3,7 +3,6 @@
 //! on a loopback port, through a kubeconfig).
 
 #[path = "../../nodewright-kube/tests/support/apiserver.rs"]
-#[allow(dead_code)]
 mod apiserver;
 
 use std::process::Command;
