@@ -285,10 +285,9 @@ impl KubeCluster {
         Api::all(self.client.clone())
     }
 
-    /// Merge `patch` into NodeClaim `claim`'s status; `what` names the
-    /// write in an error.
     /// Merge `patch` into NodeClaim `claim`'s status; `Recorded::ClaimGone`
-    /// if there is no such claim (any more).
+    /// if there is no such claim (any more). `what` names the write in an
+    /// error.
     async fn patch_claim_status(&self, claim: &str, patch: &serde_json::Value, what: &str) -> Result<Recorded, ClusterError> {
         match self.claims_api().patch_status(claim, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(patch)).await {
             Ok(patched) => {

@@ -265,8 +265,9 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                     || format!("offering {}", instance.offering),
                     |o| format!("{} {} in {} (${:.4}/h)", o.instance_type, o.capacity_type.label(), o.zone, o.price_per_hour),
                 );
-                if self.cluster.claim_launched(&name, instance.clone()).await? == crate::cluster::Recorded::ClaimGone {
-                    return Ok(Err((name.clone(), self.terminator.end_unclaimed(&name, &instance).await)));
+                if self.cluster.claim_launched(&name, instance).await? == crate::cluster::Recorded::ClaimGone {
+                    let why = self.terminator.end_unclaimed(&name, &launched.instance).await;
+                    return Ok(Err((name, why)));
                 }
                 let event = |object, reason, message| ClusterEvent { object, warning: false, reason, message };
                 self.cluster
@@ -311,7 +312,7 @@ impl<C: CloudProvider, K: Cluster> Provisioner<C, K> {
                     crate::cluster::Recorded::Recorded => adopted.push(claim.name),
                     // Deleted since it was listed.
                     crate::cluster::Recorded::ClaimGone => {
-                        self.terminator.end_unclaimed(&claim.name, instance).await;
+                        self.terminator.end_unclaimed(&claim.name, &instance.id).await;
                     }
                 },
                 None => {

@@ -142,14 +142,13 @@ impl<C: CloudProvider, K: Cluster> Terminator<C, K> {
         Ok(released)
     }
 
-    /// End `instance`, launched for NodeClaim `claim`, which was deleted
+    /// End instance `id`, launched for NodeClaim `claim`, which was deleted
     /// and released while the launch was in flight: no node registered, so
     /// nothing is drained, and no claim is left to release. Returns what
     /// became of it, in a sentence (the launch's failure reason). If the
     /// terminate fails, the instance is left to the garbage collection of
     /// instances no NodeClaim holds.
-    pub async fn end_unclaimed(&self, claim: &str, instance: &crate::cloud::Instance) -> String {
-        let id = &instance.id;
+    pub async fn end_unclaimed(&self, claim: &str, id: &str) -> String {
         match self.cloud.terminate(id).await {
             Ok(()) => {
                 tracing::info!(node_claim = %claim, instance = %id, "NodeClaim deleted while its instance launched: instance terminated");
